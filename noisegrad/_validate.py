@@ -1,0 +1,85 @@
+"""Checks at the door: every bad argument is named before any forward pass."""
+
+import inspect
+import numbers
+from typing import Any, Dict, Tuple
+
+import torch
+from captum.attr import Attribution
+from torch import Tensor
+
+DELTA_REDUCTIONS = ("mean", "none")
+
+
+def validate_inputs(inputs: object) -> Tuple[Tensor, ...]:
+    """``inputs`` as a tuple of floating tensors sharing their first (batch) dimension."""
+    items = inputs if isinstance(inputs, tuple) else (inputs,)
+    if not items:
+        raise ValueError("inputs is an empty tuple; give at least one tensor")
+    for i, x in enumerate(items):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"inputs must be a tensor or a tuple of tensors, got {type(x).__name__} at position {i}")
+        if not (x.is_floating_point() and not x.is_complex()):
+            raise TypeError(
+                f"input {i} has dtype {x.dtype}; Gaussian noise can only be added to floating-point inputs. "
+                "For token ids or other discrete inputs, attribute an embedding layer instead "
+                "(e.g. captum.attr.LayerIntegratedGradients on the embedding, or the embeddings as inputs)"
+            )
+        if x.dim() == 0:
+            raise ValueError(f"input {i} is a 0-dim tensor; dimension 0 must index the examples of the batch")
+    batch = items[0].shape[0]
+    sizes = [x.shape[0] for x in items]
+    if any(size != batch for size in sizes):
+        raise ValueError(f"the input tensors must share their first (batch) dimension, got sizes {sizes}")
+    if batch == 0:
+        raise ValueError("inputs hold no examples (batch dimension is 0)")
+    return items
+
+
+def validate_counts(nt_samples: object, nt_samples_batch_size: object) -> None:
+    _positive_int("nt_samples", nt_samples)
+    if nt_samples_batch_size is not None:
+        _positive_int("nt_samples_batch_size", nt_samples_batch_size, extra=" or None")
+
+
+def _positive_int(name: str, value: object, extra: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int{extra}, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int{extra}, got {value}")
+
+
+def validate_seed(seed: object, generator: object) -> None:
+    if seed is not None and generator is not None:
+        raise ValueError("give seed or generator, not both")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def validate_delta(return_delta: bool, method: Attribution, delta_reduction: object) -> None:
+    if delta_reduction not in DELTA_REDUCTIONS:
+        raise ValueError(f"delta_reduction must be one of {DELTA_REDUCTIONS}, got {delta_reduction!r}")
+    if return_delta and not method.has_convergence_delta():
+        raise ValueError(
+            f"return_convergence_delta=True, but {type(method).__name__} has no convergence delta "
+            "(methods with one include IntegratedGradients, DeepLift, DeepLiftShap and GradientShap)"
+        )
+
+
+def validate_keywords(method: Attribution, kwargs: Dict[str, Any]) -> None:
+    """Reject keyword arguments the wrapped method's ``attribute`` does not take."""
+    try:
+        parameters = inspect.signature(method.attribute).parameters
+    except (TypeError, ValueError):  # a builtin or C extension: let the method itself judge
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = sorted(set(kwargs) - set(parameters))
+    if unknown:
+        raise TypeError(
+            f"{type(method).__name__}.attribute() does not take {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join(name for name in parameters if name != 'inputs')}"
+        )
+

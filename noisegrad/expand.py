@@ -1,0 +1,143 @@
+"""Expanding the wrapped method's arguments to a chunk of noisy copies, as Captum expands them."""
+
+import numbers
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from noisegrad.seeding import SampleSeeds
+
+__all__ = ["expand_kwargs", "validate_kwargs"]
+
+
+def expand_kwargs(
+    kwargs: Dict[str, Any],
+    inputs: Tuple[Tensor, ...],
+    sample_ids: range,
+    baseline_draw: Optional[Tuple[SampleSeeds, torch.Generator]] = None,
+) -> Dict[str, Any]:
+    """A new kwargs dict whose per-example arguments are repeated for each sample of a chunk.
+
+    Rows are example-major (example 0's samples first), matching
+    :func:`noisegrad.noise.noisy_copies`. Follows Captum's rules exactly:
+
+    * ``target``: a list repeats each entry; a tensor with more than one
+      element is repeat-interleaved along dim 0; an int, a tuple or a
+      one-element tensor is left alone.
+    * ``additional_forward_args``: every tensor with at least one dimension is
+      repeat-interleaved along dim 0; anything else is passed as is.
+    * ``feature_mask``: tensors whose first dimension exceeds 1 are repeated.
+    * ``baselines``: tensors with one row per example (and more than one
+      example) are repeated. With ``baseline_draw`` (``draw_baseline_from_distrib``),
+      every (example, sample) row instead gets a baseline row drawn uniformly
+      from the baseline tensor with that sample's own seed.
+
+    The caller's dict and its values are never modified.
+
+    Examples
+    --------
+    >>> x = torch.zeros(2, 3)
+    >>> expand_kwargs({"target": [3, 5]}, (x,), range(0, 2))
+    {'target': [3, 3, 5, 5]}
+    """
+    n = len(sample_ids)
+    out = dict(kwargs)
+    if "target" in out:
+        out["target"] = _expand_target(out["target"], n)
+    if out.get("additional_forward_args") is not None:
+        extra = out["additional_forward_args"]
+        extra = extra if isinstance(extra, tuple) else (extra,)
+        out["additional_forward_args"] = tuple(
+            a.repeat_interleave(n, dim=0) if isinstance(a, Tensor) and a.dim() > 0 else a for a in extra
+        )
+    if out.get("feature_mask") is not None:
+        out["feature_mask"] = _map_tensors(
+            out["feature_mask"], lambda m, _: m.repeat_interleave(n, dim=0) if m.shape[0] > 1 else m, inputs
+        )
+    if out.get("baselines") is not None and not callable(out["baselines"]):
+        if baseline_draw is None:
+            out["baselines"] = _map_tensors(
+                out["baselines"],
+                lambda b, x: b.repeat_interleave(n, dim=0) if b.shape[0] == x.shape[0] and b.shape[0] > 1 else b,
+                inputs,
+            )
+        else:
+            seeds, generator = baseline_draw
+            batch = inputs[0].shape[0]
+            out["baselines"] = _map_tensors(
+                out["baselines"],
+                lambda b, _x, stream: b[_drawn_rows(b.shape[0], batch, sample_ids, seeds, stream, generator, b.device)],
+                inputs,
+                with_stream=True,
+            )
+    return out
+
+
+def _expand_target(target: Any, n: int) -> Any:
+    if isinstance(target, list):
+        return [t for t in target for _ in range(n)]
+    if isinstance(target, Tensor) and target.numel() > 1:
+        return target.repeat_interleave(n, dim=0)
+    return target
+
+
+def _map_tensors(value: Any, fn: Any, inputs: Tuple[Tensor, ...], with_stream: bool = False) -> Any:
+    """Apply ``fn`` to the tensors of a tensor-or-tuple argument, keeping its form."""
+    items = value if isinstance(value, tuple) else (value,)
+    mapped = tuple(
+        (fn(v, x, len(inputs) + i) if with_stream else fn(v, x)) if isinstance(v, Tensor) else v
+        for i, (v, x) in enumerate(zip(items, inputs))
+    )
+    return mapped if isinstance(value, tuple) else mapped[0]
+
+
+def _drawn_rows(
+    n_rows: int,
+    batch: int,
+    sample_ids: range,
+    seeds: SampleSeeds,
+    stream: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> Tensor:
+    draws = []
+    for sample in sample_ids:
+        generator.manual_seed(seeds(stream, sample))
+        draws.append(torch.randint(n_rows, (batch,), generator=generator, device=generator.device))
+    return torch.stack(draws, dim=1).reshape(-1).to(device)
+
+
+def validate_kwargs(kwargs: Dict[str, Any], inputs: Tuple[Tensor, ...], draw_baseline_from_distrib: bool) -> None:
+    """Check the per-example arguments against the batch before any forward pass."""
+    batch = inputs[0].shape[0]
+    target = kwargs.get("target")
+    if isinstance(target, list) and len(target) != batch:
+        raise ValueError(f"target is a list of {len(target)} entries but the batch has {batch} examples")
+    if isinstance(target, Tensor) and target.numel() > 1 and target.shape[0] != batch:
+        raise ValueError(
+            f"target is a tensor of shape {tuple(target.shape)}; with more than one element its "
+            f"first dimension must equal the batch size {batch}"
+        )
+    baselines = kwargs.get("baselines")
+    if baselines is None or callable(baselines):
+        return
+    items = baselines if isinstance(baselines, tuple) else (baselines,)
+    if len(items) != len(inputs):
+        raise ValueError(f"baselines has {len(items)} entries but there are {len(inputs)} input tensors")
+    for i, (b, x) in enumerate(zip(items, inputs)):
+        if isinstance(b, bool) or not isinstance(b, (Tensor, numbers.Real)):
+            raise TypeError(f"baselines for input {i} must be a tensor or a number, got {type(b).__name__}")
+        if not isinstance(b, Tensor):
+            continue
+        if draw_baseline_from_distrib:
+            if b.dim() == 0 or b.shape[0] == 0 or b.shape[1:] != x.shape[1:]:
+                raise ValueError(
+                    f"with draw_baseline_from_distrib=True, baselines for input {i} must be a non-empty "
+                    f"stack of examples shaped like the input's {tuple(x.shape[1:])}, got {tuple(b.shape)}"
+                )
+        elif b.shape != x.shape and (b.dim() == 0 or b.shape[0] != 1):
+            raise ValueError(
+                f"baselines for input {i} has shape {tuple(b.shape)}; it must match the input's "
+                f"{tuple(x.shape)} or have a first dimension of 1 to broadcast over the batch"
+            )

@@ -1,0 +1,177 @@
+"""Noise specifications (absolute, per input, per feature, relative) and noisy copies of the inputs."""
+
+import math
+import numbers
+from typing import Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from noisegrad.seeding import SampleSeeds
+
+__all__ = ["relative", "Relative", "resolve_stdevs", "noisy_copies"]
+
+_RELATIVE_TO = ("range", "std")
+
+
+class Relative:
+    """Noise whose standard deviation is a fraction of each example's spread.
+
+    Create it with :func:`relative`.
+    """
+
+    def __init__(self, fraction: float, of: str = "range") -> None:
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+            raise TypeError(f"relative(fraction=...) must be a real number, got {type(fraction).__name__}")
+        if not math.isfinite(fraction) or fraction < 0:
+            raise ValueError(f"relative(fraction=...) must be finite and >= 0, got {fraction}")
+        if of not in _RELATIVE_TO:
+            raise ValueError(f"relative(of=...) must be one of {_RELATIVE_TO}, got {of!r}")
+        self.fraction = float(fraction)
+        self.of = of
+
+    def sigma(self, x: Tensor) -> Tensor:
+        """σ of each example of ``x``, shaped ``(batch, 1, ..., 1)`` to broadcast over it."""
+        flat = x.detach().reshape(x.shape[0], -1)
+        if self.of == "range":
+            spread = flat.amax(dim=1) - flat.amin(dim=1)
+        else:
+            spread = flat.std(dim=1, correction=0)
+        return (self.fraction * spread).reshape((x.shape[0],) + (1,) * (x.dim() - 1))
+
+    def __repr__(self) -> str:
+        return f"relative({self.fraction}, of={self.of!r})"
+
+
+def relative(fraction: float, of: str = "range") -> Relative:
+    """Noise level relative to the data, for ``NoiseTunnel.attribute(stdevs=...)``.
+
+    ``relative(0.15, of="range")`` gives every example the standard deviation
+    ``0.15 · (max − min)`` of its own values (the SmoothGrad paper's "noise
+    level", PAIR's ``stdev_spread``, zennit's ``noise_level``); ``of="std"``
+    uses ``0.15 ·`` the example's (population) standard deviation, the unit of
+    Vertex AI's advice of 10–20 %. The spread is taken over all non-batch
+    dimensions of each input tensor separately. An example whose values are
+    all equal gets no noise.
+
+    Parameters
+    ----------
+    fraction : float
+        Finite and >= 0.
+    of : {"range", "std"}
+        The spread the fraction is taken of.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([[0.0, 2.0], [1.0, 1.5]])
+    >>> relative(0.1).sigma(x)
+    tensor([[0.2000],
+            [0.0500]])
+    """
+    return Relative(fraction, of)
+
+
+StdevsType = Union[float, Relative, Tensor, Sequence[Union[float, Relative, Tensor]]]
+
+
+def resolve_stdevs(stdevs: StdevsType, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+    """Turn any accepted form of ``stdevs`` into one σ tensor per input.
+
+    Each σ has the input's dtype and device and broadcasts to the input's
+    shape. Raises ``TypeError``/``ValueError`` naming ``stdevs`` for anything
+    else, for negative or non-finite values, and for a tuple of the wrong
+    length.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.zeros(2, 3)
+    >>> resolve_stdevs(0.5, (x,))
+    (tensor(0.5000),)
+    >>> resolve_stdevs(torch.tensor([0.0, 1.0, 2.0]), (x,))[0]
+    tensor([0., 1., 2.])
+    """
+    if isinstance(stdevs, (tuple, list)):
+        if len(stdevs) != len(inputs):
+            raise ValueError(
+                f"stdevs has {len(stdevs)} entries but there are {len(inputs)} input tensors; "
+                "give one entry per input, or a single value for all"
+            )
+        per_input = tuple(stdevs)
+    else:
+        per_input = (stdevs,) * len(inputs)
+    sigmas = tuple(_one_sigma(s, x, i) for i, (s, x) in enumerate(zip(per_input, inputs)))
+    for i, sigma in enumerate(sigmas):
+        if not bool((torch.isfinite(sigma) & (sigma >= 0)).all()):
+            source = "the input's spread" if isinstance(per_input[i], Relative) else "stdevs"
+            raise ValueError(f"stdevs for input {i} must be finite and >= 0; {source} gave {_describe(sigma)}")
+    return sigmas
+
+
+def _one_sigma(stdev: object, x: Tensor, index: int) -> Tensor:
+    if isinstance(stdev, Relative):
+        return stdev.sigma(x)
+    if isinstance(stdev, Tensor):
+        if stdev.is_complex() or stdev.dtype == torch.bool:
+            raise TypeError(f"stdevs for input {index} must be a real tensor, got dtype {stdev.dtype}")
+        try:
+            shape = torch.broadcast_shapes(stdev.shape, x.shape)
+        except RuntimeError:
+            shape = None
+        if shape != x.shape:
+            raise ValueError(
+                f"stdevs for input {index} has shape {tuple(stdev.shape)}, which does not broadcast "
+                f"to the input's shape {tuple(x.shape)}"
+            )
+        return stdev.detach().to(device=x.device, dtype=x.dtype)
+    if isinstance(stdev, bool) or not isinstance(stdev, numbers.Real):
+        raise TypeError(
+            f"stdevs for input {index} must be a float, a tensor or noisegrad.relative(...), "
+            f"got {type(stdev).__name__}"
+        )
+    return torch.tensor(float(stdev), dtype=x.dtype, device=x.device)
+
+
+def _describe(sigma: Tensor) -> str:
+    bad = sigma[~(torch.isfinite(sigma) & (sigma >= 0))]
+    return f"{bad.numel()} invalid value(s), e.g. {bad.flatten()[0].item()}"
+
+
+def noisy_copies(
+    x: Tensor,
+    sigma: Tensor,
+    sample_ids: range,
+    seeds: SampleSeeds,
+    stream: int,
+    generator: torch.Generator,
+) -> Tensor:
+    """``x`` repeated once per sample id (example-major, like ``repeat_interleave``) plus Gaussian noise.
+
+    The noise of sample ``k`` is drawn from a generator seeded with
+    ``seeds(stream, k)`` in ``x``'s dtype and device, so it is bit-identical
+    whichever chunk the sample falls in. The returned tensor is the only
+    allocation of the expanded size; σ is never materialised at that size.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.zeros(2, 3)
+    >>> gen = torch.Generator()
+    >>> whole = noisy_copies(x, torch.tensor(1.0), range(0, 4), SampleSeeds(0), 0, gen)
+    >>> tail = noisy_copies(x, torch.tensor(1.0), range(2, 4), SampleSeeds(0), 0, gen)
+    >>> torch.equal(whole.view(2, 4, 3)[:, 2:], tail.view(2, 2, 3))
+    True
+    """
+    batch, rest = x.shape[0], tuple(x.shape[1:])
+    with torch.no_grad():
+        x = x.detach()
+        copies = torch.empty((batch, len(sample_ids)) + rest, dtype=x.dtype, device=x.device)
+        # A contiguous scratch draw, whatever x's memory format, so the values
+        # drawn depend only on the seed and the shape.
+        draw = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        for j, sample in enumerate(sample_ids):
+            generator.manual_seed(seeds(stream, sample))
+            draw.normal_(generator=generator)
+            torch.addcmul(x, draw, sigma, out=copies[:, j])
+    return copies.view((batch * len(sample_ids),) + rest)

@@ -1,0 +1,44 @@
+"""The noise-tunnel types: how the statistics of the noisy attributions become the result."""
+
+from typing import Tuple
+
+from torch import Tensor
+
+from noisegrad.moments import Moments
+
+__all__ = ["NT_TYPES", "smooth"]
+
+#: nt_type → does it need the sum of squared deviations?
+NT_TYPES = {"smoothgrad": False, "smoothgrad_sq": True, "vargrad": True}
+
+
+def smooth(moments: Moments, nt_type: str) -> Tensor:
+    """The smoothed attribution of one tensor.
+
+    ``smoothgrad`` is the mean of the noisy attributions (Smilkov et al. 2017),
+    ``smoothgrad_sq`` the mean of their squares, ``vargrad`` their variance
+    divided by ``nt_samples`` as in Captum (Adebayo et al. 2018). The last two
+    are unsigned by construction.
+
+    Examples
+    --------
+    >>> import torch
+    >>> m = Moments()
+    >>> m.update(torch.tensor([[1.0, 3.0]]))
+    >>> smooth(m, "smoothgrad"), smooth(m, "smoothgrad_sq"), smooth(m, "vargrad")
+    (tensor([2.], dtype=torch.float64), tensor([5.], dtype=torch.float64), tensor([1.], dtype=torch.float64))
+    """
+    if nt_type == "smoothgrad":
+        return moments.mean
+    if nt_type == "smoothgrad_sq":
+        return moments.mean_of_squares()
+    if nt_type == "vargrad":
+        return moments.variance()
+    raise ValueError(f"nt_type must be one of {tuple(NT_TYPES)}, got {nt_type!r}")
+
+
+def validate_nt_type(nt_type: object) -> Tuple[str, bool]:
+    """``nt_type`` and whether it needs second moments; ``ValueError`` for an unknown type."""
+    if not isinstance(nt_type, str) or nt_type not in NT_TYPES:
+        raise ValueError(f"nt_type must be one of {tuple(NT_TYPES)}, got {nt_type!r}")
+    return nt_type, NT_TYPES[nt_type]

@@ -1,0 +1,16 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="noisegrad",
+    version="0.1.0",
+    description="Noise smoothing (SmoothGrad, SmoothGrad², VarGrad) for any Captum attribution: exact, reproducible, streaming.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["noisegrad", "noisegrad.*"]),
+    python_requires=">=3.9",
+    install_requires=["torch>=2.0", "captum>=0.7", "numpy>=1.21", "matplotlib>=3.5"],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    license="BSD-3-Clause",
+)
