@@ -108,8 +108,18 @@ def _drawn_rows(
     return torch.stack(draws, dim=1).reshape(-1).to(device)
 
 
-def validate_kwargs(kwargs: Dict[str, Any], inputs: Tuple[Tensor, ...], draw_baseline_from_distrib: bool) -> None:
-    """Check the per-example arguments against the batch before any forward pass."""
+def validate_kwargs(
+    kwargs: Dict[str, Any],
+    inputs: Tuple[Tensor, ...],
+    draw_baseline_from_distrib: bool,
+    baselines_are_a_distribution: bool = False,
+) -> None:
+    """Check the per-example arguments against the batch before any forward pass.
+
+    ``baselines_are_a_distribution``: the wrapped method samples from its
+    baselines (GradientShap, DeepLiftShap), so any number of rows is valid and
+    rows that are not one per example are passed on unchanged.
+    """
     batch = inputs[0].shape[0]
     target = kwargs.get("target")
     if isinstance(target, list) and len(target) != batch:
@@ -130,10 +140,11 @@ def validate_kwargs(kwargs: Dict[str, Any], inputs: Tuple[Tensor, ...], draw_bas
             raise TypeError(f"baselines for input {i} must be a tensor or a number, got {type(b).__name__}")
         if not isinstance(b, Tensor):
             continue
-        if draw_baseline_from_distrib:
+        if draw_baseline_from_distrib or baselines_are_a_distribution:
             if b.dim() == 0 or b.shape[0] == 0 or b.shape[1:] != x.shape[1:]:
+                why = "draw_baseline_from_distrib=True" if draw_baseline_from_distrib else "a baseline distribution"
                 raise ValueError(
-                    f"with draw_baseline_from_distrib=True, baselines for input {i} must be a non-empty "
+                    f"with {why}, baselines for input {i} must be a non-empty "
                     f"stack of examples shaped like the input's {tuple(x.shape[1:])}, got {tuple(b.shape)}"
                 )
         elif b.shape != x.shape and (b.dim() == 0 or b.shape[0] != 1):

@@ -4,7 +4,16 @@ import contextlib
 from typing import Any, List, Optional, Tuple, Union
 
 import torch
-from captum.attr import Attribution, GradientAttribution
+from captum.attr import (
+    Attribution,
+    DeepLiftShap,
+    GradientAttribution,
+    GradientShap,
+    LayerDeepLiftShap,
+    LayerGradientShap,
+    NeuronDeepLiftShap,
+    NeuronGradientShap,
+)
 from torch import Tensor
 
 from noisegrad._gradients import lean_gradients
@@ -20,6 +29,11 @@ from noisegrad.smoothing import smooth, validate_nt_type
 __all__ = ["NoiseTunnel"]
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
+
+# Methods whose baselines are a distribution they sample or average over.
+_SAMPLES_BASELINES = (
+    GradientShap, DeepLiftShap, LayerGradientShap, LayerDeepLiftShap, NeuronGradientShap, NeuronDeepLiftShap
+)
 
 
 class NoiseTunnel(Attribution):
@@ -143,7 +157,9 @@ class NoiseTunnel(Attribution):
         return_delta = bool(kwargs.get("return_convergence_delta", False))
         validate_delta(return_delta, self.attribution_method, delta_reduction)
         validate_keywords(self.attribution_method, kwargs)
-        validate_kwargs(kwargs, inputs_tuple, draw_baseline_from_distrib)
+        validate_kwargs(
+            kwargs, inputs_tuple, draw_baseline_from_distrib, isinstance(self.attribution_method, _SAMPLES_BASELINES)
+        )
         sigmas = resolve_stdevs(stdevs, inputs_tuple)
 
         seeds = SampleSeeds.from_arguments(seed, generator)

@@ -1,0 +1,65 @@
+"""Small models shared by the tests: fast enough to run hundreds of attributions in seconds."""
+
+import pytest
+import torch
+from torch import nn
+
+
+class TwoInputModel(nn.Module):
+    """f(a, b, scale) = head(tanh(A a + B b) * scale): two inputs and an additional forward arg."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+        self.b = nn.Linear(3, 6)
+        self.act = nn.Tanh()
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, a, b, scale=None):
+        hidden = self.act(self.a(a) + self.b(b))
+        if scale is not None:
+            hidden = hidden * scale
+        return self.head(hidden)
+
+
+def make_mlp(dtype=torch.float64, seed=0, features=5, classes=3):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(features, 8), nn.Tanh(), nn.Linear(8, classes)).to(dtype).eval()
+
+
+def make_cnn(dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 5 * 5, 4)
+    ).to(dtype).eval()
+
+
+def make_two_input(dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    return TwoInputModel().to(dtype).eval()
+
+
+@pytest.fixture
+def mlp():
+    return make_mlp()
+
+
+@pytest.fixture
+def cnn():
+    return make_cnn()
+
+
+@pytest.fixture
+def two_input():
+    return make_two_input()
+
+
+class ForwardCounter:
+    """Counts forward calls of a module (to prove that errors come before any forward pass)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.calls = 0
+        self.handle = module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        self.calls += 1

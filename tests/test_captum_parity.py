@@ -1,0 +1,237 @@
+"""Given identical noise, noisegrad's NoiseTunnel returns what Captum's NoiseTunnel returns.
+
+Captum's noise is replaced by noisegrad's own noisy copies (patched into
+``captum.attr.NoiseTunnel._add_noise_to_input``), drawn for the same chunk plan,
+so any difference comes from expansion, attribution or reduction.
+"""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import (
+    Deconvolution,
+    DeepLift,
+    DeepLiftShap,
+    FeatureAblation,
+    GradientShap,
+    GuidedBackprop,
+    InputXGradient,
+    IntegratedGradients,
+    LayerConductance,
+    LayerIntegratedGradients,
+    NeuronGradient,
+    NoiseTunnel as CaptumNoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+
+from conftest import make_cnn, make_mlp, make_two_input
+from noisegrad import NoiseTunnel, SampleSeeds, plan_chunks
+from noisegrad.noise import noisy_copies, resolve_stdevs
+
+NT_TYPES = ["smoothgrad", "smoothgrad_sq", "vargrad"]
+SEED = 123
+
+
+def captum_with_our_noise(monkeypatch, method, inputs, nt_samples, batch_size, stdevs, **kwargs):
+    """Run Captum's NoiseTunnel with the noise noisegrad draws for ``seed=SEED``."""
+    inputs_tuple = inputs if isinstance(inputs, tuple) else (inputs,)
+    sigmas = resolve_stdevs(stdevs, inputs_tuple)
+    seeds = SampleSeeds(SEED)
+    generator = torch.Generator()
+    queue = [
+        noisy_copies(x, sigma, ids, seeds, stream, generator)
+        for ids in plan_chunks(nt_samples, batch_size)
+        for stream, (x, sigma) in enumerate(zip(inputs_tuple, sigmas))
+    ]
+
+    original = CaptumNoiseTunnel._add_noise_to_input
+
+    def injected(input, stdev, nt_samples_partition):
+        if not any(input is x for x in inputs_tuple):  # GradientShap's own inner tunnel
+            return original(input, stdev, nt_samples_partition)
+        noisy = queue.pop(0)
+        assert noisy.shape[0] == input.shape[0] * nt_samples_partition
+        return noisy.clone()
+
+    monkeypatch.setattr(CaptumNoiseTunnel, "_add_noise_to_input", staticmethod(injected))
+    # Wrapped methods that draw from the global RNGs (GradientShap) see the
+    # same state noisegrad gives them under seed=SEED.
+    derived = seeds.derived(0)
+    torch.manual_seed(derived)
+    np.random.seed(derived % 2**32)
+    random.seed(derived)
+    result = CaptumNoiseTunnel(method).attribute(
+        inputs, nt_samples=nt_samples, nt_samples_batch_size=batch_size, stdevs=1.0, **kwargs
+    )
+    assert not queue, "Captum drew a different number of noisy chunks"
+    return result
+
+
+def as_tuple(value):
+    return value if isinstance(value, tuple) else (value,)
+
+
+def assert_same(ours, theirs, scale=None):
+    """Equal up to the rounding of the attribution dtype (Captum reduces in it, noisegrad in float64).
+
+    ``scale``: the magnitude rounding errors are relative to; for VarGrad that
+    is E[a²], because Captum computes E[a²] − E[a]².
+    """
+    ours, theirs = as_tuple(ours), as_tuple(theirs)
+    scale = theirs if scale is None else as_tuple(scale)
+    assert len(ours) == len(theirs)
+    for a, b, c in zip(ours, theirs, scale):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        eps = torch.finfo(a.dtype).eps
+        torch.testing.assert_close(a, b, rtol=64 * eps, atol=64 * eps * float(c.abs().max()))
+
+
+def second_moment_scale(method, x, nt_type, **kwargs):
+    """E[a²] for VarGrad's tolerance, else None."""
+    if nt_type != "vargrad":
+        return None
+    return NoiseTunnel(method).attribute(x, nt_type="smoothgrad_sq", seed=SEED, **kwargs)
+
+
+CASES = {
+    "saliency": (lambda m: Saliency(m), {"target": 1}),
+    "saliency_signed": (lambda m: Saliency(m), {"target": 2, "abs": False}),
+    "input_x_gradient": (lambda m: InputXGradient(m), {"target": [0, 2, 1]}),
+    "integrated_gradients": (lambda m: IntegratedGradients(m), {"target": 0, "n_steps": 7}),
+    "ig_baseline_tensor": (
+        lambda m: IntegratedGradients(m),
+        {"target": torch.tensor([1, 0, 2]), "baselines": torch.full((3, 5), 0.3, dtype=torch.float64)},
+    ),
+    "deeplift": (lambda m: DeepLift(m), {"target": 1}),
+    "guided_backprop": (lambda m: GuidedBackprop(m), {"target": 1}),
+    "deconvolution": (lambda m: Deconvolution(m), {"target": 1}),
+    "feature_ablation": (
+        lambda m: FeatureAblation(m),
+        {"target": 2, "feature_mask": torch.tensor([[0, 0, 1, 1, 2]])},
+    ),
+    "feature_ablation_mask_per_example": (
+        lambda m: FeatureAblation(m),
+        {"target": 2, "feature_mask": torch.tensor([[0, 0, 1, 1, 2], [0, 1, 1, 2, 2], [0, 1, 2, 3, 4]])},
+    ),
+    "occlusion": (lambda m: Occlusion(m), {"target": 0, "sliding_window_shapes": (2,)}),
+    "layer_conductance": (lambda m: LayerConductance(m, m[1]), {"target": 1, "n_steps": 5}),
+    "layer_integrated_gradients": (lambda m: LayerIntegratedGradients(m, m[0]), {"target": 1, "n_steps": 5}),
+    "neuron_gradient": (lambda m: NeuronGradient(m, m[1]), {"neuron_selector": 3}),
+    # Captum's tunnel accepts a baseline distribution only with one row per example.
+    "gradient_shap": (
+        lambda m: GradientShap(m),
+        {"target": 1, "baselines": torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))},
+    ),
+    "deeplift_shap": (
+        lambda m: DeepLiftShap(m),
+        {"target": 1, "baselines": torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))},
+    ),
+}
+
+
+@pytest.mark.parametrize("nt_type", NT_TYPES)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_equals_captum_given_the_same_noise(monkeypatch, case, nt_type):
+    make_method, kwargs = CASES[case]
+    model = make_mlp()
+    x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    theirs = captum_with_our_noise(monkeypatch, make_method(model), x, 7, 3, 0.2, nt_type=nt_type, **kwargs)
+    common = dict(nt_samples=7, nt_samples_batch_size=3, stdevs=0.2, **kwargs)
+    ours = NoiseTunnel(make_method(model)).attribute(x, nt_type=nt_type, seed=SEED, **common)
+    assert_same(ours, theirs, second_moment_scale(make_method(model), x, nt_type, **common))
+
+
+@pytest.mark.parametrize("nt_type", NT_TYPES)
+def test_tuple_inputs_targets_and_additional_forward_args_match_captum(monkeypatch, nt_type):
+    model = make_two_input()
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.randn(2, 4, dtype=torch.float64, generator=gen), torch.randn(2, 3, dtype=torch.float64, generator=gen)
+    scale = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    kwargs = dict(nt_type=nt_type, target=[(1,), (2,)], additional_forward_args=(scale,), n_steps=4)
+    theirs = captum_with_our_noise(monkeypatch, IntegratedGradients(model), (a, b), 5, 2, (0.1, 0.3), **kwargs)
+    common = dict(nt_samples=5, nt_samples_batch_size=2, stdevs=(0.1, 0.3), **kwargs)
+    ours = NoiseTunnel(IntegratedGradients(model)).attribute((a, b), seed=SEED, **common)
+    assert isinstance(ours, tuple) and len(ours) == 2
+    del common["nt_type"]
+    assert_same(ours, theirs, second_moment_scale(IntegratedGradients(model), (a, b), nt_type, **common))
+
+
+def test_cnn_in_float32_matches_captum_to_float32_rounding(monkeypatch):
+    model = make_cnn(torch.float32)
+    x = torch.rand(2, 2, 5, 5, generator=torch.Generator().manual_seed(4))
+    for nt_type in NT_TYPES:
+        theirs = captum_with_our_noise(monkeypatch, Saliency(model), x, 6, 4, 0.05, nt_type=nt_type, target=3)
+        common = dict(nt_samples=6, nt_samples_batch_size=4, stdevs=0.05, target=3)
+        ours = NoiseTunnel(Saliency(model)).attribute(x, nt_type=nt_type, seed=SEED, **common)
+        assert_same(ours, theirs, second_moment_scale(Saliency(model), x, nt_type, **common))
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 3, 4])
+def test_delta_none_is_captums_delta_in_captums_order(monkeypatch, batch_size):
+    model = make_mlp()
+    x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    kwargs = dict(target=1, n_steps=3, return_convergence_delta=True)
+    _, theirs = captum_with_our_noise(monkeypatch, IntegratedGradients(model), x, 7, batch_size, 0.5, **kwargs)
+    _, ours = NoiseTunnel(IntegratedGradients(model)).attribute(
+        x, nt_samples=7, nt_samples_batch_size=batch_size, stdevs=0.5, seed=SEED, delta_reduction="none", **kwargs
+    )
+    assert ours.shape == theirs.shape == (3 * 7,)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_size", [None, 2, 3])
+def test_delta_mean_is_the_mean_over_each_inputs_noisy_copies(monkeypatch, batch_size):
+    model = make_mlp()
+    x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    kwargs = dict(target=0, n_steps=3, return_convergence_delta=True)
+    _, per_copy = captum_with_our_noise(monkeypatch, IntegratedGradients(model), x, 7, batch_size, 0.5, **kwargs)
+    # Captum's rows run (chunk, example, copy): regroup them per example by hand.
+    expected, start = torch.zeros(3, dtype=torch.float64), 0
+    for ids in plan_chunks(7, batch_size):
+        rows = per_copy[start : start + 3 * len(ids)].reshape(3, len(ids))
+        expected += rows.sum(dim=1)
+        start += 3 * len(ids)
+    expected /= 7
+    _, ours = NoiseTunnel(IntegratedGradients(model)).attribute(
+        x, nt_samples=7, nt_samples_batch_size=batch_size, stdevs=0.5, seed=SEED, **kwargs
+    )
+    assert ours.shape == (3,)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("nt_type", NT_TYPES)
+def test_a_baseline_distribution_of_any_size_is_passed_through_unchanged(nt_type):
+    """Captum's tunnel rejects 4 baselines for 3 examples; the reference is the wrapped method per chunk."""
+    model = make_mlp()
+    x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    baselines = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    generator, samples = torch.Generator(), []
+    for ids in plan_chunks(6, 4):
+        noisy = noisy_copies(x, torch.tensor(0.3, dtype=torch.float64), ids, SampleSeeds(SEED), 0, generator)
+        attr = DeepLiftShap(model).attribute(noisy, baselines=baselines, target=1)
+        samples.append(attr.reshape(3, len(ids), 5))
+    samples = torch.cat(samples, dim=1)
+    expected = {
+        "smoothgrad": samples.mean(1),
+        "smoothgrad_sq": (samples**2).mean(1),
+        "vargrad": samples.var(1, correction=0),
+    }[nt_type]
+    ours = NoiseTunnel(DeepLiftShap(model)).attribute(
+        x, nt_type=nt_type, nt_samples=6, nt_samples_batch_size=4, stdevs=0.3, seed=SEED, baselines=baselines, target=1
+    )
+    torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_noisegrad_is_a_captum_attribution_with_captums_surface(mlp):
+    from captum.attr import Attribution
+
+    nt = NoiseTunnel(IntegratedGradients(mlp, multiply_by_inputs=False))
+    assert isinstance(nt, Attribution)
+    assert nt.has_convergence_delta() is True
+    assert nt.multiplies_by_inputs is False
+    assert NoiseTunnel(Saliency(mlp)).has_convergence_delta() is False
+    with pytest.raises(NotImplementedError):
+        nt.attribute_future()
