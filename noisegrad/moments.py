@@ -67,22 +67,32 @@ class Moments:
         self.count = 0
         self.mean: Optional[Tensor] = None
         self.m2: Optional[Tensor] = None
+        self._shift: Optional[Tensor] = None
 
-    def update(self, samples: Tensor, dim: int = 1) -> None:
-        """Merge a chunk whose samples run along ``dim``."""
+    def update(self, samples: Tensor, dim: int = 1, overwrite: bool = False) -> None:
+        """Merge a chunk whose samples run along ``dim``.
+
+        With ``overwrite=True`` the chunk is centred in place (its values are
+        then lost), which saves a temporary of the chunk's size.
+        """
         n_new = samples.shape[dim]
         if n_new == 0:
             return
         if samples.dtype in (torch.float16, torch.bfloat16):
             # Half precision would round the chunk statistics themselves.
-            samples = samples.float()
+            samples, overwrite = samples.float(), True
         dtype = self.dtype or accumulation_dtype(samples.device)
-        if self.track_m2:
-            var, mean = torch.var_mean(samples, dim=dim, correction=0)
-            m2: Optional[Tensor] = var.to(dtype) * n_new
-        else:
-            mean, m2 = samples.mean(dim=dim), None
-        self._merge(n_new, mean.to(dtype), m2)
+        if not self.track_m2:
+            self._merge(n_new, samples.mean(dim=dim).to(dtype), None)
+            return
+        if self._shift is None:
+            self._shift = samples.mean(dim=dim, keepdim=True)
+        # Centring on the first chunk's mean keeps each chunk's mean exact to the
+        # rounding of a small number; merging uncentred float32 chunk means loses
+        # the variance when the spread is tiny against the mean.
+        centred = samples.sub_(self._shift) if overwrite else samples - self._shift
+        var, mean = torch.var_mean(centred, dim=dim, correction=0)
+        self._merge(n_new, mean.to(dtype) + self._shift.squeeze(dim).to(dtype), var.to(dtype) * n_new)
 
     def merge(self, other: "Moments") -> None:
         """Merge the state of another accumulator (another chunk, process or run)."""

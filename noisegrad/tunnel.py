@@ -185,7 +185,9 @@ class NoiseTunnel(Attribution):
                 if not moments:
                     moments = [Moments(accumulation_dtype(a.device), track_m2=needs_m2) for a in attributions]
                 for accumulator, attribution in zip(moments, attributions):
-                    accumulator.update(_by_example(attribution, batch, len(sample_ids)))
+                    # A fresh (non-view) attribution is ours to centre in place.
+                    owned = attribution._base is None
+                    accumulator.update(_by_example(attribution, batch, len(sample_ids)), overwrite=owned)
                 if return_delta:
                     deltas.add(delta)
         smoothed = tuple(smooth(m, nt_type).to(a.dtype) for m, a in zip(moments, attributions))

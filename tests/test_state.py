@@ -1,0 +1,133 @@
+"""After any call, also one that raised, the user's model is as it was."""
+
+import pytest
+import torch
+from captum._utils.gradient import compute_gradients
+from captum.attr import IntegratedGradients, Saliency
+from torch import nn
+
+from noisegrad import NoiseTunnel
+from noisegrad._gradients import summed_gradients
+
+
+class FlakyNet(nn.Module):
+    """BatchNorm, dropout, a frozen layer, and a forward that can be told to fail on its n-th call."""
+
+    def __init__(self, fail_on_call=None):
+        super().__init__()
+        self.frozen = nn.Linear(5, 8)
+        self.frozen.requires_grad_(False)
+        self.norm = nn.BatchNorm1d(8)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Linear(8, 3)
+        self.calls, self.fail_on_call = 0, fail_on_call
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise RuntimeError("forward failed on purpose")
+        return self.head(self.drop(torch.tanh(self.norm(self.frozen(x)))))
+
+
+def snapshot(model):
+    return {
+        "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+        "buffers": {n: b.clone() for n, b in model.named_buffers()},
+        "training": {n: m.training for n, m in model.named_modules()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "grad": {n: p.grad for n, p in model.named_parameters()},
+        "grad_values": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+    }
+
+
+def assert_unchanged(model, before):
+    after = snapshot(model)
+    for name in before["params"]:
+        assert torch.equal(after["params"][name], before["params"][name]), name
+        assert after["requires_grad"][name] == before["requires_grad"][name], name
+        assert after["grad"][name] is before["grad"][name], name
+        if before["grad_values"][name] is not None:
+            assert torch.equal(after["grad_values"][name], before["grad_values"][name]), name
+    for name in before["buffers"]:
+        assert torch.equal(after["buffers"][name], before["buffers"][name]), name
+    assert after["training"] == before["training"]
+
+
+def prepared(fail_on_call=None, train=True):
+    torch.manual_seed(0)
+    model = FlakyNet(fail_on_call).train(train)
+    model(torch.randn(16, 5)).sum().backward()  # the user's own pending gradients
+    model.calls = 0
+    return model
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_a_successful_call_leaves_model_grads_modes_flags_and_running_stats_as_they_were(train):
+    model = prepared(train=train)
+    before = snapshot(model)
+    with pytest.warns(UserWarning, match="BatchNorm") if train else _no_warning():
+        NoiseTunnel(IntegratedGradients(model)).attribute(
+            torch.randn(4, 5), nt_samples=6, nt_samples_batch_size=4, target=1, n_steps=3, seed=0
+        )
+    assert model.calls > 0
+    assert_unchanged(model, before)
+
+
+def test_a_call_that_raises_midway_leaves_everything_as_it_was():
+    model = prepared(fail_on_call=3)
+    before = snapshot(model)
+    method = Saliency(model)
+    with pytest.raises(RuntimeError, match="on purpose"):
+        NoiseTunnel(method).attribute(torch.randn(4, 5), nt_samples=8, nt_samples_batch_size=2, target=0, seed=0)
+    assert model.calls == 3
+    assert_unchanged(model, before)
+    assert method.gradient_func is compute_gradients
+
+
+class CarelessNet(FlakyNet):
+    """A forward that calls backward itself, writing into .grad."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        out.sum().backward(retain_graph=True)
+        return out
+
+
+@pytest.mark.parametrize("as_bound_method", [False, True])
+def test_backward_inside_the_call_cannot_touch_the_users_grad(as_bound_method):
+    torch.manual_seed(0)
+    model = CarelessNet().eval()
+    model(torch.randn(3, 5))  # leaves gradients in .grad, as a user's training step would
+    before = snapshot(model)
+    assert before["grad"]["head.weight"] is not None
+    forward_func = model.forward if as_bound_method else model
+    NoiseTunnel(Saliency(forward_func)).attribute(torch.randn(2, 5), nt_samples=2, target=0, seed=0)
+    assert_unchanged(model, before)
+
+
+def test_the_lean_gradient_path_returns_exactly_captums_gradients():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    x = torch.randn(7, 5, requires_grad=True)
+    for target in (2, [0, 1, 2, 3, 0, 1, 2], torch.arange(7) % 4):
+        theirs = compute_gradients(model, x, target_ind=target)
+        ours = summed_gradients(model, x, target_ind=target)
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_the_lean_gradient_path_needs_a_target_for_multi_output_models():
+    model = nn.Linear(5, 3)
+    with pytest.raises(ValueError, match="target is needed"):
+        summed_gradients(model, torch.randn(2, 5, requires_grad=True))
+
+
+class _no_warning:
+    def __enter__(self):
+        import warnings
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc):
+        return self._catch.__exit__(*exc)

@@ -1,0 +1,153 @@
+"""NoiseTunnel's own promises: exact statistics, noise as specified, any dtype, per-input deltas."""
+
+import pytest
+import torch
+from captum.attr import IntegratedGradients, LayerIntegratedGradients, Saliency
+from torch import nn
+
+from conftest import make_cnn, make_mlp
+from noisegrad import NoiseTunnel, SampleSeeds, plan_chunks, relative
+from noisegrad.noise import noisy_copies
+
+
+def reference_samples(method, x, nt_samples, batch_size, sigma, seed, **kwargs):
+    """The wrapped method applied by hand to noisegrad's noisy copies: (batch, nt_samples, ...)."""
+    generator, chunks = torch.Generator(), []
+    for ids in plan_chunks(nt_samples, batch_size):
+        noisy = noisy_copies(x, sigma, ids, SampleSeeds(seed), 0, generator)
+        attr = method.attribute(noisy, **kwargs).detach()
+        chunks.append(attr.reshape((x.shape[0], len(ids)) + tuple(attr.shape[1:])))
+    return torch.cat(chunks, dim=1)
+
+
+def rel_l2(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def test_linear_model_smoothgrad_is_the_weight_and_vargrad_is_exactly_zero():
+    model = nn.Linear(6, 2).double()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    nt = NoiseTunnel(Saliency(model))
+    smooth = nt.attribute(x, nt_samples=9, nt_samples_batch_size=4, stdevs=0.7, target=1, abs=False, seed=0)
+    torch.testing.assert_close(smooth, model.weight[1].detach().expand(4, 6), rtol=0, atol=1e-15)
+    vargrad = nt.attribute(x, nt_type="vargrad", nt_samples=9, nt_samples_batch_size=4, stdevs=0.7, target=1, seed=0)
+    assert bool((vargrad == 0).all())
+
+
+@pytest.mark.parametrize("relative_noise", [1e-3, 1e-2])
+def test_vargrad_at_small_noise_is_nonnegative_and_within_1e_5_of_a_float64_two_pass(relative_noise):
+    """σ = 0.1 % of the input range: the regime where Captum's float32 E[a²] − E[a]² goes negative."""
+    model = make_cnn(torch.float32, seed=3)
+    x = torch.rand(3, 2, 5, 5, generator=torch.Generator().manual_seed(0))
+    sigma = relative(relative_noise).sigma(x)
+    samples = reference_samples(Saliency(model), x, 32, 8, sigma, 0, target=2, abs=False)
+    reference = samples.double().var(dim=1, correction=0)
+    vargrad = NoiseTunnel(Saliency(model)).attribute(
+        x, nt_type="vargrad", nt_samples=32, nt_samples_batch_size=8,
+        stdevs=relative(relative_noise), target=2, abs=False, seed=0,
+    )
+    assert bool((vargrad >= 0).all())
+    assert rel_l2(vargrad, reference) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+def test_half_precision_models_run_and_add_no_reduction_error(dtype, nt_type):
+    model = make_mlp(dtype, seed=1)
+    x = torch.randn(3, 5, generator=torch.Generator().manual_seed(1)).to(dtype)
+    sigma = torch.tensor(0.2, dtype=dtype)
+    samples = reference_samples(Saliency(model), x, 12, 5, sigma, 0, target=0, abs=False).double()
+    expected = {
+        "smoothgrad": samples.mean(1),
+        "smoothgrad_sq": (samples**2).mean(1),
+        "vargrad": samples.var(1, correction=0),
+    }[nt_type]
+    ours = NoiseTunnel(Saliency(model)).attribute(
+        x, nt_type=nt_type, nt_samples=12, nt_samples_batch_size=5, stdevs=0.2, target=0, abs=False, seed=0
+    )
+    assert ours.dtype == dtype
+    # Only the final rounding to the half dtype remains: half an ulp.
+    torch.testing.assert_close(ours, expected.to(dtype), rtol=0, atol=0)
+
+
+def test_noise_is_drawn_in_the_inputs_dtype():
+    x = torch.zeros(2, 3, dtype=torch.bfloat16)
+    noisy = noisy_copies(x, torch.tensor(1.0, dtype=torch.bfloat16), range(4), SampleSeeds(0), 0, torch.Generator())
+    assert noisy.dtype == torch.bfloat16 and noisy.shape == (8, 3)
+
+
+class Recorder(nn.Module):
+    """Identity-like model that records every batch it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2).double()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.linear(x)
+
+
+def test_per_feature_sigma_zero_means_no_noise_on_that_feature():
+    model = Recorder()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    sigma = torch.tensor([0.0, 0.5, 0.0, 2.0], dtype=torch.float64)
+    NoiseTunnel(Saliency(model)).attribute(x, nt_samples=50, nt_samples_batch_size=20, stdevs=sigma, target=0, seed=1)
+    # Rows are example-major within each chunk.
+    noise = torch.cat([c.reshape(3, -1, 4) for c in model.seen], dim=1) - x.unsqueeze(1)
+    assert noise.shape[1] == 50
+    assert bool((noise[..., [0, 2]] == 0).all())
+    spread = noise.reshape(-1, 4).std(dim=0)
+    assert 0.35 < float(spread[1]) < 0.65 and 1.5 < float(spread[3]) < 2.5
+
+
+@pytest.mark.parametrize("of", ["range", "std"])
+def test_relative_noise_has_the_spread_of_each_example(of):
+    x = torch.stack([torch.linspace(0, 1, 200), torch.linspace(-5, 15, 200)]).double()
+    spread = {"range": torch.tensor([1.0, 20.0]), "std": x.std(dim=1, correction=0)}[of].double()
+    model = Recorder()
+    model.linear = nn.Linear(200, 2).double()
+    NoiseTunnel(Saliency(model)).attribute(x, nt_samples=20, stdevs=relative(0.1, of=of), target=0, seed=2)
+    noise = model.seen[0].reshape(2, 20, 200) - x.unsqueeze(1)
+    measured = noise.reshape(2, -1).std(dim=1)
+    torch.testing.assert_close(measured, 0.1 * spread, rtol=0.05, atol=0)
+
+
+def test_tuple_stdevs_mix_absolute_relative_and_per_feature_entries():
+    model = Recorder()
+    model.forward = lambda a, b: model.linear(torch.cat([a, b], dim=1))
+    a = torch.randn(2, 2, dtype=torch.float64)
+    b = torch.randn(2, 2, dtype=torch.float64)
+    stdevs = (relative(0.0), torch.tensor([0.0, 1.0], dtype=torch.float64))
+    out = NoiseTunnel(Saliency(model.forward)).attribute((a, b), nt_samples=3, stdevs=stdevs, target=0, seed=0)
+    assert isinstance(out, tuple) and [t.shape for t in out] == [a.shape, b.shape]
+
+
+def test_delta_is_averaged_per_input_by_default_and_per_copy_with_none():
+    model = make_mlp()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    nt = NoiseTunnel(IntegratedGradients(model))
+    common = dict(nt_samples=6, nt_samples_batch_size=4, stdevs=0.1, target=0, return_convergence_delta=True, seed=0)
+    _, delta = nt.attribute(x, **common)
+    _, per_copy = nt.attribute(x, delta_reduction="none", **common)
+    assert delta.shape == (4,) and per_copy.shape == (24,)
+    # Regroup Captum's (chunk, example, copy) order by hand: chunks of 4 then 2.
+    first, second = per_copy[:16].reshape(4, 4), per_copy[16:].reshape(4, 2)
+    torch.testing.assert_close(delta, torch.cat([first, second], dim=1).mean(dim=1), rtol=1e-12, atol=1e-18)
+
+
+def test_layer_attributions_are_smoothed_in_the_layers_shape():
+    model = make_mlp()
+    x = torch.randn(3, 5, dtype=torch.float64)
+    nt = NoiseTunnel(LayerIntegratedGradients(model, model[0]))
+    attr, delta = nt.attribute(x, nt_samples=4, stdevs=0.1, target=1, n_steps=5, return_convergence_delta=True, seed=0)
+    assert attr.shape == (3, 8) and delta.shape == (3,)
+
+
+def test_inputs_that_require_grad_are_left_alone():
+    model = make_mlp()
+    x = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    y = x * 1.0  # a non-leaf input
+    NoiseTunnel(Saliency(model)).attribute(y, nt_samples=3, stdevs=0.1, target=0, seed=0)
+    assert x.grad is None and y.requires_grad and not y.is_leaf

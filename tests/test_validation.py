@@ -1,0 +1,94 @@
+"""Bad input gets a clear error that names the argument, before any forward pass."""
+
+import math
+
+import pytest
+import torch
+from captum.attr import FeatureAblation, IntegratedGradients, Saliency
+
+from conftest import ForwardCounter, make_mlp
+from noisegrad import NoiseTunnel, relative
+
+X = torch.randn(3, 5, dtype=torch.float64)
+
+BAD_CALLS = {
+    "nt_samples zero": (dict(nt_samples=0), ValueError, "nt_samples must be a positive int, got 0"),
+    "nt_samples float": (dict(nt_samples=2.0), TypeError, "nt_samples must be a positive int"),
+    "nt_samples bool": (dict(nt_samples=True), TypeError, "nt_samples"),
+    "batch size zero": (dict(nt_samples_batch_size=0), ValueError, "nt_samples_batch_size must be a positive int"),
+    "batch size str": (dict(nt_samples_batch_size="8"), TypeError, "nt_samples_batch_size"),
+    "unknown nt_type": (dict(nt_type="smoothgrad2"), ValueError, "nt_type must be one of .*'vargrad'.*got 'smoothgrad2'"),
+    "negative stdev": (dict(stdevs=-0.1), ValueError, "stdevs for input 0 must be finite and >= 0"),
+    "nan stdev": (dict(stdevs=math.nan), ValueError, "stdevs for input 0 must be finite"),
+    "inf stdev": (dict(stdevs=math.inf), ValueError, "stdevs for input 0 must be finite"),
+    "negative tensor stdev": (dict(stdevs=torch.tensor([0.1, -1.0, 0, 0, 0])), ValueError, "1 invalid value"),
+    "stdevs tuple too long": (dict(stdevs=(0.1, 0.2)), ValueError, "stdevs has 2 entries but there are 1 input"),
+    "stdevs not broadcastable": (dict(stdevs=torch.ones(4)), ValueError, r"shape \(4,\).*does not broadcast.*\(3, 5\)"),
+    "stdevs string": (dict(stdevs="0.1"), TypeError, "stdevs for input 0 must be a float"),
+    "stdevs bool": (dict(stdevs=True), TypeError, "stdevs for input 0"),
+    "seed and generator": (dict(seed=1, generator=torch.Generator()), ValueError, "seed or generator, not both"),
+    "seed float": (dict(seed=1.5), TypeError, "seed must be an int"),
+    "generator wrong type": (dict(generator=3), TypeError, "generator must be a torch.Generator"),
+    "delta_reduction": (dict(delta_reduction="sum"), ValueError, "delta_reduction must be one of"),
+    "delta unsupported": (dict(return_convergence_delta=True), ValueError, "Saliency has no convergence delta"),
+    "unknown keyword": (dict(n_steps=5), TypeError, r"Saliency.attribute\(\) does not take 'n_steps'"),
+    "target list length": (dict(target=[0, 1]), ValueError, "target is a list of 2 entries but the batch has 3"),
+    "target tensor length": (dict(target=torch.tensor([0, 1])), ValueError, "target is a tensor of shape"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CALLS))
+def test_bad_arguments_raise_before_any_forward_pass(name):
+    kwargs, error, message = BAD_CALLS[name]
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    kwargs = {"target": 0, **kwargs}
+    with pytest.raises(error, match=message):
+        NoiseTunnel(Saliency(model)).attribute(X, **kwargs)
+    assert counter.calls == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.uint8])
+def test_integer_and_boolean_inputs_point_to_attributing_an_embedding_layer(dtype):
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    with pytest.raises(TypeError, match=f"dtype {dtype}.*embedding"):
+        NoiseTunnel(Saliency(model)).attribute(torch.zeros(3, 5, dtype=dtype), target=0)
+    assert counter.calls == 0
+
+
+def test_inputs_whose_batch_dimensions_disagree_are_rejected():
+    with pytest.raises(ValueError, match=r"share their first \(batch\) dimension, got sizes \[3, 2\]"):
+        NoiseTunnel(Saliency(make_mlp())).attribute((X, torch.zeros(2, 4, dtype=torch.float64)), target=0)
+
+
+def test_non_tensor_inputs_and_wrapped_objects_are_rejected():
+    with pytest.raises(TypeError, match="inputs must be a tensor"):
+        NoiseTunnel(Saliency(make_mlp())).attribute([X], target=0)
+    with pytest.raises(TypeError, match="attribution_method must be a captum.attr.Attribution"):
+        NoiseTunnel(make_mlp())
+
+
+def test_relative_noise_arguments_are_checked_when_built():
+    with pytest.raises(ValueError, match=r"relative\(of=...\) must be one of \('range', 'std'\), got 'max'"):
+        relative(0.1, of="max")
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        relative(-0.1)
+
+
+def test_baselines_that_do_not_fit_the_inputs_are_rejected_before_a_forward_pass():
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    nt = NoiseTunnel(IntegratedGradients(model))
+    with pytest.raises(ValueError, match=r"baselines for input 0 has shape \(2, 5\)"):
+        nt.attribute(X, target=0, baselines=torch.zeros(2, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="draw_baseline_from_distrib=True"):
+        nt.attribute(X, target=0, baselines=torch.zeros(4, 6), draw_baseline_from_distrib=True)
+    assert counter.calls == 0
+
+
+def test_non_finite_inputs_make_relative_noise_fail_with_a_clear_message():
+    x = X.clone()
+    x[1, 2] = math.inf
+    with pytest.raises(ValueError, match="the input's spread"):
+        NoiseTunnel(FeatureAblation(make_mlp())).attribute(x, stdevs=relative(0.1), target=0)
