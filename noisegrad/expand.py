@@ -19,18 +19,18 @@ def expand_kwargs(
 ) -> Dict[str, Any]:
     """A new kwargs dict whose per-example arguments are repeated for each sample of a chunk.
 
-    Rows are example-major (example 0's samples first), matching
-    :func:`noisegrad.noise.noisy_copies`. Follows Captum's rules exactly:
+    Rows are sample-major (all examples for the chunk's first sample, then
+    all for the next), matching :func:`noisegrad.noise.noisy_copies`. Which
+    arguments are repeated follows Captum's rules:
 
-    * ``target``: a list repeats each entry; a tensor with more than one
-      element is repeat-interleaved along dim 0; an int, a tuple or a
-      one-element tensor is left alone.
+    * ``target``: a list or a tensor with more than one element is repeated
+      per sample; an int, a tuple or a one-element tensor is left alone.
     * ``additional_forward_args``: every tensor with at least one dimension is
-      repeat-interleaved along dim 0; anything else is passed as is.
+      repeated along dim 0; anything else is passed as is.
     * ``feature_mask``: tensors whose first dimension exceeds 1 are repeated.
     * ``baselines``: tensors with one row per example (and more than one
       example) are repeated. With ``baseline_draw`` (``draw_baseline_from_distrib``),
-      every (example, sample) row instead gets a baseline row drawn uniformly
+      every (sample, example) row instead gets a baseline row drawn uniformly
       from the baseline tensor with that sample's own seed.
 
     The caller's dict and its values are never modified.
@@ -39,7 +39,7 @@ def expand_kwargs(
     --------
     >>> x = torch.zeros(2, 3)
     >>> expand_kwargs({"target": [3, 5]}, (x,), range(0, 2))
-    {'target': [3, 3, 5, 5]}
+    {'target': [3, 5, 3, 5]}
     """
     n = len(sample_ids)
     out = dict(kwargs)
@@ -49,17 +49,17 @@ def expand_kwargs(
         extra = out["additional_forward_args"]
         extra = extra if isinstance(extra, tuple) else (extra,)
         out["additional_forward_args"] = tuple(
-            a.repeat_interleave(n, dim=0) if isinstance(a, Tensor) and a.dim() > 0 else a for a in extra
+            _tile(a, n) if isinstance(a, Tensor) and a.dim() > 0 else a for a in extra
         )
     if out.get("feature_mask") is not None:
         out["feature_mask"] = _map_tensors(
-            out["feature_mask"], lambda m, _: m.repeat_interleave(n, dim=0) if m.shape[0] > 1 else m, inputs
+            out["feature_mask"], lambda m, _: _tile(m, n) if m.shape[0] > 1 else m, inputs
         )
     if out.get("baselines") is not None and not callable(out["baselines"]):
         if baseline_draw is None:
             out["baselines"] = _map_tensors(
                 out["baselines"],
-                lambda b, x: b.repeat_interleave(n, dim=0) if b.shape[0] == x.shape[0] and b.shape[0] > 1 else b,
+                lambda b, x: _tile(b, n) if b.shape[0] == x.shape[0] and b.shape[0] > 1 else b,
                 inputs,
             )
         else:
@@ -74,11 +74,15 @@ def expand_kwargs(
     return out
 
 
+def _tile(value: Tensor, n: int) -> Tensor:
+    return value.repeat((n,) + (1,) * (value.dim() - 1))
+
+
 def _expand_target(target: Any, n: int) -> Any:
     if isinstance(target, list):
-        return [t for t in target for _ in range(n)]
+        return target * n
     if isinstance(target, Tensor) and target.numel() > 1:
-        return target.repeat_interleave(n, dim=0)
+        return _tile(target, n)
     return target
 
 
@@ -105,7 +109,7 @@ def _drawn_rows(
     for sample in sample_ids:
         generator.manual_seed(seeds(stream, sample))
         draws.append(torch.randint(n_rows, (batch,), generator=generator, device=generator.device))
-    return torch.stack(draws, dim=1).reshape(-1).to(device)
+    return torch.cat(draws).to(device)
 
 
 def validate_kwargs(

@@ -146,12 +146,14 @@ def noisy_copies(
     stream: int,
     generator: torch.Generator,
 ) -> Tensor:
-    """``x`` repeated once per sample id (example-major, like ``repeat_interleave``) plus Gaussian noise.
+    """``x`` repeated once per sample id, plus Gaussian noise: rows are sample-major.
 
-    The noise of sample ``k`` is drawn from a generator seeded with
-    ``seeds(stream, k)`` in ``x``'s dtype and device, so it is bit-identical
-    whichever chunk the sample falls in. The returned tensor is the only
-    allocation of the expanded size; σ is never materialised at that size.
+    Row ``j * batch + i`` is example ``i`` with the noise of sample
+    ``sample_ids[j]``. That noise is drawn from a generator seeded with
+    ``seeds(stream, sample)`` straight into a contiguous slice of the output,
+    in ``x``'s dtype and device, so it is bit-identical whichever chunk the
+    sample falls in, and the output is the only tensor of the expanded size
+    (σ is never materialised at that size).
 
     Examples
     --------
@@ -160,18 +162,14 @@ def noisy_copies(
     >>> gen = torch.Generator()
     >>> whole = noisy_copies(x, torch.tensor(1.0), range(0, 4), SampleSeeds(0), 0, gen)
     >>> tail = noisy_copies(x, torch.tensor(1.0), range(2, 4), SampleSeeds(0), 0, gen)
-    >>> torch.equal(whole.view(2, 4, 3)[:, 2:], tail.view(2, 2, 3))
+    >>> torch.equal(whole[4:], tail)
     True
     """
-    batch, rest = x.shape[0], tuple(x.shape[1:])
     with torch.no_grad():
         x = x.detach()
-        copies = torch.empty((batch, len(sample_ids)) + rest, dtype=x.dtype, device=x.device)
-        # A contiguous scratch draw, whatever x's memory format, so the values
-        # drawn depend only on the seed and the shape.
-        draw = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        copies = torch.empty((len(sample_ids),) + tuple(x.shape), dtype=x.dtype, device=x.device)
         for j, sample in enumerate(sample_ids):
             generator.manual_seed(seeds(stream, sample))
-            draw.normal_(generator=generator)
-            torch.addcmul(x, draw, sigma, out=copies[:, j])
-    return copies.view((batch * len(sample_ids),) + rest)
+            copies[j].normal_(generator=generator)
+        copies.mul_(sigma).add_(x)
+    return copies.view((-1,) + tuple(x.shape[1:]))

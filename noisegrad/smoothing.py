@@ -16,9 +16,10 @@ def smooth(moments: Moments, nt_type: str) -> Tensor:
     """The smoothed attribution of one tensor.
 
     ``smoothgrad`` is the mean of the noisy attributions (Smilkov et al. 2017),
-    ``smoothgrad_sq`` the mean of their squares, ``vargrad`` their variance
-    divided by ``nt_samples`` as in Captum (Adebayo et al. 2018). The last two
-    are unsigned by construction.
+    ``smoothgrad_sq`` the mean of their squares, ``vargrad`` their population
+    variance (sum of squared deviations over ``nt_samples``, not
+    ``nt_samples − 1``, as in Captum; Adebayo et al. 2018). The last two are
+    unsigned by construction.
 
     Examples
     --------

@@ -47,7 +47,11 @@ class NoiseTunnel(Attribution):
 
     * ``"smoothgrad"``: the mean of the noisy attributions;
     * ``"smoothgrad_sq"``: the mean of their squares;
-    * ``"vargrad"``: their variance (divided by ``nt_samples``, as Captum).
+    * ``"vargrad"``: their population variance (÷ ``nt_samples``, as Captum).
+
+    Note that Captum's ``Saliency`` defaults to ``abs=True``, so
+    ``NoiseTunnel(Saliency(model))`` averages ``|∇f|``; pass ``abs=False`` for
+    the SmoothGrad paper's signed mean.
 
     Beyond Captum: noise is reproducible with ``seed=``/``generator=`` and does
     not depend on the chunk size; σ may be a per-feature tensor or relative to
@@ -187,9 +191,9 @@ class NoiseTunnel(Attribution):
                 for accumulator, attribution in zip(moments, attributions):
                     # A fresh (non-view) attribution is ours to centre in place.
                     owned = attribution._base is None
-                    accumulator.update(_by_example(attribution, batch, len(sample_ids)), overwrite=owned)
+                    accumulator.update(_by_sample(attribution, batch, len(sample_ids)), dim=0, overwrite=owned)
                 if return_delta:
-                    deltas.add(delta)
+                    deltas.add(delta, len(sample_ids))
         smoothed = tuple(smooth(m, nt_type).to(a.dtype) for m, a in zip(moments, attributions))
         result = smoothed if is_attr_tuple else smoothed[0]
         return (result, deltas.result()) if return_delta else result
@@ -221,14 +225,14 @@ class NoiseTunnel(Attribution):
         return (out if is_attr_tuple else (out,)), delta, is_attr_tuple
 
 
-def _by_example(attribution: Tensor, batch: int, n: int) -> Tensor:
-    """View the rows of a chunk's attribution as ``(example, sample, ...)``."""
+def _by_sample(attribution: Tensor, batch: int, n: int) -> Tensor:
+    """View the (sample-major) rows of a chunk's attribution as ``(sample, example, ...)``."""
     if attribution.dim() == 0 or attribution.shape[0] != batch * n:
         raise ValueError(
             f"the wrapped method returned an attribution of shape {tuple(attribution.shape)}; "
-            f"NoiseTunnel needs dimension 0 to index the {batch} × {n} noisy copies"
+            f"NoiseTunnel needs dimension 0 to index the {n} × {batch} noisy copies"
         )
-    return attribution.detach().reshape((batch, n) + tuple(attribution.shape[1:]))
+    return attribution.detach().reshape((n, batch) + tuple(attribution.shape[1:]))
 
 
 def _as_list(layer: Any) -> list:
@@ -244,16 +248,17 @@ class _Deltas:
         self.total: Optional[Tensor] = None
         self.rows = 0
 
-    def add(self, delta: Tensor) -> None:
-        delta = torch.as_tensor(delta).detach()
+    def add(self, delta: Tensor, n: int) -> None:
+        # Rows are (sample, example[, the method's own expansion]) within a chunk.
+        by_sample = torch.as_tensor(delta).detach().reshape(n, self.batch, -1)
+        self.dtype = by_sample.dtype
         if self.reduction == "none":
-            self.parts.append(delta)
+            # Captum's order within a chunk: example, then sample.
+            self.parts.append(by_sample.transpose(0, 1).reshape(-1))
             return
-        per_example = delta.reshape(self.batch, -1)
-        chunk_sum = per_example.sum(dim=1, dtype=accumulation_dtype(delta.device))
+        chunk_sum = by_sample.sum(dim=(0, 2), dtype=accumulation_dtype(by_sample.device))
         self.total = chunk_sum if self.total is None else self.total + chunk_sum
-        self.rows += per_example.shape[1]
-        self.dtype = delta.dtype
+        self.rows += n * by_sample.shape[2]
 
     def result(self) -> Tensor:
         if self.reduction == "none":

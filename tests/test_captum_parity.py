@@ -35,6 +35,12 @@ NT_TYPES = ["smoothgrad", "smoothgrad_sq", "vargrad"]
 SEED = 123
 
 
+def example_major(rows, n):
+    """noisegrad's sample-major rows in Captum's example-major order."""
+    rest = tuple(rows.shape[1:])
+    return rows.reshape((n, -1) + rest).transpose(0, 1).reshape((-1,) + rest)
+
+
 def captum_with_our_noise(monkeypatch, method, inputs, nt_samples, batch_size, stdevs, **kwargs):
     """Run Captum's NoiseTunnel with the noise noisegrad draws for ``seed=SEED``."""
     inputs_tuple = inputs if isinstance(inputs, tuple) else (inputs,)
@@ -42,7 +48,7 @@ def captum_with_our_noise(monkeypatch, method, inputs, nt_samples, batch_size, s
     seeds = SampleSeeds(SEED)
     generator = torch.Generator()
     queue = [
-        noisy_copies(x, sigma, ids, seeds, stream, generator)
+        example_major(noisy_copies(x, sigma, ids, seeds, stream, generator), len(ids))
         for ids in plan_chunks(nt_samples, batch_size)
         for stream, (x, sigma) in enumerate(zip(inputs_tuple, sigmas))
     ]
@@ -121,10 +127,7 @@ CASES = {
     "layer_integrated_gradients": (lambda m: LayerIntegratedGradients(m, m[0]), {"target": 1, "n_steps": 5}),
     "neuron_gradient": (lambda m: NeuronGradient(m, m[1]), {"neuron_selector": 3}),
     # Captum's tunnel accepts a baseline distribution only with one row per example.
-    "gradient_shap": (
-        lambda m: GradientShap(m),
-        {"target": 1, "baselines": torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))},
-    ),
+    # (GradientShap draws its own random numbers per row, so it is checked by hand below.)
     "deeplift_shap": (
         lambda m: DeepLiftShap(m),
         {"target": 1, "baselines": torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))},
@@ -202,25 +205,46 @@ def test_delta_mean_is_the_mean_over_each_inputs_noisy_copies(monkeypatch, batch
     torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-15)
 
 
+def by_hand(method, x, nt_samples, batch_size, sigma, nt_type, global_seed=None, **kwargs):
+    """The wrapped method applied chunk by chunk to noisegrad's noisy copies, reduced in float64."""
+    if global_seed is not None:
+        torch.manual_seed(global_seed)
+        np.random.seed(global_seed % 2**32)
+        random.seed(global_seed)
+    generator, samples = torch.Generator(), []
+    for ids in plan_chunks(nt_samples, batch_size):
+        noisy = noisy_copies(x, torch.tensor(sigma, dtype=x.dtype), ids, SampleSeeds(SEED), 0, generator)
+        samples.append(method.attribute(noisy.requires_grad_(), **kwargs).detach())
+    samples = torch.cat(samples).reshape((nt_samples,) + tuple(x.shape)).double()
+    return {
+        "smoothgrad": samples.mean(0),
+        "smoothgrad_sq": (samples**2).mean(0),
+        "vargrad": samples.var(0, correction=0),
+    }[nt_type]
+
+
 @pytest.mark.parametrize("nt_type", NT_TYPES)
 def test_a_baseline_distribution_of_any_size_is_passed_through_unchanged(nt_type):
     """Captum's tunnel rejects 4 baselines for 3 examples; the reference is the wrapped method per chunk."""
     model = make_mlp()
     x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     baselines = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
-    generator, samples = torch.Generator(), []
-    for ids in plan_chunks(6, 4):
-        noisy = noisy_copies(x, torch.tensor(0.3, dtype=torch.float64), ids, SampleSeeds(SEED), 0, generator)
-        attr = DeepLiftShap(model).attribute(noisy, baselines=baselines, target=1)
-        samples.append(attr.reshape(3, len(ids), 5))
-    samples = torch.cat(samples, dim=1)
-    expected = {
-        "smoothgrad": samples.mean(1),
-        "smoothgrad_sq": (samples**2).mean(1),
-        "vargrad": samples.var(1, correction=0),
-    }[nt_type]
+    expected = by_hand(DeepLiftShap(model), x, 6, 4, 0.3, nt_type, baselines=baselines, target=1)
     ours = NoiseTunnel(DeepLiftShap(model)).attribute(
         x, nt_type=nt_type, nt_samples=6, nt_samples_batch_size=4, stdevs=0.3, seed=SEED, baselines=baselines, target=1
+    )
+    torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("nt_type", NT_TYPES)
+def test_gradient_shap_draws_its_own_randomness_from_the_seeded_global_rng(nt_type):
+    model = make_mlp()
+    x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    baselines = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
+    kwargs = dict(baselines=baselines, target=2, n_samples=3)
+    expected = by_hand(GradientShap(model), x, 5, 2, 0.2, nt_type, SampleSeeds(SEED).derived(0), **kwargs)
+    ours = NoiseTunnel(GradientShap(model)).attribute(
+        x, nt_type=nt_type, nt_samples=5, nt_samples_batch_size=2, stdevs=0.2, seed=SEED, **kwargs
     )
     torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-12)
 

@@ -11,13 +11,12 @@ from noisegrad.noise import noisy_copies
 
 
 def reference_samples(method, x, nt_samples, batch_size, sigma, seed, **kwargs):
-    """The wrapped method applied by hand to noisegrad's noisy copies: (batch, nt_samples, ...)."""
+    """The wrapped method applied by hand to noisegrad's noisy copies: (nt_samples, batch, ...)."""
     generator, chunks = torch.Generator(), []
     for ids in plan_chunks(nt_samples, batch_size):
         noisy = noisy_copies(x, sigma, ids, SampleSeeds(seed), 0, generator)
-        attr = method.attribute(noisy, **kwargs).detach()
-        chunks.append(attr.reshape((x.shape[0], len(ids)) + tuple(attr.shape[1:])))
-    return torch.cat(chunks, dim=1)
+        chunks.append(method.attribute(noisy, **kwargs).detach())
+    return torch.cat(chunks).reshape((nt_samples,) + tuple(x.shape))
 
 
 def rel_l2(a, b):
@@ -41,7 +40,7 @@ def test_vargrad_at_small_noise_is_nonnegative_and_within_1e_5_of_a_float64_two_
     x = torch.rand(3, 2, 5, 5, generator=torch.Generator().manual_seed(0))
     sigma = relative(relative_noise).sigma(x)
     samples = reference_samples(Saliency(model), x, 32, 8, sigma, 0, target=2, abs=False)
-    reference = samples.double().var(dim=1, correction=0)
+    reference = samples.double().var(dim=0, correction=0)
     vargrad = NoiseTunnel(Saliency(model)).attribute(
         x, nt_type="vargrad", nt_samples=32, nt_samples_batch_size=8,
         stdevs=relative(relative_noise), target=2, abs=False, seed=0,
@@ -58,9 +57,9 @@ def test_half_precision_models_run_and_add_no_reduction_error(dtype, nt_type):
     sigma = torch.tensor(0.2, dtype=dtype)
     samples = reference_samples(Saliency(model), x, 12, 5, sigma, 0, target=0, abs=False).double()
     expected = {
-        "smoothgrad": samples.mean(1),
-        "smoothgrad_sq": (samples**2).mean(1),
-        "vargrad": samples.var(1, correction=0),
+        "smoothgrad": samples.mean(0),
+        "smoothgrad_sq": (samples**2).mean(0),
+        "vargrad": samples.var(0, correction=0),
     }[nt_type]
     ours = NoiseTunnel(Saliency(model)).attribute(
         x, nt_type=nt_type, nt_samples=12, nt_samples_batch_size=5, stdevs=0.2, target=0, abs=False, seed=0
@@ -94,9 +93,7 @@ def test_per_feature_sigma_zero_means_no_noise_on_that_feature():
     x = torch.randn(3, 4, dtype=torch.float64)
     sigma = torch.tensor([0.0, 0.5, 0.0, 2.0], dtype=torch.float64)
     NoiseTunnel(Saliency(model)).attribute(x, nt_samples=50, nt_samples_batch_size=20, stdevs=sigma, target=0, seed=1)
-    # Rows are example-major within each chunk.
-    noise = torch.cat([c.reshape(3, -1, 4) for c in model.seen], dim=1) - x.unsqueeze(1)
-    assert noise.shape[1] == 50
+    noise = torch.cat(model.seen).reshape(50, 3, 4) - x  # rows are sample-major
     assert bool((noise[..., [0, 2]] == 0).all())
     spread = noise.reshape(-1, 4).std(dim=0)
     assert 0.35 < float(spread[1]) < 0.65 and 1.5 < float(spread[3]) < 2.5
@@ -109,8 +106,8 @@ def test_relative_noise_has_the_spread_of_each_example(of):
     model = Recorder()
     model.linear = nn.Linear(200, 2).double()
     NoiseTunnel(Saliency(model)).attribute(x, nt_samples=20, stdevs=relative(0.1, of=of), target=0, seed=2)
-    noise = model.seen[0].reshape(2, 20, 200) - x.unsqueeze(1)
-    measured = noise.reshape(2, -1).std(dim=1)
+    noise = model.seen[0].reshape(20, 2, 200) - x
+    measured = noise.transpose(0, 1).reshape(2, -1).std(dim=1)
     torch.testing.assert_close(measured, 0.1 * spread, rtol=0.05, atol=0)
 
 
@@ -132,7 +129,7 @@ def test_delta_is_averaged_per_input_by_default_and_per_copy_with_none():
     _, delta = nt.attribute(x, **common)
     _, per_copy = nt.attribute(x, delta_reduction="none", **common)
     assert delta.shape == (4,) and per_copy.shape == (24,)
-    # Regroup Captum's (chunk, example, copy) order by hand: chunks of 4 then 2.
+    # Regroup Captum's (chunk, example, copy) order by hand: chunks of 4 copies, then 2.
     first, second = per_copy[:16].reshape(4, 4), per_copy[16:].reshape(4, 2)
     torch.testing.assert_close(delta, torch.cat([first, second], dim=1).mean(dim=1), rtol=1e-12, atol=1e-18)
 
