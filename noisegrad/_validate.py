@@ -8,7 +8,8 @@ import torch
 from captum.attr import Attribution
 from torch import Tensor
 
-DELTA_REDUCTIONS = ("mean", "none")
+from noisegrad.deltas import DELTA_REDUCTIONS
+
 
 
 def validate_inputs(inputs: object) -> Tuple[Tensor, ...]:

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from noisegrad.seeding import SampleSeeds
 
-__all__ = ["expand_kwargs", "validate_kwargs"]
+__all__ = ["expand_kwargs", "ChunkKwargs", "validate_kwargs"]
 
 
 def expand_kwargs(
@@ -72,6 +72,29 @@ def expand_kwargs(
                 with_stream=True,
             )
     return out
+
+
+class ChunkKwargs:
+    """:func:`expand_kwargs` per chunk, reusing one expansion for all chunks of a size.
+
+    Drawn baselines (``baseline_draw``) differ per sample, so they are expanded afresh.
+    """
+
+    def __init__(
+        self,
+        kwargs: Dict[str, Any],
+        inputs: Tuple[Tensor, ...],
+        baseline_draw: Optional[Tuple[SampleSeeds, torch.Generator]] = None,
+    ) -> None:
+        self.kwargs, self.inputs, self.baseline_draw = kwargs, inputs, baseline_draw
+        self._by_size: Dict[int, Dict[str, Any]] = {}
+
+    def for_chunk(self, sample_ids: range) -> Dict[str, Any]:
+        if self.baseline_draw is not None:
+            return expand_kwargs(self.kwargs, self.inputs, sample_ids, self.baseline_draw)
+        if len(sample_ids) not in self._by_size:
+            self._by_size[len(sample_ids)] = expand_kwargs(self.kwargs, self.inputs, sample_ids)
+        return self._by_size[len(sample_ids)]
 
 
 def _tile(value: Tensor, n: int) -> Tensor:

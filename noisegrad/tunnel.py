@@ -19,7 +19,8 @@ from torch import Tensor
 from noisegrad._gradients import lean_gradients
 from noisegrad._state import modules_of, preserved_modules, seeded_global_rng
 from noisegrad._validate import validate_counts, validate_delta, validate_inputs, validate_keywords, validate_seed
-from noisegrad.expand import expand_kwargs, validate_kwargs
+from noisegrad.deltas import ConvergenceDeltas
+from noisegrad.expand import ChunkKwargs, validate_kwargs
 from noisegrad.moments import Moments, accumulation_dtype
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
 from noisegrad.plan import plan_chunks
@@ -171,21 +172,17 @@ class NoiseTunnel(Attribution):
         noise_generator = torch.Generator(device=device)
         batch = inputs_tuple[0].shape[0]
         moments: List[Moments] = []
-        deltas = _Deltas(batch, delta_reduction)
-        expanded = {}
+        deltas = ConvergenceDeltas(batch, delta_reduction)
+        chunk_kwargs = ChunkKwargs(kwargs, inputs_tuple, (seeds, noise_generator) if draw_baseline_from_distrib else None)
         with self._guarded(device, seeds.derived(0) if seed is not None or generator is not None else None):
             for sample_ids in plan_chunks(nt_samples, nt_samples_batch_size):
                 noisy = tuple(
                     noisy_copies(x, sigma, sample_ids, seeds, stream, noise_generator)
                     for stream, (x, sigma) in enumerate(zip(inputs_tuple, sigmas))
                 )
-                if draw_baseline_from_distrib:
-                    chunk_kwargs = expand_kwargs(kwargs, inputs_tuple, sample_ids, (seeds, noise_generator))
-                elif len(sample_ids) in expanded:
-                    chunk_kwargs = expanded[len(sample_ids)]
-                else:
-                    chunk_kwargs = expanded[len(sample_ids)] = expand_kwargs(kwargs, inputs_tuple, sample_ids)
-                attributions, delta, is_attr_tuple = self._attribute_chunk(noisy, is_inputs_tuple, chunk_kwargs)
+                attributions, delta, is_attr_tuple = self._attribute_chunk(
+                    noisy, is_inputs_tuple, chunk_kwargs.for_chunk(sample_ids)
+                )
                 if not moments:
                     moments = [Moments(accumulation_dtype(a.device), track_m2=needs_m2) for a in attributions]
                 for accumulator, attribution in zip(moments, attributions):
@@ -237,30 +234,3 @@ def _by_sample(attribution: Tensor, batch: int, n: int) -> Tensor:
 
 def _as_list(layer: Any) -> list:
     return list(layer) if isinstance(layer, (list, tuple)) else [layer]
-
-
-class _Deltas:
-    """Convergence deltas of the chunks: per-example means, or Captum's concatenation."""
-
-    def __init__(self, batch: int, reduction: str) -> None:
-        self.batch, self.reduction = batch, reduction
-        self.parts: List[Tensor] = []
-        self.total: Optional[Tensor] = None
-        self.rows = 0
-
-    def add(self, delta: Tensor, n: int) -> None:
-        # Rows are (sample, example[, the method's own expansion]) within a chunk.
-        by_sample = torch.as_tensor(delta).detach().reshape(n, self.batch, -1)
-        self.dtype = by_sample.dtype
-        if self.reduction == "none":
-            # Captum's order within a chunk: example, then sample.
-            self.parts.append(by_sample.transpose(0, 1).reshape(-1))
-            return
-        chunk_sum = by_sample.sum(dim=(0, 2), dtype=accumulation_dtype(by_sample.device))
-        self.total = chunk_sum if self.total is None else self.total + chunk_sum
-        self.rows += n * by_sample.shape[2]
-
-    def result(self) -> Tensor:
-        if self.reduction == "none":
-            return torch.cat(self.parts, dim=0)
-        return (self.total / self.rows).to(self.dtype)
