@@ -1,0 +1,588 @@
+"""Benchmark noisegrad.NoiseTunnel against captum.attr.NoiseTunnel and a hand-written minimal loop.
+
+    python benchmarks/bench_tunnel.py --repeats 20 --out benchmarks/RESULTS.md   # full run, ~3-10 min on 2 cores
+    python benchmarks/bench_tunnel.py --quick                                    # ~1 min smoke run
+
+Three implementations of the same smoothing are timed side by side in one
+process, interleaved round-robin (each repetition calls every variant once,
+in a rotating order), so drifts of the machine hit all of them alike:
+
+* ``captum``:    ``captum.attr.NoiseTunnel(method).attribute(...)``
+* ``noisegrad``: ``noisegrad.NoiseTunnel(method).attribute(..., seed=0)``
+* ``minimal``:   per chunk ``x.repeat_interleave(k, 0) + sigma * torch.randn(...)``,
+  one forward, one ``torch.autograd.grad(selected.sum(), noisy)``, then the
+  per-example sum and sum of squares (for IntegratedGradients it builds the
+  steps x rows scaled batch itself with Captum's Gauss-Legendre alphas).
+
+For every (workload, method) the script reports the median time of each
+variant, the per-repetition ratios noisegrad/Captum and noisegrad/minimal
+(median and min-max), the CPU peak memory allocated during one call (from the
+allocation events of ``torch.profiler``; the method is checked on toy cases at
+start-up), and whether the targets are met. A sanity check compares the
+smoothgrad means of the three variants (same shape, relative L2 difference
+< 0.2 despite the different noise).
+
+The timed ``nt_type`` is ``vargrad`` by default (``--nt-type`` to change it):
+Captum always accumulates the sum and the sum of squares, so with vargrad all
+three variants do the same statistical work. The machine may be shared:
+repetitions during which other processes used the CPU are detected from
+/proc/stat, redone, and left out of the statistics (see ``ForeignLoad``).
+``--profile`` prints cProfile's top functions of noisegrad and of the minimal
+loop for every row where noisegrad is more than 5 % slower than the loop.
+"""
+
+import argparse
+import cProfile
+import datetime
+import gc
+import io
+import os
+import platform
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import captum
+import torch
+from captum.attr import InputXGradient, IntegratedGradients, Saliency
+from captum.attr import NoiseTunnel as CaptumNoiseTunnel
+from captum.attr._utils.approximation_methods import approximation_parameters
+from torch import Tensor, nn
+from torch._C._profiler import _EventType
+from torch.profiler import ProfilerActivity, profile
+
+import noisegrad
+
+VARIANTS = ("captum", "noisegrad", "minimal")
+METHODS = ("Saliency", "InputXGradient", "IntegratedGradients")
+SANITY_TOLERANCE = 0.2  # relative L2 difference of smoothgrad means, independent noise
+TIME_TOLERANCE_VS_MINIMAL = 1.05
+
+
+@dataclass
+class Config:
+    nt_type: str = "vargrad"
+    nt_samples: int = 16
+    nt_samples_batch_size: int = 8
+    stdevs: float = 0.1
+    n_steps: int = 8
+    sanity_samples: int = 64
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+class SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Linear(32 * 8 * 8, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(x + self.bn2(self.conv2(y)))
+
+
+class SmallResNet(nn.Module):
+    def __init__(self, channels: int = 16, blocks: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())
+        self.blocks = nn.Sequential(*(ResidualBlock(channels) for _ in range(blocks)))
+        self.head = nn.Linear(channels, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.blocks(self.stem(x)).mean(dim=(2, 3)))
+
+
+class SmallTransformer(nn.Module):
+    """Float token embeddings (batch, 16, 32) -> 2 encoder layers -> mean pool -> linear head."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, layers: int = 2) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=64, dropout=0.1, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x).mean(dim=1))
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+@dataclass
+class Workload:
+    name: str
+    model: nn.Module
+    inputs: Tensor  # float32, the largest batch used; a method uses its first rows
+    target: Tensor  # one class per example
+    ig_batch: int  # IntegratedGradients multiplies the rows by n_steps, so it gets a smaller batch
+
+    def batch_for(self, method: str) -> int:
+        return self.ig_batch if method == "IntegratedGradients" else self.inputs.shape[0]
+
+
+def build_workloads(quick: bool) -> List[Workload]:
+    """Random-init models (fixed seed, eval mode); batch sizes give calls of roughly 20-300 ms on 2 cores."""
+    specs = [  # name, model, example shape, batch, IG batch
+        ("cnn", SmallCNN, (3, 32, 32), 16, 4),
+        ("resnet", SmallResNet, (3, 32, 32), 8, 2),
+        ("mlp", mlp, (64,), 1024, 256),
+        ("transformer", SmallTransformer, (16, 32), 32, 16),
+    ]
+    workloads = []
+    for i, (name, factory, shape, batch, ig_batch) in enumerate(specs):
+        torch.manual_seed(i)
+        model = factory().eval()
+        if quick:
+            batch, ig_batch = max(1, batch // 2), max(1, ig_batch // 2)
+        inputs = torch.randn((batch,) + shape)
+        target = torch.randint(0, 10, (batch,))
+        workloads.append(Workload(name, model, inputs, target, ig_batch))
+    return workloads
+
+
+def make_method(name: str, model: nn.Module):
+    return {"Saliency": Saliency, "InputXGradient": InputXGradient, "IntegratedGradients": IntegratedGradients}[name](
+        model
+    )
+
+
+def method_kwargs(name: str, cfg: Config) -> Dict[str, object]:
+    if name == "Saliency":
+        return {"abs": True}  # Captum's default, stated explicitly; the minimal loop does the same
+    if name == "IntegratedGradients":
+        return {"n_steps": cfg.n_steps, "method": "gausslegendre"}
+    return {}
+
+
+# --------------------------------------------------------------------------- the minimal loop
+
+
+def minimal_attribution(model: nn.Module, method: str, noisy: Tensor, target_rows: Tensor, cfg: Config) -> Tensor:
+    """One chunk's attributions: one forward, one autograd.grad of the summed selected outputs."""
+    if method == "IntegratedGradients":
+        step_sizes_fn, alphas_fn = approximation_parameters("gausslegendre")
+        steps = cfg.n_steps
+        view = (steps,) + (1,) * noisy.dim()
+        alphas = torch.tensor(alphas_fn(steps), dtype=noisy.dtype).view(view)
+        step_sizes = torch.tensor(step_sizes_fn(steps), dtype=noisy.dtype).view(view)
+        baseline = torch.zeros_like(noisy[:1])
+        scaled = (baseline + alphas * (noisy - baseline)).reshape((steps * noisy.shape[0],) + noisy.shape[1:])
+        scaled.requires_grad_()
+        selected = model(scaled).gather(1, target_rows.repeat(steps)[:, None])
+        (grads,) = torch.autograd.grad(selected.sum(), scaled)
+        total = (grads.view((steps,) + noisy.shape) * step_sizes).sum(dim=0)
+        return total * (noisy - baseline)
+    noisy.requires_grad_()
+    selected = model(noisy).gather(1, target_rows[:, None])
+    (grads,) = torch.autograd.grad(selected.sum(), noisy)
+    if method == "Saliency":
+        return grads.abs()
+    return grads * noisy.detach()  # InputXGradient
+
+
+def minimal_tunnel(model: nn.Module, method: str, x: Tensor, target: Tensor, cfg: Config, nt_type: str,
+                   nt_samples: int) -> Tensor:
+    """Chunked noise smoothing with nothing but repeat_interleave, randn, one grad and sums."""
+    batch = x.shape[0]
+    total = total_sq = None
+    done = 0
+    while done < nt_samples:
+        k = min(cfg.nt_samples_batch_size, nt_samples - done)
+        noisy = x.repeat_interleave(k, 0) + cfg.stdevs * torch.randn((batch * k,) + x.shape[1:], dtype=x.dtype)
+        attribution = minimal_attribution(model, method, noisy, target.repeat_interleave(k, 0), cfg)
+        per_example = attribution.view((batch, k) + x.shape[1:])
+        chunk_sum, chunk_sq = per_example.sum(dim=1), (per_example * per_example).sum(dim=1)
+        total = chunk_sum if total is None else total + chunk_sum
+        total_sq = chunk_sq if total_sq is None else total_sq + chunk_sq
+        done += k
+    mean = total / nt_samples
+    if nt_type == "smoothgrad":
+        return mean
+    if nt_type == "smoothgrad_sq":
+        return total_sq / nt_samples
+    return total_sq / nt_samples - mean * mean  # vargrad, as Captum computes it
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def make_variants(workload: Workload, method: str, cfg: Config, nt_type: str,
+                  nt_samples: int) -> Dict[str, Callable[[], Tensor]]:
+    """Zero-argument callables, one per implementation, all computing the same smoothing."""
+    batch = workload.batch_for(method)
+    x, target = workload.inputs[:batch], workload.target[:batch]
+    kwargs = dict(method_kwargs(method, cfg), target=target)
+    captum_nt = CaptumNoiseTunnel(make_method(method, workload.model))
+    noisegrad_nt = noisegrad.NoiseTunnel(make_method(method, workload.model))
+    common = dict(nt_type=nt_type, nt_samples=nt_samples, nt_samples_batch_size=cfg.nt_samples_batch_size,
+                  stdevs=cfg.stdevs)
+    return {
+        "captum": lambda: captum_nt.attribute(x, **common, **kwargs),
+        "noisegrad": lambda: noisegrad_nt.attribute(x, **common, seed=0, **kwargs),
+        "minimal": lambda: minimal_tunnel(workload.model, method, x, target, cfg, nt_type, nt_samples),
+    }
+
+
+# --------------------------------------------------------------------------- timing
+
+
+class ForeignLoad:
+    """CPU time used by other processes: busy ticks of /proc/stat minus this process's own ticks.
+
+    The machine is shared; with torch's default of one thread per core, any
+    other busy process stalls the intra-op thread pool and inflates a call
+    several-fold. Repetitions during which others used the CPU are flagged.
+    """
+
+    def __init__(self) -> None:
+        self.available = os.path.exists("/proc/stat") and os.path.exists("/proc/self/stat")
+        self.tick = 1.0 / os.sysconf("SC_CLK_TCK") if self.available else 0.0
+
+    def snapshot(self) -> Tuple[int, int]:
+        if not self.available:
+            return 0, 0
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+        return busy, int(own[11]) + int(own[12])  # utime + stime (fields 14 and 15)
+
+    def foreign_seconds(self, before: Tuple[int, int], after: Tuple[int, int]) -> float:
+        return max(0, (after[0] - before[0]) - (after[1] - before[1])) * self.tick
+
+
+@dataclass
+class Timings:
+    times: Dict[str, List[float]]  # seconds per call, one entry per repetition (all repetitions)
+    clean: List[bool]  # per repetition: no other process used the CPU meanwhile
+
+    def used(self) -> Dict[str, List[float]]:
+        """The clean repetitions if there are at least 3 of them, else all."""
+        if sum(self.clean) >= 3:
+            return {k: [t for t, ok in zip(v, self.clean) if ok] for k, v in self.times.items()}
+        return self.times
+
+
+def time_interleaved(variants: Dict[str, Callable[[], Tensor]], repeats: int, warmup: int,
+                     load: ForeignLoad) -> Timings:
+    """Seconds per call; each repetition calls every variant once, the order rotating by one each time.
+
+    Repetitions during which other processes used more than 5 % of a core
+    (plus two clock ticks of slack) are flagged and redone, up to 3 × repeats
+    repetitions in all.
+    """
+    names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    clean: List[bool] = []
+    rep = 0
+    while sum(clean) < repeats and rep < 3 * repeats:
+        shift = rep % len(names)
+        before, wall = load.snapshot(), 0.0
+        for name in names[shift:] + names[:shift]:
+            gc.collect()
+            start = time.perf_counter()
+            variants[name]()
+            elapsed = time.perf_counter() - start
+            times[name].append(elapsed)
+            wall += elapsed
+        foreign = load.foreign_seconds(before, load.snapshot())
+        clean.append(foreign <= 0.05 * wall + 2 * load.tick)
+        rep += 1
+    return Timings(times, clean)
+
+
+def ratio_stats(numerator: List[float], denominator: List[float]) -> Tuple[float, float, float]:
+    """Median, min and max of the per-repetition ratios."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def peak_cpu_bytes(fn: Callable[[], object]) -> int:
+    """Peak of the running sum of CPU allocations (minus frees) while ``fn`` runs, in bytes.
+
+    Reads the allocation events of the profiler's event tree (each has a signed
+    ``alloc_size`` and a timestamp). ``prof.events()`` is not enough on its own:
+    there only frees appear as ``[memory]`` events, allocations are folded into
+    the ops' net ``self_cpu_memory_usage``, which hides temporaries.
+    """
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
+            events.append((node.start_time_ns, node.extra_fields.alloc_size))
+    running = peak = 0
+    for _, size in sorted(events):
+        running += size
+        peak = max(peak, running)
+    return peak
+
+
+def verify_memory_method() -> None:
+    """The peak measurement must give known answers on toy cases before it is trusted."""
+    mb4 = 1024 * 1024  # float32 elements in 4 MB
+
+    def alloc_then_free() -> None:
+        a = torch.empty(mb4)
+        del a
+
+    def overlapping() -> None:  # 4 MB + 4 MB, free one, then 8 MB: peak 12 MB
+        x, y = torch.empty(mb4), torch.empty(mb4)
+        del x
+        z = torch.empty(2 * mb4)
+        del y, z
+
+    def temporary_inside_expression() -> Tensor:  # 4 MB kept + a 4 MB temporary (a * 2): peak 8 MB
+        a = torch.ones(mb4)
+        return (a * 2).sum() + a.sum()
+
+    for fn, expected in ((alloc_then_free, 4 << 20), (overlapping, 12 << 20), (temporary_inside_expression, 8 << 20)):
+        measured = peak_cpu_bytes(fn)
+        # small scalars (a few bytes each) may come on top
+        if not expected <= measured <= expected + 4096:
+            raise RuntimeError(f"memory method check failed for {fn.__name__}: expected {expected}, got {measured}")
+    print("memory method verified on toy cases (4 MB, 12 MB, 8 MB peaks measured as expected)")
+
+
+# --------------------------------------------------------------------------- sanity check
+
+
+def sanity_check(variants: Dict[str, Callable[[], Tensor]]) -> Dict[str, object]:
+    """Shapes equal and smoothgrad means close (relative L2 vs Captum) despite independent noise."""
+    results = {name: fn().detach() for name, fn in variants.items()}
+    reference = results["captum"]
+    shapes_ok = all(r.shape == reference.shape for r in results.values())
+    rel = {name: float((r - reference).norm() / reference.norm()) for name, r in results.items() if name != "captum"}
+    return {"shapes_ok": shapes_ok, "shape": tuple(reference.shape), "rel": rel,
+            "ok": shapes_ok and all(v < SANITY_TOLERANCE for v in rel.values())}
+
+
+# --------------------------------------------------------------------------- profiling (optional)
+
+
+def cprofile_top(fn: Callable[[], object], calls: int = 5, top: int = 15) -> str:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        fn()
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def cpu_model() -> str:
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
+        for line in lines:
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def mark(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def build_rows(results: List[dict]) -> Tuple[List[str], List[str]]:
+    """Markdown lines of the time table and the memory table."""
+    time_lines = [
+        "| workload | method | batch | Captum ms | noisegrad ms | minimal ms | ng/Captum median [min–max] "
+        "| ng/minimal median [min–max] | reps used | ng ≤ Captum | ng ≤ 1.05×minimal |",
+        "|---|---|---:|---:|---:|---:|---|---|---:|---|---|",
+    ]
+    memory_lines = [
+        "| workload | method | Captum MB | noisegrad MB | minimal MB | ng/Captum | ng/minimal | ng ≤ Captum |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        t, m = r["times"], r["peaks"]
+        med = {k: statistics.median(v) * 1e3 for k, v in t.items()}
+        vs_captum, vs_minimal = r["vs_captum"], r["vs_minimal"]
+        used, n_clean, n_total = r["reps"]
+        reps = f"{used}" if used == n_clean else f"{used} (all; only {n_clean} clean)"
+        time_lines.append(
+            f"| {r['workload']} | {r['method']} | {r['batch']} | {med['captum']:.1f} | {med['noisegrad']:.1f} "
+            f"| {med['minimal']:.1f} | {vs_captum[0]:.3f} [{vs_captum[1]:.3f}–{vs_captum[2]:.3f}] "
+            f"| {vs_minimal[0]:.3f} [{vs_minimal[1]:.3f}–{vs_minimal[2]:.3f}] | {reps} "
+            f"| {mark(vs_captum[0] <= 1.0)} | {mark(vs_minimal[0] <= TIME_TOLERANCE_VS_MINIMAL)} |"
+        )
+        mb = {k: v / 2**20 for k, v in m.items()}
+        memory_lines.append(
+            f"| {r['workload']} | {r['method']} | {mb['captum']:.2f} | {mb['noisegrad']:.2f} | {mb['minimal']:.2f} "
+            f"| {m['noisegrad'] / m['captum']:.3f} | {m['noisegrad'] / m['minimal']:.3f} "
+            f"| {mark(m['noisegrad'] <= m['captum'])} |"
+        )
+    return time_lines, memory_lines
+
+
+def sanity_lines(results: List[dict], cfg: Config) -> List[str]:
+    lines = [
+        f"Sanity check (nt_type=smoothgrad, nt_samples={cfg.sanity_samples}, independent noise per variant): "
+        f"relative L2 difference of each variant's mean to Captum's, must be < {SANITY_TOLERANCE}.",
+        "",
+        "| workload | method | shape (all variants) | noisegrad vs Captum | minimal vs Captum | ok |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    for r in results:
+        s = r["sanity"]
+        shape = "×".join(map(str, s["shape"])) if s["shapes_ok"] else "MISMATCH"
+        lines.append(f"| {r['workload']} | {r['method']} | {shape} | {s['rel']['noisegrad']:.3f} "
+                     f"| {s['rel']['minimal']:.3f} | {'yes' if s['ok'] else '**no**'} |")
+    return lines
+
+
+def targets_paragraph(results: List[dict]) -> List[str]:
+    n = len(results)
+    faster = sum(r["vs_captum"][0] <= 1.0 for r in results)
+    near_min = sum(r["vs_minimal"][0] <= TIME_TOLERANCE_VS_MINIMAL for r in results)
+    memory = sum(r["peaks"]["noisegrad"] <= r["peaks"]["captum"] for r in results)
+    return [
+        "Targets for noisegrad, judged per row on the medians of the per-repetition ratios:",
+        f"(1) never slower than Captum (median ng/Captum ≤ 1.00) — met in {faster}/{n} rows; "
+        f"(2) within 5 % of the minimal loop (median ng/minimal ≤ 1.05) — met in {near_min}/{n} rows; "
+        f"(3) peak CPU memory no higher than Captum's — met in {memory}/{n} rows. "
+        "Rows marked **not met** miss the target in this run.",
+    ]
+
+
+def write_report(path: Optional[str], command: str, cfg: Config, args: argparse.Namespace,
+                 results: List[dict], time_lines: List[str], memory_lines: List[str]) -> str:
+    header = [
+        "# noisegrad vs Captum NoiseTunnel vs a minimal loop",
+        "",
+        f"- command: `{command}`",
+        f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}",
+        f"- torch {torch.__version__}, captum {captum.__version__}, noisegrad {noisegrad.__version__}, "
+        f"Python {platform.python_version()}",
+        f"- CPU: {cpu_model()}, torch.get_num_threads() = {torch.get_num_threads()} (default, not set)",
+        f"- settings: nt_type={cfg.nt_type}, nt_samples={cfg.nt_samples}, "
+        f"nt_samples_batch_size={cfg.nt_samples_batch_size}, stdevs={cfg.stdevs}, IG n_steps={cfg.n_steps} "
+        f"(gausslegendre), Saliency abs=True, float32, random-init models in eval mode, per-example targets; "
+        f"{args.warmup} warm-up call(s) per variant, then {args.repeats} repetitions interleaved round-robin "
+        "(rotating order); time.perf_counter; ratios computed per repetition.",
+        "- shared machine: a repetition counts as clean when other processes used at most 5 % of a core "
+        "(from /proc/stat) while it ran; contended repetitions are redone (up to 3 × repeats) and left out "
+        "of the statistics (\"reps used\" = clean repetitions). "
+        f"Load average (1 min) before / after the run: {args.load[0][0]:.2f} / {args.load[1][0]:.2f}.",
+        "- peak memory: one profiled call per variant after warm-up; peak of the running sum of CPU "
+        "allocation events of `torch.profiler` (profile_memory=True) during the call, verified on toy cases.",
+        "",
+        "## Time",
+        "",
+    ]
+    text = "\n".join(
+        header + time_lines + ["", "## Peak CPU memory allocated during one call", ""] + memory_lines
+        + ["", "## Targets", ""] + targets_paragraph(results) + ["", "## Sanity check", ""]
+        + sanity_lines(results, cfg) + [""]
+    )
+    if path:
+        with open(path, "w") as f:
+            f.write(text)
+    return text
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=20, help="interleaved repetitions per (workload, method)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up calls per variant")
+    parser.add_argument("--out", default=None, help="markdown file to write (e.g. benchmarks/RESULTS.md)")
+    parser.add_argument("--quick", action="store_true", help="half batches, 5 repeats, 1 warm-up, 32 sanity samples: ~1 minute")
+    parser.add_argument("--nt-type", default="vargrad", choices=("smoothgrad", "smoothgrad_sq", "vargrad"),
+                        help="timed nt_type (vargrad: every variant needs both moments)")
+    parser.add_argument("--workloads", default="cnn,resnet,mlp,transformer")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--profile", action="store_true",
+                        help="print cProfile top functions of noisegrad and minimal for rows slower than 1.05x minimal")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.warmup = min(args.repeats, 5), 1
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    cfg = Config(nt_type=args.nt_type, sanity_samples=32 if args.quick else 64)
+    verify_memory_method()
+    load = ForeignLoad()
+    load_before = os.getloadavg()
+    wanted = set(args.workloads.split(","))
+    workloads = [w for w in build_workloads(args.quick) if w.name in wanted]
+    results = []
+    for workload in workloads:
+        for method in args.methods.split(","):
+            variants = make_variants(workload, method, cfg, cfg.nt_type, cfg.nt_samples)
+            timings = time_interleaved(variants, args.repeats, args.warmup, load)
+            times = timings.used()
+            peaks = {name: peak_cpu_bytes(fn) for name, fn in variants.items()}
+            sanity = sanity_check(make_variants(workload, method, cfg, "smoothgrad", cfg.sanity_samples))
+            row = {
+                "workload": workload.name, "method": method, "batch": workload.batch_for(method),
+                "times": times, "peaks": peaks, "sanity": sanity,
+                "reps": (len(times["captum"]), sum(timings.clean), len(timings.clean)),
+                "vs_captum": ratio_stats(times["noisegrad"], times["captum"]),
+                "vs_minimal": ratio_stats(times["noisegrad"], times["minimal"]),
+            }
+            results.append(row)
+            med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            print(f"{workload.name:12s} {method:20s} captum {med['captum']:7.1f} ms  noisegrad {med['noisegrad']:7.1f} ms"
+                  f"  minimal {med['minimal']:7.1f} ms  ng/captum {row['vs_captum'][0]:.3f}"
+                  f"  ng/minimal {row['vs_minimal'][0]:.3f}  clean reps {row['reps'][1]}/{row['reps'][2]}"
+                  f"  sanity {'ok' if sanity['ok'] else 'FAILED'}", flush=True)
+            if args.profile and row["vs_minimal"][0] > TIME_TOLERANCE_VS_MINIMAL:
+                for name in ("noisegrad", "minimal"):
+                    print(f"--- cProfile, {name}, {workload.name} {method}, 5 calls ---")
+                    print(cprofile_top(variants[name]))
+    args.load = (load_before, os.getloadavg())
+    time_lines, memory_lines = build_rows(results)
+    text = write_report(args.out, command, cfg, args, results, time_lines, memory_lines)
+    print()
+    print(text)
+    if not all(r["sanity"]["ok"] for r in results):
+        print("WARNING: sanity check failed for some rows", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
