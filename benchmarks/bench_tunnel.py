@@ -418,6 +418,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def noisegrad_revision() -> str:
+    """The commit the benchmarked noisegrad comes from, and whether its sources differ from it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(noisegrad.__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "noisegrad"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown revision"
+    return f"git {commit}" + (" with uncommitted changes in noisegrad/" if dirty else "")
+
+
 def mark(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
@@ -491,7 +504,8 @@ def write_report(path: Optional[str], command: str, cfg: Config, args: argparse.
         "",
         f"- command: `{command}`",
         f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}",
-        f"- torch {torch.__version__}, captum {captum.__version__}, noisegrad {noisegrad.__version__}, "
+        f"- torch {torch.__version__}, captum {captum.__version__}, noisegrad {noisegrad.__version__} "
+        f"({args.revision}), "
         f"Python {platform.python_version()}",
         f"- CPU: {cpu_model()}, torch.get_num_threads() = {torch.get_num_threads()} (default, not set)",
         f"- settings: nt_type={cfg.nt_type}, nt_samples={cfg.nt_samples}, "
@@ -548,6 +562,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     verify_memory_method()
     load = ForeignLoad()
     load_before = os.getloadavg()
+    args.revision = noisegrad_revision()  # taken at start: the sources imported are the ones of this moment
     wanted = set(args.workloads.split(","))
     workloads = [w for w in build_workloads(args.quick) if w.name in wanted]
     results = []
