@@ -29,7 +29,7 @@ def preserved_modules(modules: List[nn.Module]) -> Iterator[None]:
     is dropped.
     """
     submodules = list({id(m): m for root in modules for m in root.modules()}.values())
-    params = list({id(p): p for root in modules for p in root.parameters()}.values())
+    params = list({id(p): p for m in submodules for p in m._parameters.values() if p is not None}.values())
     training = [(m, m.training) for m in submodules]
     requires_grad = [(p, p.requires_grad) for p in params]
     grads = [(p, p.grad) for p in params]

@@ -2,7 +2,7 @@
 
 import inspect
 import numbers
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 import torch
 from captum.attr import Attribution
@@ -69,18 +69,22 @@ def validate_delta(return_delta: bool, method: Attribution, delta_reduction: obj
         )
 
 
-def validate_keywords(method: Attribution, kwargs: Dict[str, Any]) -> None:
-    """Reject keyword arguments the wrapped method's ``attribute`` does not take."""
+def accepted_keywords(method: Attribution) -> Optional[FrozenSet[str]]:
+    """The keyword arguments the wrapped method's ``attribute`` takes; ``None`` if it takes any."""
     try:
         parameters = inspect.signature(method.attribute).parameters
     except (TypeError, ValueError):  # a builtin or C extension: let the method itself judge
-        return
+        return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    unknown = sorted(set(kwargs) - set(parameters))
+        return None
+    return frozenset(name for name in parameters if name != "inputs")
+
+
+def validate_keywords(method: Attribution, accepted: Optional[FrozenSet[str]], kwargs: Dict[str, Any]) -> None:
+    """Reject keyword arguments the wrapped method's ``attribute`` does not take."""
+    unknown = sorted(set(kwargs) - accepted) if accepted is not None else []
     if unknown:
         raise TypeError(
             f"{type(method).__name__}.attribute() does not take {', '.join(map(repr, unknown))}; "
-            f"it takes {', '.join(name for name in parameters if name != 'inputs')}"
+            f"it takes {', '.join(sorted(accepted))}"
         )
-

@@ -43,7 +43,7 @@ class ConvergenceDeltas:
         if self.reduction == "none":
             self.parts.append(by_sample.transpose(0, 1).reshape(-1))
             return
-        chunk_sum = by_sample.sum(dim=(0, 2), dtype=accumulation_dtype(by_sample.device))
+        chunk_sum = by_sample.sum(dim=(0, 2), dtype=accumulation_dtype(by_sample.dtype))
         self.total = chunk_sum if self.total is None else self.total + chunk_sum
         self.rows += n * by_sample.shape[2]
 

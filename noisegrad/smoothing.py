@@ -26,8 +26,8 @@ def smooth(moments: Moments, nt_type: str) -> Tensor:
     >>> import torch
     >>> m = Moments()
     >>> m.update(torch.tensor([[1.0, 3.0]]))
-    >>> smooth(m, "smoothgrad"), smooth(m, "smoothgrad_sq"), smooth(m, "vargrad")
-    (tensor([2.], dtype=torch.float64), tensor([5.], dtype=torch.float64), tensor([1.], dtype=torch.float64))
+    >>> [smooth(m, nt_type).item() for nt_type in ("smoothgrad", "smoothgrad_sq", "vargrad")]
+    [2.0, 5.0, 1.0]
     """
     if nt_type == "smoothgrad":
         return moments.mean

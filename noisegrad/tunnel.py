@@ -18,10 +18,17 @@ from torch import Tensor
 
 from noisegrad._gradients import lean_gradients
 from noisegrad._state import modules_of, preserved_modules, seeded_global_rng
-from noisegrad._validate import validate_counts, validate_delta, validate_inputs, validate_keywords, validate_seed
+from noisegrad._validate import (
+    accepted_keywords,
+    validate_counts,
+    validate_delta,
+    validate_inputs,
+    validate_keywords,
+    validate_seed,
+)
 from noisegrad.deltas import ConvergenceDeltas
 from noisegrad.expand import ChunkKwargs, validate_kwargs
-from noisegrad.moments import Moments, accumulation_dtype
+from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
 from noisegrad.plan import plan_chunks
 from noisegrad.seeding import SampleSeeds
@@ -89,6 +96,7 @@ class NoiseTunnel(Attribution):
         self.is_delta_supported = attribution_method.has_convergence_delta()
         self._multiply_by_inputs = attribution_method.multiplies_by_inputs
         self.is_gradient_method = isinstance(attribution_method, GradientAttribution)
+        self._accepted_keywords = accepted_keywords(attribution_method)
         Attribution.__init__(self, attribution_method.forward_func)
 
     @property
@@ -161,7 +169,7 @@ class NoiseTunnel(Attribution):
         validate_seed(seed, generator)
         return_delta = bool(kwargs.get("return_convergence_delta", False))
         validate_delta(return_delta, self.attribution_method, delta_reduction)
-        validate_keywords(self.attribution_method, kwargs)
+        validate_keywords(self.attribution_method, self._accepted_keywords, kwargs)
         validate_kwargs(
             kwargs, inputs_tuple, draw_baseline_from_distrib, isinstance(self.attribution_method, _SAMPLES_BASELINES)
         )
@@ -184,7 +192,7 @@ class NoiseTunnel(Attribution):
                     noisy, is_inputs_tuple, chunk_kwargs.for_chunk(sample_ids)
                 )
                 if not moments:
-                    moments = [Moments(accumulation_dtype(a.device), track_m2=needs_m2) for a in attributions]
+                    moments = [Moments(track_m2=needs_m2) for _ in attributions]
                 for accumulator, attribution in zip(moments, attributions):
                     # A fresh (non-view) attribution is ours to centre in place.
                     owned = attribution._base is None
