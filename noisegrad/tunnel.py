@@ -188,18 +188,11 @@ class NoiseTunnel(Attribution):
                     noisy_copies(x, sigma, sample_ids, seeds, stream, noise_generator)
                     for stream, (x, sigma) in enumerate(zip(inputs_tuple, sigmas))
                 )
-                attributions, delta, is_attr_tuple = self._attribute_chunk(
-                    noisy, is_inputs_tuple, chunk_kwargs.for_chunk(sample_ids)
+                dtypes, is_attr_tuple = self._attribute_chunk(
+                    noisy, is_inputs_tuple, chunk_kwargs.for_chunk(sample_ids), moments, deltas, needs_m2
                 )
-                if not moments:
-                    moments = [Moments(track_m2=needs_m2) for _ in attributions]
-                for accumulator, attribution in zip(moments, attributions):
-                    # A fresh (non-view) attribution is ours to centre in place.
-                    owned = attribution._base is None
-                    accumulator.update(_by_sample(attribution, batch, len(sample_ids)), dim=0, overwrite=owned)
-                if return_delta:
-                    deltas.add(delta, len(sample_ids))
-        smoothed = tuple(smooth(m, nt_type).to(a.dtype) for m, a in zip(moments, attributions))
+                del noisy  # before the next chunk's noise is drawn
+        smoothed = tuple(smooth(m, nt_type).to(dtype) for m, dtype in zip(moments, dtypes))
         result = smoothed if is_attr_tuple else smoothed[0]
         return (result, deltas.result()) if return_delta else result
 
@@ -216,18 +209,37 @@ class NoiseTunnel(Attribution):
             yield
 
     def _attribute_chunk(
-        self, noisy: Tuple[Tensor, ...], is_inputs_tuple: bool, chunk_kwargs: dict
-    ) -> Tuple[Tuple[Tensor, ...], Optional[Tensor], bool]:
+        self,
+        noisy: Tuple[Tensor, ...],
+        is_inputs_tuple: bool,
+        chunk_kwargs: dict,
+        moments: List[Moments],
+        deltas: ConvergenceDeltas,
+        needs_m2: bool,
+    ) -> Tuple[List[torch.dtype], bool]:
+        """Attribute one chunk and merge it into ``moments`` and ``deltas``.
+
+        A method of its own so that the chunk's attributions are freed on
+        return, not kept alive through the next chunk's forward and backward.
+        """
         if self.is_gradient_method:
             noisy = tuple(x.requires_grad_() for x in noisy)
         # Like Captum: no graph for the wrapped call; gradient methods enable it themselves.
         with torch.no_grad():
             out = self.attribution_method.attribute(noisy if is_inputs_tuple else noisy[0], **chunk_kwargs)
-        delta = None
+        n, batch = noisy[0].shape[0] // deltas.batch, deltas.batch
         if chunk_kwargs.get("return_convergence_delta", False):
             out, delta = out
+            deltas.add(delta, n)
         is_attr_tuple = isinstance(out, tuple)
-        return (out if is_attr_tuple else (out,)), delta, is_attr_tuple
+        attributions = out if is_attr_tuple else (out,)
+        if not moments:
+            moments.extend(Moments(track_m2=needs_m2) for _ in attributions)
+        for accumulator, attribution in zip(moments, attributions):
+            # A fresh (non-view) attribution is ours to centre in place.
+            owned = attribution._base is None
+            accumulator.update(_by_sample(attribution, batch, n), dim=0, overwrite=owned)
+        return [a.dtype for a in attributions], is_attr_tuple
 
 
 def _by_sample(attribution: Tensor, batch: int, n: int) -> Tensor:

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from captum.attr import IntegratedGradients, LayerIntegratedGradients, Saliency
+from captum.attr import Attribution, IntegratedGradients, LayerIntegratedGradients, Saliency
 from torch import nn
 
 from conftest import make_cnn, make_mlp
@@ -148,3 +148,29 @@ def test_inputs_that_require_grad_are_left_alone():
     y = x * 1.0  # a non-leaf input
     NoiseTunnel(Saliency(model)).attribute(y, nt_samples=3, stdevs=0.1, target=0, seed=0)
     assert x.grad is None and y.requires_grad and not y.is_leaf
+
+
+class Doubler(Attribution):
+    """A user-written attribution method without Captum's logging decorator."""
+
+    def attribute(self, inputs, target=None):
+        return 2 * inputs
+
+
+def test_a_user_written_method_without_captums_decorator_can_be_wrapped():
+    x = torch.randn(3, 4, dtype=torch.float64)
+    smooth = NoiseTunnel(Doubler(lambda t: t)).attribute(x, nt_samples=200, stdevs=0.01, seed=0)
+    torch.testing.assert_close(smooth, 2 * x, rtol=0, atol=0.01)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+def test_on_cuda_everything_stays_on_the_device_and_chunking_does_not_matter(nt_type):
+    model = make_cnn(torch.float32).cuda()
+    x = torch.rand(2, 2, 5, 5, device="cuda")
+    nt = NoiseTunnel(IntegratedGradients(model))
+    common = dict(nt_type=nt_type, nt_samples=8, stdevs=relative(0.1), target=1, n_steps=4, seed=0)
+    whole, delta = nt.attribute(x, nt_samples_batch_size=8, return_convergence_delta=True, **common)
+    chunked = nt.attribute(x, nt_samples_batch_size=3, **common)
+    assert whole.device == delta.device == x.device
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6 * float(whole.abs().max()))
