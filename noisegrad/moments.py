@@ -96,24 +96,29 @@ class Moments:
         if not self.track_m2:
             self._merge(n_new, samples.mean(dim=0).to(dtype), None)
             return
-        # Centred on the running mean (the first chunk: on its own mean), the
-        # values are small against their spread, so plain sums give the chunk's
-        # mean and M2 without the cancellation E[a²] − E[a]² suffers on raw
-        # values, and the shift Chan's merge needs is the centred mean itself.
-        # (torch.var_mean would do this in one call, but reducing the outer
-        # dimension it is ~100x slower than a sum.)
-        shift = self.mean if self.mean is not None else samples.mean(dim=0)
+        # Centred on the running mean (the first chunk: on its first sample),
+        # the values are small against their spread, so plain sums give the
+        # chunk's mean and M2 without the cancellation E[a²] − E[a]² suffers on
+        # raw values, and the shift Chan's merge needs is the centred mean
+        # itself. (torch.var_mean would do this in one call, but reducing the
+        # outer dimension it is ~100x slower than a sum.)
+        first = self.mean is None
+        # The shift is in the chunk's own dtype: subtracting a float64 mean in
+        # place would convert the whole chunk to float64 and back. Everything
+        # measured from it is small, so only the running mean itself needs float64.
+        shift = samples[0].clone() if first else self.mean.to(samples.dtype)
         centred = samples.sub_(shift) if overwrite else samples - shift
-        centred_mean = centred.sum(dim=0).to(dtype).div_(n_new)
-        # Squares have no cancellation to fear: the chunk's own dtype is accurate enough.
+        centred_mean = centred.sum(dim=0).div_(n_new)
         sum_sq = torch.zeros_like(centred[0])
         for sample in centred:
             sum_sq.addcmul_(sample, sample)
-        m2 = sum_sq.to(m2_dtype).sub_(centred_mean * centred_mean, alpha=n_new).clamp_(min=0)
-        if self.count == 0:
-            self.count, self.mean, self.m2 = n_new, centred_mean.add_(shift), m2
-            return
-        self._merge_centred(n_new, centred_mean, m2)
+        chunk_m2 = sum_sq.sub_(centred_mean.square(), alpha=n_new).to(m2_dtype)
+        if first:
+            self.count, self.m2 = n_new, chunk_m2
+            self.mean = shift.to(dtype).add_(centred_mean)
+        else:
+            # chunk mean − running mean = centred mean + (shift − running mean)
+            self._merge_centred(n_new, centred_mean.add_(shift - self.mean), chunk_m2)
 
     def merge(self, other: "Moments") -> None:
         """Merge the state of another accumulator (another chunk, process or run)."""
@@ -140,7 +145,8 @@ class Moments:
         """Variance of the samples, dividing M2 by ``count - correction`` (in M2's dtype)."""
         if self.m2 is None:
             raise ValueError("the variance needs Moments(track_m2=True)")
-        return self.m2 / (self.count - correction)
+        # M2 is a sum of squares; only rounding could take it below zero.
+        return self.m2.clamp(min=0) / (self.count - correction)
 
     def mean_of_squares(self) -> Tensor:
         """Mean of the squared samples, ``variance + mean²``, without cancellation."""
