@@ -1,0 +1,516 @@
+"""SmoothGrad × Integrated Gradients as one integral: sample the noise and the path point jointly.
+
+``NoiseTunnel(IntegratedGradients)`` estimates E_ε[IG(x + ε)] with a nested
+loop, ``nt_samples`` noise draws × ``n_steps`` path points. The same quantity
+is one expectation over (ε, α):
+
+    E_ε E_α[(x + ε − b) ⊙ ∇f(b + α (x + ε − b))],  ε ~ N(0, σ²), α ~ U(0, 1),
+
+so each sample needs one gradient, at one random point of its own noisy path.
+"""
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+import torch
+from captum._utils.common import _format_additional_forward_args, _run_forward
+from captum._utils.gradient import _forward_layer_eval
+from captum.attr import IntegratedGradients, LayerIntegratedGradients
+from torch import Tensor
+
+from noisegrad._gradients import summed_gradients
+from noisegrad._state import modules_of, preserved_modules, seeded_global_rng
+from noisegrad._validate import _positive_int, accepted_keywords, validate_inputs, validate_keywords, validate_seed
+from noisegrad.expand import ChunkKwargs, validate_kwargs
+from noisegrad.moments import Moments
+from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
+from noisegrad.plan import plan_chunks
+from noisegrad.seeding import SampleSeeds
+from noisegrad.smoothing import validate_nt_type
+
+__all__ = ["joint_integrated_gradients", "JointEstimate"]
+
+TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
+
+# Streams after any plausible number of input tensors and drawn baselines.
+_ALPHA_STREAM = 1 << 20
+
+# IG arguments that describe the nested estimator's inner loop.
+_NESTED_ONLY = ("n_steps", "method", "internal_batch_size")
+
+
+@dataclass
+class JointEstimate:
+    """The joint estimate with its Monte-Carlo standard errors (``return_stderr=True``).
+
+    Attributes
+    ----------
+    attributions : Tensor or tuple of Tensor (a list for a list of layers)
+        The smoothed integrated gradients, shaped like Captum's.
+    stderr : same form as ``attributions``
+        Standard error of each element (NaN when there are too few samples:
+        fewer than 2 independent units, or 2 strata pairs when stratified).
+    delta, delta_stderr : Tensor of shape ``(batch,)``, or None
+        The completeness gap per input and its standard error, when
+        ``return_convergence_delta=True``.
+    """
+
+    attributions: Any
+    stderr: Any
+    delta: Optional[Tensor] = None
+    delta_stderr: Optional[Tensor] = None
+
+    def relative_stderr(self) -> Tensor:
+        """Per input ``‖SE‖ / ‖attribution‖`` over all its elements (all tensors of a tuple)."""
+        attrs, errs = _flat(self.attributions), _flat(self.stderr)
+        batch = attrs[0].shape[0]
+        se2 = sum(e.double().reshape(batch, -1).square().sum(1) for e in errs)
+        a2 = sum(a.double().reshape(batch, -1).square().sum(1) for a in attrs)
+        return (se2.sqrt() / a2.sqrt()).to(attrs[0].dtype)
+
+
+def joint_integrated_gradients(
+    method: Union[IntegratedGradients, LayerIntegratedGradients],
+    inputs: TensorOrTuple,
+    nt_samples: int = 5,
+    nt_samples_batch_size: Optional[int] = None,
+    stdevs: StdevsType = 1.0,
+    *,
+    nt_type: str = "smoothgrad",
+    seed: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    stratify: bool = True,
+    antithetic: bool = False,
+    return_convergence_delta: bool = False,
+    return_stderr: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """SmoothGrad of (layer) integrated gradients from ``nt_samples`` joint (noise, path point) samples.
+
+    Sample ``k`` of an example draws noise ε_k and a path fraction α_k and
+    costs **one** gradient: its contribution is
+    ``(x + ε_k − b) ⊙ ∇f(b + α_k (x + ε_k − b))`` (without the ``(x + ε_k − b)``
+    factor if the method has ``multiply_by_inputs=False``), and the estimate
+    is the mean of the contributions. It is unbiased for what
+    ``NoiseTunnel(IntegratedGradients)`` converges to as ``n_steps`` grows, at
+    ``nt_samples`` gradients per example instead of ``nt_samples × n_steps``.
+    For ``LayerIntegratedGradients`` the path runs in the layer's space, from
+    the layer's value at the baseline to its value at ``x + ε_k``, as Captum's
+    layer IG does for each noisy copy.
+
+    Parameters
+    ----------
+    method : IntegratedGradients or LayerIntegratedGradients
+        The wrapped Captum method (its forward function, layer and
+        ``multiply_by_inputs`` are used; its gradient function is not).
+    inputs : Tensor or tuple of Tensor
+    nt_samples : int
+        Joint samples per example = gradient evaluations per example.
+        With ``antithetic=True`` it must be even.
+    nt_samples_batch_size : int, optional
+        Samples per example computed together (the forward batch is
+        ``batch × nt_samples_batch_size`` rows); ``None``: all at once. The
+        result does not depend on it beyond float rounding.
+    stdevs : float, tensor, noisegrad.relative(...), or a tuple of these
+        As for ``NoiseTunnel.attribute``.
+    nt_type : {"smoothgrad"}
+        SmoothGrad² and VarGrad are defined on per-noise-draw IG values,
+        which a joint sample does not give; they raise ``ValueError``.
+    seed, generator
+        As for ``NoiseTunnel.attribute``: the draws of sample ``k`` depend only
+        on the seed and ``k`` (and on ``nt_samples``, which sets the strata).
+        With ``stratify=False, antithetic=False``, sample ``k``'s noise is the
+        noise ``NoiseTunnel`` draws for sample ``k`` with the same seed.
+    stratify : bool
+        Stratify the path fraction: sample ``k`` takes α in the ``k``-th of
+        ``nt_samples`` equal intervals of [0, 1), uniformly within it
+        (α_k = (k + U_k) / nt_samples). As every ε_k is independent of ``k``,
+        this fixed assignment is unbiased.
+    antithetic : bool
+        Samples ``2j`` and ``2j + 1`` use noise ε and −ε and the same α (with
+        ``stratify``, the ``j``-th of ``nt_samples / 2`` strata), which
+        cancels every odd order of the noise in the pair's mean.
+    return_convergence_delta : bool
+        Also return, per example, the completeness gap of the smoothed
+        estimate: the mean over samples of
+        ``Σ attribution_k − (f(x + ε_k) − f(b))``. It costs one forward pass
+        (no backward) per sample, plus one per example for ``f(b)``.
+    return_stderr : bool
+        Return a :class:`JointEstimate` with standard errors instead of a
+        tensor or tuple. Standard errors come from independent units: single
+        samples, or the means of antithetic pairs; with ``stratify``,
+        neighbouring strata are paired and the squared differences of their
+        units are used (the collapsed-strata estimator, slightly conservative).
+    **kwargs
+        The method's ``baselines`` (None, a number, a tensor per example, a
+        single-row tensor, or a tuple of these), ``target``,
+        ``additional_forward_args``; for the layer method also
+        ``attribute_to_layer_input`` and ``grad_kwargs``. ``n_steps``,
+        ``method`` and ``internal_batch_size`` belong to the nested estimator
+        and are rejected.
+
+    Returns
+    -------
+    attributions, (attributions, delta), or JointEstimate
+        Attributions shaped like the wrapped method's, in the gradients' dtype.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum.attr import IntegratedGradients
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh())
+    >>> x = torch.rand(2, 4)
+    >>> attr, delta = joint_integrated_gradients(
+    ...     IntegratedGradients(model), x, nt_samples=32, nt_samples_batch_size=8, stdevs=0.1,
+    ...     target=1, return_convergence_delta=True, seed=0)
+    >>> attr.shape, delta.shape
+    (torch.Size([2, 4]), torch.Size([2]))
+
+    References
+    ----------
+    M. Sundararajan, A. Taly, Q. Yan (2017), "Axiomatic attribution for deep
+    networks", arXiv:1703.01365. D. Smilkov et al. (2017), "SmoothGrad:
+    removing noise by adding noise", arXiv:1706.03825. Captum's GradientShap
+    samples (noise, α) pairs the same way for baselines.
+    """
+    is_layer = _validate_method(method)
+    is_inputs_tuple = isinstance(inputs, tuple)
+    inputs_tuple = validate_inputs(inputs)
+    _validate_joint_arguments(nt_type, nt_samples, nt_samples_batch_size, antithetic, kwargs)
+    validate_seed(seed, generator)
+    validate_keywords(method, accepted_keywords(method), kwargs)
+    validate_kwargs(kwargs, inputs_tuple, False)
+    sigmas = resolve_stdevs(stdevs, inputs_tuple)
+
+    layer_options = {k: kwargs.pop(k) for k in ("attribute_to_layer_input", "grad_kwargs") if k in kwargs}
+    baselines = _full_baselines(kwargs.pop("baselines", None), inputs_tuple)
+    seeds = SampleSeeds.from_arguments(seed, generator)
+    device = inputs_tuple[0].device
+    noise_generator = torch.Generator(device=device)
+    batch = inputs_tuple[0].shape[0]
+    chunk_kwargs = ChunkKwargs(kwargs, inputs_tuple)
+    pair = 2 if antithetic else 1
+    attributions: List[_Contributions] = []
+    deltas = _Contributions(pair, stratify) if return_convergence_delta else None
+    seeded = seed is not None or generator is not None
+    with _guarded(method, device, seeds.derived(0) if seeded else None):
+        path = _LayerPath(method, baselines, kwargs, **layer_options) if is_layer else _InputPath(method, baselines)
+        base_output = _outputs(method, baselines, kwargs) if return_convergence_delta else None
+        for sample_ids in plan_chunks(nt_samples, nt_samples_batch_size):
+            n, chunk = len(sample_ids), chunk_kwargs.for_chunk(sample_ids)
+            noisy = tuple(
+                _noisy(x, sigma, sample_ids, seeds, stream, noise_generator, antithetic)
+                for stream, (x, sigma) in enumerate(zip(inputs_tuple, sigmas))
+            )
+            alphas = _path_fractions(sample_ids, nt_samples, batch, seeds, stratify, antithetic, device)
+            contributions = path.contributions(noisy, alphas, chunk, n, batch)
+            if not attributions:
+                attributions = [_Contributions(pair, stratify) for _ in contributions]
+            for accumulator, contribution in zip(attributions, contributions):
+                accumulator.update(contribution)
+            if deltas is not None:
+                totals = sum(c.reshape(n, batch, -1).sum(2, dtype=torch.float64) for c in contributions)
+                noisy_output = _outputs(method, noisy, chunk).reshape(n, batch)
+                deltas.update(totals - (noisy_output - base_output).double())
+            del noisy, contributions  # before the next chunk's noise is drawn
+    dtypes = path.dtypes
+    means = [acc.mean().to(dtype) for acc, dtype in zip(attributions, dtypes)]
+    result = path.format(means, is_inputs_tuple)
+    delta = deltas.mean().to(dtypes[0]) if deltas is not None else None
+    if return_stderr:
+        stderr = path.format([acc.stderr().to(dtype) for acc, dtype in zip(attributions, dtypes)], is_inputs_tuple)
+        delta_stderr = deltas.stderr().to(dtypes[0]) if deltas is not None else None
+        return JointEstimate(result, stderr, delta, delta_stderr)
+    return (result, delta) if return_convergence_delta else result
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _validate_method(method: object) -> bool:
+    """Is it the layer variant? ``TypeError`` for anything but (Layer)IntegratedGradients."""
+    if isinstance(method, LayerIntegratedGradients):
+        return True
+    if isinstance(method, IntegratedGradients):
+        return False
+    raise TypeError(
+        "joint sampling of noise and path is defined for IntegratedGradients and LayerIntegratedGradients, "
+        f"got {type(method).__name__}"
+    )
+
+
+def _validate_joint_arguments(
+    nt_type: object, nt_samples: object, nt_samples_batch_size: object, antithetic: bool, kwargs: Dict[str, Any]
+) -> None:
+    nt_type, _ = validate_nt_type(nt_type)
+    if nt_type != "smoothgrad":
+        raise ValueError(
+            f"nt_type={nt_type!r} is not available with joint sampling: SmoothGrad² and VarGrad are statistics "
+            "of per-noise-draw IG values, and a joint sample evaluates one path point per noise draw. Use "
+            "nt_type='smoothgrad', or the nested estimator (joint=False) for smoothgrad_sq / vargrad"
+        )
+    _positive_int("nt_samples", nt_samples)
+    if nt_samples_batch_size is not None:
+        _positive_int("nt_samples_batch_size", nt_samples_batch_size, extra=" or None")
+    if antithetic and nt_samples % 2:
+        raise ValueError(f"antithetic=True pairs ε with −ε, so nt_samples must be even, got {nt_samples}")
+    nested = [name for name in _NESTED_ONLY if name in kwargs]
+    if nested:
+        raise TypeError(
+            f"{', '.join(map(repr, nested))} belong(s) to the nested estimator; with joint sampling each of "
+            "the nt_samples samples is one gradient at a random path point, so nt_samples alone sets the cost"
+        )
+    if "return_convergence_delta" in kwargs:
+        raise TypeError("pass return_convergence_delta as joint_integrated_gradients' own argument")
+
+
+# --------------------------------------------------------------------------- draws
+
+
+def _noisy(
+    x: Tensor,
+    sigma: Tensor,
+    sample_ids: range,
+    seeds: SampleSeeds,
+    stream: int,
+    generator: torch.Generator,
+    antithetic: bool,
+) -> Tensor:
+    """Noisy copies, sample-major; antithetic pairs share the pair's seed and flip the sign of the odd one."""
+    if not antithetic:
+        return noisy_copies(x, sigma, sample_ids, seeds, stream, generator)
+    with torch.no_grad():
+        x = x.detach()
+        copies = torch.empty((len(sample_ids),) + tuple(x.shape), dtype=x.dtype, device=x.device)
+        for j, sample in enumerate(sample_ids):
+            generator.manual_seed(seeds(stream, sample // 2))
+            copies[j].normal_(generator=generator)
+            if sample % 2:
+                copies[j].neg_()
+        copies.mul_(sigma).add_(x)
+    return copies.view((-1,) + tuple(x.shape[1:]))
+
+
+def _path_fractions(
+    sample_ids: range,
+    nt_samples: int,
+    batch: int,
+    seeds: SampleSeeds,
+    stratify: bool,
+    antithetic: bool,
+    device: torch.device,
+) -> Tensor:
+    """α of each (sample, example), shape ``(len(sample_ids), batch)``, float64.
+
+    Drawn per sample id (per pair when antithetic) from its own seed, so
+    chunking cannot change it; with ``stratify``, unit ``u`` of ``U`` lies in
+    ``[u / U, (u + 1) / U)``.
+    """
+    units = nt_samples // 2 if antithetic else nt_samples
+    generator = torch.Generator()
+    rows = []
+    for sample in sample_ids:
+        unit = sample // 2 if antithetic else sample
+        generator.manual_seed(seeds(_ALPHA_STREAM, unit))
+        uniform = torch.rand(batch, generator=generator, dtype=torch.float64)
+        rows.append((uniform + unit) / units if stratify else uniform)
+    return torch.stack(rows).to(device)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _full_baselines(baselines: Any, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+    """One baseline tensor per input, shaped like it: None → zeros, a number → filled, one row → expanded."""
+    items = baselines if isinstance(baselines, tuple) else (baselines,) * len(inputs)
+    full = []
+    for b, x in zip(items, inputs):
+        if b is None:
+            full.append(torch.zeros_like(x))
+        elif isinstance(b, Tensor):
+            full.append(b.detach().to(device=x.device, dtype=x.dtype).expand_as(x))
+        else:
+            full.append(torch.full_like(x, float(b)))
+    return tuple(full)
+
+
+def _interpolate(start: Tensor, end: Tensor, alphas: Tensor, n: int, batch: int) -> Tuple[Tensor, Tensor]:
+    """``end − start`` and the path point ``start + α (end − start)``, rows sample-major.
+
+    ``start`` has one row per example (broadcast over samples), ``end`` one per (sample, example).
+    """
+    shape = tuple(end.shape[1:])
+    diff = end.reshape((n, batch) + shape) - start
+    alpha = alphas.to(diff.dtype).reshape((n, batch) + (1,) * len(shape))
+    point = (start + alpha * diff).reshape((n * batch,) + shape)
+    return diff.reshape((n * batch,) + shape), point
+
+
+class _InputPath:
+    """IG's path in input space."""
+
+    def __init__(self, method: IntegratedGradients, baselines: Tuple[Tensor, ...]) -> None:
+        self.method, self.baselines = method, baselines
+        self.dtypes: List[torch.dtype] = []
+
+    def contributions(
+        self, noisy: Tuple[Tensor, ...], alphas: Tensor, chunk: Dict[str, Any], n: int, batch: int
+    ) -> List[Tensor]:
+        pairs = [_interpolate(b, x, alphas, n, batch) for b, x in zip(self.baselines, noisy)]
+        points = tuple(point.requires_grad_() for _, point in pairs)
+        grads = summed_gradients(
+            self.method.forward_func, points, chunk.get("target"), chunk.get("additional_forward_args")
+        )
+        self.dtypes = [g.dtype for g in grads]
+        if not self.method.multiplies_by_inputs:
+            return [g.reshape((n, batch) + tuple(g.shape[1:])) for g in grads]
+        return [(g * diff).reshape((n, batch) + tuple(g.shape[1:])) for g, (diff, _) in zip(grads, pairs)]
+
+    def format(self, tensors: List[Tensor], is_inputs_tuple: bool) -> TensorOrTuple:
+        return tuple(tensors) if is_inputs_tuple else tensors[0]
+
+
+class _LayerPath:
+    """Layer IG's path in the layer's space, through the method's own gradient function (layer hooks)."""
+
+    def __init__(
+        self,
+        method: LayerIntegratedGradients,
+        baselines: Tuple[Tensor, ...],
+        kwargs: Dict[str, Any],
+        attribute_to_layer_input: bool = False,
+        grad_kwargs: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        self.method, self.to_layer_input, self.grad_kwargs = method, attribute_to_layer_input, grad_kwargs
+        if method.device_ids is None:  # as LayerIntegratedGradients.attribute does
+            method.device_ids = getattr(method.forward_func, "device_ids", None)
+        self.baselines = self._layer_eval(baselines, kwargs.get("additional_forward_args"))
+        self.is_layer_list = isinstance(method.layer, list)
+        self.dtypes: List[torch.dtype] = []
+
+    def _layer_eval(self, inputs: Tuple[Tensor, ...], additional_forward_args: Any) -> Tuple[Tensor, ...]:
+        """The layer's values (flattened over layers and their outputs) and how many each layer has."""
+        with torch.no_grad():
+            evaluated = _forward_layer_eval(
+                self.method.forward_func,
+                inputs,
+                self.method.layer,
+                additional_forward_args=additional_forward_args,
+                device_ids=self.method.device_ids,
+                attribute_to_layer_input=self.to_layer_input,
+            )
+        per_layer = evaluated if isinstance(self.method.layer, list) else [evaluated]
+        self.counts = [1 if isinstance(v, Tensor) else len(v) for v in per_layer]
+        return tuple(t.detach() for v in per_layer for t in ((v,) if isinstance(v, Tensor) else v))
+
+    def contributions(
+        self, noisy: Tuple[Tensor, ...], alphas: Tensor, chunk: Dict[str, Any], n: int, batch: int
+    ) -> List[Tensor]:
+        extra = _format_additional_forward_args(chunk.get("additional_forward_args"))
+        noisy_layer = self._layer_eval(noisy, extra)
+        pairs = [_interpolate(b, v, alphas, n, batch) for b, v in zip(self.baselines, noisy_layer)]
+        points = tuple(point.requires_grad_() for _, point in pairs)
+        cumsum = torch.cumsum(torch.tensor([0] + self.counts), dim=0)
+        gradient_func = self.method._make_gradient_func(cumsum, self.to_layer_input, self.grad_kwargs)
+        grads = gradient_func(
+            self.method.forward_func, points, chunk.get("target"), noisy + (extra if extra is not None else ())
+        )
+        self.dtypes = [g.dtype for g in grads]
+        if not self.method.multiplies_by_inputs:
+            return [g.reshape((n, batch) + tuple(g.shape[1:])) for g in grads]
+        return [(g * diff).reshape((n, batch) + tuple(g.shape[1:])) for g, (diff, _) in zip(grads, pairs)]
+
+    def format(self, tensors: List[Tensor], is_inputs_tuple: bool) -> Any:
+        """As Captum's layer IG: per layer a tensor or a tuple; a list for a list of layers."""
+        per_layer, start = [], 0
+        for count in self.counts:
+            part = tuple(tensors[start : start + count])
+            per_layer.append(part if count > 1 else part[0])
+            start += count
+        return per_layer if self.is_layer_list else per_layer[0]
+
+
+def _outputs(method: Any, inputs: Tuple[Tensor, ...], kwargs: Dict[str, Any]) -> Tensor:
+    """The selected output of every row (one forward, no graph), as a flat tensor."""
+    with torch.no_grad():
+        out = _run_forward(method.forward_func, inputs, kwargs.get("target"), kwargs.get("additional_forward_args"))
+    return out.reshape(inputs[0].shape[0], -1).sum(1)
+
+
+@contextlib.contextmanager
+def _guarded(method: Any, device: torch.device, global_seed: Optional[int]) -> Iterator[None]:
+    """The user's modules and global RNG are restored on exit, as in ``NoiseTunnel``."""
+    layer = getattr(method, "layer", None)
+    layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    with preserved_modules(modules_of(method.forward_func, *layers)), seeded_global_rng(global_seed, device):
+        yield
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+class _Contributions:
+    """Mean and standard error of per-sample contributions that arrive in sample order, in chunks.
+
+    A *unit* is one sample, or the mean of an antithetic pair (``pair=2``):
+    units are independent. Unstratified, the standard error is the units'
+    sample standard deviation over √units (Welford–Chan :class:`Moments`).
+    Stratified, each unit has its own stratum, so neighbouring strata are
+    collapsed into pairs and Σ (u_{2m} − u_{2m+1})² estimates the sum of the
+    units' variances (it also counts the small difference of neighbouring
+    strata's means: slightly conservative). Samples of a pair or group cut
+    by a chunk boundary are carried to the next chunk, so the statistics do
+    not depend on the chunk size beyond float rounding.
+    """
+
+    def __init__(self, pair: int, stratified: bool) -> None:
+        self.pair, self.stratified = pair, stratified
+        self.group = pair * (2 if stratified else 1)
+        self.total: Optional[Tensor] = None
+        self.count = 0
+        self.units = Moments(dtype=torch.float64)
+        self.squared_differences: Optional[Tensor] = None
+        self.collapsed_pairs = 0
+        self.carry: Optional[Tensor] = None
+
+    def update(self, samples: Tensor) -> None:
+        """Merge a chunk shaped ``(samples, batch, ...)``."""
+        chunk_sum = samples.detach().sum(0, dtype=torch.float64)
+        self.total = chunk_sum if self.total is None else self.total.add_(chunk_sum)
+        self.count += samples.shape[0]
+        if self.carry is not None:
+            samples = torch.cat([self.carry, samples.detach()])
+        full = samples.shape[0] // self.group * self.group
+        self.carry = samples[full:].detach().clone() if full < samples.shape[0] else None
+        if full == 0:
+            return
+        rest = tuple(samples.shape[1:])
+        units = samples[:full].double().reshape((-1, self.pair) + rest).mean(1)
+        if not self.stratified:
+            self.units.update(units, dim=0)
+            return
+        neighbours = units.reshape((-1, 2) + rest)
+        squares = (neighbours[:, 0] - neighbours[:, 1]).square().sum(0)
+        self.squared_differences = squares if self.squared_differences is None else self.squared_differences + squares
+        self.collapsed_pairs += neighbours.shape[0]
+
+    def mean(self) -> Tensor:
+        return self.total / self.count
+
+    def stderr(self) -> Tensor:
+        units = self.count // self.pair
+        if not self.stratified:
+            if self.units.count < 2:
+                return torch.full_like(self.total, float("nan"))
+            return (self.units.variance(correction=1) / units).sqrt()
+        if self.collapsed_pairs == 0:
+            return torch.full_like(self.total, float("nan"))
+        # Σ_u Var(u) ≈ units / (2 · pairs) · Σ d²; Var(mean) = Σ_u Var(u) / units².
+        return (self.squared_differences / (2 * self.collapsed_pairs * units)).sqrt()
+
+
+def _flat(value: Any) -> List[Tensor]:
+    if isinstance(value, Tensor):
+        return [value]
+    return [t for item in value for t in _flat(item)]

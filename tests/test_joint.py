@@ -1,0 +1,307 @@
+"""Joint (noise, path point) sampling of SmoothGrad × IG: unbiased, reproducible, chunk-invariant, exact deltas."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import IntegratedGradients, LayerIntegratedGradients, Saliency
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from conftest import make_mlp, make_two_input
+from noisegrad import NoiseTunnel, SampleSeeds
+from noisegrad.joint import JointEstimate, joint_integrated_gradients
+from noisegrad.noise import noisy_copies
+
+VARIANTS = [(False, False), (True, False), (False, True), (True, True)]  # (stratify, antithetic)
+X = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+
+class PointRecorder(nn.Module):
+    """A tanh MLP that records every batch it is evaluated on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_mlp()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.net(x)
+
+
+# --------------------------------------------------------------------------- the estimator itself
+
+
+@pytest.mark.parametrize("stratify, antithetic", VARIANTS)
+def test_each_sample_is_one_gradient_at_a_point_of_its_own_noisy_path(stratify, antithetic):
+    """Recover (ε_k, α_k) from the points the model sees, then rebuild the estimate by hand."""
+    model, n = PointRecorder(), 6
+    baseline = torch.full((1, 5), 0.2, dtype=torch.float64)
+    attr = joint_integrated_gradients(
+        IntegratedGradients(model), X, nt_samples=n, stdevs=0.4, target=1, baselines=baseline,
+        seed=3, stratify=stratify, antithetic=antithetic,
+    )
+    assert len(model.seen) == 1  # one forward (and one backward) for all samples: no delta asked
+    points = model.seen[0].reshape(n, 2, 5)
+    noise = noisy_copies(X, torch.tensor(0.4, dtype=torch.float64), range(n), SampleSeeds(3), 0, torch.Generator())
+    noisy = noise.reshape(n, 2, 5)
+    if antithetic:  # samples 2j and 2j+1 carry ε and −ε, ε being NoiseTunnel's sample j
+        noisy = torch.stack([noisy[k // 2] if k % 2 == 0 else 2 * X - noisy[k // 2] for k in range(n)])
+    ends = noisy - baseline
+    alphas = ((points - baseline) / ends).mean(-1)  # the same α for every feature
+    torch.testing.assert_close((points - baseline) / ends, alphas[..., None].expand(n, 2, 5), rtol=1e-9, atol=1e-9)
+    assert bool(((alphas >= 0) & (alphas < 1)).all())
+    if antithetic:
+        torch.testing.assert_close(alphas[0::2], alphas[1::2], rtol=1e-12, atol=1e-12)
+    if stratify:
+        units = n // 2 if antithetic else n
+        unit = torch.arange(n) // 2 if antithetic else torch.arange(n)
+        assert bool(((alphas * units).floor() == unit[:, None].double()).all())
+    grads = _by_hand_gradients(model.net, points.reshape(-1, 5), 1)
+    expected = (ends * grads.reshape(n, 2, 5)).mean(0)
+    torch.testing.assert_close(attr, expected, rtol=1e-12, atol=1e-14)
+
+
+def _by_hand_gradients(net, points, target):
+    points = points.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(net(points)[:, target].sum(), points)
+    return grad
+
+
+@pytest.mark.parametrize("stratify, antithetic", VARIANTS)
+def test_mean_over_seeds_converges_to_the_nested_estimate_with_many_steps(stratify, antithetic):
+    """Unbiasedness: |mean of 300 joint runs − nested(6000 noise × 24 steps)| within 4.5 Monte-Carlo SEs.
+
+    Both sides' standard errors are measured (the spread over seeds; the nested
+    per-sample variance from VarGrad), not guessed.
+    """
+    model = make_mlp()
+    ig = IntegratedGradients(model)
+    nested_kwargs = dict(nt_samples=6000, nt_samples_batch_size=3000, stdevs=0.3, target=1, n_steps=24, seed=1)
+    nested = NoiseTunnel(ig).attribute(X, **nested_kwargs)
+    nested_se = (NoiseTunnel(ig).attribute(X, nt_type="vargrad", **nested_kwargs) / 6000).sqrt()
+    runs = torch.stack([
+        joint_integrated_gradients(
+            ig, X, nt_samples=8, stdevs=0.3, target=1, seed=s, stratify=stratify, antithetic=antithetic
+        )
+        for s in range(300)
+    ])
+    joint_se = runs.std(0) / 300**0.5
+    z = (runs.mean(0) - nested) / (joint_se**2 + nested_se**2).sqrt()
+    assert float(z.abs().max()) < 4.5
+
+
+@pytest.mark.parametrize("stratify, antithetic", VARIANTS)
+def test_reported_stderr_matches_the_spread_over_seeds(stratify, antithetic):
+    """iid units: the usual estimator; stratified: collapsed strata, which may only err on the large side."""
+    ig = IntegratedGradients(make_mlp())
+    estimates = [
+        joint_integrated_gradients(
+            ig, X, nt_samples=16, stdevs=0.3, target=1, seed=s, stratify=stratify, antithetic=antithetic,
+            return_stderr=True,
+        )
+        for s in range(200)
+    ]
+    spread = torch.stack([e.attributions for e in estimates]).std(0)
+    reported = torch.stack([e.stderr for e in estimates]).square().mean(0).sqrt()
+    ratio = float((reported / spread).median())
+    assert (0.8 < ratio < 1.25) if not stratify else (0.8 < ratio < 2.0)
+    relative = estimates[0].relative_stderr()
+    expected = estimates[0].stderr.norm(dim=1) / estimates[0].attributions.norm(dim=1)
+    torch.testing.assert_close(relative, expected)
+
+
+def test_stratified_path_removes_the_path_variance_without_noise():
+    """σ = 0: stratified α is a randomised Riemann sum, orders of magnitude better than iid α."""
+    ig = IntegratedGradients(make_mlp())
+    exact = ig.attribute(X, target=1, n_steps=64)
+    err = {
+        stratify: float((joint_integrated_gradients(ig, X, nt_samples=256, stdevs=0.0, target=1, seed=0,
+                                                    stratify=stratify) - exact).norm() / exact.norm())
+        for stratify in (False, True)
+    }
+    assert err[True] < 1e-4 < err[False] < 0.1
+
+
+# --------------------------------------------------------------------------- linear models: IG is exact
+
+
+def test_on_a_linear_model_joint_equals_nested_given_the_same_noise_and_delta_is_zero():
+    """f = w·x + c: every path point has gradient w, so both estimators give w ⊙ (x + mean ε − b)."""
+    model = nn.Linear(5, 3).double()
+    baselines = torch.randn(2, 5, dtype=torch.float64)
+    common = dict(nt_samples=7, nt_samples_batch_size=3, stdevs=0.5, target=2, baselines=baselines, seed=4)
+    nested = NoiseTunnel(IntegratedGradients(model)).attribute(X, n_steps=5, **common)
+    for stratify in (False, True):
+        joint, delta = joint_integrated_gradients(
+            IntegratedGradients(model), X, stratify=stratify, return_convergence_delta=True, **common
+        )
+        torch.testing.assert_close(joint, nested, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(delta, torch.zeros(2, dtype=torch.float64), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("stratify", [False, True])
+def test_delta_is_the_completeness_gap_of_the_smoothed_estimate(stratify):
+    """By hand: Σ attribution − mean_k (f(x + ε_k) − f(b)), with NoiseTunnel's noise for sample k."""
+    model = make_mlp()
+    baselines = torch.full((2, 5), -0.1, dtype=torch.float64)
+    est = joint_integrated_gradients(
+        IntegratedGradients(model), X, nt_samples=9, nt_samples_batch_size=4, stdevs=0.3, target=0,
+        baselines=baselines, seed=5, stratify=stratify, return_convergence_delta=True, return_stderr=True,
+    )
+    noisy = noisy_copies(X, torch.tensor(0.3, dtype=torch.float64), range(9), SampleSeeds(5), 0, torch.Generator())
+    with torch.no_grad():
+        gaps = model(noisy)[:, 0].reshape(9, 2) - model(baselines)[:, 0]
+    expected = est.attributions.sum(1) - gaps.mean(0)
+    assert abs(float(expected.abs().max())) > 1e-3  # the model is not linear: the gap is not trivially 0
+    torch.testing.assert_close(est.delta, expected, rtol=1e-10, atol=1e-13)
+    assert est.delta_stderr.shape == (2,) and bool((est.delta_stderr > 0).all())
+
+
+def test_multiply_by_inputs_false_returns_the_mean_gradient():
+    model = nn.Linear(5, 3).double()
+    attr = joint_integrated_gradients(
+        IntegratedGradients(model, multiply_by_inputs=False), X, nt_samples=4, stdevs=0.5, target=1, seed=0
+    )
+    torch.testing.assert_close(attr, model.weight[1].detach().expand(2, 5), rtol=0, atol=1e-15)
+
+
+# --------------------------------------------------------------------------- baselines, tuples, layers
+
+
+def test_baselines_as_number_tensor_per_example_and_single_row_agree():
+    ig = IntegratedGradients(make_mlp())
+    common = dict(nt_samples=6, stdevs=0.2, target=2, seed=7)
+    by_number = joint_integrated_gradients(ig, X, baselines=0.3, **common)
+    per_example = joint_integrated_gradients(ig, X, baselines=torch.full((2, 5), 0.3, dtype=torch.float64), **common)
+    single_row = joint_integrated_gradients(ig, X, baselines=torch.full((1, 5), 0.3, dtype=torch.float64), **common)
+    torch.testing.assert_close(per_example, by_number, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(single_row, by_number, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(
+        joint_integrated_gradients(ig, X, **common), joint_integrated_gradients(ig, X, baselines=0, **common)
+    )
+    assert not torch.equal(joint_integrated_gradients(ig, X, baselines=0.0, **common), by_number)
+
+
+def test_tuple_inputs_with_per_example_targets_and_additional_forward_args():
+    model = make_two_input()
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.randn(2, 4, dtype=torch.float64, generator=gen), torch.randn(2, 3, dtype=torch.float64, generator=gen)
+    scale = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    common = dict(nt_samples=6, stdevs=(0.1, 0.3), target=[1, 2], additional_forward_args=(scale,),
+                  baselines=(0.5, torch.zeros(1, 3, dtype=torch.float64)), seed=2)
+    (attr_a, attr_b), delta = joint_integrated_gradients(
+        IntegratedGradients(model), (a, b), nt_samples_batch_size=4, return_convergence_delta=True, **common
+    )
+    assert attr_a.shape == a.shape and attr_b.shape == b.shape and delta.shape == (2,)
+    chunked = joint_integrated_gradients(IntegratedGradients(model), (a, b), nt_samples_batch_size=1, **common)
+    torch.testing.assert_close(chunked, (attr_a, attr_b), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("multiply_by_inputs", [True, False])
+def test_layer_ig_on_an_identity_layer_at_the_input_equals_input_ig(multiply_by_inputs):
+    """The layer path (Captum's layer hooks) and the input path agree where the layer's value is the input."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Identity(), nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).double().eval()
+    common = dict(nt_samples=8, nt_samples_batch_size=3, stdevs=0.3, target=1, baselines=0.1, seed=8,
+                  antithetic=True, return_convergence_delta=True)
+    by_input = joint_integrated_gradients(IntegratedGradients(model, multiply_by_inputs=multiply_by_inputs), X, **common)
+    by_layer = joint_integrated_gradients(LayerIntegratedGradients(model, model[0], multiply_by_inputs=multiply_by_inputs), X, **common)
+    torch.testing.assert_close(by_layer, by_input, rtol=1e-12, atol=1e-14)
+
+
+def test_layer_ig_attributes_in_the_layers_shape_and_a_list_of_layers_as_captum():
+    model = make_mlp()
+    attr, delta = joint_integrated_gradients(
+        LayerIntegratedGradients(model, model[0]), X, nt_samples=4, stdevs=0.1, target=1,
+        seed=0, return_convergence_delta=True,
+    )
+    assert attr.shape == (2, 8) and delta.shape == (2,)
+    two = make_two_input()
+    inputs = (X[:, :4], X[:, :3])
+    captum = LayerIntegratedGradients(two, [two.a, two.b]).attribute(inputs, target=0)
+    both = joint_integrated_gradients(
+        LayerIntegratedGradients(two, [two.a, two.b]), inputs, nt_samples=4, stdevs=0.1, target=0, seed=0
+    )
+    assert isinstance(both, list) and [t.shape for t in both] == [t.shape for t in captum] == [(2, 6), (2, 6)]
+
+
+# --------------------------------------------------------------------------- seeds and chunks
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    variant=st.sampled_from(VARIANTS),
+    pairs=st.integers(1, 8),
+    odd=st.booleans(),
+    batch_size=st.integers(1, 17),
+    seed=st.integers(0, 2**63),
+)
+def test_results_stderr_and_delta_do_not_depend_on_the_chunk_size(variant, pairs, odd, batch_size, seed):
+    stratify, antithetic = variant
+    nt_samples = 2 * pairs + (odd and not antithetic)
+    ig = IntegratedGradients(make_mlp())
+    run = lambda size: joint_integrated_gradients(  # noqa: E731
+        ig, X, nt_samples=nt_samples, nt_samples_batch_size=size, stdevs=0.3, target=2, seed=seed,
+        stratify=stratify, antithetic=antithetic, return_convergence_delta=True, return_stderr=True,
+    )
+    whole, chunked = run(None), run(batch_size)
+    for ours, theirs in [(chunked.attributions, whole.attributions), (chunked.stderr, whole.stderr),
+                         (chunked.delta, whole.delta), (chunked.delta_stderr, whole.delta_stderr)]:
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-13, equal_nan=True)
+
+
+def test_same_seed_is_bit_identical_another_is_not_and_global_rngs_are_untouched():
+    ig = IntegratedGradients(make_mlp())
+    run = lambda **kw: joint_integrated_gradients(ig, X, nt_samples=6, nt_samples_batch_size=4,  # noqa: E731
+                                                  stdevs=0.3, target=1, **kw)
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    before = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    first = run(seed=11)
+    assert torch.equal(torch.get_rng_state(), before[0]) and np.array_equal(np.random.get_state()[1], before[1])
+    assert random.getstate() == before[2]
+    assert torch.equal(run(seed=11), first) and not torch.equal(run(seed=12), first)
+    from_generator = run(generator=torch.Generator().manual_seed(5))
+    assert torch.equal(run(generator=torch.Generator().manual_seed(5)), from_generator)
+
+
+# --------------------------------------------------------------------------- errors at the door
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad_sq", "vargrad"])
+def test_second_moment_nt_types_are_rejected_with_the_reason(nt_type):
+    with pytest.raises(ValueError, match="per-noise-draw IG"):
+        joint_integrated_gradients(IntegratedGradients(make_mlp()), X, nt_type=nt_type, target=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(nt_type="bogus"), ValueError, "nt_type must be one of"),
+        (dict(n_steps=50), TypeError, "nested estimator"),
+        (dict(antithetic=True, nt_samples=5), ValueError, "must be even"),
+        (dict(nt_samples=0), ValueError, "nt_samples must be a positive int"),
+        (dict(stdevs=-1.0), ValueError, "stdevs"),
+        (dict(baselines=torch.zeros(3, 5)), ValueError, "baselines"),
+    ],
+)
+def test_bad_arguments_are_named_before_any_forward_pass(kwargs, error, message):
+    model = PointRecorder()
+    with pytest.raises(error, match=message):
+        joint_integrated_gradients(IntegratedGradients(model), X, **{"target": 0, **kwargs})
+    assert model.seen == []
+
+
+def test_methods_other_than_integrated_gradients_are_rejected():
+    with pytest.raises(TypeError, match="IntegratedGradients"):
+        joint_integrated_gradients(Saliency(make_mlp()), X, target=0)
+
+
+def test_return_stderr_gives_a_joint_estimate():
+    est = joint_integrated_gradients(IntegratedGradients(make_mlp()), X, nt_samples=1, stdevs=0.1, target=0,
+                                     return_stderr=True)
+    assert isinstance(est, JointEstimate) and est.delta is None
+    assert bool(est.stderr.isnan().all())  # one sample: no spread to measure
