@@ -37,10 +37,20 @@ def validate_inputs(inputs: object) -> Tuple[Tensor, ...]:
     return items
 
 
-def validate_counts(nt_samples: object, nt_samples_batch_size: object) -> None:
+def validate_counts(
+    nt_samples: object, nt_samples_batch_size: object, max_batch_rows: object, memory_budget: object
+) -> None:
     _positive_int("nt_samples", nt_samples)
-    if nt_samples_batch_size is not None:
-        _positive_int("nt_samples_batch_size", nt_samples_batch_size, extra=" or None")
+    if nt_samples_batch_size is not None and nt_samples_batch_size != "auto":
+        _positive_int("nt_samples_batch_size", nt_samples_batch_size, extra=', "auto" or None')
+    for name, value in (("max_batch_rows", max_batch_rows), ("memory_budget", memory_budget)):
+        if value is not None:
+            _positive_int(name, value, extra=" or None")
+            if isinstance(nt_samples_batch_size, numbers.Integral):
+                raise ValueError(
+                    f"give nt_samples_batch_size={nt_samples_batch_size} or {name}={value}, not both "
+                    '(with a budget, nt_samples_batch_size may be None or "auto")'
+                )
 
 
 def _positive_int(name: str, value: object, extra: str = "") -> None:

@@ -1,7 +1,8 @@
 """NoiseTunnel: smooth any Captum attribution over noisy copies of its inputs."""
 
 import contextlib
-from typing import Any, List, Optional, Tuple, Union
+import warnings
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from captum.attr import (
@@ -26,11 +27,17 @@ from noisegrad._validate import (
     validate_keywords,
     validate_seed,
 )
+from noisegrad.budget import (
+    AUTO_CPU_BYTES,
+    activation_bytes_per_row,
+    chunk_for_rows,
+    rows_per_copy,
+    takes_internal_batch_size,
+)
 from noisegrad.deltas import ConvergenceDeltas
 from noisegrad.expand import ChunkKwargs, validate_kwargs
 from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
-from noisegrad.plan import plan_chunks
 from noisegrad.seeding import SampleSeeds
 from noisegrad.smoothing import smooth, validate_nt_type
 
@@ -111,10 +118,12 @@ class NoiseTunnel(Attribution):
         inputs: TensorOrTuple,
         nt_type: str = "smoothgrad",
         nt_samples: int = 5,
-        nt_samples_batch_size: Optional[int] = None,
+        nt_samples_batch_size: Union[int, str, None] = None,
         stdevs: StdevsType = 1.0,
         draw_baseline_from_distrib: bool = False,
         *,
+        max_batch_rows: Optional[int] = None,
+        memory_budget: Optional[int] = None,
         seed: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
         delta_reduction: str = "mean",
@@ -129,10 +138,24 @@ class NoiseTunnel(Attribution):
         nt_type : {"smoothgrad", "smoothgrad_sq", "vargrad"}
         nt_samples : int
             Noisy copies per example (>= 1).
-        nt_samples_batch_size : int, optional
-            Copies per example attributed together (>= 1); ``None``: all at once.
-            The forward batch of a chunk is ``batch × nt_samples_batch_size``
-            rows (times the wrapped method's own expansion, e.g. IG's steps).
+        nt_samples_batch_size : int, "auto" or None
+            Copies per example attributed together (>= 1); ``None``: all at
+            once (Captum's default). The forward batch of a chunk is
+            ``batch × nt_samples_batch_size`` rows times the wrapped method's
+            own expansion (IG's ``n_steps``, GradientShap's ``n_samples``).
+            ``"auto"`` picks the chunk from the model's activation bytes per
+            row (measured with one forward of one example): about
+            :data:`noisegrad.budget.AUTO_CPU_BYTES` of activations per forward
+            on a CPU, half the free memory on a GPU. On CUDA, a chunk that
+            runs out of memory is halved and retried, with a warning.
+        max_batch_rows : int, optional
+            The most rows any forward of the wrapped method may see; the chunk
+            is chosen to fit, and path methods (IG, Conductance) get
+            ``internal_batch_size`` to split their steps if one copy per
+            example does not fit.
+        memory_budget : int, optional
+            Bytes of activations a forward may keep; converted to rows with the
+            same measurement as ``"auto"``.
         stdevs : float, tensor, noisegrad.relative(...), or a tuple of these
             The noise's standard deviation: one value for all inputs, or one
             entry per input tensor. A tensor broadcastable to an input gives
@@ -165,7 +188,7 @@ class NoiseTunnel(Attribution):
         is_inputs_tuple = isinstance(inputs, tuple)
         inputs_tuple = validate_inputs(inputs)
         nt_type, needs_m2 = validate_nt_type(nt_type)
-        validate_counts(nt_samples, nt_samples_batch_size)
+        validate_counts(nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget)
         validate_seed(seed, generator)
         return_delta = bool(kwargs.get("return_convergence_delta", False))
         validate_delta(return_delta, self.attribution_method, delta_reduction)
@@ -181,17 +204,30 @@ class NoiseTunnel(Attribution):
         batch = inputs_tuple[0].shape[0]
         moments: List[Moments] = []
         deltas = ConvergenceDeltas(batch, delta_reduction)
-        chunk_kwargs = ChunkKwargs(kwargs, inputs_tuple, (seeds, noise_generator) if draw_baseline_from_distrib else None)
         with self._guarded(device, seeds.derived(0) if seed is not None or generator is not None else None):
-            for sample_ids in plan_chunks(nt_samples, nt_samples_batch_size):
+            chunk, kwargs = self._chunk_size(
+                inputs_tuple, nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget, kwargs
+            )
+            chunk_kwargs = ChunkKwargs(
+                kwargs, inputs_tuple, (seeds, noise_generator) if draw_baseline_from_distrib else None
+            )
+            start = 0
+            while start < nt_samples:
+                sample_ids = range(start, min(start + chunk, nt_samples))
                 noisy = tuple(
                     noisy_copies(x, sigma, sample_ids, seeds, stream, noise_generator)
                     for stream, (x, sigma) in enumerate(zip(inputs_tuple, sigmas))
                 )
-                dtypes, is_attr_tuple = self._attribute_chunk(
-                    noisy, is_inputs_tuple, chunk_kwargs.for_chunk(sample_ids), moments, deltas, needs_m2
-                )
+                try:
+                    dtypes, is_attr_tuple = self._attribute_chunk(
+                        noisy, is_inputs_tuple, chunk_kwargs.for_chunk(sample_ids), moments, deltas, needs_m2
+                    )
+                except _ChunkOutOfMemory as error:
+                    del noisy
+                    chunk = _halved(chunk, len(sample_ids), device, error)
+                    continue
                 del noisy  # before the next chunk's noise is drawn
+                start = sample_ids.stop
         smoothed = tuple(smooth(m, nt_type).to(dtype) for m, dtype in zip(moments, dtypes))
         result = smoothed if is_attr_tuple else smoothed[0]
         return (result, deltas.result()) if return_delta else result
@@ -207,6 +243,36 @@ class NoiseTunnel(Attribution):
         modules = modules_of(self.forward_func, *_as_list(getattr(method, "layer", None)))
         with preserved_modules(modules), seeded_global_rng(global_seed, device), lean_gradients(method):
             yield
+
+    def _chunk_size(
+        self,
+        inputs: Tuple[Tensor, ...],
+        nt_samples: int,
+        batch_size: Union[int, str, None],
+        max_rows: Optional[int],
+        memory_budget: Optional[int],
+        kwargs: Dict[str, Any],
+    ) -> Tuple[int, Dict[str, Any]]:
+        """Copies per chunk, and the kwargs (with ``internal_batch_size`` if the method must split itself)."""
+        if isinstance(batch_size, int):
+            return min(batch_size, nt_samples), kwargs
+        if batch_size is None and max_rows is None and memory_budget is None:
+            return nt_samples, kwargs
+        method, batch = self.attribution_method, inputs[0].shape[0]
+        if batch_size == "auto" or memory_budget is not None:
+            per_row = activation_bytes_per_row(self.forward_func, inputs, kwargs.get("additional_forward_args"))
+            per_row = per_row if per_row is not None else 4 * sum(x[:1].numel() * x.element_size() for x in inputs)
+            budget = memory_budget if memory_budget is not None else _auto_budget(inputs[0].device)
+            rows = max(1, budget // per_row)
+            max_rows = rows if max_rows is None else min(rows, max_rows)
+        internal = kwargs.get("internal_batch_size")
+        splits_itself = takes_internal_batch_size(method)
+        if internal is not None:  # the user's own split caps the method's forwards already
+            max_rows = min(max_rows, internal)
+        chunk, must_split = chunk_for_rows(max_rows, batch, rows_per_copy(method, kwargs), nt_samples, splits_itself)
+        if must_split and internal is None:
+            kwargs = dict(kwargs, internal_batch_size=max_rows)
+        return chunk, kwargs
 
     def _attribute_chunk(
         self,
@@ -225,8 +291,12 @@ class NoiseTunnel(Attribution):
         if self.is_gradient_method:
             noisy = tuple(x.requires_grad_() for x in noisy)
         # Like Captum: no graph for the wrapped call; gradient methods enable it themselves.
-        with torch.no_grad():
-            out = self.attribution_method.attribute(noisy if is_inputs_tuple else noisy[0], **chunk_kwargs)
+        try:
+            with torch.no_grad():
+                out = self.attribution_method.attribute(noisy if is_inputs_tuple else noisy[0], **chunk_kwargs)
+        except torch.OutOfMemoryError as error:
+            # Nothing has been merged yet, so the chunk can be retried smaller.
+            raise _ChunkOutOfMemory(str(error)) from error
         n, batch = noisy[0].shape[0] // deltas.batch, deltas.batch
         if chunk_kwargs.get("return_convergence_delta", False):
             out, delta = out
@@ -240,6 +310,34 @@ class NoiseTunnel(Attribution):
             owned = attribution._base is None
             accumulator.update(_by_sample(attribution, batch, n), dim=0, overwrite=owned)
         return [a.dtype for a in attributions], is_attr_tuple
+
+
+class _ChunkOutOfMemory(Exception):
+    """The wrapped method ran out of memory on a chunk before anything of it was merged."""
+
+
+def _halved(chunk: int, failed: int, device: torch.device, error: _ChunkOutOfMemory) -> int:
+    """The chunk size to retry with after ``failed`` copies per example ran out of memory."""
+    if failed <= 1:
+        raise error.__cause__
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    smaller = max(1, failed // 2)
+    warnings.warn(
+        f"out of memory with {failed} noisy copies per example per chunk; retrying with "
+        f"nt_samples_batch_size={smaller} (the result does not depend on it for a fixed seed)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return smaller
+
+
+def _auto_budget(device: torch.device) -> int:
+    """Activation bytes per forward for nt_samples_batch_size="auto"."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free // 2
+    return AUTO_CPU_BYTES
 
 
 def _by_sample(attribution: Tensor, batch: int, n: int) -> Tensor:

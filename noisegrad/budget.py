@@ -1,0 +1,133 @@
+"""Choosing ``nt_samples_batch_size``: rows per forward, memory per row, and the "auto" rule.
+
+A chunk of ``k`` noisy copies of a batch of ``B`` examples makes the wrapped
+method run forwards of ``B × k × e`` rows, where ``e`` is the method's own
+expansion (IntegratedGradients' ``n_steps``, GradientShap's ``n_samples``, the
+number of baselines of DeepLiftShap, FeatureAblation's
+``perturbations_per_eval``). Everything here counts those real rows.
+"""
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+from captum.attr import (
+    Attribution,
+    DeepLiftShap,
+    FeatureAblation,
+    GradientShap,
+    IntegratedGradients,
+    InternalInfluence,
+    LayerConductance,
+    LayerDeepLiftShap,
+    LayerGradientShap,
+    LayerIntegratedGradients,
+    NeuronConductance,
+    NeuronDeepLiftShap,
+    NeuronGradientShap,
+    NeuronIntegratedGradients,
+)
+from torch import Tensor, nn
+
+__all__ = ["rows_per_copy", "takes_internal_batch_size", "chunk_for_rows", "activation_bytes_per_row", "AUTO_CPU_BYTES"]
+
+# Path methods: one forward row per step; they can split their own forward (internal_batch_size).
+_PATH_METHODS = (
+    IntegratedGradients, LayerIntegratedGradients, LayerConductance, InternalInfluence,
+    NeuronIntegratedGradients, NeuronConductance,
+)
+_SAMPLES_METHODS = (GradientShap, LayerGradientShap, NeuronGradientShap)
+_BASELINE_ROWS_METHODS = (DeepLiftShap, LayerDeepLiftShap, NeuronDeepLiftShap)
+
+#: On a CPU the fastest chunk is the one whose forward keeps about this many
+#: bytes of activations: larger allocations are page-faulted afresh on every
+#: call, smaller chunks pay the per-call overhead (measured in
+#: benchmarks/CHUNKS.md).
+AUTO_CPU_BYTES = 24 * 2**20
+
+
+def rows_per_copy(method: Attribution, kwargs: Dict[str, Any]) -> int:
+    """Forward rows the wrapped method makes of one noisy copy of one example.
+
+    Examples
+    --------
+    >>> from captum.attr import IntegratedGradients, Saliency
+    >>> model = torch.nn.Linear(3, 2)
+    >>> rows_per_copy(IntegratedGradients(model), {"n_steps": 20}), rows_per_copy(Saliency(model), {})
+    (20, 1)
+    """
+    if isinstance(method, _PATH_METHODS):
+        return int(kwargs.get("n_steps", 50))
+    if isinstance(method, _SAMPLES_METHODS):
+        return int(kwargs.get("n_samples", 5))
+    if isinstance(method, _BASELINE_ROWS_METHODS):
+        baselines = kwargs.get("baselines")
+        first = baselines[0] if isinstance(baselines, tuple) else baselines
+        return int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
+    if isinstance(method, FeatureAblation):  # and Occlusion
+        return int(kwargs.get("perturbations_per_eval", 1))
+    return 1
+
+
+def takes_internal_batch_size(method: Attribution) -> bool:
+    """Whether the method can split its own forward into ``internal_batch_size`` rows."""
+    return isinstance(method, _PATH_METHODS)
+
+
+def chunk_for_rows(max_rows: int, batch: int, per_copy: int, nt_samples: int, splits_itself: bool) -> Tuple[int, bool]:
+    """The largest chunk whose forwards stay within ``max_rows``; and whether the method must split itself.
+
+    A method that splits its own forward (``splits_itself``) only needs the
+    chunk's copies, ``batch × k``, to fit; it is then given
+    ``internal_batch_size=max_rows``. Raises ``ValueError`` if not even one
+    copy per example fits.
+
+    Examples
+    --------
+    >>> chunk_for_rows(256, batch=8, per_copy=1, nt_samples=64, splits_itself=False)
+    (32, False)
+    >>> chunk_for_rows(256, batch=8, per_copy=50, nt_samples=64, splits_itself=True)
+    (32, True)
+    """
+    rows = batch * per_copy
+    if rows <= max_rows:
+        return max(1, min(nt_samples, max_rows // rows)), False
+    if splits_itself and batch <= max_rows:
+        return max(1, min(nt_samples, max_rows // batch)), True
+    raise ValueError(
+        f"max_batch_rows={max_rows} is smaller than one noisy copy of the batch: {batch} examples × "
+        f"{per_copy} rows each = {rows} rows; raise the budget or attribute the batch in parts"
+    )
+
+
+def activation_bytes_per_row(
+    forward_func: Callable[..., Any], inputs: Tuple[Tensor, ...], additional_forward_args: Any
+) -> Optional[int]:
+    """Bytes of module outputs one input row produces, from a forward of the first example.
+
+    Counts the outputs of every leaf ``nn.Module`` (what autograd keeps for the
+    backward pass, roughly); ``None`` when ``forward_func`` is not a module or a
+    module's method, so nothing can be hooked.
+    """
+    owner = getattr(forward_func, "__self__", forward_func)
+    if not isinstance(owner, nn.Module):
+        return None
+    total = [0]
+
+    def count(_module: nn.Module, _args: Any, output: Any) -> None:
+        for t in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(t, Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    leaves = [m for m in owner.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    extra = additional_forward_args if isinstance(additional_forward_args, tuple) else (
+        () if additional_forward_args is None else (additional_forward_args,)
+    )
+    extra = tuple(a[:1] if isinstance(a, Tensor) and a.dim() > 0 else a for a in extra)
+    try:
+        with torch.no_grad():
+            forward_func(*(x[:1] for x in inputs), *extra)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total[0] + sum(x[:1].numel() * x.element_size() for x in inputs)

@@ -1,0 +1,164 @@
+"""Chunk sizes chosen for the user: row budgets respected, OOM back-off, compile and autocast."""
+
+import warnings
+
+import pytest
+import torch
+from captum.attr import FeatureAblation, GradientShap, IntegratedGradients, Saliency
+from torch import nn
+
+from conftest import make_cnn, make_mlp
+from noisegrad import NoiseTunnel
+from noisegrad.budget import activation_bytes_per_row, chunk_for_rows
+
+
+class RowCounter:
+    """Largest batch (rows) any forward of the model saw."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.max_rows, self.calls = 0, 0
+        model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        self.calls += 1
+        self.max_rows = max(self.max_rows, args[0].shape[0])
+
+
+X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+BUDGET_CASES = {
+    "saliency": (Saliency, dict(target=0), 7),
+    "integrated_gradients_split_by_steps": (IntegratedGradients, dict(target=1, n_steps=10), 16),
+    "integrated_gradients_whole_copies": (IntegratedGradients, dict(target=1, n_steps=4), 30),
+    "gradient_shap": (GradientShap, dict(target=2, n_samples=4, baselines=torch.zeros(2, 5, dtype=torch.float64)), 25),
+    "feature_ablation": (FeatureAblation, dict(target=0, perturbations_per_eval=2), 13),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BUDGET_CASES))
+def test_no_forward_sees_more_rows_than_max_batch_rows(case):
+    method_class, kwargs, max_rows = BUDGET_CASES[case]
+    model = make_mlp()
+    counter = RowCounter(model)
+    NoiseTunnel(method_class(model)).attribute(X, nt_samples=9, stdevs=0.1, max_batch_rows=max_rows, seed=0, **kwargs)
+    assert 0 < counter.max_rows <= max_rows
+    assert counter.max_rows >= max_rows // 2  # and the budget is used, not wasted
+
+
+def test_a_row_budget_gives_the_result_of_the_equivalent_fixed_chunk():
+    model = make_mlp()
+    nt = NoiseTunnel(Saliency(model))
+    common = dict(nt_type="vargrad", nt_samples=10, stdevs=0.2, target=1, abs=False, seed=3)
+    budgeted = nt.attribute(X, max_batch_rows=12, **common)  # 12 rows // 3 examples = 4 copies per chunk
+    fixed = nt.attribute(X, nt_samples_batch_size=4, **common)
+    assert torch.equal(budgeted, fixed)
+
+
+def test_integrated_gradients_split_by_the_budget_matches_the_unsplit_result():
+    model = make_mlp()
+    nt = NoiseTunnel(IntegratedGradients(model))
+    common = dict(nt_samples=5, stdevs=0.2, target=1, n_steps=10, seed=4)
+    split = nt.attribute(X, max_batch_rows=8, **common)
+    whole = nt.attribute(X, nt_samples_batch_size=5, **common)
+    torch.testing.assert_close(split, whole, rtol=1e-10, atol=1e-12)
+
+
+def test_chunk_for_rows_counts_the_methods_own_expansion():
+    assert chunk_for_rows(100, batch=4, per_copy=5, nt_samples=64, splits_itself=False) == (5, False)
+    assert chunk_for_rows(100, batch=4, per_copy=5, nt_samples=3, splits_itself=False) == (3, False)
+    assert chunk_for_rows(10, batch=4, per_copy=50, nt_samples=64, splits_itself=True) == (2, True)
+    with pytest.raises(ValueError, match="max_batch_rows=10 is smaller than one noisy copy.*4 examples × 5 rows"):
+        chunk_for_rows(10, batch=4, per_copy=5, nt_samples=64, splits_itself=False)
+
+
+def test_a_budget_too_small_for_one_copy_fails_before_any_forward():
+    model = make_mlp()
+    counter = RowCounter(model)
+    with pytest.raises(ValueError, match="max_batch_rows=2"):
+        NoiseTunnel(Saliency(model)).attribute(X, nt_samples=4, max_batch_rows=2, target=0)
+    assert counter.calls == 0
+
+
+def test_a_budget_and_a_fixed_chunk_size_are_exclusive():
+    with pytest.raises(ValueError, match="not both"):
+        NoiseTunnel(Saliency(make_mlp())).attribute(X, nt_samples_batch_size=2, max_batch_rows=8, target=0)
+
+
+def test_activation_bytes_per_row_counts_leaf_module_outputs():
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    # Linear 8 + Tanh 8 + Linear 3 outputs, plus the 5 input values, in float64.
+    assert activation_bytes_per_row(model, (X,), None) == (8 + 8 + 3 + 5) * 8
+    assert activation_bytes_per_row(lambda x: model(x), (X,), None) is None
+
+
+def test_memory_budget_and_auto_choose_chunks_within_the_budget():
+    model = make_cnn(torch.float32)
+    counter = RowCounter(model)
+    x = torch.rand(2, 2, 5, 5)
+    per_row = activation_bytes_per_row(model, (x,), None)
+    NoiseTunnel(Saliency(model)).attribute(x, nt_samples=16, stdevs=0.1, target=0, memory_budget=6 * per_row, seed=0)
+    assert counter.max_rows == 6  # 6 rows: 3 copies of 2 examples
+    counter.max_rows = 0
+    NoiseTunnel(Saliency(model)).attribute(x, nt_samples=16, stdevs=0.1, target=0, nt_samples_batch_size="auto", seed=0)
+    assert counter.max_rows == 32  # a tiny model: everything fits in the CPU budget
+
+
+class OutOfMemoryAbove:
+    """Wraps a method's attribute to raise torch.OutOfMemoryError for batches above ``rows``."""
+
+    def __init__(self, method, rows: int) -> None:
+        self.inner, self.rows, self.failures = method.attribute, rows, 0
+        method.attribute = self
+
+    def __call__(self, inputs, **kwargs):
+        if inputs.shape[0] > self.rows:
+            self.failures += 1
+            raise torch.OutOfMemoryError(f"injected: {inputs.shape[0]} rows")
+        return self.inner(inputs, **kwargs)
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "vargrad"])
+def test_out_of_memory_halves_the_chunk_and_gives_the_smaller_chunks_result(nt_type):
+    model = make_mlp()
+    common = dict(nt_type=nt_type, nt_samples=12, stdevs=0.3, target=2, n_steps=4, seed=5,
+                  return_convergence_delta=True)
+    method = IntegratedGradients(model)
+    oom = OutOfMemoryAbove(method, rows=3 * 3)  # 3 examples x at most 3 copies
+    with pytest.warns(RuntimeWarning, match="retrying with nt_samples_batch_size=3"):
+        attr, delta = NoiseTunnel(method).attribute(X, nt_samples_batch_size=12, **common)
+    assert oom.failures == 2  # 12 -> 6 -> 3
+    expected, expected_delta = NoiseTunnel(IntegratedGradients(model)).attribute(X, nt_samples_batch_size=3, **common)
+    assert torch.equal(attr, expected) and torch.equal(delta, expected_delta)
+
+
+def test_out_of_memory_with_one_copy_per_chunk_is_raised():
+    method = Saliency(make_mlp())
+    OutOfMemoryAbove(method, rows=2)
+    with pytest.raises(torch.OutOfMemoryError, match="injected"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            NoiseTunnel(method).attribute(X, nt_samples=4, nt_samples_batch_size=4, target=0, seed=0)
+
+
+def test_a_compiled_model_gives_the_eager_result():
+    model = make_cnn(torch.float32, seed=2)
+    compiled = torch.compile(model, backend="aot_eager", dynamic=True)
+    x = torch.rand(2, 2, 5, 5, generator=torch.Generator().manual_seed(1))
+    common = dict(nt_type="smoothgrad_sq", nt_samples=6, nt_samples_batch_size=4, stdevs=0.1, target=1, seed=0)
+    eager = NoiseTunnel(Saliency(model)).attribute(x, **common)
+    ours = NoiseTunnel(Saliency(compiled)).attribute(x, **common)
+    torch.testing.assert_close(ours, eager, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_mixed_precision_stays_close_to_float32(dtype):
+    model = make_cnn(torch.float32, seed=3)
+    x = torch.rand(2, 2, 5, 5, generator=torch.Generator().manual_seed(2))
+    common = dict(nt_samples=8, nt_samples_batch_size=3, stdevs=0.05, target=0, n_steps=8, seed=0)
+    nt = NoiseTunnel(IntegratedGradients(model))
+    reference = nt.attribute(x, **common)
+    with torch.autocast("cpu", dtype=dtype):
+        mixed = nt.attribute(x, **common)
+    assert mixed.dtype == torch.float32
+    error = float((mixed - reference).norm() / reference.norm())
+    assert error < 3e-2
