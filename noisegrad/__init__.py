@@ -12,6 +12,7 @@ Examples
 torch.Size([2, 4])
 """
 
+from noisegrad import viz
 from noisegrad.moments import Moments
 from noisegrad.noise import Relative, relative
 from noisegrad.plan import plan_chunks
@@ -21,4 +22,14 @@ from noisegrad.tunnel import NoiseTunnel
 
 __version__ = "0.1.0"
 
-__all__ = ["NoiseTunnel", "relative", "Relative", "Moments", "SampleSeeds", "plan_chunks", "NT_TYPES", "__version__"]
+__all__ = [
+    "NoiseTunnel",
+    "relative",
+    "Relative",
+    "Moments",
+    "SampleSeeds",
+    "plan_chunks",
+    "NT_TYPES",
+    "viz",
+    "__version__",
+]
