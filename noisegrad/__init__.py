@@ -13,6 +13,7 @@ torch.Size([2, 4])
 """
 
 from noisegrad import viz
+from noisegrad.joint import JointEstimate, joint_integrated_gradients
 from noisegrad.moments import Moments
 from noisegrad.noise import Relative, relative
 from noisegrad.plan import plan_chunks
@@ -30,6 +31,8 @@ __all__ = [
     "SampleSeeds",
     "plan_chunks",
     "NT_TYPES",
+    "joint_integrated_gradients",
+    "JointEstimate",
     "viz",
     "__version__",
 ]

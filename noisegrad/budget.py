@@ -42,7 +42,7 @@ _BASELINE_ROWS_METHODS = (DeepLiftShap, LayerDeepLiftShap, NeuronDeepLiftShap)
 #: bytes of activations: larger allocations are page-faulted afresh on every
 #: call, smaller chunks pay the per-call overhead (measured in
 #: benchmarks/CHUNKS.md).
-AUTO_CPU_BYTES = 24 * 2**20
+AUTO_CPU_BYTES = 32 * 2**20
 
 
 def rows_per_copy(method: Attribution, kwargs: Dict[str, Any]) -> int:

@@ -36,6 +36,7 @@ from noisegrad.budget import (
 )
 from noisegrad.deltas import ConvergenceDeltas
 from noisegrad.expand import ChunkKwargs, validate_kwargs
+from noisegrad.joint import joint_integrated_gradients
 from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
 from noisegrad.seeding import SampleSeeds
@@ -124,6 +125,7 @@ class NoiseTunnel(Attribution):
         *,
         max_batch_rows: Optional[int] = None,
         memory_budget: Optional[int] = None,
+        joint: Union[bool, str] = False,
         seed: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
         delta_reduction: str = "mean",
@@ -156,6 +158,15 @@ class NoiseTunnel(Attribution):
         memory_budget : int, optional
             Bytes of activations a forward may keep; converted to rows with the
             same measurement as ``"auto"``.
+        joint : False, True or "antithetic"
+            For IntegratedGradients and LayerIntegratedGradients: sample noise
+            and path point jointly (:func:`noisegrad.joint_integrated_gradients`),
+            one gradient per sample instead of ``n_steps``; ``nt_samples`` then
+            counts gradient evaluations per example. ``True`` stratifies the
+            path point; ``"antithetic"`` also pairs ε with −ε (``nt_samples``
+            even), the most accurate per gradient in benchmarks/JOINT.md.
+            Only ``nt_type="smoothgrad"``. The default, ``False``, is Captum's
+            nested estimator.
         stdevs : float, tensor, noisegrad.relative(...), or a tuple of these
             The noise's standard deviation: one value for all inputs, or one
             entry per input tensor. A tensor broadcastable to an input gives
@@ -185,6 +196,12 @@ class NoiseTunnel(Attribution):
             Attributions shaped like the wrapped method's (a tensor or tuple),
             in its dtype; ``delta`` when ``return_convergence_delta=True``.
         """
+        if joint is not False:
+            return self._attribute_joint(
+                inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, joint, seed, generator,
+                draw_baseline_from_distrib=draw_baseline_from_distrib, delta_reduction=delta_reduction,
+                max_batch_rows=max_batch_rows, memory_budget=memory_budget, **kwargs,
+            )
         is_inputs_tuple = isinstance(inputs, tuple)
         inputs_tuple = validate_inputs(inputs)
         nt_type, needs_m2 = validate_nt_type(nt_type)
@@ -243,6 +260,40 @@ class NoiseTunnel(Attribution):
         modules = modules_of(self.forward_func, *_as_list(getattr(method, "layer", None)))
         with preserved_modules(modules), seeded_global_rng(global_seed, device), lean_gradients(method):
             yield
+
+    def _attribute_joint(
+        self,
+        inputs: TensorOrTuple,
+        nt_type: str,
+        nt_samples: int,
+        nt_samples_batch_size: Union[int, str, None],
+        stdevs: StdevsType,
+        joint: Union[bool, str],
+        seed: Optional[int],
+        generator: Optional[torch.Generator],
+        **kwargs: Any,
+    ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
+        if joint not in (True, "antithetic"):
+            raise ValueError(f'joint must be False, True or "antithetic", got {joint!r}')
+        unsupported = {
+            "draw_baseline_from_distrib": kwargs.pop("draw_baseline_from_distrib") is not False,
+            "delta_reduction": kwargs.pop("delta_reduction") != "mean",
+            "max_batch_rows": kwargs.pop("max_batch_rows") is not None,
+            "memory_budget": kwargs.pop("memory_budget") is not None,
+            'nt_samples_batch_size="auto"': nt_samples_batch_size == "auto",
+        }
+        named = [name for name, used in unsupported.items() if used]
+        if named:
+            raise ValueError(
+                f"joint={joint!r} does not support {', '.join(named)}: a joint sample has no per-copy IG value "
+                "or delta, and its chunk is set with an int nt_samples_batch_size"
+            )
+        return_delta = bool(kwargs.pop("return_convergence_delta", False))
+        return joint_integrated_gradients(
+            self.attribution_method, inputs, nt_samples, nt_samples_batch_size, stdevs, nt_type=nt_type,
+            seed=seed, generator=generator, antithetic=joint == "antithetic",
+            return_convergence_delta=return_delta, **kwargs,
+        )
 
     def _chunk_size(
         self,

@@ -305,3 +305,28 @@ def test_return_stderr_gives_a_joint_estimate():
                                      return_stderr=True)
     assert isinstance(est, JointEstimate) and est.delta is None
     assert bool(est.stderr.isnan().all())  # one sample: no spread to measure
+
+
+def test_noise_tunnel_joint_is_the_joint_estimator():
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    common = dict(nt_samples=8, nt_samples_batch_size=3, stdevs=0.2, target=1, seed=0, return_convergence_delta=True)
+    for joint, antithetic in ((True, False), ("antithetic", True)):
+        ours = NoiseTunnel(IntegratedGradients(model)).attribute(x, joint=joint, **common)
+        direct = joint_integrated_gradients(IntegratedGradients(model), x, antithetic=antithetic, **common)
+        assert all(torch.equal(a, b) for a, b in zip(ours, direct))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (dict(joint="yes"), "joint must be False, True or"),
+        (dict(joint=True, max_batch_rows=8), "does not support max_batch_rows"),
+        (dict(joint=True, nt_samples_batch_size="auto"), 'does not support nt_samples_batch_size="auto"'),
+        (dict(joint=True, delta_reduction="none"), "does not support delta_reduction"),
+    ],
+)
+def test_noise_tunnel_joint_rejects_what_it_cannot_do(extra, message):
+    model = nn.Linear(4, 3).double()
+    with pytest.raises(ValueError, match=message):
+        NoiseTunnel(IntegratedGradients(model)).attribute(torch.zeros(2, 4, dtype=torch.float64), target=0, **extra)
