@@ -200,7 +200,7 @@ def joint_integrated_gradients(
         for sample_ids in plan_chunks(nt_samples, nt_samples_batch_size):
             n, chunk = len(sample_ids), chunk_kwargs.for_chunk(sample_ids)
             noisy = tuple(
-                _noisy(x, sigma, sample_ids, seeds, stream, noise_generator, antithetic)
+                noisy_copies(x, sigma, sample_ids, seeds, stream, noise_generator, antithetic)
                 for stream, (x, sigma) in enumerate(zip(inputs_tuple, sigmas))
             )
             alphas = _path_fractions(sample_ids, nt_samples, batch, seeds, stratify, antithetic, device)
@@ -266,30 +266,6 @@ def _validate_joint_arguments(
 
 
 # --------------------------------------------------------------------------- draws
-
-
-def _noisy(
-    x: Tensor,
-    sigma: Tensor,
-    sample_ids: range,
-    seeds: SampleSeeds,
-    stream: int,
-    generator: torch.Generator,
-    antithetic: bool,
-) -> Tensor:
-    """Noisy copies, sample-major; antithetic pairs share the pair's seed and flip the sign of the odd one."""
-    if not antithetic:
-        return noisy_copies(x, sigma, sample_ids, seeds, stream, generator)
-    with torch.no_grad():
-        x = x.detach()
-        copies = torch.empty((len(sample_ids),) + tuple(x.shape), dtype=x.dtype, device=x.device)
-        for j, sample in enumerate(sample_ids):
-            generator.manual_seed(seeds(stream, sample // 2))
-            copies[j].normal_(generator=generator)
-            if sample % 2:
-                copies[j].neg_()
-        copies.mul_(sigma).add_(x)
-    return copies.view((-1,) + tuple(x.shape[1:]))
 
 
 def _path_fractions(

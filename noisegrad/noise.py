@@ -145,6 +145,7 @@ def noisy_copies(
     seeds: SampleSeeds,
     stream: int,
     generator: torch.Generator,
+    antithetic: bool = False,
 ) -> Tensor:
     """``x`` repeated once per sample id, plus Gaussian noise: rows are sample-major.
 
@@ -154,6 +155,9 @@ def noisy_copies(
     in ``x``'s dtype and device, so it is bit-identical whichever chunk the
     sample falls in, and the output is the only tensor of the expanded size
     (σ is never materialised at that size).
+
+    With ``antithetic=True`` samples ``2j`` and ``2j + 1`` share the draw of
+    seed ``seeds(stream, j)``, the odd one with its sign flipped (ε, −ε).
 
     Examples
     --------
@@ -169,7 +173,9 @@ def noisy_copies(
         x = x.detach()
         copies = torch.empty((len(sample_ids),) + tuple(x.shape), dtype=x.dtype, device=x.device)
         for j, sample in enumerate(sample_ids):
-            generator.manual_seed(seeds(stream, sample))
+            generator.manual_seed(seeds(stream, sample // 2 if antithetic else sample))
             copies[j].normal_(generator=generator)
+            if antithetic and sample % 2:
+                copies[j].neg_()
         copies.mul_(sigma).add_(x)
     return copies.view((-1,) + tuple(x.shape[1:]))
