@@ -25,6 +25,7 @@ from noisegrad._validate import _positive_int, accepted_keywords, validate_input
 from noisegrad.expand import ChunkKwargs, validate_kwargs
 from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
+from noisegrad.samplers import NoiseSampler
 from noisegrad.plan import plan_chunks
 from noisegrad.seeding import SampleSeeds
 from noisegrad.smoothing import validate_nt_type
@@ -186,6 +187,7 @@ def joint_integrated_gradients(
     layer_options = {k: kwargs.pop(k) for k in ("attribute_to_layer_input", "grad_kwargs") if k in kwargs}
     baselines = _full_baselines(kwargs.pop("baselines", None), inputs_tuple)
     seeds = SampleSeeds.from_arguments(seed, generator)
+    draws = NoiseSampler("antithetic" if antithetic else "iid", seeds, nt_samples)
     device = inputs_tuple[0].device
     noise_generator = torch.Generator(device=device)
     batch = inputs_tuple[0].shape[0]
@@ -200,7 +202,7 @@ def joint_integrated_gradients(
         for sample_ids in plan_chunks(nt_samples, nt_samples_batch_size):
             n, chunk = len(sample_ids), chunk_kwargs.for_chunk(sample_ids)
             noisy = tuple(
-                noisy_copies(x, sigma, sample_ids, seeds, stream, noise_generator, antithetic)
+                noisy_copies(x, sigma, sample_ids, draws, stream, noise_generator)
                 for stream, (x, sigma) in enumerate(zip(inputs_tuple, sigmas))
             )
             alphas = _path_fractions(sample_ids, nt_samples, batch, seeds, stratify, antithetic, device)

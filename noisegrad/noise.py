@@ -7,6 +7,7 @@ from typing import Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from noisegrad.samplers import NoiseSampler
 from noisegrad.seeding import SampleSeeds
 
 __all__ = ["relative", "Relative", "resolve_stdevs", "noisy_copies"]
@@ -142,22 +143,19 @@ def noisy_copies(
     x: Tensor,
     sigma: Tensor,
     sample_ids: range,
-    seeds: SampleSeeds,
+    draws: Union[SampleSeeds, NoiseSampler],
     stream: int,
     generator: torch.Generator,
-    antithetic: bool = False,
 ) -> Tensor:
     """``x`` repeated once per sample id, plus Gaussian noise: rows are sample-major.
 
     Row ``j * batch + i`` is example ``i`` with the noise of sample
-    ``sample_ids[j]``. That noise is drawn from a generator seeded with
-    ``seeds(stream, sample)`` straight into a contiguous slice of the output,
-    in ``x``'s dtype and device, so it is bit-identical whichever chunk the
-    sample falls in, and the output is the only tensor of the expanded size
-    (σ is never materialised at that size).
-
-    With ``antithetic=True`` samples ``2j`` and ``2j + 1`` share the draw of
-    seed ``seeds(stream, j)``, the odd one with its sign flipped (ε, −ε).
+    ``sample_ids[j]``. That noise comes from ``draws`` (a
+    :class:`~noisegrad.samplers.NoiseSampler`, or :class:`SampleSeeds` for
+    i.i.d. draws) straight into a contiguous slice of the output, in ``x``'s
+    dtype and device; it depends on the seeds and the sample id, not on the
+    chunk, and the output is the only tensor of the expanded size (σ is
+    never materialised at that size).
 
     Examples
     --------
@@ -169,13 +167,10 @@ def noisy_copies(
     >>> torch.equal(whole[4:], tail)
     True
     """
+    sampler = draws if isinstance(draws, NoiseSampler) else NoiseSampler("iid", draws, nt_samples=len(sample_ids))
     with torch.no_grad():
         x = x.detach()
         copies = torch.empty((len(sample_ids),) + tuple(x.shape), dtype=x.dtype, device=x.device)
-        for j, sample in enumerate(sample_ids):
-            generator.manual_seed(seeds(stream, sample // 2 if antithetic else sample))
-            copies[j].normal_(generator=generator)
-            if antithetic and sample % 2:
-                copies[j].neg_()
+        sampler.fill(copies, sample_ids, stream, generator)
         copies.mul_(sigma).add_(x)
     return copies.view((-1,) + tuple(x.shape[1:]))

@@ -39,6 +39,7 @@ from noisegrad.expand import ChunkKwargs, validate_kwargs
 from noisegrad.joint import joint_integrated_gradients
 from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
+from noisegrad.samplers import SAMPLERS, NoiseSampler
 from noisegrad.seeding import SampleSeeds
 from noisegrad.smoothing import smooth, validate_nt_type
 
@@ -126,6 +127,7 @@ class NoiseTunnel(Attribution):
         max_batch_rows: Optional[int] = None,
         memory_budget: Optional[int] = None,
         joint: Union[bool, str] = False,
+        sampler: str = "iid",
         seed: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
         delta_reduction: str = "mean",
@@ -167,6 +169,13 @@ class NoiseTunnel(Attribution):
             even), the most accurate per gradient in benchmarks/JOINT.md.
             Only ``nt_type="smoothgrad"``. The default, ``False``, is Captum's
             nested estimator.
+        sampler : {"iid", "antithetic", "qmc", "lhs"}
+            How the noise is drawn (:class:`noisegrad.samplers.NoiseSampler`):
+            independently (Captum's behaviour, the default), in antithetic
+            pairs ε, −ε, from randomised Sobol points, or as a Latin
+            hypercube. All are unbiased for the mean, reproducible with
+            ``seed`` and independent of the chunk size; the last three need
+            fewer samples for SmoothGrad, not for VarGrad.
         stdevs : float, tensor, noisegrad.relative(...), or a tuple of these
             The noise's standard deviation: one value for all inputs, or one
             entry per input tensor. A tensor broadcastable to an input gives
@@ -196,7 +205,14 @@ class NoiseTunnel(Attribution):
             Attributions shaped like the wrapped method's (a tensor or tuple),
             in its dtype; ``delta`` when ``return_convergence_delta=True``.
         """
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if joint is not False:
+            if sampler != "iid":
+                raise ValueError(
+                    f'sampler={sampler!r} applies to the nested estimator; with joint sampling choose the noise '
+                    'with joint=True (i.i.d.) or joint="antithetic"'
+                )
             return self._attribute_joint(
                 inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, joint, seed, generator,
                 draw_baseline_from_distrib=draw_baseline_from_distrib, delta_reduction=delta_reduction,
@@ -216,6 +232,7 @@ class NoiseTunnel(Attribution):
         sigmas = resolve_stdevs(stdevs, inputs_tuple)
 
         seeds = SampleSeeds.from_arguments(seed, generator)
+        draws = NoiseSampler(sampler, seeds, nt_samples)
         device = inputs_tuple[0].device
         noise_generator = torch.Generator(device=device)
         batch = inputs_tuple[0].shape[0]
@@ -232,7 +249,7 @@ class NoiseTunnel(Attribution):
             while start < nt_samples:
                 sample_ids = range(start, min(start + chunk, nt_samples))
                 noisy = tuple(
-                    noisy_copies(x, sigma, sample_ids, seeds, stream, noise_generator)
+                    noisy_copies(x, sigma, sample_ids, draws, stream, noise_generator)
                     for stream, (x, sigma) in enumerate(zip(inputs_tuple, sigmas))
                 )
                 try:

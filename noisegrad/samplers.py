@@ -1,0 +1,157 @@
+"""Noise samplers: i.i.d., antithetic, randomised quasi-Monte-Carlo and Latin hypercube draws.
+
+Every sampler writes standard-normal noise for given sample ids into a buffer,
+and the draw of sample ``k`` depends only on the call's seeds, the stream (the
+input tensor), ``k`` and ``nt_samples`` — never on the chunking. Samples are
+organised in ``groups`` of independent units, from which standard errors are
+estimated: single samples (i.i.d.), pairs (antithetic), or independently
+randomised replicates of the design (QMC, LHS: sample ``k`` belongs to
+replicate ``k mod R`` and is point ``k div R`` of it).
+"""
+
+import math
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from noisegrad.seeding import SampleSeeds
+
+__all__ = ["SAMPLERS", "NoiseSampler"]
+
+SAMPLERS = ("iid", "antithetic", "qmc", "lhs")
+
+#: Sample ids from here on are never real samples: they seed per-replicate randomisation.
+_REPLICATE_SEED_BASE = 2**31
+_SOBOL_BITS = 30
+_SOBOL_MAX_DIM = torch.quasirandom.SobolEngine.MAXDIM
+
+
+class NoiseSampler:
+    """Standard-normal draws for the noisy copies of one call.
+
+    Parameters
+    ----------
+    kind : {"iid", "antithetic", "qmc", "lhs"}
+        * ``"iid"``: independent draws (Captum's behaviour).
+        * ``"antithetic"``: samples ``2j`` and ``2j + 1`` are ε and −ε, which
+          cancels every odd order of the noise in their mean. An odd last
+          sample is the first half of a pair whose second half is not drawn.
+        * ``"qmc"``: Sobol points mapped through the inverse normal CDF, each
+          replicate randomised by its own random digital shift per example
+          and dimension; inputs with more dimensions than a Sobol engine has
+          (21,201) reuse the engine's dimensions in blocks with independent
+          shifts.
+        * ``"lhs"``: Latin hypercube: in each replicate of ``m`` samples every
+          dimension's ``m`` equal-probability strata are each used once, in an
+          order given by a random affine permutation ``(a·i + b) mod m`` per
+          example and dimension, with uniform jitter inside the stratum.
+    seeds : SampleSeeds
+    nt_samples : int
+        The call's number of samples (Latin hypercube strata depend on it).
+    replicates : int
+        Independent randomisations of the QMC / LHS design (the units of the
+        standard error); ignored by ``"iid"`` and ``"antithetic"``.
+
+    Examples
+    --------
+    >>> sampler = NoiseSampler("antithetic", SampleSeeds(0), nt_samples=4)
+    >>> out = torch.empty(4, 2, 3)
+    >>> sampler.fill(out, range(4), stream=0, generator=torch.Generator())
+    >>> torch.equal(out[1], -out[0]) and torch.equal(out[3], -out[2])
+    True
+    """
+
+    def __init__(self, kind: str, seeds: SampleSeeds, nt_samples: int, replicates: int = 4) -> None:
+        if kind not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {kind!r}")
+        self.kind, self.seeds, self.nt_samples = kind, seeds, nt_samples
+        self.replicates = replicates if kind in ("qmc", "lhs") else 1
+        self._randomisation: Dict[Tuple[int, int], Tuple[Tensor, ...]] = {}
+        self._sobol: Optional[torch.quasirandom.SobolEngine] = None
+        self._last_point: Optional[Tuple[int, int, Tensor]] = None
+
+    def group(self, sample: int, groups: int) -> int:
+        """The independent unit group of ``sample`` when the samples are split into ``groups``."""
+        if self.kind == "antithetic":
+            return (sample // 2) % groups
+        return sample % groups
+
+    def standard_error_groups(self, default: int = 8) -> int:
+        """How many independent groups the standard error is estimated from."""
+        return self.replicates if self.kind in ("qmc", "lhs") else default
+
+    def fill(self, out: Tensor, sample_ids: range, stream: int, generator: torch.Generator) -> None:
+        """Write the standard-normal draws of ``sample_ids`` into ``out[j]`` (each a contiguous example batch)."""
+        if self.kind in ("iid", "antithetic"):
+            antithetic = self.kind == "antithetic"
+            for j, sample in enumerate(sample_ids):
+                generator.manual_seed(self.seeds(stream, sample // 2 if antithetic else sample))
+                out[j].normal_(generator=generator)
+                if antithetic and sample % 2:
+                    out[j].neg_()
+            return
+        flat = out.reshape(len(sample_ids), out.shape[1], -1)
+        for j, sample in enumerate(sample_ids):
+            replicate, index = sample % self.replicates, sample // self.replicates
+            uniform = self._uniform(flat[j], replicate, index, sample, stream, generator)
+            flat[j].copy_(torch.special.ndtri(uniform))
+
+    def _uniform(
+        self, like: Tensor, replicate: int, index: int, sample: int, stream: int, generator: torch.Generator
+    ) -> Tensor:
+        """Uniforms in (0, 1) of one sample for every (example, dimension), in float64 where the device has it."""
+        dtype = torch.float32 if like.device.type == "mps" else torch.float64
+        if self.kind == "qmc":
+            shift, = self._randomised(like, replicate, stream, generator)
+            point = self._sobol_point(index, like.shape[1]).to(like.device)
+            digits = torch.bitwise_xor(point, shift)
+            return (digits.to(dtype) + 0.5) / 2**_SOBOL_BITS
+        multiplier, offset = self._randomised(like, replicate, stream, generator)
+        strata = self._strata(replicate)
+        position = (multiplier.long() * index + offset.long()) % strata
+        generator.manual_seed(self.seeds(stream, sample))
+        jitter = torch.rand(like.shape, generator=generator, dtype=dtype, device=like.device)
+        # Keep the jitter off the stratum's edges, where ndtri would give ±inf.
+        return (position.to(dtype) + jitter.clamp_(1e-12, 1 - 1e-12)) / strata
+
+    def _strata(self, replicate: int) -> int:
+        """Samples in replicate ``r`` of the Latin hypercube: those ``k < nt_samples`` with ``k mod R == r``."""
+        return max(1, math.ceil((self.nt_samples - replicate) / self.replicates))
+
+    def _randomised(
+        self, like: Tensor, replicate: int, stream: int, generator: torch.Generator
+    ) -> Tuple[Tensor, ...]:
+        """The randomisation of one replicate for one input: drawn once per call, int32 per (example, dimension)."""
+        key = (stream, replicate)
+        if key not in self._randomisation:
+            generator.manual_seed(self.seeds(stream, _REPLICATE_SEED_BASE + replicate))
+            shape, device = tuple(like.shape), like.device
+            if self.kind == "qmc":
+                shift = torch.randint(2**_SOBOL_BITS, shape, generator=generator, device=device, dtype=torch.int32)
+                self._randomisation[key] = (shift,)
+            else:
+                strata = self._strata(replicate)
+                units = torch.tensor([a for a in range(1, strata + 1) if math.gcd(a, strata) == 1], device=device)
+                pick = torch.randint(len(units), shape, generator=generator, device=device)
+                offset = torch.randint(strata, shape, generator=generator, device=device, dtype=torch.int32)
+                self._randomisation[key] = (units[pick].to(torch.int32), offset)
+        return self._randomisation[key]
+
+    def _sobol_point(self, index: int, dims: int) -> Tensor:
+        """Sobol point ``index`` as 30-bit integers, its dimensions reused in blocks beyond the engine's maximum."""
+        if self._last_point is not None and self._last_point[:2] == (index, dims):
+            return self._last_point[2]  # the replicates of one chunk share their points
+        engine_dims = min(dims, _SOBOL_MAX_DIM)
+        if self._sobol is None or self._sobol.dimension != engine_dims:
+            self._sobol = torch.quasirandom.SobolEngine(engine_dims, scramble=False)
+        engine = self._sobol
+        if engine.num_generated != index:
+            engine.reset()
+            engine.fast_forward(index)
+        point = engine.draw(1, dtype=torch.float64)[0]
+        digits = (point * 2**_SOBOL_BITS).to(torch.int32)
+        repeats = math.ceil(dims / engine_dims)
+        point = digits.repeat(repeats)[:dims]
+        self._last_point = (index, dims, point)
+        return point

@@ -1,0 +1,126 @@
+"""Noise samplers: standard normal, chunk-invariant, unbiased, and each with its own structure."""
+
+import math
+
+import pytest
+import torch
+from captum.attr import Saliency
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from conftest import make_mlp
+from noisegrad import NoiseTunnel, SampleSeeds, plan_chunks
+from noisegrad.samplers import SAMPLERS, NoiseSampler
+
+
+def draw(kind, nt_samples, shape=(3, 4), seed=0, chunk=None, replicates=4):
+    sampler = NoiseSampler(kind, SampleSeeds(seed), nt_samples, replicates)
+    out = torch.empty((nt_samples,) + shape, dtype=torch.float64)
+    generator = torch.Generator()
+    for ids in plan_chunks(nt_samples, chunk):
+        sampler.fill(out[ids.start : ids.stop], ids, stream=0, generator=generator)
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(SAMPLERS), nt_samples=st.integers(1, 20), chunk=st.integers(1, 20), seed=st.integers(0, 99))
+def test_draws_do_not_depend_on_the_chunk_size(kind, nt_samples, chunk, seed):
+    assert torch.equal(draw(kind, nt_samples, seed=seed, chunk=chunk), draw(kind, nt_samples, seed=seed))
+
+
+@pytest.mark.parametrize("kind", SAMPLERS)
+def test_every_sampler_draws_standard_normal_values(kind):
+    values = draw(kind, 64, shape=(8, 50), seed=1).flatten()
+    assert bool(torch.isfinite(values).all())
+    n = values.numel()
+    assert abs(float(values.mean())) < 4 / math.sqrt(n)
+    assert abs(float(values.std()) - 1) < 0.03
+    # The fraction below -1 is Φ(-1) = 0.1587 for a standard normal.
+    assert abs(float((values < -1).double().mean()) - 0.1587) < 0.02
+
+
+def test_antithetic_pairs_are_negatives_and_an_odd_last_sample_is_a_plain_draw():
+    values = draw("antithetic", 5)
+    assert torch.equal(values[1], -values[0]) and torch.equal(values[3], -values[2])
+    assert not torch.equal(values[4], -values[3])
+
+
+@pytest.mark.parametrize("nt_samples", [8, 13])
+def test_latin_hypercube_uses_every_stratum_once_per_replicate_and_dimension(nt_samples):
+    replicates = 4
+    values = draw("lhs", nt_samples, shape=(2, 6), replicates=replicates)
+    uniforms = torch.special.ndtr(values)
+    for r in range(replicates):
+        rows = uniforms[r::replicates]
+        m = rows.shape[0]
+        strata = (rows * m).floor().long().sort(dim=0).values
+        expected = torch.arange(m).view(m, 1, 1).expand_as(strata)
+        assert torch.equal(strata, expected)
+
+
+def test_qmc_replicates_are_digitally_shifted_sobol_points():
+    """Un-shifting one replicate with its own first point recovers the Sobol sequence's leading bits."""
+    values = draw("qmc", 16, shape=(1, 3), replicates=2)
+    digits = (torch.special.ndtr(values[0::2]) * 2**30).floor().long()  # replicate 0: Sobol points 0..7
+    unshifted = torch.bitwise_xor(digits, digits[0:1])  # point 0 is all zeros, so its digits are the shift
+    sobol = (torch.quasirandom.SobolEngine(3, scramble=False).draw(8, dtype=torch.float64) * 2**30).long()
+    # ndtri/ndtr round-trips lose the lowest bits only: compare the top 20.
+    assert torch.equal(unshifted.view(8, 3) >> 10, sobol >> 10)
+
+
+def test_qmc_works_beyond_the_sobol_engines_dimensions():
+    dims = torch.quasirandom.SobolEngine.MAXDIM + 7
+    values = draw("qmc", 2, shape=(1, dims), replicates=1)
+    assert values.shape == (2, 1, dims) and bool(torch.isfinite(values).all())
+
+
+class Square(nn.Module):
+    """f(x) = Σ x², whose gradient 2(x + ε) is linear in the noise."""
+
+    def forward(self, x):
+        return (x**2).sum(dim=1, keepdim=True)
+
+
+def test_antithetic_smoothgrad_of_a_linear_gradient_is_exact():
+    x = torch.randn(3, 4, dtype=torch.float64)
+    smooth = NoiseTunnel(Saliency(Square())).attribute(
+        x, nt_samples=6, stdevs=0.5, sampler="antithetic", abs=False, seed=0
+    )
+    torch.testing.assert_close(smooth, 2 * x, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", SAMPLERS)
+def test_every_sampler_is_unbiased_for_smoothgrad(kind):
+    """The mean over seeds approaches a long i.i.d. reference within its Monte-Carlo error."""
+    model = make_mlp(seed=3)
+    x = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    nt = NoiseTunnel(Saliency(model))
+    common = dict(stdevs=0.8, target=1, abs=False)
+    reference = nt.attribute(x, nt_samples=20000, nt_samples_batch_size=5000, seed=12345, **common)
+    estimates = torch.stack([nt.attribute(x, nt_samples=8, sampler=kind, seed=s, **common) for s in range(200)])
+    mean, stderr = estimates.mean(0), estimates.std(0) / math.sqrt(len(estimates))
+    reference_stderr = nt.attribute(x, nt_type="vargrad", nt_samples=20000, nt_samples_batch_size=5000,
+                                    seed=12345, **common).sqrt() / math.sqrt(20000)
+    z = (mean - reference) / (stderr**2 + reference_stderr**2).sqrt()
+    assert float(z.abs().max()) < 4.5
+
+
+@pytest.mark.parametrize("kind", ["antithetic", "qmc", "lhs"])
+def test_variance_reduced_samplers_beat_iid_on_a_smooth_model(kind):
+    model = make_mlp(seed=4)
+    x = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    nt = NoiseTunnel(Saliency(model))
+    common = dict(stdevs=0.3, target=0, abs=False)
+    reference = nt.attribute(x, nt_samples=20000, nt_samples_batch_size=5000, seed=999, **common)
+
+    def error(sampler):
+        runs = [nt.attribute(x, nt_samples=16, sampler=sampler, seed=s, **common) for s in range(40)]
+        return sum(float((r - reference).norm()) for r in runs) / len(runs)
+
+    assert error(kind) < 0.8 * error("iid")
+
+
+def test_an_unknown_sampler_is_rejected_before_any_forward_pass():
+    with pytest.raises(ValueError, match=r"sampler must be one of \('iid', 'antithetic', 'qmc', 'lhs'\), got 'sobol'"):
+        NoiseTunnel(Saliency(make_mlp())).attribute(torch.zeros(2, 5, dtype=torch.float64), target=0, sampler="sobol")
