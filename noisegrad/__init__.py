@@ -19,6 +19,7 @@ from noisegrad.noise import Relative, relative
 from noisegrad.plan import plan_chunks
 from noisegrad.seeding import SampleSeeds
 from noisegrad.smoothing import NT_TYPES
+from noisegrad.stderr import SmoothedAttribution
 from noisegrad.tunnel import NoiseTunnel
 
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ __all__ = [
     "NT_TYPES",
     "joint_integrated_gradients",
     "JointEstimate",
+    "SmoothedAttribution",
     "viz",
     "__version__",
 ]

@@ -17,14 +17,31 @@ from torch import Tensor
 
 from noisegrad.seeding import SampleSeeds
 
-__all__ = ["SAMPLERS", "NoiseSampler"]
+__all__ = ["SAMPLERS", "DEFAULT_REPLICATES", "NoiseSampler", "independent_units"]
 
 SAMPLERS = ("iid", "antithetic", "qmc", "lhs")
+#: Independently randomised replicates of a QMC or LHS design: the units of its standard error.
+DEFAULT_REPLICATES = 4
 
 #: Sample ids from here on are never real samples: they seed per-replicate randomisation.
 _REPLICATE_SEED_BASE = 2**31
 _SOBOL_BITS = 30
 _SOBOL_MAX_DIM = torch.quasirandom.SobolEngine.MAXDIM
+
+
+def independent_units(kind: str, nt_samples: int) -> int:
+    """Independent units among ``nt_samples`` samples of ``kind``: samples, pairs, or replicates.
+
+    Examples
+    --------
+    >>> independent_units("iid", 5), independent_units("antithetic", 5), independent_units("lhs", 5)
+    (5, 3, 4)
+    """
+    if kind == "antithetic":
+        return (nt_samples + 1) // 2
+    if kind in ("qmc", "lhs"):
+        return min(nt_samples, DEFAULT_REPLICATES)
+    return nt_samples
 
 
 class NoiseSampler:
@@ -62,7 +79,7 @@ class NoiseSampler:
     True
     """
 
-    def __init__(self, kind: str, seeds: SampleSeeds, nt_samples: int, replicates: int = 4) -> None:
+    def __init__(self, kind: str, seeds: SampleSeeds, nt_samples: int, replicates: int = DEFAULT_REPLICATES) -> None:
         if kind not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {kind!r}")
         self.kind, self.seeds, self.nt_samples = kind, seeds, nt_samples

@@ -1,0 +1,57 @@
+"""Standard errors from the same run: they match the spread of the estimate over seeds."""
+
+import pytest
+import torch
+from captum.attr import IntegratedGradients, Saliency
+
+from conftest import make_cnn, make_mlp
+from noisegrad import NoiseTunnel, SmoothedAttribution
+from noisegrad.samplers import SAMPLERS
+
+X = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+def test_the_standard_error_matches_the_spread_over_seeds(sampler, nt_type):
+    nt = NoiseTunnel(Saliency(make_mlp(seed=1)))
+    common = dict(nt_type=nt_type, nt_samples=32, nt_samples_batch_size=12, stdevs=0.5, target=1, abs=False,
+                  sampler=sampler)
+    runs = [nt.attribute(X, return_stderr=True, seed=s, **common) for s in range(60)]
+    estimates = torch.stack([r.attributions for r in runs])
+    empirical = estimates.std(dim=0).norm()
+    reported = torch.stack([r.stderr for r in runs]).pow(2).mean(dim=0).sqrt().norm()
+    assert 0.7 < float(reported / empirical) < 1.45
+
+
+def test_the_attributions_are_those_of_a_run_without_standard_errors():
+    nt = NoiseTunnel(IntegratedGradients(make_mlp()))
+    common = dict(nt_type="vargrad", nt_samples=10, nt_samples_batch_size=4, stdevs=0.3, target=2, n_steps=5, seed=2,
+                  return_convergence_delta=True)
+    plain, delta = nt.attribute(X, **common)
+    result = nt.attribute(X, return_stderr=True, **common)
+    assert isinstance(result, SmoothedAttribution)
+    torch.testing.assert_close(result.attributions, plain, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(result.delta, delta, rtol=0, atol=0)
+    assert result.stderr.shape == plain.shape and bool((result.stderr >= 0).all())
+    assert result.relative_stderr.shape == (2,) and result.nt_samples == 10
+    expected = (result.stderr.pow(2).sum(1) / plain.pow(2).sum(1)).sqrt()
+    torch.testing.assert_close(result.relative_stderr, expected)
+
+
+def test_tuple_inputs_get_one_standard_error_per_tensor_and_one_summary_per_example():
+    model = make_cnn(torch.float64)
+    x = torch.rand(2, 2, 5, 5, dtype=torch.float64)
+    result = NoiseTunnel(Saliency(lambda a, b: model(a + b))).attribute(
+        (x, x.clone()), nt_samples=8, stdevs=0.1, target=0, return_stderr=True, seed=0
+    )
+    assert isinstance(result.stderr, tuple) and [t.shape for t in result.stderr] == [x.shape, x.shape]
+    assert result.relative_stderr.shape == (2,)
+
+
+@pytest.mark.parametrize("sampler, nt_samples", [("iid", 1), ("antithetic", 2)])
+def test_too_few_independent_units_for_a_standard_error_are_rejected(sampler, nt_samples):
+    with pytest.raises(ValueError, match="at least two independent units"):
+        NoiseTunnel(Saliency(make_mlp())).attribute(
+            X, nt_samples=nt_samples, sampler=sampler, return_stderr=True, target=0
+        )
