@@ -106,11 +106,11 @@ def activation_bytes_per_row(
 
     Counts the outputs of every leaf ``nn.Module`` (what autograd keeps for the
     backward pass, roughly); ``None`` when ``forward_func`` is not a module or a
-    module's method, so nothing can be hooked.
+    module's method, or is TorchScript, so nothing can be hooked.
     """
     owner = getattr(forward_func, "__self__", forward_func)
-    if not isinstance(owner, nn.Module):
-        return None
+    if not isinstance(owner, nn.Module) or isinstance(owner, torch.jit.ScriptModule):
+        return None  # nothing to hook (TorchScript modules take no Python hooks)
     total = [0]
 
     def count(_module: nn.Module, _args: Any, output: Any) -> None:

@@ -89,6 +89,13 @@ def test_activation_bytes_per_row_counts_leaf_module_outputs():
     # Linear 8 + Tanh 8 + Linear 3 outputs, plus the 5 input values, in float64.
     assert activation_bytes_per_row(model, (X,), None) == (8 + 8 + 3 + 5) * 8
     assert activation_bytes_per_row(lambda x: model(x), (X,), None) is None
+    assert activation_bytes_per_row(torch.jit.script(model), (X,), None) is None
+
+
+def test_auto_works_for_torchscript_models():
+    model = torch.jit.script(make_mlp())
+    out = NoiseTunnel(Saliency(model)).attribute(X, nt_samples=4, nt_samples_batch_size="auto", target=0, seed=0)
+    assert out.shape == X.shape
 
 
 def test_memory_budget_and_auto_choose_chunks_within_the_budget():
