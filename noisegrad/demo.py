@@ -1,30 +1,39 @@
 """The ``python -m noisegrad demo``: noise-smoothed attributions on shapes whose true pixels are known.
 
-Everything is generated here, offline and seeded: 1×16×16 grayscale images of
-background noise with one small bright shape (a square, a plus or an ×, all
-nine pixels, so brightness alone does not tell the class) at a random place.
-The shape's pixels are the ground-truth mask. A tiny CNN learns to name the
-shape in a few seconds; Saliency, SmoothGrad, SmoothGrad², VarGrad and
-IntegratedGradients + SmoothGrad then explain a few test images, and each map
-is scored by the share of its attribution mass that falls on the mask.
+Everything is offline and seeded. The tiny CNN shipped with the package
+(``noisegrad/data/demo_cnn.pt``, trained by ``scripts/train_demo_model.py``,
+loaded with ``weights_only=True``) names the shape in freshly generated 16×16
+images (see :mod:`noisegrad.shapes`); Saliency, SmoothGrad, SmoothGrad²,
+VarGrad and IntegratedGradients + SmoothGrad explain a few of them, each map is
+scored by the share of its attribution mass on the true shape pixels, and the
+noise-tunnel estimates get a relative standard error:
+
+* SmoothGrad and IG + SmoothGrad (means of ``N`` noisy attributions): a
+  VarGrad call with the same seed gives the population variance ``v`` of
+  exactly the ``N`` samples averaged, so ``SE = √(v / (N − 1))`` per feature;
+* SmoothGrad² and VarGrad (not plain means): the spread of the ``N``-sample
+  estimate over :data:`SE_SEEDS` seeds (the demo's and the next ones).
+
+The relative standard error of an image is ``‖SE‖₂ / ‖attribution‖₂``; the
+table shows its mean over the images.
 
 Examples
 --------
 >>> from noisegrad.demo import run_demo
->>> result = run_demo("demo/", train_steps=50, samples=4, print_fn=None)  # doctest: +SKIP
+>>> result = run_demo("demo/", samples=4, print_fn=None)  # doctest: +SKIP
 >>> [row.method for row in result.rows]  # doctest: +SKIP
 ['Saliency', 'SmoothGrad', 'SmoothGrad²', 'VarGrad', 'IG + SmoothGrad']
 """
 
-import contextlib
 import csv
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,11 +41,17 @@ from captum.attr import IntegratedGradients, Saliency
 from torch import Tensor, nn
 
 import noisegrad
+from noisegrad._progress import Progress
+from noisegrad.shapes import (  # noqa: F401  (re-exported: the demo's data and model)
+    IMAGE_SIZE, SHAPES, accuracy, load_demo_model, make_cnn, make_shapes, mask_mass_fraction, test_generator,
+    torch_threads, train_cnn,
+)
 
 __all__ = [
     "SHAPES",
     "METHODS",
     "IMAGE_SIZE",
+    "SE_SEEDS",
     "DemoOutputError",
     "MethodResult",
     "DemoResult",
@@ -54,22 +69,18 @@ __all__ = [
     "run_demo",
 ]
 
-IMAGE_SIZE = 16
-
-#: Class names and their 5×5 stencils (1 = shape pixel); every shape has 9 pixels.
-SHAPES: Dict[str, np.ndarray] = {
-    "square": np.pad(np.ones((3, 3)), 1),
-    "plus": np.array(
-        [[0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0]], dtype=float
-    ),
-    "cross": np.eye(5) + np.fliplr(np.eye(5)) - np.diag([0, 0, 1, 0, 0]),
-}
-
 #: Column titles of the figure, in order after the input column.
 METHODS = ("Saliency", "SmoothGrad", "SmoothGrad²", "VarGrad", "IG + SmoothGrad")
 
+#: Seeds per estimate for the standard error of SmoothGrad² and VarGrad.
+SE_SEEDS = 4
+
 #: Which maps are signed (shown with a diverging colour map centred on 0).
 _SIGNED = {"Saliency": False, "SmoothGrad": True, "SmoothGrad²": False, "VarGrad": False, "IG + SmoothGrad": True}
+
+#: How each method's standard error is computed (the "SE from" column).
+_SE_FROM = {"Saliency": "exact (no noise)", "SmoothGrad": "same-seed VarGrad", "SmoothGrad²": f"{SE_SEEDS} seeds",
+            "VarGrad": f"{SE_SEEDS} seeds", "IG + SmoothGrad": "same-seed VarGrad"}
 
 PrintFn = Optional[Callable[[str], None]]
 
@@ -87,11 +98,16 @@ class MethodResult:
     method : str
         Display name of the attribution method.
     time_s : float
-        Wall time of the attribution call for all demo images, in seconds.
+        Wall time of the attribution call for all demo images, in seconds
+        (without the extra calls for the standard error).
     samples : int
         Noisy copies per image (1 for plain Saliency).
     mean_abs_delta : float or None
-        Mean |convergence delta| over the images (IntegratedGradients only).
+        Mean over the images of |averaged convergence delta| (IntegratedGradients only).
+    rel_stderr : float or None
+        Mean over the images of ``‖SE‖₂ / ‖attribution‖₂`` (None for Saliency, which has no noise).
+    stderr_from : str
+        How the standard error was computed.
     mask_mass : float
         Share of the attribution mass (sum of |attr|) on the ground-truth mask,
         averaged over the images; a uniform map scores the mask's area fraction.
@@ -101,6 +117,8 @@ class MethodResult:
     time_s: float
     samples: int
     mean_abs_delta: Optional[float]
+    rel_stderr: Optional[float]
+    stderr_from: str
     mask_mass: float
     attributions: Optional[Tensor] = field(default=None, repr=False)
 
@@ -114,13 +132,13 @@ class DemoResult:
     rows : list of MethodResult
         One per method, in the order of :data:`METHODS`.
     accuracy : float
-        Test accuracy of the trained CNN.
+        Accuracy of the shipped CNN on freshly generated held-out images.
     mask_area : float
         Mean fraction of the image covered by the mask (the score of a uniform map).
     figure_path, summary_path : pathlib.Path
         The written comparison figure and summary.
-    train_time_s, total_time_s : float
-        Wall times of training and of the whole demo.
+    total_time_s : float
+        Wall time of the whole demo.
     """
 
     rows: List[MethodResult]
@@ -128,7 +146,6 @@ class DemoResult:
     mask_area: float
     figure_path: Path
     summary_path: Path
-    train_time_s: float
     total_time_s: float
 
 
@@ -138,7 +155,7 @@ class DemoResult:
 def prepare_output_dir(out: Union[str, os.PathLike]) -> Path:
     """Create ``out`` if needed and check that files can be written in it.
 
-    Called before any training so that a bad ``--out`` fails at once.
+    Called before any work so that a bad ``--out`` fails at once.
 
     Parameters
     ----------
@@ -168,150 +185,20 @@ def prepare_output_dir(out: Union[str, os.PathLike]) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- data and model
-
-
-def make_shapes(
-    n: int, generator: torch.Generator, noise_std: float = 0.25, size: int = IMAGE_SIZE
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """Random images of background noise plus one shape each, with labels and ground-truth masks.
-
-    Parameters
-    ----------
-    n : int
-        Number of images.
-    generator : torch.Generator
-        Source of all randomness (shape, position, noise).
-    noise_std : float
-        Standard deviation of the Gaussian background; the shape adds 1.0.
-    size : int
-        Image height and width.
-
-    Returns
-    -------
-    images : Tensor
-        ``(n, 1, size, size)`` float32.
-    labels : Tensor
-        ``(n,)`` int64, indices into :data:`SHAPES`.
-    masks : Tensor
-        ``(n, 1, size, size)`` bool, True on the shape's pixels.
-
-    Examples
-    --------
-    >>> x, y, m = make_shapes(3, torch.Generator().manual_seed(0))
-    >>> x.shape, y.shape, m.sum(dim=(1, 2, 3)).tolist()
-    (torch.Size([3, 1, 16, 16]), torch.Size([3]), [9, 9, 9])
-    """
-    stencils = torch.tensor(np.stack(list(SHAPES.values())), dtype=torch.bool)
-    k = stencils.shape[-1]
-    labels = torch.randint(len(SHAPES), (n,), generator=generator)
-    rows = torch.randint(size - k + 1, (n,), generator=generator)
-    cols = torch.randint(size - k + 1, (n,), generator=generator)
-    masks = torch.zeros(n, 1, size, size, dtype=torch.bool)
-    for i in range(n):
-        r, c = int(rows[i]), int(cols[i])
-        masks[i, 0, r : r + k, c : c + k] = stencils[labels[i]]
-    images = noise_std * torch.randn(n, 1, size, size, generator=generator) + masks.float()
-    return images, labels, masks
-
-
-def make_cnn(classes: int = len(SHAPES)) -> nn.Sequential:
-    """A tiny CNN with global max pooling, so it can find a shape anywhere.
-
-    Returns
-    -------
-    torch.nn.Sequential
-        Maps ``(batch, 1, H, W)`` images to ``(batch, classes)`` logits.
-    """
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveMaxPool2d(1),
-        nn.Flatten(),
-        nn.Linear(32, classes),
-    )
-
-
-def train_cnn(
-    images: Tensor, labels: Tensor, steps: int = 400, batch_size: int = 64, lr: float = 3e-3, seed: int = 0
-) -> nn.Sequential:
-    """Train :func:`make_cnn` with Adam on ``images``; the global RNG state is left as it was.
-
-    Parameters
-    ----------
-    images, labels : Tensor
-        Training data from :func:`make_shapes`.
-    steps : int
-        Optimiser steps (minibatches drawn with replacement).
-    batch_size : int
-        Minibatch size.
-    lr : float
-        Adam learning rate.
-    seed : int
-        Seeds the weights and the minibatch draws (``torch.manual_seed``).
-
-    Returns
-    -------
-    torch.nn.Sequential
-        The trained model, in eval mode.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = make_cnn()
-        optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=max(steps, 1))
-        model.train()
-        for _ in range(steps):
-            batch = torch.randint(images.shape[0], (batch_size,))
-            loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-    return model.eval()
-
-
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor) -> float:
-    """Fraction of ``images`` whose predicted class is ``labels``."""
-    with torch.no_grad():
-        return float((model(images).argmax(dim=1) == labels).float().mean())
-
-
 # --------------------------------------------------------------------------- attributions
 
 
-def mask_mass_fraction(attributions: Tensor, masks: Tensor) -> float:
-    """Share of the attribution mass on the ground-truth mask, averaged over the images.
-
-    Parameters
-    ----------
-    attributions : Tensor
-        ``(n, ...)`` attributions (signed or not; their absolute values are used).
-    masks : Tensor
-        Boolean masks shaped like ``attributions``.
-
-    Returns
-    -------
-    float
-        mean over images of ``sum(|attr| on mask) / sum(|attr|)``; an image
-        with no attribution at all counts as 0.
+def relative_stderr(attributions: Tensor, stderr: Tensor) -> Tensor:
+    """``‖stderr‖₂ / ‖attributions‖₂`` per example (NaN where the attribution is all zero).
 
     Examples
     --------
-    >>> a = torch.tensor([[3.0, -1.0, 0.0, 0.0]])
-    >>> mask_mass_fraction(a, torch.tensor([[True, False, False, False]]))
-    0.75
+    >>> relative_stderr(torch.tensor([[3.0, 4.0]]), torch.tensor([[1.5, 2.0]])).tolist()
+    [0.5]
     """
-    mass = attributions.detach().abs().double().flatten(1)
-    on_mask = (mass * masks.flatten(1)).sum(dim=1)
-    total = mass.sum(dim=1)
-    share = torch.where(total > 0, on_mask / total.clamp_min(1e-300), torch.zeros_like(total))
-    return float(share.mean())
+    top = stderr.detach().double().flatten(1).norm(dim=1)
+    bottom = attributions.detach().double().flatten(1).norm(dim=1)
+    return torch.where(bottom > 0, top / bottom.clamp_min(1e-300), torch.full_like(bottom, float("nan")))
 
 
 def _timed(fn: Callable[[], object]) -> Tuple[object, float]:
@@ -330,8 +217,9 @@ def attribute_all(
     seed: int = 0,
     ig_steps: int = 50,
     batch_size: Optional[int] = 8,
+    progress: Optional[Progress] = None,
 ) -> List[MethodResult]:
-    """Run the five methods of the demo on ``images`` (target: the true label) and score them.
+    """Run the five methods of the demo on ``images`` (target: the true label), score them, estimate their errors.
 
     Parameters
     ----------
@@ -340,7 +228,7 @@ def attribute_all(
     images, labels, masks : Tensor
         Images to explain, their classes and ground-truth masks.
     samples : int
-        ``nt_samples`` of the noise-tunnel methods.
+        ``nt_samples`` of the noise-tunnel methods (≥ 2 for a standard error).
     noise : float
         Noise level relative to each image's range (``noisegrad.relative(noise)``).
     seed : int
@@ -349,6 +237,9 @@ def attribute_all(
         ``n_steps`` of IntegratedGradients (per noisy copy).
     batch_size : int or None
         ``nt_samples_batch_size``.
+    progress : Progress, optional
+        Advanced by the gradient evaluations per image of each call
+        (:func:`work_units` in total).
 
     Returns
     -------
@@ -356,49 +247,97 @@ def attribute_all(
         One per entry of :data:`METHODS`, with the attributions attached.
     """
     target = labels.tolist()
-    stdevs = noisegrad.relative(noise)
     saliency = noisegrad.NoiseTunnel(Saliency(model))
-    smooth = dict(nt_samples=samples, nt_samples_batch_size=batch_size, stdevs=stdevs, seed=seed, target=target)
+    ig = noisegrad.NoiseTunnel(IntegratedGradients(model))
+
+    def smooth(nt, nt_type: str, run_seed: int = seed, **extra):
+        return nt.attribute(images, nt_type=nt_type, nt_samples=samples, nt_samples_batch_size=batch_size,
+                            stdevs=noisegrad.relative(noise), seed=run_seed, target=target, **extra)
+
+    ig_extra = dict(n_steps=ig_steps)
     calls: Dict[str, Callable[[], object]] = {
         "Saliency": lambda: Saliency(model).attribute(images.clone().requires_grad_(), target=target),
-        "SmoothGrad": lambda: saliency.attribute(images, nt_type="smoothgrad", abs=False, **smooth),
-        "SmoothGrad²": lambda: saliency.attribute(images, nt_type="smoothgrad_sq", abs=False, **smooth),
-        "VarGrad": lambda: saliency.attribute(images, nt_type="vargrad", abs=False, **smooth),
-        "IG + SmoothGrad": lambda: noisegrad.NoiseTunnel(IntegratedGradients(model)).attribute(
-            images, nt_type="smoothgrad", n_steps=ig_steps, return_convergence_delta=True, **smooth
-        ),
+        "SmoothGrad": lambda: smooth(saliency, "smoothgrad", abs=False),
+        "SmoothGrad²": lambda: smooth(saliency, "smoothgrad_sq", abs=False),
+        "VarGrad": lambda: smooth(saliency, "vargrad", abs=False),
+        "IG + SmoothGrad": lambda: smooth(ig, "smoothgrad", return_convergence_delta=True, **ig_extra),
     }
+    # The standard error of each estimate; see the module docstring.
+    mean_se = samples > 1
+    stderr_calls: Dict[str, Callable[[Tensor], Optional[Tensor]]] = {
+        "Saliency": lambda estimate: None,
+        "SmoothGrad": lambda estimate: (smooth(saliency, "vargrad", abs=False) / (samples - 1)).sqrt() if mean_se else None,
+        "SmoothGrad²": lambda estimate: _seed_spread(estimate, lambda s: smooth(saliency, "smoothgrad_sq", s, abs=False), seed),
+        "VarGrad": lambda estimate: _seed_spread(estimate, lambda s: smooth(saliency, "vargrad", s, abs=False), seed),
+        "IG + SmoothGrad": lambda estimate: (smooth(ig, "vargrad", **ig_extra) / (samples - 1)).sqrt() if mean_se else None,
+    }
+    costs = _call_costs(samples, ig_steps)
     rows = []
     for name in METHODS:
         out, seconds = _timed(calls[name])
+        _advance(progress, costs[name][0], name)
         delta = None
         if isinstance(out, tuple):
             out, delta_tensor = out
             delta = float(delta_tensor.abs().mean())
-        rows.append(
-            MethodResult(
-                method=name,
-                time_s=seconds,
-                samples=1 if name == "Saliency" else samples,
-                mean_abs_delta=delta,
-                mask_mass=mask_mass_fraction(out, masks),
-                attributions=out.detach(),
-            )
-        )
+        stderr = stderr_calls[name](out)
+        _advance(progress, costs[name][1], f"{name}: standard error")
+        rel = None if stderr is None else float(relative_stderr(out, stderr).nanmean())
+        rows.append(MethodResult(
+            method=name, time_s=seconds, samples=1 if name == "Saliency" else samples, mean_abs_delta=delta,
+            rel_stderr=rel, stderr_from=_SE_FROM[name] if (stderr is not None or name == "Saliency") else "-",
+            mask_mass=mask_mass_fraction(out, masks), attributions=out.detach(),
+        ))
     return rows
+
+
+def _seed_spread(estimate: Tensor, run: Callable[[int], Tensor], seed: int) -> Tensor:
+    """Standard deviation (ddof=1) of ``estimate`` and :data:`SE_SEEDS` − 1 reruns with the next seeds."""
+    runs = [estimate.detach()] + [run(seed + r).detach() for r in range(1, SE_SEEDS)]
+    return torch.stack(runs).double().std(dim=0)
+
+
+def _call_costs(samples: int, ig_steps: int) -> Dict[str, Tuple[int, int]]:
+    """Gradient evaluations per image of each method's call and of its standard-error calls."""
+    return {
+        "Saliency": (1, 0),
+        "SmoothGrad": (samples, samples),
+        "SmoothGrad²": (samples, (SE_SEEDS - 1) * samples),
+        "VarGrad": (samples, (SE_SEEDS - 1) * samples),
+        "IG + SmoothGrad": (samples * ig_steps, samples * ig_steps),
+    }
+
+
+def work_units(samples: int, ig_steps: int) -> int:
+    """Gradient evaluations per image of :func:`attribute_all` (the progress bar's total)."""
+    return sum(a + b for a, b in _call_costs(samples, ig_steps).values())
+
+
+def _advance(progress: Optional[Progress], amount: int, note: str) -> None:
+    if progress is not None:
+        progress.advance(amount, note)
 
 
 # --------------------------------------------------------------------------- reporting
 
 
 def format_table(rows: List[MethodResult], mask_area: float) -> str:
-    """The demo's results as a plain-text table, with the uniform-map baseline underneath."""
-    header = f"{'method':<16} {'time (s)':>8} {'samples':>7} {'mean |delta|':>12} {'mass on mask':>12}"
+    """The demo's results as a plain-text table, with how the errors were computed and the uniform-map baseline."""
+    header = (f"{'method':<16} {'time (s)':>8} {'samples':>7} {'mean |delta|':>12} {'rel. SE':>8}  "
+              f"{'SE from':<18} {'mass on mask':>12}")
     lines = [header, "-" * len(header)]
     for r in rows:
         delta = "-" if r.mean_abs_delta is None else f"{r.mean_abs_delta:.4f}"
-        lines.append(f"{r.method:<16} {r.time_s:>8.3f} {r.samples:>7d} {delta:>12} {r.mask_mass:>12.3f}")
-    lines.append(f"(a uniform map puts {mask_area:.3f} of its mass on the mask: the mask's share of the image)")
+        rel = "0" if r.method == "Saliency" else ("-" if r.rel_stderr is None else f"{r.rel_stderr:.3f}")
+        lines.append(f"{r.method:<16} {r.time_s:>8.3f} {r.samples:>7d} {delta:>12} {rel:>8}  "
+                     f"{r.stderr_from:<18} {r.mask_mass:>12.3f}")
+    lines += [
+        "mean |delta|: IG's completeness gap, averaged over the noisy copies, then |.| averaged over the images.",
+        "rel. SE: ||standard error||_2 / ||attribution||_2 per image, averaged over the images; the standard error",
+        "  of a mean of N noisy maps is sqrt(VarGrad / (N - 1)) from a VarGrad call with the same seed (the same N",
+        f"  samples); SmoothGrad² and VarGrad are not plain means: their SE is the spread over {SE_SEEDS} seeds.",
+        f"mass on mask: share of sum |attr| on the true shape pixels; a uniform map scores {mask_area:.3f}.",
+    ]
     return "\n".join(lines)
 
 
@@ -506,15 +445,15 @@ def run_demo(
     samples: int = 32,
     noise: float = 0.15,
     seed: int = 0,
-    n_train: int = 4096,
-    train_steps: int = 400,
     n_test: int = 1000,
     n_images: int = 4,
     ig_steps: int = 50,
+    weights: Union[str, os.PathLike, None] = None,
     print_fn: PrintFn = print,
+    progress: Optional[bool] = None,
     threads: Optional[int] = 1,
 ) -> DemoResult:
-    """Generate data, train the CNN, attribute ``n_images`` test images, print and save the results.
+    """Load the shipped CNN, attribute ``n_images`` fresh test images, print and save the results.
 
     Parameters
     ----------
@@ -525,21 +464,23 @@ def run_demo(
     noise : float
         Noise level relative to each image's range.
     seed : int
-        Seeds the data, the training and the noise.
-    n_train, train_steps, n_test : int
-        Training set size, optimiser steps and test set size.
+        Seeds the test images and the noise (the training images are never drawn).
+    n_test : int
+        Fresh images on which the CNN's accuracy is checked.
     n_images : int
         Test images explained and drawn (the first of each class come first).
     ig_steps : int
         IntegratedGradients' ``n_steps``.
+    weights : str or path-like, optional
+        Another weights file from ``scripts/train_demo_model.py``; default: the shipped one.
     print_fn : callable or None
-        Where progress and the table go; ``None`` for silence.
+        Where messages and the table go; ``None`` for silence.
+    progress : bool, optional
+        Draw a progress bar on stderr; default: when stderr is a terminal.
     threads : int or None
         torch's intra-op threads while the demo runs (restored afterwards);
         ``None`` keeps the current setting. The default, 1, is the robust
-        choice for this tiny model: a second thread saves about a third of
-        the time on an idle machine, but on busy cores the threads wait on
-        each other and the demo runs several times slower.
+        choice for this tiny model: on busy cores more threads wait on each other.
 
     Returns
     -------
@@ -552,21 +493,22 @@ def run_demo(
     """
     start = time.perf_counter()
     out_dir = prepare_output_dir(out)
-    with _torch_threads(threads):
+    with torch_threads(threads):
         say = print_fn or (lambda _msg: None)
-        generator = torch.Generator().manual_seed(seed)
-        train_x, train_y, _ = make_shapes(n_train, generator)
-        test_x, test_y, test_m = make_shapes(n_test, generator)
-
-        say(f"Training a tiny CNN on {n_train} generated 16x16 images ({', '.join(SHAPES)}) for {train_steps} steps...")
-        model, train_time = _timed(lambda: train_cnn(train_x, train_y, steps=train_steps, seed=seed))
+        model = load_demo_model(weights)
+        test_x, test_y, test_m = make_shapes(n_test, test_generator(seed))
         acc = accuracy(model, test_x, test_y)
-        say(f"  trained in {train_time:.1f} s; test accuracy {acc:.1%} on {n_test} images")
+        say(f"Loaded the shipped tiny CNN ({sum(p.numel() for p in model.parameters())} parameters); "
+            f"accuracy {acc:.1%} on {n_test} freshly generated 16x16 images ({', '.join(SHAPES)})")
 
         pick = _pick_images(test_y, n_images)
         x, y, m = test_x[pick], test_y[pick], test_m[pick]
-        say(f"Attributing {len(pick)} test images (nt_samples={samples}, stdevs=relative({noise}), seed={seed})...")
-        rows = attribute_all(model, x, y, m, samples=samples, noise=noise, seed=seed, ig_steps=ig_steps)
+        say(f"Attributing {len(pick)} test images (nt_samples={samples}, stdevs=relative({noise}), "
+            f"IG n_steps={ig_steps}, seed={seed})...")
+        bar = Progress(work_units(samples, ig_steps), "gradients per image", stream=sys.stderr, enabled=progress)
+        with bar:
+            rows = attribute_all(model, x, y, m, samples=samples, noise=noise, seed=seed, ig_steps=ig_steps,
+                                 progress=bar)
         mask_area = float(m.float().mean())
         say("")
         say(format_table(rows, mask_area))
@@ -574,29 +516,19 @@ def run_demo(
         figure_path = save_figure(out_dir / "comparison.png", x, y, m, rows)
         total = time.perf_counter() - start
         meta = {
-            "options": {"samples": samples, "noise": noise, "seed": seed, "train_steps": train_steps,
-                        "n_train": n_train, "n_images": len(pick), "ig_steps": ig_steps,
-                        "threads": torch.get_num_threads()},
+            "options": {"samples": samples, "noise": noise, "seed": seed, "n_test": n_test,
+                        "n_images": len(pick), "ig_steps": ig_steps, "threads": torch.get_num_threads(),
+                        "weights": str(weights) if weights is not None else "shipped"},
             "accuracy": acc,
             "mask_area_fraction": mask_area,
-            "train_time_s": train_time,
+            "stderr": "relative: ||SE||_2/||attribution||_2 per image, mean over images; SmoothGrad and "
+                      "IG + SmoothGrad: sqrt(VarGrad/(N-1)) from a same-seed VarGrad call; SmoothGrad² and "
+                      f"VarGrad: standard deviation over {SE_SEEDS} seeds",
             "total_time_s": total,
         }
         summary_path = save_summary(out_dir, rows, meta)
         say(f"\nWrote {figure_path}, {summary_path} and summary.json (total {total:.1f} s)")
-        return DemoResult(rows, acc, mask_area, figure_path, summary_path, train_time, total)
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: Optional[int]) -> Iterator[None]:
-    """Run the body with ``torch.set_num_threads(threads)``, then restore the previous count."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+        return DemoResult(rows, acc, mask_area, figure_path, summary_path, total)
 
 
 def _pick_images(labels: Tensor, n: int) -> List[int]:

@@ -1,4 +1,5 @@
-"""The ``python -m noisegrad demo``, run at reduced size: figure, summary, a real quality check, CLI errors."""
+"""The ``python -m noisegrad demo`` on the shipped CNN: figure, summary, standard errors, quality, CLI errors;
+and the shipped weights themselves: loadable with weights_only, accurate, reproduced by the training script."""
 
 import csv
 import json
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from noisegrad import shapes
 from noisegrad.__main__ import main
-from noisegrad.demo import METHODS, SHAPES, figure_size, make_shapes, mask_mass_fraction, run_demo
+from noisegrad.demo import METHODS, SE_SEEDS, SHAPES, figure_size, make_shapes, mask_mass_fraction, run_demo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,10 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "nested" / "out"  # created by the demo
-    result = run_demo(
-        out, samples=4, noise=0.15, seed=0, n_train=1024, train_steps=150, n_test=300, n_images=3, ig_steps=8,
-        print_fn=None,
-    )
+    result = run_demo(out, samples=4, noise=0.15, seed=0, n_test=300, n_images=3, ig_steps=8, print_fn=None)
     return out, result
 
 
@@ -67,16 +66,19 @@ def test_summary_has_one_row_per_method(small_demo):
         assert int(r["samples"]) == (1 if r["method"] == "Saliency" else 4)
         has_delta = r["method"] == "IG + SmoothGrad"
         assert (r["mean_abs_delta"] != "") == has_delta
+        assert (r["rel_stderr"] == "") == (r["method"] == "Saliency")
+        assert r["stderr_from"]
     ig = rows[-1]
     assert math.isfinite(float(ig["mean_abs_delta"]))
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert [m["method"] for m in summary["methods"]] == list(METHODS)
     assert summary["options"]["samples"] == 4 and summary["mask_area_fraction"] == pytest.approx(9 / 256)
+    assert "VarGrad" in summary["stderr"]  # says how the standard errors were computed
 
 
-def test_smoothgrad_of_a_trained_model_beats_a_uniform_map(small_demo):
+def test_smoothgrad_of_the_shipped_model_beats_a_uniform_map(small_demo):
     _, result = small_demo
-    assert result.accuracy > 0.8
+    assert result.accuracy > 0.95
     mass = {r.method: r.mask_mass for r in result.rows}
     assert mass["SmoothGrad"] > result.mask_area
     assert mass["IG + SmoothGrad"] > result.mask_area
@@ -113,3 +115,117 @@ def test_out_under_a_file_fails_from_the_command_line(tmp_path):
     )
     assert proc.returncode == 2
     assert str(target) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_smoothgrad_stderr_is_the_vargrad_of_the_same_samples(small_demo):
+    """The table's SE of SmoothGrad: sqrt(VarGrad/(N-1)) with the same seed is the spread of the N averaged maps."""
+    from captum.attr import Saliency
+
+    import noisegrad
+    from noisegrad.demo import relative_stderr
+
+    class Recording(Saliency):  # keeps every noisy map the tunnel averages (one sample per chunk)
+        maps = []
+
+        def attribute(self, inputs, **kwargs):
+            out = super().attribute(inputs, **kwargs)
+            self.maps.append(out.detach().clone())
+            return out
+
+    model = shapes.load_demo_model()
+    x, y, _ = make_shapes(3, torch.Generator().manual_seed(5))
+    kw = dict(nt_samples=4, nt_samples_batch_size=1, stdevs=noisegrad.relative(0.15), abs=False, seed=0)
+    mean = noisegrad.NoiseTunnel(Recording(model)).attribute(x, nt_type="smoothgrad", target=y.tolist(), **kw)
+    maps = torch.stack(Recording.maps)
+    assert maps.shape == (4, *x.shape) and torch.allclose(maps.mean(0), mean, atol=1e-6)
+    vargrad = noisegrad.NoiseTunnel(Saliency(model)).attribute(x, nt_type="vargrad", target=y.tolist(), **kw)
+    se_from_vargrad = (vargrad.double() / (4 - 1)).sqrt()
+    assert torch.allclose(se_from_vargrad, maps.double().std(dim=0) / 2, atol=1e-6)  # ddof=1, over sqrt(N)
+
+    _, result = small_demo
+    rows = {r.method: r for r in result.rows}
+    assert 0 < rows["SmoothGrad"].rel_stderr < 2 and rows["Saliency"].rel_stderr is None
+    assert rows["VarGrad"].stderr_from == f"{SE_SEEDS} seeds"
+    assert relative_stderr(torch.ones(1, 4), torch.full((1, 4), 0.5)).item() == pytest.approx(0.5)
+
+
+def test_demo_loads_shipped_weights_and_does_not_train(tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("the demo must not train")
+
+    monkeypatch.setattr(shapes, "train_cnn", no_training)
+    monkeypatch.setattr(shapes, "train_demo_model", no_training)
+    monkeypatch.setattr(torch.optim.Adam, "step", no_training)
+    result = run_demo(tmp_path, samples=2, n_test=100, n_images=1, ig_steps=2, print_fn=None)
+    assert result.accuracy > 0.95
+
+
+def test_shipped_weights_load_with_weights_only_and_stay_small():
+    assert shapes.WEIGHTS_PATH.is_file()
+    assert shapes.WEIGHTS_PATH.stat().st_size < 200 * 1024
+    payload = torch.load(shapes.WEIGHTS_PATH, weights_only=True)  # no pickled code
+    assert set(payload) == {"format", "state_dict", "info"}
+    assert payload["info"]["recipe"] == shapes.TRAINING
+
+
+def test_shipped_weights_are_accurate_on_fresh_images():
+    model = shapes.load_demo_model()
+    x, y, _ = make_shapes(2000, shapes.test_generator(7))
+    assert shapes.accuracy(model, x, y) > 0.98
+
+
+def test_training_script_reproduces_a_model_as_accurate_as_the_shipped_one(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "cnn.pt"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train_demo_model.py"), "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    retrained, shipped = shapes.load_demo_model(out), shapes.load_demo_model()
+    x, y, _ = make_shapes(2000, shapes.test_generator(11))
+    acc_retrained, acc_shipped = shapes.accuracy(retrained, x, y), shapes.accuracy(shipped, x, y)
+    assert acc_retrained > 0.98 and abs(acc_retrained - acc_shipped) < 0.01
+
+
+def test_weights_option_rejects_a_missing_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--out", str(tmp_path), "--weights", str(tmp_path / "missing.pt")])
+    assert exit_info.value.code == 2
+    assert "missing.pt" in capsys.readouterr().err
+
+
+class _FakeTerminal:
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_draws_on_a_terminal_and_erases_itself():
+    from noisegrad._progress import Progress
+
+    term = _FakeTerminal()
+    with Progress(4, "work", stream=term) as bar:
+        for _ in range(4):
+            bar.advance(note="step")
+    assert "work [" in term.text and "4/4" in term.text
+    assert term.text.endswith("\r")  # erased: the table printed next starts on a clean line
+
+
+def test_demo_progress_goes_to_stderr_only_when_it_is_a_terminal(tmp_path, capsys, monkeypatch):
+    term = _FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    run_demo(tmp_path / "a", samples=2, n_test=50, n_images=1, ig_steps=2, print_fn=None)
+    assert "gradients per image [" in term.text
+    term.text = ""
+    assert main(["demo", "--out", str(tmp_path / "b"), "--samples", "2", "--images", "1", "--ig-steps", "2",
+                 "--quiet"]) == 0
+    assert term.text == ""  # --quiet: no bar
+    out = capsys.readouterr().out
+    assert "SmoothGrad" in out and "Loaded" not in out  # the table only

@@ -1,0 +1,493 @@
+"""``python -m noisegrad explain``: noise-smoothed attributions of your own model from the command line.
+
+The model is one of
+
+* a TorchScript file (``torch.jit.save``), loaded with ``torch.jit.load``;
+* a ``torch.export`` program (``torch.export.save``, usually ``.pt2``), loaded
+  with ``torch.export.load`` and run through ``.module()``;
+* ``package.module:function``: the module is imported (the current folder is on
+  the import path) and ``function()`` must return a ``torch.nn.Module`` (or any
+  callable model); an attribute that already is an ``nn.Module`` is used as is.
+
+The inputs file is read with ``torch.load(..., weights_only=True)`` — no
+arbitrary pickles — and holds a tensor, a tuple/list of tensors (the model's
+positional arguments) or a dict of tensors (its keyword arguments). The first
+dimension of every tensor is the batch.
+
+Outputs in ``--out``: ``attributions.pt`` (a dict with the attributions in the
+inputs' layout, the targets, the options and, on request, relative standard
+errors; readable with ``weights_only=True``) and one figure per input tensor.
+
+Examples
+--------
+>>> main(["--model", "model.pt", "--inputs", "x.pt", "--out", "explained/"])  # doctest: +SKIP
+0
+"""
+
+import argparse
+import importlib
+import os
+import sys
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from captum.attr import InputXGradient, IntegratedGradients, Saliency
+from torch import Tensor
+
+import noisegrad
+from noisegrad._progress import Progress
+
+__all__ = ["METHODS", "NT_TYPES", "ExplainError", "add_arguments", "load_model", "load_inputs", "parse_target",
+           "explain", "run"]
+
+#: ``--method`` choices → Captum class (``ig`` is IntegratedGradients).
+METHODS = {"saliency": Saliency, "input_x_gradient": InputXGradient, "ig": IntegratedGradients}
+
+#: ``--nt-type`` choices; ``none`` runs the method once, without noise.
+NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad", "none")
+
+#: ``--n-steps`` when not given.
+DEFAULT_IG_STEPS = 32
+
+#: Examples drawn per figure.
+MAX_FIGURE_EXAMPLES = 8
+
+DESCRIPTION = """\
+Explain your own model with a Captum method smoothed by noisegrad.NoiseTunnel.
+MODEL is a TorchScript file, a torch.export program file (.pt2), or
+package.module:function returning an nn.Module (imported from the current
+folder or the installed packages). INPUTS is a file written by torch.save
+holding a tensor, a tuple of tensors (positional arguments of the model) or a
+dict of tensors (keyword arguments); it is read with weights_only=True, so no
+pickled code is ever run. Writes DIR/attributions.pt (a dict: "attributions",
+"target", "options", and "delta" / "relative_stderr" when computed) and one
+figure per input tensor (image grid for (N, C, H, W) or (N, H, W) tensors,
+feature bars for (N, F) tensors). Argument errors exit with status 2.
+"""
+
+
+class ExplainError(ValueError):
+    """A bad argument or file; the command line prints it and exits with status 2."""
+
+
+@dataclass
+class Explanation:
+    """What :func:`explain` computed."""
+
+    attributions: Tuple[Tensor, ...]
+    target: Optional[Tensor]
+    delta: Optional[Tensor]
+    relative_stderr: Optional[Tuple[Tensor, ...]]
+    seconds: float
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``explain`` options."""
+    parser.add_argument("--model", required=True, metavar="MODEL",
+                        help="TorchScript file, torch.export file, or package.module:function")
+    parser.add_argument("--inputs", required=True, metavar="FILE",
+                        help="torch.save file: a tensor, a tuple of tensors or a dict of tensors (batch first)")
+    parser.add_argument("--target", default="pred", metavar="T",
+                        help="output index to explain: an int, comma-separated ints (one per example), "
+                             "'pred' (each example's top output) or 'none' (model returns one value per example)")
+    parser.add_argument("--method", choices=sorted(METHODS), default="saliency", help="Captum method to smooth")
+    parser.add_argument("--nt-type", choices=NT_TYPES, default="smoothgrad",
+                        help="SmoothGrad (mean), SmoothGrad² (mean of squares), VarGrad (variance), or no noise")
+    parser.add_argument("--samples", type=positive_int, default=32, metavar="N", help="noisy copies per example")
+    parser.add_argument("--noise", type=non_negative_float, default=0.15, metavar="FRACTION",
+                        help="noise standard deviation as a fraction of each example's range (noisegrad.relative)")
+    parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="K",
+                        help="noisy copies per example in one forward pass (nt_samples_batch_size), or 'auto'")
+    parser.add_argument("--n-steps", type=positive_int, default=None, metavar="S",
+                        help=f"IntegratedGradients steps per noisy copy (--method ig only; default {DEFAULT_IG_STEPS})")
+    parser.add_argument("--abs", action="store_true",
+                        help="Saliency of |gradient| (Captum's default) instead of the signed gradient")
+    parser.add_argument("--stderr", action="store_true",
+                        help="also estimate the relative standard error of a SmoothGrad mean from a VarGrad "
+                             "call with the same seed (doubles the time)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    parser.add_argument("--out", default="explained/", metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument("--no-figures", action="store_true", help="write attributions.pt only")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no messages")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float ≥ 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _batch_size(text: str) -> Union[int, str]:
+    return "auto" if text == "auto" else positive_int(text)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_model(spec: str) -> Callable[..., Any]:
+    """The model named by ``--model``, in eval mode when it has one.
+
+    Raises
+    ------
+    ExplainError
+        If the file cannot be loaded as TorchScript or torch.export, or the
+        ``module:function`` cannot be imported, found, or returns no model.
+    """
+    path = Path(spec)
+    if path.is_file():
+        model = _load_model_file(path)
+    elif path.exists():
+        raise ExplainError(f"--model '{spec}' is not a file")
+    elif ":" in spec and not os.path.sep in spec.split(":", 1)[0]:
+        model = _load_model_factory(spec)
+    else:
+        raise ExplainError(f"--model '{spec}': no such file, and not of the form package.module:function")
+    if isinstance(model, torch.nn.Module):
+        try:
+            model.eval()
+        except NotImplementedError:  # an exported program's module: already traced in inference mode
+            pass
+    return model
+
+
+def _load_model_file(path: Path) -> Callable[..., Any]:
+    if not zipfile.is_zipfile(path):
+        raise ExplainError(f"--model '{path}' is neither a TorchScript nor a torch.export file (not a zip archive); "
+                           "save the model with torch.jit.save or torch.export.save")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    is_export = any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names)
+    errors = []
+    loaders = [("torch.export.load", _load_export), ("torch.jit.load", _load_script)]
+    for name, loader in loaders if is_export else loaders[::-1]:
+        try:
+            return loader(path)
+        except Exception as err:  # each loader fails in its own way on the other's files
+            errors.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+    raise ExplainError(f"--model '{path}' is neither a TorchScript nor a torch.export file ({'; '.join(errors)}); "
+                       "a torch.save'd module or state_dict is not accepted (it would need unpickling code): "
+                       "save it with torch.jit.save or torch.export.save, or give package.module:function")
+
+
+def _load_script(path: Path) -> Callable[..., Any]:
+    with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; loading it is what was asked for
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu")
+
+
+def _load_export(path: Path) -> Callable[..., Any]:
+    return torch.export.load(str(path)).module()
+
+
+def _load_model_factory(spec: str) -> Callable[..., Any]:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ExplainError(f"--model '{spec}': expected package.module:function")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:
+        raise ExplainError(f"--model '{spec}': cannot import '{module_name}': {type(err).__name__}: {err}") from err
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ExplainError(f"--model '{spec}': '{module_name}' has no attribute '{attr}'")
+        target = getattr(target, part)
+    if isinstance(target, torch.nn.Module):
+        return target
+    if not callable(target):
+        raise ExplainError(f"--model '{spec}': '{attr}' is neither an nn.Module nor a function returning one")
+    try:
+        model = target()
+    except Exception as err:
+        raise ExplainError(f"--model '{spec}': calling {attr}() failed: {type(err).__name__}: {err}") from err
+    if not callable(model):
+        raise ExplainError(f"--model '{spec}': {attr}() returned {type(model).__name__}, not a model")
+    return model
+
+
+def load_inputs(path_text: str) -> Tuple[Tuple[Tensor, ...], Optional[List[str]], bool]:
+    """The ``--inputs`` file as (tensors, keyword names or None, was a single tensor).
+
+    Raises
+    ------
+    ExplainError
+        If the file is missing, is not loadable with ``weights_only=True``, or
+        does not hold float tensors with one common batch size.
+    """
+    path = Path(path_text)
+    if not path.is_file():
+        raise ExplainError(f"--inputs '{path}': no such file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ExplainError(f"--inputs '{path}' cannot be read with torch.load(weights_only=True) (only tensors, "
+                           f"tuples and dicts of tensors are accepted; no pickled objects): {first}") from err
+    names: Optional[List[str]] = None
+    single = isinstance(data, Tensor)
+    if single:
+        tensors = (data,)
+    elif isinstance(data, (tuple, list)):
+        tensors = tuple(data)
+    elif isinstance(data, dict):
+        names, tensors = [str(k) for k in data], tuple(data.values())
+    else:
+        raise ExplainError(f"--inputs '{path}' holds a {type(data).__name__}; expected a tensor, a tuple of tensors "
+                           "or a dict of tensors")
+    if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+        raise ExplainError(f"--inputs '{path}' must hold only tensors (got {[type(t).__name__ for t in tensors]})")
+    if not all(t.is_floating_point() for t in tensors):
+        raise ExplainError(f"--inputs '{path}': every input tensor must be floating point to add noise and take "
+                           f"gradients (got {[str(t.dtype) for t in tensors]}); integer inputs such as token ids "
+                           "need an embedding step inside the model")
+    if any(t.dim() == 0 for t in tensors) or len({t.shape[0] for t in tensors}) != 1:
+        raise ExplainError(f"--inputs '{path}': every tensor needs the same batch size as its first dimension "
+                           f"(got shapes {[tuple(t.shape) for t in tensors]})")
+    return tensors, names, single
+
+
+def parse_target(text: str, outputs: Tensor) -> Optional[Tensor]:
+    """``--target`` → Captum's ``target`` for a batch whose model outputs are ``outputs``.
+
+    Examples
+    --------
+    >>> parse_target("pred", torch.tensor([[0.1, 0.9], [0.8, 0.2]])).tolist()
+    [1, 0]
+    >>> parse_target("1,0", torch.zeros(2, 3)).tolist()
+    [1, 0]
+    """
+    batch = outputs.shape[0]
+    if text == "none":
+        if outputs.dim() > 1 and outputs[0].numel() != 1:
+            raise ExplainError(f"--target none needs one output value per example; the model returns shape "
+                               f"{tuple(outputs.shape)}: give an output index or 'pred'")
+        return None
+    if outputs.dim() != 2:
+        raise ExplainError(f"--target {text}: the model's output has shape {tuple(outputs.shape)}; an output index "
+                           "needs (batch, outputs) (use 'none' for one value per example)")
+    if text == "pred":
+        return outputs.argmax(dim=1)
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ExplainError(f"--target {text!r}: expected an int, comma-separated ints, 'pred' or 'none'") from None
+    if len(values) not in (1, batch):
+        raise ExplainError(f"--target {text!r}: give one index or {batch} (one per example), not {len(values)}")
+    bad = [v for v in values if not 0 <= v < outputs.shape[1]]
+    if bad:
+        raise ExplainError(f"--target {text!r}: indices {bad} out of range for {outputs.shape[1]} outputs")
+    return torch.tensor(values * batch if len(values) == 1 else values)
+
+
+# --------------------------------------------------------------------------- attribution
+
+
+def explain(
+    model: Callable[..., Any],
+    inputs: Tuple[Tensor, ...],
+    names: Optional[Sequence[str]],
+    target: Optional[Tensor],
+    args: argparse.Namespace,
+    progress: Optional[Progress] = None,
+) -> Explanation:
+    """Attribute ``inputs`` with the options in ``args``, one example at a time (so the progress bar moves)."""
+    forward = _forward_of(model, names)
+    method = METHODS[args.method](forward)
+    extra: Dict[str, Any] = {}
+    if args.method == "saliency":
+        extra["abs"] = args.abs
+    if args.method == "ig":
+        extra["n_steps"] = args.n_steps or DEFAULT_IG_STEPS
+    with_delta = args.method == "ig"
+    batch = inputs[0].shape[0]
+    parts: List[Tuple[Tensor, ...]] = []
+    deltas: List[Tensor] = []
+    errors: List[Tuple[Tensor, ...]] = []
+    start = time.perf_counter()
+    for i in range(batch):
+        one = tuple(t[i : i + 1] for t in inputs)
+        kwargs = dict(extra, target=None if target is None else target[i : i + 1].tolist())
+        if args.nt_type == "none":
+            out = method.attribute(tuple(t.clone().requires_grad_() for t in one), **kwargs,
+                                   **({"return_convergence_delta": True} if with_delta else {}))
+        else:
+            nt = noisegrad.NoiseTunnel(method)
+            smooth = dict(nt_samples=args.samples, nt_samples_batch_size=args.batch_size, seed=args.seed,
+                          stdevs=noisegrad.relative(args.noise), **kwargs)
+            out = nt.attribute(one, nt_type=args.nt_type, **smooth,
+                               **({"return_convergence_delta": True} if with_delta else {}))
+            if args.stderr:
+                variance = nt.attribute(one, nt_type="vargrad", **smooth)
+                errors.append(tuple(_relative((v / max(args.samples - 1, 1)).sqrt(), a)
+                                    for v, a in zip(variance, out[0] if with_delta else out)))
+        if with_delta:
+            out, delta = out
+            deltas.append(delta.detach().reshape(-1))
+        parts.append(tuple(a.detach() for a in out))
+        if progress is not None:
+            progress.advance(1, f"example {i + 1}/{batch}")
+    attributions = tuple(torch.cat([p[k] for p in parts]) for k in range(len(inputs)))
+    stderr = tuple(torch.cat([e[k] for e in errors]) for k in range(len(inputs))) if errors else None
+    return Explanation(attributions, target, torch.cat(deltas) if deltas else None, stderr,
+                       time.perf_counter() - start)
+
+
+def _relative(stderr: Tensor, attribution: Tensor) -> Tensor:
+    top, bottom = stderr.double().flatten(1).norm(dim=1), attribution.double().flatten(1).norm(dim=1)
+    return torch.where(bottom > 0, top / bottom.clamp_min(1e-300), torch.full_like(bottom, float("nan")))
+
+
+def _forward_of(model: Callable[..., Any], names: Optional[Sequence[str]]) -> Callable[..., Any]:
+    """The forward function Captum sees: positional tensors, bound to keyword names when the inputs were a dict.
+
+    A TorchScript module is wrapped in a plain function too: it refuses the
+    forward hooks that ``nt_samples_batch_size="auto"`` uses to measure activations.
+    """
+    if names is None and not isinstance(model, torch.jit.ScriptModule):
+        return model
+    if names is None:
+        return lambda *tensors: model(*tensors)
+
+    def forward(*tensors: Tensor) -> Any:
+        return model(**dict(zip(names, tensors)))
+
+    return forward
+
+
+def _outputs(model: Callable[..., Any], inputs: Tuple[Tensor, ...], names: Optional[Sequence[str]]) -> Tensor:
+    try:
+        with torch.no_grad():
+            out = _forward_of(model, names)(*inputs)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ExplainError(f"the model failed on the inputs {[tuple(t.shape) for t in inputs]}: "
+                           f"{type(err).__name__}: {first}") from err
+    if not isinstance(out, Tensor):
+        raise ExplainError(f"the model returned {type(out).__name__}; it must return one tensor (batch, outputs)")
+    return out
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def save_outputs(out_dir: Path, result: Explanation, names: Optional[Sequence[str]], single: bool,
+                 inputs: Tuple[Tensor, ...], args: argparse.Namespace) -> List[Path]:
+    """Write ``attributions.pt`` and the figures; returns the written paths."""
+    labels = list(names) if names is not None else [f"input{k}" for k in range(len(inputs))]
+
+    def layout(tensors: Tuple[Tensor, ...]) -> Any:
+        if single:
+            return tensors[0]
+        return dict(zip(labels, tensors)) if names is not None else tensors
+
+    options = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in vars(args).items()
+               if k not in ("command",)}
+    payload: Dict[str, Any] = {"attributions": layout(result.attributions), "target": result.target,
+                               "options": options}
+    if result.delta is not None:
+        payload["delta"] = result.delta
+    if result.relative_stderr is not None:
+        payload["relative_stderr"] = layout(result.relative_stderr)
+    written = [out_dir / "attributions.pt"]
+    torch.save(payload, written[0])
+    if not args.no_figures:
+        for label, attr, x in zip(labels, result.attributions, inputs):
+            path = _figure(out_dir, label if len(labels) > 1 else "", attr, x, args)
+            if path is not None:
+                written.append(path)
+    return written
+
+
+def _figure(out_dir: Path, label: str, attr: Tensor, x: Tensor, args: argparse.Namespace) -> Optional[Path]:
+    from noisegrad import viz
+
+    title = f"{args.method} + {args.nt_type}" if args.nt_type != "none" else args.method
+    suffix = f"_{label}" if label else ""
+    n = min(attr.shape[0], MAX_FIGURE_EXAMPLES)
+    if attr.dim() in (3, 4):  # images (N, C, H, W) or (N, H, W)
+        path = out_dir / f"attributions{suffix}.png"
+        blend = attr.dim() == 4 and attr.shape[1] in (1, 3)
+        viz.plot_image_attr_grid(attr[:n], x[:n] if blend else None, method="blended_heat_map" if blend else "heat_map",
+                                 titles=[f"example {i}" for i in range(n)], suptitle=f"{title}{' ' + label if label else ''}",
+                                 save=path)
+        return path
+    if attr.dim() == 2:  # features (N, F): one bar chart per example, side by side
+        path = out_dir / f"attributions{suffix}.png"
+        from noisegrad.viz._canvas import new_figure, save_figure
+
+        fig = new_figure((4.2 * min(n, 4), 0.25 * min(attr.shape[1], 20) + 1.5))
+        axes = fig.subplots(1, min(n, 4), squeeze=False)[0]
+        for i, ax in enumerate(axes):
+            viz.plot_feature_attr(attr[i], max_features=20, title=f"example {i}", ax=ax)
+        fig.suptitle(f"{title}{' ' + label if label else ''}")
+        save_figure(fig, path)
+        return path
+    return None
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``explain`` with parsed arguments; raises :class:`ExplainError` (or ``DemoOutputError``) on bad input."""
+    from noisegrad.demo import prepare_output_dir
+
+    say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    if args.method != "ig" and args.n_steps is not None:
+        raise ExplainError("--n-steps applies to --method ig only")
+    if args.stderr and args.nt_type != "smoothgrad":
+        raise ExplainError("--stderr estimates the error of a mean: it needs --nt-type smoothgrad")
+    if args.stderr and args.samples < 2:
+        raise ExplainError("--stderr needs --samples 2 or more")
+    out_dir = prepare_output_dir(args.out)
+    model = load_model(args.model)
+    inputs, names, single = load_inputs(args.inputs)
+    outputs = _outputs(model, inputs, names)
+    target = parse_target(args.target, outputs)
+    say(f"Explaining {inputs[0].shape[0]} example(s) {[tuple(t.shape[1:]) for t in inputs]} with {args.method}"
+        f"{'' if args.nt_type == 'none' else f' + {args.nt_type} ({args.samples} samples, noise {args.noise})'}")
+    with Progress(inputs[0].shape[0], "explaining", enabled=False if args.quiet else None) as bar:
+        try:
+            result = explain(model, inputs, names, target, args, progress=bar)
+        except (AssertionError, RuntimeError, TypeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            hint = ""
+            if "Guard failed" in first or "size()[0]" in first:
+                hint = ("; a torch.export program must have a dynamic batch dimension, because noisy copies are "
+                        "stacked along it: torch.export.export(model, args, dynamic_shapes=... "
+                        "{0: torch.export.Dim('batch')} ...)")
+            raise ExplainError(f"attribution failed: {type(err).__name__}: {first}{hint}") from err
+    written = save_outputs(out_dir, result, names, single, inputs, args)
+    if result.delta is not None:
+        say(f"mean |convergence delta| {float(result.delta.abs().mean()):.4g}")
+    if result.relative_stderr is not None:
+        rel = torch.cat([r.reshape(-1) for r in result.relative_stderr])
+        say(f"relative standard error ||SE||/||attr|| (from a same-seed VarGrad call): mean {float(rel.nanmean()):.3f}")
+    say(f"Wrote {', '.join(str(p) for p in written)} in {result.seconds:.1f} s")
+    return 0

@@ -1,0 +1,198 @@
+"""``python -m noisegrad explain`` on a user's model: TorchScript, torch.export and module:function; clear errors."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from captum.attr import Saliency
+from torch import nn
+
+import noisegrad
+from noisegrad.__main__ import main
+from noisegrad.cli_explain import parse_target
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")
+
+MODEL_SOURCE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+
+    def make_model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+
+
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(1)
+            self.a, self.b = nn.Linear(5, 3), nn.Linear(2, 3)
+
+        def forward(self, features, extra):
+            return self.a(features) + self.b(extra)
+
+
+    def two_inputs():
+        return TwoInputs()
+
+
+    NOT_A_MODEL = 3
+
+
+    def broken():
+        raise RuntimeError("no weights here")
+    """
+)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A folder with user_models.py, images.pt (4 × 1×6×6) and the model saved as TorchScript and torch.export."""
+    (tmp_path / "user_models.py").write_text(MODEL_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("user_models", None)
+    import user_models
+
+    model = user_models.make_model().eval()
+    x = torch.randn(4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "images.pt")
+    torch.jit.save(torch.jit.script(model), tmp_path / "model_script.pt")
+    batch = {"input": {0: torch.export.Dim("batch")}}  # noisy copies are stacked along the batch
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=batch), tmp_path / "model_export.pt2")
+    torch.export.save(torch.export.export(model, (x,)), tmp_path / "static_export.pt2")
+    yield tmp_path, model, x
+    sys.modules.pop("user_models", None)
+
+
+def _expected(model, x, target):
+    return noisegrad.NoiseTunnel(Saliency(model)).attribute(
+        x[0:1], nt_type="smoothgrad", nt_samples=6, stdevs=noisegrad.relative(0.15), seed=0, target=target, abs=False)
+
+
+@pytest.mark.parametrize("model_arg", ["model_script.pt", "model_export.pt2", "user_models:make_model"])
+def test_each_kind_of_model_gives_the_library_result_and_a_figure(workdir, model_arg):
+    folder, model, x = workdir
+    out = folder / "out"
+    code = main(["explain", "--model", model_arg, "--inputs", "images.pt", "--target", "2", "--samples", "6",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    saved = torch.load(out / "attributions.pt", weights_only=True)
+    attr = saved["attributions"]
+    assert attr.shape == x.shape and saved["target"].tolist() == [2, 2, 2, 2]
+    assert saved["options"]["samples"] == 6 and saved["options"]["nt_type"] == "smoothgrad"
+    # each example is explained on its own with seed 0: the same as the library call on that example
+    assert torch.allclose(attr[0:1], _expected(model, x, 2), atol=1e-5)
+    assert (out / "attributions.png").stat().st_size > 1000
+
+
+def test_pred_target_ig_delta_and_stderr(workdir):
+    folder, model, x = workdir
+    out = folder / "ig"
+    assert main(["explain", "--model", "model_script.pt", "--inputs", "images.pt", "--method", "ig", "--n-steps",
+                 "8", "--samples", "4", "--stderr", "--out", str(out), "--quiet"]) == 0
+    saved = torch.load(out / "attributions.pt", weights_only=True)
+    assert saved["target"].tolist() == model(x).argmax(dim=1).tolist()
+    assert saved["delta"].shape == (4,) and torch.isfinite(saved["delta"]).all()
+    rel = saved["relative_stderr"]
+    assert rel.shape == (4,) and ((rel > 0) & (rel < 5)).all()
+
+
+def test_dict_inputs_are_keyword_arguments_and_tabular_figures(workdir):
+    folder, _, _ = workdir
+    inputs = {"features": torch.randn(3, 5), "extra": torch.randn(3, 2)}
+    torch.save(inputs, folder / "table.pt")
+    out = folder / "tab"
+    assert main(["explain", "--model", "user_models:two_inputs", "--inputs", "table.pt", "--nt-type", "vargrad",
+                 "--method", "input_x_gradient", "--samples", "4", "--out", str(out), "--quiet"]) == 0
+    saved = torch.load(out / "attributions.pt", weights_only=True)
+    assert set(saved["attributions"]) == {"features", "extra"}
+    assert saved["attributions"]["features"].shape == (3, 5) and (saved["attributions"]["extra"] >= 0).all()
+    assert (out / "attributions_features.png").is_file() and (out / "attributions_extra.png").is_file()
+
+
+def test_no_noise_runs_the_method_once(workdir):
+    folder, model, x = workdir
+    out = folder / "plain"
+    assert main(["explain", "--model", "model_export.pt2", "--inputs", "images.pt", "--nt-type", "none",
+                 "--target", "0,1,2,0", "--out", str(out), "--quiet", "--no-figures"]) == 0
+    attr = torch.load(out / "attributions.pt", weights_only=True)["attributions"]
+    expected = Saliency(model).attribute(x.clone().requires_grad_(), target=[0, 1, 2, 0], abs=False)
+    assert torch.allclose(attr, expected, atol=1e-6)
+    assert not (out / "attributions.png").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--model": "missing.pt"}, "no such file"),
+        ({"--model": "images.pt"}, "neither a TorchScript nor a torch.export"),
+        ({"--model": "notes.txt"}, "neither a TorchScript nor a torch.export"),
+        ({"--model": "no_such_module:make"}, "cannot import"),
+        ({"--model": "user_models:nothing"}, "has no attribute"),
+        ({"--model": "user_models:NOT_A_MODEL"}, "neither an nn.Module"),
+        ({"--model": "user_models:broken"}, "no weights here"),
+        ({"--model": "static_export.pt2"}, "dynamic batch dimension"),
+        ({"--inputs": "missing.pt"}, "no such file"),
+        ({"--inputs": "pickled.pt"}, "weights_only=True"),
+        ({"--inputs": "labels.pt"}, "floating point"),
+        ({"--inputs": "wrong_shape.pt"}, "the model failed on the inputs"),
+        ({"--target": "7"}, "out of range"),
+        ({"--target": "1,2"}, "one per example"),
+        ({"--target": "cat"}, "expected an int"),
+        ({"--target": "none"}, "one output value per example"),
+        ({"--n-steps": "8"}, "--method ig only"),
+        ({"--stderr": None, "--nt-type": "vargrad"}, "needs --nt-type smoothgrad"),
+        ({"--out": "notes.txt"}, "not a directory"),
+        ({"--samples": "0"}, "positive integer"),
+        ({"--noise": "-1"}, "number >= 0"),
+        ({"--method": "lime"}, "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_with_2_and_say_why(workdir, capsys, change, message):
+    folder, _, _ = workdir
+    (folder / "notes.txt").write_text("not a model")
+    torch.save(torch.arange(4), folder / "labels.pt")
+    torch.save(torch.randn(4, 1, 5, 5), folder / "wrong_shape.pt")
+    torch.save({"x": torch.randn(4, 1, 6, 6), "why": _Pickled()}, folder / "pickled.pt")
+    args = {"--model": "model_script.pt", "--inputs": "images.pt", "--out": str(folder / "o")}
+    args.update(change)
+    argv = ["explain"] + [item for k, v in args.items() for item in ([k] if v is None else [k, v])]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+class _Pickled:
+    """An arbitrary object: torch.load(weights_only=True) must refuse it."""
+
+
+def test_parse_target_forms():
+    out = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]])
+    assert parse_target("pred", out).tolist() == [1, 0]
+    assert parse_target("2", out).tolist() == [2, 2]
+    assert parse_target("none", torch.zeros(2, 1)) is None
+
+
+def test_command_line_help_and_exit_code(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "noisegrad", "explain", "--help"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0
+    for option in ("--model", "--inputs", "--target", "--method", "--nt-type", "--samples", "--noise", "--out",
+                   "weights_only", "module:function"):
+        assert option in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "noisegrad", "explain", "--model", "nope.pt", "--inputs", "x.pt",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+    assert proc.returncode == 2 and "nope.pt" in proc.stderr and "Traceback" not in proc.stderr
