@@ -60,6 +60,19 @@ def _positive_int(name: str, value: object, extra: str = "") -> None:
         raise ValueError(f"{name} must be a positive int{extra}, got {value}")
 
 
+def validate_auto(tol: object, max_samples: object, sampler: str, delta_reduction: str) -> None:
+    """The arguments of nt_samples="auto"."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < float("inf")):
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    _positive_int("max_samples", max_samples)
+    if sampler == "lhs":
+        raise ValueError('nt_samples="auto" cannot use sampler="lhs": a Latin hypercube needs its sample count '
+                         'up front; use "qmc", "antithetic" or "iid"')
+    if delta_reduction != "mean":
+        raise ValueError('nt_samples="auto" returns deltas averaged per input only (delta_reduction="mean"): '
+                         "inputs stop after different numbers of samples")
+
+
 def validate_seed(seed: object, generator: object) -> None:
     if seed is not None and generator is not None:
         raise ValueError("give seed or generator, not both")

@@ -33,19 +33,30 @@ class ConvergenceDeltas:
         self.batch, self.reduction = batch, reduction
         self.parts: List[Tensor] = []
         self.total: Optional[Tensor] = None
-        self.rows = 0
+        self.rows: Optional[Tensor] = None
         self.dtype: Optional[torch.dtype] = None
 
-    def add(self, delta: Tensor, n: int) -> None:
-        """Add the deltas of a chunk of ``n`` samples, rows ordered (sample, example[, method's own])."""
-        by_sample = torch.as_tensor(delta).detach().reshape(n, self.batch, -1)
+    def add(self, delta: Tensor, n: int, examples: Optional[Tensor] = None) -> None:
+        """Add the deltas of a chunk of ``n`` samples, rows ordered (sample, example[, method's own]).
+
+        ``examples``: which of the batch's examples the chunk holds (``"mean"`` only).
+        """
+        rows = self.batch if examples is None else len(examples)
+        by_sample = torch.as_tensor(delta).detach().reshape(n, rows, -1)
         self.dtype = by_sample.dtype
         if self.reduction == "none":
             self.parts.append(by_sample.transpose(0, 1).reshape(-1))
             return
         chunk_sum = by_sample.sum(dim=(0, 2), dtype=accumulation_dtype(by_sample.dtype))
-        self.total = chunk_sum if self.total is None else self.total + chunk_sum
-        self.rows += n * by_sample.shape[2]
+        if self.total is None:
+            self.total = chunk_sum.new_zeros(self.batch)
+            self.rows = chunk_sum.new_zeros(self.batch)
+        if examples is None:
+            self.total += chunk_sum
+            self.rows += n * by_sample.shape[2]
+        else:
+            self.total.index_add_(0, examples.to(chunk_sum.device), chunk_sum)
+            self.rows.index_add_(0, examples.to(chunk_sum.device), chunk_sum.new_full((rows,), n * by_sample.shape[2]))
 
     def result(self) -> Tensor:
         if self.reduction == "none":

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from noisegrad.seeding import SampleSeeds
 
-__all__ = ["expand_kwargs", "ChunkKwargs", "validate_kwargs"]
+__all__ = ["expand_kwargs", "ChunkKwargs", "select_examples", "validate_kwargs"]
 
 
 def expand_kwargs(
@@ -95,6 +95,36 @@ class ChunkKwargs:
         if len(sample_ids) not in self._by_size:
             self._by_size[len(sample_ids)] = expand_kwargs(self.kwargs, self.inputs, sample_ids)
         return self._by_size[len(sample_ids)]
+
+
+def select_examples(kwargs: Dict[str, Any], batch: int, examples: Tensor) -> Dict[str, Any]:
+    """A new kwargs dict holding only some examples' per-example arguments.
+
+    Per-example means: a ``target`` list or multi-element tensor, and tensors
+    of ``additional_forward_args``, ``baselines`` and ``feature_mask`` whose
+    first dimension is the batch (and larger than 1); everything else applies
+    to all examples and is kept.
+    """
+    rows = examples.tolist()
+
+    def pick(value: Any) -> Any:
+        if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == batch and batch > 1:
+            return value[examples.to(value.device)]
+        return value
+
+    out = dict(kwargs)
+    target = out.get("target")
+    if isinstance(target, list):
+        out["target"] = [target[i] for i in rows]
+    elif isinstance(target, Tensor) and target.numel() > 1:
+        out["target"] = target[examples.to(target.device)]
+    for name in ("additional_forward_args", "baselines", "feature_mask"):
+        value = out.get(name)
+        if isinstance(value, tuple):
+            out[name] = tuple(pick(v) for v in value)
+        elif value is not None and not callable(value):
+            out[name] = pick(value)
+    return out
 
 
 def _tile(value: Tensor, n: int) -> Tensor:

@@ -141,6 +141,14 @@ class Moments:
         self.mean.add_(shift, alpha=n_new / total)
         self.count = total
 
+    def select(self, examples: Tensor) -> "Moments":
+        """The moments of some examples only (rows of the state's first dimension)."""
+        part = Moments(self.dtype, self.track_m2)
+        part.count = self.count
+        part.mean = None if self.mean is None else self.mean[examples]
+        part.m2 = None if self.m2 is None else self.m2[examples]
+        return part
+
     def variance(self, correction: int = 0) -> Tensor:
         """Variance of the samples, dividing M2 by ``count - correction`` (in M2's dtype)."""
         if self.m2 is None:

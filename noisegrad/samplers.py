@@ -98,8 +98,20 @@ class NoiseSampler:
         """How many independent groups the standard error is estimated from."""
         return self.replicates if self.kind in ("qmc", "lhs") else default
 
-    def fill(self, out: Tensor, sample_ids: range, stream: int, generator: torch.Generator) -> None:
-        """Write the standard-normal draws of ``sample_ids`` into ``out[j]`` (each a contiguous example batch)."""
+    def fill(
+        self,
+        out: Tensor,
+        sample_ids: range,
+        stream: int,
+        generator: torch.Generator,
+        examples: Optional[Tensor] = None,
+    ) -> None:
+        """Write the standard-normal draws of ``sample_ids`` into ``out[j]`` (each a contiguous example batch).
+
+        ``examples``: which examples of the call's batch ``out`` holds (in
+        ``nt_samples="auto"`` mode, the ones still running); QMC and LHS take
+        their per-example randomisation from those rows.
+        """
         if self.kind in ("iid", "antithetic"):
             antithetic = self.kind == "antithetic"
             for j, sample in enumerate(sample_ids):
@@ -111,20 +123,30 @@ class NoiseSampler:
         flat = out.reshape(len(sample_ids), out.shape[1], -1)
         for j, sample in enumerate(sample_ids):
             replicate, index = sample % self.replicates, sample // self.replicates
-            uniform = self._uniform(flat[j], replicate, index, sample, stream, generator)
+            uniform = self._uniform(flat[j], replicate, index, sample, stream, generator, examples)
             flat[j].copy_(torch.special.ndtri(uniform))
 
     def _uniform(
-        self, like: Tensor, replicate: int, index: int, sample: int, stream: int, generator: torch.Generator
+        self,
+        like: Tensor,
+        replicate: int,
+        index: int,
+        sample: int,
+        stream: int,
+        generator: torch.Generator,
+        examples: Optional[Tensor],
     ) -> Tensor:
         """Uniforms in (0, 1) of one sample for every (example, dimension), in float64 where the device has it."""
         dtype = torch.float32 if like.device.type == "mps" else torch.float64
+        randomisation = self._randomised(like, replicate, stream, generator)
+        if examples is not None:
+            randomisation = tuple(r[examples] for r in randomisation)
         if self.kind == "qmc":
-            shift, = self._randomised(like, replicate, stream, generator)
+            shift, = randomisation
             point = self._sobol_point(index, like.shape[1]).to(like.device)
             digits = torch.bitwise_xor(point, shift)
             return (digits.to(dtype) + 0.5) / 2**_SOBOL_BITS
-        multiplier, offset = self._randomised(like, replicate, stream, generator)
+        multiplier, offset = randomisation
         strata = self._strata(replicate)
         position = (multiplier.long() * index + offset.long()) % strata
         generator.manual_seed(self.seeds(stream, sample))

@@ -47,6 +47,12 @@ class GroupedMoments:
                 picked = samples[torch.tensor(rows, device=samples.device)]
                 part.update(picked, dim=0, overwrite=True)  # the pick is a copy of ours
 
+    def select(self, examples: Tensor) -> "GroupedMoments":
+        """The groups' moments of some examples only."""
+        part = GroupedMoments(self.sampler, self.groups, self.parts[0].track_m2)
+        part.parts = [p.select(examples) for p in self.parts]
+        return part
+
     def total(self) -> Moments:
         """All groups merged: the moments of every sample."""
         total = Moments(track_m2=self.parts[0].track_m2)

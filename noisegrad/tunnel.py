@@ -21,6 +21,7 @@ from noisegrad._gradients import lean_gradients
 from noisegrad._state import modules_of, preserved_modules, seeded_global_rng
 from noisegrad._validate import (
     accepted_keywords,
+    validate_auto,
     validate_counts,
     validate_delta,
     validate_inputs,
@@ -35,7 +36,8 @@ from noisegrad.budget import (
     takes_internal_batch_size,
 )
 from noisegrad.deltas import ConvergenceDeltas
-from noisegrad.expand import ChunkKwargs, validate_kwargs
+from noisegrad.convergence import ConvergenceRule
+from noisegrad.expand import ChunkKwargs, select_examples, validate_kwargs
 from noisegrad.joint import joint_integrated_gradients
 from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
@@ -120,7 +122,7 @@ class NoiseTunnel(Attribution):
         self,
         inputs: TensorOrTuple,
         nt_type: str = "smoothgrad",
-        nt_samples: int = 5,
+        nt_samples: Union[int, str] = 5,
         nt_samples_batch_size: Union[int, str, None] = None,
         stdevs: StdevsType = 1.0,
         draw_baseline_from_distrib: bool = False,
@@ -130,6 +132,8 @@ class NoiseTunnel(Attribution):
         joint: Union[bool, str] = False,
         sampler: str = "iid",
         return_stderr: bool = False,
+        tol: float = 0.05,
+        max_samples: int = 1024,
         seed: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
         delta_reduction: str = "mean",
@@ -142,8 +146,14 @@ class NoiseTunnel(Attribution):
         inputs : Tensor or tuple of Tensor
             Floating-point tensors whose dimension 0 indexes the examples.
         nt_type : {"smoothgrad", "smoothgrad_sq", "vargrad"}
-        nt_samples : int
-            Noisy copies per example (>= 1).
+        nt_samples : int or "auto"
+            Noisy copies per example (>= 1). ``"auto"``: draw chunks until the
+            relative standard error ``‖stderr‖ / ‖attribution‖`` of every
+            example is at most ``tol`` (or ``max_samples`` is reached); an
+            example that has converged leaves the batch, so it stops costing
+            compute. Returns a :class:`noisegrad.SmoothedAttribution` whose
+            ``nt_samples`` holds the samples each example used. Not with
+            ``sampler="lhs"``, whose design needs the sample count up front.
         nt_samples_batch_size : int, "auto" or None
             Copies per example attributed together (>= 1); ``None``: all at
             once (Captum's default). The forward batch of a chunk is
@@ -185,6 +195,10 @@ class NoiseTunnel(Attribution):
             forward or backward): the delete-one-group jackknife over the
             sampler's independent units (8 groups of i.i.d. samples or of
             antithetic pairs; the 4 randomised replicates of QMC / LHS).
+        tol : float
+            With ``nt_samples="auto"``: the relative standard error to reach.
+        max_samples : int
+            With ``nt_samples="auto"``: the most samples any example gets.
         stdevs : float, tensor, noisegrad.relative(...), or a tuple of these
             The noise's standard deviation: one value for all inputs, or one
             entry per input tensor. A tensor broadcastable to an input gives
@@ -230,11 +244,14 @@ class NoiseTunnel(Attribution):
         is_inputs_tuple = isinstance(inputs, tuple)
         inputs_tuple = validate_inputs(inputs)
         nt_type, needs_m2 = validate_nt_type(nt_type)
-        validate_counts(nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget)
+        auto = nt_samples == "auto"
+        if auto:
+            validate_auto(tol, max_samples, sampler, delta_reduction)
+        validate_counts(max_samples if auto else nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget)
         validate_seed(seed, generator)
         return_delta = bool(kwargs.get("return_convergence_delta", False))
         validate_delta(return_delta, self.attribution_method, delta_reduction)
-        if return_stderr and independent_units(sampler, nt_samples) < 2:
+        if return_stderr and not auto and independent_units(sampler, nt_samples) < 2:
             raise ValueError(
                 f"return_stderr=True needs at least two independent units of samples; sampler={sampler!r} "
                 f"with nt_samples={nt_samples} has {independent_units(sampler, nt_samples)}"
@@ -246,8 +263,9 @@ class NoiseTunnel(Attribution):
         sigmas = resolve_stdevs(stdevs, inputs_tuple)
 
         seeds = SampleSeeds.from_arguments(seed, generator)
-        draws = NoiseSampler(sampler, seeds, nt_samples)
-        if return_stderr:
+        limit = max_samples if auto else nt_samples
+        draws = NoiseSampler(sampler, seeds, limit)
+        if return_stderr or auto:
             groups = draws.standard_error_groups()
             new_accumulator = lambda: GroupedMoments(draws, groups, track_m2=needs_m2)  # noqa: E731
         else:
@@ -257,24 +275,29 @@ class NoiseTunnel(Attribution):
         batch = inputs_tuple[0].shape[0]
         moments: List[Moments] = []
         deltas = ConvergenceDeltas(batch, delta_reduction)
+        baseline_draw = (seeds, noise_generator) if draw_baseline_from_distrib else None
+        rule = ConvergenceRule(batch, tol, max_samples, _AUTO_MIN_SAMPLES) if auto else None
+        # The running examples (all, unless nt_samples="auto" has let some go) and their arguments.
+        active, running_inputs, running_sigmas = None, inputs_tuple, sigmas
         with self._guarded(device, seeds.derived(0) if seed is not None or generator is not None else None):
             chunk, kwargs = self._chunk_size(
-                inputs_tuple, nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget, kwargs
+                inputs_tuple, limit, nt_samples_batch_size, max_batch_rows, memory_budget, kwargs
             )
-            chunk_kwargs = ChunkKwargs(
-                kwargs, inputs_tuple, (seeds, noise_generator) if draw_baseline_from_distrib else None
-            )
+            if auto and nt_samples_batch_size is None and max_batch_rows is None and memory_budget is None:
+                chunk = min(chunk, _AUTO_MODE_CHUNK)
+            chunk_kwargs = ChunkKwargs(kwargs, inputs_tuple, baseline_draw)
             start = 0
-            while start < nt_samples:
-                sample_ids = range(start, min(start + chunk, nt_samples))
+            while start < limit:
+                stop = rule.next_stop(start, chunk) if auto else min(start + chunk, limit)
+                sample_ids = range(start, stop)
                 noisy = tuple(
-                    noisy_copies(x, sigma, sample_ids, draws, stream, noise_generator)
-                    for stream, (x, sigma) in enumerate(zip(inputs_tuple, sigmas))
+                    noisy_copies(x, sigma, sample_ids, draws, stream, noise_generator, active)
+                    for stream, (x, sigma) in enumerate(zip(running_inputs, running_sigmas))
                 )
                 try:
                     dtypes, is_attr_tuple = self._attribute_chunk(
                         noisy, is_inputs_tuple, chunk_kwargs.for_chunk(sample_ids), sample_ids, moments, deltas,
-                        new_accumulator,
+                        new_accumulator, active,
                     )
                 except _ChunkOutOfMemory as error:
                     del noisy
@@ -282,6 +305,26 @@ class NoiseTunnel(Attribution):
                     continue
                 del noisy  # before the next chunk's noise is drawn
                 start = sample_ids.stop
+                if not auto or start < min(rule.min_samples, limit):
+                    continue
+                running = active if active is not None else torch.arange(batch, device=device)
+                done = rule.check(moments, nt_type, running, start)
+                if bool(done.all()):
+                    break
+                if bool(done.any()):
+                    keep = (~done).nonzero().squeeze(1)
+                    moments[:] = [m.select(keep) for m in moments]
+                    kwargs = select_examples(kwargs, len(running), keep)
+                    running_inputs = tuple(x[keep] for x in running_inputs)
+                    running_sigmas = tuple(_per_example(s, len(running), keep) for s in running_sigmas)
+                    active = running[keep]
+                    chunk_kwargs = ChunkKwargs(kwargs, running_inputs, baseline_draw)
+        if auto:
+            values, errors, used = rule.results(dtypes)
+            return SmoothedAttribution(
+                values if is_attr_tuple else values[0], errors if is_attr_tuple else errors[0],
+                relative_stderr(errors, values), used, deltas.result() if return_delta else None,
+            )
         totals = [m.total() if return_stderr else m for m in moments]
         smoothed = tuple(smooth(m, nt_type).to(dtype) for m, dtype in zip(totals, dtypes))
         result = smoothed if is_attr_tuple else smoothed[0]
@@ -378,6 +421,7 @@ class NoiseTunnel(Attribution):
         moments: list,
         deltas: ConvergenceDeltas,
         new_accumulator: Callable[[], Union[Moments, GroupedMoments]],
+        examples: Optional[Tensor],
     ) -> Tuple[List[torch.dtype], bool]:
         """Attribute one chunk and merge it into ``moments`` and ``deltas``.
 
@@ -393,10 +437,11 @@ class NoiseTunnel(Attribution):
         except torch.OutOfMemoryError as error:
             # Nothing has been merged yet, so the chunk can be retried smaller.
             raise _ChunkOutOfMemory(str(error)) from error
-        n, batch = noisy[0].shape[0] // deltas.batch, deltas.batch
+        n = len(sample_ids)
+        batch = noisy[0].shape[0] // n
         if chunk_kwargs.get("return_convergence_delta", False):
             out, delta = out
-            deltas.add(delta, n)
+            deltas.add(delta, n, examples)
         is_attr_tuple = isinstance(out, tuple)
         attributions = out if is_attr_tuple else (out,)
         if not moments:
@@ -429,6 +474,20 @@ def _halved(chunk: int, failed: int, device: torch.device, error: _ChunkOutOfMem
         stacklevel=3,
     )
     return smaller
+
+
+#: Samples per chunk in nt_samples="auto" mode unless a chunk size or budget is given.
+_AUTO_MODE_CHUNK = 64
+#: The first convergence check: by then every standard-error group holds several units (4 i.i.d.
+#: samples or 2 antithetic pairs in each of 8 groups, 8 points in each of 4 QMC replicates).
+_AUTO_MIN_SAMPLES = 32
+
+
+def _per_example(sigma: Tensor, batch: int, keep: Tensor) -> Tensor:
+    """σ of the kept examples when it has one row per example, else σ as it is."""
+    if sigma.dim() > 0 and sigma.shape[0] == batch and batch > 1:
+        return sigma[keep]
+    return sigma
 
 
 def _auto_budget(device: torch.device) -> int:
