@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Regenerate every published number and plot: the tables in benchmarks/*.md and docs/*.md, their PNGs, and the
+# README figures in docs/figures/. Run from anywhere on an otherwise idle machine (the timing benchmarks redo
+# repetitions disturbed by other processes, so a busy machine makes them slow, not wrong):
+#
+#     bash benchmarks/run_all.sh            # everything, about 45 minutes on 2 cores
+#     bash benchmarks/run_all.sh --quick    # smoke run of the same scripts, written to a temporary folder
+#
+# Each step prints the command it runs; the first failure stops the script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK="" B=benchmarks D=docs F=docs/figures
+if [[ "${1:-}" == "--quick" ]]; then
+  QUICK="--quick" B=$(mktemp -d) D=$B F=$B
+  echo "quick run: outputs go to $B, the published files are left alone" >&2
+fi
+
+run() { echo "+ $*" >&2; local start=$SECONDS; "$@"; echo "  ($((SECONDS - start)) s)" >&2; }
+
+# Timing and memory: noisegrad vs Captum vs a minimal loop (~15 min).
+run python benchmarks/bench_tunnel.py --repeats 20 --out $B/RESULTS.md $QUICK
+# Chunk sizes: the sweep, "auto", Captum's default (~10 min).
+run python benchmarks/bench_chunks.py --repeats 5 --out $B/CHUNKS.md $QUICK
+# Cost model: FLOPs and bytes per noisy sample (~2 min).
+run python benchmarks/perf_model.py --out $D/performance_table.md $QUICK
+if [[ -z "$QUICK" ]]; then
+  # Accuracy per gradient evaluation; these two have no quick mode (~2 and ~5 min).
+  run python benchmarks/bench_joint.py
+  run python benchmarks/bench_samplers.py
+fi
+# Ground-truth localisation by method and noise level (~1-2 min).
+run python benchmarks/bench_localisation.py --out $D/localisation.md --figure $F/localisation.png
+# The README's figures (~30 s).
+run python tutorials/make_figures.py --out $F
+echo "done: git status shows what changed" >&2
