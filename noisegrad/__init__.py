@@ -13,6 +13,7 @@ torch.Size([2, 4])
 """
 
 from noisegrad import viz
+from noisegrad.frontends import smoothgrad, smoothgrad_sq, vargrad
 from noisegrad.joint import JointEstimate, joint_integrated_gradients
 from noisegrad.moments import Moments
 from noisegrad.noise import Relative, relative
@@ -26,6 +27,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NoiseTunnel",
+    "smoothgrad",
+    "smoothgrad_sq",
+    "vargrad",
     "relative",
     "Relative",
     "Moments",

@@ -41,7 +41,7 @@ from noisegrad.expand import ChunkKwargs, select_examples, validate_kwargs
 from noisegrad.joint import joint_integrated_gradients
 from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
-from noisegrad.samplers import SAMPLERS, NoiseSampler, independent_units
+from noisegrad.samplers import DEFAULT_REPLICATES, SAMPLERS, NoiseSampler, independent_units
 from noisegrad.seeding import SampleSeeds
 from noisegrad.stderr import GroupedMoments, SmoothedAttribution, relative_stderr
 from noisegrad.smoothing import smooth, validate_nt_type
@@ -186,8 +186,14 @@ class NoiseTunnel(Attribution):
             independently (Captum's behaviour, the default), in antithetic
             pairs ε, −ε, from randomised Sobol points, or as a Latin
             hypercube. All are unbiased for the mean, reproducible with
-            ``seed`` and independent of the chunk size; the last three need
-            fewer samples for SmoothGrad, not for VarGrad.
+            ``seed`` and independent of the chunk size. Measured in
+            benchmarks/SAMPLERS.md: antithetic pairs reach i.i.d.'s error with
+            about half the samples for signed SmoothGrad, the Latin hypercube
+            with 0.4–0.6 of them for SmoothGrad of absolute gradients and
+            SmoothGrad²; none beats i.i.d. reliably for VarGrad. With
+            ``return_stderr`` or ``nt_samples="auto"``, QMC and LHS designs are
+            split into 4 independently randomised replicates (the units of the
+            standard error), which costs them some of that gain.
         return_stderr : bool
             Return a :class:`noisegrad.SmoothedAttribution` with the
             Monte-Carlo standard error of every element and, per example,
@@ -264,7 +270,8 @@ class NoiseTunnel(Attribution):
 
         seeds = SampleSeeds.from_arguments(seed, generator)
         limit = max_samples if auto else nt_samples
-        draws = NoiseSampler(sampler, seeds, limit)
+        # QMC and LHS are most accurate as one design; standard errors need independent replicates of it.
+        draws = NoiseSampler(sampler, seeds, limit, DEFAULT_REPLICATES if return_stderr or auto else 1)
         if return_stderr or auto:
             groups = draws.standard_error_groups()
             new_accumulator = lambda: GroupedMoments(draws, groups, track_m2=needs_m2)  # noqa: E731

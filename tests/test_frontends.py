@@ -1,0 +1,39 @@
+"""smoothgrad / smoothgrad_sq / vargrad: NoiseTunnel(Saliency) with the best measured defaults."""
+
+import pytest
+import torch
+from captum.attr import Saliency
+
+from conftest import make_mlp
+from noisegrad import NoiseTunnel, SmoothedAttribution, relative, smoothgrad, smoothgrad_sq, vargrad
+from noisegrad.frontends import BEST_SAMPLER
+
+X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize(
+    "function, nt_type, absolute",
+    [(smoothgrad, "smoothgrad", False), (smoothgrad, "smoothgrad", True), (smoothgrad_sq, "smoothgrad_sq", False),
+     (vargrad, "vargrad", False)],
+)
+def test_front_ends_are_the_tunnel_with_relative_noise_50_samples_and_the_best_sampler(function, nt_type, absolute):
+    model = make_mlp()
+    extra = {"absolute": absolute} if function is smoothgrad else {}
+    ours = function(model, X, target=1, seed=3, **extra)
+    expected = NoiseTunnel(Saliency(model)).attribute(
+        X, nt_type=nt_type, nt_samples=50, stdevs=relative(0.15), sampler=BEST_SAMPLER[(nt_type, absolute)],
+        target=1, abs=absolute, seed=3,
+    )
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_the_tunnel_itself_keeps_captums_iid_default():
+    model = make_mlp()
+    default = NoiseTunnel(Saliency(model)).attribute(X, target=0, seed=1)
+    iid = NoiseTunnel(Saliency(model)).attribute(X, target=0, seed=1, sampler="iid")
+    assert torch.equal(default, iid)
+
+
+def test_auto_samples_swap_the_latin_hypercube_for_qmc():
+    result = smoothgrad(make_mlp(), X, target=0, nt_samples="auto", absolute=True, tol=0.2, seed=0)
+    assert isinstance(result, SmoothedAttribution) and result.attributions.shape == X.shape
