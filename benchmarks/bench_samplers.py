@@ -82,7 +82,7 @@ def replicates(count: int):
     original = noisegrad.tunnel.NoiseSampler
 
     class WithReplicates(NoiseSampler):
-        def __init__(self, kind, seeds, nt_samples):
+        def __init__(self, kind, seeds, nt_samples, *_default_replicates):
             super().__init__(kind, seeds, nt_samples, replicates=count)
 
     noisegrad.tunnel.NoiseSampler = WithReplicates
@@ -119,7 +119,8 @@ def measure(name, model, x, target):
     curves = {}
     for panel in PANELS:
         reference = smoothed(model, x, target, panel, "iid", REFERENCE_SAMPLES, REFERENCE_SEED, chunk=512)
-        curves[panel] = {sampler: curve(model, x, target, panel, sampler, reference) for sampler in SAMPLERS}
+        with replicates(DEFAULT_REPLICATES):  # explicit: NoiseTunnel's own choice depends on return_stderr
+            curves[panel] = {sampler: curve(model, x, target, panel, sampler, reference) for sampler in SAMPLERS}
         for count in OTHER_REPLICATES:
             with replicates(count):
                 for sampler in ("qmc", "lhs"):
@@ -243,7 +244,8 @@ def write_report(models, results, timings, elapsed):
         "absolute gradient (`abs=True`, Captum's default), SmoothGrad² and VarGrad of the signed gradient. "
         f"Error of a run = mean over the inputs of the relative L2 error against a {REFERENCE_SAMPLES:,}-sample "
         f"i.i.d. reference (its own seed); the median over seeds {SEEDS.start}–{SEEDS.stop - 1} is shown. "
-        f"QMC and LHS use noisegrad's default of R = {DEFAULT_REPLICATES} replicates unless noted.",
+        f"QMC and LHS use R = {DEFAULT_REPLICATES} replicates unless noted (noisegrad's choice with `return_stderr` or "
+        '`nt_samples="auto"`; otherwise it uses one design, R = 1: see the replicates table).',
         "",
         "Models (bench_joint.py's, trained with a fixed seed; held-out accuracy): "
         + ", ".join(f"{name}: {acc:.0%}" for name, (_, _, _, acc) in models.items()) + ".",
@@ -281,8 +283,7 @@ def write_report(models, results, timings, elapsed):
         lines.append(f"* {panel}: {summary}.")
     lines += ["", "## Replicates of the QMC and LHS designs", ""]
     lines += [
-        "Samples needed to match i.i.d. at 32 / at 64, for R independent replicates (R = 4 is noisegrad's "
-        "default; with R replicates a Latin hypercube of N samples has N / R strata per dimension, and the "
+        "Samples needed to match i.i.d. at 32 / at 64, for R independent replicates (with R replicates a Latin hypercube of N samples has N / R strata per dimension, and the "
         "Sobol points of a replicate are its first N / R).",
         "",
         "| model | setting | " + " | ".join(f"{s}, R={r}" for s in ("qmc", "lhs") for r in (1, 2, 4, 8)) + " |",
