@@ -123,36 +123,42 @@ class NoiseSampler:
         flat = out.reshape(len(sample_ids), out.shape[1], -1)
         for j, sample in enumerate(sample_ids):
             replicate, index = sample % self.replicates, sample // self.replicates
-            uniform = self._uniform(flat[j], replicate, index, sample, stream, generator, examples)
-            flat[j].copy_(torch.special.ndtri(uniform))
+            target = flat[j]
+            work = target if target.dtype in (torch.float32, torch.float64) else torch.empty_like(target, dtype=torch.float32)
+            self._centred_uniform(work, replicate, index, sample, stream, generator, examples)
+            # Φ⁻¹(u) = √2·erfinv(2u − 1): several times faster than torch.special.ndtri.
+            edge = 1 - torch.finfo(work.dtype).eps
+            work.clamp_(-edge, edge).erfinv_().mul_(math.sqrt(2))
+            if work is not target:
+                target.copy_(work)
 
-    def _uniform(
+    def _centred_uniform(
         self,
-        like: Tensor,
+        out: Tensor,
         replicate: int,
         index: int,
         sample: int,
         stream: int,
         generator: torch.Generator,
         examples: Optional[Tensor],
-    ) -> Tensor:
-        """Uniforms in (0, 1) of one sample for every (example, dimension), in float64 where the device has it."""
-        dtype = torch.float32 if like.device.type == "mps" else torch.float64
-        randomisation = self._randomised(like, replicate, stream, generator)
+    ) -> None:
+        """Write 2u − 1 into ``out`` for the sample's uniforms u in (0, 1), one per (example, dimension)."""
+        randomisation = self._randomised(out, replicate, stream, generator)
         if examples is not None:
             randomisation = tuple(r[examples] for r in randomisation)
         if self.kind == "qmc":
             shift, = randomisation
-            point = self._sobol_point(index, like.shape[1]).to(like.device)
-            digits = torch.bitwise_xor(point, shift)
-            return (digits.to(dtype) + 0.5) / 2**_SOBOL_BITS
+            point = self._sobol_point(index, out.shape[1]).to(out.device)
+            out.copy_(torch.bitwise_xor(point, shift))
+            # u = (digits + 0.5) / 2^30, so 2u − 1 = digits / 2^29 + 2^-30 − 1
+            out.mul_(2.0 ** (1 - _SOBOL_BITS)).add_(2.0**-_SOBOL_BITS - 1)
+            return
         multiplier, offset = randomisation
         strata = self._strata(replicate)
-        position = (multiplier.long() * index + offset.long()) % strata
         generator.manual_seed(self.seeds(stream, sample))
-        jitter = torch.rand(like.shape, generator=generator, dtype=dtype, device=like.device)
-        # Keep the jitter off the stratum's edges, where ndtri would give ±inf.
-        return (position.to(dtype) + jitter.clamp_(1e-12, 1 - 1e-12)) / strata
+        out.uniform_(generator=generator)  # the jitter inside the stratum
+        wide = multiplier.long() if strata * strata >= 2**31 else multiplier  # a·i + b must not overflow
+        out.add_(torch.remainder(torch.add(offset, wide, alpha=index), strata)).mul_(2 / strata).sub_(1)
 
     def _strata(self, replicate: int) -> int:
         """Samples in replicate ``r`` of the Latin hypercube: those ``k < nt_samples`` with ``k mod R == r``."""
