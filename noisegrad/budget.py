@@ -7,7 +7,8 @@ number of baselines of DeepLiftShap, FeatureAblation's
 ``perturbations_per_eval``). Everything here counts those real rows.
 """
 
-from typing import Any, Callable, Dict, Optional, Tuple
+import warnings
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from captum.attr import (
@@ -28,7 +29,16 @@ from captum.attr import (
 )
 from torch import Tensor, nn
 
-__all__ = ["rows_per_copy", "takes_internal_batch_size", "chunk_for_rows", "activation_bytes_per_row", "AUTO_CPU_BYTES"]
+__all__ = [
+    "rows_per_copy",
+    "takes_internal_batch_size",
+    "chunk_for_rows",
+    "activation_bytes_per_row",
+    "choose_chunk",
+    "halved_chunk",
+    "ChunkOutOfMemory",
+    "AUTO_CPU_BYTES",
+]
 
 # Path methods: one forward row per step; they can split their own forward (internal_batch_size).
 _PATH_METHODS = (
@@ -131,3 +141,63 @@ def activation_bytes_per_row(
         for handle in handles:
             handle.remove()
     return total[0] + sum(x[:1].numel() * x.element_size() for x in inputs)
+
+
+def choose_chunk(
+    method: Attribution,
+    forward_func: Callable[..., Any],
+    inputs: Tuple[Tensor, ...],
+    nt_samples: int,
+    batch_size: Union[int, str, None],
+    max_rows: Optional[int],
+    memory_budget: Optional[int],
+    kwargs: Dict[str, Any],
+) -> Tuple[int, Dict[str, Any]]:
+    """Copies per chunk, and the kwargs (with ``internal_batch_size`` if the method must split itself)."""
+    if isinstance(batch_size, int):
+        return min(batch_size, nt_samples), kwargs
+    if batch_size is None and max_rows is None and memory_budget is None:
+        return nt_samples, kwargs
+    batch = inputs[0].shape[0]
+    if batch_size == "auto" or memory_budget is not None:
+        per_row = activation_bytes_per_row(forward_func, inputs, kwargs.get("additional_forward_args"))
+        per_row = per_row if per_row is not None else 4 * sum(x[:1].numel() * x.element_size() for x in inputs)
+        budget = memory_budget if memory_budget is not None else _auto_budget(inputs[0].device)
+        rows = max(1, budget // per_row)
+        max_rows = rows if max_rows is None else min(rows, max_rows)
+    internal = kwargs.get("internal_batch_size")
+    if internal is not None:  # the user's own split caps the method's forwards already
+        max_rows = min(max_rows, internal)
+    splits_itself = takes_internal_batch_size(method)
+    chunk, must_split = chunk_for_rows(max_rows, batch, rows_per_copy(method, kwargs), nt_samples, splits_itself)
+    if must_split and internal is None:
+        kwargs = dict(kwargs, internal_batch_size=max_rows)
+    return chunk, kwargs
+
+
+def _auto_budget(device: torch.device) -> int:
+    """Activation bytes per forward for nt_samples_batch_size="auto"."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free // 2
+    return AUTO_CPU_BYTES
+
+
+class ChunkOutOfMemory(Exception):
+    """The wrapped method ran out of memory on a chunk before anything of it was merged."""
+
+
+def halved_chunk(chunk: int, failed: int, device: torch.device, error: ChunkOutOfMemory) -> int:
+    """The chunk size to retry with after ``failed`` copies per example ran out of memory."""
+    if failed <= 1:
+        raise error.__cause__
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    smaller = max(1, failed // 2)
+    warnings.warn(
+        f"out of memory with {failed} noisy copies per example per chunk; retrying with "
+        f"nt_samples_batch_size={smaller} (the result does not depend on it for a fixed seed)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return smaller

@@ -1,7 +1,6 @@
 """NoiseTunnel: smooth any Captum attribution over noisy copies of its inputs."""
 
 import contextlib
-import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -28,23 +27,17 @@ from noisegrad._validate import (
     validate_keywords,
     validate_seed,
 )
-from noisegrad.budget import (
-    AUTO_CPU_BYTES,
-    activation_bytes_per_row,
-    chunk_for_rows,
-    rows_per_copy,
-    takes_internal_batch_size,
-)
-from noisegrad.deltas import ConvergenceDeltas
+from noisegrad.budget import ChunkOutOfMemory, choose_chunk, halved_chunk
 from noisegrad.convergence import ConvergenceRule
+from noisegrad.deltas import ConvergenceDeltas
 from noisegrad.expand import ChunkKwargs, select_examples, validate_kwargs
 from noisegrad.joint import joint_integrated_gradients
 from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
 from noisegrad.samplers import DEFAULT_REPLICATES, SAMPLERS, NoiseSampler, independent_units
 from noisegrad.seeding import SampleSeeds
-from noisegrad.stderr import GroupedMoments, SmoothedAttribution, relative_stderr
 from noisegrad.smoothing import smooth, validate_nt_type
+from noisegrad.stderr import GroupedMoments, SmoothedAttribution, relative_stderr
 
 __all__ = ["NoiseTunnel"]
 
@@ -287,8 +280,9 @@ class NoiseTunnel(Attribution):
         # The running examples (all, unless nt_samples="auto" has let some go) and their arguments.
         active, running_inputs, running_sigmas = None, inputs_tuple, sigmas
         with self._guarded(device, seeds.derived(0) if seed is not None or generator is not None else None):
-            chunk, kwargs = self._chunk_size(
-                inputs_tuple, limit, nt_samples_batch_size, max_batch_rows, memory_budget, kwargs
+            chunk, kwargs = choose_chunk(
+                self.attribution_method, self.forward_func, inputs_tuple, limit, nt_samples_batch_size,
+                max_batch_rows, memory_budget, kwargs,
             )
             if auto and nt_samples_batch_size is None and max_batch_rows is None and memory_budget is None:
                 chunk = min(chunk, _AUTO_MODE_CHUNK)
@@ -306,9 +300,9 @@ class NoiseTunnel(Attribution):
                         noisy, is_inputs_tuple, chunk_kwargs.for_chunk(sample_ids), sample_ids, moments, deltas,
                         new_accumulator, active,
                     )
-                except _ChunkOutOfMemory as error:
+                except ChunkOutOfMemory as error:
                     del noisy
-                    chunk = _halved(chunk, len(sample_ids), device, error)
+                    chunk = halved_chunk(chunk, len(sample_ids), device, error)
                     continue
                 del noisy  # before the next chunk's noise is drawn
                 start = sample_ids.stop
@@ -389,36 +383,6 @@ class NoiseTunnel(Attribution):
             return_convergence_delta=return_delta, **kwargs,
         )
 
-    def _chunk_size(
-        self,
-        inputs: Tuple[Tensor, ...],
-        nt_samples: int,
-        batch_size: Union[int, str, None],
-        max_rows: Optional[int],
-        memory_budget: Optional[int],
-        kwargs: Dict[str, Any],
-    ) -> Tuple[int, Dict[str, Any]]:
-        """Copies per chunk, and the kwargs (with ``internal_batch_size`` if the method must split itself)."""
-        if isinstance(batch_size, int):
-            return min(batch_size, nt_samples), kwargs
-        if batch_size is None and max_rows is None and memory_budget is None:
-            return nt_samples, kwargs
-        method, batch = self.attribution_method, inputs[0].shape[0]
-        if batch_size == "auto" or memory_budget is not None:
-            per_row = activation_bytes_per_row(self.forward_func, inputs, kwargs.get("additional_forward_args"))
-            per_row = per_row if per_row is not None else 4 * sum(x[:1].numel() * x.element_size() for x in inputs)
-            budget = memory_budget if memory_budget is not None else _auto_budget(inputs[0].device)
-            rows = max(1, budget // per_row)
-            max_rows = rows if max_rows is None else min(rows, max_rows)
-        internal = kwargs.get("internal_batch_size")
-        splits_itself = takes_internal_batch_size(method)
-        if internal is not None:  # the user's own split caps the method's forwards already
-            max_rows = min(max_rows, internal)
-        chunk, must_split = chunk_for_rows(max_rows, batch, rows_per_copy(method, kwargs), nt_samples, splits_itself)
-        if must_split and internal is None:
-            kwargs = dict(kwargs, internal_batch_size=max_rows)
-        return chunk, kwargs
-
     def _attribute_chunk(
         self,
         noisy: Tuple[Tensor, ...],
@@ -443,7 +407,7 @@ class NoiseTunnel(Attribution):
                 out = self.attribution_method.attribute(noisy if is_inputs_tuple else noisy[0], **chunk_kwargs)
         except torch.OutOfMemoryError as error:
             # Nothing has been merged yet, so the chunk can be retried smaller.
-            raise _ChunkOutOfMemory(str(error)) from error
+            raise ChunkOutOfMemory(str(error)) from error
         n = len(sample_ids)
         batch = noisy[0].shape[0] // n
         if chunk_kwargs.get("return_convergence_delta", False):
@@ -463,26 +427,6 @@ class NoiseTunnel(Attribution):
         return [a.dtype for a in attributions], is_attr_tuple
 
 
-class _ChunkOutOfMemory(Exception):
-    """The wrapped method ran out of memory on a chunk before anything of it was merged."""
-
-
-def _halved(chunk: int, failed: int, device: torch.device, error: _ChunkOutOfMemory) -> int:
-    """The chunk size to retry with after ``failed`` copies per example ran out of memory."""
-    if failed <= 1:
-        raise error.__cause__
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    smaller = max(1, failed // 2)
-    warnings.warn(
-        f"out of memory with {failed} noisy copies per example per chunk; retrying with "
-        f"nt_samples_batch_size={smaller} (the result does not depend on it for a fixed seed)",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-    return smaller
-
-
 #: Samples per chunk in nt_samples="auto" mode unless a chunk size or budget is given.
 _AUTO_MODE_CHUNK = 64
 #: The first convergence check: by then every standard-error group holds several units (4 i.i.d.
@@ -495,14 +439,6 @@ def _per_example(sigma: Tensor, batch: int, keep: Tensor) -> Tensor:
     if sigma.dim() > 0 and sigma.shape[0] == batch and batch > 1:
         return sigma[keep]
     return sigma
-
-
-def _auto_budget(device: torch.device) -> int:
-    """Activation bytes per forward for nt_samples_batch_size="auto"."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return free // 2
-    return AUTO_CPU_BYTES
 
 
 def _by_sample(attribution: Tensor, batch: int, n: int) -> Tensor:
