@@ -6,8 +6,9 @@ noise relative to each example's range (15 %, the SmoothGrad paper's 10–20 %),
 50 samples (where the paper sees diminishing returns), a chunk size from the
 model's memory per row, and the sampler that needed the fewest samples for the
 same error in ``benchmarks/SAMPLERS.md``: antithetic pairs for signed
-SmoothGrad, a Latin hypercube for SmoothGrad of absolute gradients and for
-SmoothGrad², i.i.d. noise for VarGrad (no sampler beat it reliably).
+SmoothGrad and for SmoothGrad² (the Latin hypercube is as good on average there
+but unstable on the CNN), a Latin hypercube for SmoothGrad of absolute
+gradients, i.i.d. noise for VarGrad (no sampler beat it reliably).
 """
 
 from typing import Any, Callable, Optional, Union
@@ -25,8 +26,8 @@ __all__ = ["smoothgrad", "smoothgrad_sq", "vargrad", "BEST_SAMPLER"]
 BEST_SAMPLER = {
     ("smoothgrad", False): "antithetic",
     ("smoothgrad", True): "lhs",
-    ("smoothgrad_sq", False): "lhs",
-    ("smoothgrad_sq", True): "lhs",
+    ("smoothgrad_sq", False): "antithetic",
+    ("smoothgrad_sq", True): "antithetic",
     ("vargrad", False): "iid",
     ("vargrad", True): "iid",
 }

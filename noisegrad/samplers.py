@@ -86,7 +86,6 @@ class NoiseSampler:
         self.replicates = replicates if kind in ("qmc", "lhs") else 1
         self._randomisation: Dict[Tuple[int, int], Tuple[Tensor, ...]] = {}
         self._sobol: Optional[torch.quasirandom.SobolEngine] = None
-        self._last_point: Optional[Tuple[int, int, Tensor]] = None
 
     def group(self, sample: int, groups: int) -> int:
         """The independent unit group of ``sample`` when the samples are split into ``groups``."""
@@ -120,45 +119,55 @@ class NoiseSampler:
                 if antithetic and sample % 2:
                     out[j].neg_()
             return
-        flat = out.reshape(len(sample_ids), out.shape[1], -1)
-        for j, sample in enumerate(sample_ids):
-            replicate, index = sample % self.replicates, sample // self.replicates
-            target = flat[j]
-            work = target if target.dtype in (torch.float32, torch.float64) else torch.empty_like(target, dtype=torch.float32)
-            self._centred_uniform(work, replicate, index, sample, stream, generator, examples)
-            # Φ⁻¹(u) = √2·erfinv(2u − 1): several times faster than torch.special.ndtri.
-            edge = 1 - torch.finfo(work.dtype).eps
-            work.clamp_(-edge, edge).erfinv_().mul_(math.sqrt(2))
-            if work is not target:
-                target.copy_(work)
+        work = out if out.dtype in (torch.float32, torch.float64) else torch.empty_like(out, dtype=torch.float32)
+        flat = work.reshape(len(sample_ids), out.shape[1], -1)
+        if self.kind == "lhs":  # the jitter inside each stratum, one seeded draw per sample
+            for j, sample in enumerate(sample_ids):
+                generator.manual_seed(self.seeds(stream, sample))
+                flat[j].uniform_(generator=generator)
+        # The samples of one replicate are every R-th row of the chunk: handle them together.
+        for replicate in range(self.replicates):
+            first = (replicate - sample_ids.start) % self.replicates
+            rows = sample_ids[first :: self.replicates]
+            if len(rows):
+                indices = torch.tensor([k // self.replicates for k in rows])
+                self._centred_uniform(flat[first :: self.replicates], replicate, indices, stream, generator, examples)
+        # Φ⁻¹(u) = √2·erfinv(2u − 1): several times faster than torch.special.ndtri.
+        edge = 1 - torch.finfo(work.dtype).eps
+        work.clamp_(-edge, edge).erfinv_().mul_(math.sqrt(2))
+        if work is not out:
+            out.copy_(work)
 
     def _centred_uniform(
         self,
         out: Tensor,
         replicate: int,
-        index: int,
-        sample: int,
+        indices: Tensor,
         stream: int,
         generator: torch.Generator,
         examples: Optional[Tensor],
     ) -> None:
-        """Write 2u − 1 into ``out`` for the sample's uniforms u in (0, 1), one per (example, dimension)."""
-        randomisation = self._randomised(out, replicate, stream, generator)
+        """Turn ``out`` (samples, examples, dims) into 2u − 1 for the samples' uniforms u in (0, 1).
+
+        ``indices`` are the samples' points within the replicate. For LHS
+        ``out`` already holds the jitter; the stratum is added to it.
+        """
+        randomisation = self._randomised(out[0], replicate, stream, generator)
         if examples is not None:
             randomisation = tuple(r[examples] for r in randomisation)
         if self.kind == "qmc":
             shift, = randomisation
-            point = self._sobol_point(index, out.shape[1]).to(out.device)
-            out.copy_(torch.bitwise_xor(point, shift))
+            points = self._sobol_points(int(indices[0]), len(indices), out.shape[2]).to(out.device)
+            out.copy_(torch.bitwise_xor(points.unsqueeze(1), shift))
             # u = (digits + 0.5) / 2^30, so 2u − 1 = digits / 2^29 + 2^-30 − 1
             out.mul_(2.0 ** (1 - _SOBOL_BITS)).add_(2.0**-_SOBOL_BITS - 1)
             return
         multiplier, offset = randomisation
         strata = self._strata(replicate)
-        generator.manual_seed(self.seeds(stream, sample))
-        out.uniform_(generator=generator)  # the jitter inside the stratum
+        index = indices.to(out.device).view(-1, 1, 1)
         wide = multiplier.long() if strata * strata >= 2**31 else multiplier  # a·i + b must not overflow
-        out.add_(torch.remainder(torch.add(offset, wide, alpha=index), strata)).mul_(2 / strata).sub_(1)
+        position = (wide * index.to(wide.dtype)).add_(offset).remainder_(strata)
+        out.add_(position).mul_(2 / strata).sub_(1)
 
     def _strata(self, replicate: int) -> int:
         """Samples in replicate ``r`` of the Latin hypercube: those ``k < nt_samples`` with ``k mod R == r``."""
@@ -183,20 +192,14 @@ class NoiseSampler:
                 self._randomisation[key] = (units[pick].to(torch.int32), offset)
         return self._randomisation[key]
 
-    def _sobol_point(self, index: int, dims: int) -> Tensor:
-        """Sobol point ``index`` as 30-bit integers, its dimensions reused in blocks beyond the engine's maximum."""
-        if self._last_point is not None and self._last_point[:2] == (index, dims):
-            return self._last_point[2]  # the replicates of one chunk share their points
+    def _sobol_points(self, first: int, count: int, dims: int) -> Tensor:
+        """Sobol points ``first .. first + count − 1`` as 30-bit integers, dimensions reused in blocks beyond the engine's."""
         engine_dims = min(dims, _SOBOL_MAX_DIM)
         if self._sobol is None or self._sobol.dimension != engine_dims:
             self._sobol = torch.quasirandom.SobolEngine(engine_dims, scramble=False)
         engine = self._sobol
-        if engine.num_generated != index:
+        if engine.num_generated != first:
             engine.reset()
-            engine.fast_forward(index)
-        point = engine.draw(1, dtype=torch.float64)[0]
-        digits = (point * 2**_SOBOL_BITS).to(torch.int32)
-        repeats = math.ceil(dims / engine_dims)
-        point = digits.repeat(repeats)[:dims]
-        self._last_point = (index, dims, point)
-        return point
+            engine.fast_forward(first)
+        digits = (engine.draw(count, dtype=torch.float64) * 2**_SOBOL_BITS).to(torch.int32)
+        return digits.repeat(1, math.ceil(dims / engine_dims))[:, :dims]
