@@ -8,8 +8,8 @@ shapes, a 64-feature MLP on a Gaussian mixture). For 4 held-out inputs per model
 
 * the nested estimator (noisegrad's NoiseTunnel, Captum-exact: nt_samples noise draws × n_steps
   Gauss–Legendre points), on an nt_samples × n_steps grid;
-* the joint estimator (noisegrad.joint) with plain (iid α), stratified α, antithetic ε, and
-  stratified α + antithetic ε sampling;
+* the joint estimator (noisegrad.joint) with plain (iid α), stratified α, antithetic ε,
+  stratified α + antithetic ε, and stratified α with QMC or LHS noise;
 
 and compared with a reference of 16,384 joint samples (stratified + antithetic, its own seed). The error
 of a run is the mean over the inputs of ‖estimate − reference‖ / ‖reference‖; the table reports its
@@ -44,11 +44,13 @@ NOISE = relative(0.15)
 REFERENCE_SAMPLES = 16384
 NESTED = [(2, 8), (2, 16), (5, 10), (5, 16), (10, 16), (5, 50), (20, 16), (40, 16), (20, 50)]
 JOINT = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
-VARIANTS = {  # name: (stratify, antithetic)
-    "joint, iid α": (False, False),
-    "joint, stratified α": (True, False),
-    "joint, antithetic ε": (False, True),
-    "joint, stratified α + antithetic ε": (True, True),
+VARIANTS = {  # name: (stratify, noise sampler)
+    "joint, iid α": (False, "iid"),
+    "joint, stratified α": (True, "iid"),
+    "joint, antithetic ε": (False, "antithetic"),
+    "joint, stratified α + antithetic ε": (True, "antithetic"),
+    "joint, stratified α + QMC ε": (True, "qmc"),
+    "joint, stratified α + LHS ε": (True, "lhs"),
 }
 MAX_ROWS = 2048  # forward batch rows per chunk
 
@@ -120,10 +122,10 @@ def nested(ig, x, target, nt_samples, n_steps, seed):
     )
 
 
-def joint(ig, x, target, nt_samples, seed, stratify, antithetic):
+def joint(ig, x, target, nt_samples, seed, stratify, sampler):
     return joint_integrated_gradients(
         ig, x, nt_samples=nt_samples, nt_samples_batch_size=MAX_ROWS // x.shape[0], stdevs=NOISE, target=target,
-        seed=seed, stratify=stratify, antithetic=antithetic,
+        seed=seed, stratify=stratify, sampler=sampler,
     )
 
 
@@ -135,15 +137,15 @@ def error(estimate, reference) -> float:
 def measure(name, model, x, target):
     ig = IntegratedGradients(model)
     start = time.perf_counter()
-    reference = joint(ig, x, target, REFERENCE_SAMPLES, 10**6, True, True)
+    reference = joint(ig, x, target, REFERENCE_SAMPLES, 10**6, True, "antithetic")
     reference_time = time.perf_counter() - start
     rows = []
     for nt_samples, n_steps in NESTED:
         errors = [error(nested(ig, x, target, nt_samples, n_steps, seed), reference) for seed in SEEDS]
         rows.append(("nested", f"{nt_samples}×{n_steps}", nt_samples * n_steps, float(np.median(errors))))
-    for variant, (stratify, antithetic) in VARIANTS.items():
+    for variant, (stratify, sampler) in VARIANTS.items():
         for n in JOINT:
-            errors = [error(joint(ig, x, target, n, seed, stratify, antithetic), reference) for seed in SEEDS]
+            errors = [error(joint(ig, x, target, n, seed, stratify, sampler), reference) for seed in SEEDS]
             rows.append((variant, str(n), n, float(np.median(errors))))
     print(f"{name}: {time.perf_counter() - start:.0f} s (reference {reference_time:.0f} s)", flush=True)
     return rows
@@ -233,7 +235,7 @@ def write_report(models, results, elapsed):
 
 def plot(results):
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.6), squeeze=False)
-    styles = dict(zip(VARIANTS, ["C0", "C1", "C2", "C3"]))
+    styles = dict(zip(VARIANTS, ["C0", "C1", "C2", "C3", "C4", "C5"]))
     for ax, (name, rows) in zip(axes[0], results.items()):
         for variant, colour in styles.items():
             curve = [(n, e) for v, _, n, e in rows if v == variant]

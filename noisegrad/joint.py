@@ -25,7 +25,7 @@ from noisegrad._validate import _positive_int, accepted_keywords, validate_input
 from noisegrad.expand import ChunkKwargs, validate_kwargs
 from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
-from noisegrad.samplers import NoiseSampler
+from noisegrad.samplers import SAMPLERS, NoiseSampler
 from noisegrad.plan import plan_chunks
 from noisegrad.seeding import SampleSeeds
 from noisegrad.smoothing import validate_nt_type
@@ -82,7 +82,7 @@ def joint_integrated_gradients(
     seed: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     stratify: bool = True,
-    antithetic: bool = False,
+    sampler: str = "iid",
     return_convergence_delta: bool = False,
     return_stderr: bool = False,
     **kwargs: Any,
@@ -108,7 +108,7 @@ def joint_integrated_gradients(
     inputs : Tensor or tuple of Tensor
     nt_samples : int
         Joint samples per example = gradient evaluations per example.
-        With ``antithetic=True`` it must be even.
+        With ``sampler="antithetic"`` it must be even.
     nt_samples_batch_size : int, optional
         Samples per example computed together (the forward batch is
         ``batch × nt_samples_batch_size`` rows); ``None``: all at once. The
@@ -121,17 +121,20 @@ def joint_integrated_gradients(
     seed, generator
         As for ``NoiseTunnel.attribute``: the draws of sample ``k`` depend only
         on the seed and ``k`` (and on ``nt_samples``, which sets the strata).
-        With ``stratify=False, antithetic=False``, sample ``k``'s noise is the
+        With ``stratify=False, sampler="iid"``, sample ``k``'s noise is the
         noise ``NoiseTunnel`` draws for sample ``k`` with the same seed.
     stratify : bool
         Stratify the path fraction: sample ``k`` takes α in the ``k``-th of
         ``nt_samples`` equal intervals of [0, 1), uniformly within it
         (α_k = (k + U_k) / nt_samples). As every ε_k is independent of ``k``,
         this fixed assignment is unbiased.
-    antithetic : bool
-        Samples ``2j`` and ``2j + 1`` use noise ε and −ε and the same α (with
-        ``stratify``, the ``j``-th of ``nt_samples / 2`` strata), which
-        cancels every odd order of the noise in the pair's mean.
+    sampler : {"iid", "antithetic", "qmc", "lhs"}
+        The noise, as :class:`noisegrad.samplers.NoiseSampler` draws it (QMC
+        and LHS as one design). With ``"antithetic"`` samples ``2j`` and
+        ``2j + 1`` use noise ε and −ε and the same α (with ``stratify``, the
+        ``j``-th of ``nt_samples / 2`` strata), which cancels every odd order
+        of the noise in the pair's mean. Standard errors are available for
+        ``"iid"`` and ``"antithetic"``.
     return_convergence_delta : bool
         Also return, per example, the completeness gap of the smoothed
         estimate: the mean over samples of
@@ -178,7 +181,8 @@ def joint_integrated_gradients(
     is_layer = _validate_method(method)
     is_inputs_tuple = isinstance(inputs, tuple)
     inputs_tuple = validate_inputs(inputs)
-    _validate_joint_arguments(nt_type, nt_samples, nt_samples_batch_size, antithetic, kwargs)
+    _validate_joint_arguments(nt_type, nt_samples, nt_samples_batch_size, sampler, return_stderr, kwargs)
+    antithetic = sampler == "antithetic"
     validate_seed(seed, generator)
     validate_keywords(method, accepted_keywords(method), kwargs)
     validate_kwargs(kwargs, inputs_tuple, False)
@@ -187,7 +191,7 @@ def joint_integrated_gradients(
     layer_options = {k: kwargs.pop(k) for k in ("attribute_to_layer_input", "grad_kwargs") if k in kwargs}
     baselines = _full_baselines(kwargs.pop("baselines", None), inputs_tuple)
     seeds = SampleSeeds.from_arguments(seed, generator)
-    draws = NoiseSampler("antithetic" if antithetic else "iid", seeds, nt_samples)
+    draws = NoiseSampler(sampler, seeds, nt_samples, replicates=1)
     device = inputs_tuple[0].device
     noise_generator = torch.Generator(device=device)
     batch = inputs_tuple[0].shape[0]
@@ -243,7 +247,12 @@ def _validate_method(method: object) -> bool:
 
 
 def _validate_joint_arguments(
-    nt_type: object, nt_samples: object, nt_samples_batch_size: object, antithetic: bool, kwargs: Dict[str, Any]
+    nt_type: object,
+    nt_samples: object,
+    nt_samples_batch_size: object,
+    sampler: object,
+    return_stderr: bool,
+    kwargs: Dict[str, Any],
 ) -> None:
     nt_type, _ = validate_nt_type(nt_type)
     if nt_type != "smoothgrad":
@@ -255,8 +264,12 @@ def _validate_joint_arguments(
     _positive_int("nt_samples", nt_samples)
     if nt_samples_batch_size is not None:
         _positive_int("nt_samples_batch_size", nt_samples_batch_size, extra=" or None")
-    if antithetic and nt_samples % 2:
-        raise ValueError(f"antithetic=True pairs ε with −ε, so nt_samples must be even, got {nt_samples}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if sampler == "antithetic" and nt_samples % 2:
+        raise ValueError(f'sampler="antithetic" pairs ε with −ε, so nt_samples must be even, got {nt_samples}')
+    if return_stderr and sampler in ("qmc", "lhs"):
+        raise ValueError(f'return_stderr=True needs independent samples: use sampler="iid" or "antithetic", not {sampler!r}')
     nested = [name for name in _NESTED_ONLY if name in kwargs]
     if nested:
         raise TypeError(

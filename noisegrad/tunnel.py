@@ -165,13 +165,14 @@ class NoiseTunnel(Attribution):
         memory_budget : int, optional
             Bytes of activations a forward may keep; converted to rows with the
             same measurement as ``"auto"``.
-        joint : False, True or "antithetic"
+        joint : False, True, "antithetic", "qmc" or "lhs"
             For IntegratedGradients and LayerIntegratedGradients: sample noise
             and path point jointly (:func:`noisegrad.joint_integrated_gradients`),
             one gradient per sample instead of ``n_steps``; ``nt_samples`` then
             counts gradient evaluations per example. ``True`` stratifies the
-            path point; ``"antithetic"`` also pairs ε with −ε (``nt_samples``
-            even), the most accurate per gradient in benchmarks/JOINT.md.
+            path point with i.i.d. noise; a sampler name draws the noise that
+            way (``"antithetic"``: ``nt_samples`` even; compared in
+            benchmarks/JOINT.md).
             Only ``nt_type="smoothgrad"``. The default, ``False``, is Captum's
             nested estimator.
         sampler : {"iid", "antithetic", "qmc", "lhs"}
@@ -233,7 +234,7 @@ class NoiseTunnel(Attribution):
             if sampler != "iid":
                 raise ValueError(
                     f'sampler={sampler!r} applies to the nested estimator; with joint sampling choose the noise '
-                    'with joint=True (i.i.d.) or joint="antithetic"'
+                    'with joint=True (i.i.d.) or joint="antithetic" / "qmc" / "lhs"'
                 )
             return self._attribute_joint(
                 inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, joint, seed, generator,
@@ -361,8 +362,8 @@ class NoiseTunnel(Attribution):
         generator: Optional[torch.Generator],
         **kwargs: Any,
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
-        if joint not in (True, "antithetic"):
-            raise ValueError(f'joint must be False, True or "antithetic", got {joint!r}')
+        if joint is not True and joint not in SAMPLERS[1:]:
+            raise ValueError(f'joint must be False, True, "antithetic", "qmc" or "lhs", got {joint!r}')
         unsupported = {
             "draw_baseline_from_distrib": kwargs.pop("draw_baseline_from_distrib") is not False,
             "delta_reduction": kwargs.pop("delta_reduction") != "mean",
@@ -379,7 +380,7 @@ class NoiseTunnel(Attribution):
         return_delta = bool(kwargs.pop("return_convergence_delta", False))
         return joint_integrated_gradients(
             self.attribution_method, inputs, nt_samples, nt_samples_batch_size, stdevs, nt_type=nt_type,
-            seed=seed, generator=generator, antithetic=joint == "antithetic",
+            seed=seed, generator=generator, sampler="iid" if joint is True else joint,
             return_convergence_delta=return_delta, **kwargs,
         )
 

@@ -42,7 +42,7 @@ def test_each_sample_is_one_gradient_at_a_point_of_its_own_noisy_path(stratify, 
     baseline = torch.full((1, 5), 0.2, dtype=torch.float64)
     attr = joint_integrated_gradients(
         IntegratedGradients(model), X, nt_samples=n, stdevs=0.4, target=1, baselines=baseline,
-        seed=3, stratify=stratify, antithetic=antithetic,
+        seed=3, stratify=stratify, sampler="antithetic" if antithetic else "iid",
     )
     assert len(model.seen) == 1  # one forward (and one backward) for all samples: no delta asked
     points = model.seen[0].reshape(n, 2, 5)
@@ -71,8 +71,9 @@ def _by_hand_gradients(net, points, target):
     return grad
 
 
-@pytest.mark.parametrize("stratify, antithetic", VARIANTS)
-def test_mean_over_seeds_converges_to_the_nested_estimate_with_many_steps(stratify, antithetic):
+@pytest.mark.parametrize("stratify, sampler", [(s, "antithetic" if a else "iid") for s, a in VARIANTS]
+                         + [(True, "qmc"), (True, "lhs")])
+def test_mean_over_seeds_converges_to_the_nested_estimate_with_many_steps(stratify, sampler):
     """Unbiasedness: |mean of 300 joint runs − nested(6000 noise × 24 steps)| within 4.5 Monte-Carlo SEs.
 
     Both sides' standard errors are measured (the spread over seeds; the nested
@@ -85,7 +86,7 @@ def test_mean_over_seeds_converges_to_the_nested_estimate_with_many_steps(strati
     nested_se = (NoiseTunnel(ig).attribute(X, nt_type="vargrad", **nested_kwargs) / 6000).sqrt()
     runs = torch.stack([
         joint_integrated_gradients(
-            ig, X, nt_samples=8, stdevs=0.3, target=1, seed=s, stratify=stratify, antithetic=antithetic
+            ig, X, nt_samples=8, stdevs=0.3, target=1, seed=s, stratify=stratify, sampler=sampler
         )
         for s in range(300)
     ])
@@ -100,7 +101,7 @@ def test_reported_stderr_matches_the_spread_over_seeds(stratify, antithetic):
     ig = IntegratedGradients(make_mlp())
     estimates = [
         joint_integrated_gradients(
-            ig, X, nt_samples=16, stdevs=0.3, target=1, seed=s, stratify=stratify, antithetic=antithetic,
+            ig, X, nt_samples=16, stdevs=0.3, target=1, seed=s, stratify=stratify, sampler="antithetic" if antithetic else "iid",
             return_stderr=True,
         )
         for s in range(200)
@@ -207,7 +208,7 @@ def test_layer_ig_on_an_identity_layer_at_the_input_equals_input_ig(multiply_by_
     torch.manual_seed(0)
     model = nn.Sequential(nn.Identity(), nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).double().eval()
     common = dict(nt_samples=8, nt_samples_batch_size=3, stdevs=0.3, target=1, baselines=0.1, seed=8,
-                  antithetic=True, return_convergence_delta=True)
+                  sampler="antithetic", return_convergence_delta=True)
     by_input = joint_integrated_gradients(IntegratedGradients(model, multiply_by_inputs=multiply_by_inputs), X, **common)
     by_layer = joint_integrated_gradients(LayerIntegratedGradients(model, model[0], multiply_by_inputs=multiply_by_inputs), X, **common)
     torch.testing.assert_close(by_layer, by_input, rtol=1e-12, atol=1e-14)
@@ -246,7 +247,7 @@ def test_results_stderr_and_delta_do_not_depend_on_the_chunk_size(variant, pairs
     ig = IntegratedGradients(make_mlp())
     run = lambda size: joint_integrated_gradients(  # noqa: E731
         ig, X, nt_samples=nt_samples, nt_samples_batch_size=size, stdevs=0.3, target=2, seed=seed,
-        stratify=stratify, antithetic=antithetic, return_convergence_delta=True, return_stderr=True,
+        stratify=stratify, sampler="antithetic" if antithetic else "iid", return_convergence_delta=True, return_stderr=True,
     )
     whole, chunked = run(None), run(batch_size)
     for ours, theirs in [(chunked.attributions, whole.attributions), (chunked.stderr, whole.stderr),
@@ -282,7 +283,8 @@ def test_second_moment_nt_types_are_rejected_with_the_reason(nt_type):
     [
         (dict(nt_type="bogus"), ValueError, "nt_type must be one of"),
         (dict(n_steps=50), TypeError, "nested estimator"),
-        (dict(antithetic=True, nt_samples=5), ValueError, "must be even"),
+        (dict(sampler="antithetic", nt_samples=5), ValueError, "must be even"),
+        (dict(sampler="qmc", nt_samples=4, return_stderr=True), ValueError, "needs independent samples"),
         (dict(nt_samples=0), ValueError, "nt_samples must be a positive int"),
         (dict(stdevs=-1.0), ValueError, "stdevs"),
         (dict(baselines=torch.zeros(3, 5)), ValueError, "baselines"),
@@ -313,14 +315,16 @@ def test_noise_tunnel_joint_is_the_joint_estimator():
     common = dict(nt_samples=8, nt_samples_batch_size=3, stdevs=0.2, target=1, seed=0, return_convergence_delta=True)
     for joint, antithetic in ((True, False), ("antithetic", True)):
         ours = NoiseTunnel(IntegratedGradients(model)).attribute(x, joint=joint, **common)
-        direct = joint_integrated_gradients(IntegratedGradients(model), x, antithetic=antithetic, **common)
+        direct = joint_integrated_gradients(
+            IntegratedGradients(model), x, sampler="antithetic" if antithetic else "iid", **common
+        )
         assert all(torch.equal(a, b) for a, b in zip(ours, direct))
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (dict(joint="yes"), "joint must be False, True or"),
+        (dict(joint="yes"), "joint must be False, True,"),
         (dict(joint=True, max_batch_rows=8), "does not support max_batch_rows"),
         (dict(joint=True, nt_samples_batch_size="auto"), 'does not support nt_samples_batch_size="auto"'),
         (dict(joint=True, delta_reduction="none"), "does not support delta_reduction"),
