@@ -2,7 +2,6 @@
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ pytest.importorskip("ipykernel")
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
-#: Seconds one notebook may take (each takes a few seconds; the kernel start is most of it).
+#: Seconds one cell may take before nbclient gives up (each notebook takes a few seconds).
 TIMEOUT = 120
 
 
@@ -50,6 +49,4 @@ def test_notebook_runs(path, this_python_kernel, monkeypatch):
     book = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(book, timeout=TIMEOUT, kernel_name="noisegrad-test",
                                      resources={"metadata": {"path": str(TUTORIALS)}})
-    start = time.perf_counter()
     client.execute()  # raises CellExecutionError with the failing cell and its traceback
-    assert time.perf_counter() - start < TIMEOUT
