@@ -94,3 +94,12 @@ def seeded_global_rng(seed: Optional[int], device: torch.device) -> Iterator[Non
             torch.cuda.set_rng_state(saved_cuda, device)
         np.random.set_state(saved_numpy)
         random.setstate(saved_python)
+
+
+@contextlib.contextmanager
+def guarded(method: Any, device: torch.device, global_seed: Optional[int]) -> Iterator[None]:
+    """A wrapped attribution method's call: its model (forward function and layers) and the global RNGs restored on exit."""
+    layer = getattr(method, "layer", None)
+    layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    with preserved_modules(modules_of(method.forward_func, *layers)), seeded_global_rng(global_seed, device):
+        yield

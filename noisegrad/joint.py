@@ -9,9 +9,8 @@ is one expectation over (ε, α):
 so each sample needs one gradient, at one random point of its own noisy path.
 """
 
-import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from captum._utils.common import _format_additional_forward_args, _run_forward
@@ -20,7 +19,7 @@ from captum.attr import IntegratedGradients, LayerIntegratedGradients
 from torch import Tensor
 
 from noisegrad._gradients import summed_gradients
-from noisegrad._state import modules_of, preserved_modules, seeded_global_rng
+from noisegrad._state import guarded
 from noisegrad._validate import _positive_int, accepted_keywords, validate_inputs, validate_keywords, validate_seed
 from noisegrad.expand import ChunkKwargs, validate_kwargs
 from noisegrad.moments import Moments
@@ -200,7 +199,7 @@ def joint_integrated_gradients(
     attributions: List[_Contributions] = []
     deltas = _Contributions(pair, stratify) if return_convergence_delta else None
     seeded = seed is not None or generator is not None
-    with _guarded(method, device, seeds.derived(0) if seeded else None):
+    with guarded(method, device, seeds.derived(0) if seeded else None):
         path = _LayerPath(method, baselines, kwargs, **layer_options) if is_layer else _InputPath(method, baselines)
         base_output = _outputs(method, baselines, kwargs) if return_convergence_delta else None
         for sample_ids in plan_chunks(nt_samples, nt_samples_batch_size):
@@ -427,15 +426,6 @@ def _outputs(method: Any, inputs: Tuple[Tensor, ...], kwargs: Dict[str, Any]) ->
     with torch.no_grad():
         out = _run_forward(method.forward_func, inputs, kwargs.get("target"), kwargs.get("additional_forward_args"))
     return out.reshape(inputs[0].shape[0], -1).sum(1)
-
-
-@contextlib.contextmanager
-def _guarded(method: Any, device: torch.device, global_seed: Optional[int]) -> Iterator[None]:
-    """The user's modules and global RNG are restored on exit, as in ``NoiseTunnel``."""
-    layer = getattr(method, "layer", None)
-    layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
-    with preserved_modules(modules_of(method.forward_func, *layers)), seeded_global_rng(global_seed, device):
-        yield
 
 
 # --------------------------------------------------------------------------- statistics

@@ -17,7 +17,7 @@ from captum.attr import (
 from torch import Tensor
 
 from noisegrad._gradients import lean_gradients
-from noisegrad._state import modules_of, preserved_modules, seeded_global_rng
+from noisegrad._state import guarded
 from noisegrad._validate import (
     accepted_keywords,
     validate_auto,
@@ -345,9 +345,7 @@ class NoiseTunnel(Attribution):
     @contextlib.contextmanager
     def _guarded(self, device: torch.device, global_seed: Optional[int]):
         """Everything the loop changes temporarily, undone on exit (also on an exception)."""
-        method = self.attribution_method
-        modules = modules_of(self.forward_func, *_as_list(getattr(method, "layer", None)))
-        with preserved_modules(modules), seeded_global_rng(global_seed, device), lean_gradients(method):
+        with guarded(self.attribution_method, device, global_seed), lean_gradients(self.attribution_method):
             yield
 
     def _attribute_joint(
@@ -450,7 +448,3 @@ def _by_sample(attribution: Tensor, batch: int, n: int) -> Tensor:
             f"NoiseTunnel needs dimension 0 to index the {n} × {batch} noisy copies"
         )
     return attribution.detach().reshape((n, batch) + tuple(attribution.shape[1:]))
-
-
-def _as_list(layer: Any) -> list:
-    return list(layer) if isinstance(layer, (list, tuple)) else [layer]
