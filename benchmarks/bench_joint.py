@@ -166,20 +166,25 @@ def evaluations_to_match(rows, variant, target_error):
 # --------------------------------------------------------------------------- report
 
 
-def main() -> None:
-    torch.set_num_threads(1)
+def trained_models() -> dict:
+    """The benchmark's trained CNN and MLP: name → (model, 4 held-out inputs, their labels, held-out accuracy)."""
     torch.manual_seed(0)
-    started = time.perf_counter()
     generator = torch.Generator().manual_seed(0)
     cnn_data, cnn_test = coloured_shapes(3000, generator), coloured_shapes(500, generator)
     mlp_data, mlp_test = gaussian_mixture(4000, generator), gaussian_mixture(500, generator)
     cnn = train(make_cnn(), cnn_data, epochs=4)
     torch.manual_seed(0)
     mlp = train(make_mlp(), mlp_data, epochs=10)
-    models = {
-        "CNN 3×32×32": (cnn, cnn_test[0][:4], cnn_test[1][:4].tolist(), accuracy(cnn, cnn_test)),
-        "MLP 64": (mlp, mlp_test[0][:4], mlp_test[1][:4].tolist(), accuracy(mlp, mlp_test)),
+    return {
+        "CNN 3×32×32": (cnn, cnn_test[0][:4], cnn_test[1][:4], accuracy(cnn, cnn_test)),
+        "MLP 64": (mlp, mlp_test[0][:4], mlp_test[1][:4], accuracy(mlp, mlp_test)),
     }
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    models = {name: (m, x, y.tolist(), acc) for name, (m, x, y, acc) in trained_models().items()}
     results = {name: measure(name, model, x, target) for name, (model, x, target, _) in models.items()}
     elapsed = time.perf_counter() - started
     write_report(models, results, elapsed)

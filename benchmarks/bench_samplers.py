@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import noisegrad.tunnel  # noqa: E402
-from bench_joint import accuracy, coloured_shapes, gaussian_mixture, make_cnn, make_mlp, train  # noqa: E402
+from bench_joint import trained_models  # noqa: E402
 from noisegrad import NoiseTunnel, SampleSeeds, relative  # noqa: E402
 from noisegrad.noise import noisy_copies, resolve_stdevs  # noqa: E402
 from noisegrad.samplers import NoiseSampler  # noqa: E402
@@ -202,18 +202,8 @@ def overhead(model, x, target):
 
 def main() -> None:
     torch.set_num_threads(1)
-    torch.manual_seed(0)
     started = time.perf_counter()
-    generator = torch.Generator().manual_seed(0)
-    cnn_data, cnn_test = coloured_shapes(3000, generator), coloured_shapes(500, generator)
-    mlp_data, mlp_test = gaussian_mixture(4000, generator), gaussian_mixture(500, generator)
-    cnn = train(make_cnn(), cnn_data, epochs=4)
-    torch.manual_seed(0)
-    mlp = train(make_mlp(), mlp_data, epochs=10)
-    models = {
-        "CNN 3×32×32": (cnn, cnn_test[0][:4], cnn_test[1][:4], accuracy(cnn, cnn_test)),
-        "MLP 64": (mlp, mlp_test[0][:4], mlp_test[1][:4], accuracy(mlp, mlp_test)),
-    }
+    models = trained_models()
     results = {name: measure(name, model, x, target) for name, (model, x, target, _) in models.items()}
     timings = {name: overhead(model, x, target) for name, (model, x, target, _) in models.items()}
     elapsed = time.perf_counter() - started
