@@ -112,13 +112,21 @@ def test_relative_noise_has_the_spread_of_each_example(of):
 
 
 def test_tuple_stdevs_mix_absolute_relative_and_per_feature_entries():
-    model = Recorder()
-    model.forward = lambda a, b: model.linear(torch.cat([a, b], dim=1))
+    seen = []
+
+    def forward(a, b):
+        seen.append((a.detach().clone(), b.detach().clone()))
+        return torch.cat([a, b], dim=1).sum(dim=1, keepdim=True)
+
     a = torch.randn(2, 2, dtype=torch.float64)
     b = torch.randn(2, 2, dtype=torch.float64)
     stdevs = (relative(0.0), torch.tensor([0.0, 1.0], dtype=torch.float64))
-    out = NoiseTunnel(Saliency(model.forward)).attribute((a, b), nt_samples=3, stdevs=stdevs, target=0, seed=0)
+    out = NoiseTunnel(Saliency(forward)).attribute((a, b), nt_samples=3, stdevs=stdevs, seed=0)
     assert isinstance(out, tuple) and [t.shape for t in out] == [a.shape, b.shape]
+    noisy_a, noisy_b = seen[0]
+    assert torch.equal(noisy_a, a.repeat(3, 1))  # relative(0.0): no noise on a
+    assert torch.equal(noisy_b[:, 0], b[:, 0].repeat(3))  # σ = 0 for b's first feature
+    assert bool((noisy_b[:, 1] != b[:, 1].repeat(3)).all())  # σ = 1 for its second
 
 
 def test_delta_is_averaged_per_input_by_default_and_per_copy_with_none():
