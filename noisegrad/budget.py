@@ -32,6 +32,7 @@ from torch import Tensor, nn
 __all__ = [
     "rows_per_copy",
     "takes_internal_batch_size",
+    "takes_baseline_distribution",
     "chunk_for_rows",
     "activation_bytes_per_row",
     "choose_chunk",
@@ -76,6 +77,11 @@ def rows_per_copy(method: Attribution, kwargs: Dict[str, Any]) -> int:
     if isinstance(method, FeatureAblation):  # and Occlusion
         return int(kwargs.get("perturbations_per_eval", 1))
     return 1
+
+
+def takes_baseline_distribution(method: Attribution) -> bool:
+    """Whether the method samples or averages over its baselines (any number of rows is valid)."""
+    return isinstance(method, _SAMPLES_METHODS + _BASELINE_ROWS_METHODS)
 
 
 def takes_internal_batch_size(method: Attribution) -> bool:

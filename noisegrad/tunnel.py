@@ -4,16 +4,7 @@ import contextlib
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
-from captum.attr import (
-    Attribution,
-    DeepLiftShap,
-    GradientAttribution,
-    GradientShap,
-    LayerDeepLiftShap,
-    LayerGradientShap,
-    NeuronDeepLiftShap,
-    NeuronGradientShap,
-)
+from captum.attr import Attribution, GradientAttribution
 from torch import Tensor
 
 from noisegrad._gradients import lean_gradients
@@ -27,7 +18,7 @@ from noisegrad._validate import (
     validate_keywords,
     validate_seed,
 )
-from noisegrad.budget import ChunkOutOfMemory, choose_chunk, halved_chunk
+from noisegrad.budget import ChunkOutOfMemory, choose_chunk, halved_chunk, takes_baseline_distribution
 from noisegrad.convergence import ConvergenceRule
 from noisegrad.deltas import ConvergenceDeltas
 from noisegrad.expand import ChunkKwargs, select_examples, validate_kwargs
@@ -43,10 +34,6 @@ __all__ = ["NoiseTunnel"]
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
 
-# Methods whose baselines are a distribution they sample or average over.
-_SAMPLES_BASELINES = (
-    GradientShap, DeepLiftShap, LayerGradientShap, LayerDeepLiftShap, NeuronGradientShap, NeuronDeepLiftShap
-)
 
 
 class NoiseTunnel(Attribution):
@@ -258,7 +245,7 @@ class NoiseTunnel(Attribution):
             )
         validate_keywords(self.attribution_method, self._accepted_keywords, kwargs)
         validate_kwargs(
-            kwargs, inputs_tuple, draw_baseline_from_distrib, isinstance(self.attribution_method, _SAMPLES_BASELINES)
+            kwargs, inputs_tuple, draw_baseline_from_distrib, takes_baseline_distribution(self.attribution_method)
         )
         sigmas = resolve_stdevs(stdevs, inputs_tuple)
 
