@@ -35,7 +35,6 @@ __all__ = ["NoiseTunnel"]
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
 
 
-
 class NoiseTunnel(Attribution):
     """Smooth an attribution method over Gaussian noise: SmoothGrad, SmoothGrad² and VarGrad.
 
