@@ -9,7 +9,9 @@ randomised replicates of the design (QMC, LHS: sample ``k`` belongs to
 replicate ``k mod R`` and is point ``k div R`` of it).
 """
 
+import functools
 import math
+import threading
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -27,6 +29,7 @@ DEFAULT_REPLICATES = 4
 _REPLICATE_SEED_BASE = 2**31
 _SOBOL_BITS = 30
 _SOBOL_MAX_DIM = torch.quasirandom.SobolEngine.MAXDIM
+_GOLDEN = (math.sqrt(5) - 1) / 2
 
 
 def independent_units(kind: str, nt_samples: int) -> int:
@@ -62,7 +65,11 @@ class NoiseSampler:
         * ``"lhs"``: Latin hypercube: in each replicate of ``m`` samples every
           dimension's ``m`` equal-probability strata are each used once, in an
           order given by a random affine permutation ``(a·i + b) mod m`` per
-          example and dimension, with uniform jitter inside the stratum.
+          example and dimension. The position inside the stratum is
+          ``frac(c + i·φ)`` for a uniform random phase ``c`` per example and
+          dimension and the golden ratio φ: uniform for every sample, hence
+          unbiased, as accurate as independent jitter
+          (``benchmarks/SAMPLERS.md``) and free of per-sample random draws.
     seeds : SampleSeeds
     nt_samples : int
         The call's number of samples (Latin hypercube strata depend on it).
@@ -85,7 +92,6 @@ class NoiseSampler:
         self.kind, self.seeds, self.nt_samples = kind, seeds, nt_samples
         self.replicates = replicates if kind in ("qmc", "lhs") else 1
         self._randomisation: Dict[Tuple[int, int], Tuple[Tensor, ...]] = {}
-        self._sobol: Optional[torch.quasirandom.SobolEngine] = None
 
     def group(self, sample: int, groups: int) -> int:
         """The independent unit group of ``sample`` when the samples are split into ``groups``."""
@@ -121,17 +127,13 @@ class NoiseSampler:
             return
         work = out if out.dtype in (torch.float32, torch.float64) else torch.empty_like(out, dtype=torch.float32)
         flat = work.reshape(len(sample_ids), out.shape[1], -1)
-        if self.kind == "lhs":  # the jitter inside each stratum, one seeded draw per sample
-            for j, sample in enumerate(sample_ids):
-                generator.manual_seed(self.seeds(stream, sample))
-                flat[j].uniform_(generator=generator)
         # The samples of one replicate are every R-th row of the chunk: handle them together.
         for replicate in range(self.replicates):
             first = (replicate - sample_ids.start) % self.replicates
             rows = sample_ids[first :: self.replicates]
             if len(rows):
-                indices = torch.tensor([k // self.replicates for k in rows])
-                self._centred_uniform(flat[first :: self.replicates], replicate, indices, stream, generator, examples)
+                points = range(rows[0] // self.replicates, rows[0] // self.replicates + len(rows))
+                self._centred_uniform(flat[first :: self.replicates], replicate, points, stream, generator, examples)
         # Φ⁻¹(u) = √2·erfinv(2u − 1): several times faster than torch.special.ndtri.
         edge = 1 - torch.finfo(work.dtype).eps
         work.clamp_(-edge, edge).erfinv_().mul_(math.sqrt(2))
@@ -142,32 +144,38 @@ class NoiseSampler:
         self,
         out: Tensor,
         replicate: int,
-        indices: Tensor,
+        points: range,
         stream: int,
         generator: torch.Generator,
         examples: Optional[Tensor],
     ) -> None:
         """Turn ``out`` (samples, examples, dims) into 2u − 1 for the samples' uniforms u in (0, 1).
 
-        ``indices`` are the samples' points within the replicate. For LHS
-        ``out`` already holds the jitter; the stratum is added to it.
+        ``points`` are the samples' indices within the replicate.
         """
         randomisation = self._randomised(out[0], replicate, stream, generator)
         if examples is not None:
             randomisation = tuple(r[examples] for r in randomisation)
         if self.kind == "qmc":
             shift, = randomisation
-            points = self._sobol_points(int(indices[0]), len(indices), out.shape[2]).to(out.device)
-            out.copy_(torch.bitwise_xor(points.unsqueeze(1), shift))
+            sobol = _sobol_points(points.start, len(points), out.shape[2]).to(out.device)
+            out.copy_(torch.bitwise_xor(sobol.unsqueeze(1), shift))
             # u = (digits + 0.5) / 2^30, so 2u − 1 = digits / 2^29 + 2^-30 − 1
             out.mul_(2.0 ** (1 - _SOBOL_BITS)).add_(2.0**-_SOBOL_BITS - 1)
             return
-        multiplier, offset = randomisation
+        multiplier, offset, phase = randomisation
         strata = self._strata(replicate)
-        index = indices.to(out.device).view(-1, 1, 1)
-        wide = multiplier.long() if strata * strata >= 2**31 else multiplier  # a·i + b must not overflow
-        position = (wide * index.to(wide.dtype)).add_(offset).remainder_(strata)
-        out.add_(position).mul_(2 / strata).sub_(1)
+        index = torch.arange(points.start, points.stop, dtype=multiplier.dtype, device=out.device).view(-1, 1, 1)
+        # The stratum (a·i + b) mod m = x − m·⌊x / m⌋ for x = a·i + b, in floating point: several times faster
+        # than an integer remainder. The offset holds b + ½, which keeps x / m half a stratum away from an
+        # integer, so its floor is exact despite rounding.
+        torch.addcmul(offset, multiplier, index, out=out)
+        scratch = torch.mul(out, 1 / strata).floor_()
+        out.sub_(scratch, alpha=strata)
+        # The jitter: frac(c + i·φ), a Weyl sequence from a random phase c.
+        advance = torch.tensor([(i * _GOLDEN) % 1 for i in points], dtype=out.dtype, device=out.device)
+        torch.add(phase, advance.view(-1, 1, 1), out=scratch).frac_()
+        out.add_(scratch).mul_(2 / strata).sub_(1 + 1 / strata)
 
     def _strata(self, replicate: int) -> int:
         """Samples in replicate ``r`` of the Latin hypercube: those ``k < nt_samples`` with ``k mod R == r``."""
@@ -176,7 +184,7 @@ class NoiseSampler:
     def _randomised(
         self, like: Tensor, replicate: int, stream: int, generator: torch.Generator
     ) -> Tuple[Tensor, ...]:
-        """The randomisation of one replicate for one input: drawn once per call, int32 per (example, dimension)."""
+        """The randomisation of one replicate for one input, per (example, dimension): drawn once per call."""
         key = (stream, replicate)
         if key not in self._randomisation:
             generator.manual_seed(self.seeds(stream, _REPLICATE_SEED_BASE + replicate))
@@ -186,20 +194,34 @@ class NoiseSampler:
                 self._randomisation[key] = (shift,)
             else:
                 strata = self._strata(replicate)
+                # a·i + b + ½ < m² must be exact, and its quotient by m off an integer by more than rounding.
+                exact = torch.float32 if strata <= 1024 else torch.float64
                 units = torch.tensor([a for a in range(1, strata + 1) if math.gcd(a, strata) == 1], device=device)
                 pick = torch.randint(len(units), shape, generator=generator, device=device)
-                offset = torch.randint(strata, shape, generator=generator, device=device, dtype=torch.int32)
-                self._randomisation[key] = (units[pick].to(torch.int32), offset)
+                offset = torch.randint(strata, shape, generator=generator, device=device)
+                phase = torch.rand(shape, generator=generator, device=device, dtype=like.dtype)
+                self._randomisation[key] = (units[pick].to(exact), offset.to(exact).add_(0.5), phase)
         return self._randomisation[key]
 
-    def _sobol_points(self, first: int, count: int, dims: int) -> Tensor:
-        """Sobol points ``first .. first + count − 1`` as 30-bit integers, dimensions reused in blocks beyond the engine's."""
-        engine_dims = min(dims, _SOBOL_MAX_DIM)
-        if self._sobol is None or self._sobol.dimension != engine_dims:
-            self._sobol = torch.quasirandom.SobolEngine(engine_dims, scramble=False)
-        engine = self._sobol
+
+
+@functools.lru_cache(maxsize=4)
+def _sobol_engine(dims: int) -> torch.quasirandom.SobolEngine:
+    """An unscrambled engine per dimension count, built once: building one costs about 1 ms per 3,000 dimensions."""
+    return torch.quasirandom.SobolEngine(dims, scramble=False)
+
+
+_SOBOL_LOCK = threading.Lock()
+
+
+def _sobol_points(first: int, count: int, dims: int) -> Tensor:
+    """Sobol points ``first .. first + count − 1`` as 30-bit integers, dimensions reused in blocks beyond the engine's."""
+    engine_dims = min(dims, _SOBOL_MAX_DIM)
+    with _SOBOL_LOCK:  # the cached engines are shared and stateful
+        engine = _sobol_engine(engine_dims)
         if engine.num_generated != first:
             engine.reset()
             engine.fast_forward(first)
-        digits = (engine.draw(count, dtype=torch.float64) * 2**_SOBOL_BITS).to(torch.int32)
-        return digits.repeat(1, math.ceil(dims / engine_dims))[:, :dims]
+        drawn = engine.draw(count, dtype=torch.float64)
+    digits = (drawn * 2**_SOBOL_BITS).to(torch.int32)
+    return digits.repeat(1, math.ceil(dims / engine_dims))[:, :dims]

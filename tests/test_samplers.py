@@ -46,10 +46,10 @@ def test_antithetic_pairs_are_negatives_and_an_odd_last_sample_is_a_plain_draw()
     assert not torch.equal(values[4], -values[3])
 
 
-@pytest.mark.parametrize("nt_samples", [8, 13])
-def test_latin_hypercube_uses_every_stratum_once_per_replicate_and_dimension(nt_samples):
-    replicates = 4
-    values = draw("lhs", nt_samples, shape=(2, 6), replicates=replicates)
+@pytest.mark.parametrize("nt_samples, replicates", [(8, 4), (13, 4), (1024, 1), (1031, 1)])
+def test_latin_hypercube_uses_every_stratum_once_per_replicate_and_dimension(nt_samples, replicates):
+    """Up to 1024 strata the stratum arithmetic runs in float32, beyond in float64."""
+    values = draw("lhs", nt_samples, shape=(2, 6), replicates=replicates, chunk=500)
     uniforms = torch.special.ndtr(values)
     for r in range(replicates):
         rows = uniforms[r::replicates]
