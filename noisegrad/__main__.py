@@ -22,8 +22,8 @@ on generated 16x16 images of noise with one shape: square, plus or cross, whose
 pixels are known), check its accuracy on freshly generated images, and explain
 a few of them with Saliency, SmoothGrad, SmoothGrad², VarGrad and
 IntegratedGradients + SmoothGrad through noisegrad.NoiseTunnel. Prints a table
-(time, samples, mean |convergence delta|, relative standard error and how it
-was computed, share of the attribution mass on the true shape pixels) and
+(time, samples, mean |convergence delta|, relative standard error from the
+same samples, share of the attribution mass on the true shape pixels) and
 writes DIR/comparison.png, DIR/summary.csv and DIR/summary.json. Offline, a
 few seconds on a CPU; a progress bar on stderr when it is a terminal.
 """

@@ -41,6 +41,7 @@ from torch import Tensor
 
 import noisegrad
 from noisegrad._progress import Progress
+from noisegrad.stderr import relative_stderr
 
 __all__ = ["METHODS", "NT_TYPES", "ExplainError", "add_arguments", "load_model", "load_inputs", "parse_target",
            "explain", "run"]
@@ -111,8 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--abs", action="store_true",
                         help="Saliency of |gradient| (Captum's default) instead of the signed gradient")
     parser.add_argument("--stderr", action="store_true",
-                        help="also estimate the relative standard error of a SmoothGrad mean from a VarGrad "
-                             "call with the same seed (doubles the time)")
+                        help="also estimate the Monte-Carlo standard error, relative to the attribution, from "
+                             "the same samples (no extra gradients)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
     parser.add_argument("--out", default="explained/", metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--no-figures", action="store_true", help="write attributions.pt only")
@@ -340,12 +341,11 @@ def explain(
             nt = noisegrad.NoiseTunnel(method)
             smooth = dict(nt_samples=args.samples, nt_samples_batch_size=args.batch_size, seed=args.seed,
                           stdevs=noisegrad.relative(args.noise), **kwargs)
-            out = nt.attribute(one, nt_type=args.nt_type, **smooth,
+            out = nt.attribute(one, nt_type=args.nt_type, return_stderr=args.stderr, **smooth,
                                **({"return_convergence_delta": True} if with_delta else {}))
             if args.stderr:
-                variance = nt.attribute(one, nt_type="vargrad", **smooth)
-                errors.append(tuple(_relative((v / max(args.samples - 1, 1)).sqrt(), a)
-                                    for v, a in zip(variance, out[0] if with_delta else out)))
+                errors.append(tuple(relative_stderr([e], [a]) for e, a in zip(out.stderr, out.attributions)))
+                out = (out.attributions, out.delta) if with_delta else out.attributions
         if with_delta:
             out, delta = out
             deltas.append(delta.detach().reshape(-1))
@@ -356,11 +356,6 @@ def explain(
     stderr = tuple(torch.cat([e[k] for e in errors]) for k in range(len(inputs))) if errors else None
     return Explanation(attributions, target, torch.cat(deltas) if deltas else None, stderr,
                        time.perf_counter() - start)
-
-
-def _relative(stderr: Tensor, attribution: Tensor) -> Tensor:
-    top, bottom = stderr.double().flatten(1).norm(dim=1), attribution.double().flatten(1).norm(dim=1)
-    return torch.where(bottom > 0, top / bottom.clamp_min(1e-300), torch.full_like(bottom, float("nan")))
 
 
 def _forward_of(model: Callable[..., Any], names: Optional[Sequence[str]]) -> Callable[..., Any]:
@@ -461,8 +456,9 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     if args.method != "ig" and args.n_steps is not None:
         raise ExplainError("--n-steps applies to --method ig only")
-    if args.stderr and args.nt_type != "smoothgrad":
-        raise ExplainError("--stderr estimates the error of a mean: it needs --nt-type smoothgrad")
+    if args.stderr and args.nt_type == "none":
+        raise ExplainError("--stderr is the Monte-Carlo error of the noise: it needs --nt-type smoothgrad, "
+                           "smoothgrad_sq or vargrad")
     if args.stderr and args.samples < 2:
         raise ExplainError("--stderr needs --samples 2 or more")
     out_dir = prepare_output_dir(args.out)
@@ -488,6 +484,6 @@ def run(args: argparse.Namespace) -> int:
         say(f"mean |convergence delta| {float(result.delta.abs().mean()):.4g}")
     if result.relative_stderr is not None:
         rel = torch.cat([r.reshape(-1) for r in result.relative_stderr])
-        say(f"relative standard error ||SE||/||attr|| (from a same-seed VarGrad call): mean {float(rel.nanmean()):.3f}")
+        say(f"relative standard error ||SE||/||attr||: mean {float(rel.nanmean()):.3f}")
     say(f"Wrote {', '.join(str(p) for p in written)} in {result.seconds:.1f} s")
     return 0

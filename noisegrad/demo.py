@@ -5,17 +5,12 @@ Everything is offline and seeded. The tiny CNN shipped with the package
 loaded with ``weights_only=True``) names the shape in freshly generated 16×16
 images (see :mod:`noisegrad.shapes`); Saliency, SmoothGrad, SmoothGrad²,
 VarGrad and IntegratedGradients + SmoothGrad explain a few of them, each map is
-scored by the share of its attribution mass on the true shape pixels, and the
-noise-tunnel estimates get a relative standard error:
-
-* SmoothGrad and IG + SmoothGrad (means of ``N`` noisy attributions): a
-  VarGrad call with the same seed gives the population variance ``v`` of
-  exactly the ``N`` samples averaged, so ``SE = √(v / (N − 1))`` per feature;
-* SmoothGrad² and VarGrad (not plain means): the spread of the ``N``-sample
-  estimate over :data:`SE_SEEDS` seeds (the demo's and the next ones).
-
-The relative standard error of an image is ``‖SE‖₂ / ‖attribution‖₂``; the
-table shows its mean over the images.
+scored by the share of its attribution mass on the true shape pixels, and each
+noise-tunnel estimate comes with its Monte-Carlo standard error from the same
+run (``return_stderr=True``, no extra gradients: the standard error of a mean
+of ``N`` samples for the SmoothGrads, a jackknife over groups of the samples
+for SmoothGrad² and VarGrad). The relative standard error of an image is
+``‖SE‖₂ / ‖attribution‖₂``; the table shows its mean over the images.
 
 Examples
 --------
@@ -51,7 +46,6 @@ __all__ = [
     "SHAPES",
     "METHODS",
     "IMAGE_SIZE",
-    "SE_SEEDS",
     "DemoOutputError",
     "MethodResult",
     "DemoResult",
@@ -72,15 +66,8 @@ __all__ = [
 #: Column titles of the figure, in order after the input column.
 METHODS = ("Saliency", "SmoothGrad", "SmoothGrad²", "VarGrad", "IG + SmoothGrad")
 
-#: Seeds per estimate for the standard error of SmoothGrad² and VarGrad.
-SE_SEEDS = 4
-
 #: Which maps are signed (shown with a diverging colour map centred on 0).
 _SIGNED = {"Saliency": False, "SmoothGrad": True, "SmoothGrad²": False, "VarGrad": False, "IG + SmoothGrad": True}
-
-#: How each method's standard error is computed (the "SE from" column).
-_SE_FROM = {"Saliency": "exact (no noise)", "SmoothGrad": "same-seed VarGrad", "SmoothGrad²": f"{SE_SEEDS} seeds",
-            "VarGrad": f"{SE_SEEDS} seeds", "IG + SmoothGrad": "same-seed VarGrad"}
 
 PrintFn = Optional[Callable[[str], None]]
 
@@ -99,15 +86,14 @@ class MethodResult:
         Display name of the attribution method.
     time_s : float
         Wall time of the attribution call for all demo images, in seconds
-        (without the extra calls for the standard error).
+        (standard error included: it costs no extra gradients).
     samples : int
         Noisy copies per image (1 for plain Saliency).
     mean_abs_delta : float or None
         Mean over the images of |averaged convergence delta| (IntegratedGradients only).
     rel_stderr : float or None
-        Mean over the images of ``‖SE‖₂ / ‖attribution‖₂`` (None for Saliency, which has no noise).
-    stderr_from : str
-        How the standard error was computed.
+        Mean over the images of ``‖SE‖₂ / ‖attribution‖₂`` (None for Saliency,
+        which has no noise, and with fewer than 2 samples).
     mask_mass : float
         Share of the attribution mass (sum of |attr|) on the ground-truth mask,
         averaged over the images; a uniform map scores the mask's area fraction.
@@ -118,7 +104,6 @@ class MethodResult:
     samples: int
     mean_abs_delta: Optional[float]
     rel_stderr: Optional[float]
-    stderr_from: str
     mask_mass: float
     attributions: Optional[Tensor] = field(default=None, repr=False)
 
@@ -188,19 +173,6 @@ def prepare_output_dir(out: Union[str, os.PathLike]) -> Path:
 # --------------------------------------------------------------------------- attributions
 
 
-def relative_stderr(attributions: Tensor, stderr: Tensor) -> Tensor:
-    """``‖stderr‖₂ / ‖attributions‖₂`` per example (NaN where the attribution is all zero).
-
-    Examples
-    --------
-    >>> relative_stderr(torch.tensor([[3.0, 4.0]]), torch.tensor([[1.5, 2.0]])).tolist()
-    [0.5]
-    """
-    top = stderr.detach().double().flatten(1).norm(dim=1)
-    bottom = attributions.detach().double().flatten(1).norm(dim=1)
-    return torch.where(bottom > 0, top / bottom.clamp_min(1e-300), torch.full_like(bottom, float("nan")))
-
-
 def _timed(fn: Callable[[], object]) -> Tuple[object, float]:
     start = time.perf_counter()
     out = fn()
@@ -250,67 +222,50 @@ def attribute_all(
     saliency = noisegrad.NoiseTunnel(Saliency(model))
     ig = noisegrad.NoiseTunnel(IntegratedGradients(model))
 
-    def smooth(nt, nt_type: str, run_seed: int = seed, **extra):
-        return nt.attribute(images, nt_type=nt_type, nt_samples=samples, nt_samples_batch_size=batch_size,
-                            stdevs=noisegrad.relative(noise), seed=run_seed, target=target, **extra)
+    with_stderr = samples > 1  # a standard error needs two independent samples
 
-    ig_extra = dict(n_steps=ig_steps)
+    def smooth(nt, nt_type: str, **extra):
+        return nt.attribute(images, nt_type=nt_type, nt_samples=samples, nt_samples_batch_size=batch_size,
+                            stdevs=noisegrad.relative(noise), seed=seed, target=target,
+                            return_stderr=with_stderr, **extra)
+
     calls: Dict[str, Callable[[], object]] = {
         "Saliency": lambda: Saliency(model).attribute(images.clone().requires_grad_(), target=target),
         "SmoothGrad": lambda: smooth(saliency, "smoothgrad", abs=False),
         "SmoothGrad²": lambda: smooth(saliency, "smoothgrad_sq", abs=False),
         "VarGrad": lambda: smooth(saliency, "vargrad", abs=False),
-        "IG + SmoothGrad": lambda: smooth(ig, "smoothgrad", return_convergence_delta=True, **ig_extra),
+        "IG + SmoothGrad": lambda: smooth(ig, "smoothgrad", return_convergence_delta=True, n_steps=ig_steps),
     }
-    # The standard error of each estimate; see the module docstring.
-    mean_se = samples > 1
-    stderr_calls: Dict[str, Callable[[Tensor], Optional[Tensor]]] = {
-        "Saliency": lambda estimate: None,
-        "SmoothGrad": lambda estimate: (smooth(saliency, "vargrad", abs=False) / (samples - 1)).sqrt() if mean_se else None,
-        "SmoothGrad²": lambda estimate: _seed_spread(estimate, lambda s: smooth(saliency, "smoothgrad_sq", s, abs=False), seed),
-        "VarGrad": lambda estimate: _seed_spread(estimate, lambda s: smooth(saliency, "vargrad", s, abs=False), seed),
-        "IG + SmoothGrad": lambda estimate: (smooth(ig, "vargrad", **ig_extra) / (samples - 1)).sqrt() if mean_se else None,
-    }
-    costs = _call_costs(samples, ig_steps)
     rows = []
     for name in METHODS:
         out, seconds = _timed(calls[name])
-        _advance(progress, costs[name][0], name)
-        delta = None
-        if isinstance(out, tuple):
+        _advance(progress, _gradients(name, samples, ig_steps), name)
+        delta, rel = None, None
+        if isinstance(out, noisegrad.SmoothedAttribution):
+            out, delta_tensor, rel = out.attributions, out.delta, float(out.relative_stderr.nanmean())
+        elif isinstance(out, tuple):
             out, delta_tensor = out
+        else:
+            delta_tensor = None
+        if delta_tensor is not None:
             delta = float(delta_tensor.abs().mean())
-        stderr = stderr_calls[name](out)
-        _advance(progress, costs[name][1], f"{name}: standard error")
-        rel = None if stderr is None else float(relative_stderr(out, stderr).nanmean())
         rows.append(MethodResult(
             method=name, time_s=seconds, samples=1 if name == "Saliency" else samples, mean_abs_delta=delta,
-            rel_stderr=rel, stderr_from=_SE_FROM[name] if (stderr is not None or name == "Saliency") else "-",
-            mask_mass=mask_mass_fraction(out, masks), attributions=out.detach(),
+            rel_stderr=rel, mask_mass=mask_mass_fraction(out, masks), attributions=out.detach(),
         ))
     return rows
 
 
-def _seed_spread(estimate: Tensor, run: Callable[[int], Tensor], seed: int) -> Tensor:
-    """Standard deviation (ddof=1) of ``estimate`` and :data:`SE_SEEDS` − 1 reruns with the next seeds."""
-    runs = [estimate.detach()] + [run(seed + r).detach() for r in range(1, SE_SEEDS)]
-    return torch.stack(runs).double().std(dim=0)
-
-
-def _call_costs(samples: int, ig_steps: int) -> Dict[str, Tuple[int, int]]:
-    """Gradient evaluations per image of each method's call and of its standard-error calls."""
-    return {
-        "Saliency": (1, 0),
-        "SmoothGrad": (samples, samples),
-        "SmoothGrad²": (samples, (SE_SEEDS - 1) * samples),
-        "VarGrad": (samples, (SE_SEEDS - 1) * samples),
-        "IG + SmoothGrad": (samples * ig_steps, samples * ig_steps),
-    }
+def _gradients(method: str, samples: int, ig_steps: int) -> int:
+    """Gradient evaluations per image of one method's call."""
+    if method == "Saliency":
+        return 1
+    return samples * ig_steps if method == "IG + SmoothGrad" else samples
 
 
 def work_units(samples: int, ig_steps: int) -> int:
     """Gradient evaluations per image of :func:`attribute_all` (the progress bar's total)."""
-    return sum(a + b for a, b in _call_costs(samples, ig_steps).values())
+    return sum(_gradients(method, samples, ig_steps) for method in METHODS)
 
 
 def _advance(progress: Optional[Progress], amount: int, note: str) -> None:
@@ -323,19 +278,17 @@ def _advance(progress: Optional[Progress], amount: int, note: str) -> None:
 
 def format_table(rows: List[MethodResult], mask_area: float) -> str:
     """The demo's results as a plain-text table, with how the errors were computed and the uniform-map baseline."""
-    header = (f"{'method':<16} {'time (s)':>8} {'samples':>7} {'mean |delta|':>12} {'rel. SE':>8}  "
-              f"{'SE from':<18} {'mass on mask':>12}")
+    header = f"{'method':<16} {'time (s)':>8} {'samples':>7} {'mean |delta|':>12} {'rel. SE':>8} {'mass on mask':>12}"
     lines = [header, "-" * len(header)]
     for r in rows:
         delta = "-" if r.mean_abs_delta is None else f"{r.mean_abs_delta:.4f}"
         rel = "0" if r.method == "Saliency" else ("-" if r.rel_stderr is None else f"{r.rel_stderr:.3f}")
-        lines.append(f"{r.method:<16} {r.time_s:>8.3f} {r.samples:>7d} {delta:>12} {rel:>8}  "
-                     f"{r.stderr_from:<18} {r.mask_mass:>12.3f}")
+        lines.append(f"{r.method:<16} {r.time_s:>8.3f} {r.samples:>7d} {delta:>12} {rel:>8} {r.mask_mass:>12.3f}")
     lines += [
         "mean |delta|: IG's completeness gap, averaged over the noisy copies, then |.| averaged over the images.",
-        "rel. SE: ||standard error||_2 / ||attribution||_2 per image, averaged over the images; the standard error",
-        "  of a mean of N noisy maps is sqrt(VarGrad / (N - 1)) from a VarGrad call with the same seed (the same N",
-        f"  samples); SmoothGrad² and VarGrad are not plain means: their SE is the spread over {SE_SEEDS} seeds.",
+        "rel. SE: ||standard error||_2 / ||attribution||_2 per image, averaged over the images; the Monte-Carlo",
+        "  standard error of the same run (return_stderr=True): that of a mean of N samples for the SmoothGrads,",
+        "  a jackknife over groups of the samples for SmoothGrad² and VarGrad.",
         f"mass on mask: share of sum |attr| on the true shape pixels; a uniform map scores {mask_area:.3f}.",
     ]
     return "\n".join(lines)
@@ -521,9 +474,9 @@ def run_demo(
                         "weights": str(weights) if weights is not None else "shipped"},
             "accuracy": acc,
             "mask_area_fraction": mask_area,
-            "stderr": "relative: ||SE||_2/||attribution||_2 per image, mean over images; SmoothGrad and "
-                      "IG + SmoothGrad: sqrt(VarGrad/(N-1)) from a same-seed VarGrad call; SmoothGrad² and "
-                      f"VarGrad: standard deviation over {SE_SEEDS} seeds",
+            "stderr": "relative: ||SE||_2/||attribution||_2 per image, mean over images; the Monte-Carlo "
+                      "standard error of the same run (return_stderr=True): of a mean of N samples for the "
+                      "SmoothGrads, a jackknife over groups of samples for SmoothGrad² and VarGrad",
             "total_time_s": total,
         }
         summary_path = save_summary(out_dir, rows, meta)

@@ -5,10 +5,13 @@ an absolute σ of 1.0, 5 samples). These functions choose for the user instead:
 noise relative to each example's range (15 %, the SmoothGrad paper's 10–20 %),
 50 samples (where the paper sees diminishing returns), a chunk size from the
 model's memory per row, and the sampler that needed the fewest samples for the
-same error in ``benchmarks/SAMPLERS.md``: antithetic pairs for signed
-SmoothGrad and for SmoothGrad² (the Latin hypercube is as good on average there
-but unstable on the CNN), a Latin hypercube for SmoothGrad of absolute
-gradients, i.i.d. noise for VarGrad (no sampler beat it reliably).
+same error in ``benchmarks/SAMPLERS.md``: a Latin hypercube for SmoothGrad
+(signed or absolute gradients), antithetic pairs for SmoothGrad² (the Latin
+hypercube is as good on average there but unstable on the CNN), i.i.d. noise
+for VarGrad (no sampler beat it reliably). When a standard error is asked for
+(``return_stderr=True`` or ``nt_samples="auto"``) the Latin hypercube would
+have to be split into randomised replicates, which costs it most of its
+gain, so SmoothGrad takes antithetic pairs then.
 """
 
 from typing import Any, Callable, Optional, Union
@@ -24,7 +27,7 @@ __all__ = ["smoothgrad", "smoothgrad_sq", "vargrad", "BEST_SAMPLER"]
 
 #: (nt_type, absolute gradients?) → the sampler front-ends use by default.
 BEST_SAMPLER = {
-    ("smoothgrad", False): "antithetic",
+    ("smoothgrad", False): "lhs",
     ("smoothgrad", True): "lhs",
     ("smoothgrad_sq", False): "antithetic",
     ("smoothgrad_sq", True): "antithetic",
@@ -45,14 +48,16 @@ def _smooth(
     **kwargs: Any,
 ) -> Any:
     kwargs.setdefault("nt_samples_batch_size", "auto")
-    if nt_samples == "auto" and sampler is None and BEST_SAMPLER[(nt_type, absolute)] == "lhs":
-        sampler = "qmc"  # a Latin hypercube needs its sample count up front
+    if sampler is None:
+        sampler = BEST_SAMPLER[(nt_type, absolute)]
+        if sampler == "lhs" and (nt_samples == "auto" or kwargs.get("return_stderr")):
+            sampler = "antithetic"  # standard errors need replicates of a Latin hypercube, which cost its gain
     return NoiseTunnel(Saliency(model)).attribute(
         inputs,
         nt_type=nt_type,
         nt_samples=nt_samples,
         stdevs=relative(0.15) if stdevs is None else stdevs,
-        sampler=BEST_SAMPLER[(nt_type, absolute)] if sampler is None else sampler,
+        sampler=sampler,
         target=target,
         abs=absolute,
         **kwargs,
@@ -86,7 +91,9 @@ def smoothgrad(
     absolute : bool
         Average ``|∇f|`` instead of ``∇f`` (Captum's Saliency default).
     sampler : str, optional
-        Default: the measured best for this statistic (:data:`BEST_SAMPLER`).
+        Default: the measured best for this statistic (:data:`BEST_SAMPLER`;
+        antithetic instead of a Latin hypercube when a standard error is
+        needed).
     **kwargs
         Passed to ``NoiseTunnel.attribute`` (``seed``, ``return_stderr``,
         ``additional_forward_args``, ``nt_samples_batch_size``, ...).

@@ -23,7 +23,10 @@ class GroupedMoments:
     ``groups`` groups. The smoothed attribution is that of all groups merged;
     its standard error is the delete-one-group jackknife, which is valid for
     the mean (SmoothGrad) and for the smooth statistics SmoothGrad² and
-    VarGrad alike. Memory: one mean and one M2 per group.
+    VarGrad alike. For the mean of i.i.d. samples, when M2 is tracked, it is
+    the textbook ``√(M2 / (n (n − 1)))`` instead, with all ``n − 1`` degrees
+    of freedom rather than ``groups − 1``. Memory: one mean and one M2 per
+    group.
 
     Examples
     --------
@@ -66,6 +69,8 @@ class GroupedMoments:
         filled = [part for part in self.parts if part.count]
         if len(filled) < 2:
             raise ValueError("a standard error needs samples in at least two independent groups")
+        if nt_type == "smoothgrad" and self.sampler.kind == "iid" and total.m2 is not None:
+            return (total.m2.clamp(min=0) / (total.count * (total.count - 1))).sqrt()
         leave_one_out = torch.stack([smooth(_without(total, part), nt_type) for part in filled])
         spread = leave_one_out - leave_one_out.mean(dim=0)
         g = len(filled)

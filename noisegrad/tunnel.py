@@ -254,7 +254,9 @@ class NoiseTunnel(Attribution):
         draws = NoiseSampler(sampler, seeds, limit, DEFAULT_REPLICATES if return_stderr or auto else 1)
         if return_stderr or auto:
             groups = draws.standard_error_groups()
-            new_accumulator = lambda: GroupedMoments(draws, groups, track_m2=needs_m2)  # noqa: E731
+            # i.i.d. SmoothGrad keeps M2 too: its textbook standard error has all n − 1 degrees of freedom.
+            with_m2 = needs_m2 or sampler == "iid"
+            new_accumulator = lambda: GroupedMoments(draws, groups, track_m2=with_m2)  # noqa: E731
         else:
             new_accumulator = lambda: Moments(track_m2=needs_m2)  # noqa: E731
         device = inputs_tuple[0].device

@@ -112,10 +112,12 @@ def test_dict_inputs_are_keyword_arguments_and_tabular_figures(workdir):
     torch.save(inputs, folder / "table.pt")
     out = folder / "tab"
     assert main(["explain", "--model", "user_models:two_inputs", "--inputs", "table.pt", "--nt-type", "vargrad",
-                 "--method", "input_x_gradient", "--samples", "4", "--out", str(out), "--quiet"]) == 0
+                 "--method", "input_x_gradient", "--samples", "4", "--stderr", "--out", str(out), "--quiet"]) == 0
     saved = torch.load(out / "attributions.pt", weights_only=True)
     assert set(saved["attributions"]) == {"features", "extra"}
     assert saved["attributions"]["features"].shape == (3, 5) and (saved["attributions"]["extra"] >= 0).all()
+    assert set(saved["relative_stderr"]) == {"features", "extra"}  # VarGrad has a standard error too
+    assert all(r.shape == (3,) and bool(((r > 0) & (r < 5)).all()) for r in saved["relative_stderr"].values())
     assert (out / "attributions_features.png").is_file() and (out / "attributions_extra.png").is_file()
 
 
@@ -150,7 +152,7 @@ def test_no_noise_runs_the_method_once(workdir):
         ({"--target": "cat"}, "expected an int"),
         ({"--target": "none"}, "one output value per example"),
         ({"--n-steps": "8"}, "--method ig only"),
-        ({"--stderr": None, "--nt-type": "vargrad"}, "needs --nt-type smoothgrad"),
+        ({"--stderr": None, "--nt-type": "none"}, "needs --nt-type smoothgrad, smoothgrad_sq or vargrad"),
         ({"--out": "notes.txt"}, "not a directory"),
         ({"--samples": "0"}, "positive integer"),
         ({"--noise": "-1"}, "number >= 0"),

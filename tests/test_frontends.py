@@ -34,6 +34,13 @@ def test_the_tunnel_itself_keeps_captums_iid_default():
     assert torch.equal(default, iid)
 
 
-def test_auto_samples_swap_the_latin_hypercube_for_qmc():
-    result = smoothgrad(make_mlp(), X, target=0, nt_samples="auto", absolute=True, tol=0.2, seed=0)
-    assert isinstance(result, SmoothedAttribution) and result.attributions.shape == X.shape
+@pytest.mark.parametrize("needs_stderr", [dict(nt_samples="auto", tol=0.2), dict(return_stderr=True)])
+def test_smoothgrad_with_a_standard_error_swaps_the_latin_hypercube_for_antithetic_pairs(needs_stderr):
+    model = make_mlp()
+    result = smoothgrad(model, X, target=0, absolute=True, seed=0, **needs_stderr)
+    expected = NoiseTunnel(Saliency(model)).attribute(
+        X, **{"nt_samples": 50, **needs_stderr}, stdevs=relative(0.15), sampler="antithetic", target=0, abs=True, seed=0
+    )
+    assert isinstance(result, SmoothedAttribution)
+    torch.testing.assert_close(result.attributions, expected.attributions, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(result.stderr, expected.stderr, rtol=1e-12, atol=1e-15)

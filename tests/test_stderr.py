@@ -24,6 +24,15 @@ def test_the_standard_error_matches_the_spread_over_seeds(sampler, nt_type):
     assert 0.7 < float(reported / empirical) < 1.45
 
 
+def test_iid_smoothgrad_gets_the_textbook_standard_error_of_a_mean():
+    """√(VarGrad / (n − 1)) from a VarGrad run with the same seed: the same n samples, all n − 1 degrees of freedom."""
+    nt = NoiseTunnel(Saliency(make_mlp(seed=2)))
+    common = dict(nt_samples=20, nt_samples_batch_size=7, stdevs=0.5, target=0, abs=False, seed=4)
+    result = nt.attribute(X, return_stderr=True, **common)
+    textbook = (nt.attribute(X, nt_type="vargrad", **common) / (20 - 1)).sqrt()
+    torch.testing.assert_close(result.stderr, textbook, rtol=1e-10, atol=1e-14)
+
+
 def test_the_attributions_are_those_of_a_run_without_standard_errors():
     nt = NoiseTunnel(IntegratedGradients(make_mlp()))
     common = dict(nt_type="vargrad", nt_samples=10, nt_samples_batch_size=4, stdevs=0.3, target=2, n_steps=5, seed=2,

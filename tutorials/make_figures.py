@@ -82,9 +82,8 @@ def tabular_figure(out: Path) -> None:
     nt = noisegrad.NoiseTunnel(IntegratedGradients(model))
     x, n = features[:1], 32
     kwargs = dict(nt_samples=n, stdevs=0.3, seed=0, target=1, n_steps=16)
-    mean = nt.attribute(x, nt_type="smoothgrad", **kwargs)
-    stderr = (nt.attribute(x, nt_type="vargrad", **kwargs) / (n - 1)).sqrt()  # SE of a mean of n samples
-    viz.plot_feature_attr(mean, names, stderr, err_scale=1.96,
+    smoothed = nt.attribute(x, nt_type="smoothgrad", return_stderr=True, **kwargs)  # SE from the same samples
+    viz.plot_feature_attr(smoothed.attributions, names, smoothed.stderr, err_scale=1.96,
                           title="IG + SmoothGrad (32 samples) for one applicant", save=out / "tabular.png")
 
 

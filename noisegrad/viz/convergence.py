@@ -11,13 +11,15 @@ estimate uses the first ``N`` samples of one longer run. Two measures come out:
   ``‖SE_N‖₂ / ‖A_N‖₂`` per input, with ``SE_N`` the per-feature standard
   error, estimated in one of two ways (``stderr=``):
 
-  - ``"vargrad"`` (SmoothGrad only): a VarGrad run with the same seed and
-    ``N`` gives the population variance ``v`` of exactly the ``N`` noisy
-    attributions that were averaged, so ``SE_N = √(v / (N − 1))`` (undefined
-    for ``N = 1``). Costs one extra run per count.
-  - ``"repeats"`` (any ``nt_type``): the run is repeated with ``repeats − 1``
-    further seeds, and ``SE_N`` is the standard deviation (``ddof=1``) of the
-    ``N``-sample estimates across the repeats. Costs ``repeats`` runs per count.
+  - ``"return_stderr"`` (noisegrad's ``NoiseTunnel``): the run's own
+    ``return_stderr=True`` standard error, a jackknife over groups of its
+    samples. Costs no extra gradients; undefined for ``N = 1`` (and for
+    fewer than two antithetic pairs). QMC and LHS noise then runs as four
+    randomised replicates, as ``return_stderr`` makes it.
+  - ``"repeats"`` (any tunnel, Captum's included): the run is repeated with
+    ``repeats − 1`` further seeds, and ``SE_N`` is the standard deviation
+    (``ddof=1``) of the ``N``-sample estimates across the repeats. Costs
+    ``repeats`` runs per count.
 """
 
 from dataclasses import dataclass
@@ -26,12 +28,14 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from noisegrad.samplers import independent_units
+from noisegrad.tunnel import NoiseTunnel
 from noisegrad.viz._arrays import as_array
 
 __all__ = ["ConvergenceRun", "measure_convergence", "STDERR_METHODS"]
 
 #: ``stderr`` options of :func:`measure_convergence`.
-STDERR_METHODS = ("auto", "vargrad", "repeats", None)
+STDERR_METHODS = ("auto", "return_stderr", "repeats", None)
 
 _RESERVED = ("nt_type", "nt_samples", "seed", "generator")
 
@@ -150,10 +154,11 @@ def measure_convergence(
     sample_counts : sequence of int
         Strictly increasing ``nt_samples`` values; the runs are nested (see the module docstring).
     nt_type : {"smoothgrad", "smoothgrad_sq", "vargrad"}
-    stderr : {"auto", "vargrad", "repeats", None}
+    stderr : {"auto", "return_stderr", "repeats", None}
         How to estimate the relative standard error: ``"auto"`` is
-        ``"vargrad"`` for SmoothGrad and ``"repeats"`` otherwise; ``None``
-        skips it (only the relative change is computed).
+        ``"return_stderr"`` for noisegrad's ``NoiseTunnel`` and ``"repeats"``
+        for other tunnels; ``None`` skips it (only the relative change is
+        computed).
     repeats : int
         Runs per count for ``stderr="repeats"`` (≥ 2), with seeds ``seed``, ``seed + 1``, ...
     seed : int
@@ -176,7 +181,7 @@ def measure_convergence(
     >>> run = measure_convergence(NoiseTunnel(Saliency(model)), torch.rand(3, 4), sample_counts=(4, 16, 64),
     ...                           stdevs=0.5, target=0, abs=False)
     >>> run.estimates.shape, run.relative_stderr.shape, run.stderr_method
-    ((3, 3, 4), (3, 3), 'vargrad')
+    ((3, 3, 4), (3, 3), 'return_stderr')
     >>> bool((run.relative_stderr[2] < run.relative_stderr[0]).all())  # 16× the samples: about ¼ of the error
     True
     """
@@ -188,10 +193,12 @@ def measure_convergence(
         raise ValueError(f"{clash} are set by measure_convergence (sample_counts=, nt_type=, seed=); remove them")
     if stderr not in STDERR_METHODS:
         raise ValueError(f"stderr must be one of {STDERR_METHODS}, got {stderr!r}")
+    own_stderr = isinstance(nt, NoiseTunnel)
     if stderr == "auto":
-        stderr = "vargrad" if nt_type == "smoothgrad" else "repeats"
-    if stderr == "vargrad" and nt_type != "smoothgrad":
-        raise ValueError(f"stderr='vargrad' estimates the error of a mean: it needs nt_type='smoothgrad', got {nt_type!r}")
+        stderr = "return_stderr" if own_stderr else "repeats"
+    if stderr == "return_stderr" and not own_stderr:
+        raise ValueError(f"stderr='return_stderr' needs noisegrad.NoiseTunnel, got {type(nt).__name__}: "
+                         "use stderr='repeats'")
     if stderr == "repeats" and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2):
         raise ValueError(f"repeats must be an int >= 2 for stderr='repeats', got {repeats!r}")
     with_delta = bool(attribute_kwargs.get("return_convergence_delta", False))
@@ -202,14 +209,17 @@ def measure_convergence(
 
     estimates, deltas, errors = [], [], []
     for n in counts:
-        out = run(n, nt_type, seed, attribute_kwargs)
+        with_own_stderr = stderr == "return_stderr" and independent_units(attribute_kwargs.get("sampler", "iid"), n) > 1
+        out = run(n, nt_type, seed, dict(attribute_kwargs, return_stderr=True) if with_own_stderr else attribute_kwargs)
+        if with_own_stderr:
+            errors.append(as_array(out.stderr, "stderr"))
+            out = (out.attributions, out.delta) if with_delta else out.attributions
         if with_delta:
             out, delta = out
             deltas.append(as_array(delta, "delta").reshape(-1))
         estimates.append(as_array(out, "attributions"))
-        if stderr == "vargrad":
-            variance = as_array(run(n, "vargrad", seed, quiet), "variance")
-            errors.append(np.sqrt(variance / (n - 1)) if n > 1 else np.full_like(variance, np.nan))
+        if stderr == "return_stderr" and not with_own_stderr:
+            errors.append(np.full_like(estimates[-1], np.nan))
         elif stderr == "repeats":
             others = [as_array(run(n, nt_type, seed + r, quiet), "attributions") for r in range(1, repeats)]
             errors.append(np.std(np.stack([estimates[-1]] + others), axis=0, ddof=1))

@@ -132,7 +132,7 @@ def plot_convergence_curve(
         metric = "relative_stderr" if run.relative_stderr is not None else "relative_change"
     values = getattr(run, metric)
     if values is None:
-        raise ValueError("this run has no relative_stderr: measure it with stderr='vargrad' or 'repeats'")
+        raise ValueError("this run has no relative_stderr: measure it with stderr='return_stderr' or 'repeats'")
     batch = values.shape[1]
     if labels is not None and (isinstance(labels, str) or len(labels) != batch):
         raise ValueError(f"labels must be a sequence of {batch} strings (one per input), got {labels!r}")
