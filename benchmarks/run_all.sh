@@ -25,9 +25,11 @@ run python benchmarks/bench_chunks.py --repeats 5 --out $B/CHUNKS.md $QUICK
 # Cost model: FLOPs and bytes per noisy sample (~2 min).
 run python benchmarks/perf_model.py --out $D/performance_table.md $QUICK
 if [[ -z "$QUICK" ]]; then
-  # Accuracy per gradient evaluation; these two have no quick mode (~2 and ~5 min).
+  # Accuracy per gradient evaluation; these have no quick mode (~2, ~3 and ~1 min).
   run python benchmarks/bench_joint.py
   run python benchmarks/bench_samplers.py
+  # Other stratified designs for absolute-gradient SmoothGrad (~1 min).
+  run python benchmarks/bench_abs_designs.py
 fi
 # Ground-truth localisation by method and noise level (~1-2 min).
 run python benchmarks/bench_localisation.py --out $D/localisation.md --figure $F/localisation.png
