@@ -93,11 +93,15 @@ class NoiseSampler:
         self.replicates = replicates if kind in ("qmc", "lhs") else 1
         self._randomisation: Dict[Tuple[int, int], Tuple[Tensor, ...]] = {}
 
-    def group(self, sample: int, groups: int) -> int:
-        """The independent unit group of ``sample`` when the samples are split into ``groups``."""
-        if self.kind == "antithetic":
-            return (sample // 2) % groups
-        return sample % groups
+    @property
+    def unit_size(self) -> int:
+        """Consecutive samples per independent unit: 2 for antithetic pairs, else 1.
+
+        Units are dealt round-robin into standard-error groups: sample ``k``
+        belongs to group ``(k // unit_size) mod groups`` (for QMC and LHS,
+        with ``groups = replicates``, that is its replicate).
+        """
+        return 2 if self.kind == "antithetic" else 1
 
     def standard_error_groups(self, default: int = 8) -> int:
         """How many independent groups the standard error is estimated from."""
@@ -158,7 +162,10 @@ class NoiseSampler:
             randomisation = tuple(r[examples] for r in randomisation)
         if self.kind == "qmc":
             shift, = randomisation
-            sobol = _sobol_points(points.start, len(points), out.shape[2]).to(out.device)
+            sobol = _sobol_points(points.start, len(points), out.shape[2])
+            if out.device.type == "cuda":  # a copy from pinned memory does not stop the host
+                sobol = sobol.pin_memory()
+            sobol = sobol.to(out.device, non_blocking=True)
             out.copy_(torch.bitwise_xor(sobol.unsqueeze(1), shift))
             # u = (digits + 0.5) / 2^30, so 2u − 1 = digits / 2^29 + 2^-30 − 1
             out.mul_(2.0 ** (1 - _SOBOL_BITS)).add_(2.0**-_SOBOL_BITS - 1)
@@ -173,7 +180,7 @@ class NoiseSampler:
         scratch = torch.mul(out, 1 / strata).floor_()
         out.sub_(scratch, alpha=strata)
         # The jitter: frac(c + i·φ), a Weyl sequence from a random phase c.
-        advance = torch.tensor([(i * _GOLDEN) % 1 for i in points], dtype=out.dtype, device=out.device)
+        advance = torch.arange(points.start, points.stop, dtype=out.dtype, device=out.device).mul_(_GOLDEN).frac_()
         torch.add(phase, advance.view(-1, 1, 1), out=scratch).frac_()
         out.add_(scratch).mul_(2 / strata).sub_(1 + 1 / strata)
 

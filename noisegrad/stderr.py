@@ -42,13 +42,18 @@ class GroupedMoments:
         self.parts = [Moments(track_m2=track_m2) for _ in range(groups)]
 
     def update(self, samples: Tensor, sample_ids: range, overwrite: bool = False) -> None:
-        """Merge a chunk (samples along dim 0, in the order of ``sample_ids``) into the groups."""
-        owner = [self.sampler.group(sample, self.groups) for sample in sample_ids]
+        """Merge a chunk (samples along dim 0, in the order of ``sample_ids``) into the groups.
+
+        A group's rows of the chunk are strided slices (no index tensor, so
+        nothing waits for the device); ``overwrite=True`` lets the groups
+        centre them in place.
+        """
+        size = self.sampler.unit_size
+        period = size * self.groups  # sample k is in group (k // size) mod groups
         for group, part in enumerate(self.parts):
-            rows = [j for j, g in enumerate(owner) if g == group]
-            if rows:
-                picked = samples[torch.tensor(rows, device=samples.device)]
-                part.update(picked, dim=0, overwrite=True)  # the pick is a copy of ours
+            for offset in range(size):
+                first = (group * size + offset - sample_ids.start) % period
+                part.update(samples[first::period], dim=0, overwrite=overwrite)
 
     def select(self, examples: Tensor) -> "GroupedMoments":
         """The groups' moments of some examples only."""

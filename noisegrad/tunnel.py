@@ -406,11 +406,12 @@ class NoiseTunnel(Attribution):
             moments.extend(new_accumulator() for _ in attributions)
         for accumulator, attribution in zip(moments, attributions):
             samples = _by_sample(attribution, batch, n)
+            # A fresh (non-view) attribution is ours to centre in place.
+            overwrite = attribution._base is None
             if isinstance(accumulator, GroupedMoments):
-                accumulator.update(samples, sample_ids)
+                accumulator.update(samples, sample_ids, overwrite=overwrite)
             else:
-                # A fresh (non-view) attribution is ours to centre in place.
-                accumulator.update(samples, dim=0, overwrite=attribution._base is None)
+                accumulator.update(samples, dim=0, overwrite=overwrite)
         return [a.dtype for a in attributions], is_attr_tuple
 
 
