@@ -28,6 +28,7 @@ from noisegrad.samplers import SAMPLERS, NoiseSampler
 from noisegrad.plan import plan_chunks
 from noisegrad.seeding import SampleSeeds
 from noisegrad.smoothing import validate_nt_type
+from noisegrad.stderr import relative_stderr
 
 __all__ = ["joint_integrated_gradients", "JointEstimate"]
 
@@ -63,11 +64,8 @@ class JointEstimate:
 
     def relative_stderr(self) -> Tensor:
         """Per input ``‖SE‖ / ‖attribution‖`` over all its elements (all tensors of a tuple)."""
-        attrs, errs = _flat(self.attributions), _flat(self.stderr)
-        batch = attrs[0].shape[0]
-        se2 = sum(e.double().reshape(batch, -1).square().sum(1) for e in errs)
-        a2 = sum(a.double().reshape(batch, -1).square().sum(1) for a in attrs)
-        return (se2.sqrt() / a2.sqrt()).to(attrs[0].dtype)
+        attributions = _flat(self.attributions)
+        return relative_stderr(_flat(self.stderr), attributions).to(attributions[0].dtype)
 
 
 def joint_integrated_gradients(
