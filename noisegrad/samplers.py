@@ -176,13 +176,17 @@ class NoiseSampler:
         # The stratum (a·i + b) mod m = x − m·⌊x / m⌋ for x = a·i + b, in floating point: several times faster
         # than an integer remainder. The offset holds b + ½, which keeps x / m half a stratum away from an
         # integer, so its floor is exact despite rounding.
-        torch.addcmul(offset, multiplier, index, out=out)
-        scratch = torch.mul(out, 1 / strata).floor_()
-        out.sub_(scratch, alpha=strata)
+        # It is computed in the randomisation's exact dtype (float64 beyond 1024 strata) and is then small.
+        position = out if out.dtype == multiplier.dtype else torch.empty_like(out, dtype=multiplier.dtype)
+        torch.addcmul(offset, multiplier, index, out=position)
+        floor = torch.mul(position, 1 / strata).floor_()
+        position.sub_(floor, alpha=strata)
+        if position is not out:
+            out.copy_(position)
         # The jitter: frac(c + i·φ), a Weyl sequence from a random phase c.
         advance = torch.arange(points.start, points.stop, dtype=out.dtype, device=out.device).mul_(_GOLDEN).frac_()
-        torch.add(phase, advance.view(-1, 1, 1), out=scratch).frac_()
-        out.add_(scratch).mul_(2 / strata).sub_(1 + 1 / strata)
+        jitter = torch.add(phase, advance.view(-1, 1, 1), out=floor if floor.dtype == out.dtype else None).frac_()
+        out.add_(jitter).mul_(2 / strata).sub_(1 + 1 / strata)
 
     def _strata(self, replicate: int) -> int:
         """Samples in replicate ``r`` of the Latin hypercube: those ``k < nt_samples`` with ``k mod R == r``."""

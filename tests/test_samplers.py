@@ -59,6 +59,18 @@ def test_latin_hypercube_uses_every_stratum_once_per_replicate_and_dimension(nt_
         assert torch.equal(strata, expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_latin_hypercube_strata_stay_exact_with_thousands_of_samples(dtype):
+    """4099 strata: the stratum arithmetic runs in float64 and must survive float32 noise."""
+    sampler = NoiseSampler("lhs", SampleSeeds(3), 4099, replicates=1)
+    out = torch.empty((4099, 1, 3), dtype=dtype)
+    for ids in plan_chunks(4099, 1000):
+        sampler.fill(out[ids.start : ids.stop], ids, stream=0, generator=torch.Generator())
+    scaled = torch.special.ndtr(out.double()) * 4099  # stratum + position inside it
+    within = scaled.sort(dim=0).values - torch.arange(4099, dtype=torch.float64).view(-1, 1, 1)
+    assert float(within.min()) > -0.01 and float(within.max()) < 1.01  # every stratum once
+
+
 def test_qmc_replicates_are_digitally_shifted_sobol_points():
     """Un-shifting one replicate with its own first point recovers the Sobol sequence's leading bits."""
     values = draw("qmc", 16, shape=(1, 3), replicates=2)
