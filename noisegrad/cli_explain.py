@@ -41,6 +41,7 @@ from torch import Tensor
 
 import noisegrad
 from noisegrad._progress import Progress
+from noisegrad.samplers import units_for_stderr
 from noisegrad.stderr import relative_stderr
 
 __all__ = ["METHODS", "NT_TYPES", "ExplainError", "add_arguments", "load_model", "load_inputs", "parse_target",
@@ -459,8 +460,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stderr and args.nt_type == "none":
         raise ExplainError("--stderr is the Monte-Carlo error of the noise: it needs --nt-type smoothgrad, "
                            "smoothgrad_sq or vargrad")
-    if args.stderr and args.samples < 2:
-        raise ExplainError("--stderr needs --samples 2 or more")
+    if args.stderr and args.samples < units_for_stderr(args.nt_type):
+        raise ExplainError(f"--stderr with --nt-type {args.nt_type} needs --samples {units_for_stderr(args.nt_type)} "
+                           "or more")
     out_dir = prepare_output_dir(args.out)
     model = load_model(args.model)
     inputs, names, single = load_inputs(args.inputs)

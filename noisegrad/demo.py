@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 import noisegrad
 from noisegrad._progress import Progress
+from noisegrad.samplers import units_for_stderr
 from noisegrad.shapes import (  # noqa: F401  (re-exported: the demo's data and model)
     IMAGE_SIZE, SHAPES, accuracy, load_demo_model, make_cnn, make_shapes, mask_mass_fraction, test_generator,
     torch_threads, train_cnn,
@@ -93,7 +94,7 @@ class MethodResult:
         Mean over the images of |averaged convergence delta| (IntegratedGradients only).
     rel_stderr : float or None
         Mean over the images of ``‖SE‖₂ / ‖attribution‖₂`` (None for Saliency,
-        which has no noise, and with fewer than 2 samples).
+        which has no noise, and with fewer than 2 samples, 3 for VarGrad).
     mask_mass : float
         Share of the attribution mass (sum of |attr|) on the ground-truth mask,
         averaged over the images; a uniform map scores the mask's area fraction.
@@ -222,12 +223,10 @@ def attribute_all(
     saliency = noisegrad.NoiseTunnel(Saliency(model))
     ig = noisegrad.NoiseTunnel(IntegratedGradients(model))
 
-    with_stderr = samples > 1  # a standard error needs two independent samples
-
     def smooth(nt, nt_type: str, **extra):
         return nt.attribute(images, nt_type=nt_type, nt_samples=samples, nt_samples_batch_size=batch_size,
                             stdevs=noisegrad.relative(noise), seed=seed, target=target,
-                            return_stderr=with_stderr, **extra)
+                            return_stderr=samples >= units_for_stderr(nt_type), **extra)
 
     calls: Dict[str, Callable[[], object]] = {
         "Saliency": lambda: Saliency(model).attribute(images.clone().requires_grad_(), target=target),

@@ -8,10 +8,9 @@ model's memory per row, and the sampler that needed the fewest samples for the
 same error in ``benchmarks/SAMPLERS.md``: a Latin hypercube for SmoothGrad
 (signed or absolute gradients), antithetic pairs for SmoothGrad² (the Latin
 hypercube is as good on average there but unstable on the CNN), i.i.d. noise
-for VarGrad (no sampler beat it reliably). When a standard error is asked for
-(``return_stderr=True`` or ``nt_samples="auto"``) the Latin hypercube would
-have to be split into randomised replicates, which costs it most of its
-gain, so SmoothGrad takes antithetic pairs then.
+for VarGrad (no sampler beat it reliably). With ``nt_samples="auto"``, which
+cannot fix a hypercube's strata in advance, SmoothGrad takes antithetic pairs,
+the next best.
 """
 
 from typing import Any, Callable, Optional, Union
@@ -50,8 +49,8 @@ def _smooth(
     kwargs.setdefault("nt_samples_batch_size", "auto")
     if sampler is None:
         sampler = BEST_SAMPLER[(nt_type, absolute)]
-        if sampler == "lhs" and (nt_samples == "auto" or kwargs.get("return_stderr")):
-            sampler = "antithetic"  # standard errors need replicates of a Latin hypercube, which cost its gain
+        if sampler == "lhs" and nt_samples == "auto":
+            sampler = "antithetic"  # a Latin hypercube needs its sample count up front
     return NoiseTunnel(Saliency(model)).attribute(
         inputs,
         nt_type=nt_type,
@@ -92,8 +91,7 @@ def smoothgrad(
         Average ``|∇f|`` instead of ``∇f`` (Captum's Saliency default).
     sampler : str, optional
         Default: the measured best for this statistic (:data:`BEST_SAMPLER`;
-        antithetic instead of a Latin hypercube when a standard error is
-        needed).
+        antithetic instead of a Latin hypercube with ``nt_samples="auto"``).
     **kwargs
         Passed to ``NoiseTunnel.attribute`` (``seed``, ``return_stderr``,
         ``additional_forward_args``, ``nt_samples_batch_size``, ...).

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from noisegrad.seeding import SampleSeeds
 
-__all__ = ["SAMPLERS", "DEFAULT_REPLICATES", "NoiseSampler", "independent_units"]
+__all__ = ["SAMPLERS", "DEFAULT_REPLICATES", "NoiseSampler", "independent_units", "units_for_stderr"]
 
 SAMPLERS = ("iid", "antithetic", "qmc", "lhs")
 #: Independently randomised replicates of a QMC or LHS design: the units of its standard error.
@@ -47,6 +47,20 @@ def independent_units(kind: str, nt_samples: int) -> int:
     return nt_samples
 
 
+def units_for_stderr(nt_type: str) -> int:
+    """Independent units a standard error of ``nt_type`` needs: 2, or 3 for VarGrad.
+
+    The jackknife leaves one group out; a VarGrad estimate of what is left
+    needs two samples, or it is 0 and so would be the standard error.
+
+    Examples
+    --------
+    >>> units_for_stderr("smoothgrad"), units_for_stderr("vargrad")
+    (2, 3)
+    """
+    return 3 if nt_type == "vargrad" else 2
+
+
 class NoiseSampler:
     """Standard-normal draws for the noisy copies of one call.
 
@@ -68,8 +82,9 @@ class NoiseSampler:
           example and dimension. The position inside the stratum is
           ``frac(c + i·φ)`` for a uniform random phase ``c`` per example and
           dimension and the golden ratio φ: uniform for every sample, hence
-          unbiased, as accurate as independent jitter
-          (``benchmarks/SAMPLERS.md``) and free of per-sample random draws.
+          unbiased; about as accurate as a textbook hypercube (random
+          permutations, independent jitter: ``benchmarks/ABS_DESIGNS.md``)
+          and free of per-sample random draws.
     seeds : SampleSeeds
     nt_samples : int
         The call's number of samples (Latin hypercube strata depend on it).
@@ -173,20 +188,20 @@ class NoiseSampler:
         multiplier, offset, phase = randomisation
         strata = self._strata(replicate)
         index = torch.arange(points.start, points.stop, dtype=multiplier.dtype, device=out.device).view(-1, 1, 1)
-        # The stratum (a·i + b) mod m = x − m·⌊x / m⌋ for x = a·i + b, in floating point: several times faster
-        # than an integer remainder. The offset holds b + ½, which keeps x / m half a stratum away from an
-        # integer, so its floor is exact despite rounding.
-        # It is computed in the randomisation's exact dtype (float64 beyond 1024 strata) and is then small.
-        position = out if out.dtype == multiplier.dtype else torch.empty_like(out, dtype=multiplier.dtype)
-        torch.addcmul(offset, multiplier, index, out=position)
-        floor = torch.mul(position, 1 / strata).floor_()
-        position.sub_(floor, alpha=strata)
-        if position is not out:
-            out.copy_(position)
+        if multiplier.is_floating_point():
+            # The stratum (a·i + b) mod m = x − m·⌊x / m⌋ for x = a·i + b, in float32: several times faster
+            # than an integer remainder. The offset holds b + ½, which keeps x / m half a stratum away from an
+            # integer, so its floor is exact despite rounding (and x itself is exact) up to 1024 strata.
+            position = out if out.dtype == multiplier.dtype else torch.empty_like(out, dtype=multiplier.dtype)
+            torch.addcmul(offset, multiplier, index, out=position)
+            position.sub_(torch.mul(position, 1 / strata).floor_(), alpha=strata)
+            if position is not out:
+                out.copy_(position)
+        else:  # more strata: exact int64 arithmetic, which every device has (MPS has no float64)
+            out.copy_((multiplier * index).add_(offset).remainder_(strata)).add_(0.5)
         # The jitter: frac(c + i·φ), a Weyl sequence from a random phase c.
         advance = torch.arange(points.start, points.stop, dtype=out.dtype, device=out.device).mul_(_GOLDEN).frac_()
-        jitter = torch.add(phase, advance.view(-1, 1, 1), out=floor if floor.dtype == out.dtype else None).frac_()
-        out.add_(jitter).mul_(2 / strata).sub_(1 + 1 / strata)
+        out.add_(advance.view(-1, 1, 1).add(phase).frac_()).mul_(2 / strata).sub_(1 + 1 / strata)
 
     def _strata(self, replicate: int) -> int:
         """Samples in replicate ``r`` of the Latin hypercube: those ``k < nt_samples`` with ``k mod R == r``."""
@@ -205,15 +220,16 @@ class NoiseSampler:
                 self._randomisation[key] = (shift,)
             else:
                 strata = self._strata(replicate)
-                # a·i + b + ½ < m² must be exact, and its quotient by m off an integer by more than rounding.
-                exact = torch.float32 if strata <= 1024 else torch.float64
                 units = torch.tensor([a for a in range(1, strata + 1) if math.gcd(a, strata) == 1], device=device)
                 pick = torch.randint(len(units), shape, generator=generator, device=device)
                 offset = torch.randint(strata, shape, generator=generator, device=device)
                 phase = torch.rand(shape, generator=generator, device=device, dtype=like.dtype)
-                self._randomisation[key] = (units[pick].to(exact), offset.to(exact).add_(0.5), phase)
+                if strata <= 1024:  # see _centred_uniform
+                    multiplier, offset = units[pick].float(), offset.float().add_(0.5)
+                else:
+                    multiplier = units[pick]
+                self._randomisation[key] = (multiplier, offset, phase)
         return self._randomisation[key]
-
 
 
 @functools.lru_cache(maxsize=4)

@@ -94,7 +94,11 @@ def _without(total: Moments, part: Moments) -> Moments:
 
 
 def relative_stderr(stderr: Sequence[Tensor], attributions: Sequence[Tensor]) -> Tensor:
-    """Per example, ‖standard error‖ / ‖attribution‖ over all elements of all attribution tensors."""
+    """Per example, ‖standard error‖ / ‖attribution‖ over all elements of all attribution tensors.
+
+    An all-zero attribution gives ``inf`` if its standard error is not zero
+    (no relative accuracy is reached) and ``NaN`` if it is.
+    """
     batch = attributions[0].shape[0]
     error = sum(s.reshape(batch, -1).double().pow(2).sum(dim=1) for s in stderr)
     size = sum(a.reshape(batch, -1).double().pow(2).sum(dim=1) for a in attributions)

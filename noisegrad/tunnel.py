@@ -25,7 +25,7 @@ from noisegrad.expand import ChunkKwargs, select_examples, validate_kwargs
 from noisegrad.joint import joint_integrated_gradients
 from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
-from noisegrad.samplers import DEFAULT_REPLICATES, SAMPLERS, NoiseSampler, independent_units
+from noisegrad.samplers import DEFAULT_REPLICATES, SAMPLERS, NoiseSampler, independent_units, units_for_stderr
 from noisegrad.seeding import SampleSeeds
 from noisegrad.smoothing import smooth, validate_nt_type
 from noisegrad.stderr import GroupedMoments, SmoothedAttribution, relative_stderr
@@ -178,9 +178,13 @@ class NoiseTunnel(Attribution):
             Return a :class:`noisegrad.SmoothedAttribution` with the
             Monte-Carlo standard error of every element and, per example,
             ``‖stderr‖ / ‖attribution‖``, from the same samples (no extra
-            forward or backward): the delete-one-group jackknife over the
-            sampler's independent units (8 groups of i.i.d. samples or of
-            antithetic pairs; the 4 randomised replicates of QMC / LHS).
+            forward or backward). For SmoothGrad with i.i.d. noise it is the
+            textbook standard error of a mean, ``√(M2 / (n (n − 1)))``;
+            otherwise the delete-one-group jackknife over the sampler's
+            independent units (8 groups of i.i.d. samples or of antithetic
+            pairs; the 4 randomised replicates of QMC / LHS). Needs 2
+            independent units (3 for VarGrad). With ``joint=``, the joint
+            estimator's :class:`noisegrad.joint.JointEstimate`.
         tol : float
             With ``nt_samples="auto"``: the relative standard error to reach.
         max_samples : int
@@ -225,7 +229,7 @@ class NoiseTunnel(Attribution):
             return self._attribute_joint(
                 inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, joint, seed, generator,
                 draw_baseline_from_distrib=draw_baseline_from_distrib, delta_reduction=delta_reduction,
-                max_batch_rows=max_batch_rows, memory_budget=memory_budget, **kwargs,
+                max_batch_rows=max_batch_rows, memory_budget=memory_budget, return_stderr=return_stderr, **kwargs,
             )
         is_inputs_tuple = isinstance(inputs, tuple)
         inputs_tuple = validate_inputs(inputs)
@@ -237,10 +241,11 @@ class NoiseTunnel(Attribution):
         validate_seed(seed, generator)
         return_delta = bool(kwargs.get("return_convergence_delta", False))
         validate_delta(return_delta, self.attribution_method, delta_reduction)
-        if return_stderr and not auto and independent_units(sampler, nt_samples) < 2:
+        if return_stderr and not auto and independent_units(sampler, nt_samples) < units_for_stderr(nt_type):
             raise ValueError(
-                f"return_stderr=True needs at least two independent units of samples; sampler={sampler!r} "
-                f"with nt_samples={nt_samples} has {independent_units(sampler, nt_samples)}"
+                f"return_stderr=True with nt_type={nt_type!r} needs at least {units_for_stderr(nt_type)} independent "
+                f"units of samples; sampler={sampler!r} with nt_samples={nt_samples} has "
+                f"{independent_units(sampler, nt_samples)}"
             )
         validate_keywords(self.attribution_method, self._accepted_keywords, kwargs)
         validate_kwargs(
@@ -350,6 +355,9 @@ class NoiseTunnel(Attribution):
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
         if joint is not True and joint not in SAMPLERS[1:]:
             raise ValueError(f'joint must be False, True, "antithetic", "qmc" or "lhs", got {joint!r}')
+        if nt_samples == "auto":
+            raise ValueError('nt_samples="auto" is not available with joint sampling: give an int nt_samples '
+                             "(return_stderr=True reports the error it reaches)")
         unsupported = {
             "draw_baseline_from_distrib": kwargs.pop("draw_baseline_from_distrib") is not False,
             "delta_reduction": kwargs.pop("delta_reduction") != "mean",
@@ -367,7 +375,7 @@ class NoiseTunnel(Attribution):
         return joint_integrated_gradients(
             self.attribution_method, inputs, nt_samples, nt_samples_batch_size, stdevs, nt_type=nt_type,
             seed=seed, generator=generator, sampler="iid" if joint is True else joint,
-            return_convergence_delta=return_delta, **kwargs,
+            return_convergence_delta=return_delta, return_stderr=kwargs.pop("return_stderr"), **kwargs,
         )
 
     def _attribute_chunk(

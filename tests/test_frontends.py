@@ -34,12 +34,14 @@ def test_the_tunnel_itself_keeps_captums_iid_default():
     assert torch.equal(default, iid)
 
 
-@pytest.mark.parametrize("needs_stderr", [dict(nt_samples="auto", tol=0.2), dict(return_stderr=True)])
-def test_smoothgrad_with_a_standard_error_swaps_the_latin_hypercube_for_antithetic_pairs(needs_stderr):
+@pytest.mark.parametrize(
+    "options, sampler", [(dict(nt_samples="auto", tol=0.2), "antithetic"), (dict(return_stderr=True), "lhs")]
+)
+def test_auto_samples_swap_the_latin_hypercube_for_antithetic_pairs(options, sampler):
     model = make_mlp()
-    result = smoothgrad(model, X, target=0, absolute=True, seed=0, **needs_stderr)
+    result = smoothgrad(model, X, target=0, absolute=True, seed=0, **options)
     expected = NoiseTunnel(Saliency(model)).attribute(
-        X, **{"nt_samples": 50, **needs_stderr}, stdevs=relative(0.15), sampler="antithetic", target=0, abs=True, seed=0
+        X, **{"nt_samples": 50, **options}, stdevs=relative(0.15), sampler=sampler, target=0, abs=True, seed=0
     )
     assert isinstance(result, SmoothedAttribution)
     torch.testing.assert_close(result.attributions, expected.attributions, rtol=1e-12, atol=1e-15)

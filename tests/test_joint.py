@@ -321,6 +321,16 @@ def test_noise_tunnel_joint_is_the_joint_estimator():
         assert all(torch.equal(a, b) for a, b in zip(ours, direct))
 
 
+def test_noise_tunnel_joint_passes_return_stderr_on():
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    common = dict(nt_samples=8, stdevs=0.2, target=1, seed=0, return_stderr=True)
+    ours = NoiseTunnel(IntegratedGradients(model)).attribute(x, joint=True, **common)
+    direct = joint_integrated_gradients(IntegratedGradients(model), x, **common)
+    assert isinstance(ours, JointEstimate)
+    assert torch.equal(ours.attributions, direct.attributions) and torch.equal(ours.stderr, direct.stderr)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -328,6 +338,7 @@ def test_noise_tunnel_joint_is_the_joint_estimator():
         (dict(joint=True, max_batch_rows=8), "does not support max_batch_rows"),
         (dict(joint=True, nt_samples_batch_size="auto"), 'does not support nt_samples_batch_size="auto"'),
         (dict(joint=True, delta_reduction="none"), "does not support delta_reduction"),
+        (dict(joint=True, nt_samples="auto"), 'nt_samples="auto" is not available with joint sampling'),
     ],
 )
 def test_noise_tunnel_joint_rejects_what_it_cannot_do(extra, message):

@@ -48,7 +48,7 @@ def test_antithetic_pairs_are_negatives_and_an_odd_last_sample_is_a_plain_draw()
 
 @pytest.mark.parametrize("nt_samples, replicates", [(8, 4), (13, 4), (1024, 1), (1031, 1)])
 def test_latin_hypercube_uses_every_stratum_once_per_replicate_and_dimension(nt_samples, replicates):
-    """Up to 1024 strata the stratum arithmetic runs in float32, beyond in float64."""
+    """Up to 1024 strata the stratum arithmetic runs in float32, beyond in int64."""
     values = draw("lhs", nt_samples, shape=(2, 6), replicates=replicates, chunk=500)
     uniforms = torch.special.ndtr(values)
     for r in range(replicates):
@@ -61,7 +61,7 @@ def test_latin_hypercube_uses_every_stratum_once_per_replicate_and_dimension(nt_
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_latin_hypercube_strata_stay_exact_with_thousands_of_samples(dtype):
-    """4099 strata: the stratum arithmetic runs in float64 and must survive float32 noise."""
+    """4099 strata: the stratum arithmetic runs in int64 and must survive float32 noise."""
     sampler = NoiseSampler("lhs", SampleSeeds(3), 4099, replicates=1)
     out = torch.empty((4099, 1, 3), dtype=dtype)
     for ids in plan_chunks(4099, 1000):

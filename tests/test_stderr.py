@@ -25,12 +25,23 @@ def test_the_standard_error_matches_the_spread_over_seeds(sampler, nt_type):
 
 
 def test_iid_smoothgrad_gets_the_textbook_standard_error_of_a_mean():
-    """√(VarGrad / (n − 1)) from a VarGrad run with the same seed: the same n samples, all n − 1 degrees of freedom."""
-    nt = NoiseTunnel(Saliency(make_mlp(seed=2)))
-    common = dict(nt_samples=20, nt_samples_batch_size=7, stdevs=0.5, target=0, abs=False, seed=4)
-    result = nt.attribute(X, return_stderr=True, **common)
-    textbook = (nt.attribute(X, nt_type="vargrad", **common) / (20 - 1)).sqrt()
-    torch.testing.assert_close(result.stderr, textbook, rtol=1e-10, atol=1e-14)
+    """std(ddof=1) / √n of the very maps that were averaged, recorded as the wrapped method returns them."""
+
+    class Recording(Saliency):
+        maps = []
+
+        def attribute(self, inputs, **kwargs):
+            out = super().attribute(inputs, **kwargs)
+            self.maps.append(out.detach().clone())
+            return out
+
+    result = NoiseTunnel(Recording(make_mlp(seed=2))).attribute(
+        X, nt_samples=20, nt_samples_batch_size=1, stdevs=0.5, target=0, abs=False, seed=4, return_stderr=True
+    )
+    maps = torch.stack(Recording.maps)
+    assert maps.shape == (20,) + X.shape
+    torch.testing.assert_close(result.attributions, maps.mean(0), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(result.stderr, maps.std(0) / 20**0.5, rtol=1e-10, atol=1e-14)
 
 
 def test_the_attributions_are_those_of_a_run_without_standard_errors():
@@ -58,9 +69,20 @@ def test_tuple_inputs_get_one_standard_error_per_tensor_and_one_summary_per_exam
     assert result.relative_stderr.shape == (2,)
 
 
-@pytest.mark.parametrize("sampler, nt_samples", [("iid", 1), ("antithetic", 2)])
-def test_too_few_independent_units_for_a_standard_error_are_rejected(sampler, nt_samples):
-    with pytest.raises(ValueError, match="at least two independent units"):
+@pytest.mark.parametrize(
+    "sampler, nt_samples, nt_type, needed",
+    [("iid", 1, "smoothgrad", 2), ("antithetic", 2, "smoothgrad", 2), ("iid", 2, "vargrad", 3)],
+)
+def test_too_few_independent_units_for_a_standard_error_are_rejected(sampler, nt_samples, nt_type, needed):
+    with pytest.raises(ValueError, match=f"nt_type='{nt_type}' needs at least {needed} independent units"):
         NoiseTunnel(Saliency(make_mlp())).attribute(
-            X, nt_samples=nt_samples, sampler=sampler, return_stderr=True, target=0
+            X, nt_type=nt_type, nt_samples=nt_samples, sampler=sampler, return_stderr=True, target=0
         )
+
+
+def test_vargrad_from_three_samples_has_a_nonzero_standard_error():
+    """With two samples each leave-one-out VarGrad would be 0, and so would its jackknife; three suffice."""
+    result = NoiseTunnel(Saliency(make_mlp())).attribute(
+        X, nt_type="vargrad", nt_samples=3, stdevs=0.5, return_stderr=True, target=0, abs=False, seed=0
+    )
+    assert bool((result.relative_stderr > 0.05).all())

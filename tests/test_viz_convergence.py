@@ -61,6 +61,13 @@ def test_own_stderr_agrees_with_repeated_runs_and_falls_like_one_over_root_n(run
     assert ((fall > 2.5) & (fall < 6.5)).all()  # ≈ 4 = √16
 
 
+def test_joint_runs_bring_their_own_standard_errors(image_model, images):
+    joint = measure_convergence(NoiseTunnel(IntegratedGradients(image_model)), images, sample_counts=(4, 16),
+                                stdevs=0.1, target=0, joint=True)
+    assert joint.stderr_method == "return_stderr"
+    assert np.isfinite(joint.relative_stderr).all() and (joint.relative_stderr > 0).all()
+
+
 def test_deltas_are_collected_per_count(image_model, images):
     ig = measure_convergence(NoiseTunnel(IntegratedGradients(image_model)), images, sample_counts=(2, 8),
                              stderr=None, stdevs=0.1, target=0, n_steps=8, return_convergence_delta=True)

@@ -13,8 +13,8 @@ estimate uses the first ``N`` samples of one longer run. Two measures come out:
 
   - ``"return_stderr"`` (noisegrad's ``NoiseTunnel``): the run's own
     ``return_stderr=True`` standard error, a jackknife over groups of its
-    samples. Costs no extra gradients; undefined for ``N = 1`` (and for
-    fewer than two antithetic pairs). QMC and LHS noise then runs as four
+    samples. Costs no extra gradients; undefined for ``N = 1`` (``N < 3``
+    for VarGrad; for antithetic noise, count pairs). QMC and LHS noise then runs as four
     randomised replicates, as ``return_stderr`` makes it.
   - ``"repeats"`` (any tunnel, Captum's included): the run is repeated with
     ``repeats − 1`` further seeds, and ``SE_N`` is the standard deviation
@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from noisegrad.samplers import independent_units
+from noisegrad.samplers import independent_units, units_for_stderr
 from noisegrad.tunnel import NoiseTunnel
 from noisegrad.viz._arrays import as_array
 
@@ -209,7 +209,8 @@ def measure_convergence(
 
     estimates, deltas, errors = [], [], []
     for n in counts:
-        with_own_stderr = stderr == "return_stderr" and independent_units(attribute_kwargs.get("sampler", "iid"), n) > 1
+        units = independent_units(attribute_kwargs.get("sampler", "iid"), n)
+        with_own_stderr = stderr == "return_stderr" and units >= units_for_stderr(nt_type)
         out = run(n, nt_type, seed, dict(attribute_kwargs, return_stderr=True) if with_own_stderr else attribute_kwargs)
         if with_own_stderr:
             errors.append(as_array(out.stderr, "stderr"))
