@@ -169,13 +169,7 @@ def curves(model, x, target, absolute):
 
 
 def needed(result, label):
-    iid_error = result["i.i.d."][COUNTS.index(MATCH_AT)]
-    points = list(zip(COUNTS, result[label]))
-    for (n0, e0), (n1, e1) in zip(points, points[1:]):
-        if e0 >= iid_error >= e1:
-            t = (math.log(e0) - math.log(iid_error)) / (math.log(e0) - math.log(e1))
-            return math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))
-    return math.inf if iid_error < points[-1][1] else None
+    return samples_to_match(result[label], result["i.i.d."][COUNTS.index(MATCH_AT)], COUNTS)
 
 
 def main():

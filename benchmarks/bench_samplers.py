@@ -131,9 +131,9 @@ def measure(name, model, x, target):
     return curves
 
 
-def samples_to_match(errors, target_error):
+def samples_to_match(errors, target_error, counts=SAMPLE_COUNTS):
     """N at which the error curve reaches ``target_error`` (log-log interpolation); None if below at the first N."""
-    points = list(zip(SAMPLE_COUNTS, errors))
+    points = list(zip(counts, errors))
     if target_error >= points[0][1]:
         return None
     for (n0, e0), (n1, e1) in zip(points, points[1:]):
