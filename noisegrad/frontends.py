@@ -15,7 +15,6 @@ the next best.
 
 from typing import Any, Callable, Optional, Union
 
-import torch
 from captum.attr import Saliency
 from torch import Tensor
 

@@ -1,7 +1,7 @@
 """NoiseTunnel: smooth any Captum attribution over noisy copies of its inputs."""
 
 import contextlib
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import torch
 from captum.attr import Attribution, GradientAttribution
