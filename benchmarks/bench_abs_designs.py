@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_joint import trained_models  # noqa: E402
 from bench_samplers import samples_to_match  # noqa: E402
 from noisegrad import NoiseTunnel, relative  # noqa: E402
-from noisegrad.noise import resolve_stdevs  # noqa: E402
+from noisegrad.perturb.inputs import resolve_stdevs  # noqa: E402
 
 SEEDS = range(20)
 NOISE = relative(0.15)

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tunnel import Config, ForeignLoad, build_workloads, cpu_model, make_method, method_kwargs, time_interleaved  # noqa: E402
 
 import noisegrad  # noqa: E402
-from noisegrad.budget import (  # noqa: E402
+from noisegrad.plan import (  # noqa: E402
     AUTO_CPU_BYTES,
     activation_bytes_per_row,
     chunk_for_rows,

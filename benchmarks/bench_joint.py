@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from noisegrad import NoiseTunnel, relative  # noqa: E402
-from noisegrad.joint import joint_integrated_gradients  # noqa: E402
+from noisegrad.estimators.joint_ig import joint_integrated_gradients  # noqa: E402
 
 SEEDS = range(6)
 NOISE = relative(0.15)

@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import noisegrad.tunnel  # noqa: E402
 from bench_joint import trained_models  # noqa: E402
 from noisegrad import NoiseTunnel, SampleSeeds, relative  # noqa: E402
-from noisegrad.noise import noisy_copies, resolve_stdevs  # noqa: E402
-from noisegrad.samplers import NoiseSampler  # noqa: E402
+from noisegrad.perturb.inputs import noisy_copies, resolve_stdevs  # noqa: E402
+from noisegrad.sampling.samplers import NoiseSampler  # noqa: E402
 
 SEEDS = range(20)
 NOISE = relative(0.15)

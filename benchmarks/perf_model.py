@@ -31,7 +31,7 @@ from bench_tunnel import build_workloads, cpu_model  # noqa: E402
 
 import noisegrad  # noqa: E402
 from captum.attr import Saliency  # noqa: E402
-from noisegrad.budget import activation_bytes_per_row  # noqa: E402
+from noisegrad.plan import activation_bytes_per_row  # noqa: E402
 
 NT_SAMPLES = 32
 

@@ -1,5 +1,8 @@
 """noisegrad: noise smoothing (SmoothGrad, SmoothGrad², VarGrad) for any Captum attribution.
 
+``noisegrad.viz`` (figures) is imported on first use, so ``import noisegrad``
+loads no plotting code beyond what Captum itself imports.
+
 Examples
 --------
 >>> import torch
@@ -12,15 +15,17 @@ Examples
 torch.Size([2, 4])
 """
 
-from noisegrad import viz
+import importlib
+from typing import Any
+
+from noisegrad.estimators.joint_ig import JointEstimate, joint_integrated_gradients
 from noisegrad.frontends import smoothgrad, smoothgrad_sq, vargrad
-from noisegrad.joint import JointEstimate, joint_integrated_gradients
-from noisegrad.moments import Moments
-from noisegrad.noise import Relative, relative
+from noisegrad.perturb.inputs import Relative, relative
 from noisegrad.plan import plan_chunks
-from noisegrad.seeding import SampleSeeds
-from noisegrad.smoothing import NT_TYPES
-from noisegrad.stderr import SmoothedAttribution
+from noisegrad.result import SmoothedAttribution
+from noisegrad.sampling.seeding import SampleSeeds
+from noisegrad.stats.moments import Moments
+from noisegrad.stats.smoothing import NT_TYPES
 from noisegrad.tunnel import NoiseTunnel
 
 __version__ = "0.1.0"
@@ -42,3 +47,9 @@ __all__ = [
     "viz",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "viz":  # figures are loaded on first use
+        return importlib.import_module("noisegrad.viz")
+    raise AttributeError(f"module 'noisegrad' has no attribute {name!r}")

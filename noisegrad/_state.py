@@ -1,23 +1,128 @@
-"""Leave the user's model, gradients and random state as they were, even when a call raises."""
+"""Leave the user's model, gradients and random state as they were, even when a call raises or runs in two threads."""
 
 import contextlib
+import functools
+import inspect
 import random
+import threading
 import warnings
-from typing import Any, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
+__all__ = ["modules_of", "preserved_modules", "seeded_global_rng", "guarded", "needs_global_seed"]
+
+#: Held while the process-wide RNGs are seeded for one call: they belong to the process, not to a model.
+_GLOBAL_RNG_LOCK = threading.RLock()
+#: Guards the registry of what is set aside while any call is running.
+_REGISTRY_LOCK = threading.Lock()
+#: id(object) → [object, saved state, number of running calls that use it]
+_SET_ASIDE: Dict[int, List[Any]] = {}
+_SEARCH_DEPTH = 4
+
 
 def modules_of(*objects: Any) -> List[nn.Module]:
-    """The ``nn.Module``s among ``objects`` and the owners of bound methods among them."""
-    found: List[nn.Module] = []
+    """The ``nn.Module``s a callable reaches.
+
+    Follows modules themselves, bound methods (their ``self``), partials
+    (function, arguments), closures (their cells), the globals a function's
+    code names (a notebook ``lambda t: model(t)``), and the attributes of
+    plain callable objects, a few levels deep.
+
+    Examples
+    --------
+    >>> import functools
+    >>> net = torch.nn.Linear(2, 1)
+    >>> [type(m).__name__ for m in modules_of(lambda t: net(t), functools.partial(net.forward))]
+    ['Linear']
+    """
+    found: Dict[int, nn.Module] = {}
+    seen: set = set()
     for obj in objects:
-        owner = getattr(obj, "__self__", obj)
-        if isinstance(owner, nn.Module) and all(owner is not m for m in found):
-            found.append(owner)
-    return found
+        _search(obj, found, seen, _SEARCH_DEPTH)
+    return list(found.values())
+
+
+def _search(obj: Any, found: Dict[int, nn.Module], seen: set, depth: int) -> None:
+    if obj is None or depth < 0 or id(obj) in seen or isinstance(obj, (str, bytes, int, float, torch.Tensor)):
+        return
+    seen.add(id(obj))
+    if isinstance(obj, nn.Module):
+        found.setdefault(id(obj), obj)
+        return
+    children: List[Any] = []
+    if inspect.ismethod(obj):
+        children = [obj.__self__, obj.__func__]
+    elif isinstance(obj, functools.partial):
+        children = [obj.func, *obj.args, *obj.keywords.values()]
+    elif inspect.isfunction(obj):
+        children = [cell.cell_contents for cell in obj.__closure__ or () if _filled(cell)]
+        names = _names(obj.__code__)
+        children += [obj.__globals__[n] for n in names if n in obj.__globals__]
+    elif isinstance(obj, (list, tuple)):
+        children = list(obj)
+    elif isinstance(obj, dict):
+        children = list(obj.values())
+    elif callable(obj) and hasattr(obj, "__dict__") and not inspect.ismodule(obj) and not inspect.isclass(obj):
+        children = list(vars(obj).values())
+    for child in children:
+        if inspect.ismodule(child) or inspect.isclass(child) or inspect.isbuiltin(child):
+            continue
+        _search(child, found, seen, depth - 1)
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # an empty cell
+        return False
+    return True
+
+
+def _names(code: Any) -> set:
+    """Global names a code object (and the functions defined inside it) uses."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _names(const)
+    return names
+
+
+def _state_items(modules: List[nn.Module]) -> List[Tuple[Any, str]]:
+    submodules = list({id(m): m for root in modules for m in root.modules()}.values())
+    params = list({id(p): p for m in submodules for p in m._parameters.values() if p is not None}.values())
+    items: List[Tuple[Any, str]] = [(m, "module") for m in submodules] + [(p, "param") for p in params]
+    items += [
+        (buffer, "buffer")
+        for m in submodules
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.training
+        for buffer in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if buffer is not None
+    ]
+    return items
+
+
+def _save(obj: Any, kind: str) -> Any:
+    if kind == "module":
+        return obj.training
+    if kind == "param":
+        saved = (obj.requires_grad, obj.grad)
+        obj.grad = None  # set aside, so that nothing in the call can accumulate into it
+        return saved
+    return obj.clone()
+
+
+def _restore(obj: Any, kind: str, saved: Any) -> None:
+    if kind == "module":
+        obj.training = saved
+    elif kind == "param":
+        obj.requires_grad_(saved[0])
+        obj.grad = saved[1]
+    else:
+        with torch.no_grad():
+            obj.copy_(saved)
 
 
 @contextlib.contextmanager
@@ -26,41 +131,35 @@ def preserved_modules(modules: List[nn.Module]) -> Iterator[None]:
 
     Existing ``.grad`` tensors are set aside (not copied) while the body runs,
     so nothing in it can accumulate into them; whatever it leaves in ``.grad``
-    is dropped.
+    is dropped. Calls running at the same time (other threads) share one
+    saved state per object: the first to start saves it, the last to finish
+    restores it, so they cannot restore each other's intermediate state.
     """
-    submodules = list({id(m): m for root in modules for m in root.modules()}.values())
-    params = list({id(p): p for m in submodules for p in m._parameters.values() if p is not None}.values())
-    training = [(m, m.training) for m in submodules]
-    requires_grad = [(p, p.requires_grad) for p in params]
-    grads = [(p, p.grad) for p in params]
-    batch_norms = [m for m in submodules if isinstance(m, nn.modules.batchnorm._NormBase) and m.training]
-    if batch_norms:
+    items = _state_items(modules)
+    if any(kind == "buffer" for _, kind in items):
         warnings.warn(
             "the model has BatchNorm layers in training mode: the noisy copies of an example share batch "
             "statistics, so each attribution depends on the others; call model.eval() first for "
             "independent samples (running statistics are restored after the call)",
-            stacklevel=4,
+            stacklevel=5,
         )
-    running = [
-        (buffer, buffer.clone())
-        for m in batch_norms
-        for buffer in (m.running_mean, m.running_var, m.num_batches_tracked)
-        if buffer is not None
-    ]
-    for p in params:
-        p.grad = None
+    with _REGISTRY_LOCK:
+        for obj, kind in items:
+            entry = _SET_ASIDE.get(id(obj))
+            if entry is None:
+                _SET_ASIDE[id(obj)] = [obj, _save(obj, kind), 1]
+            else:
+                entry[2] += 1
     try:
         yield
     finally:
-        for m, mode in training:
-            m.training = mode
-        for p, flag in requires_grad:
-            p.requires_grad_(flag)
-        for p, grad in grads:
-            p.grad = grad
-        with torch.no_grad():
-            for buffer, saved in running:
-                buffer.copy_(saved)
+        with _REGISTRY_LOCK:
+            for obj, kind in items:
+                entry = _SET_ASIDE[id(obj)]
+                entry[2] -= 1
+                if entry[2] == 0:
+                    del _SET_ASIDE[id(obj)]
+                    _restore(obj, kind, entry[1])
 
 
 @contextlib.contextmanager
@@ -69,37 +168,71 @@ def seeded_global_rng(seed: Optional[int], device: torch.device) -> Iterator[Non
 
     Wrapped methods that draw from the global RNGs themselves (GradientShap,
     dropout in training mode) become reproducible under a ``seed=``, and the
-    caller's RNG state does not move. With ``seed=None`` the body runs on the
-    caller's RNG state untouched.
+    caller's RNG state does not move. The RNGs belong to the process, so the
+    seeded section holds a process-wide lock: seeded calls that need it run
+    one at a time. With ``seed=None`` the body runs on the caller's RNG state
+    untouched.
     """
     if seed is None:
         yield
         return
-    cuda = device.type == "cuda"
-    saved_torch = torch.get_rng_state()
-    saved_cuda = torch.cuda.get_rng_state(device) if cuda else None
-    saved_numpy = np.random.get_state()
-    saved_python = random.getstate()
+    with _GLOBAL_RNG_LOCK:
+        cuda = device.type == "cuda"
+        saved_torch = torch.get_rng_state()
+        saved_cuda = torch.cuda.get_rng_state(device) if cuda else None
+        saved_numpy = np.random.get_state()
+        saved_python = random.getstate()
+        seed_global_rngs(seed, device)
+        try:
+            yield
+        finally:
+            torch.set_rng_state(saved_torch)
+            if cuda:
+                torch.cuda.set_rng_state(saved_cuda, device)
+            np.random.set_state(saved_numpy)
+            random.setstate(saved_python)
+
+
+def seed_global_rngs(seed: int, device: torch.device) -> None:
+    """Seed torch's (CPU and ``device``), numpy's and Python's global RNGs; only inside :func:`seeded_global_rng`."""
     torch.default_generator.manual_seed(seed)
-    if cuda:
+    if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         torch.cuda.default_generators[index].manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-    try:
-        yield
-    finally:
-        torch.set_rng_state(saved_torch)
-        if cuda:
-            torch.cuda.set_rng_state(saved_cuda, device)
-        np.random.set_state(saved_numpy)
-        random.setstate(saved_python)
+
+
+def needs_global_seed(modules: List[nn.Module], method_draws: bool, forward_is_module: bool) -> bool:
+    """Whether anything in a seeded call may draw from the global RNGs, so that they must be seeded.
+
+    The wrapped method (GradientShap), a module in training mode (dropout),
+    or a forward function whose modules could not be found.
+    """
+    if method_draws or not modules and not forward_is_module:
+        return True
+    return any(m.training for root in modules for m in root.modules())
 
 
 @contextlib.contextmanager
-def guarded(method: Any, device: torch.device, global_seed: Optional[int]) -> Iterator[None]:
-    """A wrapped attribution method's call: its model (forward function and layers) and the global RNGs restored on exit."""
+def guarded(method: Any, device: torch.device, seed: Optional[int], method_draws: bool = False) -> Iterator[None]:
+    """A wrapped attribution method's call: its model (forward function and layers) and the global RNGs restored.
+
+    ``seed``: the seed for the global RNGs, used only if something in the
+    call may draw from them (:func:`needs_global_seed`).
+    """
     layer = getattr(method, "layer", None)
     layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
-    with preserved_modules(modules_of(method.forward_func, *layers)), seeded_global_rng(global_seed, device):
+    modules = modules_of(method.forward_func, *layers)
+    forward_is_module = isinstance(getattr(method.forward_func, "__self__", method.forward_func), nn.Module)
+    if not modules:
+        warnings.warn(
+            f"noisegrad found no torch.nn.Module behind the forward function {method.forward_func!r}: its "
+            "training mode, requires_grad flags, .grad and BatchNorm statistics cannot be guarded; pass the "
+            "model (or its bound method) to the attribution method to have them restored after each call",
+            UserWarning,
+            stacklevel=4,
+        )
+    global_seed = seed if seed is not None and needs_global_seed(modules, method_draws, forward_is_module) else None
+    with preserved_modules(modules), seeded_global_rng(global_seed, device):
         yield

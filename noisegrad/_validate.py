@@ -8,7 +8,7 @@ import torch
 from captum.attr import Attribution
 from torch import Tensor
 
-from noisegrad.deltas import DELTA_REDUCTIONS
+from noisegrad.stats.deltas import DELTA_REDUCTIONS
 
 
 

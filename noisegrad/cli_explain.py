@@ -41,8 +41,8 @@ from torch import Tensor
 
 import noisegrad
 from noisegrad._progress import Progress
-from noisegrad.samplers import units_for_stderr
-from noisegrad.stderr import relative_stderr
+from noisegrad.sampling.samplers import units_for_stderr
+from noisegrad.stats.grouped import relative_stderr
 
 __all__ = ["METHODS", "NT_TYPES", "ExplainError", "add_arguments", "load_model", "load_inputs", "parse_target",
            "explain", "run"]

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 import noisegrad
 from noisegrad._progress import Progress
-from noisegrad.samplers import units_for_stderr
+from noisegrad.sampling.samplers import units_for_stderr
 from noisegrad.shapes import (  # noqa: F401  (re-exported: the demo's data and model)
     IMAGE_SIZE, SHAPES, accuracy, load_demo_model, make_cnn, make_shapes, mask_mass_fraction, test_generator,
     torch_threads, train_cnn,

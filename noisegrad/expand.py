@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from noisegrad.seeding import SampleSeeds
+from noisegrad.sampling.seeding import SampleSeeds
 
 __all__ = ["expand_kwargs", "ChunkKwargs", "select_examples", "validate_kwargs"]
 
@@ -20,7 +20,7 @@ def expand_kwargs(
     """A new kwargs dict whose per-example arguments are repeated for each sample of a chunk.
 
     Rows are sample-major (all examples for the chunk's first sample, then
-    all for the next), matching :func:`noisegrad.noise.noisy_copies`. Which
+    all for the next), matching :func:`noisegrad.perturb.inputs.noisy_copies`. Which
     arguments are repeated follows Captum's rules:
 
     * ``target``: a list or a tensor with more than one element is repeated

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Union
 from captum.attr import Saliency
 from torch import Tensor
 
-from noisegrad.noise import StdevsType, relative
+from noisegrad.perturb.inputs import StdevsType, relative
 from noisegrad.tunnel import NoiseTunnel, TensorOrTuple
 
 __all__ = ["smoothgrad", "smoothgrad_sq", "vargrad", "BEST_SAMPLER"]

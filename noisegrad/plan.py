@@ -1,8 +1,33 @@
-"""Chunk plans: which noisy samples are computed together."""
+"""Chunk plans: which noisy samples are computed together, how many fit, and what to do when they do not.
 
-from typing import Optional, Tuple
+A chunk of ``k`` noisy copies of a batch of ``B`` examples makes the wrapped
+method run forwards of ``B × k × e`` rows, where ``e`` is the estimator's
+rows per copy (IntegratedGradients' ``n_steps``, GradientShap's
+``n_samples``, the number of baselines of DeepLiftShap, FeatureAblation's
+``perturbations_per_eval``; 1 for a joint sample). Everything here counts
+those real rows.
+"""
 
-__all__ = ["plan_chunks"]
+import warnings
+from typing import Any, Callable, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "plan_chunks",
+    "ChunkPlan",
+    "chunk_for_rows",
+    "activation_bytes_per_row",
+    "ChunkOutOfMemory",
+    "AUTO_CPU_BYTES",
+]
+
+#: On a CPU the fastest chunk is the one whose forward keeps about this many
+#: bytes of activations: larger allocations are page-faulted afresh on every
+#: call, smaller chunks pay the per-call overhead (measured in
+#: benchmarks/CHUNKS.md).
+AUTO_CPU_BYTES = 32 * 2**20
 
 
 def plan_chunks(nt_samples: int, nt_samples_batch_size: Optional[int]) -> Tuple[range, ...]:
@@ -33,3 +58,149 @@ def plan_chunks(nt_samples: int, nt_samples_batch_size: Optional[int]) -> Tuple[
     """
     size = nt_samples if nt_samples_batch_size is None else min(nt_samples, nt_samples_batch_size)
     return tuple(range(start, min(start + size, nt_samples)) for start in range(0, nt_samples, size))
+
+
+class ChunkOutOfMemory(Exception):
+    """The wrapped method ran out of memory on a chunk before anything of it was merged."""
+
+
+class ChunkPlan:
+    """The chunk size of a call, and the next chunk's sample ids.
+
+    Parameters
+    ----------
+    limit : int
+        Samples per example at most (``nt_samples``, or ``max_samples`` with ``"auto"``).
+    chunk : int
+        Samples per example per chunk.
+
+    Examples
+    --------
+    >>> plan = ChunkPlan(limit=10, chunk=4)
+    >>> plan.next(0), plan.next(8)
+    (range(0, 4), range(8, 10))
+    """
+
+    def __init__(self, limit: int, chunk: int) -> None:
+        self.limit, self.chunk = limit, max(1, min(chunk, limit))
+
+    def next(self, start: int, stop_at: Optional[int] = None) -> range:
+        """The sample ids of the chunk starting at ``start``, ending at ``stop_at`` if that comes first."""
+        stop = min(start + self.chunk, self.limit)
+        if stop_at is not None:
+            stop = min(stop, max(stop_at, start + 1))
+        return range(start, stop)
+
+    def halve(self, failed: range, device: torch.device, error: ChunkOutOfMemory) -> None:
+        """After ``failed`` ran out of memory: retry with half as many samples per chunk, or give up at one."""
+        if len(failed) <= 1:
+            raise error.__cause__
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.chunk = max(1, len(failed) // 2)
+        warnings.warn(
+            f"out of memory with {len(failed)} noisy copies per example per chunk; retrying with "
+            f"nt_samples_batch_size={self.chunk} (the result does not depend on it for a fixed seed)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    @classmethod
+    def choose(
+        cls,
+        limit: int,
+        batch: int,
+        device: torch.device,
+        batch_size: Union[int, str, None],
+        max_rows: Optional[int],
+        memory_budget: Optional[int],
+        rows_per_copy: int,
+        splits_itself: bool,
+        measure: Callable[[], int],
+        internal_batch_size: Optional[int] = None,
+    ) -> Tuple["ChunkPlan", Optional[int]]:
+        """The plan for the user's chunk arguments, and ``internal_batch_size`` if the method must split itself.
+
+        ``measure()`` returns the activation bytes of one input row; it is
+        called only for ``"auto"`` and ``memory_budget``.
+        """
+        if isinstance(batch_size, int):
+            return cls(limit, batch_size), None
+        if batch_size is None and max_rows is None and memory_budget is None:
+            return cls(limit, limit), None
+        if batch_size == "auto" or memory_budget is not None:
+            budget = memory_budget if memory_budget is not None else _auto_budget(device)
+            rows = max(1, budget // measure())
+            max_rows = rows if max_rows is None else min(rows, max_rows)
+        if internal_batch_size is not None:  # the user's own split caps the method's forwards already
+            max_rows = min(max_rows, internal_batch_size)
+        chunk, must_split = chunk_for_rows(max_rows, batch, rows_per_copy, limit, splits_itself)
+        return cls(limit, chunk), (max_rows if must_split and internal_batch_size is None else None)
+
+
+def chunk_for_rows(max_rows: int, batch: int, per_copy: int, nt_samples: int, splits_itself: bool) -> Tuple[int, bool]:
+    """The largest chunk whose forwards stay within ``max_rows``; and whether the method must split itself.
+
+    A method that splits its own forward (``splits_itself``) only needs the
+    chunk's copies, ``batch × k``, to fit; it is then given
+    ``internal_batch_size=max_rows``. Raises ``ValueError`` if not even one
+    copy per example fits.
+
+    Examples
+    --------
+    >>> chunk_for_rows(256, batch=8, per_copy=1, nt_samples=64, splits_itself=False)
+    (32, False)
+    >>> chunk_for_rows(256, batch=8, per_copy=50, nt_samples=64, splits_itself=True)
+    (32, True)
+    """
+    rows = batch * per_copy
+    if rows <= max_rows:
+        return max(1, min(nt_samples, max_rows // rows)), False
+    if splits_itself and batch <= max_rows:
+        return max(1, min(nt_samples, max_rows // batch)), True
+    raise ValueError(
+        f"max_batch_rows={max_rows} is smaller than one noisy copy of the batch: {batch} examples × "
+        f"{per_copy} rows each = {rows} rows; raise the budget or attribute the batch in parts"
+    )
+
+
+def activation_bytes_per_row(
+    forward_func: Callable[..., Any], inputs: Tuple[Tensor, ...], additional_forward_args: Any
+) -> Optional[int]:
+    """Bytes of module outputs one input row produces, from a forward of the first example.
+
+    Counts the outputs of every leaf ``nn.Module`` (what autograd keeps for the
+    backward pass, roughly); ``None`` when ``forward_func`` is not a module or a
+    module's method, or is TorchScript, so nothing can be hooked.
+    """
+    owner = getattr(forward_func, "__self__", forward_func)
+    if not isinstance(owner, nn.Module) or isinstance(owner, torch.jit.ScriptModule):
+        return None  # nothing to hook (TorchScript modules take no Python hooks)
+    total = [0]
+
+    def count(_module: nn.Module, _args: Any, output: Any) -> None:
+        for t in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(t, Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    leaves = [m for m in owner.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    extra = additional_forward_args if isinstance(additional_forward_args, tuple) else (
+        () if additional_forward_args is None else (additional_forward_args,)
+    )
+    extra = tuple(a[:1] if isinstance(a, Tensor) and a.dim() > 0 else a for a in extra)
+    try:
+        with torch.no_grad():
+            forward_func(*(x[:1] for x in inputs), *extra)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total[0] + sum(x[:1].numel() * x.element_size() for x in inputs)
+
+
+def _auto_budget(device: torch.device) -> int:
+    """Activation bytes per forward for nt_samples_batch_size="auto"."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free // 2
+    return AUTO_CPU_BYTES

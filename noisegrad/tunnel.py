@@ -1,34 +1,25 @@
 """NoiseTunnel: smooth any Captum attribution over noisy copies of its inputs."""
 
-import contextlib
-from typing import Any, Callable, List, Optional, Tuple, Union
+import warnings
+from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
 from captum.attr import Attribution, GradientAttribution
 from torch import Tensor
 
-from noisegrad._gradients import lean_gradients
+from noisegrad import _captum
+from noisegrad._loop import run
+from noisegrad._request import Request, check_request
 from noisegrad._state import guarded
-from noisegrad._validate import (
-    accepted_keywords,
-    validate_auto,
-    validate_counts,
-    validate_delta,
-    validate_inputs,
-    validate_keywords,
-    validate_seed,
-)
-from noisegrad.budget import ChunkOutOfMemory, choose_chunk, halved_chunk, takes_baseline_distribution
-from noisegrad.convergence import ConvergenceRule
-from noisegrad.deltas import ConvergenceDeltas
-from noisegrad.expand import ChunkKwargs, select_examples, validate_kwargs
-from noisegrad.joint import joint_integrated_gradients
-from noisegrad.moments import Moments
-from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
-from noisegrad.samplers import DEFAULT_REPLICATES, SAMPLERS, NoiseSampler, independent_units, units_for_stderr
-from noisegrad.seeding import SampleSeeds
-from noisegrad.smoothing import smooth, validate_nt_type
-from noisegrad.stderr import GroupedMoments, SmoothedAttribution, relative_stderr
+from noisegrad.estimators.joint_ig import JointEstimate, JointEstimator
+from noisegrad.estimators.nested import NestedEstimator
+from noisegrad.perturb.inputs import InputNoise, StdevsType
+from noisegrad.plan import ChunkPlan, activation_bytes_per_row
+from noisegrad.result import SmoothedAttribution
+from noisegrad.sampling.samplers import DEFAULT_REPLICATES, NoiseSampler
+from noisegrad.stats.grouped import relative_stderr
+from noisegrad.stats.stopping import StoppingRule
+from noisegrad.stats.tally import Tally
 
 __all__ = ["NoiseTunnel"]
 
@@ -87,7 +78,6 @@ class NoiseTunnel(Attribution):
         self.is_delta_supported = attribution_method.has_convergence_delta()
         self._multiply_by_inputs = attribution_method.multiplies_by_inputs
         self.is_gradient_method = isinstance(attribution_method, GradientAttribution)
-        self._accepted_keywords = accepted_keywords(attribution_method)
         Attribution.__init__(self, attribution_method.forward_func)
 
     @property
@@ -162,7 +152,7 @@ class NoiseTunnel(Attribution):
             Only ``nt_type="smoothgrad"``. The default, ``False``, is Captum's
             nested estimator.
         sampler : {"iid", "antithetic", "qmc", "lhs"}
-            How the noise is drawn (:class:`noisegrad.samplers.NoiseSampler`):
+            How the noise is drawn (:class:`noisegrad.sampling.samplers.NoiseSampler`):
             independently (Captum's behaviour, the default), in antithetic
             pairs ε, −ε, from randomised Sobol points, or as a Latin
             hypercube. All are unbiased for the mean, reproducible with
@@ -218,209 +208,54 @@ class NoiseTunnel(Attribution):
             Attributions shaped like the wrapped method's (a tensor or tuple),
             in its dtype; ``delta`` when ``return_convergence_delta=True``.
         """
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-        if joint is not False:
-            if sampler != "iid":
-                raise ValueError(
-                    f'sampler={sampler!r} applies to the nested estimator; with joint sampling choose the noise '
-                    'with joint=True (i.i.d.) or joint="antithetic" / "qmc" / "lhs"'
-                )
-            return self._attribute_joint(
-                inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, joint, seed, generator,
-                draw_baseline_from_distrib=draw_baseline_from_distrib, delta_reduction=delta_reduction,
-                max_batch_rows=max_batch_rows, memory_budget=memory_budget, return_stderr=return_stderr, **kwargs,
-            )
-        is_inputs_tuple = isinstance(inputs, tuple)
-        inputs_tuple = validate_inputs(inputs)
-        nt_type, needs_m2 = validate_nt_type(nt_type)
-        auto = nt_samples == "auto"
-        if auto:
-            validate_auto(tol, max_samples, sampler, delta_reduction)
-        validate_counts(max_samples if auto else nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget)
-        validate_seed(seed, generator)
-        return_delta = bool(kwargs.get("return_convergence_delta", False))
-        validate_delta(return_delta, self.attribution_method, delta_reduction)
-        if return_stderr and not auto and independent_units(sampler, nt_samples) < units_for_stderr(nt_type):
-            raise ValueError(
-                f"return_stderr=True with nt_type={nt_type!r} needs at least {units_for_stderr(nt_type)} independent "
-                f"units of samples; sampler={sampler!r} with nt_samples={nt_samples} has "
-                f"{independent_units(sampler, nt_samples)}"
-            )
-        validate_keywords(self.attribution_method, self._accepted_keywords, kwargs)
-        validate_kwargs(
-            kwargs, inputs_tuple, draw_baseline_from_distrib, takes_baseline_distribution(self.attribution_method)
+        return self._attribute(
+            inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, draw_baseline_from_distrib,
+            max_batch_rows=max_batch_rows, memory_budget=memory_budget, joint=joint, sampler=sampler,
+            return_stderr=return_stderr, tol=tol, max_samples=max_samples, seed=seed, generator=generator,
+            delta_reduction=delta_reduction, **kwargs,
         )
-        sigmas = resolve_stdevs(stdevs, inputs_tuple)
 
-        seeds = SampleSeeds.from_arguments(seed, generator)
-        limit = max_samples if auto else nt_samples
-        # QMC and LHS are most accurate as one design; standard errors need independent replicates of it.
-        draws = NoiseSampler(sampler, seeds, limit, DEFAULT_REPLICATES if return_stderr or auto else 1)
-        if return_stderr or auto:
-            groups = draws.standard_error_groups()
-            # i.i.d. SmoothGrad keeps M2 too: its textbook standard error has all n − 1 degrees of freedom.
-            with_m2 = needs_m2 or sampler == "iid"
-            new_accumulator = lambda: GroupedMoments(draws, groups, track_m2=with_m2)  # noqa: E731
-        else:
-            new_accumulator = lambda: Moments(track_m2=needs_m2)  # noqa: E731
-        device = inputs_tuple[0].device
-        noise_generator = torch.Generator(device=device)
-        batch = inputs_tuple[0].shape[0]
-        moments: List[Moments] = []
-        deltas = ConvergenceDeltas(batch, delta_reduction)
-        baseline_draw = (seeds, noise_generator) if draw_baseline_from_distrib else None
-        rule = ConvergenceRule(batch, tol, max_samples, _AUTO_MIN_SAMPLES) if auto else None
-        # The running examples (all, unless nt_samples="auto" has let some go) and their arguments.
-        active, running_inputs, running_sigmas = None, inputs_tuple, sigmas
-        with self._guarded(device, seeds.derived(0) if seed is not None or generator is not None else None):
-            chunk, kwargs = choose_chunk(
-                self.attribution_method, self.forward_func, inputs_tuple, limit, nt_samples_batch_size,
-                max_batch_rows, memory_budget, kwargs,
-            )
-            if auto and nt_samples_batch_size is None and max_batch_rows is None and memory_budget is None:
-                chunk = min(chunk, _AUTO_MODE_CHUNK)
-            chunk_kwargs = ChunkKwargs(kwargs, inputs_tuple, baseline_draw)
-            start = 0
-            while start < limit:
-                stop = rule.next_stop(start, chunk) if auto else min(start + chunk, limit)
-                sample_ids = range(start, stop)
-                noisy = tuple(
-                    noisy_copies(x, sigma, sample_ids, draws, stream, noise_generator, active)
-                    for stream, (x, sigma) in enumerate(zip(running_inputs, running_sigmas))
-                )
-                try:
-                    dtypes, is_attr_tuple = self._attribute_chunk(
-                        noisy, is_inputs_tuple, chunk_kwargs.for_chunk(sample_ids), sample_ids, moments, deltas,
-                        new_accumulator, active,
-                    )
-                except ChunkOutOfMemory as error:
-                    del noisy
-                    chunk = halved_chunk(chunk, len(sample_ids), device, error)
-                    continue
-                del noisy  # before the next chunk's noise is drawn
-                start = sample_ids.stop
-                if not auto or start < min(rule.min_samples, limit):
-                    continue
-                running = active if active is not None else torch.arange(batch, device=device)
-                done = rule.check(moments, nt_type, running, start)
-                if bool(done.all()):
-                    break
-                if bool(done.any()):
-                    keep = (~done).nonzero().squeeze(1)
-                    moments[:] = [m.select(keep) for m in moments]
-                    kwargs = select_examples(kwargs, len(running), keep)
-                    running_inputs = tuple(x[keep] for x in running_inputs)
-                    running_sigmas = tuple(_per_example(s, len(running), keep) for s in running_sigmas)
-                    active = running[keep]
-                    chunk_kwargs = ChunkKwargs(kwargs, running_inputs, baseline_draw)
-        if auto:
-            values, errors, used = rule.results(dtypes)
-            return SmoothedAttribution(
-                values if is_attr_tuple else values[0], errors if is_attr_tuple else errors[0],
-                relative_stderr(errors, values), used, deltas.result() if return_delta else None,
-            )
-        totals = [m.total() if return_stderr else m for m in moments]
-        smoothed = tuple(smooth(m, nt_type).to(dtype) for m, dtype in zip(totals, dtypes))
-        result = smoothed if is_attr_tuple else smoothed[0]
-        delta = deltas.result() if return_delta else None
-        if return_stderr:
-            errors = tuple(m.stderr(nt_type).to(dtype) for m, dtype in zip(moments, dtypes))
-            return SmoothedAttribution(
-                result, errors if is_attr_tuple else errors[0], relative_stderr(errors, smoothed), nt_samples, delta
-            )
-        return (result, delta) if return_delta else result
+    def _attribute(
+        self,
+        inputs: TensorOrTuple,
+        nt_type: str,
+        nt_samples: Union[int, str],
+        nt_samples_batch_size: Union[int, str, None],
+        stdevs: StdevsType,
+        draw_baseline_from_distrib: bool,
+        *,
+        max_batch_rows: Optional[int] = None,
+        memory_budget: Optional[int] = None,
+        joint: Union[bool, str] = False,
+        sampler: str = "iid",
+        return_stderr: bool = False,
+        tol: float = 0.05,
+        max_samples: int = 1024,
+        seed: Optional[int] = None,
+        generator: Optional[torch.Generator] = None,
+        delta_reduction: str = "mean",
+        stratify: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """validate → plan → run → finish."""
+        method = self.attribution_method
+        request = check_request(
+            method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, draw_baseline_from_distrib,
+            max_batch_rows, memory_budget, joint, sampler, return_stderr, tol, max_samples, seed, generator,
+            delta_reduction, dict(kwargs), stratify,
+        )
+        global_seed = request.seeds.derived(0) if request.seeded else None
+        with guarded(method, request.device, global_seed, _captum.draws_from_global_rng(method)):
+            estimator = _estimator(method, request)
+            plan = _plan(estimator, request, self.forward_func)
+            tally = _tally(estimator, request)
+            rule = StoppingRule(request.batch, request.tol, request.limit, _AUTO_MIN_SAMPLES) if request.auto else None
+            run(estimator, plan, tally, request.nt_type, rule)
+        return _finish(request, estimator, tally, rule)
 
     def attribute_future(self) -> None:
         """Not implemented, as in Captum."""
         raise NotImplementedError("attribute_future is not implemented for NoiseTunnel")
-
-    @contextlib.contextmanager
-    def _guarded(self, device: torch.device, global_seed: Optional[int]):
-        """Everything the loop changes temporarily, undone on exit (also on an exception)."""
-        with guarded(self.attribution_method, device, global_seed), lean_gradients(self.attribution_method):
-            yield
-
-    def _attribute_joint(
-        self,
-        inputs: TensorOrTuple,
-        nt_type: str,
-        nt_samples: int,
-        nt_samples_batch_size: Union[int, str, None],
-        stdevs: StdevsType,
-        joint: Union[bool, str],
-        seed: Optional[int],
-        generator: Optional[torch.Generator],
-        **kwargs: Any,
-    ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
-        if joint is not True and joint not in SAMPLERS[1:]:
-            raise ValueError(f'joint must be False, True, "antithetic", "qmc" or "lhs", got {joint!r}')
-        if nt_samples == "auto":
-            raise ValueError('nt_samples="auto" is not available with joint sampling: give an int nt_samples '
-                             "(return_stderr=True reports the error it reaches)")
-        unsupported = {
-            "draw_baseline_from_distrib": kwargs.pop("draw_baseline_from_distrib") is not False,
-            "delta_reduction": kwargs.pop("delta_reduction") != "mean",
-            "max_batch_rows": kwargs.pop("max_batch_rows") is not None,
-            "memory_budget": kwargs.pop("memory_budget") is not None,
-            'nt_samples_batch_size="auto"': nt_samples_batch_size == "auto",
-        }
-        named = [name for name, used in unsupported.items() if used]
-        if named:
-            raise ValueError(
-                f"joint={joint!r} does not support {', '.join(named)}: a joint sample has no per-copy IG value "
-                "or delta, and its chunk is set with an int nt_samples_batch_size"
-            )
-        return_delta = bool(kwargs.pop("return_convergence_delta", False))
-        return joint_integrated_gradients(
-            self.attribution_method, inputs, nt_samples, nt_samples_batch_size, stdevs, nt_type=nt_type,
-            seed=seed, generator=generator, sampler="iid" if joint is True else joint,
-            return_convergence_delta=return_delta, return_stderr=kwargs.pop("return_stderr"), **kwargs,
-        )
-
-    def _attribute_chunk(
-        self,
-        noisy: Tuple[Tensor, ...],
-        is_inputs_tuple: bool,
-        chunk_kwargs: dict,
-        sample_ids: range,
-        moments: list,
-        deltas: ConvergenceDeltas,
-        new_accumulator: Callable[[], Union[Moments, GroupedMoments]],
-        examples: Optional[Tensor],
-    ) -> Tuple[List[torch.dtype], bool]:
-        """Attribute one chunk and merge it into ``moments`` and ``deltas``.
-
-        A method of its own so that the chunk's attributions are freed on
-        return, not kept alive through the next chunk's forward and backward.
-        """
-        if self.is_gradient_method:
-            noisy = tuple(x.requires_grad_() for x in noisy)
-        # Like Captum: no graph for the wrapped call; gradient methods enable it themselves.
-        try:
-            with torch.no_grad():
-                out = self.attribution_method.attribute(noisy if is_inputs_tuple else noisy[0], **chunk_kwargs)
-        except torch.OutOfMemoryError as error:
-            # Nothing has been merged yet, so the chunk can be retried smaller.
-            raise ChunkOutOfMemory(str(error)) from error
-        n = len(sample_ids)
-        batch = noisy[0].shape[0] // n
-        if chunk_kwargs.get("return_convergence_delta", False):
-            out, delta = out
-            deltas.add(delta, n, examples)
-        is_attr_tuple = isinstance(out, tuple)
-        attributions = out if is_attr_tuple else (out,)
-        if not moments:
-            moments.extend(new_accumulator() for _ in attributions)
-        for accumulator, attribution in zip(moments, attributions):
-            samples = _by_sample(attribution, batch, n)
-            # A fresh (non-view) attribution is ours to centre in place.
-            overwrite = attribution._base is None
-            if isinstance(accumulator, GroupedMoments):
-                accumulator.update(samples, sample_ids, overwrite=overwrite)
-            else:
-                accumulator.update(samples, dim=0, overwrite=overwrite)
-        return [a.dtype for a in attributions], is_attr_tuple
 
 
 #: Samples per chunk in nt_samples="auto" mode unless a chunk size or budget is given.
@@ -428,20 +263,91 @@ _AUTO_MODE_CHUNK = 64
 #: The first convergence check: by then every standard-error group holds several units (4 i.i.d.
 #: samples or 2 antithetic pairs in each of 8 groups, 8 points in each of 4 QMC replicates).
 _AUTO_MIN_SAMPLES = 32
+#: The stream of the per-sample global seeds of methods that draw from the global RNGs (GradientShap).
+_GLOBAL_RNG_STREAM = (1 << 20) + 1
 
 
-def _per_example(sigma: Tensor, batch: int, keep: Tensor) -> Tensor:
-    """σ of the kept examples when it has one row per example, else σ as it is."""
-    if sigma.dim() > 0 and sigma.shape[0] == batch and batch > 1:
-        return sigma[keep]
-    return sigma
+def _estimator(method: Attribution, request: Request) -> Any:
+    """The estimator of the request, with its input noise."""
+    replicates = DEFAULT_REPLICATES if request.needs_groups else 1
+    noise = InputNoise(request.inputs, request.sigmas, NoiseSampler(request.sampler, request.seeds, request.limit,
+                                                                    replicates))
+    if request.joint:
+        return JointEstimator(method, noise, request.kwargs, request.is_inputs_tuple, request.return_delta,
+                              request.limit, request.seeds, request.stratify)
+    sample_seed: Optional[Callable[[int], int]] = None
+    if request.seeded and _captum.draws_from_global_rng(method):
+        seeds = request.seeds
+        sample_seed = lambda sample: seeds(_GLOBAL_RNG_STREAM, sample) & (2**63 - 1)  # noqa: E731
+    baseline_draw = (request.seeds, noise.generator) if request.draw_baseline_from_distrib else None
+    return NestedEstimator(method, noise, request.kwargs, request.is_inputs_tuple, request.return_delta,
+                           baseline_draw, sample_seed)
 
 
-def _by_sample(attribution: Tensor, batch: int, n: int) -> Tensor:
-    """View the (sample-major) rows of a chunk's attribution as ``(sample, example, ...)``."""
-    if attribution.dim() == 0 or attribution.shape[0] != batch * n:
-        raise ValueError(
-            f"the wrapped method returned an attribution of shape {tuple(attribution.shape)}; "
-            f"NoiseTunnel needs dimension 0 to index the {n} × {batch} noisy copies"
+def _plan(estimator: Any, request: Request, forward_func: Callable[..., Any]) -> ChunkPlan:
+    """The chunk size: fixed, all at once, "auto", or from a row or memory budget."""
+    inputs = request.inputs
+
+    def measure() -> int:
+        per_row = activation_bytes_per_row(forward_func, inputs, request.kwargs.get("additional_forward_args"))
+        return per_row if per_row is not None else 4 * sum(x[:1].numel() * x.element_size() for x in inputs)
+
+    plan, internal_batch_size = ChunkPlan.choose(
+        request.limit, request.batch, request.device, request.batch_size, request.max_batch_rows,
+        request.memory_budget, estimator.rows_per_copy, estimator.splits_itself, measure,
+        request.kwargs.get("internal_batch_size"),
+    )
+    if internal_batch_size is not None:
+        estimator.set_internal_batch_size(internal_batch_size)
+    if request.auto and request.batch_size is None and request.max_batch_rows is None and request.memory_budget is None:
+        plan.chunk = min(plan.chunk, _AUTO_MODE_CHUNK)
+    return plan
+
+
+def _tally(estimator: Any, request: Request) -> Tally:
+    """The statistics the request needs: grouped when standard errors or stopping need them."""
+    sampler = estimator.perturbation.sampler
+    # i.i.d. SmoothGrad (nested) keeps M2 too: its textbook standard error has all n − 1 degrees of freedom.
+    textbook = sampler.kind == "iid" and not request.joint
+    return Tally(
+        groups=sampler.standard_error_groups() if request.needs_groups else 1,
+        unit_size=sampler.unit_size,
+        track_m2=request.needs_m2 or (request.needs_groups and textbook),
+        textbook_mean=textbook,
+        delta_reduction=request.delta_reduction if request.return_delta else None,
+        # the joint estimator's stratified path points: neighbouring groups hold neighbouring strata
+        collapsed_mean=request.joint and request.stratify and sampler.kind in ("iid", "antithetic"),
+        delta_stderr=request.joint,
+    )
+
+
+def _finish(request: Request, estimator: Any, tally: Tally, rule: Optional[StoppingRule]) -> Any:
+    """The result in the form asked for: attributions, (attributions, delta), or with standard errors."""
+    if rule is not None:
+        values, errors, used, dof, converged, delta = rule.results()
+        if not bool(converged.all()):
+            missed = int((~converged).sum())
+            warnings.warn(
+                f'nt_samples="auto": {missed} of {request.batch} inputs did not reach tol={request.tol} within '
+                f"max_samples={request.limit} samples; result.converged marks them",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        cast = [v.to(d) for v, d in zip(values, tally.dtypes)]
+        return SmoothedAttribution(
+            estimator.format(tuple(cast)), estimator.format(tuple(e.to(d) for e, d in zip(errors, tally.dtypes))),
+            relative_stderr(errors, values), used,
+            None if delta is None else delta.to(tally.delta_dtype), dof, converged,
         )
-    return attribution.detach().reshape((n, batch) + tuple(attribution.shape[1:]))
+    values = [v.to(d) for v, d in zip(tally.values(request.nt_type), tally.dtypes)]
+    result = estimator.format(tuple(values))
+    delta = tally.delta() if request.return_delta else None
+    if not request.return_stderr:
+        return (result, delta) if request.return_delta else result
+    errors, dof = tally.stderrs(request.nt_type)
+    errors = [e.to(d) for e, d in zip(errors, tally.dtypes)]
+    if request.joint:
+        return JointEstimate(result, estimator.format(tuple(errors)), delta, tally.delta_stderr(), dof)
+    return SmoothedAttribution(
+        result, estimator.format(tuple(errors)), relative_stderr(errors, values), request.limit, delta, dof
+    )

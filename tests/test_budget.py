@@ -9,7 +9,7 @@ from torch import nn
 
 from conftest import make_cnn, make_mlp
 from noisegrad import NoiseTunnel
-from noisegrad.budget import activation_bytes_per_row, chunk_for_rows
+from noisegrad.plan import activation_bytes_per_row, chunk_for_rows
 
 
 class RowCounter:

@@ -29,7 +29,7 @@ from captum.attr import (
 
 from conftest import make_cnn, make_mlp, make_two_input
 from noisegrad import NoiseTunnel, SampleSeeds, plan_chunks
-from noisegrad.noise import noisy_copies, resolve_stdevs
+from noisegrad.perturb.inputs import noisy_copies, resolve_stdevs
 
 NT_TYPES = ["smoothgrad", "smoothgrad_sq", "vargrad"]
 SEED = 123
@@ -237,16 +237,30 @@ def test_a_baseline_distribution_of_any_size_is_passed_through_unchanged(nt_type
 
 
 @pytest.mark.parametrize("nt_type", NT_TYPES)
-def test_gradient_shap_draws_its_own_randomness_from_the_seeded_global_rng(nt_type):
+def test_gradient_shap_draws_its_own_randomness_per_sample_from_the_seeded_global_rng(nt_type):
+    """Sample k is GradientShap on noisy copy k with the global RNGs seeded for k alone (by hand: one call each)."""
+    from noisegrad.tunnel import _GLOBAL_RNG_STREAM
+
     model = make_mlp()
     x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
     baselines = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
     kwargs = dict(baselines=baselines, target=2, n_samples=3)
-    expected = by_hand(GradientShap(model), x, 5, 2, 0.2, nt_type, SampleSeeds(SEED).derived(0), **kwargs)
-    ours = NoiseTunnel(GradientShap(model)).attribute(
-        x, nt_type=nt_type, nt_samples=5, nt_samples_batch_size=2, stdevs=0.2, seed=SEED, **kwargs
-    )
-    torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-12)
+    generator, samples = torch.Generator(), []
+    for k in range(5):
+        global_seed = SampleSeeds(SEED)(_GLOBAL_RNG_STREAM, k) & (2**63 - 1)
+        torch.manual_seed(global_seed)
+        np.random.seed(global_seed % 2**32)
+        random.seed(global_seed)
+        noisy = noisy_copies(x, torch.tensor(0.2, dtype=x.dtype), range(k, k + 1), SampleSeeds(SEED), 0, generator)
+        samples.append(GradientShap(model).attribute(noisy.requires_grad_(), **kwargs).detach())
+    samples = torch.stack(samples).double()
+    expected = {"smoothgrad": samples.mean(0), "smoothgrad_sq": (samples**2).mean(0),
+                "vargrad": samples.var(0, correction=0)}[nt_type]
+    for batch_size in (1, 2, 5):  # what GradientShap draws follows the sample, so the chunk cannot change it
+        ours = NoiseTunnel(GradientShap(model)).attribute(
+            x, nt_type=nt_type, nt_samples=5, nt_samples_batch_size=batch_size, stdevs=0.2, seed=SEED, **kwargs
+        )
+        torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-12)
 
 
 def test_noisegrad_is_a_captum_attribution_with_captums_surface(mlp):

@@ -12,8 +12,8 @@ from torch import nn
 
 from conftest import make_mlp, make_two_input
 from noisegrad import NoiseTunnel, SampleSeeds
-from noisegrad.joint import JointEstimate, joint_integrated_gradients
-from noisegrad.noise import noisy_copies
+from noisegrad.estimators.joint_ig import JointEstimate, joint_integrated_gradients
+from noisegrad.perturb.inputs import noisy_copies
 
 VARIANTS = [(False, False), (True, False), (False, True), (True, True)]  # (stratify, antithetic)
 X = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -95,13 +95,15 @@ def test_mean_over_seeds_converges_to_the_nested_estimate_with_many_steps(strati
     assert float(z.abs().max()) < 4.5
 
 
-@pytest.mark.parametrize("stratify, antithetic", VARIANTS)
-def test_reported_stderr_matches_the_spread_over_seeds(stratify, antithetic):
-    """iid units: the usual estimator; stratified: collapsed strata, which may only err on the large side."""
+@pytest.mark.parametrize("stratify, sampler", [(s, "antithetic" if a else "iid") for s, a in VARIANTS]
+                         + [(True, "qmc"), (True, "lhs")])
+def test_reported_stderr_matches_the_spread_over_seeds(stratify, sampler):
+    """Unstratified: the jackknife over groups; stratified: collapsed neighbouring groups, which may only err
+    on the large side; QMC / LHS: the jackknife over independently randomised replicates."""
     ig = IntegratedGradients(make_mlp())
     estimates = [
         joint_integrated_gradients(
-            ig, X, nt_samples=16, stdevs=0.3, target=1, seed=s, stratify=stratify, sampler="antithetic" if antithetic else "iid",
+            ig, X, nt_samples=16, stdevs=0.3, target=1, seed=s, stratify=stratify, sampler=sampler,
             return_stderr=True,
         )
         for s in range(200)
@@ -236,7 +238,7 @@ def test_layer_ig_attributes_in_the_layers_shape_and_a_list_of_layers_as_captum(
 @settings(max_examples=20, deadline=None)
 @given(
     variant=st.sampled_from(VARIANTS),
-    pairs=st.integers(1, 8),
+    pairs=st.integers(2, 8),  # a standard error needs two independent units (two antithetic pairs)
     odd=st.booleans(),
     batch_size=st.integers(1, 17),
     seed=st.integers(0, 2**63),
@@ -284,7 +286,8 @@ def test_second_moment_nt_types_are_rejected_with_the_reason(nt_type):
         (dict(nt_type="bogus"), ValueError, "nt_type must be one of"),
         (dict(n_steps=50), TypeError, "nested estimator"),
         (dict(sampler="antithetic", nt_samples=5), ValueError, "must be even"),
-        (dict(sampler="qmc", nt_samples=4, return_stderr=True), ValueError, "needs independent samples"),
+        (dict(nt_samples=1, return_stderr=True), ValueError, "needs at least 2 independent units"),
+        (dict(sampler="antithetic", nt_samples=2, return_stderr=True), ValueError, "needs at least 2 independent"),
         (dict(nt_samples=0), ValueError, "nt_samples must be a positive int"),
         (dict(stdevs=-1.0), ValueError, "stdevs"),
         (dict(baselines=torch.zeros(3, 5)), ValueError, "baselines"),
@@ -302,11 +305,13 @@ def test_methods_other_than_integrated_gradients_are_rejected():
         joint_integrated_gradients(Saliency(make_mlp()), X, target=0)
 
 
-def test_return_stderr_gives_a_joint_estimate():
-    est = joint_integrated_gradients(IntegratedGradients(make_mlp()), X, nt_samples=1, stdevs=0.1, target=0,
-                                     return_stderr=True)
+@pytest.mark.parametrize("sampler, dof", [("iid", 4), ("antithetic", 4), ("qmc", 3), ("lhs", 3)])
+def test_return_stderr_gives_a_joint_estimate_with_every_sampler(sampler, dof):
+    est = joint_integrated_gradients(IntegratedGradients(make_mlp()), X, nt_samples=16, stdevs=0.1, target=0,
+                                     sampler=sampler, return_stderr=True)
     assert isinstance(est, JointEstimate) and est.delta is None
-    assert bool(est.stderr.isnan().all())  # one sample: no spread to measure
+    assert bool(torch.isfinite(est.stderr).all()) and bool((est.stderr > 0).all())
+    assert est.dof == dof  # stratified: neighbouring groups collapsed (8 → 4); QMC / LHS: 4 replicates
 
 
 def test_noise_tunnel_joint_is_the_joint_estimator():
@@ -335,8 +340,6 @@ def test_noise_tunnel_joint_passes_return_stderr_on():
     "extra, message",
     [
         (dict(joint="yes"), "joint must be False, True,"),
-        (dict(joint=True, max_batch_rows=8), "does not support max_batch_rows"),
-        (dict(joint=True, nt_samples_batch_size="auto"), 'does not support nt_samples_batch_size="auto"'),
         (dict(joint=True, delta_reduction="none"), "does not support delta_reduction"),
         (dict(joint=True, nt_samples="auto"), 'nt_samples="auto" is not available with joint sampling'),
     ],
@@ -345,3 +348,55 @@ def test_noise_tunnel_joint_rejects_what_it_cannot_do(extra, message):
     model = nn.Linear(4, 3).double()
     with pytest.raises(ValueError, match=message):
         NoiseTunnel(IntegratedGradients(model)).attribute(torch.zeros(2, 4, dtype=torch.float64), target=0, **extra)
+
+
+# --------------------------------------------------------------------------- what the one loop gives the joint estimator
+
+
+class OutOfMemoryAbove(nn.Module):
+    """Raises torch.OutOfMemoryError for a forward of more than ``rows`` rows."""
+
+    def __init__(self, net, rows):
+        super().__init__()
+        self.net, self.rows, self.failures = net, rows, 0
+
+    def forward(self, x):
+        if x.shape[0] > self.rows:
+            self.failures += 1
+            raise torch.OutOfMemoryError(f"injected: {x.shape[0]} rows")
+        return self.net(x)
+
+
+def test_joint_out_of_memory_halves_the_chunk_and_gives_the_smaller_chunks_result():
+    net = make_mlp()
+    common = dict(nt_samples=12, stdevs=0.3, target=2, seed=5, return_convergence_delta=True, return_stderr=True)
+    guarded_net = OutOfMemoryAbove(net, rows=2 * 3)  # 2 examples x at most 3 samples
+    with pytest.warns(RuntimeWarning, match="retrying with nt_samples_batch_size=3"):
+        ours = joint_integrated_gradients(IntegratedGradients(guarded_net), X, nt_samples_batch_size=12, **common)
+    assert guarded_net.failures == 2  # 12 -> 6 -> 3
+    expected = joint_integrated_gradients(IntegratedGradients(net), X, nt_samples_batch_size=3, **common)
+    for a, b in [(ours.attributions, expected.attributions), (ours.stderr, expected.stderr), (ours.delta, expected.delta)]:
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+class RowCounter(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.rows = net, []
+
+    def forward(self, x):
+        self.rows.append(x.shape[0])
+        return self.net(x)
+
+
+@pytest.mark.parametrize("budget", [dict(max_batch_rows=6), dict(nt_samples_batch_size="auto"),
+                                    dict(memory_budget=4096)])
+def test_joint_takes_row_and_memory_budgets_and_automatic_chunks(budget):
+    net = make_mlp()
+    counter = RowCounter(net)
+    common = dict(nt_samples=10, stdevs=0.3, target=1, seed=2)
+    ours = NoiseTunnel(IntegratedGradients(counter)).attribute(X, joint=True, **common, **budget)
+    whole = NoiseTunnel(IntegratedGradients(net)).attribute(X, joint=True, **common)
+    torch.testing.assert_close(ours, whole, rtol=1e-10, atol=1e-13)
+    if "max_batch_rows" in budget:
+        assert max(counter.rows) <= 6

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from conftest import make_cnn, make_mlp
 from noisegrad import NoiseTunnel, SampleSeeds, plan_chunks
-from noisegrad.noise import noisy_copies
+from noisegrad.perturb.inputs import noisy_copies
 
 MODEL = make_cnn(torch.float32, seed=5)
 X = torch.rand(2, 2, 5, 5, generator=torch.Generator().manual_seed(5))

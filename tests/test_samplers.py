@@ -11,7 +11,7 @@ from torch import nn
 
 from conftest import make_mlp
 from noisegrad import NoiseTunnel, SampleSeeds, plan_chunks
-from noisegrad.samplers import SAMPLERS, NoiseSampler
+from noisegrad.sampling.samplers import SAMPLERS, NoiseSampler
 
 
 def draw(kind, nt_samples, shape=(3, 4), seed=0, chunk=None, replicates=4):

@@ -6,7 +6,7 @@ from captum.attr import IntegratedGradients, Saliency
 
 from conftest import make_cnn, make_mlp
 from noisegrad import NoiseTunnel, SmoothedAttribution
-from noisegrad.samplers import SAMPLERS
+from noisegrad.sampling.samplers import SAMPLERS
 
 X = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 

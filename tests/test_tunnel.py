@@ -7,7 +7,7 @@ from torch import nn
 
 from conftest import make_cnn, make_mlp
 from noisegrad import NoiseTunnel, SampleSeeds, plan_chunks, relative
-from noisegrad.noise import noisy_copies
+from noisegrad.perturb.inputs import noisy_copies
 
 
 def reference_samples(method, x, nt_samples, batch_size, sigma, seed, **kwargs):

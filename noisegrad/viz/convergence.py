@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from noisegrad.samplers import independent_units, units_for_stderr
+from noisegrad.sampling.samplers import independent_units, units_for_stderr
 from noisegrad.tunnel import NoiseTunnel
 from noisegrad.viz._arrays import as_array
 

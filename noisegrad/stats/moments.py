@@ -1,6 +1,6 @@
-"""Running mean and sum of squared deviations, merged chunk by chunk."""
+"""Running count, mean and sum of squared deviations: one object for chunks, groups, stopping and processes."""
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor
@@ -25,6 +25,8 @@ def mean_dtype(device: torch.device) -> torch.dtype:
     The running mean is the centre every chunk is measured from: in float32 its
     rounding (relative 6e-8 of the mean) is felt by a variance whose spread is
     1e-4 of the mean (measured: 3e-5 relative error, against 2e-8 in float64).
+    The running M2 is kept in the same dtype: in float32, merging many chunks
+    lets its rounding grow with the number of samples.
     """
     return torch.float32 if device.type == "mps" else torch.float64
 
@@ -37,16 +39,18 @@ class Moments:
     LeVeque, so the variance is never computed from raw ``E[a²] − E[a]²``
     (which cancels catastrophically), is never negative, and memory does not
     grow with the number of samples: the state is one mean and one M2 tensor
-    the size of a single sample.
+    the size of a single sample. The same object serves the chunks of one
+    call (:meth:`update`), independent groups and other runs (:meth:`merge`),
+    examples leaving the batch (:meth:`select`), checkpoints
+    (:meth:`state_dict`) and several processes (:meth:`all_reduce`).
 
     Parameters
     ----------
     dtype : torch.dtype, optional
-        Accumulation dtype of both the mean and M2. Default: the mean in
-        float64 (:func:`mean_dtype`) and M2, a sum of non-negative terms, in
-        :func:`accumulation_dtype` of the samples (float32 for float32 and
-        half-precision samples). The state then costs one float32 tensor more
-        than Captum's sum and sum of squares.
+        Accumulation dtype of the mean and M2. Default: float64
+        (:func:`mean_dtype`; float32 on MPS). Each chunk is centred and
+        squared in its own dtype (at least float32), so only the two
+        sample-sized state tensors are wider.
     track_m2 : bool
         Keep the sum of squared deviations (needed for the variance, the mean
         of squares and the standard error). With ``False`` only the mean is
@@ -68,12 +72,16 @@ class Moments:
     >>> m.mean
     tensor([2.5000, 8.5000], dtype=torch.float64)
     >>> m.variance()
-    tensor([2.9167, 2.9167])
+    tensor([2.9167, 2.9167], dtype=torch.float64)
     """
 
     def __init__(self, dtype: Optional[torch.dtype] = None, track_m2: bool = True) -> None:
         self.dtype = dtype
         self.track_m2 = track_m2
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every sample seen."""
         self.count = 0
         self.mean: Optional[Tensor] = None
         self.m2: Optional[Tensor] = None
@@ -92,7 +100,6 @@ class Moments:
             # Half precision would round the chunk statistics themselves.
             samples, overwrite = samples.float(), True
         dtype = self.dtype or mean_dtype(samples.device)
-        m2_dtype = self.dtype or accumulation_dtype(samples.dtype)
         if not self.track_m2:
             self._merge(n_new, samples.mean(dim=0).to(dtype), None)
             return
@@ -105,23 +112,23 @@ class Moments:
         first = self.mean is None
         # The shift is in the chunk's own dtype: subtracting a float64 mean in
         # place would convert the whole chunk to float64 and back. Everything
-        # measured from it is small, so only the running mean itself needs float64.
+        # measured from it is small, so only the running state needs float64.
         shift = samples[0].clone() if first else self.mean.to(samples.dtype)
         centred = samples.sub_(shift) if overwrite else samples - shift
         centred_mean = centred.sum(dim=0).div_(n_new)
         sum_sq = torch.zeros_like(centred[0])
         for sample in centred:
             sum_sq.addcmul_(sample, sample)
-        chunk_m2 = sum_sq.sub_(centred_mean.square(), alpha=n_new).to(m2_dtype)
+        chunk_m2 = sum_sq.to(dtype).sub_(centred_mean.to(dtype).square(), alpha=n_new)
         if first:
             self.count, self.m2 = n_new, chunk_m2
             self.mean = shift.to(dtype).add_(centred_mean)
         else:
             # chunk mean − running mean = centred mean + (shift − running mean)
-            self._merge_centred(n_new, centred_mean.add_(shift - self.mean), chunk_m2)
+            self._merge_centred(n_new, centred_mean.to(dtype).add_(shift.to(dtype) - self.mean), chunk_m2)
 
     def merge(self, other: "Moments") -> None:
-        """Merge the state of another accumulator (another chunk, process or run)."""
+        """Merge the state of another accumulator (another chunk, group, process or run)."""
         if other.track_m2 < self.track_m2:
             raise ValueError("cannot merge an accumulator without M2 into one that tracks M2")
         if other.count:
@@ -129,15 +136,17 @@ class Moments:
 
     def _merge(self, n_new: int, mean: Tensor, m2: Optional[Tensor]) -> None:
         if self.count == 0:
-            self.count, self.mean, self.m2 = n_new, mean.clone(), None if m2 is None else m2.clone()
+            dtype = self.dtype or mean_dtype(mean.device)
+            self.count, self.mean = n_new, mean.to(dtype, copy=True)
+            self.m2 = None if m2 is None else m2.to(dtype, copy=True)
             return
-        self._merge_centred(n_new, mean - self.mean, m2)
+        self._merge_centred(n_new, mean.to(self.mean.dtype) - self.mean, m2)
 
     def _merge_centred(self, n_new: int, shift: Tensor, m2: Optional[Tensor]) -> None:
         """Chan et al.'s update, given the new part's mean minus the running mean."""
         total = self.count + n_new
         if self.m2 is not None:
-            self.m2.add_(m2).add_(shift * shift, alpha=self.count * n_new / total)
+            self.m2.add_(m2.to(self.m2.dtype)).add_(shift * shift, alpha=self.count * n_new / total)
         self.mean.add_(shift, alpha=n_new / total)
         self.count = total
 
@@ -149,8 +158,54 @@ class Moments:
         part.m2 = None if self.m2 is None else self.m2[examples]
         return part
 
+    def without(self, part: "Moments") -> "Moments":
+        """The moments of these samples with ``part``'s samples taken out (Chan's update, inverted)."""
+        rest = Moments(self.dtype, self.track_m2)
+        rest.count = self.count - part.count
+        rest.mean = (self.mean * self.count - part.mean * part.count) / rest.count
+        if self.m2 is not None:
+            shift = part.mean - rest.mean
+            rest.m2 = (self.m2 - part.m2 - shift * shift * (rest.count * part.count / self.count)).clamp(min=0)
+        return rest
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The state as plain values and tensors (``torch.save``-able with ``weights_only=True``)."""
+        return {"count": self.count, "mean": self.mean, "m2": self.m2, "track_m2": self.track_m2}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        if bool(state["track_m2"]) != self.track_m2:
+            raise ValueError(f"state has track_m2={state['track_m2']}, this accumulator {self.track_m2}")
+        self.count, self.mean, self.m2 = int(state["count"]), state["mean"], state["m2"]
+
+    def all_reduce(self, group: Any = None) -> None:
+        """Make every process's state the moments of all processes' samples (``torch.distributed``).
+
+        Two sums across processes: the counts and count-weighted means give
+        the global mean; each process's M2 plus ``count · (mean − global)²``
+        summed gives the global M2 (exact, no cancellation). Every process
+        must hold a state of the same shape.
+        """
+        import torch.distributed as dist
+
+        if self.mean is None:
+            raise ValueError("all_reduce needs samples on every process (call update first)")
+        dtype = self.mean.dtype
+        count = torch.tensor(float(self.count), dtype=dtype, device=self.mean.device)
+        weighted = self.mean * self.count
+        dist.all_reduce(count, group=group)
+        dist.all_reduce(weighted, group=group)
+        total = int(round(float(count)))
+        mean = weighted / total
+        if self.m2 is not None:
+            deviation = self.mean - mean
+            m2 = self.m2 + deviation * deviation * self.count
+            dist.all_reduce(m2, group=group)
+            self.m2 = m2
+        self.count, self.mean = total, mean
+
     def variance(self, correction: int = 0) -> Tensor:
-        """Variance of the samples, dividing M2 by ``count - correction`` (in M2's dtype)."""
+        """Variance of the samples, dividing M2 by ``count - correction``."""
         if self.m2 is None:
             raise ValueError("the variance needs Moments(track_m2=True)")
         # M2 is a sum of squares; only rounding could take it below zero.

@@ -17,7 +17,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from noisegrad.seeding import SampleSeeds
+from noisegrad.sampling.seeding import SampleSeeds
 
 __all__ = ["SAMPLERS", "DEFAULT_REPLICATES", "NoiseSampler", "independent_units", "units_for_stderr"]
 

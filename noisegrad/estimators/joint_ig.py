@@ -13,32 +13,30 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
-from captum._utils.common import _format_additional_forward_args, _run_forward
-from captum._utils.gradient import _forward_layer_eval
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
 from torch import Tensor
 
-from noisegrad._gradients import summed_gradients
-from noisegrad._state import guarded
-from noisegrad._validate import _positive_int, accepted_keywords, validate_inputs, validate_keywords, validate_seed
-from noisegrad.expand import ChunkKwargs, validate_kwargs
-from noisegrad.moments import Moments
-from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
-from noisegrad.samplers import SAMPLERS, NoiseSampler
-from noisegrad.plan import plan_chunks
-from noisegrad.seeding import SampleSeeds
-from noisegrad.smoothing import validate_nt_type
-from noisegrad.stderr import relative_stderr
+from noisegrad._call import chunk_failure_on_oom
+from noisegrad._captum import (
+    format_additional_forward_args,
+    forward_layer_eval,
+    layer_gradient_func,
+    run_forward,
+    summed_gradients,
+)
+from noisegrad.expand import ChunkKwargs
+from noisegrad.perturb.inputs import InputNoise, StdevsType
+from noisegrad.sampling.samplers import SAMPLERS
+from noisegrad.sampling.seeding import SampleSeeds
+from noisegrad.stats.grouped import relative_stderr
+from noisegrad.stats.tally import Chunk
 
-__all__ = ["joint_integrated_gradients", "JointEstimate"]
+__all__ = ["joint_integrated_gradients", "JointEstimate", "JointEstimator"]
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
 
 # Streams after any plausible number of input tensors and drawn baselines.
 _ALPHA_STREAM = 1 << 20
-
-# IG arguments that describe the nested estimator's inner loop.
-_NESTED_ONLY = ("n_steps", "method", "internal_batch_size")
 
 
 @dataclass
@@ -55,12 +53,23 @@ class JointEstimate:
     delta, delta_stderr : Tensor of shape ``(batch,)``, or None
         The completeness gap per input and its standard error, when
         ``return_convergence_delta=True``.
+    dof : int
+        Degrees of freedom of the standard errors (independent groups − 1).
     """
 
     attributions: Any
     stderr: Any
     delta: Optional[Tensor] = None
     delta_stderr: Optional[Tensor] = None
+    dof: Optional[int] = None
+
+    def interval(self, level: float = 0.95) -> Tuple[Any, Any]:
+        """``attribution ± t · stderr`` with Student's t at ``(1 + level) / 2`` and :attr:`dof`."""
+        from noisegrad.result import interval
+
+        if isinstance(self.attributions, list):
+            raise ValueError("intervals of a list of layers: take each layer's attributions and stderr")
+        return interval(self.attributions, self.stderr, self.dof, level)
 
     def relative_stderr(self) -> Tensor:
         """Per input ``‖SE‖ / ‖attribution‖`` over all its elements (all tensors of a tuple)."""
@@ -126,7 +135,7 @@ def joint_integrated_gradients(
         (α_k = (k + U_k) / nt_samples). As every ε_k is independent of ``k``,
         this fixed assignment is unbiased.
     sampler : {"iid", "antithetic", "qmc", "lhs"}
-        The noise, as :class:`noisegrad.samplers.NoiseSampler` draws it (QMC
+        The noise, as :class:`noisegrad.sampling.samplers.NoiseSampler` draws it (QMC
         and LHS as one design). With ``"antithetic"`` samples ``2j`` and
         ``2j + 1`` use noise ε and −ε and the same α (with ``stratify``, the
         ``j``-th of ``nt_samples / 2`` strata), which cancels every odd order
@@ -175,106 +184,79 @@ def joint_integrated_gradients(
     removing noise by adding noise", arXiv:1706.03825. Captum's GradientShap
     samples (noise, α) pairs the same way for baselines.
     """
-    is_layer = _validate_method(method)
-    is_inputs_tuple = isinstance(inputs, tuple)
-    inputs_tuple = validate_inputs(inputs)
-    _validate_joint_arguments(nt_type, nt_samples, nt_samples_batch_size, sampler, return_stderr, kwargs)
-    antithetic = sampler == "antithetic"
-    validate_seed(seed, generator)
-    validate_keywords(method, accepted_keywords(method), kwargs)
-    validate_kwargs(kwargs, inputs_tuple, False)
-    sigmas = resolve_stdevs(stdevs, inputs_tuple)
+    from noisegrad.tunnel import NoiseTunnel  # the estimator plugs into the tunnel's loop
 
-    layer_options = {k: kwargs.pop(k) for k in ("attribute_to_layer_input", "grad_kwargs") if k in kwargs}
-    baselines = _full_baselines(kwargs.pop("baselines", None), inputs_tuple)
-    seeds = SampleSeeds.from_arguments(seed, generator)
-    draws = NoiseSampler(sampler, seeds, nt_samples, replicates=1)
-    device = inputs_tuple[0].device
-    noise_generator = torch.Generator(device=device)
-    batch = inputs_tuple[0].shape[0]
-    chunk_kwargs = ChunkKwargs(kwargs, inputs_tuple)
-    pair = 2 if antithetic else 1
-    attributions: List[_Contributions] = []
-    deltas = _Contributions(pair, stratify) if return_convergence_delta else None
-    seeded = seed is not None or generator is not None
-    with guarded(method, device, seeds.derived(0) if seeded else None):
-        path = _LayerPath(method, baselines, kwargs, **layer_options) if is_layer else _InputPath(method, baselines)
-        base_output = _outputs(method, baselines, kwargs) if return_convergence_delta else None
-        for sample_ids in plan_chunks(nt_samples, nt_samples_batch_size):
-            n, chunk = len(sample_ids), chunk_kwargs.for_chunk(sample_ids)
-            noisy = tuple(
-                noisy_copies(x, sigma, sample_ids, draws, stream, noise_generator)
-                for stream, (x, sigma) in enumerate(zip(inputs_tuple, sigmas))
-            )
-            alphas = _path_fractions(sample_ids, nt_samples, batch, seeds, stratify, antithetic, device)
-            contributions = path.contributions(noisy, alphas, chunk, n, batch)
-            if not attributions:
-                attributions = [_Contributions(pair, stratify) for _ in contributions]
-            for accumulator, contribution in zip(attributions, contributions):
-                accumulator.update(contribution)
-            if deltas is not None:
-                totals = sum(c.reshape(n, batch, -1).sum(2, dtype=torch.float64) for c in contributions)
-                noisy_output = _outputs(method, noisy, chunk).reshape(n, batch)
-                deltas.update(totals - (noisy_output - base_output).double())
-            del noisy, contributions  # before the next chunk's noise is drawn
-    dtypes = path.dtypes
-    means = [acc.mean().to(dtype) for acc, dtype in zip(attributions, dtypes)]
-    result = path.format(means, is_inputs_tuple)
-    delta = deltas.mean().to(dtypes[0]) if deltas is not None else None
-    if return_stderr:
-        stderr = path.format([acc.stderr().to(dtype) for acc, dtype in zip(attributions, dtypes)], is_inputs_tuple)
-        delta_stderr = deltas.stderr().to(dtypes[0]) if deltas is not None else None
-        return JointEstimate(result, stderr, delta, delta_stderr)
-    return (result, delta) if return_convergence_delta else result
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _validate_method(method: object) -> bool:
-    """Is it the layer variant? ``TypeError`` for anything but (Layer)IntegratedGradients."""
-    if isinstance(method, LayerIntegratedGradients):
-        return True
-    if isinstance(method, IntegratedGradients):
-        return False
-    raise TypeError(
-        "joint sampling of noise and path is defined for IntegratedGradients and LayerIntegratedGradients, "
-        f"got {type(method).__name__}"
+    if "return_convergence_delta" in kwargs:
+        raise TypeError("pass return_convergence_delta as joint_integrated_gradients' own argument")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    return NoiseTunnel(method)._attribute(
+        inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, False, joint=True if sampler == "iid" else sampler,
+        stratify=stratify, return_stderr=return_stderr, seed=seed, generator=generator,
+        return_convergence_delta=return_convergence_delta, **kwargs,
     )
 
 
-def _validate_joint_arguments(
-    nt_type: object,
-    nt_samples: object,
-    nt_samples_batch_size: object,
-    sampler: object,
-    return_stderr: bool,
-    kwargs: Dict[str, Any],
-) -> None:
-    nt_type, _ = validate_nt_type(nt_type)
-    if nt_type != "smoothgrad":
-        raise ValueError(
-            f"nt_type={nt_type!r} is not available with joint sampling: SmoothGrad² and VarGrad are statistics "
-            "of per-noise-draw IG values, and a joint sample evaluates one path point per noise draw. Use "
-            "nt_type='smoothgrad', or the nested estimator (joint=False) for smoothgrad_sq / vargrad"
+
+class JointEstimator:
+    """SmoothGrad × (layer) IG from joint (noise, path point) samples: one gradient per sample.
+
+    Sample ``k`` of an example draws noise ε_k (from ``perturbation``) and a
+    path fraction α_k (stratified: in the ``k``-th of ``nt_samples`` equal
+    intervals, or the pair's for antithetic noise) and contributes
+    ``(x + ε_k − b) ⊙ ∇f(b + α_k (x + ε_k − b))``; with ``return_delta``
+    also ``Σ contribution − (f(x + ε_k) − f(b))``, the completeness gap.
+    """
+
+    rows_per_copy = 1
+    splits_itself = False
+
+    def __init__(
+        self,
+        method: Union[IntegratedGradients, LayerIntegratedGradients],
+        perturbation: InputNoise,
+        kwargs: Dict[str, Any],
+        is_inputs_tuple: bool,
+        return_delta: bool,
+        nt_samples: int,
+        seeds: SampleSeeds,
+        stratify: bool,
+    ) -> None:
+        self.method, self.perturbation, self.is_inputs_tuple = method, perturbation, is_inputs_tuple
+        self.nt_samples, self.seeds, self.stratify = nt_samples, seeds, stratify
+        self.antithetic = perturbation.sampler.kind == "antithetic"
+        kwargs = dict(kwargs)
+        layer_options = {k: kwargs.pop(k) for k in ("attribute_to_layer_input", "grad_kwargs") if k in kwargs}
+        baselines = _full_baselines(kwargs.pop("baselines", None), perturbation.inputs)
+        self.kwargs = kwargs
+        self.chunk_kwargs = ChunkKwargs(kwargs, perturbation.inputs)
+        if isinstance(method, LayerIntegratedGradients):
+            self.path: Any = _LayerPath(method, baselines, kwargs, **layer_options)
+        else:
+            self.path = _InputPath(method, baselines)
+        self.base_output = _outputs(method, baselines, kwargs) if return_delta else None
+
+    def chunk(self, sample_ids: range) -> Chunk:
+        n, chunk_kwargs = len(sample_ids), self.chunk_kwargs.for_chunk(sample_ids)
+        noisy = self.perturbation.rows(sample_ids)
+        batch = noisy[0].shape[0] // n
+        alphas = _path_fractions(
+            sample_ids, self.nt_samples, batch, self.seeds, self.stratify, self.antithetic, noisy[0].device
         )
-    _positive_int("nt_samples", nt_samples)
-    if nt_samples_batch_size is not None:
-        _positive_int("nt_samples_batch_size", nt_samples_batch_size, extra=" or None")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    if sampler == "antithetic" and nt_samples % 2:
-        raise ValueError(f'sampler="antithetic" pairs ε with −ε, so nt_samples must be even, got {nt_samples}')
-    if return_stderr and sampler in ("qmc", "lhs"):
-        raise ValueError(f'return_stderr=True needs independent samples: use sampler="iid" or "antithetic", not {sampler!r}')
-    nested = [name for name in _NESTED_ONLY if name in kwargs]
-    if nested:
-        raise TypeError(
-            f"{', '.join(map(repr, nested))} belong(s) to the nested estimator; with joint sampling each of "
-            "the nt_samples samples is one gradient at a random path point, so nt_samples alone sets the cost"
-        )
-    if "return_convergence_delta" in kwargs:
-        raise TypeError("pass return_convergence_delta as joint_integrated_gradients' own argument")
+        with chunk_failure_on_oom():
+            contributions = self.path.contributions(noisy, alphas, chunk_kwargs, n, batch)
+            deltas = None
+            if self.base_output is not None:
+                totals = sum(c.reshape(n, batch, -1).sum(2, dtype=torch.float64) for c in contributions)
+                noisy_output = _outputs(self.method, noisy, chunk_kwargs).reshape(n, batch)
+                deltas = (totals - (noisy_output - self.base_output).double()).to(contributions[0].dtype)
+        return Chunk(tuple(contributions), None if deltas is None else deltas.unsqueeze(2), (True,) * len(contributions))
+
+    def select(self, keep: Tensor) -> None:
+        raise NotImplementedError("joint sampling stops at a fixed nt_samples")
+
+    def format(self, tensors: Tuple[Tensor, ...]) -> Any:
+        return self.path.format(list(tensors), self.is_inputs_tuple)
 
 
 # --------------------------------------------------------------------------- draws
@@ -371,8 +353,10 @@ class _LayerPath:
         grad_kwargs: Optional[Dict[str, Any]] = None,
     ) -> None:
         self.method, self.to_layer_input, self.grad_kwargs = method, attribute_to_layer_input, grad_kwargs
-        if method.device_ids is None:  # as LayerIntegratedGradients.attribute does
-            method.device_ids = getattr(method.forward_func, "device_ids", None)
+        # as LayerIntegratedGradients.attribute does, without writing it into the user's method
+        self.device_ids = method.device_ids if method.device_ids is not None else getattr(
+            method.forward_func, "device_ids", None
+        )
         self.baselines = self._layer_eval(baselines, kwargs.get("additional_forward_args"))
         self.is_layer_list = isinstance(method.layer, list)
         self.dtypes: List[torch.dtype] = []
@@ -380,12 +364,12 @@ class _LayerPath:
     def _layer_eval(self, inputs: Tuple[Tensor, ...], additional_forward_args: Any) -> Tuple[Tensor, ...]:
         """The layer's values (flattened over layers and their outputs) and how many each layer has."""
         with torch.no_grad():
-            evaluated = _forward_layer_eval(
+            evaluated = forward_layer_eval(
                 self.method.forward_func,
                 inputs,
                 self.method.layer,
                 additional_forward_args=additional_forward_args,
-                device_ids=self.method.device_ids,
+                device_ids=self.device_ids,
                 attribute_to_layer_input=self.to_layer_input,
             )
         per_layer = evaluated if isinstance(self.method.layer, list) else [evaluated]
@@ -395,12 +379,11 @@ class _LayerPath:
     def contributions(
         self, noisy: Tuple[Tensor, ...], alphas: Tensor, chunk: Dict[str, Any], n: int, batch: int
     ) -> List[Tensor]:
-        extra = _format_additional_forward_args(chunk.get("additional_forward_args"))
+        extra = format_additional_forward_args(chunk.get("additional_forward_args"))
         noisy_layer = self._layer_eval(noisy, extra)
         pairs = [_interpolate(b, v, alphas, n, batch) for b, v in zip(self.baselines, noisy_layer)]
         points = tuple(point.requires_grad_() for _, point in pairs)
-        cumsum = torch.cumsum(torch.tensor([0] + self.counts), dim=0)
-        gradient_func = self.method._make_gradient_func(cumsum, self.to_layer_input, self.grad_kwargs)
+        gradient_func = layer_gradient_func(self.method, self.counts, self.to_layer_input, self.grad_kwargs)
         grads = gradient_func(
             self.method.forward_func, points, chunk.get("target"), noisy + (extra if extra is not None else ())
         )
@@ -422,71 +405,8 @@ class _LayerPath:
 def _outputs(method: Any, inputs: Tuple[Tensor, ...], kwargs: Dict[str, Any]) -> Tensor:
     """The selected output of every row (one forward, no graph), as a flat tensor."""
     with torch.no_grad():
-        out = _run_forward(method.forward_func, inputs, kwargs.get("target"), kwargs.get("additional_forward_args"))
+        out = run_forward(method.forward_func, inputs, kwargs.get("target"), kwargs.get("additional_forward_args"))
     return out.reshape(inputs[0].shape[0], -1).sum(1)
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-class _Contributions:
-    """Mean and standard error of per-sample contributions that arrive in sample order, in chunks.
-
-    A *unit* is one sample, or the mean of an antithetic pair (``pair=2``):
-    units are independent. Unstratified, the standard error is the units'
-    sample standard deviation over √units (Welford–Chan :class:`Moments`).
-    Stratified, each unit has its own stratum, so neighbouring strata are
-    collapsed into pairs and Σ (u_{2m} − u_{2m+1})² estimates the sum of the
-    units' variances (it also counts the small difference of neighbouring
-    strata's means: slightly conservative). Samples of a pair or group cut
-    by a chunk boundary are carried to the next chunk, so the statistics do
-    not depend on the chunk size beyond float rounding.
-    """
-
-    def __init__(self, pair: int, stratified: bool) -> None:
-        self.pair, self.stratified = pair, stratified
-        self.group = pair * (2 if stratified else 1)
-        self.total: Optional[Tensor] = None
-        self.count = 0
-        self.units = Moments(dtype=torch.float64)
-        self.squared_differences: Optional[Tensor] = None
-        self.collapsed_pairs = 0
-        self.carry: Optional[Tensor] = None
-
-    def update(self, samples: Tensor) -> None:
-        """Merge a chunk shaped ``(samples, batch, ...)``."""
-        chunk_sum = samples.detach().sum(0, dtype=torch.float64)
-        self.total = chunk_sum if self.total is None else self.total.add_(chunk_sum)
-        self.count += samples.shape[0]
-        if self.carry is not None:
-            samples = torch.cat([self.carry, samples.detach()])
-        full = samples.shape[0] // self.group * self.group
-        self.carry = samples[full:].detach().clone() if full < samples.shape[0] else None
-        if full == 0:
-            return
-        rest = tuple(samples.shape[1:])
-        units = samples[:full].double().reshape((-1, self.pair) + rest).mean(1)
-        if not self.stratified:
-            self.units.update(units, dim=0)
-            return
-        neighbours = units.reshape((-1, 2) + rest)
-        squares = (neighbours[:, 0] - neighbours[:, 1]).square().sum(0)
-        self.squared_differences = squares if self.squared_differences is None else self.squared_differences + squares
-        self.collapsed_pairs += neighbours.shape[0]
-
-    def mean(self) -> Tensor:
-        return self.total / self.count
-
-    def stderr(self) -> Tensor:
-        units = self.count // self.pair
-        if not self.stratified:
-            if self.units.count < 2:
-                return torch.full_like(self.total, float("nan"))
-            return (self.units.variance(correction=1) / units).sqrt()
-        if self.collapsed_pairs == 0:
-            return torch.full_like(self.total, float("nan"))
-        # Σ_u Var(u) ≈ units / (2 · pairs) · Σ d²; Var(mean) = Σ_u Var(u) / units².
-        return (self.squared_differences / (2 * self.collapsed_pairs * units)).sqrt()
 
 
 def _flat(value: Any) -> List[Tensor]:

@@ -1,16 +1,17 @@
-"""Noise specifications (absolute, per input, per feature, relative) and noisy copies of the inputs."""
+"""Noise on the input tensors: its specification (absolute, per input, per feature, relative) and the noisy copies."""
 
 import math
 import numbers
-from typing import Optional, Sequence, Tuple, Union
+from typing import ContextManager, Optional, Sequence, Tuple, Union
+import contextlib
 
 import torch
 from torch import Tensor
 
-from noisegrad.samplers import NoiseSampler
-from noisegrad.seeding import SampleSeeds
+from noisegrad.sampling.samplers import NoiseSampler
+from noisegrad.sampling.seeding import SampleSeeds
 
-__all__ = ["relative", "Relative", "resolve_stdevs", "noisy_copies"]
+__all__ = ["relative", "Relative", "resolve_stdevs", "noisy_copies", "InputNoise", "is_per_example"]
 
 _RELATIVE_TO = ("range", "std")
 
@@ -152,7 +153,7 @@ def noisy_copies(
 
     Row ``j * batch + i`` is example ``i`` with the noise of sample
     ``sample_ids[j]``. That noise comes from ``draws`` (a
-    :class:`~noisegrad.samplers.NoiseSampler`, or :class:`SampleSeeds` for
+    :class:`~noisegrad.sampling.samplers.NoiseSampler`, or :class:`SampleSeeds` for
     i.i.d. draws) straight into a contiguous slice of the output, in ``x``'s
     dtype and device; it depends on the seeds and the sample id, not on the
     chunk, and the output is the only tensor of the expanded size (σ is
@@ -176,3 +177,67 @@ def noisy_copies(
         sampler.fill(copies, sample_ids, stream, generator, examples)
         copies.mul_(sigma).add_(x)
     return copies.view((-1,) + tuple(x.shape[1:]))
+
+
+def is_per_example(sigma: Tensor, x: Tensor) -> bool:
+    """Whether σ has one row per example of ``x``, told by its declared shape, not by a length coincidence.
+
+    A σ with as many dimensions as ``x`` aligns its first dimension with the
+    batch (broadcasting aligns trailing dimensions), so it is per example when
+    that dimension is the batch size; a σ with fewer dimensions is per
+    feature, whatever its length.
+
+    Examples
+    --------
+    >>> x = torch.zeros(3, 3)
+    >>> is_per_example(torch.ones(3), x), is_per_example(torch.ones(3, 1), x), is_per_example(torch.ones(1, 3), x)
+    (False, True, False)
+    """
+    return sigma.dim() == x.dim() and sigma.dim() > 0 and sigma.shape[0] == x.shape[0]
+
+
+class InputNoise:
+    """The perturbation of SmoothGrad: Gaussian noise added to every input tensor.
+
+    The input perturbation of :mod:`noisegrad.perturb`: ``rows(sample_ids)``
+    gives a chunk's noisy inputs, sample-major; ``select(keep)`` drops the
+    examples that have left the batch; ``applied()`` is the context the
+    wrapped call runs in (nothing to install for input noise).
+
+    Parameters
+    ----------
+    inputs : tuple of Tensor
+    sigmas : tuple of Tensor
+        One σ per input (:func:`resolve_stdevs`).
+    sampler : NoiseSampler
+        The draws; input tensor ``t`` is stream ``t``.
+
+    Examples
+    --------
+    >>> x = torch.zeros(2, 3)
+    >>> noise = InputNoise((x,), (torch.tensor(1.0),), NoiseSampler("iid", SampleSeeds(0), 4))
+    >>> [t.shape for t in noise.rows(range(0, 4))]
+    [torch.Size([8, 3])]
+    """
+
+    def __init__(self, inputs: Tuple[Tensor, ...], sigmas: Tuple[Tensor, ...], sampler: NoiseSampler) -> None:
+        self.inputs, self.sigmas, self.sampler = inputs, sigmas, sampler
+        self.generator = torch.Generator(device=inputs[0].device)
+        self.examples: Optional[Tensor] = None
+
+    def rows(self, sample_ids: range) -> Tuple[Tensor, ...]:
+        return tuple(
+            noisy_copies(x, sigma, sample_ids, self.sampler, stream, self.generator, self.examples)
+            for stream, (x, sigma) in enumerate(zip(self.inputs, self.sigmas))
+        )
+
+    def select(self, keep: Tensor) -> None:
+        running = self.examples if self.examples is not None else torch.arange(
+            self.inputs[0].shape[0], device=self.inputs[0].device
+        )
+        self.sigmas = tuple(s[keep] if is_per_example(s, x) else s for s, x in zip(self.sigmas, self.inputs))
+        self.inputs = tuple(x[keep] for x in self.inputs)
+        self.examples = running[keep]
+
+    def applied(self) -> ContextManager[None]:
+        return contextlib.nullcontext()

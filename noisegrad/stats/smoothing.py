@@ -4,7 +4,7 @@ from typing import Tuple
 
 from torch import Tensor
 
-from noisegrad.moments import Moments
+from noisegrad.stats.moments import Moments
 
 __all__ = ["NT_TYPES", "smooth"]
 

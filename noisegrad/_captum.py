@@ -1,0 +1,151 @@
+"""Everything that knows Captum's internals or its method classes, in one place.
+
+noisegrad calls wrapped methods through their public ``attribute``; what it
+needs beyond that — how many forward rows a method makes per input row,
+which methods sample baselines or split their own forward, Captum's private
+forward and layer helpers the joint estimator reuses, and its default
+gradient function — is read here, and ``tests/test_captum_adapter.py``
+checks every assumption against the installed Captum.
+"""
+
+import copy
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+from captum._utils.common import _format_additional_forward_args, _run_forward
+from captum._utils.gradient import _forward_layer_eval, compute_gradients
+from captum.attr import (
+    Attribution,
+    DeepLiftShap,
+    FeatureAblation,
+    GradientShap,
+    IntegratedGradients,
+    InternalInfluence,
+    LayerConductance,
+    LayerDeepLiftShap,
+    LayerGradientShap,
+    LayerIntegratedGradients,
+    NeuronConductance,
+    NeuronDeepLiftShap,
+    NeuronGradientShap,
+    NeuronIntegratedGradients,
+)
+from torch import Tensor
+
+__all__ = [
+    "rows_per_copy",
+    "takes_baseline_distribution",
+    "takes_internal_batch_size",
+    "draws_from_global_rng",
+    "lean",
+    "summed_gradients",
+    "run_forward",
+    "format_additional_forward_args",
+    "forward_layer_eval",
+    "layer_gradient_func",
+    "PATH_METHODS",
+    "SAMPLES_METHODS",
+]
+
+#: Path methods: one forward row per step (``n_steps``, default 50); they can split their own forward.
+PATH_METHODS = (
+    IntegratedGradients, LayerIntegratedGradients, LayerConductance, InternalInfluence,
+    NeuronIntegratedGradients, NeuronConductance,
+)
+#: Methods that draw ``n_samples`` (default 5) random (baseline, noise, α) rows per input row.
+SAMPLES_METHODS = (GradientShap, LayerGradientShap, NeuronGradientShap)
+#: Methods that make one row per baseline row.
+BASELINE_ROWS_METHODS = (DeepLiftShap, LayerDeepLiftShap, NeuronDeepLiftShap)
+
+_DEFAULT_N_STEPS = 50
+_DEFAULT_N_SAMPLES = 5
+
+run_forward = _run_forward
+format_additional_forward_args = _format_additional_forward_args
+forward_layer_eval = _forward_layer_eval
+
+
+def rows_per_copy(method: Attribution, kwargs: Dict[str, Any]) -> int:
+    """Forward rows the wrapped method makes of one noisy copy of one example.
+
+    Examples
+    --------
+    >>> from captum.attr import IntegratedGradients, Saliency
+    >>> model = torch.nn.Linear(3, 2)
+    >>> rows_per_copy(IntegratedGradients(model), {"n_steps": 20}), rows_per_copy(Saliency(model), {})
+    (20, 1)
+    """
+    if isinstance(method, PATH_METHODS):
+        return int(kwargs.get("n_steps", _DEFAULT_N_STEPS))
+    if isinstance(method, SAMPLES_METHODS):
+        return int(kwargs.get("n_samples", _DEFAULT_N_SAMPLES))
+    if isinstance(method, BASELINE_ROWS_METHODS):
+        baselines = kwargs.get("baselines")
+        first = baselines[0] if isinstance(baselines, tuple) else baselines
+        return int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
+    if isinstance(method, FeatureAblation):  # and Occlusion
+        return int(kwargs.get("perturbations_per_eval", 1))
+    return 1
+
+
+def takes_baseline_distribution(method: Attribution) -> bool:
+    """Whether the method samples or averages over its baselines (any number of rows is valid)."""
+    return isinstance(method, SAMPLES_METHODS + BASELINE_ROWS_METHODS)
+
+
+def takes_internal_batch_size(method: Attribution) -> bool:
+    """Whether the method can split its own forward into ``internal_batch_size`` rows."""
+    return isinstance(method, PATH_METHODS)
+
+
+def draws_from_global_rng(method: Attribution) -> bool:
+    """Whether the method itself draws from torch's and numpy's global RNGs (GradientShap's baselines, noise, α)."""
+    return isinstance(method, SAMPLES_METHODS)
+
+
+def summed_gradients(
+    forward_fn: Callable[..., Any],
+    inputs: Union[Tensor, Tuple[Tensor, ...]],
+    target_ind: Any = None,
+    additional_forward_args: Optional[object] = None,
+) -> Tuple[Tensor, ...]:
+    """Gradients of the selected outputs w.r.t. ``inputs``, as Captum's ``compute_gradients`` returns them.
+
+    Captum differentiates ``torch.unbind(outputs)``, one graph root per row;
+    the gradient of their sum is the same vector-Jacobian product with all-one
+    weights, taken from a single root, which on small models is several times
+    cheaper. Through ``torch.autograd.grad``, never ``.backward()``, so no
+    parameter's ``.grad`` is touched.
+    """
+    with torch.autograd.set_grad_enabled(True):
+        outputs = _run_forward(forward_fn, inputs, target_ind, additional_forward_args)
+        if outputs[0].numel() != 1:
+            raise ValueError(
+                "target is needed: the model returns several outputs per example "
+                f"(output shape {tuple(outputs.shape)}), and a gradient needs one scalar per example"
+            )
+        return torch.autograd.grad(outputs.sum(), inputs)
+
+
+def lean(method: Attribution) -> Attribution:
+    """The method to call: a shallow copy using :func:`summed_gradients` if it uses Captum's default gradient.
+
+    The user's object is never modified, so concurrent calls on one method
+    (from several threads) cannot see each other's swap.
+    """
+    if getattr(method, "gradient_func", None) is not compute_gradients:
+        return method
+    twin = copy.copy(method)
+    twin.gradient_func = summed_gradients
+    return twin
+
+
+def layer_gradient_func(
+    method: LayerIntegratedGradients, counts: List[int], to_layer_input: bool, grad_kwargs: Optional[Dict[str, Any]]
+) -> Callable[..., Tuple[Tensor, ...]]:
+    """Layer IG's own gradient function: gradients w.r.t. the layer's values, through its forward hooks.
+
+    ``counts``: how many tensors each of the method's layers has.
+    """
+    cumsum = torch.cumsum(torch.tensor([0] + list(counts)), dim=0)
+    return method._make_gradient_func(cumsum, to_layer_input, grad_kwargs)

@@ -1,0 +1,176 @@
+"""Every argument of a call checked once, before any forward pass, into one frozen request."""
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+from captum.attr import Attribution
+from torch import Tensor
+
+from noisegrad import _captum
+from noisegrad._validate import (
+    accepted_keywords,
+    validate_auto,
+    validate_counts,
+    validate_delta,
+    validate_inputs,
+    validate_keywords,
+    validate_seed,
+)
+from noisegrad.expand import validate_kwargs
+from noisegrad.perturb.inputs import StdevsType, resolve_stdevs
+from noisegrad.sampling.samplers import SAMPLERS, independent_units, units_for_stderr
+from noisegrad.sampling.seeding import SampleSeeds
+from noisegrad.stats.smoothing import validate_nt_type
+
+__all__ = ["Request", "check_request"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call's arguments, checked and in one internal form."""
+
+    inputs: Tuple[Tensor, ...]
+    is_inputs_tuple: bool
+    nt_type: str
+    needs_m2: bool
+    auto: bool
+    limit: int  # nt_samples, or max_samples with "auto"
+    tol: float
+    batch_size: Union[int, str, None]
+    max_batch_rows: Optional[int]
+    memory_budget: Optional[int]
+    sampler: str
+    joint: bool
+    stratify: bool
+    return_stderr: bool
+    return_delta: bool
+    delta_reduction: str
+    draw_baseline_from_distrib: bool
+    sigmas: Tuple[Tensor, ...]
+    seeds: SampleSeeds
+    seeded: bool
+    kwargs: Dict[str, Any]
+
+    @property
+    def device(self) -> torch.device:
+        return self.inputs[0].device
+
+    @property
+    def batch(self) -> int:
+        return self.inputs[0].shape[0]
+
+    @property
+    def needs_groups(self) -> bool:
+        """Whether the samples are kept in independent groups (for standard errors or stopping)."""
+        return self.return_stderr or self.auto
+
+
+def check_request(
+    method: Attribution,
+    inputs: Any,
+    nt_type: Any,
+    nt_samples: Any,
+    nt_samples_batch_size: Any,
+    stdevs: StdevsType,
+    draw_baseline_from_distrib: bool,
+    max_batch_rows: Any,
+    memory_budget: Any,
+    joint: Any,
+    sampler: Any,
+    return_stderr: bool,
+    tol: Any,
+    max_samples: Any,
+    seed: Any,
+    generator: Any,
+    delta_reduction: Any,
+    kwargs: Dict[str, Any],
+    stratify: bool = True,
+) -> Request:
+    """Check every argument (raising ``ValueError`` / ``TypeError`` that names it) and build the request.
+
+    The one random draw a call makes without a seed (the call's base seed,
+    from the global RNG or ``generator``) comes last, after every check.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    is_joint = joint is not False
+    if is_joint:
+        if joint is not True and joint not in SAMPLERS[1:]:
+            raise ValueError(f'joint must be False, True, "antithetic", "qmc" or "lhs", got {joint!r}')
+        if sampler != "iid":
+            raise ValueError(
+                f'sampler={sampler!r} applies to the nested estimator; with joint sampling choose the noise '
+                'with joint=True (i.i.d.) or joint="antithetic" / "qmc" / "lhs"'
+            )
+        sampler = "iid" if joint is True else joint
+    inputs_tuple = validate_inputs(inputs)
+    nt_type, needs_m2 = validate_nt_type(nt_type)
+    auto = isinstance(nt_samples, str) and nt_samples == "auto"
+    return_delta = bool(kwargs.pop("return_convergence_delta", False))
+    if is_joint:
+        _check_joint(method, nt_type, auto, sampler, nt_samples, draw_baseline_from_distrib, delta_reduction, kwargs)
+    if auto:
+        validate_auto(tol, max_samples, sampler, delta_reduction)
+    validate_counts(max_samples if auto else nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget)
+    validate_seed(seed, generator)
+    validate_delta(return_delta, method, delta_reduction)
+    limit = int(max_samples if auto else nt_samples)
+    if return_stderr and not auto and independent_units(sampler, limit) < units_for_stderr(nt_type):
+        raise ValueError(
+            f"return_stderr=True with nt_type={nt_type!r} needs at least {units_for_stderr(nt_type)} independent "
+            f"units of samples; sampler={sampler!r} with nt_samples={limit} has {independent_units(sampler, limit)}"
+        )
+    validate_keywords(method, accepted_keywords(method), kwargs)
+    validate_kwargs(kwargs, inputs_tuple, draw_baseline_from_distrib, _captum.takes_baseline_distribution(method))
+    sigmas = resolve_stdevs(stdevs, inputs_tuple)
+    seeded = seed is not None or generator is not None
+    return Request(
+        inputs=inputs_tuple, is_inputs_tuple=isinstance(inputs, tuple), nt_type=nt_type, needs_m2=needs_m2,
+        auto=auto, limit=limit, tol=float(tol), batch_size=nt_samples_batch_size, max_batch_rows=max_batch_rows,
+        memory_budget=memory_budget, sampler=sampler, joint=is_joint, stratify=stratify,
+        return_stderr=bool(return_stderr), return_delta=return_delta, delta_reduction=delta_reduction,
+        draw_baseline_from_distrib=bool(draw_baseline_from_distrib), sigmas=sigmas,
+        seeds=SampleSeeds.from_arguments(seed, generator), seeded=seeded, kwargs=kwargs,
+    )
+
+
+def _check_joint(
+    method: Attribution, nt_type: str, auto: bool, sampler: str, nt_samples: Any,
+    draw_baseline_from_distrib: bool, delta_reduction: Any, kwargs: Dict[str, Any],
+) -> None:
+    """What joint sampling of (noise, path point) cannot do, said before anything runs."""
+    from captum.attr import IntegratedGradients, LayerIntegratedGradients
+
+    if not isinstance(method, (IntegratedGradients, LayerIntegratedGradients)):
+        raise TypeError(
+            "joint sampling of noise and path is defined for IntegratedGradients and LayerIntegratedGradients, "
+            f"got {type(method).__name__}"
+        )
+    if nt_type != "smoothgrad":
+        raise ValueError(
+            f"nt_type={nt_type!r} is not available with joint sampling: SmoothGrad² and VarGrad are statistics "
+            "of per-noise-draw IG values, and a joint sample evaluates one path point per noise draw. Use "
+            "nt_type='smoothgrad', or the nested estimator (joint=False) for smoothgrad_sq / vargrad"
+        )
+    if auto:
+        raise ValueError('nt_samples="auto" is not available with joint sampling: give an int nt_samples '
+                         "(return_stderr=True reports the error it reaches)")
+    if sampler == "antithetic" and isinstance(nt_samples, int) and nt_samples % 2:
+        raise ValueError(f'sampler="antithetic" pairs ε with −ε, so nt_samples must be even, got {nt_samples}')
+    unsupported = {
+        "draw_baseline_from_distrib": draw_baseline_from_distrib is not False,
+        'delta_reduction="none"': delta_reduction != "mean",
+    }
+    named = [name for name, used in unsupported.items() if used]
+    if named:
+        raise ValueError(
+            f"joint sampling does not support {', '.join(named)}: a joint sample draws its own baseline path "
+            "point and has no per-copy IG value or delta"
+        )
+    nested = [name for name in ("n_steps", "method", "internal_batch_size") if name in kwargs]
+    if nested:
+        raise TypeError(
+            f"{', '.join(map(repr, nested))} belong(s) to the nested estimator; with joint sampling each of "
+            "the nt_samples samples is one gradient at a random path point, so nt_samples alone sets the cost"
+        )

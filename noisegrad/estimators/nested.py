@@ -1,0 +1,124 @@
+"""Captum's estimator: the wrapped method attributes every noisy copy, and each copy's attribution is a sample."""
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+from captum.attr import Attribution, GradientAttribution
+from torch import Tensor
+
+from noisegrad import _captum
+from noisegrad._call import call_wrapped
+from noisegrad._state import seed_global_rngs
+from noisegrad.expand import ChunkKwargs, select_examples
+from noisegrad.perturb.inputs import InputNoise
+from noisegrad.sampling.seeding import SampleSeeds
+from noisegrad.stats.tally import Chunk
+
+__all__ = ["NestedEstimator"]
+
+
+class NestedEstimator:
+    """The wrapped method on a chunk of noisy copies; its attribution of copy ``k`` is sample ``k``.
+
+    Parameters
+    ----------
+    method : captum.attr.Attribution
+    perturbation : InputNoise
+        Gives the chunk's rows.
+    kwargs : dict
+        The wrapped method's arguments, expanded per copy as Captum expands them.
+    is_inputs_tuple : bool
+        Whether the method is called with a tuple.
+    return_delta : bool
+        Whether the method returns deltas (``return_convergence_delta=True``).
+    baseline_draw : (SampleSeeds, Generator), optional
+        ``draw_baseline_from_distrib``: a baseline row drawn per copy.
+    sample_seed : callable, optional
+        For methods that draw from the global RNGs themselves (GradientShap)
+        under a seed: the global seed of sample ``k``. Each sample is then
+        attributed in a call of its own with the global RNGs seeded for it,
+        so what the method draws follows the sample, not the chunk, and the
+        result does not depend on the chunk size (nor on out-of-memory
+        halving).
+    """
+
+    splits_itself: bool
+
+    def __init__(
+        self,
+        method: Attribution,
+        perturbation: InputNoise,
+        kwargs: Dict[str, Any],
+        is_inputs_tuple: bool,
+        return_delta: bool,
+        baseline_draw: Optional[Tuple[SampleSeeds, torch.Generator]] = None,
+        sample_seed: Optional[Callable[[int], int]] = None,
+    ) -> None:
+        if return_delta:
+            kwargs = dict(kwargs, return_convergence_delta=True)
+        self.method = _captum.lean(method)
+        self.is_gradient_method = isinstance(method, GradientAttribution)
+        self.perturbation, self.is_inputs_tuple, self.return_delta = perturbation, is_inputs_tuple, return_delta
+        self.kwargs, self.baseline_draw, self.sample_seed = kwargs, baseline_draw, sample_seed
+        self.chunk_kwargs = ChunkKwargs(kwargs, perturbation.inputs, baseline_draw)
+        self.rows_per_copy = _captum.rows_per_copy(method, kwargs)
+        self.splits_itself = _captum.takes_internal_batch_size(method)
+
+    def set_internal_batch_size(self, rows: int) -> None:
+        """Let the method split its own forwards into ``rows`` rows (path methods)."""
+        self.kwargs = dict(self.kwargs, internal_batch_size=rows)
+        self.chunk_kwargs = ChunkKwargs(self.kwargs, self.perturbation.inputs, self.baseline_draw)
+
+    def chunk(self, sample_ids: range) -> Chunk:
+        if self.sample_seed is None:
+            return self._attribute(sample_ids)
+        device = self.perturbation.inputs[0].device
+        parts = []
+        for sample in sample_ids:
+            seed_global_rngs(self.sample_seed(sample), device)
+            parts.append(self._attribute(range(sample, sample + 1)))
+        deltas = torch.cat([p.deltas for p in parts]) if self.return_delta else None
+        attributions = tuple(torch.cat(tensors) for tensors in zip(*(p.attributions for p in parts)))
+        return Chunk(attributions, deltas, (True,) * len(attributions))
+
+    def _attribute(self, sample_ids: range) -> Chunk:
+        rows = self.perturbation.rows(sample_ids)
+        if self.is_gradient_method:
+            rows = tuple(x.requires_grad_() for x in rows)
+        with self.perturbation.applied():
+            out = call_wrapped(
+                self.method, rows if self.is_inputs_tuple else rows[0], self.chunk_kwargs.for_chunk(sample_ids)
+            )
+        n = len(sample_ids)
+        batch = rows[0].shape[0] // n
+        deltas = None
+        if self.return_delta:
+            out, delta = out
+            deltas = torch.as_tensor(delta).detach().reshape(n, batch, -1)
+        attributions = out if isinstance(out, tuple) else (out,)
+        self.is_attr_tuple = isinstance(out, tuple)
+        return Chunk(
+            tuple(_by_sample(a, batch, n) for a in attributions),
+            deltas,
+            tuple(a._base is None for a in attributions),  # a fresh (non-view) attribution is ours to centre in place
+        )
+
+    def select(self, keep: Tensor) -> None:
+        running = self.perturbation.inputs[0].shape[0]
+        self.perturbation.select(keep)
+        self.kwargs = select_examples(self.kwargs, running, keep)
+        self.chunk_kwargs = ChunkKwargs(self.kwargs, self.perturbation.inputs, self.baseline_draw)
+
+    def format(self, tensors: Tuple[Tensor, ...]) -> Any:
+        """The user's form: a tuple if the method returned one."""
+        return tensors if self.is_attr_tuple else tensors[0]
+
+
+def _by_sample(attribution: Tensor, batch: int, n: int) -> Tensor:
+    """View the (sample-major) rows of a chunk's attribution as ``(sample, example, ...)``."""
+    if attribution.dim() == 0 or attribution.shape[0] != batch * n:
+        raise ValueError(
+            f"the wrapped method returned an attribution of shape {tuple(attribution.shape)}; "
+            f"NoiseTunnel needs dimension 0 to index the {n} × {batch} noisy copies"
+        )
+    return attribution.detach().reshape((n, batch) + tuple(attribution.shape[1:]))

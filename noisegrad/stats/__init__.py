@@ -1,0 +1,1 @@
+"""Statistics of noisy samples: moments, grouped standard errors, smoothing, deltas and stopping."""

@@ -1,0 +1,92 @@
+"""``nt_samples="auto"``: when each input's relative standard error meets ``tol``, and how far to go next."""
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from noisegrad.stats.grouped import relative_stderr
+
+__all__ = ["StoppingRule"]
+
+
+class StoppingRule:
+    """Which examples are done, what they ended at, and where the next check should come.
+
+    An example is done when ``‖stderr‖ / ‖attribution‖ ≤ tol`` (an exactly
+    zero attribution with zero standard error counts as converged) or when
+    ``max_samples`` samples are reached, which counts as not converged. The
+    first check comes after ``min_samples``; after that the next chunk runs to
+    the sample count at which the closest example is projected to reach
+    ``tol`` (the standard error falls as 1/√n). The values, standard errors,
+    degrees of freedom and sample counts of done examples are recorded here,
+    so they can leave the batch and stop consuming compute.
+
+    Examples
+    --------
+    >>> rule = StoppingRule(batch=3, tol=0.05, max_samples=100, min_samples=16)
+    >>> rule.next_stop(start=0)  # the first check comes after min_samples
+    16
+    """
+
+    def __init__(self, batch: int, tol: float, max_samples: int, min_samples: int) -> None:
+        self.batch, self.tol, self.max_samples, self.min_samples = batch, tol, max_samples, min_samples
+        self.projected = min_samples
+        self.values: List[Tensor] = []
+        self.errors: List[Tensor] = []
+        self.used: Optional[Tensor] = None
+        self.dof: Optional[Tensor] = None
+        self.converged: Optional[Tensor] = None
+        self.delta: Optional[Tensor] = None
+
+    def next_stop(self, start: int) -> int:
+        """The sample count the next chunk should end at (the chunk size may end it sooner)."""
+        return min(max(self.projected, start + 1), self.max_samples)
+
+    def due(self, count: int) -> bool:
+        return count >= min(self.min_samples, self.max_samples)
+
+    def check(
+        self, values: Sequence[Tensor], errors: Sequence[Tensor], dof: int, examples: Tensor, count: int,
+        delta: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Record the running examples (``examples``, rows of the call's batch) that are done; return their mask."""
+        relative = relative_stderr(errors, values)
+        settled = (relative <= self.tol) | torch.isnan(relative)  # 0 / 0: no attribution and no spread
+        done = settled | (count >= self.max_samples)
+        done_list = done.tolist()  # the one host synchronisation per chunk of this mode
+        if any(done_list):
+            self._record(values, errors, examples, done, settled, dof, count, delta)
+        running = relative[~done]
+        if running.numel():
+            closest = float(running.min()) / self.tol  # the closest one to converging sets the pace
+            self.projected = math.ceil(count * closest**2)
+        return done
+
+    def _record(
+        self, values: Sequence[Tensor], errors: Sequence[Tensor], examples: Tensor, done: Tensor,
+        settled: Tensor, dof: int, count: int, delta: Optional[Tensor],
+    ) -> None:
+        if not self.values:
+            self.values = [v.new_zeros((self.batch,) + tuple(v.shape[1:])) for v in values]
+            self.errors = [e.new_zeros((self.batch,) + tuple(e.shape[1:])) for e in errors]
+            device = examples.device
+            self.used = torch.zeros(self.batch, dtype=torch.long, device=device)
+            self.dof = torch.zeros(self.batch, dtype=torch.long, device=device)
+            self.converged = torch.zeros(self.batch, dtype=torch.bool, device=device)
+            self.delta = None if delta is None else delta.new_zeros(self.batch)
+        rows = examples[done]
+        for store, value in zip(self.values, values):
+            store.index_copy_(0, rows, value[done].to(store.dtype))
+        for store, error in zip(self.errors, errors):
+            store.index_copy_(0, rows, error[done].to(store.dtype))
+        self.used.index_fill_(0, rows, count)
+        self.dof.index_fill_(0, rows, dof)
+        self.converged.index_copy_(0, rows, settled[done])
+        if delta is not None:
+            self.delta.index_copy_(0, rows, delta[done])
+
+    def results(self) -> Tuple[List[Tensor], List[Tensor], Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """Attributions, standard errors, samples used, degrees of freedom, converged and deltas, per example."""
+        return self.values, self.errors, self.used, self.dof, self.converged, self.delta
