@@ -169,3 +169,33 @@ def test_autocast_mixed_precision_stays_close_to_float32(dtype):
     assert mixed.dtype == torch.float32
     error = float((mixed - reference).norm() / reference.norm())
     assert error < 3e-2
+
+
+class OutOfMemoryOnce:
+    """Wraps a method's attribute to raise torch.OutOfMemoryError on its ``n``-th call only."""
+
+    def __init__(self, method, n: int) -> None:
+        self.inner, self.n, self.calls = method.attribute, n, 0
+        method.attribute = self
+
+    def __call__(self, inputs, **kwargs):
+        self.calls += 1
+        if self.calls == self.n:
+            raise torch.OutOfMemoryError("injected once")
+        return self.inner(inputs, **kwargs)
+
+
+def test_out_of_memory_with_gradient_shap_under_a_seed_does_not_change_the_result():
+    """GradientShap's own draws follow the sample (not the chunk), so halving a chunk leaves the result as it was."""
+    from captum.attr import GradientShap
+
+    model = make_mlp()
+    baselines = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    common = dict(nt_type="vargrad", nt_samples=8, nt_samples_batch_size=4, stdevs=0.3, target=1, seed=7,
+                  baselines=baselines, n_samples=3)
+    expected = NoiseTunnel(GradientShap(model)).attribute(X, **common)
+    method = GradientShap(model)
+    OutOfMemoryOnce(method, n=2)
+    with pytest.warns(RuntimeWarning, match="retrying with nt_samples_batch_size=2"):
+        ours = NoiseTunnel(method).attribute(X, **common)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-15)  # the chunks merge in another order

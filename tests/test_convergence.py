@@ -87,3 +87,39 @@ def test_auto_mode_rejects_what_it_cannot_do(extra, message):
         NoiseTunnel(Saliency(make_mlp())).attribute(
             torch.zeros(2, 5, dtype=torch.float64), nt_samples="auto", target=0, **extra
         )
+
+
+def test_a_per_feature_sigma_as_long_as_the_batch_stays_per_feature_after_inputs_leave():
+    """σ of shape (features,) with features == batch is per feature, told by its shape, not its length.
+
+    Only the last feature gets noise, so every row the model sees must equal some example on the other
+    features, also after converged examples have left the batch (before the fix, σ was then indexed by
+    example and other features got noise).
+    """
+    model = Rows(make_mlp(seed=3))
+    seen = []
+    model.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach().clone()))
+    x = torch.randn(5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x[:, :4] *= torch.tensor([0.1, 1.0, 3.0, 10.0, 30.0], dtype=torch.float64)[:, None]  # examples converge apart
+    sigma = torch.tensor([0.0, 0.0, 0.0, 0.0, 2.0], dtype=torch.float64)
+    result = NoiseTunnel(Saliency(model)).attribute(
+        x, nt_samples="auto", tol=0.02, max_samples=512, nt_samples_batch_size=16, stdevs=sigma, target=0,
+        abs=False, seed=0,
+    )
+    assert result.nt_samples.unique().numel() > 1  # some examples left the batch before others
+    rows = torch.cat(seen)
+    matches_an_example = (rows[:, None, :4] == x[None, :, :4]).all(dim=2).any(dim=1)
+    assert bool(matches_an_example.all())
+
+
+def test_stopping_at_max_samples_above_tol_warns_and_marks_the_inputs():
+    model = make_mlp(seed=1)
+    x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    stdevs = torch.tensor([[0.001], [2.0], [2.0]], dtype=torch.float64)  # only example 0 can converge
+    with pytest.warns(RuntimeWarning, match=r"2 of 3 inputs did not reach tol=0.001 within max_samples=64"):
+        result = NoiseTunnel(Saliency(model)).attribute(
+            x, nt_samples="auto", tol=0.001, max_samples=64, stdevs=stdevs, target=0, abs=False, seed=0
+        )
+    assert result.converged.tolist() == [True, False, False]
+    assert bool((result.relative_stderr[1:] > 0.001).all()) and result.nt_samples.tolist()[1:] == [64, 64]
+    assert result.dof.shape == (3,) and bool((result.dof == result.nt_samples - 1).all())  # i.i.d. SmoothGrad

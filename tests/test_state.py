@@ -131,3 +131,73 @@ class _no_warning:
 
     def __exit__(self, *exc):
         return self._catch.__exit__(*exc)
+
+
+def test_two_threads_on_one_model_get_right_results_and_leave_grads_and_rng_alone():
+    """Both threads' results equal single-threaded runs; every p.grad is the user's tensor; the RNG did not move."""
+    import threading
+
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 32), nn.Tanh(), nn.Linear(32, 3)).eval()
+    model(torch.randn(4, 5)).sum().backward()  # pending gradients of the user's own training step
+    before = snapshot(model)
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(1))
+    calls = [
+        (NoiseTunnel(Saliency(model)), dict(nt_samples=16, nt_samples_batch_size=4, stdevs=0.3, target=0, seed=1)),
+        (NoiseTunnel(IntegratedGradients(model)), dict(nt_samples=8, stdevs=0.3, target=1, n_steps=8, seed=2)),
+    ]
+    expected = [nt.attribute(x, **kwargs) for nt, kwargs in calls]
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()[1].copy()
+    results, errors = {}, []
+
+    def work(index):
+        try:
+            nt, kwargs = calls[index % 2]
+            for _ in range(5):
+                results.setdefault(index, []).append(nt.attribute(x, **kwargs))
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for index, outs in results.items():
+        for out in outs:
+            torch.testing.assert_close(out, expected[index % 2], rtol=0, atol=0)
+    assert_unchanged(model, before)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], numpy_state)
+
+
+@pytest.mark.parametrize("wrap", ["lambda", "partial", "closure"])
+def test_batchnorm_behind_a_lambda_or_partial_is_found_and_restored(wrap):
+    import functools
+
+    model = prepared(train=True)
+    before = snapshot(model)
+    if wrap == "lambda":
+        forward = lambda t: model(t)  # noqa: E731
+    elif wrap == "partial":
+        forward = functools.partial(model.forward)
+    else:
+        def make():
+            inner = model
+
+            def forward(t):
+                return inner(t)
+            return forward
+        forward = make()
+    with pytest.warns(UserWarning, match="BatchNorm layers in training mode"):
+        NoiseTunnel(Saliency(forward)).attribute(torch.randn(4, 5), nt_samples=3, target=0, seed=0)
+    assert_unchanged(model, before)
+
+
+def test_a_forward_function_with_no_module_to_be_found_says_so():
+    weight = torch.randn(5, 3)
+    with pytest.warns(UserWarning, match="found no torch.nn.Module behind the forward function"):
+        NoiseTunnel(Saliency(lambda t: t @ weight)).attribute(torch.randn(2, 5), nt_samples=2, target=0, seed=0)
