@@ -1,7 +1,7 @@
 """Every argument of a call checked once, before any forward pass, into one frozen request."""
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, Optional, Tuple, Union
 
 import torch
 from captum.attr import Attribution
@@ -86,11 +86,14 @@ def check_request(
     delta_reduction: Any,
     kwargs: Dict[str, Any],
     stratify: bool = True,
+    accepted: Optional[FrozenSet[str]] = None,
 ) -> Request:
     """Check every argument (raising ``ValueError`` / ``TypeError`` that names it) and build the request.
 
     The one random draw a call makes without a seed (the call's base seed,
     from the global RNG or ``generator``) comes last, after every check.
+    ``accepted``: the keywords the method's ``attribute`` takes, if known
+    (:func:`noisegrad._validate.accepted_keywords`, slow to recompute).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -121,7 +124,7 @@ def check_request(
             f"return_stderr=True with nt_type={nt_type!r} needs at least {units_for_stderr(nt_type)} independent "
             f"units of samples; sampler={sampler!r} with nt_samples={limit} has {independent_units(sampler, limit)}"
         )
-    validate_keywords(method, accepted_keywords(method), kwargs)
+    validate_keywords(method, accepted if accepted is not None else accepted_keywords(method), kwargs)
     validate_kwargs(kwargs, inputs_tuple, draw_baseline_from_distrib, _captum.takes_baseline_distribution(method))
     sigmas = resolve_stdevs(stdevs, inputs_tuple)
     seeded = seed is not None or generator is not None

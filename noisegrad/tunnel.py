@@ -11,6 +11,7 @@ from noisegrad import _captum
 from noisegrad._loop import run
 from noisegrad._request import Request, check_request
 from noisegrad._state import guarded
+from noisegrad._validate import accepted_keywords
 from noisegrad.estimators.joint_ig import JointEstimate, JointEstimator
 from noisegrad.estimators.nested import NestedEstimator
 from noisegrad.perturb.inputs import InputNoise, StdevsType
@@ -78,6 +79,7 @@ class NoiseTunnel(Attribution):
         self.is_delta_supported = attribution_method.has_convergence_delta()
         self._multiply_by_inputs = attribution_method.multiplies_by_inputs
         self.is_gradient_method = isinstance(attribution_method, GradientAttribution)
+        self._accepted_keywords = accepted_keywords(attribution_method)
         Attribution.__init__(self, attribution_method.forward_func)
 
     @property
@@ -242,7 +244,7 @@ class NoiseTunnel(Attribution):
         request = check_request(
             method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, draw_baseline_from_distrib,
             max_batch_rows, memory_budget, joint, sampler, return_stderr, tol, max_samples, seed, generator,
-            delta_reduction, dict(kwargs), stratify,
+            delta_reduction, dict(kwargs), stratify, self._accepted_keywords,
         )
         global_seed = request.seeds.derived(0) if request.seeded else None
         with guarded(method, request.device, global_seed, _captum.draws_from_global_rng(method)):
