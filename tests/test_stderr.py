@@ -86,3 +86,25 @@ def test_vargrad_from_three_samples_has_a_nonzero_standard_error():
         X, nt_type="vargrad", nt_samples=3, stdevs=0.5, return_stderr=True, target=0, abs=False, seed=0
     )
     assert bool((result.relative_stderr > 0.05).all())
+
+
+@pytest.mark.parametrize("sampler, dof", [("qmc", 3), ("antithetic", 7)])
+def test_student_t_intervals_cover_at_their_level_where_1_96_standard_errors_do_not(sampler, dof):
+    """Few groups: ±1.96 SE under-covers; result.interval(0.95) uses Student's t with the reported dof.
+
+    The truth is a 40,000-sample i.i.d. run; coverage is counted over 150 seeds × 10 elements.
+    """
+    nt = NoiseTunnel(Saliency(make_mlp(seed=1)))
+    common = dict(stdevs=0.5, target=1, abs=False)
+    truth = nt.attribute(X, nt_samples=40000, nt_samples_batch_size=20000, seed=1234, **common)
+    covered_t, covered_normal = 0, 0
+    for seed in range(150):
+        result = nt.attribute(X, nt_samples=32, sampler=sampler, return_stderr=True, seed=seed, **common)
+        assert result.dof == dof
+        low, high = result.interval(0.95)
+        covered_t += int(((low <= truth) & (truth <= high)).sum())
+        normal = 1.96 * result.stderr
+        covered_normal += int(((result.attributions - normal <= truth) & (truth <= result.attributions + normal)).sum())
+    t_rate, normal_rate = covered_t / 1500, covered_normal / 1500
+    assert 0.91 <= t_rate <= 0.985
+    assert normal_rate < t_rate

@@ -124,3 +124,14 @@ def test_measure_convergence_errors(image_model, images):
         measure_convergence(CaptumNoiseTunnel(Saliency(image_model)), images, stderr="return_stderr")
     with pytest.raises(TypeError, match="inputs must be one torch.Tensor"):
         measure_convergence(nt, (images,))
+
+
+def test_the_curve_at_a_level_is_the_relative_stderr_times_students_t_of_each_counts_dof(run):
+    from noisegrad.stats.student_t import interval_halfwidth_factor
+
+    assert np.isnan(run.dof[0]) and run.dof[1:].tolist() == [3.0, 15.0, 63.0]  # i.i.d.: n − 1; one sample: none
+    fig, ax = plot_convergence_curve(run, level=0.9, reference=False)
+    drawn = np.stack([line.get_ydata() for line in ax.get_lines()], axis=1)
+    factors = np.array([np.nan] + [interval_halfwidth_factor(0.9, d) for d in (3, 15, 63)])
+    np.testing.assert_allclose(drawn, run.relative_stderr * factors[:, None], rtol=1e-12)
+    assert "90% interval" in ax.get_ylabel()

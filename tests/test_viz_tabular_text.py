@@ -95,3 +95,22 @@ def test_html_colours_escapes_and_shows_values():
     assert min(r0, g0, b0) >= 240 and r1 > b1 + 50 and b2 > r2 + 50
     assert re.findall(r'title="([^"]+)"', page) == ["0", "1", "-1"]
     assert page._repr_html_() == str(page)
+
+
+def test_feature_bars_at_a_level_are_student_t_intervals_from_a_smoothed_attribution():
+    import torch
+
+    from noisegrad import SmoothedAttribution
+    from noisegrad.stats.student_t import interval_halfwidth_factor
+
+    result = SmoothedAttribution(torch.tensor([[0.5, -2.0, 1.0]]), torch.tensor([[0.1, 0.3, 0.2]]),
+                                 torch.tensor([0.1]), 4, dof=3)
+    fig, ax = plot_feature_attr(result, ["a", "b", "c"], level=0.95)
+    (bars,) = [c for c in ax.containers if getattr(c, "errorbar", None) is not None]
+    segments = bars.errorbar.lines[2][0].get_segments()
+    half_widths = sorted(round(float(s[1][0] - s[0][0]) / 2, 6) for s in segments)
+    t = interval_halfwidth_factor(0.95, 3)
+    assert half_widths == sorted(round(t * e, 6) for e in (0.1, 0.3, 0.2))
+    assert "95% interval" in ax.get_xlabel()
+    with pytest.raises(ValueError, match="level needs dof"):
+        plot_feature_attr(torch.tensor([1.0, 2.0]), stderr=torch.tensor([0.1, 0.1]), level=0.95)

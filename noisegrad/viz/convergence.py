@@ -60,6 +60,9 @@ class ConvergenceRun:
     nt_type : str
     deltas : numpy.ndarray or None
         ``(K, batch)`` averaged convergence deltas, when they were asked for.
+    dof : numpy.ndarray or None
+        ``(K,)`` degrees of freedom of each count's standard error (NaN
+        where there is none), for confidence intervals.
     """
 
     sample_counts: Tuple[int, ...]
@@ -69,6 +72,7 @@ class ConvergenceRun:
     stderr_method: Optional[str]
     nt_type: str = "smoothgrad"
     deltas: Optional[np.ndarray] = None
+    dof: Optional[np.ndarray] = None
 
     @classmethod
     def from_estimates(
@@ -207,13 +211,14 @@ def measure_convergence(
     def run(n: int, kind: str, run_seed: int, kwargs: dict) -> Any:
         return nt.attribute(inputs, nt_type=kind, nt_samples=n, seed=run_seed, **kwargs)
 
-    estimates, deltas, errors = [], [], []
+    estimates, deltas, errors, dofs = [], [], [], []
     for n in counts:
         units = independent_units(attribute_kwargs.get("sampler", "iid"), n)
         with_own_stderr = stderr == "return_stderr" and units >= units_for_stderr(nt_type)
         out = run(n, nt_type, seed, dict(attribute_kwargs, return_stderr=True) if with_own_stderr else attribute_kwargs)
         if with_own_stderr:
             errors.append(as_array(out.stderr, "stderr"))
+            dofs.append(float(np.max(as_array(out.dof, "dof"))))
             out = (out.attributions, out.delta) if with_delta else out.attributions
         if with_delta:
             out, delta = out
@@ -221,13 +226,15 @@ def measure_convergence(
         estimates.append(as_array(out, "attributions"))
         if stderr == "return_stderr" and not with_own_stderr:
             errors.append(np.full_like(estimates[-1], np.nan))
+            dofs.append(np.nan)
         elif stderr == "repeats":
+            dofs.append(float(repeats - 1))
             others = [as_array(run(n, nt_type, seed + r, quiet), "attributions") for r in range(1, repeats)]
             errors.append(np.std(np.stack([estimates[-1]] + others), axis=0, ddof=1))
     stack = np.stack(estimates)
     return ConvergenceRun(
         counts, stack, _relative_change(stack), None if stderr is None else _relative(np.stack(errors), stack),
-        stderr, nt_type, np.stack(deltas) if with_delta else None,
+        stderr, nt_type, np.stack(deltas) if with_delta else None, np.asarray(dofs) if dofs else None,
     )
 
 

@@ -92,6 +92,7 @@ def plot_convergence_curve(
     metric: str = "auto",
     labels: Optional[Sequence[str]] = None,
     reference: bool = True,
+    level: Optional[float] = None,
     title: Optional[str] = None,
     ax: Optional[Axes] = None,
     save: Optional[PathLike] = None,
@@ -108,6 +109,11 @@ def plot_convergence_curve(
         One legend label per input; default ``"input i"``.
     reference : bool
         Draw a dashed ``∝ 1/√N`` line, the rate of a Monte-Carlo mean.
+    level : float, optional
+        With the relative standard error: draw the relative half-width of
+        the confidence interval at this level instead, ``t · ‖SE‖ / ‖estimate‖``
+        with Student's t at ``(1 + level) / 2`` and the run's degrees of
+        freedom per count (few groups make ``t`` well above 1.96).
     title : str, optional
     ax : matplotlib Axes, optional
     save : str or path-like, optional
@@ -133,6 +139,9 @@ def plot_convergence_curve(
     values = getattr(run, metric)
     if values is None:
         raise ValueError("this run has no relative_stderr: measure it with stderr='return_stderr' or 'repeats'")
+    ylabel, default_title = _METRIC_LABELS[metric]
+    if level is not None:
+        values, ylabel = _interval_half_widths(run, metric, values, level)
     batch = values.shape[1]
     if labels is not None and (isinstance(labels, str) or len(labels) != batch):
         raise ValueError(f"labels must be a sequence of {batch} strings (one per input), got {labels!r}")
@@ -156,7 +165,6 @@ def plot_convergence_curve(
             ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:g}"))
     ax.set_xticks(counts, [str(n) for n in run.sample_counts])
     ax.set_xlabel("nt_samples N")
-    ylabel, default_title = _METRIC_LABELS[metric]
     ax.set_ylabel(ylabel, fontsize=9)
     ax.set_title(title if title is not None else f"{default_title} ({run.nt_type})", fontsize=10)
     ax.grid(True, which="major", color="0.9")
@@ -251,3 +259,17 @@ def _delta_series(delta: object) -> dict:
     if not series:
         raise ValueError("delta is an empty mapping; give at least one series of deltas")
     return series
+
+
+def _interval_half_widths(run: ConvergenceRun, metric: str, values: np.ndarray, level: object) -> Tuple[np.ndarray, str]:
+    """``t_{(1+level)/2, dof_k} ×`` the relative standard error of count ``k``, and the axis label."""
+    from noisegrad.stats.student_t import interval_halfwidth_factor
+
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ValueError(f"level must be a number in (0, 1), e.g. 0.95, got {level!r}")
+    if metric != "relative_stderr" or run.dof is None:
+        raise ValueError("level needs a run with standard errors and their degrees of freedom "
+                         "(measure_convergence with stderr='return_stderr' or 'repeats')")
+    factors = np.array([interval_halfwidth_factor(float(level), float(d)) if np.isfinite(d) and d > 0 else np.nan
+                        for d in run.dof])
+    return values * factors[:, None], f"relative half-width of the {level:.0%} interval  t·‖SE‖ / ‖estimate‖"
