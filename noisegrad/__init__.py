@@ -12,6 +12,7 @@ Examples
 torch.Size([2, 4])
 """
 
+from noisegrad import _deprecated  # noqa: F401  (importing it keeps the renamed modules' old names working)
 from noisegrad import viz
 from noisegrad.frontends import smoothgrad, smoothgrad_sq, vargrad
 from noisegrad.joint import JointEstimate, joint_integrated_gradients

@@ -40,7 +40,7 @@ from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor
 
 import noisegrad
-from noisegrad._progress import Progress
+from noisegrad.app._progress import Progress
 from noisegrad.samplers import units_for_stderr
 from noisegrad.stderr import relative_stderr
 
@@ -452,7 +452,7 @@ def _figure(out_dir: Path, label: str, attr: Tensor, x: Tensor, args: argparse.N
 
 def run(args: argparse.Namespace) -> int:
     """Run ``explain`` with parsed arguments; raises :class:`ExplainError` (or ``DemoOutputError``) on bad input."""
-    from noisegrad.demo import prepare_output_dir
+    from noisegrad.app.demo import prepare_output_dir
 
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     if args.method != "ig" and args.n_steps is not None:

@@ -1,9 +1,9 @@
 """The ``python -m noisegrad demo``: noise-smoothed attributions on shapes whose true pixels are known.
 
 Everything is offline and seeded. The tiny CNN shipped with the package
-(``noisegrad/data/demo_cnn.pt``, trained by ``scripts/train_demo_model.py``,
+(``noisegrad/app/data/demo_cnn.pt``, trained by ``scripts/train_demo_model.py``,
 loaded with ``weights_only=True``) names the shape in freshly generated 16×16
-images (see :mod:`noisegrad.shapes`); Saliency, SmoothGrad, SmoothGrad²,
+images (see :mod:`noisegrad.app.shapes`); Saliency, SmoothGrad, SmoothGrad²,
 VarGrad and IntegratedGradients + SmoothGrad explain a few of them, each map is
 scored by the share of its attribution mass on the true shape pixels, and each
 noise-tunnel estimate comes with its Monte-Carlo standard error from the same
@@ -14,7 +14,7 @@ for SmoothGrad² and VarGrad). The relative standard error of an image is
 
 Examples
 --------
->>> from noisegrad.demo import run_demo
+>>> from noisegrad.app.demo import run_demo
 >>> result = run_demo("demo/", samples=4, print_fn=None)  # doctest: +SKIP
 >>> [row.method for row in result.rows]  # doctest: +SKIP
 ['Saliency', 'SmoothGrad', 'SmoothGrad²', 'VarGrad', 'IG + SmoothGrad']
@@ -36,9 +36,9 @@ from captum.attr import IntegratedGradients, Saliency
 from torch import Tensor, nn
 
 import noisegrad
-from noisegrad._progress import Progress
+from noisegrad.app._progress import Progress
 from noisegrad.samplers import units_for_stderr
-from noisegrad.shapes import (  # noqa: F401  (re-exported: the demo's data and model)
+from noisegrad.app.shapes import (  # noqa: F401  (re-exported: the demo's data and model)
     IMAGE_SIZE, SHAPES, accuracy, load_demo_model, make_cnn, make_shapes, mask_mass_fraction, test_generator,
     torch_threads, train_cnn,
 )

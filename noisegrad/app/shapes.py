@@ -6,7 +6,7 @@ tell the class) at a random place. The shape's pixels are the ground-truth
 mask, which makes the quality of an attribution measurable
 (:func:`mask_mass_fraction`).
 
-The CNN in ``noisegrad/data/demo_cnn.pt`` was trained by
+The CNN in ``noisegrad/app/data/demo_cnn.pt`` was trained by
 :func:`train_demo_model` with the recipe :data:`TRAINING` (run
 ``python scripts/train_demo_model.py`` to reproduce it); :func:`load_demo_model`
 loads it with ``torch.load(..., weights_only=True)``. Training data come from
