@@ -7,7 +7,6 @@ import warnings
 
 import pytest
 
-import noisegrad
 from noisegrad import _deprecated
 
 
