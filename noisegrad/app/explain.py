@@ -1,10 +1,11 @@
 """``python -m noisegrad explain``: noise-smoothed attributions of your own model from the command line.
 
-The model is one of
+The model is one of (:mod:`noisegrad.app.models` says what loading each one trusts)
 
 * a TorchScript file (``torch.jit.save``), loaded with ``torch.jit.load``;
-* a ``torch.export`` program (``torch.export.save``, usually ``.pt2``), loaded
-  with ``torch.export.load`` and run through ``.module()``;
+* a ``torch.export`` program (``torch.export.save``, usually ``.pt2``), checked
+  and loaded without unpickling anything (:mod:`noisegrad.app.export_archive`)
+  and run through ``.module()``;
 * ``package.module:function``: the module is imported (the current folder is on
   the import path) and ``function()`` must return a ``torch.nn.Module`` (or any
   callable model); an attribute that already is an ``nn.Module`` is used as is.
@@ -20,17 +21,14 @@ errors; readable with ``weights_only=True``) and one figure per input tensor.
 
 Examples
 --------
->>> main(["--model", "model.pt", "--inputs", "x.pt", "--out", "explained/"])  # doctest: +SKIP
+>>> from noisegrad.app.cli import main
+>>> main(["explain", "--model", "model.pt", "--inputs", "x.pt", "--out", "explained/"])  # doctest: +SKIP
 0
 """
 
 import argparse
-import importlib
-import os
 import sys
 import time
-import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -41,6 +39,8 @@ from torch import Tensor
 
 import noisegrad
 from noisegrad.app._progress import Progress
+from noisegrad.app.errors import ExplainError
+from noisegrad.app.models import DYNAMIC_BATCH_HINT, load_model
 from noisegrad.samplers import units_for_stderr
 from noisegrad.stderr import relative_stderr
 
@@ -61,9 +61,10 @@ MAX_FIGURE_EXAMPLES = 8
 
 DESCRIPTION = """\
 Explain your own model with a Captum method smoothed by noisegrad.NoiseTunnel.
-MODEL is a TorchScript file, a torch.export program file (.pt2), or
-package.module:function returning an nn.Module (imported from the current
-folder or the installed packages). INPUTS is a file written by torch.save
+MODEL is a TorchScript file, a torch.export program file (.pt2, loaded
+without unpickling anything: refused if it would need pickle or calls an
+operator that can reach a file), or package.module:function returning an
+nn.Module (imported from the current folder or the installed packages). INPUTS is a file written by torch.save
 holding a tensor, a tuple of tensors (positional arguments of the model) or a
 dict of tensors (keyword arguments); it is read with weights_only=True, so no
 pickled code is ever run. Writes DIR/attributions.pt (a dict: "attributions",
@@ -71,10 +72,6 @@ pickled code is ever run. Writes DIR/attributions.pt (a dict: "attributions",
 figure per input tensor (image grid for (N, C, H, W) or (N, H, W) tensors,
 feature bars for (N, F) tensors). Argument errors exit with status 2.
 """
-
-
-class ExplainError(ValueError):
-    """A bad argument or file; the command line prints it and exits with status 2."""
 
 
 @dataclass
@@ -148,89 +145,6 @@ def _batch_size(text: str) -> Union[int, str]:
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def load_model(spec: str) -> Callable[..., Any]:
-    """The model named by ``--model``, in eval mode when it has one.
-
-    Raises
-    ------
-    ExplainError
-        If the file cannot be loaded as TorchScript or torch.export, or the
-        ``module:function`` cannot be imported, found, or returns no model.
-    """
-    path = Path(spec)
-    if path.is_file():
-        model = _load_model_file(path)
-    elif path.exists():
-        raise ExplainError(f"--model '{spec}' is not a file")
-    elif ":" in spec and not os.path.sep in spec.split(":", 1)[0]:
-        model = _load_model_factory(spec)
-    else:
-        raise ExplainError(f"--model '{spec}': no such file, and not of the form package.module:function")
-    if isinstance(model, torch.nn.Module):
-        try:
-            model.eval()
-        except NotImplementedError:  # an exported program's module: already traced in inference mode
-            pass
-    return model
-
-
-def _load_model_file(path: Path) -> Callable[..., Any]:
-    if not zipfile.is_zipfile(path):
-        raise ExplainError(f"--model '{path}' is neither a TorchScript nor a torch.export file (not a zip archive); "
-                           "save the model with torch.jit.save or torch.export.save")
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    is_export = any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names)
-    errors = []
-    loaders = [("torch.export.load", _load_export), ("torch.jit.load", _load_script)]
-    for name, loader in loaders if is_export else loaders[::-1]:
-        try:
-            return loader(path)
-        except Exception as err:  # each loader fails in its own way on the other's files
-            errors.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-    raise ExplainError(f"--model '{path}' is neither a TorchScript nor a torch.export file ({'; '.join(errors)}); "
-                       "a torch.save'd module or state_dict is not accepted (it would need unpickling code): "
-                       "save it with torch.jit.save or torch.export.save, or give package.module:function")
-
-
-def _load_script(path: Path) -> Callable[..., Any]:
-    with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; loading it is what was asked for
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.load(str(path), map_location="cpu")
-
-
-def _load_export(path: Path) -> Callable[..., Any]:
-    return torch.export.load(str(path)).module()
-
-
-def _load_model_factory(spec: str) -> Callable[..., Any]:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ExplainError(f"--model '{spec}': expected package.module:function")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:
-        raise ExplainError(f"--model '{spec}': cannot import '{module_name}': {type(err).__name__}: {err}") from err
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise ExplainError(f"--model '{spec}': '{module_name}' has no attribute '{attr}'")
-        target = getattr(target, part)
-    if isinstance(target, torch.nn.Module):
-        return target
-    if not callable(target):
-        raise ExplainError(f"--model '{spec}': '{attr}' is neither an nn.Module nor a function returning one")
-    try:
-        model = target()
-    except Exception as err:
-        raise ExplainError(f"--model '{spec}': calling {attr}() failed: {type(err).__name__}: {err}") from err
-    if not callable(model):
-        raise ExplainError(f"--model '{spec}': {attr}() returned {type(model).__name__}, not a model")
-    return model
 
 
 def load_inputs(path_text: str) -> Tuple[Tuple[Tensor, ...], Optional[List[str]], bool]:
@@ -477,9 +391,7 @@ def run(args: argparse.Namespace) -> int:
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             hint = ""
             if "Guard failed" in first or "size()[0]" in first:
-                hint = ("; a torch.export program must have a dynamic batch dimension, because noisy copies are "
-                        "stacked along it: torch.export.export(model, args, dynamic_shapes=... "
-                        "{0: torch.export.Dim('batch')} ...)")
+                hint = f"; {DYNAMIC_BATCH_HINT}"
             raise ExplainError(f"attribution failed: {type(err).__name__}: {first}{hint}") from err
     written = save_outputs(out_dir, result, names, single, inputs, args)
     if result.delta is not None:
