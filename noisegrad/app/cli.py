@@ -31,6 +31,17 @@ few seconds on a CPU; a progress bar on stderr when it is a terminal.
 """
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's ``(default: ...)`` once per option: not when the help text already gives the default, nor for
+    an option without one (``None``) or a flag (``False``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``noisegrad`` argument parser, with the ``demo`` and ``explain`` subcommands."""
     parser = argparse.ArgumentParser(
@@ -44,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="compare smoothed attributions of the shipped tiny CNN on shapes with known pixels",
         description=_DEMO_HELP,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     demo.add_argument("--out", default="demo/", metavar="DIR", help="output folder (created if missing)")
     demo.add_argument("--samples", type=positive_int, default=32, metavar="N",
@@ -62,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "explain",
         help="smoothed attributions of your own model (TorchScript, torch.export or module:function)",
         description=explain.DESCRIPTION,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     explain.add_arguments(explain_parser)
     return parser

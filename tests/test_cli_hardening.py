@@ -1,0 +1,62 @@
+"""Regressions from the command-line hardening issue: each test failed before its fix."""
+
+import os
+import re
+import sys
+import zipfile
+
+import pytest
+import torch
+from captum.attr import Saliency
+
+import noisegrad
+from noisegrad.app import shapes
+from noisegrad.app.cli import build_parser, main
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")
+
+FACTORY = '''
+import pathlib
+import torch
+
+
+def make_model():
+    pathlib.Path("model_was_loaded").write_text("yes")
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 3))
+'''
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A folder with a model factory that leaves a trace when called, and inputs of 4 examples."""
+    (tmp_path / "traced_models.py").write_text(FACTORY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "traced_models", raising=False)
+    torch.save(torch.randn(4, 5, generator=torch.Generator().manual_seed(0)), tmp_path / "x.pt")
+    return tmp_path
+
+
+def _fails_with_2(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    return err
+
+
+# --------------------------------------------------------------------------- --help shows each default once
+
+
+@pytest.mark.parametrize("command", ["demo", "explain"])
+def test_help_shows_each_default_once(command):
+    parser = build_parser()._subparsers._group_actions[0].choices[command]
+    text = parser.format_help()
+    entries = re.split(r"\n  (?=-)", text.split("options:", 1)[1])
+    for entry in entries:
+        assert len(re.findall(r"default", entry)) <= 1, entry
+    flat = " ".join(text.split())
+    assert "(default: 32)" in flat and "(default: None)" not in flat and "(default: False)" not in flat
+    if command == "explain":
+        assert "only; default 32)" in flat
