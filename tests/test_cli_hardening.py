@@ -46,6 +46,33 @@ def _fails_with_2(capsys, argv):
     return err
 
 
+# --------------------------------------------------------------------------- demo --weights
+
+
+def _corrupt_weights(folder):
+    random_bytes = folder / "random.pt"
+    random_bytes.write_bytes(os.urandom(4096))
+    not_a_state_dict = folder / "tensor.pt"
+    torch.save(torch.ones(3), not_a_state_dict)
+    other_zip = folder / "other.zip"
+    with zipfile.ZipFile(other_zip, "w") as archive:
+        archive.writestr("archive/readme.txt", "not weights")
+    good = torch.load(shapes.WEIGHTS_PATH, weights_only=True)
+    wrong_keys = folder / "wrong_keys.pt"
+    torch.save({**good, "state_dict": {"conv.weight": torch.ones(1)}}, wrong_keys)
+    wrong_shapes = folder / "wrong_shapes.pt"
+    torch.save({**good, "state_dict": {k: torch.ones(2) for k in good["state_dict"]}}, wrong_shapes)
+    no_format = folder / "plain_state_dict.pt"
+    torch.save(shapes.make_cnn().state_dict(), no_format)
+    return [random_bytes, not_a_state_dict, other_zip, wrong_keys, wrong_shapes, no_format]
+
+
+def test_corrupt_weights_are_a_clear_error_naming_the_option(tmp_path, capsys):
+    for weights in _corrupt_weights(tmp_path):
+        err = _fails_with_2(capsys, ["demo", "--out", str(tmp_path / "out"), "--weights", str(weights)])
+        assert f"--weights '{weights}'" in err, err
+
+
 # --------------------------------------------------------------------------- --help shows each default once
 
 

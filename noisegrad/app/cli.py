@@ -15,6 +15,7 @@ from typing import List, Optional
 from noisegrad.app import explain
 from noisegrad.app.demo import DemoOutputError, run_demo
 from noisegrad.app.explain import ExplainError, non_negative_float, positive_int
+from noisegrad.app.shapes import DemoWeightsError
 
 __all__ = ["build_parser", "main"]
 
@@ -100,8 +101,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             from noisegrad.app.demo import format_table
 
             print(format_table(result.rows, result.mask_area))
-    except (DemoOutputError, ExplainError, FileNotFoundError) as err:
+    except (DemoOutputError, ExplainError) as err:
         parser.exit(2, f"{parser.prog} {args.command}: error: {err}\n")
+    except DemoWeightsError as err:
+        parser.exit(2, f"{parser.prog} demo: error: {'--weights' if args.weights else 'the shipped weights'} {err}\n")
+    except FileNotFoundError as err:
+        message = f"--weights '{args.weights}': no such file" if getattr(args, "weights", None) else str(err)
+        parser.exit(2, f"{parser.prog} {args.command}: error: {message}\n")
     return 0
 
 
