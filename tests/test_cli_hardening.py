@@ -46,6 +46,19 @@ def _fails_with_2(capsys, argv):
     return err
 
 
+# --------------------------------------------------------------------------- --inputs with no examples
+
+
+@pytest.mark.parametrize("inputs", [torch.empty(0, 5), (torch.empty(0, 5), torch.empty(0, 2)),
+                                    {"features": torch.empty(0, 5)}])
+def test_inputs_with_no_rows_are_refused_before_the_model_is_loaded(workdir, capsys, inputs):
+    torch.save(inputs, workdir / "empty.pt")
+    err = _fails_with_2(capsys, ["explain", "--model", "traced_models:make_model", "--inputs", "empty.pt",
+                                 "--out", "out"])
+    assert "--inputs 'empty.pt' holds no examples" in err
+    assert not (workdir / "model_was_loaded").exists()
+
+
 # --------------------------------------------------------------------------- demo --weights
 
 
@@ -71,6 +84,36 @@ def test_corrupt_weights_are_a_clear_error_naming_the_option(tmp_path, capsys):
     for weights in _corrupt_weights(tmp_path):
         err = _fails_with_2(capsys, ["demo", "--out", str(tmp_path / "out"), "--weights", str(weights)])
         assert f"--weights '{weights}'" in err, err
+        assert not (tmp_path / "out").exists()  # nothing was written, so no folder is left behind
+
+
+# --------------------------------------------------------------------------- no empty output folder
+
+
+def test_a_failed_run_leaves_no_folder_it_created(workdir, capsys):
+    _fails_with_2(capsys, ["explain", "--model", "missing.pt", "--inputs", "x.pt", "--out", "new/nested/out"])
+    assert not (workdir / "new").exists()
+    _fails_with_2(capsys, ["demo", "--out", str(workdir / "demo_out"), "--weights", "missing.pt"])
+    assert not (workdir / "demo_out").exists()
+
+
+def test_a_failed_run_keeps_folders_and_files_that_were_there(workdir, capsys):
+    existing = workdir / "existing"
+    (existing / "empty_inside").mkdir(parents=True)
+    (existing / "notes.txt").write_text("mine")
+    _fails_with_2(capsys, ["explain", "--model", "missing.pt", "--inputs", "x.pt", "--out", str(existing)])
+    _fails_with_2(capsys, ["explain", "--model", "missing.pt", "--inputs", "x.pt",
+                           "--out", str(existing / "empty_inside")])
+    _fails_with_2(capsys, ["explain", "--model", "missing.pt", "--inputs", "x.pt",
+                           "--out", str(existing / "new_child")])
+    assert (existing / "notes.txt").read_text() == "mine" and (existing / "empty_inside").is_dir()
+    assert not (existing / "new_child").exists()
+
+
+def test_a_successful_run_creates_its_folder(workdir):
+    assert main(["explain", "--model", "traced_models:make_model", "--inputs", "x.pt", "--samples", "2",
+                 "--out", "made/here", "--quiet", "--no-figures"]) == 0
+    assert (workdir / "made" / "here" / "attributions.pt").is_file()
 
 
 # --------------------------------------------------------------------------- --help shows each default once

@@ -40,7 +40,8 @@ from torch import Tensor
 import noisegrad
 from noisegrad.app._progress import Progress
 from noisegrad.app.errors import ExplainError
-from noisegrad.app.models import DYNAMIC_BATCH_HINT, load_model
+from noisegrad.app.models import DYNAMIC_BATCH_HINT, is_model_file, load_model
+from noisegrad.app.output import output_folder
 from noisegrad.samplers import units_for_stderr
 from noisegrad.stderr import relative_stderr
 
@@ -185,6 +186,9 @@ def load_inputs(path_text: str) -> Tuple[Tuple[Tensor, ...], Optional[List[str]]
     if any(t.dim() == 0 for t in tensors) or len({t.shape[0] for t in tensors}) != 1:
         raise ExplainError(f"--inputs '{path}': every tensor needs the same batch size as its first dimension "
                            f"(got shapes {[tuple(t.shape) for t in tensors]})")
+    if tensors[0].shape[0] == 0:
+        raise ExplainError(f"--inputs '{path}' holds no examples: its tensors have 0 rows "
+                           f"(shapes {[tuple(t.shape) for t in tensors]})")
     return tensors, names, single
 
 
@@ -365,9 +369,11 @@ def _figure(out_dir: Path, label: str, attr: Tensor, x: Tensor, args: argparse.N
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``explain`` with parsed arguments; raises :class:`ExplainError` (or ``DemoOutputError``) on bad input."""
-    from noisegrad.app.demo import prepare_output_dir
+    """Run ``explain`` with parsed arguments; raises :class:`ExplainError` (or ``DemoOutputError``) on bad input.
 
+    The inputs are read before the model is loaded (they are cheap, and an unusable file should not wait for a
+    large model); ``--out`` is created before both, and removed again if this run created it and then fails.
+    """
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     if args.method != "ig" and args.n_steps is not None:
         raise ExplainError("--n-steps applies to --method ig only")
@@ -377,9 +383,15 @@ def run(args: argparse.Namespace) -> int:
     if args.stderr and args.samples < units_for_stderr(args.nt_type):
         raise ExplainError(f"--stderr with --nt-type {args.nt_type} needs --samples {units_for_stderr(args.nt_type)} "
                            "or more")
-    out_dir = prepare_output_dir(args.out)
-    model = load_model(args.model)
-    inputs, names, single = load_inputs(args.inputs)
+    is_model_file(args.model)  # a mistyped --model fails before anything is read
+    with output_folder(args.out) as out_dir:
+        inputs, names, single = load_inputs(args.inputs)
+        model = load_model(args.model)
+        return _explain_into(out_dir, model, inputs, names, single, args, say)
+
+
+def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor, ...], names: Optional[List[str]],
+                  single: bool, args: argparse.Namespace, say: Callable[[str], None]) -> int:
     outputs = _outputs(model, inputs, names)
     target = parse_target(args.target, outputs)
     say(f"Explaining {inputs[0].shape[0]} example(s) {[tuple(t.shape[1:]) for t in inputs]} with {args.method}"

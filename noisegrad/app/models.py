@@ -32,7 +32,7 @@ from noisegrad.app._unpickling import UnpicklingRefused, no_unpickling
 from noisegrad.app.errors import ExplainError
 from noisegrad.app.export_archive import UnsafeArchive, load_exported_module, static_batch_inputs
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "is_model_file"]
 
 #: How to fix an exported program whose batch dimension is fixed.
 DYNAMIC_BATCH_HINT = ("a torch.export program must have a dynamic batch dimension, because noisy copies are stacked "
@@ -49,21 +49,31 @@ def load_model(spec: str) -> Callable[..., Any]:
         If the file is refused or cannot be loaded as TorchScript or torch.export, or the
         ``module:function`` cannot be imported, found, or returns no model.
     """
-    path = Path(spec)
-    if path.is_file():
-        model = _load_model_file(path)
-    elif path.exists():
-        raise ExplainError(f"--model '{spec}' is not a file")
-    elif ":" in spec and os.path.sep not in spec.split(":", 1)[0]:
-        model = _load_model_factory(spec)
-    else:
-        raise ExplainError(f"--model '{spec}': no such file, and not of the form package.module:function")
+    model = _load_model_file(Path(spec)) if is_model_file(spec) else _load_model_factory(spec)
     if isinstance(model, torch.nn.Module):
         try:
             model.eval()
         except NotImplementedError:  # an exported program's module: already traced in inference mode
             pass
     return model
+
+
+def is_model_file(spec: str) -> bool:
+    """Whether ``--model`` names a file (True) or ``package.module:function`` (False); checks nothing is loaded.
+
+    Raises
+    ------
+    ExplainError
+        If ``spec`` is neither an existing file nor of the form ``package.module:function``.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return True
+    if path.exists():
+        raise ExplainError(f"--model '{spec}' is not a file")
+    if ":" in spec and os.path.sep not in spec.split(":", 1)[0]:
+        return False
+    raise ExplainError(f"--model '{spec}': no such file, and not of the form package.module:function")
 
 
 def _load_model_file(path: Path) -> Callable[..., Any]:
