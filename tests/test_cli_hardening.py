@@ -116,6 +116,31 @@ def test_a_successful_run_creates_its_folder(workdir):
     assert (workdir / "made" / "here" / "attributions.pt").is_file()
 
 
+# --------------------------------------------------------------------------- --stderr saves the standard errors
+
+
+def test_stderr_saves_the_per_element_standard_errors(workdir):
+    assert main(["explain", "--model", "traced_models:make_model", "--inputs", "x.pt", "--samples", "6",
+                 "--target", "1", "--stderr", "--out", "se", "--quiet", "--no-figures"]) == 0
+    saved = torch.load(workdir / "se" / "attributions.pt", weights_only=True)
+    x = torch.load(workdir / "x.pt", weights_only=True)
+    assert saved["stderr"].shape == saved["attributions"].shape == x.shape
+    # the library's own standard error of the first example, computed independently
+    import traced_models
+
+    expected = noisegrad.NoiseTunnel(Saliency(traced_models.make_model())).attribute(
+        x[0:1], nt_type="smoothgrad", nt_samples=6, stdevs=noisegrad.relative(0.15), seed=0, target=[1], abs=False,
+        return_stderr=True)
+    assert torch.allclose(saved["stderr"][0:1], expected.stderr, atol=1e-6)
+    ratio = saved["stderr"].flatten(1).norm(dim=1) / saved["attributions"].flatten(1).norm(dim=1)
+    assert torch.allclose(saved["relative_stderr"].float(), ratio, atol=1e-5)
+
+
+def test_stderr_keys_are_documented_in_help():
+    text = build_parser()._subparsers._group_actions[0].choices["explain"].format_help()
+    assert '"stderr"' in " ".join(text.split()) and '"relative_stderr"' in " ".join(text.split())
+
+
 # --------------------------------------------------------------------------- --help shows each default once
 
 

@@ -65,13 +65,18 @@ Explain your own model with a Captum method smoothed by noisegrad.NoiseTunnel.
 MODEL is a TorchScript file, a torch.export program file (.pt2, loaded
 without unpickling anything: refused if it would need pickle or calls an
 operator that can reach a file), or package.module:function returning an
-nn.Module (imported from the current folder or the installed packages). INPUTS is a file written by torch.save
-holding a tensor, a tuple of tensors (positional arguments of the model) or a
-dict of tensors (keyword arguments); it is read with weights_only=True, so no
-pickled code is ever run. Writes DIR/attributions.pt (a dict: "attributions",
-"target", "options", and "delta" / "relative_stderr" when computed) and one
-figure per input tensor (image grid for (N, C, H, W) or (N, H, W) tensors,
-feature bars for (N, F) tensors). Argument errors exit with status 2.
+nn.Module (imported from the current folder or the installed packages).
+INPUTS is a file written by torch.save holding a tensor, a tuple of tensors
+(positional arguments of the model) or a dict of tensors (keyword arguments);
+it is read with weights_only=True, so no pickled code is ever run. Writes
+DIR/attributions.pt, a dict readable with torch.load(weights_only=True):
+"attributions" (in the layout of INPUTS), "target", "options", "delta" (one
+IntegratedGradients convergence delta per example, --method ig), and with
+--stderr "stderr" (the Monte-Carlo standard error of every attribution
+element, same layout) and "relative_stderr" (||stderr|| / ||attribution|| per
+example); and one figure per input tensor (image grid for (N, C, H, W) or
+(N, H, W) tensors, feature bars for (N, F) tensors). Argument errors exit with
+status 2; a folder DIR created by a run that fails is removed again.
 """
 
 
@@ -84,6 +89,7 @@ class Explanation:
     delta: Optional[Tensor]
     relative_stderr: Optional[Tuple[Tensor, ...]]
     seconds: float
+    stderr: Optional[Tuple[Tensor, ...]] = None
 
 
 # --------------------------------------------------------------------------- arguments
@@ -111,8 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--abs", action="store_true",
                         help="Saliency of |gradient| (Captum's default) instead of the signed gradient")
     parser.add_argument("--stderr", action="store_true",
-                        help="also estimate the Monte-Carlo standard error, relative to the attribution, from "
-                             "the same samples (no extra gradients)")
+                        help="also estimate the Monte-Carlo standard error of every attribution element from the "
+                             "same samples (no extra gradients); saved as 'stderr' and, relative to the "
+                             "attribution, 'relative_stderr'")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
     parser.add_argument("--out", default="explained/", metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--no-figures", action="store_true", help="write attributions.pt only")
@@ -249,6 +256,7 @@ def explain(
     parts: List[Tuple[Tensor, ...]] = []
     deltas: List[Tensor] = []
     errors: List[Tuple[Tensor, ...]] = []
+    relative_errors: List[Tuple[Tensor, ...]] = []
     start = time.perf_counter()
     for i in range(batch):
         one = tuple(t[i : i + 1] for t in inputs)
@@ -263,7 +271,8 @@ def explain(
             out = nt.attribute(one, nt_type=args.nt_type, return_stderr=args.stderr, **smooth,
                                **({"return_convergence_delta": True} if with_delta else {}))
             if args.stderr:
-                errors.append(tuple(relative_stderr([e], [a]) for e, a in zip(out.stderr, out.attributions)))
+                errors.append(tuple(e.detach() for e in out.stderr))
+                relative_errors.append(tuple(relative_stderr([e], [a]) for e, a in zip(out.stderr, out.attributions)))
                 out = (out.attributions, out.delta) if with_delta else out.attributions
         if with_delta:
             out, delta = out
@@ -272,9 +281,12 @@ def explain(
         if progress is not None:
             progress.advance(1, f"example {i + 1}/{batch}")
     attributions = tuple(torch.cat([p[k] for p in parts]) for k in range(len(inputs)))
-    stderr = tuple(torch.cat([e[k] for e in errors]) for k in range(len(inputs))) if errors else None
-    return Explanation(attributions, target, torch.cat(deltas) if deltas else None, stderr,
-                       time.perf_counter() - start)
+
+    def joined(per_example: List[Tuple[Tensor, ...]]) -> Optional[Tuple[Tensor, ...]]:
+        return tuple(torch.cat([e[k] for e in per_example]) for k in range(len(inputs))) if per_example else None
+
+    return Explanation(attributions, target, torch.cat(deltas) if deltas else None, joined(relative_errors),
+                       time.perf_counter() - start, stderr=joined(errors))
 
 
 def _forward_of(model: Callable[..., Any], names: Optional[Sequence[str]]) -> Callable[..., Any]:
@@ -326,6 +338,8 @@ def save_outputs(out_dir: Path, result: Explanation, names: Optional[Sequence[st
                                "options": options}
     if result.delta is not None:
         payload["delta"] = result.delta
+    if result.stderr is not None:
+        payload["stderr"] = layout(result.stderr)
     if result.relative_stderr is not None:
         payload["relative_stderr"] = layout(result.relative_stderr)
     written = [out_dir / "attributions.pt"]
