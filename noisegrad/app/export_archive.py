@@ -175,9 +175,9 @@ _ATTRIBUTE_KEYS = frozenset({"parameter_name", "buffer_name", "tensor_constant_n
 
 def _check_program(program: Dict[str, Any], where: str) -> None:
     """Refuse operators, shape expressions and names that would run code when the program is rebuilt or run."""
-    for key, value, parent in _items(program):
-        if key in ("target", "as_operator") and isinstance(value, str) and _is_call(key, parent):
-            _check_operator(value, where)
+    for key, value in _items(program):
+        if key in ("target", "as_operator"):  # the schema has "target" only on graph nodes
+            _check_operator(str(value), where)
         elif key == "expr_str":
             _check_expression(str(value), where)
         elif key in _IDENTIFIER_KEYS and isinstance(value, str):
@@ -199,16 +199,11 @@ def _check_names(names: List[Any], where: str) -> None:
                             "into the Python source of the module it compiles)")
 
 
-def _is_call(key: str, parent: Dict[str, Any]) -> bool:
-    # a node's "target" sits beside its "inputs" and "outputs"; elsewhere "target" is not something called
-    return key == "as_operator" or ("inputs" in parent and "outputs" in parent)
-
-
-def _items(node: Any) -> Iterator[Tuple[str, Any, Dict[str, Any]]]:
-    """Every (key, value, the dict holding it) in a JSON document, depth first."""
+def _items(node: Any) -> Iterator[Tuple[str, Any]]:
+    """Every (key, value) of every object in a JSON document, depth first."""
     if isinstance(node, dict):
         for key, value in node.items():
-            yield key, value, node
+            yield key, value
             yield from _items(value)
     elif isinstance(node, list):
         for value in node:
