@@ -9,7 +9,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["noisegrad", "noisegrad.*"]),
-    package_data={"noisegrad": ["data/*.pt"]},  # the demo CNN's weights (scripts/train_demo_model.py)
+    package_data={"noisegrad.app": ["data/*.pt"]},  # the demo CNN's weights (scripts/train_demo_model.py)
     python_requires=">=3.9",
     install_requires=["torch>=2.0", "captum>=0.7", "numpy>=1.21", "matplotlib>=3.5"],
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"]},

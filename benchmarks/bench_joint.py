@@ -8,7 +8,7 @@ shapes, a 64-feature MLP on a Gaussian mixture). For 4 held-out inputs per model
 
 * the nested estimator (noisegrad's NoiseTunnel, Captum-exact: nt_samples noise draws × n_steps
   Gauss–Legendre points), on an nt_samples × n_steps grid;
-* the joint estimator (noisegrad.joint) with plain (iid α), stratified α, antithetic ε,
+* the joint estimator (noisegrad.estimators.joint_ig) with plain (iid α), stratified α, antithetic ε,
   stratified α + antithetic ε, and stratified α with QMC or LHS noise;
 
 and compared with a reference of 16,384 joint samples (stratified + antithetic, its own seed). The error
@@ -204,7 +204,7 @@ def write_report(models, results, elapsed):
         "model. Error = mean over the inputs of the relative L2 error against a 16,384-sample joint reference "
         "(stratified + antithetic, separate seed); the median over 6 seeds is shown. Nested = noisegrad's "
         "NoiseTunnel (equal to Captum's) with nt_samples × n_steps Gauss–Legendre; joint = "
-        "`noisegrad.joint.joint_integrated_gradients` with nt_samples gradients.",
+        "`noisegrad.joint_integrated_gradients` with nt_samples gradients.",
         "",
         "Models (trained with a fixed seed, held-out accuracy): "
         + ", ".join(f"{name}: {acc:.0%}" for name, (_, _, _, acc) in models.items()) + ".",

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_localisation.py --out docs/localisation.md
 
-The shipped demo CNN (``noisegrad/data/demo_cnn.pt``) explains held-out
+The shipped demo CNN (``noisegrad/app/data/demo_cnn.pt``) explains held-out
 generated shape images whose class-determining pixels are known. For each
 method and noise level σ (a fraction of each image's range,
 ``noisegrad.relative``) two scores per image, averaged over the images with
@@ -28,7 +28,7 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 
 import noisegrad
-from noisegrad.shapes import accuracy, load_demo_model, make_shapes, mask_mass_fraction, test_generator
+from noisegrad.app.shapes import accuracy, load_demo_model, make_shapes, mask_mass_fraction, test_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("Saliency", "SmoothGrad", "SmoothGrad²", "VarGrad", "IG + SmoothGrad")
@@ -164,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "",
         f"- command: `{command}` ({seconds:.0f} s, one thread)",
         f"- noisegrad git {_revision()}, torch {torch.__version__}, Python {platform.python_version()}",
-        f"- model: the shipped demo CNN (`noisegrad/data/demo_cnn.pt`), accuracy {acc:.1%} on these images",
+        f"- model: the shipped demo CNN (`noisegrad/app/data/demo_cnn.pt`), accuracy {acc:.1%} on these images",
         f"- data: {args.images} held-out generated 16×16 images (`make_shapes(n, test_generator({args.seed}))`), "
         "one 9-pixel shape each (square, plus, cross) on Gaussian noise; target = the true class",
         f"- settings: nt_samples = {args.samples}, seed {args.seed}, noise σ = `relative(σ)` (a fraction of each "

@@ -17,7 +17,7 @@ the median over seeds 0–19 is reported. "Samples needed to match i.i.d. at 32"
 curve log-log at the median error i.i.d. reaches with 32 samples. The independent error of the reference
 adds the same term to every curve's squared error, so it cancels out of that comparison.
 
-The QMC and LHS designs are built from R independent replicates (noisegrad.samplers.NoiseSampler):
+The QMC and LHS designs are built from R independent replicates (noisegrad.sampling.samplers.NoiseSampler):
 NoiseTunnel uses one design (R = 1) unless it needs standard errors (return_stderr=True or
 nt_samples="auto", R = 4). The main table shows R = 1; the script also measures R ∈ {2, 4, 8} by
 constructing NoiseTunnel's sampler with another `replicates` (noisegrad itself is not changed). Last, it times nt.attribute(..., nt_samples=64) per sampler

@@ -18,6 +18,7 @@ torch.Size([2, 4])
 import importlib
 from typing import Any
 
+from noisegrad import _deprecated  # noqa: F401  (importing it keeps the renamed modules' old names working)
 from noisegrad.estimators.joint_ig import JointEstimate, joint_integrated_gradients
 from noisegrad.frontends import smoothgrad, smoothgrad_sq, vargrad
 from noisegrad.perturb.inputs import Relative, relative

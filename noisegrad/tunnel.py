@@ -132,7 +132,7 @@ class NoiseTunnel(Attribution):
             own expansion (IG's ``n_steps``, GradientShap's ``n_samples``).
             ``"auto"`` picks the chunk from the model's activation bytes per
             row (measured with one forward of one example): about
-            :data:`noisegrad.budget.AUTO_CPU_BYTES` of activations per forward
+            :data:`noisegrad.plan.AUTO_CPU_BYTES` of activations per forward
             on a CPU, half the free memory on a GPU. On CUDA, a chunk that
             runs out of memory is halved and retried, with a warning.
         max_batch_rows : int, optional
@@ -176,7 +176,7 @@ class NoiseTunnel(Attribution):
             independent units (8 groups of i.i.d. samples or of antithetic
             pairs; the 4 randomised replicates of QMC / LHS). Needs 2
             independent units (3 for VarGrad). With ``joint=``, the joint
-            estimator's :class:`noisegrad.joint.JointEstimate`.
+            estimator's :class:`noisegrad.JointEstimate`.
         tol : float
             With ``nt_samples="auto"``: the relative standard error to reach.
         max_samples : int

@@ -1,4 +1,4 @@
-"""Train the demo's CNN with the shipped recipe and write ``noisegrad/data/demo_cnn.pt``.
+"""Train the demo's CNN with the shipped recipe and write ``noisegrad/app/data/demo_cnn.pt``.
 
     python scripts/train_demo_model.py                 # rewrite the shipped weights
     python scripts/train_demo_model.py --out /tmp/cnn.pt --check
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from noisegrad.shapes import (
+from noisegrad.app.shapes import (
     TRAINING, WEIGHTS_PATH, accuracy, load_demo_model, make_shapes, save_demo_model, test_generator,
     torch_threads, train_demo_model,
 )

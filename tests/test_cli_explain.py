@@ -12,8 +12,8 @@ from captum.attr import Saliency
 from torch import nn
 
 import noisegrad
-from noisegrad.__main__ import main
-from noisegrad.cli_explain import parse_target
+from noisegrad.app.cli import main
+from noisegrad.app.explain import parse_target
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from noisegrad import shapes
-from noisegrad.__main__ import main
-from noisegrad.demo import METHODS, SHAPES, attribute_all, figure_size, make_shapes, mask_mass_fraction, run_demo
+from noisegrad.app import shapes
+from noisegrad.app.cli import main
+from noisegrad.app.demo import METHODS, SHAPES, attribute_all, figure_size, make_shapes, mask_mass_fraction, run_demo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -195,7 +195,7 @@ class _FakeTerminal:
 
 
 def test_progress_bar_draws_on_a_terminal_and_erases_itself():
-    from noisegrad._progress import Progress
+    from noisegrad.app._progress import Progress
 
     term = _FakeTerminal()
     with Progress(4, "work", stream=term) as bar:

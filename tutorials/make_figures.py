@@ -16,7 +16,7 @@ from torch import nn
 
 import noisegrad
 from noisegrad import viz
-from noisegrad.demo import SHAPES, _pick_images, make_shapes, train_cnn
+from noisegrad.app.demo import SHAPES, _pick_images, make_shapes, train_cnn
 from noisegrad.viz._canvas import new_figure, save_figure
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "figures"

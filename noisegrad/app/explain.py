@@ -1,10 +1,11 @@
 """``python -m noisegrad explain``: noise-smoothed attributions of your own model from the command line.
 
-The model is one of
+The model is one of (:mod:`noisegrad.app.models` says what loading each one trusts)
 
 * a TorchScript file (``torch.jit.save``), loaded with ``torch.jit.load``;
-* a ``torch.export`` program (``torch.export.save``, usually ``.pt2``), loaded
-  with ``torch.export.load`` and run through ``.module()``;
+* a ``torch.export`` program (``torch.export.save``, usually ``.pt2``), checked
+  and loaded without unpickling anything (:mod:`noisegrad.app.export_archive`)
+  and run through ``.module()``;
 * ``package.module:function``: the module is imported (the current folder is on
   the import path) and ``function()`` must return a ``torch.nn.Module`` (or any
   callable model); an attribute that already is an ``nn.Module`` is used as is.
@@ -20,17 +21,14 @@ errors; readable with ``weights_only=True``) and one figure per input tensor.
 
 Examples
 --------
->>> main(["--model", "model.pt", "--inputs", "x.pt", "--out", "explained/"])  # doctest: +SKIP
+>>> from noisegrad.app.cli import main
+>>> main(["explain", "--model", "model.pt", "--inputs", "x.pt", "--out", "explained/"])  # doctest: +SKIP
 0
 """
 
 import argparse
-import importlib
-import os
 import sys
 import time
-import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -40,7 +38,10 @@ from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor
 
 import noisegrad
-from noisegrad._progress import Progress
+from noisegrad.app._progress import Progress
+from noisegrad.app.errors import ExplainError
+from noisegrad.app.models import DYNAMIC_BATCH_HINT, is_model_file, load_model
+from noisegrad.app.output import output_folder
 from noisegrad.sampling.samplers import units_for_stderr
 from noisegrad.stats.grouped import relative_stderr
 
@@ -61,20 +62,22 @@ MAX_FIGURE_EXAMPLES = 8
 
 DESCRIPTION = """\
 Explain your own model with a Captum method smoothed by noisegrad.NoiseTunnel.
-MODEL is a TorchScript file, a torch.export program file (.pt2), or
-package.module:function returning an nn.Module (imported from the current
-folder or the installed packages). INPUTS is a file written by torch.save
-holding a tensor, a tuple of tensors (positional arguments of the model) or a
-dict of tensors (keyword arguments); it is read with weights_only=True, so no
-pickled code is ever run. Writes DIR/attributions.pt (a dict: "attributions",
-"target", "options", and "delta" / "relative_stderr" when computed) and one
-figure per input tensor (image grid for (N, C, H, W) or (N, H, W) tensors,
-feature bars for (N, F) tensors). Argument errors exit with status 2.
+MODEL is a TorchScript file, a torch.export program file (.pt2, loaded
+without unpickling anything: refused if it would need pickle or calls an
+operator that can reach a file), or package.module:function returning an
+nn.Module (imported from the current folder or the installed packages).
+INPUTS is a file written by torch.save holding a tensor, a tuple of tensors
+(positional arguments of the model) or a dict of tensors (keyword arguments);
+it is read with weights_only=True, so no pickled code is ever run. Writes
+DIR/attributions.pt, a dict readable with torch.load(weights_only=True):
+"attributions" (in the layout of INPUTS), "target", "options", "delta" (one
+IntegratedGradients convergence delta per example, --method ig), and with
+--stderr "stderr" (the Monte-Carlo standard error of every attribution
+element, same layout) and "relative_stderr" (||stderr|| / ||attribution|| per
+example); and one figure per input tensor (image grid for (N, C, H, W) or
+(N, H, W) tensors, feature bars for (N, F) tensors). Argument errors exit with
+status 2; a folder DIR created by a run that fails is removed again.
 """
-
-
-class ExplainError(ValueError):
-    """A bad argument or file; the command line prints it and exits with status 2."""
 
 
 @dataclass
@@ -86,6 +89,7 @@ class Explanation:
     delta: Optional[Tensor]
     relative_stderr: Optional[Tuple[Tensor, ...]]
     seconds: float
+    stderr: Optional[Tuple[Tensor, ...]] = None
 
 
 # --------------------------------------------------------------------------- arguments
@@ -113,8 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--abs", action="store_true",
                         help="Saliency of |gradient| (Captum's default) instead of the signed gradient")
     parser.add_argument("--stderr", action="store_true",
-                        help="also estimate the Monte-Carlo standard error, relative to the attribution, from "
-                             "the same samples (no extra gradients)")
+                        help="also estimate the Monte-Carlo standard error of every attribution element from the "
+                             "same samples (no extra gradients); saved as 'stderr' and, relative to the "
+                             "attribution, 'relative_stderr'")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
     parser.add_argument("--out", default="explained/", metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--no-figures", action="store_true", help="write attributions.pt only")
@@ -148,89 +153,6 @@ def _batch_size(text: str) -> Union[int, str]:
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def load_model(spec: str) -> Callable[..., Any]:
-    """The model named by ``--model``, in eval mode when it has one.
-
-    Raises
-    ------
-    ExplainError
-        If the file cannot be loaded as TorchScript or torch.export, or the
-        ``module:function`` cannot be imported, found, or returns no model.
-    """
-    path = Path(spec)
-    if path.is_file():
-        model = _load_model_file(path)
-    elif path.exists():
-        raise ExplainError(f"--model '{spec}' is not a file")
-    elif ":" in spec and not os.path.sep in spec.split(":", 1)[0]:
-        model = _load_model_factory(spec)
-    else:
-        raise ExplainError(f"--model '{spec}': no such file, and not of the form package.module:function")
-    if isinstance(model, torch.nn.Module):
-        try:
-            model.eval()
-        except NotImplementedError:  # an exported program's module: already traced in inference mode
-            pass
-    return model
-
-
-def _load_model_file(path: Path) -> Callable[..., Any]:
-    if not zipfile.is_zipfile(path):
-        raise ExplainError(f"--model '{path}' is neither a TorchScript nor a torch.export file (not a zip archive); "
-                           "save the model with torch.jit.save or torch.export.save")
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    is_export = any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names)
-    errors = []
-    loaders = [("torch.export.load", _load_export), ("torch.jit.load", _load_script)]
-    for name, loader in loaders if is_export else loaders[::-1]:
-        try:
-            return loader(path)
-        except Exception as err:  # each loader fails in its own way on the other's files
-            errors.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-    raise ExplainError(f"--model '{path}' is neither a TorchScript nor a torch.export file ({'; '.join(errors)}); "
-                       "a torch.save'd module or state_dict is not accepted (it would need unpickling code): "
-                       "save it with torch.jit.save or torch.export.save, or give package.module:function")
-
-
-def _load_script(path: Path) -> Callable[..., Any]:
-    with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; loading it is what was asked for
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.load(str(path), map_location="cpu")
-
-
-def _load_export(path: Path) -> Callable[..., Any]:
-    return torch.export.load(str(path)).module()
-
-
-def _load_model_factory(spec: str) -> Callable[..., Any]:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ExplainError(f"--model '{spec}': expected package.module:function")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:
-        raise ExplainError(f"--model '{spec}': cannot import '{module_name}': {type(err).__name__}: {err}") from err
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise ExplainError(f"--model '{spec}': '{module_name}' has no attribute '{attr}'")
-        target = getattr(target, part)
-    if isinstance(target, torch.nn.Module):
-        return target
-    if not callable(target):
-        raise ExplainError(f"--model '{spec}': '{attr}' is neither an nn.Module nor a function returning one")
-    try:
-        model = target()
-    except Exception as err:
-        raise ExplainError(f"--model '{spec}': calling {attr}() failed: {type(err).__name__}: {err}") from err
-    if not callable(model):
-        raise ExplainError(f"--model '{spec}': {attr}() returned {type(model).__name__}, not a model")
-    return model
 
 
 def load_inputs(path_text: str) -> Tuple[Tuple[Tensor, ...], Optional[List[str]], bool]:
@@ -271,6 +193,9 @@ def load_inputs(path_text: str) -> Tuple[Tuple[Tensor, ...], Optional[List[str]]
     if any(t.dim() == 0 for t in tensors) or len({t.shape[0] for t in tensors}) != 1:
         raise ExplainError(f"--inputs '{path}': every tensor needs the same batch size as its first dimension "
                            f"(got shapes {[tuple(t.shape) for t in tensors]})")
+    if tensors[0].shape[0] == 0:
+        raise ExplainError(f"--inputs '{path}' holds no examples: its tensors have 0 rows "
+                           f"(shapes {[tuple(t.shape) for t in tensors]})")
     return tensors, names, single
 
 
@@ -331,6 +256,7 @@ def explain(
     parts: List[Tuple[Tensor, ...]] = []
     deltas: List[Tensor] = []
     errors: List[Tuple[Tensor, ...]] = []
+    relative_errors: List[Tuple[Tensor, ...]] = []
     start = time.perf_counter()
     for i in range(batch):
         one = tuple(t[i : i + 1] for t in inputs)
@@ -345,7 +271,8 @@ def explain(
             out = nt.attribute(one, nt_type=args.nt_type, return_stderr=args.stderr, **smooth,
                                **({"return_convergence_delta": True} if with_delta else {}))
             if args.stderr:
-                errors.append(tuple(relative_stderr([e], [a]) for e, a in zip(out.stderr, out.attributions)))
+                errors.append(tuple(e.detach() for e in out.stderr))
+                relative_errors.append(tuple(relative_stderr([e], [a]) for e, a in zip(out.stderr, out.attributions)))
                 out = (out.attributions, out.delta) if with_delta else out.attributions
         if with_delta:
             out, delta = out
@@ -354,9 +281,12 @@ def explain(
         if progress is not None:
             progress.advance(1, f"example {i + 1}/{batch}")
     attributions = tuple(torch.cat([p[k] for p in parts]) for k in range(len(inputs)))
-    stderr = tuple(torch.cat([e[k] for e in errors]) for k in range(len(inputs))) if errors else None
-    return Explanation(attributions, target, torch.cat(deltas) if deltas else None, stderr,
-                       time.perf_counter() - start)
+
+    def joined(per_example: List[Tuple[Tensor, ...]]) -> Optional[Tuple[Tensor, ...]]:
+        return tuple(torch.cat([e[k] for e in per_example]) for k in range(len(inputs))) if per_example else None
+
+    return Explanation(attributions, target, torch.cat(deltas) if deltas else None, joined(relative_errors),
+                       time.perf_counter() - start, stderr=joined(errors))
 
 
 def _forward_of(model: Callable[..., Any], names: Optional[Sequence[str]]) -> Callable[..., Any]:
@@ -408,6 +338,8 @@ def save_outputs(out_dir: Path, result: Explanation, names: Optional[Sequence[st
                                "options": options}
     if result.delta is not None:
         payload["delta"] = result.delta
+    if result.stderr is not None:
+        payload["stderr"] = layout(result.stderr)
     if result.relative_stderr is not None:
         payload["relative_stderr"] = layout(result.relative_stderr)
     written = [out_dir / "attributions.pt"]
@@ -451,9 +383,11 @@ def _figure(out_dir: Path, label: str, attr: Tensor, x: Tensor, args: argparse.N
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``explain`` with parsed arguments; raises :class:`ExplainError` (or ``DemoOutputError``) on bad input."""
-    from noisegrad.demo import prepare_output_dir
+    """Run ``explain`` with parsed arguments; raises :class:`ExplainError` (or ``DemoOutputError``) on bad input.
 
+    The inputs are read before the model is loaded (they are cheap, and an unusable file should not wait for a
+    large model); ``--out`` is created before both, and removed again if this run created it and then fails.
+    """
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     if args.method != "ig" and args.n_steps is not None:
         raise ExplainError("--n-steps applies to --method ig only")
@@ -463,9 +397,15 @@ def run(args: argparse.Namespace) -> int:
     if args.stderr and args.samples < units_for_stderr(args.nt_type):
         raise ExplainError(f"--stderr with --nt-type {args.nt_type} needs --samples {units_for_stderr(args.nt_type)} "
                            "or more")
-    out_dir = prepare_output_dir(args.out)
-    model = load_model(args.model)
-    inputs, names, single = load_inputs(args.inputs)
+    is_model_file(args.model)  # a mistyped --model fails before anything is read
+    with output_folder(args.out) as out_dir:
+        inputs, names, single = load_inputs(args.inputs)
+        model = load_model(args.model)
+        return _explain_into(out_dir, model, inputs, names, single, args, say)
+
+
+def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor, ...], names: Optional[List[str]],
+                  single: bool, args: argparse.Namespace, say: Callable[[str], None]) -> int:
     outputs = _outputs(model, inputs, names)
     target = parse_target(args.target, outputs)
     say(f"Explaining {inputs[0].shape[0]} example(s) {[tuple(t.shape[1:]) for t in inputs]} with {args.method}"
@@ -477,9 +417,7 @@ def run(args: argparse.Namespace) -> int:
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             hint = ""
             if "Guard failed" in first or "size()[0]" in first:
-                hint = ("; a torch.export program must have a dynamic batch dimension, because noisy copies are "
-                        "stacked along it: torch.export.export(model, args, dynamic_shapes=... "
-                        "{0: torch.export.Dim('batch')} ...)")
+                hint = f"; {DYNAMIC_BATCH_HINT}"
             raise ExplainError(f"attribution failed: {type(err).__name__}: {first}{hint}") from err
     written = save_outputs(out_dir, result, names, single, inputs, args)
     if result.delta is not None:

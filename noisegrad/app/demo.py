@@ -1,9 +1,9 @@
 """The ``python -m noisegrad demo``: noise-smoothed attributions on shapes whose true pixels are known.
 
 Everything is offline and seeded. The tiny CNN shipped with the package
-(``noisegrad/data/demo_cnn.pt``, trained by ``scripts/train_demo_model.py``,
+(``noisegrad/app/data/demo_cnn.pt``, trained by ``scripts/train_demo_model.py``,
 loaded with ``weights_only=True``) names the shape in freshly generated 16×16
-images (see :mod:`noisegrad.shapes`); Saliency, SmoothGrad, SmoothGrad²,
+images (see :mod:`noisegrad.app.shapes`); Saliency, SmoothGrad, SmoothGrad²,
 VarGrad and IntegratedGradients + SmoothGrad explain a few of them, each map is
 scored by the share of its attribution mass on the true shape pixels, and each
 noise-tunnel estimate comes with its Monte-Carlo standard error from the same
@@ -14,7 +14,7 @@ for SmoothGrad² and VarGrad). The relative standard error of an image is
 
 Examples
 --------
->>> from noisegrad.demo import run_demo
+>>> from noisegrad.app.demo import run_demo
 >>> result = run_demo("demo/", samples=4, print_fn=None)  # doctest: +SKIP
 >>> [row.method for row in result.rows]  # doctest: +SKIP
 ['Saliency', 'SmoothGrad', 'SmoothGrad²', 'VarGrad', 'IG + SmoothGrad']
@@ -24,7 +24,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,12 +35,13 @@ from captum.attr import IntegratedGradients, Saliency
 from torch import Tensor, nn
 
 import noisegrad
-from noisegrad._progress import Progress
-from noisegrad.sampling.samplers import units_for_stderr
-from noisegrad.shapes import (  # noqa: F401  (re-exported: the demo's data and model)
+from noisegrad.app._progress import Progress
+from noisegrad.app.output import DemoOutputError, output_folder, prepare_output_dir  # noqa: F401  (re-exported)
+from noisegrad.app.shapes import (  # noqa: F401  (re-exported: the demo's data and model)
     IMAGE_SIZE, SHAPES, accuracy, load_demo_model, make_cnn, make_shapes, mask_mass_fraction, test_generator,
     torch_threads, train_cnn,
 )
+from noisegrad.sampling.samplers import units_for_stderr
 
 __all__ = [
     "SHAPES",
@@ -71,10 +71,6 @@ METHODS = ("Saliency", "SmoothGrad", "SmoothGrad²", "VarGrad", "IG + SmoothGrad
 _SIGNED = {"Saliency": False, "SmoothGrad": True, "SmoothGrad²": False, "VarGrad": False, "IG + SmoothGrad": True}
 
 PrintFn = Optional[Callable[[str], None]]
-
-
-class DemoOutputError(OSError):
-    """The output folder cannot be used (it is a file, or cannot be created or written)."""
 
 
 @dataclass
@@ -133,42 +129,6 @@ class DemoResult:
     figure_path: Path
     summary_path: Path
     total_time_s: float
-
-
-# --------------------------------------------------------------------------- output folder
-
-
-def prepare_output_dir(out: Union[str, os.PathLike]) -> Path:
-    """Create ``out`` if needed and check that files can be written in it.
-
-    Called before any work so that a bad ``--out`` fails at once.
-
-    Parameters
-    ----------
-    out : str or path-like
-        The output folder.
-
-    Returns
-    -------
-    pathlib.Path
-        The folder.
-
-    Raises
-    ------
-    DemoOutputError
-        If ``out`` exists and is not a directory, cannot be created, or is not writable.
-    """
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise DemoOutputError(f"output folder '{path}' exists and is not a directory; give a folder with --out")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise DemoOutputError(f"cannot write to output folder '{path}': {reason}") from err
-    return path
 
 
 # --------------------------------------------------------------------------- attributions
@@ -410,7 +370,8 @@ def run_demo(
     Parameters
     ----------
     out : str or path-like
-        Output folder (created if needed); checked before anything else.
+        Output folder (created if needed); checked before anything else, removed again if the demo
+        created it and fails before writing to it.
     samples : int
         ``nt_samples`` of the noise-tunnel methods.
     noise : float
@@ -442,10 +403,12 @@ def run_demo(
     ------
     DemoOutputError
         If ``out`` cannot be used as the output folder.
+    FileNotFoundError, DemoWeightsError
+        If the weights file is missing or is not the demo CNN's (see :func:`load_demo_model`).
+        Whatever fails, a folder the demo created for ``out`` is removed again while it is empty.
     """
     start = time.perf_counter()
-    out_dir = prepare_output_dir(out)
-    with torch_threads(threads):
+    with output_folder(out) as out_dir, torch_threads(threads):
         say = print_fn or (lambda _msg: None)
         model = load_demo_model(weights)
         test_x, test_y, test_m = make_shapes(n_test, test_generator(seed))

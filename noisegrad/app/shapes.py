@@ -6,7 +6,7 @@ tell the class) at a random place. The shape's pixels are the ground-truth
 mask, which makes the quality of an attribution measurable
 (:func:`mask_mass_fraction`).
 
-The CNN in ``noisegrad/data/demo_cnn.pt`` was trained by
+The CNN in ``noisegrad/app/data/demo_cnn.pt`` was trained by
 :func:`train_demo_model` with the recipe :data:`TRAINING` (run
 ``python scripts/train_demo_model.py`` to reproduce it); :func:`load_demo_model`
 loads it with ``torch.load(..., weights_only=True)``. Training data come from
@@ -43,6 +43,7 @@ __all__ = [
     "train_demo_model",
     "save_demo_model",
     "load_demo_model",
+    "DemoWeightsError",
     "accuracy",
     "mask_mass_fraction",
     "torch_threads",
@@ -236,6 +237,15 @@ def save_demo_model(model: nn.Module, path: Union[str, Path], info: Optional[Dic
     return path
 
 
+class DemoWeightsError(ValueError):
+    """A weights file that is not the demo CNN's: unreadable, not written by :func:`save_demo_model`, or for
+    another network. The message starts with the file's name in quotes."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"'{path}' {reason}")
+        self.path = path
+
+
 def load_demo_model(path: Union[str, Path, None] = None) -> nn.Sequential:
     """The shipped (or a given) demo CNN, in eval mode, loaded with ``weights_only=True``.
 
@@ -248,20 +258,38 @@ def load_demo_model(path: Union[str, Path, None] = None) -> nn.Sequential:
     ------
     FileNotFoundError
         If the file is missing (e.g. package data left out of an install).
-    ValueError
-        If the file is not a demo-CNN weights file.
+    DemoWeightsError
+        If the file cannot be read with ``weights_only=True``, was not written by :func:`save_demo_model`,
+        or its tensors do not fit :func:`make_cnn`.
     """
     path = Path(WEIGHTS_PATH if path is None else path)
     if not path.is_file():
         raise FileNotFoundError(
             f"demo weights '{path}' not found; reinstall noisegrad or run 'python scripts/train_demo_model.py'"
         )
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch reports a bad file in many ways, some advising an unsafe weights_only=False
+        raise DemoWeightsError(path, f"is not a torch.save file of tensors: torch.load(weights_only=True) fails "
+                                     f"with {type(err).__name__}") from err
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise ValueError(f"'{path}' is not a noisegrad demo-CNN weights file (expected format {_FORMAT!r})")
+        raise DemoWeightsError(path, f"is not a noisegrad demo-CNN weights file (expected format {_FORMAT!r}, "
+                                     "as written by scripts/train_demo_model.py)")
     model = make_cnn()
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, AttributeError, RuntimeError) as err:
+        raise DemoWeightsError(path, f"does not fit the demo CNN: {_first_line(err)}") from err
     return model.eval()
+
+
+def _first_line(err: BaseException) -> str:
+    """The informative line of an exception's message (load_state_dict's first line is only a header)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def demo_model_info(path: Union[str, Path, None] = None) -> Dict[str, object]:
