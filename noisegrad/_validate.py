@@ -2,6 +2,7 @@
 
 import inspect
 import numbers
+import operator
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 import torch
@@ -10,6 +11,26 @@ from torch import Tensor
 
 from noisegrad.deltas import DELTA_REDUCTIONS
 
+
+def as_int(name: str, value: object, least: Optional[int] = 1, extra: str = "") -> int:
+    """``value`` as a Python int of at least ``least`` (``None``: any int), else an error naming ``name``.
+
+    Any integer type is accepted (numpy's too, as Captum accepts them);
+    bools and floats are not, even integral ones.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_int("nt_samples", np.int64(8))
+    8
+    """
+    what = "an int" if least is None else "a positive int" if least == 1 else f"an int >= {least}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {what}{extra}, got {value!r} ({type(value).__name__})")
+    count = operator.index(value)
+    if least is not None and count < least:
+        raise ValueError(f"{name} must be {what}{extra}, got {count}")
+    return count
 
 
 def validate_inputs(inputs: object) -> Tuple[Tensor, ...]:
@@ -39,47 +60,46 @@ def validate_inputs(inputs: object) -> Tuple[Tensor, ...]:
 
 def validate_counts(
     nt_samples: object, nt_samples_batch_size: object, max_batch_rows: object, memory_budget: object
-) -> None:
-    _positive_int("nt_samples", nt_samples)
+) -> Tuple[Any, Any, Optional[int], Optional[int]]:
+    """The four counts, with every integer as a Python int (``"auto"`` and ``None`` kept where allowed)."""
+    if nt_samples != "auto":
+        nt_samples = as_int("nt_samples", nt_samples)
     if nt_samples_batch_size is not None and nt_samples_batch_size != "auto":
-        _positive_int("nt_samples_batch_size", nt_samples_batch_size, extra=', "auto" or None')
+        nt_samples_batch_size = as_int("nt_samples_batch_size", nt_samples_batch_size, extra=', "auto" or None')
+    budgets = []
     for name, value in (("max_batch_rows", max_batch_rows), ("memory_budget", memory_budget)):
         if value is not None:
-            _positive_int(name, value, extra=" or None")
-            if isinstance(nt_samples_batch_size, numbers.Integral):
+            value = as_int(name, value, extra=" or None")
+            if isinstance(nt_samples_batch_size, int):
                 raise ValueError(
                     f"give nt_samples_batch_size={nt_samples_batch_size} or {name}={value}, not both "
                     '(with a budget, nt_samples_batch_size may be None or "auto")'
                 )
+        budgets.append(value)
+    return nt_samples, nt_samples_batch_size, budgets[0], budgets[1]
 
 
-def _positive_int(name: str, value: object, extra: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int{extra}, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int{extra}, got {value}")
-
-
-def validate_auto(tol: object, max_samples: object, sampler: str, delta_reduction: str) -> None:
-    """The arguments of nt_samples="auto"."""
+def validate_auto(tol: object, max_samples: object, sampler: str, delta_reduction: str) -> int:
+    """The arguments of nt_samples="auto"; returns ``max_samples`` as a Python int."""
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < float("inf")):
         raise ValueError(f"tol must be a positive finite number, got {tol!r}")
-    _positive_int("max_samples", max_samples)
+    max_samples = as_int("max_samples", max_samples)
     if sampler == "lhs":
         raise ValueError('nt_samples="auto" cannot use sampler="lhs": a Latin hypercube needs its sample count '
                          'up front; use "qmc", "antithetic" or "iid"')
     if delta_reduction != "mean":
         raise ValueError('nt_samples="auto" returns deltas averaged per input only (delta_reduction="mean"): '
                          "inputs stop after different numbers of samples")
+    return max_samples
 
 
-def validate_seed(seed: object, generator: object) -> None:
+def validate_seed(seed: object, generator: object) -> Optional[int]:
+    """``seed`` as a Python int (or None), checked against ``generator``."""
     if seed is not None and generator is not None:
         raise ValueError("give seed or generator, not both")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    return None if seed is None else as_int("seed", seed, least=None, extra=" or None")
 
 
 def validate_delta(return_delta: bool, method: Attribution, delta_reduction: object) -> None:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from noisegrad._gradients import summed_gradients
 from noisegrad._state import guarded
-from noisegrad._validate import _positive_int, accepted_keywords, validate_inputs, validate_keywords, validate_seed
+from noisegrad._validate import accepted_keywords, as_int, validate_inputs, validate_keywords, validate_seed
 from noisegrad.expand import ChunkKwargs, validate_kwargs
 from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
@@ -178,9 +178,11 @@ def joint_integrated_gradients(
     is_layer = _validate_method(method)
     is_inputs_tuple = isinstance(inputs, tuple)
     inputs_tuple = validate_inputs(inputs)
-    _validate_joint_arguments(nt_type, nt_samples, nt_samples_batch_size, sampler, return_stderr, kwargs)
+    nt_samples, nt_samples_batch_size = _validate_joint_arguments(
+        nt_type, nt_samples, nt_samples_batch_size, sampler, return_stderr, kwargs
+    )
     antithetic = sampler == "antithetic"
-    validate_seed(seed, generator)
+    seed = validate_seed(seed, generator)
     validate_keywords(method, accepted_keywords(method), kwargs)
     validate_kwargs(kwargs, inputs_tuple, False)
     sigmas = resolve_stdevs(stdevs, inputs_tuple)
@@ -250,7 +252,8 @@ def _validate_joint_arguments(
     sampler: object,
     return_stderr: bool,
     kwargs: Dict[str, Any],
-) -> None:
+) -> Tuple[int, Optional[int]]:
+    """Every argument of the joint estimator; returns ``nt_samples`` and ``nt_samples_batch_size`` as Python ints."""
     nt_type, _ = validate_nt_type(nt_type)
     if nt_type != "smoothgrad":
         raise ValueError(
@@ -258,9 +261,9 @@ def _validate_joint_arguments(
             "of per-noise-draw IG values, and a joint sample evaluates one path point per noise draw. Use "
             "nt_type='smoothgrad', or the nested estimator (joint=False) for smoothgrad_sq / vargrad"
         )
-    _positive_int("nt_samples", nt_samples)
+    nt_samples = as_int("nt_samples", nt_samples)
     if nt_samples_batch_size is not None:
-        _positive_int("nt_samples_batch_size", nt_samples_batch_size, extra=" or None")
+        nt_samples_batch_size = as_int("nt_samples_batch_size", nt_samples_batch_size, extra=" or None")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if sampler == "antithetic" and nt_samples % 2:
@@ -275,6 +278,7 @@ def _validate_joint_arguments(
         )
     if "return_convergence_delta" in kwargs:
         raise TypeError("pass return_convergence_delta as joint_integrated_gradients' own argument")
+    return nt_samples, nt_samples_batch_size
 
 
 # --------------------------------------------------------------------------- draws

@@ -234,11 +234,13 @@ class NoiseTunnel(Attribution):
         is_inputs_tuple = isinstance(inputs, tuple)
         inputs_tuple = validate_inputs(inputs)
         nt_type, needs_m2 = validate_nt_type(nt_type)
+        nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget = validate_counts(
+            nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget
+        )
         auto = nt_samples == "auto"
         if auto:
-            validate_auto(tol, max_samples, sampler, delta_reduction)
-        validate_counts(max_samples if auto else nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget)
-        validate_seed(seed, generator)
+            max_samples = validate_auto(tol, max_samples, sampler, delta_reduction)
+        seed = validate_seed(seed, generator)
         return_delta = bool(kwargs.get("return_convergence_delta", False))
         validate_delta(return_delta, self.attribution_method, delta_reduction)
         if return_stderr and not auto and independent_units(sampler, nt_samples) < units_for_stderr(nt_type):

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from captum.attr import FeatureAblation, IntegratedGradients, Saliency
@@ -15,6 +16,14 @@ BAD_CALLS = {
     "nt_samples zero": (dict(nt_samples=0), ValueError, "nt_samples must be a positive int, got 0"),
     "nt_samples float": (dict(nt_samples=2.0), TypeError, "nt_samples must be a positive int"),
     "nt_samples bool": (dict(nt_samples=True), TypeError, "nt_samples"),
+    "nt_samples numpy float": (dict(nt_samples=np.float64(2.0)), TypeError, "nt_samples must be a positive int"),
+    "nt_samples numpy zero": (dict(nt_samples=np.int64(0)), ValueError, "nt_samples must be a positive int, got 0"),
+    "max_batch_rows bool": (dict(max_batch_rows=True), TypeError, "max_batch_rows must be a positive int"),
+    "memory_budget float": (dict(memory_budget=1e6), TypeError, "memory_budget must be a positive int"),
+    "max_samples numpy float": (
+        dict(nt_samples="auto", max_samples=np.float32(64)), TypeError, "max_samples must be a positive int"
+    ),
+    "seed numpy bool": (dict(seed=np.bool_(True)), TypeError, "seed must be an int"),
     "batch size zero": (dict(nt_samples_batch_size=0), ValueError, "nt_samples_batch_size must be a positive int"),
     "batch size str": (dict(nt_samples_batch_size="8"), TypeError, "nt_samples_batch_size"),
     "unknown nt_type": (dict(nt_type="smoothgrad2"), ValueError, "nt_type must be one of .*'vargrad'.*got 'smoothgrad2'"),
@@ -92,3 +101,35 @@ def test_non_finite_inputs_make_relative_noise_fail_with_a_clear_message():
     x[1, 2] = math.inf
     with pytest.raises(ValueError, match="the input's spread"):
         NoiseTunnel(FeatureAblation(make_mlp())).attribute(x, stdevs=relative(0.1), target=0)
+
+
+COUNTS = {
+    "nt_samples": dict(nt_samples=4),
+    "nt_samples_batch_size": dict(nt_samples=4, nt_samples_batch_size=3),
+    "max_batch_rows": dict(nt_samples=4, max_batch_rows=6),
+    "memory_budget": dict(nt_samples=4, memory_budget=2**16),
+    "max_samples": dict(nt_samples="auto", max_samples=40, tol=1e-9),
+    "seed": dict(nt_samples=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COUNTS))
+@pytest.mark.parametrize("numpy_int", [np.int64, np.int32])
+def test_numpy_integers_count_as_the_python_ints_they_hold(name, numpy_int):
+    kwargs = dict(COUNTS[name], stdevs=0.1, target=0, seed=12345)
+    nt = NoiseTunnel(Saliency(make_mlp()))
+    expected = nt.attribute(X, **kwargs)
+    got = nt.attribute(X, **dict(kwargs, **{name: numpy_int(kwargs[name])}))
+    if name == "max_samples":  # a SmoothedAttribution
+        got, expected = (got.attributions, got.stderr), (expected.attributions, expected.stderr)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    else:
+        assert torch.equal(got, expected)
+
+
+def test_numpy_integers_count_as_python_ints_in_the_joint_estimator():
+    nt = NoiseTunnel(IntegratedGradients(make_mlp()))
+    common = dict(joint=True, stdevs=0.1, target=0)
+    expected = nt.attribute(X, nt_samples=6, nt_samples_batch_size=4, seed=12345, **common)
+    got = nt.attribute(X, nt_samples=np.int64(6), nt_samples_batch_size=np.int64(4), seed=np.int64(12345), **common)
+    assert torch.equal(got, expected)
