@@ -6,7 +6,7 @@ import operator
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 import torch
-from captum.attr import Attribution
+from captum.attr import Attribution, GradientAttribution
 from torch import Tensor
 
 from noisegrad.deltas import DELTA_REDUCTIONS
@@ -100,6 +100,16 @@ def validate_seed(seed: object, generator: object) -> Optional[int]:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     return None if seed is None else as_int("seed", seed, least=None, extra=" or None")
+
+
+def validate_grad_mode(method: Attribution) -> None:
+    """A gradient method cannot run under ``torch.inference_mode()``; under ``torch.no_grad()`` it can."""
+    if torch.is_inference_mode_enabled() and isinstance(method, GradientAttribution):
+        raise RuntimeError(
+            f"{type(method).__name__} takes gradients, and no gradient can be taken under torch.inference_mode(): "
+            "call attribute outside inference mode (under torch.no_grad() is fine: gradients are enabled "
+            "where they are needed)"
+        )
 
 
 def validate_delta(return_delta: bool, method: Attribution, delta_reduction: object) -> None:

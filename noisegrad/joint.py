@@ -20,7 +20,14 @@ from torch import Tensor
 
 from noisegrad._gradients import summed_gradients
 from noisegrad._state import guarded
-from noisegrad._validate import accepted_keywords, as_int, validate_inputs, validate_keywords, validate_seed
+from noisegrad._validate import (
+    accepted_keywords,
+    as_int,
+    validate_grad_mode,
+    validate_inputs,
+    validate_keywords,
+    validate_seed,
+)
 from noisegrad.expand import ChunkKwargs, validate_kwargs
 from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
@@ -178,6 +185,7 @@ def joint_integrated_gradients(
     is_layer = _validate_method(method)
     is_inputs_tuple = isinstance(inputs, tuple)
     inputs_tuple = validate_inputs(inputs)
+    validate_grad_mode(method)
     nt_samples, nt_samples_batch_size = _validate_joint_arguments(
         nt_type, nt_samples, nt_samples_batch_size, sampler, return_stderr, kwargs
     )

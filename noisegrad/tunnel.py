@@ -7,6 +7,7 @@ import torch
 from captum.attr import Attribution, GradientAttribution
 from torch import Tensor
 
+from noisegrad._call import call_wrapped
 from noisegrad._gradients import lean_gradients
 from noisegrad._state import guarded
 from noisegrad._validate import (
@@ -14,6 +15,7 @@ from noisegrad._validate import (
     validate_auto,
     validate_counts,
     validate_delta,
+    validate_grad_mode,
     validate_inputs,
     validate_keywords,
     validate_seed,
@@ -233,6 +235,7 @@ class NoiseTunnel(Attribution):
             )
         is_inputs_tuple = isinstance(inputs, tuple)
         inputs_tuple = validate_inputs(inputs)
+        validate_grad_mode(self.attribution_method)
         nt_type, needs_m2 = validate_nt_type(nt_type)
         nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget = validate_counts(
             nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget
@@ -398,13 +401,7 @@ class NoiseTunnel(Attribution):
         """
         if self.is_gradient_method:
             noisy = tuple(x.requires_grad_() for x in noisy)
-        # Like Captum: no graph for the wrapped call; gradient methods enable it themselves.
-        try:
-            with torch.no_grad():
-                out = self.attribution_method.attribute(noisy if is_inputs_tuple else noisy[0], **chunk_kwargs)
-        except torch.OutOfMemoryError as error:
-            # Nothing has been merged yet, so the chunk can be retried smaller.
-            raise ChunkOutOfMemory(str(error)) from error
+        out = call_wrapped(self.attribution_method, noisy if is_inputs_tuple else noisy[0], chunk_kwargs)
         n = len(sample_ids)
         batch = noisy[0].shape[0] // n
         if chunk_kwargs.get("return_convergence_delta", False):

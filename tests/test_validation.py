@@ -9,6 +9,7 @@ from captum.attr import FeatureAblation, IntegratedGradients, Saliency
 
 from conftest import ForwardCounter, make_mlp
 from noisegrad import NoiseTunnel, relative
+from noisegrad.joint import joint_integrated_gradients
 
 X = torch.randn(3, 5, dtype=torch.float64)
 
@@ -133,3 +134,28 @@ def test_numpy_integers_count_as_python_ints_in_the_joint_estimator():
     expected = nt.attribute(X, nt_samples=6, nt_samples_batch_size=4, seed=12345, **common)
     got = nt.attribute(X, nt_samples=np.int64(6), nt_samples_batch_size=np.int64(4), seed=np.int64(12345), **common)
     assert torch.equal(got, expected)
+
+
+INFERENCE_MODE_CALLS = {
+    "saliency": lambda model: NoiseTunnel(Saliency(model)).attribute(X, target=0),
+    "integrated gradients": lambda model: NoiseTunnel(IntegratedGradients(model)).attribute(X, target=0),
+    "joint": lambda model: NoiseTunnel(IntegratedGradients(model)).attribute(X, target=0, joint=True),
+    "joint_integrated_gradients": lambda model: joint_integrated_gradients(IntegratedGradients(model), X, target=0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INFERENCE_MODE_CALLS))
+def test_a_gradient_method_under_inference_mode_is_stopped_before_any_forward_pass(name):
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inference_mode\(\).*torch.no_grad\(\) is fine"):
+        INFERENCE_MODE_CALLS[name](model)
+    assert counter.calls == 0
+
+
+def test_a_perturbation_method_runs_under_inference_mode():
+    model = make_mlp()
+    expected = NoiseTunnel(FeatureAblation(model)).attribute(X, nt_samples=3, target=0, seed=0)
+    with torch.inference_mode():
+        smoothed = NoiseTunnel(FeatureAblation(model)).attribute(X, nt_samples=3, target=0, seed=0)
+    assert torch.equal(smoothed, expected)
