@@ -102,6 +102,69 @@ def validate_seed(seed: object, generator: object) -> Optional[int]:
     return None if seed is None else as_int("seed", seed, least=None, extra=" or None")
 
 
+def validate_target(target: object) -> None:
+    """What can be told of ``target`` without a forward pass: its type, fractions, negative per-example indices.
+
+    Whether it is in range needs the model's number of outputs, which the
+    first forward pass gives (:func:`noisegrad._call.call_wrapped`).
+    """
+    if target is None:
+        return
+    if isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"target must hold integer indices, got a tensor of dtype {target.dtype}")
+        if target.numel() > 1:
+            if target.dim() != 1:
+                raise ValueError(
+                    f"target is a tensor of shape {tuple(target.shape)}; with more than one element it must be "
+                    "1-dimensional, one index per example"
+                )
+            _validate_per_example_targets(target.tolist())
+        return
+    if isinstance(target, list):
+        if all(isinstance(entry, tuple) for entry in target):
+            for entry in target:
+                _validate_index(entry)
+            return
+        if not all(_is_int(entry) for entry in target):
+            wrong = next(entry for entry in target if not _is_int(entry))
+            raise TypeError(
+                "target as a list must hold one int (or one tuple of ints) per example, got "
+                f"{wrong!r} ({type(wrong).__name__})"
+            )
+        _validate_per_example_targets(target)
+        return
+    _validate_index(target)
+
+
+def _is_int(value: object) -> bool:
+    """Captum selects targets with ``isinstance(value, int)``: numpy integers and bools do not count."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_index(target: object) -> None:
+    """An int, or a tuple of ints and slices, that indexes each example's outputs."""
+    entries = target if isinstance(target, tuple) else (target,)
+    for entry in entries:
+        if not (_is_int(entry) or isinstance(entry, slice)):
+            hint = "; pass int(target)" if isinstance(entry, numbers.Integral) and not isinstance(entry, bool) else ""
+            raise TypeError(
+                "target must be an int, a tuple of ints, a list with one int per example or an integer tensor, "
+                f"got {target!r} ({type(target).__name__}){hint}"
+            )
+
+
+def _validate_per_example_targets(targets: list) -> None:
+    """One index per example is gathered from the outputs, and a gather takes no negative index."""
+    negative = [(i, t) for i, t in enumerate(targets) if t < 0]
+    if negative:
+        position, value = negative[0]
+        raise ValueError(
+            f"target holds {value} at position {position}; with one target per example every entry must be "
+            ">= 0 (they are gathered from the model's outputs, which takes no negative index)"
+        )
+
+
 def validate_grad_mode(method: Attribution) -> None:
     """A gradient method cannot run under ``torch.inference_mode()``; under ``torch.no_grad()`` it can."""
     if torch.is_inference_mode_enabled() and isinstance(method, GradientAttribution):

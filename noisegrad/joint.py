@@ -27,6 +27,7 @@ from noisegrad._validate import (
     validate_inputs,
     validate_keywords,
     validate_seed,
+    validate_target,
 )
 from noisegrad.expand import ChunkKwargs, validate_kwargs
 from noisegrad.moments import Moments
@@ -192,6 +193,7 @@ def joint_integrated_gradients(
     antithetic = sampler == "antithetic"
     seed = validate_seed(seed, generator)
     validate_keywords(method, accepted_keywords(method), kwargs)
+    validate_target(kwargs.get("target"))
     validate_kwargs(kwargs, inputs_tuple, False)
     sigmas = resolve_stdevs(stdevs, inputs_tuple)
 

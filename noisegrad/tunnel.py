@@ -19,6 +19,7 @@ from noisegrad._validate import (
     validate_inputs,
     validate_keywords,
     validate_seed,
+    validate_target,
 )
 from noisegrad.budget import ChunkOutOfMemory, choose_chunk, halved_chunk, takes_baseline_distribution
 from noisegrad.convergence import ConvergenceRule
@@ -253,6 +254,7 @@ class NoiseTunnel(Attribution):
                 f"{independent_units(sampler, nt_samples)}"
             )
         validate_keywords(self.attribution_method, self._accepted_keywords, kwargs)
+        validate_target(kwargs.get("target"))
         validate_kwargs(
             kwargs, inputs_tuple, draw_baseline_from_distrib, takes_baseline_distribution(self.attribution_method)
         )

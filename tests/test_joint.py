@@ -286,6 +286,8 @@ def test_second_moment_nt_types_are_rejected_with_the_reason(nt_type):
         (dict(sampler="antithetic", nt_samples=5), ValueError, "must be even"),
         (dict(sampler="qmc", nt_samples=4, return_stderr=True), ValueError, "needs independent samples"),
         (dict(nt_samples=0), ValueError, "nt_samples must be a positive int"),
+        (dict(target=1.5), TypeError, "target must be an int"),
+        (dict(target=[0, -1]), ValueError, "target holds -1"),
         (dict(stdevs=-1.0), ValueError, "stdevs"),
         (dict(baselines=torch.zeros(3, 5)), ValueError, "baselines"),
     ],

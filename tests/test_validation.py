@@ -44,6 +44,17 @@ BAD_CALLS = {
     "unknown keyword": (dict(n_steps=5), TypeError, r"Saliency.attribute\(\) does not take 'n_steps'"),
     "target list length": (dict(target=[0, 1]), ValueError, "target is a list of 2 entries but the batch has 3"),
     "target tensor length": (dict(target=torch.tensor([0, 1])), ValueError, "target is a tensor of shape"),
+    "target float": (dict(target=1.0), TypeError, r"target must be an int.*got 1.0 \(float\)"),
+    "target fractional": (dict(target=1.5), TypeError, r"target must be an int.*got 1.5 \(float\)"),
+    "target bool": (dict(target=True), TypeError, r"target must be an int.*got True \(bool\)"),
+    "target numpy int": (dict(target=np.int64(1)), TypeError, r"target must be an int.*pass int\(target\)"),
+    "target tuple of floats": (dict(target=(0.5,)), TypeError, r"target must be an int.*got \(0.5,\)"),
+    "target float tensor": (dict(target=torch.tensor([0.0, 1, 2])), TypeError, "target must hold integer indices"),
+    "target float scalar tensor": (dict(target=torch.tensor(1.0)), TypeError, "target must hold integer indices"),
+    "target list of floats": (dict(target=[0, 1.5, 2]), TypeError, r"target as a list.*got 1.5 \(float\)"),
+    "target negative in list": (dict(target=[0, -1, 2]), ValueError, "target holds -1 at position 1.*>= 0"),
+    "target negative in tensor": (dict(target=torch.tensor([0, 1, -3])), ValueError, "target holds -3 at position 2"),
+    "target 2-d tensor": (dict(target=torch.zeros(3, 1, dtype=torch.long)), ValueError, "must be 1-dimensional"),
 }
 
 
