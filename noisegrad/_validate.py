@@ -7,8 +7,10 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 import torch
 from captum.attr import Attribution, GradientAttribution
+from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, SUPPORTED_RIEMANN_METHODS
 from torch import Tensor
 
+from noisegrad.budget import is_path_method, path_points
 from noisegrad.deltas import DELTA_REDUCTIONS
 
 
@@ -162,6 +164,28 @@ def _validate_per_example_targets(targets: list) -> None:
         raise ValueError(
             f"target holds {value} at position {position}; with one target per example every entry must be "
             ">= 0 (they are gathered from the model's outputs, which takes no negative index)"
+        )
+
+
+def validate_method_arguments(method: Attribution, kwargs: Dict[str, Any]) -> None:
+    """A path method's ``method`` (the integral's approximation) and ``n_steps``, as given or defaulted."""
+    if not is_path_method(method):
+        return
+    parameters = inspect.signature(method.attribute).parameters
+    defaults = {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
+    approximation = kwargs.get("method", defaults.get("method"))
+    if ("method" in kwargs or "method" in defaults) and approximation not in SUPPORTED_METHODS:
+        error = ValueError if isinstance(approximation, str) else TypeError
+        raise error(f"method must be one of {SUPPORTED_METHODS}, got {approximation!r}")
+    if "n_steps" not in kwargs and "n_steps" not in defaults:
+        return
+    n_steps = as_int("n_steps", kwargs.get("n_steps", defaults.get("n_steps")))
+    # A Riemann sum needs two points on the path, Gauss-Legendre quadrature one.
+    least = 2 - path_points(method, 0) if approximation in SUPPORTED_RIEMANN_METHODS else 1
+    if n_steps < least:
+        raise ValueError(
+            f"n_steps must be at least {least} with method={approximation!r} (a Riemann sum needs two points "
+            f"on the path), got {n_steps}"
         )
 
 

@@ -31,6 +31,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "rows_per_copy",
+    "is_path_method",
+    "path_points",
     "takes_internal_batch_size",
     "takes_baseline_distribution",
     "chunk_for_rows",
@@ -77,6 +79,27 @@ def rows_per_copy(method: Attribution, kwargs: Dict[str, Any]) -> int:
     if isinstance(method, FeatureAblation):  # and Occlusion
         return int(kwargs.get("perturbations_per_eval", 1))
     return 1
+
+
+def is_path_method(method: Attribution) -> bool:
+    """Whether the method integrates gradients along a path, taking ``n_steps`` and an approximation ``method``."""
+    return isinstance(method, _PATH_METHODS)
+
+
+def path_points(method: Attribution, n_steps: int) -> int:
+    """Points a path method evaluates on each path: ``n_steps``, and one more for LayerConductance.
+
+    LayerConductance differences the layer's values at neighbouring points,
+    so its ``n_steps`` steps need ``n_steps + 1`` points.
+
+    Examples
+    --------
+    >>> from captum.attr import IntegratedGradients, LayerConductance
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    >>> path_points(IntegratedGradients(model), 4), path_points(LayerConductance(model, model[0]), 4)
+    (4, 5)
+    """
+    return n_steps + 1 if isinstance(method, LayerConductance) else n_steps
 
 
 def takes_baseline_distribution(method: Attribution) -> bool:

@@ -18,6 +18,7 @@ from noisegrad._validate import (
     validate_grad_mode,
     validate_inputs,
     validate_keywords,
+    validate_method_arguments,
     validate_seed,
     validate_target,
 )
@@ -255,6 +256,7 @@ class NoiseTunnel(Attribution):
             )
         validate_keywords(self.attribution_method, self._accepted_keywords, kwargs)
         validate_target(kwargs.get("target"))
+        validate_method_arguments(self.attribution_method, kwargs)
         validate_kwargs(
             kwargs, inputs_tuple, draw_baseline_from_distrib, takes_baseline_distribution(self.attribution_method)
         )

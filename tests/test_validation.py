@@ -5,7 +5,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from captum.attr import FeatureAblation, IntegratedGradients, Saliency
+from captum.attr import (
+    FeatureAblation,
+    IntegratedGradients,
+    InternalInfluence,
+    LayerConductance,
+    LayerIntegratedGradients,
+    NeuronConductance,
+    NeuronIntegratedGradients,
+    Saliency,
+)
 
 from conftest import ForwardCounter, make_mlp
 from noisegrad import NoiseTunnel, relative
@@ -170,3 +179,55 @@ def test_a_perturbation_method_runs_under_inference_mode():
     with torch.inference_mode():
         smoothed = NoiseTunnel(FeatureAblation(model)).attribute(X, nt_samples=3, target=0, seed=0)
     assert torch.equal(smoothed, expected)
+
+
+PATH_METHODS = {
+    "IntegratedGradients": lambda m: (IntegratedGradients(m), dict(target=0)),
+    "LayerIntegratedGradients": lambda m: (LayerIntegratedGradients(m, m[0]), dict(target=0)),
+    "LayerConductance": lambda m: (LayerConductance(m, m[0]), dict(target=0)),
+    "InternalInfluence": lambda m: (InternalInfluence(m, m[0]), dict(target=0)),
+    "NeuronIntegratedGradients": lambda m: (NeuronIntegratedGradients(m, m[0]), dict(neuron_selector=1)),
+    "NeuronConductance": lambda m: (NeuronConductance(m, m[0]), dict(neuron_selector=1, target=0)),
+}
+BAD_PATH_ARGUMENTS = {
+    "n_steps zero": (dict(n_steps=0), ValueError, "n_steps must be a positive int, got 0"),
+    "n_steps negative": (dict(n_steps=-3), ValueError, "n_steps must be a positive int, got -3"),
+    "n_steps float": (dict(n_steps=2.0), TypeError, r"n_steps must be a positive int, got 2.0 \(float\)"),
+    "n_steps bool": (dict(n_steps=True), TypeError, "n_steps must be a positive int"),
+    "unknown method": (dict(method="riemann"), ValueError, r"method must be one of \[.*'gausslegendre'\], got 'riemann'"),
+    "method None": (dict(method=None), TypeError, "method must be one of .*, got None"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PATH_ARGUMENTS))
+@pytest.mark.parametrize("name", sorted(PATH_METHODS))
+def test_bad_path_arguments_of_every_path_method_raise_before_any_forward_pass(name, case):
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    method, required = PATH_METHODS[name](model)
+    kwargs, error, message = BAD_PATH_ARGUMENTS[case]
+    with pytest.raises(error, match=message):
+        NoiseTunnel(method).attribute(X, **required, **kwargs)
+    assert counter.calls == 0
+
+
+@pytest.mark.parametrize("name", sorted(PATH_METHODS))
+def test_one_step_is_too_few_for_a_riemann_sum_except_for_conductance_which_adds_a_point(name):
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    method, required = PATH_METHODS[name](model)
+    call = lambda: NoiseTunnel(method).attribute(X, **required, n_steps=1, method="riemann_right", nt_samples=2)
+    if name == "LayerConductance":
+        assert call().shape == (3, 8)
+        return
+    with pytest.raises(ValueError, match="n_steps must be at least 2 with method='riemann_right'"):
+        call()
+    assert counter.calls == 0
+
+
+def test_a_default_riemann_method_needs_two_steps_too():
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    with pytest.raises(ValueError, match="n_steps must be at least 2 with method='riemann_trapezoid'"):
+        NoiseTunnel(NeuronConductance(model, model[0])).attribute(X, neuron_selector=1, target=0, n_steps=1)
+    assert counter.calls == 0
