@@ -189,6 +189,74 @@ def validate_method_arguments(method: Attribution, kwargs: Dict[str, Any]) -> No
         )
 
 
+def validate_feature_mask(kwargs: Dict[str, Any], inputs: Tuple[Tensor, ...]) -> Dict[str, Any]:
+    """``kwargs`` with a ``feature_mask`` of one tensor per input, each broadcasting to its input.
+
+    A mask with fewer dimensions than its input gets leading dimensions of
+    size 1 (the same mask under broadcasting), so that its first dimension
+    says whether it holds one mask per example, which is what the noisy
+    copies expand. The caller's dict is not modified.
+    """
+    mask = kwargs.get("feature_mask")
+    if mask is None:
+        return kwargs
+    masks = mask if isinstance(mask, tuple) else (mask,)
+    if len(masks) != len(inputs):
+        raise ValueError(
+            f"feature_mask has {len(masks)} entries but there are {len(inputs)} input tensors; give one mask "
+            "per input tensor"
+        )
+    shaped = []
+    for i, (m, x) in enumerate(zip(masks, inputs)):
+        if not isinstance(m, Tensor):
+            raise TypeError(f"feature_mask for input {i} must be a tensor, got {type(m).__name__}")
+        if not broadcasts_to(m.shape, x.shape):
+            raise ValueError(
+                f"feature_mask for input {i} has shape {tuple(m.shape)}, which does not broadcast to the input's "
+                f"{tuple(x.shape)}: it must match the input, or have size 1 where it is shared (its first "
+                "dimension is 1 or the batch size)"
+            )
+        _validate_device("feature_mask", i, m, x)
+        shaped.append(m.reshape((1,) * (x.dim() - m.dim()) + tuple(m.shape)))
+    return dict(kwargs, feature_mask=tuple(shaped) if isinstance(mask, tuple) else shaped[0])
+
+
+def validate_baselines(baselines: object, inputs: Tuple[Tensor, ...]) -> None:
+    """Baseline tensors on the inputs' devices, in dtypes that do not change the inputs' dtypes.
+
+    Their shapes and number are checked by :func:`noisegrad.expand.validate_kwargs`.
+    """
+    if baselines is None or callable(baselines):
+        return
+    items = baselines if isinstance(baselines, tuple) else (baselines,)
+    for i, (b, x) in enumerate(zip(items, inputs)):
+        if not isinstance(b, Tensor):
+            continue
+        _validate_device("baselines", i, b, x)
+        if torch.promote_types(b.dtype, x.dtype) != x.dtype:
+            raise TypeError(
+                f"baselines for input {i} has dtype {b.dtype}, which would make the model see "
+                f"{torch.promote_types(b.dtype, x.dtype)} rows for the {x.dtype} input; give baselines of dtype "
+                f"{x.dtype} (baselines.to({x.dtype}))"
+            )
+
+
+def _validate_device(name: str, index: int, value: Tensor, x: Tensor) -> None:
+    if value.dim() > 0 and value.device != x.device:
+        raise ValueError(
+            f"{name} for input {index} is on {value.device} but the input is on {x.device}; move it with "
+            f".to({str(x.device)!r})"
+        )
+
+
+def broadcasts_to(shape: Tuple[int, ...], target: Tuple[int, ...]) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``target`` without changing it."""
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
+
+
 def validate_grad_mode(method: Attribution) -> None:
     """A gradient method cannot run under ``torch.inference_mode()``; under ``torch.no_grad()`` it can."""
     if torch.is_inference_mode_enabled() and isinstance(method, GradientAttribution):

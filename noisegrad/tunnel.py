@@ -13,8 +13,10 @@ from noisegrad._state import guarded
 from noisegrad._validate import (
     accepted_keywords,
     validate_auto,
+    validate_baselines,
     validate_counts,
     validate_delta,
+    validate_feature_mask,
     validate_grad_mode,
     validate_inputs,
     validate_keywords,
@@ -260,6 +262,8 @@ class NoiseTunnel(Attribution):
         validate_kwargs(
             kwargs, inputs_tuple, draw_baseline_from_distrib, takes_baseline_distribution(self.attribution_method)
         )
+        validate_baselines(kwargs.get("baselines"), inputs_tuple)
+        kwargs = validate_feature_mask(kwargs, inputs_tuple)
         sigmas = resolve_stdevs(stdevs, inputs_tuple)
 
         seeds = SampleSeeds.from_arguments(seed, generator)

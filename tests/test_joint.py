@@ -290,6 +290,7 @@ def test_second_moment_nt_types_are_rejected_with_the_reason(nt_type):
         (dict(target=[0, -1]), ValueError, "target holds -1"),
         (dict(stdevs=-1.0), ValueError, "stdevs"),
         (dict(baselines=torch.zeros(3, 5)), ValueError, "baselines"),
+        (dict(baselines=torch.zeros(1, 4)), ValueError, r"baselines for input 0 has shape \(1, 4\)"),
     ],
 )
 def test_bad_arguments_are_named_before_any_forward_pass(kwargs, error, message):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from captum.attr import (
     FeatureAblation,
+    GradientShap,
     IntegratedGradients,
     InternalInfluence,
     LayerConductance,
@@ -16,7 +17,7 @@ from captum.attr import (
     Saliency,
 )
 
-from conftest import ForwardCounter, make_mlp
+from conftest import ForwardCounter, make_mlp, make_two_input
 from noisegrad import NoiseTunnel, relative
 from noisegrad.joint import joint_integrated_gradients
 
@@ -231,3 +232,78 @@ def test_a_default_riemann_method_needs_two_steps_too():
     with pytest.raises(ValueError, match="n_steps must be at least 2 with method='riemann_trapezoid'"):
         NoiseTunnel(NeuronConductance(model, model[0])).attribute(X, neuron_selector=1, target=0, n_steps=1)
     assert counter.calls == 0
+
+
+X32 = X.float()
+MASK = torch.tensor([[0, 0, 1, 1, 2]])
+BAD_TENSOR_ARGUMENTS = {
+    "baselines trailing dims": (
+        IntegratedGradients, dict(baselines=torch.zeros(1, 4)), ValueError, r"baselines for input 0 has shape \(1, 4\)"
+    ),
+    "baselines extra dim": (
+        IntegratedGradients, dict(baselines=torch.zeros(1, 5, 1)), ValueError, r"has shape \(1, 5, 1\)"
+    ),
+    "baselines float64": (
+        IntegratedGradients, dict(baselines=torch.zeros(3, 5, dtype=torch.float64)), TypeError,
+        r"baselines for input 0 has dtype torch.float64.*torch.float64 rows for the torch.float32 input",
+    ),
+    "baseline distribution float64": (
+        GradientShap, dict(baselines=torch.zeros(4, 5, dtype=torch.float64)), TypeError, "dtype torch.float64"
+    ),
+    "baselines complex": (IntegratedGradients, dict(baselines=torch.zeros(1, 5, dtype=torch.complex64)), TypeError,
+                          "dtype torch.complex64"),
+    "baselines on another device": (
+        IntegratedGradients, dict(baselines=torch.zeros(1, 5, device="meta")), ValueError,
+        r"baselines for input 0 is on meta but the input is on cpu; move it with .to\('cpu'\)",
+    ),
+    "mask trailing dims": (
+        FeatureAblation, dict(feature_mask=torch.tensor([[0, 0, 1, 1]])), ValueError,
+        r"feature_mask for input 0 has shape \(1, 4\), which does not broadcast to the input's \(3, 5\)",
+    ),
+    "mask rows not the batch": (
+        FeatureAblation, dict(feature_mask=MASK.repeat(2, 1)), ValueError, r"has shape \(2, 5\), which does not"
+    ),
+    "mask extra dim": (FeatureAblation, dict(feature_mask=MASK[..., None]), ValueError, r"has shape \(1, 5, 1\)"),
+    "mask per input twice": (
+        FeatureAblation, dict(feature_mask=(MASK, MASK)), ValueError, "feature_mask has 2 entries but there are 1 input"
+    ),
+    "mask a list": (FeatureAblation, dict(feature_mask=[0, 0, 1, 1, 2]), TypeError, "must be a tensor, got list"),
+    "mask on another device": (
+        FeatureAblation, dict(feature_mask=MASK.to("meta")), ValueError, "feature_mask for input 0 is on meta"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TENSOR_ARGUMENTS))
+def test_baselines_and_masks_that_do_not_fit_the_inputs_raise_before_any_forward_pass(case):
+    method, kwargs, error, message = BAD_TENSOR_ARGUMENTS[case]
+    model = make_mlp(torch.float32)
+    counter = ForwardCounter(model)
+    with pytest.raises(error, match=message):
+        NoiseTunnel(method(model)).attribute(X32, target=0, **kwargs)
+    assert counter.calls == 0
+
+
+def test_one_mask_for_two_input_tensors_is_rejected_before_any_forward_pass():
+    model = make_two_input()
+    counter = ForwardCounter(model)
+    with pytest.raises(ValueError, match="feature_mask has 1 entries but there are 2 input tensors"):
+        NoiseTunnel(FeatureAblation(model)).attribute(
+            (torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)), target=0,
+            feature_mask=torch.zeros(1, 4, dtype=torch.long),
+        )
+    assert counter.calls == 0
+
+
+def test_a_mask_without_the_batch_dimension_is_the_same_mask_for_every_example():
+    nt = NoiseTunnel(FeatureAblation(make_mlp()))
+    common = dict(nt_samples=4, nt_samples_batch_size=3, stdevs=0.1, target=1, seed=0)
+    assert torch.equal(nt.attribute(X, feature_mask=MASK[0], **common), nt.attribute(X, feature_mask=MASK, **common))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.int64])
+def test_baselines_in_a_dtype_that_promotes_to_the_inputs_are_accepted(dtype):
+    nt = NoiseTunnel(IntegratedGradients(make_mlp(torch.float32)))
+    common = dict(nt_samples=2, stdevs=0.1, target=1, seed=0, n_steps=4)
+    ours = nt.attribute(X32, baselines=torch.zeros(1, 5, dtype=dtype), **common)
+    assert torch.equal(ours, nt.attribute(X32, baselines=torch.zeros(1, 5), **common))
