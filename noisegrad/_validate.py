@@ -12,6 +12,7 @@ from torch import Tensor
 
 from noisegrad.budget import is_path_method, path_points
 from noisegrad.deltas import DELTA_REDUCTIONS
+from noisegrad.samplers import independent_units, units_for_stderr
 
 
 def as_int(name: str, value: object, least: Optional[int] = 1, extra: str = "") -> int:
@@ -264,6 +265,22 @@ def validate_grad_mode(method: Attribution) -> None:
             f"{type(method).__name__} takes gradients, and no gradient can be taken under torch.inference_mode(): "
             "call attribute outside inference mode (under torch.no_grad() is fine: gradients are enabled "
             "where they are needed)"
+        )
+
+
+def validate_stderr_units(return_stderr: bool, nt_type: str, sampler: str, nt_samples: int) -> None:
+    """A standard error needs independent units (samples, antithetic pairs or replicates) to compare.
+
+    The joint estimator's stratified standard error compares two neighbouring
+    strata, one unit each, so it needs the same 2 units as its unstratified one.
+    """
+    if not return_stderr:
+        return
+    needed, units = units_for_stderr(nt_type), independent_units(sampler, nt_samples)
+    if units < needed:
+        raise ValueError(
+            f"return_stderr=True with nt_type={nt_type!r} needs at least {needed} independent units of samples; "
+            f"sampler={sampler!r} with nt_samples={nt_samples} has {units}"
         )
 
 

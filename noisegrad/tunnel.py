@@ -22,6 +22,7 @@ from noisegrad._validate import (
     validate_keywords,
     validate_method_arguments,
     validate_seed,
+    validate_stderr_units,
     validate_target,
 )
 from noisegrad.budget import ChunkOutOfMemory, choose_chunk, halved_chunk, takes_baseline_distribution
@@ -31,7 +32,7 @@ from noisegrad.expand import ChunkKwargs, select_examples, validate_kwargs
 from noisegrad.joint import joint_integrated_gradients
 from noisegrad.moments import Moments
 from noisegrad.noise import StdevsType, noisy_copies, resolve_stdevs
-from noisegrad.samplers import DEFAULT_REPLICATES, SAMPLERS, NoiseSampler, independent_units, units_for_stderr
+from noisegrad.samplers import DEFAULT_REPLICATES, SAMPLERS, NoiseSampler
 from noisegrad.seeding import SampleSeeds
 from noisegrad.smoothing import smooth, validate_nt_type
 from noisegrad.stderr import GroupedMoments, SmoothedAttribution, relative_stderr
@@ -250,12 +251,7 @@ class NoiseTunnel(Attribution):
         seed = validate_seed(seed, generator)
         return_delta = bool(kwargs.get("return_convergence_delta", False))
         validate_delta(return_delta, self.attribution_method, delta_reduction)
-        if return_stderr and not auto and independent_units(sampler, nt_samples) < units_for_stderr(nt_type):
-            raise ValueError(
-                f"return_stderr=True with nt_type={nt_type!r} needs at least {units_for_stderr(nt_type)} independent "
-                f"units of samples; sampler={sampler!r} with nt_samples={nt_samples} has "
-                f"{independent_units(sampler, nt_samples)}"
-            )
+        validate_stderr_units(return_stderr and not auto, nt_type, sampler, nt_samples)
         validate_keywords(self.attribution_method, self._accepted_keywords, kwargs)
         validate_target(kwargs.get("target"))
         validate_method_arguments(self.attribution_method, kwargs)

@@ -243,7 +243,7 @@ def test_layer_ig_attributes_in_the_layers_shape_and_a_list_of_layers_as_captum(
 )
 def test_results_stderr_and_delta_do_not_depend_on_the_chunk_size(variant, pairs, odd, batch_size, seed):
     stratify, antithetic = variant
-    nt_samples = 2 * pairs + (odd and not antithetic)
+    nt_samples = 2 * (pairs + antithetic) + (odd and not antithetic)  # a standard error needs two antithetic pairs
     ig = IntegratedGradients(make_mlp())
     run = lambda size: joint_integrated_gradients(  # noqa: E731
         ig, X, nt_samples=nt_samples, nt_samples_batch_size=size, stdevs=0.3, target=2, seed=seed,
@@ -252,7 +252,7 @@ def test_results_stderr_and_delta_do_not_depend_on_the_chunk_size(variant, pairs
     whole, chunked = run(None), run(batch_size)
     for ours, theirs in [(chunked.attributions, whole.attributions), (chunked.stderr, whole.stderr),
                          (chunked.delta, whole.delta), (chunked.delta_stderr, whole.delta_stderr)]:
-        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-13, equal_nan=True)
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-13)
 
 
 def test_same_seed_is_bit_identical_another_is_not_and_global_rngs_are_untouched():
@@ -306,10 +306,39 @@ def test_methods_other_than_integrated_gradients_are_rejected():
 
 
 def test_return_stderr_gives_a_joint_estimate():
-    est = joint_integrated_gradients(IntegratedGradients(make_mlp()), X, nt_samples=1, stdevs=0.1, target=0,
+    est = joint_integrated_gradients(IntegratedGradients(make_mlp()), X, nt_samples=2, stdevs=0.1, target=0,
                                      return_stderr=True)
     assert isinstance(est, JointEstimate) and est.delta is None
-    assert bool(est.stderr.isnan().all())  # one sample: no spread to measure
+    assert bool(est.stderr.isfinite().all())
+
+
+# The fewest samples with a standard error: 2 independent units, which stratified means one collapsed pair of strata.
+FEWEST_FOR_STDERR = {"iid": 2, "antithetic": 4}
+
+
+@pytest.mark.parametrize("stratify", [False, True])
+@pytest.mark.parametrize("sampler", sorted(FEWEST_FOR_STDERR))
+def test_return_stderr_with_too_few_units_is_refused_before_any_forward_pass(sampler, stratify):
+    fewest = FEWEST_FOR_STDERR[sampler]
+    model = PointRecorder()
+    common = dict(stdevs=0.1, target=0, seed=0, stratify=stratify, sampler=sampler, return_stderr=True)
+    with pytest.raises(ValueError, match=f"needs at least 2 independent units.*sampler='{sampler}' with "
+                                         f"nt_samples={fewest // 2} has 1"):
+        joint_integrated_gradients(IntegratedGradients(model), X, nt_samples=fewest // 2, **common)
+    assert model.seen == []
+    est = joint_integrated_gradients(IntegratedGradients(model), X, nt_samples=fewest, return_convergence_delta=True,
+                                     **common)
+    assert bool(est.stderr.isfinite().all()) and bool(est.delta_stderr.isfinite().all())
+
+
+@pytest.mark.parametrize("joint", [True, "antithetic"])
+def test_noise_tunnel_joint_refuses_return_stderr_from_one_unit(joint):
+    model = PointRecorder()
+    nt_samples = 2 if joint == "antithetic" else 1
+    with pytest.raises(ValueError, match="return_stderr=True with nt_type='smoothgrad' needs at least 2"):
+        NoiseTunnel(IntegratedGradients(model)).attribute(X, joint=joint, nt_samples=nt_samples, target=0,
+                                                          return_stderr=True)
+    assert model.seen == []
 
 
 def test_noise_tunnel_joint_is_the_joint_estimator():
