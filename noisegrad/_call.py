@@ -60,7 +60,8 @@ class _LastOutput:
         if isinstance(output, dict):
             self.description = f"{self.kind.__name__} with keys {list(output)[:8]}"
         elif isinstance(output, (tuple, list)):
-            self.description = f"{self.kind.__name__} of {len(output)} ({', '.join(type(o).__name__ for o in output[:8])})"
+            kinds = ", ".join(type(item).__name__ for item in output[:8])
+            self.description = f"{self.kind.__name__} of {len(output)} ({kinds})"
         else:
             self.description = self.kind.__name__
 
