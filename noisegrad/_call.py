@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import operator
 from typing import Any, Dict, Iterator, Optional, Sequence
 
 import torch
@@ -151,6 +152,7 @@ def _index_problem(target: Any, per_example: Sequence[int]) -> Optional[str]:
             f"{tuple(per_example)}"
         )
     for entry, size in zip(index, per_example):
+        entry = entry if isinstance(entry, slice) else operator.index(entry)
         if isinstance(entry, int) and not -size <= entry < size:
             if not isinstance(target, tuple):
                 return (

@@ -146,15 +146,28 @@ def _is_int(value: object) -> bool:
 
 
 def _validate_index(target: object) -> None:
-    """An int, or a tuple of ints and slices, that indexes each example's outputs."""
-    entries = target if isinstance(target, tuple) else (target,)
-    for entry in entries:
-        if not (_is_int(entry) or isinstance(entry, slice)):
-            hint = "; pass int(target)" if isinstance(entry, numbers.Integral) and not isinstance(entry, bool) else ""
-            raise TypeError(
-                "target must be an int, a tuple of ints, a list with one int per example or an integer tensor, "
-                f"got {target!r} ({type(target).__name__}){hint}"
-            )
+    """An int, or a tuple of indices and slices, that indexes each example's outputs."""
+    # A tuple indexes the output tensor directly, which takes any integer; a bare target must be an int.
+    valid = all(map(_is_index, target)) if isinstance(target, tuple) else _is_int(target)
+    if not valid:
+        hint = "; pass int(target)" if _is_index(target) and not isinstance(target, Tensor) else ""
+        raise TypeError(
+            "target must be an int, a tuple of ints, a list with one int per example or an integer tensor, "
+            f"got {target!r} ({type(target).__name__}){hint}"
+        )
+
+
+def _is_index(value: object) -> bool:
+    """An integer of any type (not a bool) or a slice: what indexes one dimension of a tensor."""
+    if isinstance(value, slice):
+        return True
+    if isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _validate_per_example_targets(targets: list) -> None:

@@ -2,6 +2,7 @@
 
 import contextlib
 
+import numpy as np
 import pytest
 import torch
 from captum.attr import DeepLift, FeatureAblation, GradientAttribution, IntegratedGradients, NeuronGradient, Saliency
@@ -69,6 +70,7 @@ OUT_OF_RANGE = {
     "tensor": (torch.tensor([0, 1, 2, 5]), r"target holds 5, out of range: the model returns 3 outputs"),
     "one-element tensor": (torch.tensor([3]), r"target=3 is out of range: the model returns 3 outputs"),
     "tuple too long": ((0, 1), r"target=\(0, 1\) has 2 indices, but the model's output per example has shape \(3,\)"),
+    "tuple of numpy": ((np.int64(4),), r"target=\(np.int64\(4\),\) is out of range: its index 4 selects from 3"),
 }
 
 

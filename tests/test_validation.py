@@ -307,3 +307,10 @@ def test_baselines_in_a_dtype_that_promotes_to_the_inputs_are_accepted(dtype):
     common = dict(nt_samples=2, stdevs=0.1, target=1, seed=0, n_steps=4)
     ours = nt.attribute(X32, baselines=torch.zeros(1, 5, dtype=dtype), **common)
     assert torch.equal(ours, nt.attribute(X32, baselines=torch.zeros(1, 5), **common))
+
+
+@pytest.mark.parametrize("index", [np.int64(1), torch.tensor(1)], ids=["numpy", "tensor"])
+def test_a_tuple_target_indexes_with_any_integer_as_the_output_tensor_does(index):
+    nt = NoiseTunnel(Saliency(make_mlp()))
+    common = dict(nt_samples=2, stdevs=0.1, seed=0)
+    assert torch.equal(nt.attribute(X, target=(index,), **common), nt.attribute(X, target=(1,), **common))
