@@ -117,6 +117,11 @@ def validate_target(target: object) -> None:
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"target must hold integer indices, got a tensor of dtype {target.dtype}")
         if target.numel() > 1:
+            if target.dtype not in (torch.int32, torch.int64):
+                raise TypeError(
+                    f"target is a tensor of dtype {target.dtype}; one target per example is gathered from the "
+                    "model's outputs, which needs torch.int64 (or torch.int32) indices"
+                )
             if target.dim() != 1:
                 raise ValueError(
                     f"target is a tensor of shape {tuple(target.shape)}; with more than one element it must be "

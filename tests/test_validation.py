@@ -64,6 +64,9 @@ BAD_CALLS = {
     "target list of floats": (dict(target=[0, 1.5, 2]), TypeError, r"target as a list.*got 1.5 \(float\)"),
     "target negative in list": (dict(target=[0, -1, 2]), ValueError, "target holds -1 at position 1.*>= 0"),
     "target negative in tensor": (dict(target=torch.tensor([0, 1, -3])), ValueError, "target holds -3 at position 2"),
+    "target uint8 tensor": (
+        dict(target=torch.tensor([0, 1, 2], dtype=torch.uint8)), TypeError, "target is a tensor of dtype torch.uint8"
+    ),
     "target 2-d tensor": (dict(target=torch.zeros(3, 1, dtype=torch.long)), ValueError, "must be 1-dimensional"),
 }
 
