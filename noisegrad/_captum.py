@@ -34,6 +34,8 @@ from torch import Tensor
 
 __all__ = [
     "rows_per_copy",
+    "is_path_method",
+    "path_points",
     "takes_baseline_distribution",
     "takes_internal_batch_size",
     "draws_from_global_rng",
@@ -88,6 +90,27 @@ def rows_per_copy(method: Attribution, kwargs: Dict[str, Any]) -> int:
     return 1
 
 
+def is_path_method(method: Attribution) -> bool:
+    """Whether the method integrates gradients along a path, taking ``n_steps`` and an approximation ``method``."""
+    return isinstance(method, PATH_METHODS)
+
+
+def path_points(method: Attribution, n_steps: int) -> int:
+    """Points a path method evaluates on each path: ``n_steps``, and one more for LayerConductance.
+
+    LayerConductance differences the layer's values at neighbouring points,
+    so its ``n_steps`` steps need ``n_steps + 1`` points.
+
+    Examples
+    --------
+    >>> from captum.attr import IntegratedGradients, LayerConductance
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    >>> path_points(IntegratedGradients(model), 4), path_points(LayerConductance(model, model[0]), 4)
+    (4, 5)
+    """
+    return n_steps + 1 if isinstance(method, LayerConductance) else n_steps
+
+
 def takes_baseline_distribution(method: Attribution) -> bool:
     """Whether the method samples or averages over its baselines (any number of rows is valid)."""
     return isinstance(method, SAMPLES_METHODS + BASELINE_ROWS_METHODS)
@@ -128,15 +151,16 @@ def summed_gradients(
 
 
 def lean(method: Attribution) -> Attribution:
-    """The method to call: a shallow copy using :func:`summed_gradients` if it uses Captum's default gradient.
+    """The method to call: a shallow copy of the user's, using :func:`summed_gradients` if it uses Captum's default.
 
-    The user's object is never modified, so concurrent calls on one method
-    (from several threads) cannot see each other's swap.
+    Whatever a call sets on the method (a gradient function, a watched
+    forward function) is set on the copy, so the user's object is never
+    modified and concurrent calls on one method (threads) cannot see each
+    other's changes.
     """
-    if getattr(method, "gradient_func", None) is not compute_gradients:
-        return method
     twin = copy.copy(method)
-    twin.gradient_func = summed_gradients
+    if getattr(method, "gradient_func", None) is compute_gradients:
+        twin.gradient_func = summed_gradients
     return twin
 
 

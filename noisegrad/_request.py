@@ -1,5 +1,6 @@
 """Every argument of a call checked once, before any forward pass, into one frozen request."""
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, Optional, Tuple, Union
 
@@ -11,15 +12,21 @@ from noisegrad import _captum
 from noisegrad._validate import (
     accepted_keywords,
     validate_auto,
+    validate_baselines,
     validate_counts,
     validate_delta,
+    validate_feature_mask,
+    validate_grad_mode,
     validate_inputs,
     validate_keywords,
+    validate_method_arguments,
     validate_seed,
+    validate_stderr_units,
+    validate_target,
 )
 from noisegrad.expand import validate_kwargs
 from noisegrad.perturb.inputs import StdevsType, resolve_stdevs
-from noisegrad.sampling.samplers import SAMPLERS, independent_units, units_for_stderr
+from noisegrad.sampling.samplers import SAMPLERS
 from noisegrad.sampling.seeding import SampleSeeds
 from noisegrad.stats.smoothing import validate_nt_type
 
@@ -108,24 +115,27 @@ def check_request(
             )
         sampler = "iid" if joint is True else joint
     inputs_tuple = validate_inputs(inputs)
+    validate_grad_mode(method)
     nt_type, needs_m2 = validate_nt_type(nt_type)
     auto = isinstance(nt_samples, str) and nt_samples == "auto"
     return_delta = bool(kwargs.pop("return_convergence_delta", False))
     if is_joint:
         _check_joint(method, nt_type, auto, sampler, nt_samples, draw_baseline_from_distrib, delta_reduction, kwargs)
+    nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget = validate_counts(
+        nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget
+    )
     if auto:
-        validate_auto(tol, max_samples, sampler, delta_reduction)
-    validate_counts(max_samples if auto else nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget)
-    validate_seed(seed, generator)
+        max_samples = validate_auto(tol, max_samples, sampler, delta_reduction)
+    seed = validate_seed(seed, generator)
     validate_delta(return_delta, method, delta_reduction)
-    limit = int(max_samples if auto else nt_samples)
-    if return_stderr and not auto and independent_units(sampler, limit) < units_for_stderr(nt_type):
-        raise ValueError(
-            f"return_stderr=True with nt_type={nt_type!r} needs at least {units_for_stderr(nt_type)} independent "
-            f"units of samples; sampler={sampler!r} with nt_samples={limit} has {independent_units(sampler, limit)}"
-        )
+    limit = max_samples if auto else nt_samples
+    validate_stderr_units(return_stderr and not auto, nt_type, sampler, limit)
     validate_keywords(method, accepted if accepted is not None else accepted_keywords(method), kwargs)
+    validate_target(kwargs.get("target"))
+    validate_method_arguments(method, kwargs)
     validate_kwargs(kwargs, inputs_tuple, draw_baseline_from_distrib, _captum.takes_baseline_distribution(method))
+    validate_baselines(kwargs.get("baselines"), inputs_tuple)
+    kwargs = validate_feature_mask(kwargs, inputs_tuple)
     sigmas = resolve_stdevs(stdevs, inputs_tuple)
     seeded = seed is not None or generator is not None
     return Request(
@@ -159,7 +169,7 @@ def _check_joint(
     if auto:
         raise ValueError('nt_samples="auto" is not available with joint sampling: give an int nt_samples '
                          "(return_stderr=True reports the error it reaches)")
-    if sampler == "antithetic" and isinstance(nt_samples, int) and nt_samples % 2:
+    if sampler == "antithetic" and isinstance(nt_samples, numbers.Integral) and not isinstance(nt_samples, bool) and nt_samples % 2:
         raise ValueError(f'sampler="antithetic" pairs ε with −ε, so nt_samples must be even, got {nt_samples}')
     unsupported = {
         "draw_baseline_from_distrib": draw_baseline_from_distrib is not False,

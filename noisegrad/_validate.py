@@ -2,14 +2,38 @@
 
 import inspect
 import numbers
+import operator
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 import torch
-from captum.attr import Attribution
+from captum.attr import Attribution, GradientAttribution
+from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, SUPPORTED_RIEMANN_METHODS
 from torch import Tensor
 
+from noisegrad._captum import is_path_method, path_points
 from noisegrad.stats.deltas import DELTA_REDUCTIONS
+from noisegrad.sampling.samplers import independent_units, units_for_stderr
 
+
+def as_int(name: str, value: object, least: Optional[int] = 1, extra: str = "") -> int:
+    """``value`` as a Python int of at least ``least`` (``None``: any int), else an error naming ``name``.
+
+    Any integer type is accepted (numpy's too, as Captum accepts them);
+    bools and floats are not, even integral ones.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_int("nt_samples", np.int64(8))
+    8
+    """
+    what = "an int" if least is None else "a positive int" if least == 1 else f"an int >= {least}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {what}{extra}, got {value!r} ({type(value).__name__})")
+    count = operator.index(value)
+    if least is not None and count < least:
+        raise ValueError(f"{name} must be {what}{extra}, got {count}")
+    return count
 
 
 def validate_inputs(inputs: object) -> Tuple[Tensor, ...]:
@@ -39,47 +63,243 @@ def validate_inputs(inputs: object) -> Tuple[Tensor, ...]:
 
 def validate_counts(
     nt_samples: object, nt_samples_batch_size: object, max_batch_rows: object, memory_budget: object
-) -> None:
-    _positive_int("nt_samples", nt_samples)
+) -> Tuple[Any, Any, Optional[int], Optional[int]]:
+    """The four counts, with every integer as a Python int (``"auto"`` and ``None`` kept where allowed)."""
+    if nt_samples != "auto":
+        nt_samples = as_int("nt_samples", nt_samples)
     if nt_samples_batch_size is not None and nt_samples_batch_size != "auto":
-        _positive_int("nt_samples_batch_size", nt_samples_batch_size, extra=', "auto" or None')
+        nt_samples_batch_size = as_int("nt_samples_batch_size", nt_samples_batch_size, extra=', "auto" or None')
+    budgets = []
     for name, value in (("max_batch_rows", max_batch_rows), ("memory_budget", memory_budget)):
         if value is not None:
-            _positive_int(name, value, extra=" or None")
-            if isinstance(nt_samples_batch_size, numbers.Integral):
+            value = as_int(name, value, extra=" or None")
+            if isinstance(nt_samples_batch_size, int):
                 raise ValueError(
                     f"give nt_samples_batch_size={nt_samples_batch_size} or {name}={value}, not both "
                     '(with a budget, nt_samples_batch_size may be None or "auto")'
                 )
+        budgets.append(value)
+    return nt_samples, nt_samples_batch_size, budgets[0], budgets[1]
 
 
-def _positive_int(name: str, value: object, extra: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int{extra}, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int{extra}, got {value}")
-
-
-def validate_auto(tol: object, max_samples: object, sampler: str, delta_reduction: str) -> None:
-    """The arguments of nt_samples="auto"."""
+def validate_auto(tol: object, max_samples: object, sampler: str, delta_reduction: str) -> int:
+    """The arguments of nt_samples="auto"; returns ``max_samples`` as a Python int."""
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < float("inf")):
         raise ValueError(f"tol must be a positive finite number, got {tol!r}")
-    _positive_int("max_samples", max_samples)
+    max_samples = as_int("max_samples", max_samples)
     if sampler == "lhs":
         raise ValueError('nt_samples="auto" cannot use sampler="lhs": a Latin hypercube needs its sample count '
                          'up front; use "qmc", "antithetic" or "iid"')
     if delta_reduction != "mean":
         raise ValueError('nt_samples="auto" returns deltas averaged per input only (delta_reduction="mean"): '
                          "inputs stop after different numbers of samples")
+    return max_samples
 
 
-def validate_seed(seed: object, generator: object) -> None:
+def validate_seed(seed: object, generator: object) -> Optional[int]:
+    """``seed`` as a Python int (or None), checked against ``generator``."""
     if seed is not None and generator is not None:
         raise ValueError("give seed or generator, not both")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    return None if seed is None else as_int("seed", seed, least=None, extra=" or None")
+
+
+def validate_target(target: object) -> None:
+    """What can be told of ``target`` without a forward pass: its type, fractions, negative per-example indices.
+
+    Whether it is in range needs the model's number of outputs, which the
+    first forward pass gives (:func:`noisegrad._call.call_wrapped`).
+    """
+    if target is None:
+        return
+    if isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"target must hold integer indices, got a tensor of dtype {target.dtype}")
+        if target.numel() > 1:
+            if target.dtype not in (torch.int32, torch.int64):
+                raise TypeError(
+                    f"target is a tensor of dtype {target.dtype}; one target per example is gathered from the "
+                    "model's outputs, which needs torch.int64 (or torch.int32) indices"
+                )
+            if target.dim() != 1:
+                raise ValueError(
+                    f"target is a tensor of shape {tuple(target.shape)}; with more than one element it must be "
+                    "1-dimensional, one index per example"
+                )
+            _validate_per_example_targets(target.tolist())
+        return
+    if isinstance(target, list):
+        if all(isinstance(entry, tuple) for entry in target):
+            for entry in target:
+                _validate_index(entry)
+            return
+        if not all(_is_int(entry) for entry in target):
+            wrong = next(entry for entry in target if not _is_int(entry))
+            raise TypeError(
+                "target as a list must hold one int (or one tuple of ints) per example, got "
+                f"{wrong!r} ({type(wrong).__name__})"
+            )
+        _validate_per_example_targets(target)
+        return
+    _validate_index(target)
+
+
+def _is_int(value: object) -> bool:
+    """Captum selects targets with ``isinstance(value, int)``: numpy integers and bools do not count."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_index(target: object) -> None:
+    """An int, or a tuple of indices and slices, that indexes each example's outputs."""
+    # A tuple indexes the output tensor directly, which takes any integer; a bare target must be an int.
+    valid = all(map(_is_index, target)) if isinstance(target, tuple) else _is_int(target)
+    if not valid:
+        hint = "; pass int(target)" if _is_index(target) and not isinstance(target, Tensor) else ""
+        raise TypeError(
+            "target must be an int, a tuple of ints, a list with one int per example or an integer tensor, "
+            f"got {target!r} ({type(target).__name__}){hint}"
+        )
+
+
+def _is_index(value: object) -> bool:
+    """An integer of any type (not a bool) or a slice: what indexes one dimension of a tensor."""
+    if isinstance(value, slice):
+        return True
+    if isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _validate_per_example_targets(targets: list) -> None:
+    """One index per example is gathered from the outputs, and a gather takes no negative index."""
+    negative = [(i, t) for i, t in enumerate(targets) if t < 0]
+    if negative:
+        position, value = negative[0]
+        raise ValueError(
+            f"target holds {value} at position {position}; with one target per example every entry must be "
+            ">= 0 (they are gathered from the model's outputs, which takes no negative index)"
+        )
+
+
+def validate_method_arguments(method: Attribution, kwargs: Dict[str, Any]) -> None:
+    """A path method's ``method`` (the integral's approximation) and ``n_steps``, as given or defaulted."""
+    if not is_path_method(method):
+        return
+    parameters = inspect.signature(method.attribute).parameters
+    defaults = {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
+    approximation = kwargs.get("method", defaults.get("method"))
+    if ("method" in kwargs or "method" in defaults) and approximation not in SUPPORTED_METHODS:
+        error = ValueError if isinstance(approximation, str) else TypeError
+        raise error(f"method must be one of {SUPPORTED_METHODS}, got {approximation!r}")
+    if "n_steps" not in kwargs and "n_steps" not in defaults:
+        return
+    n_steps = as_int("n_steps", kwargs.get("n_steps", defaults.get("n_steps")))
+    # A Riemann sum needs two points on the path, Gauss-Legendre quadrature one.
+    least = 2 - path_points(method, 0) if approximation in SUPPORTED_RIEMANN_METHODS else 1
+    if n_steps < least:
+        raise ValueError(
+            f"n_steps must be at least {least} with method={approximation!r} (a Riemann sum needs two points "
+            f"on the path), got {n_steps}"
+        )
+
+
+def validate_feature_mask(kwargs: Dict[str, Any], inputs: Tuple[Tensor, ...]) -> Dict[str, Any]:
+    """``kwargs`` with a ``feature_mask`` of one tensor per input, each broadcasting to its input.
+
+    A mask with fewer dimensions than its input gets leading dimensions of
+    size 1 (the same mask under broadcasting), so that its first dimension
+    says whether it holds one mask per example, which is what the noisy
+    copies expand. The caller's dict is not modified.
+    """
+    mask = kwargs.get("feature_mask")
+    if mask is None:
+        return kwargs
+    masks = mask if isinstance(mask, tuple) else (mask,)
+    if len(masks) != len(inputs):
+        raise ValueError(
+            f"feature_mask has {len(masks)} entries but there are {len(inputs)} input tensors; give one mask "
+            "per input tensor"
+        )
+    shaped = []
+    for i, (m, x) in enumerate(zip(masks, inputs)):
+        if not isinstance(m, Tensor):
+            raise TypeError(f"feature_mask for input {i} must be a tensor, got {type(m).__name__}")
+        if not broadcasts_to(m.shape, x.shape):
+            raise ValueError(
+                f"feature_mask for input {i} has shape {tuple(m.shape)}, which does not broadcast to the input's "
+                f"{tuple(x.shape)}: it must match the input, or have size 1 where it is shared (its first "
+                "dimension is 1 or the batch size)"
+            )
+        _validate_device("feature_mask", i, m, x)
+        shaped.append(m.reshape((1,) * (x.dim() - m.dim()) + tuple(m.shape)))
+    return dict(kwargs, feature_mask=tuple(shaped) if isinstance(mask, tuple) else shaped[0])
+
+
+def validate_baselines(baselines: object, inputs: Tuple[Tensor, ...]) -> None:
+    """Baseline tensors on the inputs' devices, in dtypes that do not change the inputs' dtypes.
+
+    Their shapes and number are checked by :func:`noisegrad.expand.validate_kwargs`.
+    """
+    if baselines is None or callable(baselines):
+        return
+    items = baselines if isinstance(baselines, tuple) else (baselines,)
+    for i, (b, x) in enumerate(zip(items, inputs)):
+        if not isinstance(b, Tensor):
+            continue
+        _validate_device("baselines", i, b, x)
+        if torch.promote_types(b.dtype, x.dtype) != x.dtype:
+            raise TypeError(
+                f"baselines for input {i} has dtype {b.dtype}, which would make the model see "
+                f"{torch.promote_types(b.dtype, x.dtype)} rows for the {x.dtype} input; give baselines of dtype "
+                f"{x.dtype} (baselines.to({x.dtype}))"
+            )
+
+
+def _validate_device(name: str, index: int, value: Tensor, x: Tensor) -> None:
+    if value.dim() > 0 and value.device != x.device:
+        raise ValueError(
+            f"{name} for input {index} is on {value.device} but the input is on {x.device}; move it with "
+            f".to({str(x.device)!r})"
+        )
+
+
+def broadcasts_to(shape: Tuple[int, ...], target: Tuple[int, ...]) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``target`` without changing it."""
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
+
+
+def validate_grad_mode(method: Attribution) -> None:
+    """A gradient method cannot run under ``torch.inference_mode()``; under ``torch.no_grad()`` it can."""
+    if torch.is_inference_mode_enabled() and isinstance(method, GradientAttribution):
+        raise RuntimeError(
+            f"{type(method).__name__} takes gradients, and no gradient can be taken under torch.inference_mode(): "
+            "call attribute outside inference mode (under torch.no_grad() is fine: gradients are enabled "
+            "where they are needed)"
+        )
+
+
+def validate_stderr_units(return_stderr: bool, nt_type: str, sampler: str, nt_samples: int) -> None:
+    """A standard error needs independent units (samples, antithetic pairs or replicates) to compare.
+
+    The joint estimator's stratified standard error compares two neighbouring
+    strata, one unit each, so it needs the same 2 units as its unstratified one.
+    """
+    if not return_stderr:
+        return
+    needed, units = units_for_stderr(nt_type), independent_units(sampler, nt_samples)
+    if units < needed:
+        raise ValueError(
+            f"return_stderr=True with nt_type={nt_type!r} needs at least {needed} independent units of samples; "
+            f"sampler={sampler!r} with nt_samples={nt_samples} has {units}"
+        )
 
 
 def validate_delta(return_delta: bool, method: Attribution, delta_reduction: object) -> None:

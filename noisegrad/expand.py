@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from noisegrad._validate import broadcasts_to
 from noisegrad.sampling.seeding import SampleSeeds
 
 __all__ = ["expand_kwargs", "ChunkKwargs", "select_examples", "validate_kwargs"]
@@ -204,8 +205,8 @@ def validate_kwargs(
                     f"with {why}, baselines for input {i} must be a non-empty "
                     f"stack of examples shaped like the input's {tuple(x.shape[1:])}, got {tuple(b.shape)}"
                 )
-        elif b.shape != x.shape and (b.dim() == 0 or b.shape[0] != 1):
+        elif b.shape != x.shape and (b.dim() == 0 or b.shape[0] != 1 or not broadcasts_to(b.shape, x.shape)):
             raise ValueError(
                 f"baselines for input {i} has shape {tuple(b.shape)}; it must match the input's "
-                f"{tuple(x.shape)} or have a first dimension of 1 to broadcast over the batch"
+                f"{tuple(x.shape)}, or have a first dimension of 1 and broadcast to it"
             )

@@ -245,7 +245,7 @@ def test_layer_ig_attributes_in_the_layers_shape_and_a_list_of_layers_as_captum(
 )
 def test_results_stderr_and_delta_do_not_depend_on_the_chunk_size(variant, pairs, odd, batch_size, seed):
     stratify, antithetic = variant
-    nt_samples = 2 * pairs + (odd and not antithetic)
+    nt_samples = 2 * (pairs + antithetic) + (odd and not antithetic)  # a standard error needs two antithetic pairs
     ig = IntegratedGradients(make_mlp())
     run = lambda size: joint_integrated_gradients(  # noqa: E731
         ig, X, nt_samples=nt_samples, nt_samples_batch_size=size, stdevs=0.3, target=2, seed=seed,
@@ -254,7 +254,7 @@ def test_results_stderr_and_delta_do_not_depend_on_the_chunk_size(variant, pairs
     whole, chunked = run(None), run(batch_size)
     for ours, theirs in [(chunked.attributions, whole.attributions), (chunked.stderr, whole.stderr),
                          (chunked.delta, whole.delta), (chunked.delta_stderr, whole.delta_stderr)]:
-        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-13, equal_nan=True)
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-13)
 
 
 def test_same_seed_is_bit_identical_another_is_not_and_global_rngs_are_untouched():
@@ -289,8 +289,11 @@ def test_second_moment_nt_types_are_rejected_with_the_reason(nt_type):
         (dict(nt_samples=1, return_stderr=True), ValueError, "needs at least 2 independent units"),
         (dict(sampler="antithetic", nt_samples=2, return_stderr=True), ValueError, "needs at least 2 independent"),
         (dict(nt_samples=0), ValueError, "nt_samples must be a positive int"),
+        (dict(target=1.5), TypeError, "target must be an int"),
+        (dict(target=[0, -1]), ValueError, "target holds -1"),
         (dict(stdevs=-1.0), ValueError, "stdevs"),
         (dict(baselines=torch.zeros(3, 5)), ValueError, "baselines"),
+        (dict(baselines=torch.zeros(1, 4)), ValueError, r"baselines for input 0 has shape \(1, 4\)"),
     ],
 )
 def test_bad_arguments_are_named_before_any_forward_pass(kwargs, error, message):
@@ -312,6 +315,35 @@ def test_return_stderr_gives_a_joint_estimate_with_every_sampler(sampler, dof):
     assert isinstance(est, JointEstimate) and est.delta is None
     assert bool(torch.isfinite(est.stderr).all()) and bool((est.stderr > 0).all())
     assert est.dof == dof  # stratified: neighbouring groups collapsed (8 → 4); QMC / LHS: 4 replicates
+
+
+# The fewest samples with a standard error: 2 independent units, which stratified means one collapsed pair of strata.
+FEWEST_FOR_STDERR = {"iid": 2, "antithetic": 4}
+
+
+@pytest.mark.parametrize("stratify", [False, True])
+@pytest.mark.parametrize("sampler", sorted(FEWEST_FOR_STDERR))
+def test_return_stderr_with_too_few_units_is_refused_before_any_forward_pass(sampler, stratify):
+    fewest = FEWEST_FOR_STDERR[sampler]
+    model = PointRecorder()
+    common = dict(stdevs=0.1, target=0, seed=0, stratify=stratify, sampler=sampler, return_stderr=True)
+    with pytest.raises(ValueError, match=f"needs at least 2 independent units.*sampler='{sampler}' with "
+                                         f"nt_samples={fewest // 2} has 1"):
+        joint_integrated_gradients(IntegratedGradients(model), X, nt_samples=fewest // 2, **common)
+    assert model.seen == []
+    est = joint_integrated_gradients(IntegratedGradients(model), X, nt_samples=fewest, return_convergence_delta=True,
+                                     **common)
+    assert bool(est.stderr.isfinite().all()) and bool(est.delta_stderr.isfinite().all())
+
+
+@pytest.mark.parametrize("joint", [True, "antithetic"])
+def test_noise_tunnel_joint_refuses_return_stderr_from_one_unit(joint):
+    model = PointRecorder()
+    nt_samples = 2 if joint == "antithetic" else 1
+    with pytest.raises(ValueError, match="return_stderr=True with nt_type='smoothgrad' needs at least 2"):
+        NoiseTunnel(IntegratedGradients(model)).attribute(X, joint=joint, nt_samples=nt_samples, target=0,
+                                                          return_stderr=True)
+    assert model.seen == []
 
 
 def test_noise_tunnel_joint_is_the_joint_estimator():

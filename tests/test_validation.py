@@ -2,12 +2,24 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
-from captum.attr import FeatureAblation, IntegratedGradients, Saliency
+from captum.attr import (
+    FeatureAblation,
+    GradientShap,
+    IntegratedGradients,
+    InternalInfluence,
+    LayerConductance,
+    LayerIntegratedGradients,
+    NeuronConductance,
+    NeuronIntegratedGradients,
+    Saliency,
+)
 
-from conftest import ForwardCounter, make_mlp
+from conftest import ForwardCounter, make_mlp, make_two_input
 from noisegrad import NoiseTunnel, relative
+from noisegrad.estimators.joint_ig import joint_integrated_gradients
 
 X = torch.randn(3, 5, dtype=torch.float64)
 
@@ -15,6 +27,14 @@ BAD_CALLS = {
     "nt_samples zero": (dict(nt_samples=0), ValueError, "nt_samples must be a positive int, got 0"),
     "nt_samples float": (dict(nt_samples=2.0), TypeError, "nt_samples must be a positive int"),
     "nt_samples bool": (dict(nt_samples=True), TypeError, "nt_samples"),
+    "nt_samples numpy float": (dict(nt_samples=np.float64(2.0)), TypeError, "nt_samples must be a positive int"),
+    "nt_samples numpy zero": (dict(nt_samples=np.int64(0)), ValueError, "nt_samples must be a positive int, got 0"),
+    "max_batch_rows bool": (dict(max_batch_rows=True), TypeError, "max_batch_rows must be a positive int"),
+    "memory_budget float": (dict(memory_budget=1e6), TypeError, "memory_budget must be a positive int"),
+    "max_samples numpy float": (
+        dict(nt_samples="auto", max_samples=np.float32(64)), TypeError, "max_samples must be a positive int"
+    ),
+    "seed numpy bool": (dict(seed=np.bool_(True)), TypeError, "seed must be an int"),
     "batch size zero": (dict(nt_samples_batch_size=0), ValueError, "nt_samples_batch_size must be a positive int"),
     "batch size str": (dict(nt_samples_batch_size="8"), TypeError, "nt_samples_batch_size"),
     "unknown nt_type": (dict(nt_type="smoothgrad2"), ValueError, "nt_type must be one of .*'vargrad'.*got 'smoothgrad2'"),
@@ -34,6 +54,20 @@ BAD_CALLS = {
     "unknown keyword": (dict(n_steps=5), TypeError, r"Saliency.attribute\(\) does not take 'n_steps'"),
     "target list length": (dict(target=[0, 1]), ValueError, "target is a list of 2 entries but the batch has 3"),
     "target tensor length": (dict(target=torch.tensor([0, 1])), ValueError, "target is a tensor of shape"),
+    "target float": (dict(target=1.0), TypeError, r"target must be an int.*got 1.0 \(float\)"),
+    "target fractional": (dict(target=1.5), TypeError, r"target must be an int.*got 1.5 \(float\)"),
+    "target bool": (dict(target=True), TypeError, r"target must be an int.*got True \(bool\)"),
+    "target numpy int": (dict(target=np.int64(1)), TypeError, r"target must be an int.*pass int\(target\)"),
+    "target tuple of floats": (dict(target=(0.5,)), TypeError, r"target must be an int.*got \(0.5,\)"),
+    "target float tensor": (dict(target=torch.tensor([0.0, 1, 2])), TypeError, "target must hold integer indices"),
+    "target float scalar tensor": (dict(target=torch.tensor(1.0)), TypeError, "target must hold integer indices"),
+    "target list of floats": (dict(target=[0, 1.5, 2]), TypeError, r"target as a list.*got 1.5 \(float\)"),
+    "target negative in list": (dict(target=[0, -1, 2]), ValueError, "target holds -1 at position 1.*>= 0"),
+    "target negative in tensor": (dict(target=torch.tensor([0, 1, -3])), ValueError, "target holds -3 at position 2"),
+    "target uint8 tensor": (
+        dict(target=torch.tensor([0, 1, 2], dtype=torch.uint8)), TypeError, "target is a tensor of dtype torch.uint8"
+    ),
+    "target 2-d tensor": (dict(target=torch.zeros(3, 1, dtype=torch.long)), ValueError, "must be 1-dimensional"),
 }
 
 
@@ -92,3 +126,194 @@ def test_non_finite_inputs_make_relative_noise_fail_with_a_clear_message():
     x[1, 2] = math.inf
     with pytest.raises(ValueError, match="the input's spread"):
         NoiseTunnel(FeatureAblation(make_mlp())).attribute(x, stdevs=relative(0.1), target=0)
+
+
+COUNTS = {
+    "nt_samples": dict(nt_samples=4),
+    "nt_samples_batch_size": dict(nt_samples=4, nt_samples_batch_size=3),
+    "max_batch_rows": dict(nt_samples=4, max_batch_rows=6),
+    "memory_budget": dict(nt_samples=4, memory_budget=2**16),
+    "max_samples": dict(nt_samples="auto", max_samples=40, tol=1e-9),
+    "seed": dict(nt_samples=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COUNTS))
+@pytest.mark.parametrize("numpy_int", [np.int64, np.int32])
+def test_numpy_integers_count_as_the_python_ints_they_hold(name, numpy_int):
+    kwargs = dict(COUNTS[name], stdevs=0.1, target=0, seed=12345)
+    nt = NoiseTunnel(Saliency(make_mlp()))
+    expected = nt.attribute(X, **kwargs)
+    got = nt.attribute(X, **dict(kwargs, **{name: numpy_int(kwargs[name])}))
+    if name == "max_samples":  # a SmoothedAttribution
+        got, expected = (got.attributions, got.stderr), (expected.attributions, expected.stderr)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    else:
+        assert torch.equal(got, expected)
+
+
+def test_numpy_integers_count_as_python_ints_in_the_joint_estimator():
+    nt = NoiseTunnel(IntegratedGradients(make_mlp()))
+    common = dict(joint=True, stdevs=0.1, target=0)
+    expected = nt.attribute(X, nt_samples=6, nt_samples_batch_size=4, seed=12345, **common)
+    got = nt.attribute(X, nt_samples=np.int64(6), nt_samples_batch_size=np.int64(4), seed=np.int64(12345), **common)
+    assert torch.equal(got, expected)
+
+
+INFERENCE_MODE_CALLS = {
+    "saliency": lambda model: NoiseTunnel(Saliency(model)).attribute(X, target=0),
+    "integrated gradients": lambda model: NoiseTunnel(IntegratedGradients(model)).attribute(X, target=0),
+    "joint": lambda model: NoiseTunnel(IntegratedGradients(model)).attribute(X, target=0, joint=True),
+    "joint_integrated_gradients": lambda model: joint_integrated_gradients(IntegratedGradients(model), X, target=0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INFERENCE_MODE_CALLS))
+def test_a_gradient_method_under_inference_mode_is_stopped_before_any_forward_pass(name):
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inference_mode\(\).*torch.no_grad\(\) is fine"):
+        INFERENCE_MODE_CALLS[name](model)
+    assert counter.calls == 0
+
+
+def test_a_perturbation_method_runs_under_inference_mode():
+    model = make_mlp()
+    expected = NoiseTunnel(FeatureAblation(model)).attribute(X, nt_samples=3, target=0, seed=0)
+    with torch.inference_mode():
+        smoothed = NoiseTunnel(FeatureAblation(model)).attribute(X, nt_samples=3, target=0, seed=0)
+    assert torch.equal(smoothed, expected)
+
+
+PATH_METHODS = {
+    "IntegratedGradients": lambda m: (IntegratedGradients(m), dict(target=0)),
+    "LayerIntegratedGradients": lambda m: (LayerIntegratedGradients(m, m[0]), dict(target=0)),
+    "LayerConductance": lambda m: (LayerConductance(m, m[0]), dict(target=0)),
+    "InternalInfluence": lambda m: (InternalInfluence(m, m[0]), dict(target=0)),
+    "NeuronIntegratedGradients": lambda m: (NeuronIntegratedGradients(m, m[0]), dict(neuron_selector=1)),
+    "NeuronConductance": lambda m: (NeuronConductance(m, m[0]), dict(neuron_selector=1, target=0)),
+}
+BAD_PATH_ARGUMENTS = {
+    "n_steps zero": (dict(n_steps=0), ValueError, "n_steps must be a positive int, got 0"),
+    "n_steps negative": (dict(n_steps=-3), ValueError, "n_steps must be a positive int, got -3"),
+    "n_steps float": (dict(n_steps=2.0), TypeError, r"n_steps must be a positive int, got 2.0 \(float\)"),
+    "n_steps bool": (dict(n_steps=True), TypeError, "n_steps must be a positive int"),
+    "unknown method": (dict(method="riemann"), ValueError, r"method must be one of \[.*'gausslegendre'\], got 'riemann"),
+    "method None": (dict(method=None), TypeError, "method must be one of .*, got None"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PATH_ARGUMENTS))
+@pytest.mark.parametrize("name", sorted(PATH_METHODS))
+def test_bad_path_arguments_of_every_path_method_raise_before_any_forward_pass(name, case):
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    method, required = PATH_METHODS[name](model)
+    kwargs, error, message = BAD_PATH_ARGUMENTS[case]
+    with pytest.raises(error, match=message):
+        NoiseTunnel(method).attribute(X, **required, **kwargs)
+    assert counter.calls == 0
+
+
+@pytest.mark.parametrize("name", sorted(PATH_METHODS))
+def test_one_step_is_too_few_for_a_riemann_sum_except_for_conductance_which_adds_a_point(name):
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    method, required = PATH_METHODS[name](model)
+    call = lambda: NoiseTunnel(method).attribute(X, **required, n_steps=1, method="riemann_right", nt_samples=2)
+    if name == "LayerConductance":
+        assert call().shape == (3, 8)
+        return
+    with pytest.raises(ValueError, match="n_steps must be at least 2 with method='riemann_right'"):
+        call()
+    assert counter.calls == 0
+
+
+def test_a_default_riemann_method_needs_two_steps_too():
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    with pytest.raises(ValueError, match="n_steps must be at least 2 with method='riemann_trapezoid'"):
+        NoiseTunnel(NeuronConductance(model, model[0])).attribute(X, neuron_selector=1, target=0, n_steps=1)
+    assert counter.calls == 0
+
+
+X32 = X.float()
+MASK = torch.tensor([[0, 0, 1, 1, 2]])
+BAD_TENSOR_ARGUMENTS = {
+    "baselines trailing dims": (
+        IntegratedGradients, dict(baselines=torch.zeros(1, 4)), ValueError, r"baselines for input 0 has shape \(1, 4\)"
+    ),
+    "baselines extra dim": (
+        IntegratedGradients, dict(baselines=torch.zeros(1, 5, 1)), ValueError, r"has shape \(1, 5, 1\)"
+    ),
+    "baselines float64": (
+        IntegratedGradients, dict(baselines=torch.zeros(3, 5, dtype=torch.float64)), TypeError,
+        r"baselines for input 0 has dtype torch.float64.*torch.float64 rows for the torch.float32 input",
+    ),
+    "baseline distribution float64": (
+        GradientShap, dict(baselines=torch.zeros(4, 5, dtype=torch.float64)), TypeError, "dtype torch.float64"
+    ),
+    "baselines complex": (IntegratedGradients, dict(baselines=torch.zeros(1, 5, dtype=torch.complex64)), TypeError,
+                          "dtype torch.complex64"),
+    "baselines on another device": (
+        IntegratedGradients, dict(baselines=torch.zeros(1, 5, device="meta")), ValueError,
+        r"baselines for input 0 is on meta but the input is on cpu; move it with .to\('cpu'\)",
+    ),
+    "mask trailing dims": (
+        FeatureAblation, dict(feature_mask=torch.tensor([[0, 0, 1, 1]])), ValueError,
+        r"feature_mask for input 0 has shape \(1, 4\), which does not broadcast to the input's \(3, 5\)",
+    ),
+    "mask rows not the batch": (
+        FeatureAblation, dict(feature_mask=MASK.repeat(2, 1)), ValueError, r"has shape \(2, 5\), which does not"
+    ),
+    "mask extra dim": (FeatureAblation, dict(feature_mask=MASK[..., None]), ValueError, r"has shape \(1, 5, 1\)"),
+    "mask per input twice": (
+        FeatureAblation, dict(feature_mask=(MASK, MASK)), ValueError, "feature_mask has 2 entries but there are 1 input"
+    ),
+    "mask a list": (FeatureAblation, dict(feature_mask=[0, 0, 1, 1, 2]), TypeError, "must be a tensor, got list"),
+    "mask on another device": (
+        FeatureAblation, dict(feature_mask=MASK.to("meta")), ValueError, "feature_mask for input 0 is on meta"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TENSOR_ARGUMENTS))
+def test_baselines_and_masks_that_do_not_fit_the_inputs_raise_before_any_forward_pass(case):
+    method, kwargs, error, message = BAD_TENSOR_ARGUMENTS[case]
+    model = make_mlp(torch.float32)
+    counter = ForwardCounter(model)
+    with pytest.raises(error, match=message):
+        NoiseTunnel(method(model)).attribute(X32, target=0, **kwargs)
+    assert counter.calls == 0
+
+
+def test_one_mask_for_two_input_tensors_is_rejected_before_any_forward_pass():
+    model = make_two_input()
+    counter = ForwardCounter(model)
+    with pytest.raises(ValueError, match="feature_mask has 1 entries but there are 2 input tensors"):
+        NoiseTunnel(FeatureAblation(model)).attribute(
+            (torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)), target=0,
+            feature_mask=torch.zeros(1, 4, dtype=torch.long),
+        )
+    assert counter.calls == 0
+
+
+def test_a_mask_without_the_batch_dimension_is_the_same_mask_for_every_example():
+    nt = NoiseTunnel(FeatureAblation(make_mlp()))
+    common = dict(nt_samples=4, nt_samples_batch_size=3, stdevs=0.1, target=1, seed=0)
+    assert torch.equal(nt.attribute(X, feature_mask=MASK[0], **common), nt.attribute(X, feature_mask=MASK, **common))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.int64])
+def test_baselines_in_a_dtype_that_promotes_to_the_inputs_are_accepted(dtype):
+    nt = NoiseTunnel(IntegratedGradients(make_mlp(torch.float32)))
+    common = dict(nt_samples=2, stdevs=0.1, target=1, seed=0, n_steps=4)
+    ours = nt.attribute(X32, baselines=torch.zeros(1, 5, dtype=dtype), **common)
+    assert torch.equal(ours, nt.attribute(X32, baselines=torch.zeros(1, 5), **common))
+
+
+@pytest.mark.parametrize("index", [np.int64(1), torch.tensor(1)], ids=["numpy", "tensor"])
+def test_a_tuple_target_indexes_with_any_integer_as_the_output_tensor_does(index):
+    nt = NoiseTunnel(Saliency(make_mlp()))
+    common = dict(nt_samples=2, stdevs=0.1, seed=0)
+    assert torch.equal(nt.attribute(X, target=(index,), **common), nt.attribute(X, target=(1,), **common))

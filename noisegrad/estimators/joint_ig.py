@@ -48,8 +48,8 @@ class JointEstimate:
     attributions : Tensor or tuple of Tensor (a list for a list of layers)
         The smoothed integrated gradients, shaped like Captum's.
     stderr : same form as ``attributions``
-        Standard error of each element (NaN when there are too few samples:
-        fewer than 2 independent units, or 2 strata pairs when stratified).
+        Standard error of each element, from at least 2 independent units
+        (fewer are refused up front).
     delta, delta_stderr : Tensor of shape ``(batch,)``, or None
         The completeness gap per input and its standard error, when
         ``return_convergence_delta=True``.
@@ -152,6 +152,8 @@ def joint_integrated_gradients(
         samples, or the means of antithetic pairs; with ``stratify``,
         neighbouring strata are paired and the squared differences of their
         units are used (the collapsed-strata estimator, slightly conservative).
+        Needs 2 independent units: ``nt_samples >= 2``, or ``>= 4`` with
+        ``sampler="antithetic"``.
     **kwargs
         The method's ``baselines`` (None, a number, a tensor per example, a
         single-row tensor, or a tuple of these), ``target``,
