@@ -176,7 +176,11 @@ class Moments:
         """Restore a :meth:`state_dict`."""
         if bool(state["track_m2"]) != self.track_m2:
             raise ValueError(f"state has track_m2={state['track_m2']}, this accumulator {self.track_m2}")
-        self.count, self.mean, self.m2 = int(state["count"]), state["mean"], state["m2"]
+        # Copies: updates merge in place, and must not reach the dict (or the accumulator) the state came from.
+        mean, m2 = state["mean"], state["m2"]
+        self.count = int(state["count"])
+        self.mean = None if mean is None else mean.clone()
+        self.m2 = None if m2 is None else m2.clone()
 
     def all_reduce(self, group: Any = None) -> None:
         """Make every process's state the moments of all processes' samples (``torch.distributed``).
