@@ -161,6 +161,11 @@ class Moments:
     def without(self, part: "Moments") -> "Moments":
         """The moments of these samples with ``part``'s samples taken out (Chan's update, inverted)."""
         rest = Moments(self.dtype, self.track_m2)
+        if part.count == 0:  # nothing to take out (merge skips an empty part the same way)
+            rest.merge(self)
+            return rest
+        if part.count == self.count:  # everything taken out: no mean to divide by zero for
+            return rest
         rest.count = self.count - part.count
         rest.mean = (self.mean * self.count - part.mean * part.count) / rest.count
         if self.m2 is not None:
