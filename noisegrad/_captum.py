@@ -16,6 +16,7 @@ from captum._utils.common import _format_additional_forward_args, _run_forward
 from captum._utils.gradient import _forward_layer_eval, compute_gradients
 from captum.attr import (
     Attribution,
+    DeepLift,
     DeepLiftShap,
     FeatureAblation,
     GradientShap,
@@ -26,6 +27,7 @@ from captum.attr import (
     LayerGradientShap,
     LayerIntegratedGradients,
     NeuronConductance,
+    NeuronDeepLift,
     NeuronDeepLiftShap,
     NeuronGradientShap,
     NeuronIntegratedGradients,
@@ -56,6 +58,8 @@ PATH_METHODS = (
 SAMPLES_METHODS = (GradientShap, LayerGradientShap, NeuronGradientShap)
 #: Methods that make one row per baseline row.
 BASELINE_ROWS_METHODS = (DeepLiftShap, LayerDeepLiftShap, NeuronDeepLiftShap)
+#: Methods that run the inputs and their baselines in one forward (DeepLift's rescale rule compares the two).
+_PAIRED_METHODS = (DeepLift, NeuronDeepLift) + BASELINE_ROWS_METHODS  # LayerDeepLift is a DeepLift
 
 _DEFAULT_N_STEPS = 50
 _DEFAULT_N_SAMPLES = 5
@@ -74,18 +78,24 @@ def rows_per_copy(method: Attribution, kwargs: Dict[str, Any]) -> int:
     >>> model = torch.nn.Linear(3, 2)
     >>> rows_per_copy(IntegratedGradients(model), {"n_steps": 20}), rows_per_copy(Saliency(model), {})
     (20, 1)
+    >>> from captum.attr import DeepLiftShap
+    >>> rows_per_copy(DeepLiftShap(model), {"baselines": torch.zeros(3, 3)})  # each input row beside 3 baselines
+    6
     """
+    if isinstance(method, LayerConductance):  # differences of consecutive points: n_steps + 1 of them
+        return int(kwargs.get("n_steps", _DEFAULT_N_STEPS)) + 1
     if isinstance(method, PATH_METHODS):
         return int(kwargs.get("n_steps", _DEFAULT_N_STEPS))
     if isinstance(method, SAMPLES_METHODS):
         return int(kwargs.get("n_samples", _DEFAULT_N_SAMPLES))
+    beside_baseline = 2 if isinstance(method, _PAIRED_METHODS) else 1  # DeepLift: each row and its baseline row
     if isinstance(method, BASELINE_ROWS_METHODS):
         baselines = kwargs.get("baselines")
         first = baselines[0] if isinstance(baselines, tuple) else baselines
-        return int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
+        return beside_baseline * (int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1)
     if isinstance(method, FeatureAblation):  # and Occlusion
         return int(kwargs.get("perturbations_per_eval", 1))
-    return 1
+    return beside_baseline
 
 
 def takes_baseline_distribution(method: Attribution) -> bool:
