@@ -38,6 +38,7 @@ __all__ = [
     "rows_per_copy",
     "takes_baseline_distribution",
     "takes_internal_batch_size",
+    "rows_per_split_copy",
     "draws_from_global_rng",
     "lean",
     "summed_gradients",
@@ -106,6 +107,18 @@ def takes_baseline_distribution(method: Attribution) -> bool:
 def takes_internal_batch_size(method: Attribution) -> bool:
     """Whether the method can split its own forward into ``internal_batch_size`` rows."""
     return isinstance(method, PATH_METHODS)
+
+
+def rows_per_split_copy(method: Attribution) -> int:
+    """The fewest rows per copy of one example a forward split by ``internal_batch_size`` holds; 0: no split.
+
+    One path point; two for LayerConductance, whose differences need
+    consecutive points in one forward (Captum raises a smaller
+    ``internal_batch_size`` to two rows per example, with a warning).
+    """
+    if not takes_internal_batch_size(method):
+        return 0
+    return 2 if isinstance(method, LayerConductance) else 1
 
 
 def draws_from_global_rng(method: Attribution) -> bool:
