@@ -16,6 +16,7 @@ from captum._utils.common import _format_additional_forward_args, _run_forward
 from captum._utils.gradient import _forward_layer_eval, compute_gradients
 from captum.attr import (
     Attribution,
+    DeepLift,
     DeepLiftShap,
     FeatureAblation,
     GradientShap,
@@ -26,6 +27,7 @@ from captum.attr import (
     LayerGradientShap,
     LayerIntegratedGradients,
     NeuronConductance,
+    NeuronDeepLift,
     NeuronDeepLiftShap,
     NeuronGradientShap,
     NeuronIntegratedGradients,
@@ -38,6 +40,7 @@ __all__ = [
     "path_points",
     "takes_baseline_distribution",
     "takes_internal_batch_size",
+    "rows_per_split_copy",
     "draws_from_global_rng",
     "lean",
     "summed_gradients",
@@ -58,6 +61,8 @@ PATH_METHODS = (
 SAMPLES_METHODS = (GradientShap, LayerGradientShap, NeuronGradientShap)
 #: Methods that make one row per baseline row.
 BASELINE_ROWS_METHODS = (DeepLiftShap, LayerDeepLiftShap, NeuronDeepLiftShap)
+#: Methods that run the inputs and their baselines in one forward (DeepLift's rescale rule compares the two).
+_PAIRED_METHODS = (DeepLift, NeuronDeepLift) + BASELINE_ROWS_METHODS  # LayerDeepLift is a DeepLift
 
 _DEFAULT_N_STEPS = 50
 _DEFAULT_N_SAMPLES = 5
@@ -76,18 +81,24 @@ def rows_per_copy(method: Attribution, kwargs: Dict[str, Any]) -> int:
     >>> model = torch.nn.Linear(3, 2)
     >>> rows_per_copy(IntegratedGradients(model), {"n_steps": 20}), rows_per_copy(Saliency(model), {})
     (20, 1)
+    >>> from captum.attr import DeepLiftShap
+    >>> rows_per_copy(DeepLiftShap(model), {"baselines": torch.zeros(3, 3)})  # each input row beside 3 baselines
+    6
     """
+    if isinstance(method, LayerConductance):  # differences of consecutive points: n_steps + 1 of them
+        return int(kwargs.get("n_steps", _DEFAULT_N_STEPS)) + 1
     if isinstance(method, PATH_METHODS):
         return int(kwargs.get("n_steps", _DEFAULT_N_STEPS))
     if isinstance(method, SAMPLES_METHODS):
         return int(kwargs.get("n_samples", _DEFAULT_N_SAMPLES))
+    beside_baseline = 2 if isinstance(method, _PAIRED_METHODS) else 1  # DeepLift: each row and its baseline row
     if isinstance(method, BASELINE_ROWS_METHODS):
         baselines = kwargs.get("baselines")
         first = baselines[0] if isinstance(baselines, tuple) else baselines
-        return int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
+        return beside_baseline * (int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1)
     if isinstance(method, FeatureAblation):  # and Occlusion
         return int(kwargs.get("perturbations_per_eval", 1))
-    return 1
+    return beside_baseline
 
 
 def is_path_method(method: Attribution) -> bool:
@@ -119,6 +130,18 @@ def takes_baseline_distribution(method: Attribution) -> bool:
 def takes_internal_batch_size(method: Attribution) -> bool:
     """Whether the method can split its own forward into ``internal_batch_size`` rows."""
     return isinstance(method, PATH_METHODS)
+
+
+def rows_per_split_copy(method: Attribution) -> int:
+    """The fewest rows per copy of one example a forward split by ``internal_batch_size`` holds; 0: no split.
+
+    One path point; two for LayerConductance, whose differences need
+    consecutive points in one forward (Captum raises a smaller
+    ``internal_batch_size`` to two rows per example, with a warning).
+    """
+    if not takes_internal_batch_size(method):
+        return 0
+    return 2 if isinstance(method, LayerConductance) else 1
 
 
 def draws_from_global_rng(method: Attribution) -> bool:

@@ -115,7 +115,7 @@ class ChunkPlan:
         max_rows: Optional[int],
         memory_budget: Optional[int],
         rows_per_copy: int,
-        splits_itself: bool,
+        splits_itself: int,
         measure: Callable[[], int],
         internal_batch_size: Optional[int] = None,
     ) -> Tuple["ChunkPlan", Optional[int]]:
@@ -138,13 +138,14 @@ class ChunkPlan:
         return cls(limit, chunk), (max_rows if must_split and internal_batch_size is None else None)
 
 
-def chunk_for_rows(max_rows: int, batch: int, per_copy: int, nt_samples: int, splits_itself: bool) -> Tuple[int, bool]:
+def chunk_for_rows(max_rows: int, batch: int, per_copy: int, nt_samples: int, splits_itself: int) -> Tuple[int, bool]:
     """The largest chunk whose forwards stay within ``max_rows``; and whether the method must split itself.
 
-    A method that splits its own forward (``splits_itself``) only needs the
-    chunk's copies, ``batch × k``, to fit; it is then given
-    ``internal_batch_size=max_rows``. Raises ``ValueError`` if not even one
-    copy per example fits.
+    A method that splits its own forward (``splits_itself``: the fewest rows
+    per copy a split forward holds, 0 if it cannot split) only needs that
+    many rows of the chunk's copies, ``batch × k × splits_itself``, to fit;
+    it is then given ``internal_batch_size=max_rows``. Raises
+    ``ValueError`` if not even one copy per example fits.
 
     Examples
     --------
@@ -152,12 +153,14 @@ def chunk_for_rows(max_rows: int, batch: int, per_copy: int, nt_samples: int, sp
     (32, False)
     >>> chunk_for_rows(256, batch=8, per_copy=50, nt_samples=64, splits_itself=True)
     (32, True)
+    >>> chunk_for_rows(256, batch=8, per_copy=51, nt_samples=64, splits_itself=2)  # LayerConductance
+    (16, True)
     """
     rows = batch * per_copy
     if rows <= max_rows:
         return max(1, min(nt_samples, max_rows // rows)), False
-    if splits_itself and batch <= max_rows:
-        return max(1, min(nt_samples, max_rows // batch)), True
+    if splits_itself and batch * splits_itself <= max_rows:
+        return max(1, min(nt_samples, max_rows // (batch * splits_itself))), True
     raise ValueError(
         f"max_batch_rows={max_rows} is smaller than one noisy copy of the batch: {batch} examples × "
         f"{per_copy} rows each = {rows} rows; raise the budget or attribute the batch in parts"

@@ -1,5 +1,7 @@
 """Streaming statistics: equal to a float64 two-pass computation, whatever the chunking."""
 
+import io
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -95,3 +97,172 @@ def test_smoothgrad_sq_is_the_mean_of_squares():
     moments.update(samples[:, :4])
     moments.update(samples[:, 4:])
     torch.testing.assert_close(smooth(moments, "smoothgrad_sq"), (samples**2).mean(1), rtol=1e-12, atol=0)
+
+
+# --------------------------------------------------------------------------- merge, state, select, without
+
+EXAMPLES, FEATURES = 3, 4
+
+
+@st.composite
+def split_samples(draw, max_parts=6, dtypes=(torch.float32, torch.float64)):
+    """Samples ``(examples, n, features)`` around an offset, and the sizes of the parts they are split into."""
+    sizes = draw(st.lists(st.integers(0, 9), min_size=1, max_size=max_parts).filter(lambda s: sum(s) > 0))
+    offset = draw(st.sampled_from([0.0, -3.0, 1e3]))
+    dtype = draw(st.sampled_from(dtypes))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    samples = (offset + torch.randn(EXAMPLES, sum(sizes), FEATURES, generator=generator, dtype=torch.float64))
+    return samples.to(dtype), sizes
+
+
+def parts_of(samples, sizes, track_m2=True):
+    """One accumulator per part; an empty part still receives its (empty) chunk."""
+    parts, start = [], 0
+    for size in sizes:
+        part = Moments(track_m2=track_m2)
+        part.update(samples[:, start : start + size])
+        parts.append(part)
+        start += size
+    return parts
+
+
+def relative_error(actual, expected):
+    """‖actual − expected‖ / ‖expected‖; the absolute error if the expected value is all zeros (one sample)."""
+    error = float((actual.double() - expected.double()).norm())
+    size = float(expected.double().norm())
+    return error / size if size > 0 else error
+
+
+def tolerance(dtype):
+    """Relative error allowed against a float64 reference: chunks are centred and squared in their own dtype."""
+    return 1e-5 if dtype == torch.float32 else 1e-11
+
+
+@settings(max_examples=60, deadline=None)
+@given(split=split_samples(), data=st.data())
+def test_merging_any_split_in_any_order_equals_a_float64_two_pass(split, data):
+    samples, sizes = split
+    pending = parts_of(samples, sizes)
+    # any order and any bracketing: merge a randomly chosen accumulator into another until one is left
+    while len(pending) > 1:
+        into = pending.pop(data.draw(st.integers(0, len(pending) - 1), label="into"))
+        source = pending.pop(data.draw(st.integers(0, len(pending) - 1), label="source"))
+        if data.draw(st.booleans(), label="into an empty accumulator first"):
+            copy = Moments()
+            copy.merge(into)
+            into = copy
+        into.merge(source)
+        pending.append(into)
+    merged = pending[0]
+    mean, var = two_pass(samples)
+    assert merged.count == sum(sizes)
+    assert relative_error(merged.mean, mean) < tolerance(samples.dtype) / 10
+    assert relative_error(merged.variance(), var) < tolerance(samples.dtype)
+    assert bool((merged.m2 >= 0).all())
+
+
+@settings(max_examples=40, deadline=None)
+@given(split=split_samples(max_parts=3), track_m2=st.booleans(), dtype=st.sampled_from([None, torch.float32]))
+def test_a_saved_and_loaded_state_is_exact_and_keeps_updating_identically(split, track_m2, dtype):
+    samples, sizes = split
+    seen, later = sizes[0], sum(sizes[1:])
+    original = Moments(dtype, track_m2)
+    original.update(samples[:, :seen])  # possibly no samples at all: an empty state round-trips too
+    buffer = io.BytesIO()
+    torch.save(original.state_dict(), buffer)
+    buffer.seek(0)
+    restored = Moments(dtype, track_m2)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert_same_state(restored, original)
+    for start in range(seen, seen + later, 2):
+        original.update(samples[:, start : start + 2])
+        restored.update(samples[:, start : start + 2])
+        assert_same_state(restored, original)
+
+
+def assert_same_state(actual, expected):
+    assert actual.count == expected.count and actual.track_m2 == expected.track_m2
+    for name in ("mean", "m2"):
+        a, e = getattr(actual, name), getattr(expected, name)
+        assert (a is None) == (e is None), name
+        if e is not None:
+            assert a.dtype == e.dtype and torch.equal(a, e), name
+
+
+def test_a_loaded_state_belongs_to_the_accumulator_not_to_the_dict_it_came_from():
+    samples = torch.randn(EXAMPLES, 10, FEATURES, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    source = Moments()
+    source.update(samples[:, :6])
+    checkpoint = {name: value.clone() if torch.is_tensor(value) else value
+                  for name, value in source.state_dict().items()}
+    restored = Moments()
+    restored.load_state_dict(checkpoint)
+    restored.update(samples[:, 6:])
+    assert torch.equal(checkpoint["mean"], source.mean) and torch.equal(checkpoint["m2"], source.m2)
+    again = Moments()
+    again.load_state_dict(checkpoint)
+    assert_same_state(again, source)
+
+
+@settings(max_examples=30, deadline=None)
+@given(before=split_samples(max_parts=2), after=split_samples(max_parts=2), track_m2=st.booleans())
+def test_reset_forgets_every_sample_seen(before, after, track_m2):
+    used, fresh = Moments(track_m2=track_m2), Moments(track_m2=track_m2)
+    used.update(before[0])
+    used.reset()
+    assert used.count == 0 and used.mean is None and used.m2 is None
+    used.update(after[0])
+    fresh.update(after[0])
+    assert_same_state(used, fresh)
+
+
+@settings(max_examples=40, deadline=None)
+@given(split=split_samples(max_parts=4, dtypes=(torch.float64,)), data=st.data())
+def test_selecting_examples_then_merging_equals_selecting_from_everything(split, data):
+    samples, sizes = split
+    as_mask = data.draw(st.booleans(), label="boolean mask")
+    if as_mask:
+        examples = torch.tensor(data.draw(st.lists(st.booleans(), min_size=EXAMPLES, max_size=EXAMPLES)))
+    else:  # any order, repeats allowed
+        examples = torch.tensor(data.draw(st.lists(st.integers(0, EXAMPLES - 1), max_size=5)), dtype=torch.long)
+    parts = parts_of(samples, sizes)
+    before = [None if part.mean is None else part.mean.clone() for part in parts]
+    selected = parts[0].select(examples)  # the others are merged into this selection, in place
+    for part in parts[1:]:
+        selected.merge(part.select(examples))
+    # a selection is a state of its own: merging into it leaves the accumulator it came from as it was
+    assert all(part.mean is None or torch.equal(part.mean, mean) for part, mean in zip(parts, before))
+    everything = Moments()
+    for part in parts:
+        everything.merge(part)
+    expected = everything.select(examples)
+    assert selected.count == expected.count == sum(sizes)
+    torch.testing.assert_close(selected.mean, expected.mean, rtol=1e-14, atol=0)
+    torch.testing.assert_close(selected.m2, expected.m2, rtol=1e-12, atol=1e-12 * float(everything.m2.max()))
+    mean, var = two_pass(samples[examples])
+    torch.testing.assert_close(selected.mean, mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(selected.variance(), var, rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(split=split_samples(max_parts=2, dtypes=(torch.float64,)), track_m2=st.booleans())
+def test_without_a_part_inverts_merging_it(split, track_m2):
+    samples, sizes = split
+    kept_size = sizes[0]
+    kept, part = parts_of(samples, [kept_size, sum(sizes) - kept_size], track_m2)
+    whole = Moments(track_m2=track_m2)
+    whole.merge(kept)
+    whole.merge(part)
+    rest = whole.without(part)
+    assert rest.count == kept.count
+    if kept.count == 0:
+        assert rest.mean is None and rest.m2 is None
+        return
+    # Taking a part out subtracts sums of the whole: the rounding left is that of the whole's magnitude.
+    scale = float(whole.mean.abs().max()) + 1.0
+    torch.testing.assert_close(rest.mean, kept.mean, rtol=0, atol=1e-12 * scale)
+    if track_m2:
+        torch.testing.assert_close(rest.m2, kept.m2, rtol=0, atol=1e-11 * float(whole.m2.max()) + 1e-12)
+        assert bool((rest.m2 >= 0).all())
+    else:
+        assert rest.m2 is None

@@ -42,7 +42,7 @@ class NestedEstimator:
         halving).
     """
 
-    splits_itself: bool
+    splits_itself: int
 
     def __init__(
         self,
@@ -62,7 +62,7 @@ class NestedEstimator:
         self.kwargs, self.baseline_draw, self.sample_seed = kwargs, baseline_draw, sample_seed
         self.chunk_kwargs = ChunkKwargs(kwargs, perturbation.inputs, baseline_draw)
         self.rows_per_copy = _captum.rows_per_copy(method, kwargs)
-        self.splits_itself = _captum.takes_internal_batch_size(method)
+        self.splits_itself = _captum.rows_per_split_copy(method)
 
     def set_internal_batch_size(self, rows: int) -> None:
         """Let the method split its own forwards into ``rows`` rows (path methods)."""

@@ -161,6 +161,11 @@ class Moments:
     def without(self, part: "Moments") -> "Moments":
         """The moments of these samples with ``part``'s samples taken out (Chan's update, inverted)."""
         rest = Moments(self.dtype, self.track_m2)
+        if part.count == 0:  # nothing to take out (merge skips an empty part the same way)
+            rest.merge(self)
+            return rest
+        if part.count == self.count:  # everything taken out: no mean to divide by zero for
+            return rest
         rest.count = self.count - part.count
         rest.mean = (self.mean * self.count - part.mean * part.count) / rest.count
         if self.m2 is not None:
@@ -176,7 +181,11 @@ class Moments:
         """Restore a :meth:`state_dict`."""
         if bool(state["track_m2"]) != self.track_m2:
             raise ValueError(f"state has track_m2={state['track_m2']}, this accumulator {self.track_m2}")
-        self.count, self.mean, self.m2 = int(state["count"]), state["mean"], state["m2"]
+        # Copies: updates merge in place, and must not reach the dict (or the accumulator) the state came from.
+        mean, m2 = state["mean"], state["m2"]
+        self.count = int(state["count"])
+        self.mean = None if mean is None else mean.clone()
+        self.m2 = None if m2 is None else m2.clone()
 
     def all_reduce(self, group: Any = None) -> None:
         """Make every process's state the moments of all processes' samples (``torch.distributed``).

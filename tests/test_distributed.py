@@ -1,0 +1,105 @@
+"""Moments.all_reduce across two real processes (gloo on CPU) equals one float64 two-pass over all their samples."""
+
+import datetime
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+WORLD_SIZE = 2
+SAMPLES_PER_RANK = (7, 13)  # unequal, so a plain average of the ranks' means would be wrong
+OFFSET = 1e3  # float32 values far from zero against a unit spread: E[a²] − E[a]² would cancel
+TIMEOUT_SECONDS = 60
+PACKAGE = Path(__file__).resolve().parents[1] / "noisegrad"
+
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not available in this torch build",
+)
+
+
+def _import_moments():
+    """This checkout's ``noisegrad.stats.moments``, without running ``noisegrad/__init__.py``.
+
+    The package's ``__init__`` imports Captum and matplotlib, which doubles
+    the time a rank takes to start and to exit; Moments needs only torch.
+    """
+    if "noisegrad" not in sys.modules:
+        package = types.ModuleType("noisegrad")
+        package.__path__ = [str(PACKAGE)]
+        sys.modules["noisegrad"] = package
+    from noisegrad.stats.moments import Moments
+
+    return Moments
+
+
+def _all_reduce_on_rank(rank, rendezvous, directory):
+    """One process: update Moments with this rank's own samples, all-reduce, and save what it then holds."""
+    Moments = _import_moments()
+    assert Path(sys.modules["noisegrad.stats.moments"].__file__).resolve().parents[1] == PACKAGE
+    dist.init_process_group(
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD_SIZE,
+        timeout=datetime.timedelta(seconds=TIMEOUT_SECONDS),
+    )
+    try:
+        samples = torch.load(directory / "samples.pt", weights_only=True)[rank]
+        full, mean_only = Moments(), Moments(track_m2=False)
+        for chunk in samples.split(5, dim=1):  # several chunks: each rank's own state is already a merge
+            full.update(chunk)
+            mean_only.update(chunk)
+        full.all_reduce()
+        mean_only.all_reduce()
+        torch.save({"full": full.state_dict(), "mean_only": mean_only.state_dict()}, directory / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_on_two_processes(directory):
+    """Spawn the ranks, wait for both within the timeout, and kill them if they hang."""
+    context = mp.start_processes(
+        _all_reduce_on_rank, args=(directory / "rendezvous", directory), nprocs=WORLD_SIZE, join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    try:
+        while not context.join(timeout=max(0.1, deadline - time.monotonic())):  # raises if a rank raised
+            if time.monotonic() > deadline:
+                pytest.fail(f"the {WORLD_SIZE} ranks did not finish within {TIMEOUT_SECONDS} s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+                process.join()
+    return [torch.load(directory / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
+
+
+def test_all_reduce_gives_every_rank_the_moments_of_all_samples(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    samples = (OFFSET + torch.randn(3, sum(SAMPLES_PER_RANK), 4, generator=generator, dtype=torch.float64)).float()
+    torch.save(list(samples.split(SAMPLES_PER_RANK, dim=1)), tmp_path / "samples.pt")
+
+    states = run_on_two_processes(tmp_path)
+
+    reference = samples.double()  # the float32 samples themselves, reduced in float64 in two passes
+    mean = reference.mean(dim=1)
+    variance = ((reference - mean.unsqueeze(1)) ** 2).mean(dim=1)
+    full = states[0]["full"]
+    assert full["count"] == sum(SAMPLES_PER_RANK)
+    torch.testing.assert_close(full["mean"], mean, rtol=1e-10, atol=0)
+    torch.testing.assert_close(full["m2"] / full["count"], variance, rtol=1e-6, atol=0)
+
+    mean_only = states[0]["mean_only"]
+    assert mean_only["count"] == sum(SAMPLES_PER_RANK) and mean_only["m2"] is None
+    # without M2 a chunk's mean is taken in the samples' float32, uncentred: at most one float32 rounding
+    # (2^-24 relative) per addition of a chunk of 5 and one for the division
+    torch.testing.assert_close(mean_only["mean"], mean, rtol=5 * 2**-24, atol=0)
+
+    for name in ("full", "mean_only"):
+        for key in ("count", "mean", "m2"):
+            theirs, ours = states[1][name][key], states[0][name][key]
+            assert theirs == ours if not torch.is_tensor(ours) else torch.equal(theirs, ours), (name, key)
