@@ -28,13 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tunnel import Config, ForeignLoad, build_workloads, cpu_model, make_method, method_kwargs, time_interleaved  # noqa: E402
 
 import noisegrad  # noqa: E402
-from noisegrad.plan import (  # noqa: E402
-    AUTO_CPU_BYTES,
-    activation_bytes_per_row,
-    chunk_for_rows,
-    rows_per_copy,
-    takes_internal_batch_size,
-)
+from noisegrad._captum import rows_per_copy, rows_per_split_copy  # noqa: E402
+from noisegrad.plan import AUTO_CPU_BYTES, activation_bytes_per_row, chunk_for_rows  # noqa: E402
 
 NT_SAMPLES = 32
 METHODS = ("Saliency", "InputXGradient", "IntegratedGradients")
@@ -64,7 +59,7 @@ def auto_chunk(workload, method: str, cfg: Config) -> int:
     per_row = activation_bytes_per_row(workload.model, (x,), None)
     rows = max(1, AUTO_CPU_BYTES // per_row)
     per_copy = rows_per_copy(wrapped, method_kwargs(method, cfg))
-    return chunk_for_rows(rows, x.shape[0], per_copy, NT_SAMPLES, takes_internal_batch_size(wrapped))[0]
+    return chunk_for_rows(rows, x.shape[0], per_copy, NT_SAMPLES, rows_per_split_copy(wrapped))[0]
 
 
 def run(args: argparse.Namespace) -> List[dict]:

@@ -297,13 +297,16 @@ def test_lean_copies_the_method_with_summed_gradients_that_equal_captums_exactly
     assert method.gradient_func is compute_gradients
 
 
-def test_lean_leaves_a_method_without_captums_gradient_as_it_is():
+def test_lean_copies_a_method_without_captums_gradient_and_keeps_its_own():
+    """Always a shallow copy (what a call sets goes on the copy), with the method's own gradient function kept."""
     model = RowCountingNet()
     ablation = FeatureAblation(model)
-    assert _captum.lean(ablation) is ablation
+    twin = _captum.lean(ablation)
+    assert twin is not ablation and twin.forward_func is ablation.forward_func
     custom = Saliency(model)
-    custom.gradient_func = _captum.summed_gradients
-    assert _captum.lean(custom) is custom
+    own = lambda *args, **kwargs: _captum.summed_gradients(*args, **kwargs)  # noqa: E731
+    custom.gradient_func = own
+    assert _captum.lean(custom).gradient_func is own and custom.gradient_func is own
 
 
 # --------------------------------------------------------------------------- helpers the joint estimator uses

@@ -18,7 +18,7 @@ from noisegrad.viz._normalize import (
     validate_sign,
     validate_vmax,
 )
-from noisegrad.viz._panel import add_colorbar, attribution_map, bare, check_spatial, draw_panel, validate_method
+from noisegrad.viz._panel import add_colorbar, attribution_map, check_spatial, draw_panel, validate_method
 
 __all__ = ["plot_image_attr_grid", "plot_attr_comparison", "SHARED_SCALES"]
 
