@@ -85,10 +85,8 @@ def rows_per_copy(method: Attribution, kwargs: Dict[str, Any]) -> int:
     >>> rows_per_copy(DeepLiftShap(model), {"baselines": torch.zeros(3, 3)})  # each input row beside 3 baselines
     6
     """
-    if isinstance(method, LayerConductance):  # differences of consecutive points: n_steps + 1 of them
-        return int(kwargs.get("n_steps", _DEFAULT_N_STEPS)) + 1
     if isinstance(method, PATH_METHODS):
-        return int(kwargs.get("n_steps", _DEFAULT_N_STEPS))
+        return path_points(method, int(kwargs.get("n_steps", _DEFAULT_N_STEPS)))
     if isinstance(method, SAMPLES_METHODS):
         return int(kwargs.get("n_samples", _DEFAULT_N_SAMPLES))
     beside_baseline = 2 if isinstance(method, _PAIRED_METHODS) else 1  # DeepLift: each row and its baseline row
