@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 from captum._utils.common import _format_additional_forward_args, _run_forward
 from captum._utils.gradient import _forward_layer_eval, compute_gradients
+from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, SUPPORTED_RIEMANN_METHODS
 from captum.attr import (
     Attribution,
     DeepLift,
@@ -49,6 +50,8 @@ __all__ = [
     "forward_layer_eval",
     "layer_gradient_func",
     "PATH_METHODS",
+    "APPROXIMATION_METHODS",
+    "RIEMANN_METHODS",
     "SAMPLES_METHODS",
 ]
 
@@ -63,6 +66,10 @@ SAMPLES_METHODS = (GradientShap, LayerGradientShap, NeuronGradientShap)
 BASELINE_ROWS_METHODS = (DeepLiftShap, LayerDeepLiftShap, NeuronDeepLiftShap)
 #: Methods that run the inputs and their baselines in one forward (DeepLift's rescale rule compares the two).
 _PAIRED_METHODS = (DeepLift, NeuronDeepLift) + BASELINE_ROWS_METHODS  # LayerDeepLift is a DeepLift
+
+#: The approximation ``method``s path methods take, and those that are Riemann sums (they need 2 steps).
+APPROXIMATION_METHODS = tuple(SUPPORTED_METHODS)
+RIEMANN_METHODS = tuple(SUPPORTED_RIEMANN_METHODS)
 
 _DEFAULT_N_STEPS = 50
 _DEFAULT_N_SAMPLES = 5

@@ -7,10 +7,9 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 import torch
 from captum.attr import Attribution, GradientAttribution
-from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, SUPPORTED_RIEMANN_METHODS
 from torch import Tensor
 
-from noisegrad._captum import is_path_method, path_points
+from noisegrad._captum import APPROXIMATION_METHODS, RIEMANN_METHODS, is_path_method, path_points
 from noisegrad.stats.deltas import DELTA_REDUCTIONS
 from noisegrad.sampling.samplers import independent_units, units_for_stderr
 
@@ -193,14 +192,14 @@ def validate_method_arguments(method: Attribution, kwargs: Dict[str, Any]) -> No
     parameters = inspect.signature(method.attribute).parameters
     defaults = {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
     approximation = kwargs.get("method", defaults.get("method"))
-    if ("method" in kwargs or "method" in defaults) and approximation not in SUPPORTED_METHODS:
+    if ("method" in kwargs or "method" in defaults) and approximation not in APPROXIMATION_METHODS:
         error = ValueError if isinstance(approximation, str) else TypeError
-        raise error(f"method must be one of {SUPPORTED_METHODS}, got {approximation!r}")
+        raise error(f"method must be one of {APPROXIMATION_METHODS}, got {approximation!r}")
     if "n_steps" not in kwargs and "n_steps" not in defaults:
         return
     n_steps = as_int("n_steps", kwargs.get("n_steps", defaults.get("n_steps")))
     # A Riemann sum needs two points on the path, Gauss-Legendre quadrature one.
-    least = 2 - path_points(method, 0) if approximation in SUPPORTED_RIEMANN_METHODS else 1
+    least = 2 - path_points(method, 0) if approximation in RIEMANN_METHODS else 1
     if n_steps < least:
         raise ValueError(
             f"n_steps must be at least {least} with method={approximation!r} (a Riemann sum needs two points "
