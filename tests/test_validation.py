@@ -198,7 +198,7 @@ BAD_PATH_ARGUMENTS = {
     "n_steps negative": (dict(n_steps=-3), ValueError, "n_steps must be a positive int, got -3"),
     "n_steps float": (dict(n_steps=2.0), TypeError, r"n_steps must be a positive int, got 2.0 \(float\)"),
     "n_steps bool": (dict(n_steps=True), TypeError, "n_steps must be a positive int"),
-    "unknown method": (dict(method="riemann"), ValueError, r"method must be one of \[.*'gausslegendre'\], got 'riemann"),
+    "unknown method": (dict(method="riemann"), ValueError, r"method must be one of \(.*'gausslegendre'\), got 'riemann"),
     "method None": (dict(method=None), TypeError, "method must be one of .*, got None"),
 }
 
