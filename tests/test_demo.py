@@ -50,7 +50,8 @@ def test_figure_is_written_with_one_row_per_image_and_real_content(small_demo):
     pixels = matplotlib.image.imread(path)
     height, width = pixels.shape[:2]
     inches_w, inches_h = figure_size(3)
-    assert (width, height) == (round(inches_w * 100), round(inches_h * 100))
+    # within a pixel: matplotlib before 3.11.1 truncates 1.9 * 6 in * 100 dpi = 1139.99... to 1139 px
+    assert abs(width - round(inches_w * 100)) <= 1 and abs(height - round(inches_h * 100)) <= 1
     assert width / height == pytest.approx(6 / 3, rel=0.15)  # 6 columns (input + 5 methods), 3 rows
     rgb = pixels[..., :3].reshape(-1, 3)
     assert rgb.std() > 0.05 and len(np.unique(rgb, axis=0)) > 200  # images and colour maps, not a blank canvas
