@@ -123,7 +123,9 @@ class NoiseTunnel(Attribution):
             example is at most ``tol`` (or ``max_samples`` is reached); an
             example that has converged leaves the batch, so it stops costing
             compute. Returns a :class:`noisegrad.SmoothedAttribution` whose
-            ``nt_samples`` holds the samples each example used. Not with
+            ``nt_samples`` holds the samples each example used and
+            ``converged`` whether it reached ``tol`` (a ``RuntimeWarning``
+            names those that stopped at ``max_samples``). Not with
             ``sampler="lhs"``, whose design needs the sample count up front.
         nt_samples_batch_size : int, "auto" or None
             Copies per example attributed together (>= 1); ``None``: all at
@@ -150,9 +152,10 @@ class NoiseTunnel(Attribution):
             counts gradient evaluations per example. ``True`` stratifies the
             path point with i.i.d. noise; a sampler name draws the noise that
             way (``"antithetic"``: ``nt_samples`` even; compared in
-            benchmarks/JOINT.md).
-            Only ``nt_type="smoothgrad"``. The default, ``False``, is Captum's
-            nested estimator.
+            benchmarks/JOINT.md). Chunk sizes, budgets, out-of-memory
+            halving and standard errors work as for the nested estimator.
+            Only ``nt_type="smoothgrad"``, a fixed ``nt_samples``. The
+            default, ``False``, is Captum's nested estimator.
         sampler : {"iid", "antithetic", "qmc", "lhs"}
             How the noise is drawn (:class:`noisegrad.sampling.samplers.NoiseSampler`):
             independently (Captum's behaviour, the default), in antithetic
@@ -175,8 +178,10 @@ class NoiseTunnel(Attribution):
             otherwise the delete-one-group jackknife over the sampler's
             independent units (8 groups of i.i.d. samples or of antithetic
             pairs; the 4 randomised replicates of QMC / LHS). Needs 2
-            independent units (3 for VarGrad). With ``joint=``, the joint
-            estimator's :class:`noisegrad.JointEstimate`.
+            independent units (3 for VarGrad). Its degrees of freedom are in
+            ``.dof`` and ``.interval(level)`` gives Student-t intervals. With
+            ``joint=``, the joint estimator's :class:`noisegrad.JointEstimate`
+            (with the delta's standard error too).
         tol : float
             With ``nt_samples="auto"``: the relative standard error to reach.
         max_samples : int
@@ -210,42 +215,16 @@ class NoiseTunnel(Attribution):
             Attributions shaped like the wrapped method's (a tensor or tuple),
             in its dtype; ``delta`` when ``return_convergence_delta=True``.
         """
-        return self._attribute(
-            inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, draw_baseline_from_distrib,
-            max_batch_rows=max_batch_rows, memory_budget=memory_budget, joint=joint, sampler=sampler,
-            return_stderr=return_stderr, tol=tol, max_samples=max_samples, seed=seed, generator=generator,
-            delta_reduction=delta_reduction, **kwargs,
+        request = check_request(  # validate
+            self.attribution_method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs,
+            draw_baseline_from_distrib, max_batch_rows, memory_budget, joint, sampler, return_stderr, tol,
+            max_samples, seed, generator, delta_reduction, dict(kwargs), accepted=self._accepted_keywords,
         )
+        return self._run(request)
 
-    def _attribute(
-        self,
-        inputs: TensorOrTuple,
-        nt_type: str,
-        nt_samples: Union[int, str],
-        nt_samples_batch_size: Union[int, str, None],
-        stdevs: StdevsType,
-        draw_baseline_from_distrib: bool,
-        *,
-        max_batch_rows: Optional[int] = None,
-        memory_budget: Optional[int] = None,
-        joint: Union[bool, str] = False,
-        sampler: str = "iid",
-        return_stderr: bool = False,
-        tol: float = 0.05,
-        max_samples: int = 1024,
-        seed: Optional[int] = None,
-        generator: Optional[torch.Generator] = None,
-        delta_reduction: str = "mean",
-        stratify: bool = True,
-        **kwargs: Any,
-    ) -> Any:
-        """validate → plan → run → finish."""
+    def _run(self, request: Request) -> Any:
+        """plan → run → finish, for a checked request."""
         method = self.attribution_method
-        request = check_request(
-            method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, draw_baseline_from_distrib,
-            max_batch_rows, memory_budget, joint, sampler, return_stderr, tol, max_samples, seed, generator,
-            delta_reduction, dict(kwargs), stratify, self._accepted_keywords,
-        )
         global_seed = request.seeds.derived(0) if request.seeded else None
         with guarded(method, request.device, global_seed, _captum.draws_from_global_rng(method)):
             estimator = _estimator(method, request)

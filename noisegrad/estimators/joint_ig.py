@@ -186,18 +186,21 @@ def joint_integrated_gradients(
     removing noise by adding noise", arXiv:1706.03825. Captum's GradientShap
     samples (noise, α) pairs the same way for baselines.
     """
+    from noisegrad._request import check_request
     from noisegrad.tunnel import NoiseTunnel  # the estimator plugs into the tunnel's loop
 
     if "return_convergence_delta" in kwargs:
         raise TypeError("pass return_convergence_delta as joint_integrated_gradients' own argument")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    return NoiseTunnel(method)._attribute(
-        inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, False, joint=True if sampler == "iid" else sampler,
-        stratify=stratify, return_stderr=return_stderr, seed=seed, generator=generator,
-        return_convergence_delta=return_convergence_delta, **kwargs,
+    request = check_request(
+        method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, draw_baseline_from_distrib=False,
+        max_batch_rows=None, memory_budget=None, joint=True if sampler == "iid" else sampler, sampler="iid",
+        return_stderr=return_stderr, tol=0.05, max_samples=1024, seed=seed, generator=generator,
+        delta_reduction="mean", kwargs=dict(kwargs, return_convergence_delta=return_convergence_delta),
+        stratify=stratify,
     )
-
+    return NoiseTunnel(method)._run(request)
 
 
 class JointEstimator:
