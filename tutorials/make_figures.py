@@ -9,7 +9,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from captum.attr import IntegratedGradients, Saliency
 from torch import nn

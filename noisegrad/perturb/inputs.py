@@ -1,9 +1,9 @@
 """Noise on the input tensors: its specification (absolute, per input, per feature, relative) and the noisy copies."""
 
+import contextlib
 import math
 import numbers
 from typing import ContextManager, Optional, Sequence, Tuple, Union
-import contextlib
 
 import torch
 from torch import Tensor
