@@ -155,3 +155,21 @@ def test_help_shows_each_default_once(command):
     assert "(default: 32)" in flat and "(default: None)" not in flat and "(default: False)" not in flat
     if command == "explain":
         assert "only; default 32)" in flat
+
+
+def test_identical_examples_get_independent_noise(tmp_path):
+    """Examples are explained one by one; each gets its own seed, so their Monte-Carlo errors are independent."""
+    import torch
+
+    from noisegrad.app.cli import main
+
+    torch.manual_seed(0)
+    model = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)))
+    torch.jit.save(model, str(tmp_path / "model.pt"))
+    torch.save(torch.rand(1, 4).repeat(3, 1), tmp_path / "x.pt")
+    code = main(["explain", "--model", str(tmp_path / "model.pt"), "--inputs", str(tmp_path / "x.pt"),
+                 "--method", "saliency", "--samples", "8", "--target", "0", "--out", str(tmp_path / "out")])
+    assert code == 0
+    saved = torch.load(tmp_path / "out" / "attributions.pt", weights_only=True)
+    attributions = saved["attributions"] if isinstance(saved, dict) else saved
+    assert not torch.equal(attributions[0], attributions[1]) and not torch.equal(attributions[1], attributions[2])
