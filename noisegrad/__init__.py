@@ -19,7 +19,7 @@ import importlib
 from typing import Any
 
 from noisegrad import _deprecated  # noqa: F401  (importing it keeps the renamed modules' old names working)
-from noisegrad.estimators.joint_ig import JointEstimate, joint_integrated_gradients
+from noisegrad.estimators.joint_ig import joint_integrated_gradients
 from noisegrad.frontends import smoothgrad, smoothgrad_sq, vargrad
 from noisegrad.perturb.inputs import Relative, relative
 from noisegrad.plan import plan_chunks
@@ -43,7 +43,6 @@ __all__ = [
     "plan_chunks",
     "NT_TYPES",
     "joint_integrated_gradients",
-    "JointEstimate",
     "SmoothedAttribution",
     "viz",
     "__version__",
@@ -53,4 +52,11 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name == "viz":  # figures are loaded on first use
         return importlib.import_module("noisegrad.viz")
+    if name == "JointEstimate":  # one result type for both estimators; the old name for one release
+        import warnings
+
+        warnings.warn("noisegrad.JointEstimate is deprecated: the joint estimator returns a "
+                      "noisegrad.SmoothedAttribution (relative_stderr is an attribute, not a method)",
+                      DeprecationWarning, stacklevel=2)
+        return SmoothedAttribution
     raise AttributeError(f"module 'noisegrad' has no attribute {name!r}")

@@ -32,6 +32,10 @@ from noisegrad.stats.smoothing import validate_nt_type
 
 __all__ = ["Request", "check_request"]
 
+#: nt_samples="auto" defaults: the relative standard error to reach, and the most samples per example.
+_DEFAULT_TOL = 0.05
+_DEFAULT_MAX_SAMPLES = 1024
+
 
 @dataclass(frozen=True)
 class Request:
@@ -124,8 +128,15 @@ def check_request(
     nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget = validate_counts(
         nt_samples, nt_samples_batch_size, max_batch_rows, memory_budget
     )
+    if not auto and (tol is not None or max_samples is not None):
+        given = ", ".join(f"{name}={value!r}" for name, value in (("tol", tol), ("max_samples", max_samples))
+                          if value is not None)
+        raise ValueError(f'{given} only apply to nt_samples="auto" (stopping when converged); '
+                         f"with nt_samples={nt_samples!r} every example gets exactly that many samples")
     if auto:
-        max_samples = validate_auto(tol, max_samples, sampler, delta_reduction)
+        tol = _DEFAULT_TOL if tol is None else tol
+        max_samples = validate_auto(tol, _DEFAULT_MAX_SAMPLES if max_samples is None else max_samples, sampler,
+                                    delta_reduction)
     seed = validate_seed(seed, generator)
     validate_delta(return_delta, method, delta_reduction)
     limit = max_samples if auto else nt_samples
@@ -140,7 +151,7 @@ def check_request(
     seeded = seed is not None or generator is not None
     return Request(
         inputs=inputs_tuple, is_inputs_tuple=isinstance(inputs, tuple), nt_type=nt_type, needs_m2=needs_m2,
-        auto=auto, limit=limit, tol=float(tol), batch_size=nt_samples_batch_size, max_batch_rows=max_batch_rows,
+        auto=auto, limit=limit, tol=float(tol) if auto else _DEFAULT_TOL, batch_size=nt_samples_batch_size, max_batch_rows=max_batch_rows,
         memory_budget=memory_budget, sampler=sampler, joint=is_joint, stratify=stratify,
         return_stderr=bool(return_stderr), return_delta=return_delta, delta_reduction=delta_reduction,
         draw_baseline_from_distrib=bool(draw_baseline_from_distrib), sigmas=sigmas,

@@ -45,6 +45,9 @@ def _smooth(
     sampler: Optional[str],
     **kwargs: Any,
 ) -> Any:
+    if "abs" in kwargs:
+        raise TypeError("the front-ends take absolute=True / False (signed gradients by default, as the SmoothGrad "
+                        "paper), not Saliency's abs=")
     kwargs.setdefault("nt_samples_batch_size", "auto")
     if sampler is None:
         sampler = BEST_SAMPLER[(nt_type, absolute)]

@@ -34,6 +34,8 @@ class SmoothedAttribution:
     converged : Tensor, optional
         With ``nt_samples="auto"``: per example, whether ``tol`` was reached
         (``False`` where ``max_samples`` stopped it first).
+    delta_stderr : Tensor, optional
+        The joint estimator's standard error of ``delta``.
 
     Examples
     --------
@@ -51,6 +53,29 @@ class SmoothedAttribution:
     delta: Optional[Tensor] = None
     dof: Union[int, Tensor, None] = None
     converged: Optional[Tensor] = None
+    delta_stderr: Optional[Tensor] = None
+
+    def __repr__(self) -> str:
+        """Shapes and the per-example summaries, not every element."""
+        def describe(value: Any) -> str:
+            if isinstance(value, Tensor):
+                return f"Tensor{tuple(value.shape)} {str(value.dtype).replace('torch.', '')}"
+            if isinstance(value, (tuple, list)):
+                inner = ", ".join(describe(v) for v in value)
+                return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+            return repr(value)
+
+        def short(value: Any) -> str:
+            if isinstance(value, Tensor) and value.numel() <= 8:
+                return repr([round(v, 4) if isinstance(v, float) else v for v in value.tolist()])
+            return describe(value)
+
+        parts = [f"attributions={describe(self.attributions)}", f"stderr={describe(self.stderr)}",
+                 f"relative_stderr={short(self.relative_stderr)}", f"nt_samples={short(self.nt_samples)}",
+                 f"dof={short(self.dof)}"]
+        parts += [f"{name}={short(getattr(self, name))}" for name in ("delta", "converged", "delta_stderr")
+                  if getattr(self, name) is not None]
+        return f"SmoothedAttribution({', '.join(parts)})"
 
     def interval(self, level: float = 0.95) -> Tuple[TensorOrTuple, TensorOrTuple]:
         """A two-sided confidence interval per element: ``attribution ± t · stderr``.
@@ -58,6 +83,8 @@ class SmoothedAttribution:
         ``t`` is Student's t quantile at ``(1 + level) / 2`` with :attr:`dof`
         degrees of freedom (with few groups, 1.96 covers only 84–90 %).
         """
+        if isinstance(self.attributions, list):
+            raise ValueError("intervals of a list of layers: take each layer's attributions and stderr")
         return interval(self.attributions, self.stderr, self.dof, level)
 
 

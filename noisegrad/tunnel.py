@@ -12,7 +12,7 @@ from noisegrad._loop import run
 from noisegrad._request import Request, check_request
 from noisegrad._state import guarded
 from noisegrad._validate import accepted_keywords
-from noisegrad.estimators.joint_ig import JointEstimate, JointEstimator
+from noisegrad.estimators.joint_ig import JointEstimator
 from noisegrad.estimators.nested import NestedEstimator
 from noisegrad.perturb.inputs import InputNoise, StdevsType
 from noisegrad.plan import ChunkPlan, activation_bytes_per_row
@@ -103,8 +103,8 @@ class NoiseTunnel(Attribution):
         joint: Union[bool, str] = False,
         sampler: str = "iid",
         return_stderr: bool = False,
-        tol: float = 0.05,
-        max_samples: int = 1024,
+        tol: Optional[float] = None,
+        max_samples: Optional[int] = None,
         seed: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
         delta_reduction: str = "mean",
@@ -180,12 +180,13 @@ class NoiseTunnel(Attribution):
             pairs; the 4 randomised replicates of QMC / LHS). Needs 2
             independent units (3 for VarGrad). Its degrees of freedom are in
             ``.dof`` and ``.interval(level)`` gives Student-t intervals. With
-            ``joint=``, the joint estimator's :class:`noisegrad.JointEstimate`
-            (with the delta's standard error too).
-        tol : float
-            With ``nt_samples="auto"``: the relative standard error to reach.
-        max_samples : int
-            With ``nt_samples="auto"``: the most samples any example gets.
+            ``joint=``, also the delta's standard error (``delta_stderr``).
+        tol : float, optional
+            With ``nt_samples="auto"``: the relative standard error to reach
+            (default 0.05). Refused with an int ``nt_samples``.
+        max_samples : int, optional
+            With ``nt_samples="auto"``: the most samples any example gets
+            (default 1024). Refused with an int ``nt_samples``.
         stdevs : float, tensor, noisegrad.relative(...), or a tuple of these
             The noise's standard deviation: one value for all inputs, or one
             entry per input tensor. A tensor broadcastable to an input gives
@@ -327,8 +328,7 @@ def _finish(request: Request, estimator: Any, tally: Tally, rule: Optional[Stopp
         return (result, delta) if request.return_delta else result
     errors, dof = tally.stderrs(request.nt_type)
     errors = [e.to(d) for e, d in zip(errors, tally.dtypes)]
-    if request.joint:
-        return JointEstimate(result, estimator.format(tuple(errors)), delta, tally.delta_stderr(), dof)
     return SmoothedAttribution(
-        result, estimator.format(tuple(errors)), relative_stderr(errors, values), request.limit, delta, dof
+        result, estimator.format(tuple(errors)), relative_stderr(errors, values), request.limit, delta, dof,
+        delta_stderr=tally.delta_stderr(),
     )

@@ -123,3 +123,9 @@ def test_stopping_at_max_samples_above_tol_warns_and_marks_the_inputs():
     assert result.converged.tolist() == [True, False, False]
     assert bool((result.relative_stderr[1:] > 0.001).all()) and result.nt_samples.tolist()[1:] == [64, 64]
     assert result.dof.shape == (3,) and bool((result.dof == result.nt_samples - 1).all())  # i.i.d. SmoothGrad
+
+
+def test_tol_or_max_samples_with_a_fixed_sample_count_are_refused_instead_of_ignored():
+    with pytest.raises(ValueError, match=r'tol=0.01 only apply to nt_samples="auto"'):
+        NoiseTunnel(Saliency(make_mlp())).attribute(torch.randn(2, 5, dtype=torch.float64), nt_samples=8, tol=0.01,
+                                                    target=0)

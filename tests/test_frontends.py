@@ -46,3 +46,12 @@ def test_auto_samples_swap_the_latin_hypercube_for_antithetic_pairs(options, sam
     assert isinstance(result, SmoothedAttribution)
     torch.testing.assert_close(result.attributions, expected.attributions, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(result.stderr, expected.stderr, rtol=1e-12, atol=1e-15)
+
+
+def test_saliencys_abs_keyword_points_to_absolute():
+    import pytest
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    with pytest.raises(TypeError, match="absolute=True"):
+        smoothgrad(model, torch.rand(2, 4), target=0, abs=True)

@@ -12,7 +12,8 @@ from torch import nn
 
 from conftest import make_mlp, make_two_input
 from noisegrad import NoiseTunnel, SampleSeeds
-from noisegrad.estimators.joint_ig import JointEstimate, joint_integrated_gradients
+from noisegrad import SmoothedAttribution
+from noisegrad.estimators.joint_ig import joint_integrated_gradients
 from noisegrad.perturb.inputs import noisy_copies
 
 VARIANTS = [(False, False), (True, False), (False, True), (True, True)]  # (stratify, antithetic)
@@ -112,7 +113,7 @@ def test_reported_stderr_matches_the_spread_over_seeds(stratify, sampler):
     reported = torch.stack([e.stderr for e in estimates]).square().mean(0).sqrt()
     ratio = float((reported / spread).median())
     assert (0.8 < ratio < 1.25) if not stratify else (0.8 < ratio < 2.0)
-    relative = estimates[0].relative_stderr()
+    relative = estimates[0].relative_stderr
     expected = estimates[0].stderr.norm(dim=1) / estimates[0].attributions.norm(dim=1)
     torch.testing.assert_close(relative, expected)
 
@@ -312,7 +313,7 @@ def test_methods_other_than_integrated_gradients_are_rejected():
 def test_return_stderr_gives_a_joint_estimate_with_every_sampler(sampler, dof):
     est = joint_integrated_gradients(IntegratedGradients(make_mlp()), X, nt_samples=16, stdevs=0.1, target=0,
                                      sampler=sampler, return_stderr=True)
-    assert isinstance(est, JointEstimate) and est.delta is None
+    assert isinstance(est, SmoothedAttribution) and est.delta is None
     assert bool(torch.isfinite(est.stderr).all()) and bool((est.stderr > 0).all())
     assert est.dof == dof  # stratified: neighbouring groups collapsed (8 → 4); QMC / LHS: 4 replicates
 
@@ -364,7 +365,7 @@ def test_noise_tunnel_joint_passes_return_stderr_on():
     common = dict(nt_samples=8, stdevs=0.2, target=1, seed=0, return_stderr=True)
     ours = NoiseTunnel(IntegratedGradients(model)).attribute(x, joint=True, **common)
     direct = joint_integrated_gradients(IntegratedGradients(model), x, **common)
-    assert isinstance(ours, JointEstimate)
+    assert isinstance(ours, SmoothedAttribution)
     assert torch.equal(ours.attributions, direct.attributions) and torch.equal(ours.stderr, direct.stderr)
 
 
@@ -432,3 +433,19 @@ def test_joint_takes_row_and_memory_budgets_and_automatic_chunks(budget):
     torch.testing.assert_close(ours, whole, rtol=1e-10, atol=1e-13)
     if "max_batch_rows" in budget:
         assert max(counter.rows) <= 6
+
+
+def test_the_joint_result_is_a_smoothed_attribution_like_the_nested_one_and_the_old_name_warns():
+    nt = NoiseTunnel(IntegratedGradients(make_mlp()))
+    joint = nt.attribute(X, joint="antithetic", nt_samples=8, stdevs=0.1, target=0, seed=0, return_stderr=True,
+                         return_convergence_delta=True)
+    nested = nt.attribute(X, nt_samples=8, stdevs=0.1, target=0, seed=0, return_stderr=True, n_steps=4)
+    assert type(joint) is type(nested) is SmoothedAttribution
+    expected = (joint.stderr.square().sum(1) / joint.attributions.square().sum(1)).sqrt()
+    torch.testing.assert_close(joint.relative_stderr, expected.double())
+    assert joint.delta_stderr.shape == (2,) and nested.delta_stderr is None
+    assert "Tensor(2, 5)" in repr(joint) and "delta_stderr=" in repr(joint)
+    import noisegrad
+
+    with pytest.warns(DeprecationWarning, match="returns a noisegrad.SmoothedAttribution"):
+        assert noisegrad.JointEstimate is SmoothedAttribution

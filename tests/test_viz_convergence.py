@@ -134,4 +134,4 @@ def test_the_curve_at_a_level_is_the_relative_stderr_times_students_t_of_each_co
     drawn = np.stack([line.get_ydata() for line in ax.get_lines()], axis=1)
     factors = np.array([np.nan] + [interval_halfwidth_factor(0.9, d) for d in (3, 15, 63)])
     np.testing.assert_allclose(drawn, run.relative_stderr * factors[:, None], rtol=1e-12)
-    assert "90% interval" in ax.get_ylabel()
+    assert "90% interval" in ax.get_ylabel() and "90% interval" in ax.get_title()

@@ -9,7 +9,6 @@ is one expectation over (ε, α):
 so each sample needs one gradient, at one random point of its own noisy path.
 """
 
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -28,53 +27,14 @@ from noisegrad.expand import ChunkKwargs
 from noisegrad.perturb.inputs import InputNoise, StdevsType
 from noisegrad.sampling.samplers import SAMPLERS
 from noisegrad.sampling.seeding import SampleSeeds
-from noisegrad.stats.grouped import relative_stderr
 from noisegrad.stats.tally import Chunk
 
-__all__ = ["joint_integrated_gradients", "JointEstimate", "JointEstimator"]
+__all__ = ["joint_integrated_gradients", "JointEstimator"]
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
 
 # Streams after any plausible number of input tensors and drawn baselines.
 _ALPHA_STREAM = 1 << 20
-
-
-@dataclass
-class JointEstimate:
-    """The joint estimate with its Monte-Carlo standard errors (``return_stderr=True``).
-
-    Attributes
-    ----------
-    attributions : Tensor or tuple of Tensor (a list for a list of layers)
-        The smoothed integrated gradients, shaped like Captum's.
-    stderr : same form as ``attributions``
-        Standard error of each element, from at least 2 independent units
-        (fewer are refused up front).
-    delta, delta_stderr : Tensor of shape ``(batch,)``, or None
-        The completeness gap per input and its standard error, when
-        ``return_convergence_delta=True``.
-    dof : int
-        Degrees of freedom of the standard errors (independent groups − 1).
-    """
-
-    attributions: Any
-    stderr: Any
-    delta: Optional[Tensor] = None
-    delta_stderr: Optional[Tensor] = None
-    dof: Optional[int] = None
-
-    def interval(self, level: float = 0.95) -> Tuple[Any, Any]:
-        """``attribution ± t · stderr`` with Student's t at ``(1 + level) / 2`` and :attr:`dof`."""
-        from noisegrad.result import interval
-
-        if isinstance(self.attributions, list):
-            raise ValueError("intervals of a list of layers: take each layer's attributions and stderr")
-        return interval(self.attributions, self.stderr, self.dof, level)
-
-    def relative_stderr(self) -> Tensor:
-        """Per input ``‖SE‖ / ‖attribution‖`` over all its elements (all tensors of a tuple)."""
-        attributions = _flat(self.attributions)
-        return relative_stderr(_flat(self.stderr), attributions).to(attributions[0].dtype)
 
 
 def joint_integrated_gradients(
@@ -147,7 +107,7 @@ def joint_integrated_gradients(
         ``Σ attribution_k − (f(x + ε_k) − f(b))``. It costs one forward pass
         (no backward) per sample, plus one per example for ``f(b)``.
     return_stderr : bool
-        Return a :class:`JointEstimate` with standard errors instead of a
+        Return a :class:`noisegrad.SmoothedAttribution` with standard errors instead of a
         tensor or tuple. Standard errors come from independent units: single
         samples, or the means of antithetic pairs; with ``stratify``,
         neighbouring strata are paired and the squared differences of their
@@ -164,7 +124,7 @@ def joint_integrated_gradients(
 
     Returns
     -------
-    attributions, (attributions, delta), or JointEstimate
+    attributions, (attributions, delta), or SmoothedAttribution
         Attributions shaped like the wrapped method's, in the gradients' dtype.
 
     Examples
@@ -196,7 +156,7 @@ def joint_integrated_gradients(
     request = check_request(
         method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, draw_baseline_from_distrib=False,
         max_batch_rows=None, memory_budget=None, joint=True if sampler == "iid" else sampler, sampler="iid",
-        return_stderr=return_stderr, tol=0.05, max_samples=1024, seed=seed, generator=generator,
+        return_stderr=return_stderr, tol=None, max_samples=None, seed=seed, generator=generator,
         delta_reduction="mean", kwargs=dict(kwargs, return_convergence_delta=return_convergence_delta),
         stratify=stratify,
     )
@@ -412,9 +372,3 @@ def _outputs(method: Any, inputs: Tuple[Tensor, ...], kwargs: Dict[str, Any]) ->
     with torch.no_grad():
         out = run_forward(method.forward_func, inputs, kwargs.get("target"), kwargs.get("additional_forward_args"))
     return out.reshape(inputs[0].shape[0], -1).sum(1)
-
-
-def _flat(value: Any) -> List[Tensor]:
-    if isinstance(value, Tensor):
-        return [value]
-    return [t for item in value for t in _flat(item)]

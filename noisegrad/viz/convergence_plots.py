@@ -142,6 +142,7 @@ def plot_convergence_curve(
     ylabel, default_title = _METRIC_LABELS[metric]
     if level is not None:
         values, ylabel = _interval_half_widths(run, metric, values, level)
+        default_title = f"Relative half-width of the {level:.0%} interval (Student's t)"
     batch = values.shape[1]
     if labels is not None and (isinstance(labels, str) or len(labels) != batch):
         raise ValueError(f"labels must be a sequence of {batch} strings (one per input), got {labels!r}")
@@ -272,4 +273,4 @@ def _interval_half_widths(run: ConvergenceRun, metric: str, values: np.ndarray, 
                          "(measure_convergence with stderr='return_stderr' or 'repeats')")
     factors = np.array([interval_halfwidth_factor(float(level), float(d)) if np.isfinite(d) and d > 0 else np.nan
                         for d in run.dof])
-    return values * factors[:, None], f"relative half-width of the {level:.0%} interval  t·‖SE‖ / ‖estimate‖"
+    return values * factors[:, None], f"{level:.0%} interval half-width / ‖estimate‖"
