@@ -32,6 +32,7 @@ from captum.attr import (
     NeuronDeepLiftShap,
     NeuronGradientShap,
     NeuronIntegratedGradients,
+    ShapleyValueSampling,
 )
 from torch import Tensor
 
@@ -101,7 +102,7 @@ def rows_per_copy(method: Attribution, kwargs: Dict[str, Any]) -> int:
         baselines = kwargs.get("baselines")
         first = baselines[0] if isinstance(baselines, tuple) else baselines
         return beside_baseline * (int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1)
-    if isinstance(method, FeatureAblation):  # and Occlusion
+    if isinstance(method, (FeatureAblation, ShapleyValueSampling)):  # and Occlusion, ShapleyValues
         return int(kwargs.get("perturbations_per_eval", 1))
     return beside_baseline
 

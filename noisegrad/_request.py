@@ -118,6 +118,9 @@ def check_request(
                 'with joint=True (i.i.d.) or joint="antithetic" / "qmc" / "lhs"'
             )
         sampler = "iid" if joint is True else joint
+    for name, flag in (("draw_baseline_from_distrib", draw_baseline_from_distrib), ("return_stderr", return_stderr)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     inputs_tuple = validate_inputs(inputs)
     validate_grad_mode(method)
     nt_type, needs_m2 = validate_nt_type(nt_type)
@@ -140,7 +143,8 @@ def check_request(
     seed = validate_seed(seed, generator)
     validate_delta(return_delta, method, delta_reduction)
     limit = max_samples if auto else nt_samples
-    validate_stderr_units(return_stderr and not auto, nt_type, sampler, limit)
+    # with "auto", max_samples must leave room for a standard error: stopping is decided by it
+    validate_stderr_units(return_stderr or auto, nt_type, sampler, limit)
     validate_keywords(method, accepted if accepted is not None else accepted_keywords(method), kwargs)
     validate_target(kwargs.get("target"))
     validate_method_arguments(method, kwargs)

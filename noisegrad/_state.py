@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["modules_of", "preserved_modules", "seeded_global_rng", "guarded", "needs_global_seed"]
+__all__ = ["modules_of", "preserved_modules", "seeded_global_rng", "seed_global_rngs", "guarded"]
 
 #: Held while the process-wide RNGs are seeded for one call: they belong to the process, not to a model.
 _GLOBAL_RNG_LOCK = threading.RLock()
@@ -203,28 +203,17 @@ def seed_global_rngs(seed: int, device: torch.device) -> None:
     random.seed(seed)
 
 
-def needs_global_seed(modules: List[nn.Module], method_draws: bool, forward_is_module: bool) -> bool:
-    """Whether anything in a seeded call may draw from the global RNGs, so that they must be seeded.
-
-    The wrapped method (GradientShap), a module in training mode (dropout),
-    or a forward function whose modules could not be found.
-    """
-    if method_draws or not modules and not forward_is_module:
-        return True
-    return any(m.training for root in modules for m in root.modules())
-
-
 @contextlib.contextmanager
-def guarded(method: Any, device: torch.device, seed: Optional[int], method_draws: bool = False) -> Iterator[None]:
+def guarded(method: Any, device: torch.device, seed: Optional[int]) -> Iterator[None]:
     """A wrapped attribution method's call: its model (forward function and layers) and the global RNGs restored.
 
-    ``seed``: the seed for the global RNGs, used only if something in the
-    call may draw from them (:func:`needs_global_seed`).
+    ``seed``: the seed for the global RNGs during the call (anything in it may
+    draw from them: GradientShap, dropout in training mode, a model that adds
+    noise itself), or None to leave them to the call.
     """
     layer = getattr(method, "layer", None)
     layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
     modules = modules_of(method.forward_func, *layers)
-    forward_is_module = isinstance(getattr(method.forward_func, "__self__", method.forward_func), nn.Module)
     if not modules:
         warnings.warn(
             f"noisegrad found no torch.nn.Module behind the forward function {method.forward_func!r}: its "
@@ -233,6 +222,5 @@ def guarded(method: Any, device: torch.device, seed: Optional[int], method_draws
             UserWarning,
             stacklevel=4,
         )
-    global_seed = seed if seed is not None and needs_global_seed(modules, method_draws, forward_is_module) else None
-    with preserved_modules(modules), seeded_global_rng(global_seed, device):
+    with preserved_modules(modules), seeded_global_rng(seed, device):
         yield

@@ -16,7 +16,8 @@ def expand_kwargs(
     kwargs: Dict[str, Any],
     inputs: Tuple[Tensor, ...],
     sample_ids: range,
-    baseline_draw: Optional[Tuple[SampleSeeds, torch.Generator]] = None,
+    baseline_draw: Optional[Tuple[SampleSeeds, torch.Generator, int, Optional[Tensor]]] = None,
+    baseline_distribution: bool = False,
 ) -> Dict[str, Any]:
     """A new kwargs dict whose per-example arguments are repeated for each sample of a chunk.
 
@@ -30,9 +31,14 @@ def expand_kwargs(
       repeated along dim 0; anything else is passed as is.
     * ``feature_mask``: tensors whose first dimension exceeds 1 are repeated.
     * ``baselines``: tensors with one row per example (and more than one
-      example) are repeated. With ``baseline_draw`` (``draw_baseline_from_distrib``),
+      example) are repeated, unless they are a distribution the method
+      samples or averages over (``baseline_distribution``: GradientShap,
+      DeepLiftShap), which is passed as it is whatever its number of rows.
+      With ``baseline_draw`` (``draw_baseline_from_distrib``: seeds,
+      generator, the call's batch size, and the running examples or None),
       every (sample, example) row instead gets a baseline row drawn uniformly
-      from the baseline tensor with that sample's own seed.
+      from the baseline tensor with that sample's own seed, for the whole
+      batch, so an example's draw does not depend on which others run.
 
     The caller's dict and its values are never modified.
 
@@ -57,21 +63,22 @@ def expand_kwargs(
             out["feature_mask"], lambda m, _: _tile(m, n) if m.shape[0] > 1 else m, inputs
         )
     if out.get("baselines") is not None and not callable(out["baselines"]):
-        if baseline_draw is None:
+        if baseline_draw is None and not baseline_distribution:
             out["baselines"] = _map_tensors(
                 out["baselines"],
                 lambda b, x: _tile(b, n) if b.shape[0] == x.shape[0] and b.shape[0] > 1 else b,
                 inputs,
             )
-        else:
-            seeds, generator = baseline_draw
-            batch = inputs[0].shape[0]
-            out["baselines"] = _map_tensors(
-                out["baselines"],
-                lambda b, _x, stream: b[_drawn_rows(b.shape[0], batch, sample_ids, seeds, stream, generator, b.device)],
-                inputs,
-                with_stream=True,
-            )
+        elif baseline_draw is not None:
+            seeds, generator, batch, examples = baseline_draw
+
+            def drawn(b: Tensor, _x: Tensor, stream: int) -> Tensor:
+                rows = _drawn_rows(b.shape[0], batch, sample_ids, seeds, stream, generator, b.device)
+                if examples is not None:
+                    rows = rows.view(len(sample_ids), batch)[:, examples.to(rows.device)].reshape(-1)
+                return b[rows]
+
+            out["baselines"] = _map_tensors(out["baselines"], drawn, inputs, with_stream=True)
     return out
 
 
@@ -85,26 +92,33 @@ class ChunkKwargs:
         self,
         kwargs: Dict[str, Any],
         inputs: Tuple[Tensor, ...],
-        baseline_draw: Optional[Tuple[SampleSeeds, torch.Generator]] = None,
+        baseline_draw: Optional[Tuple[SampleSeeds, torch.Generator, int, Optional[Tensor]]] = None,
+        baseline_distribution: bool = False,
     ) -> None:
         self.kwargs, self.inputs, self.baseline_draw = kwargs, inputs, baseline_draw
+        self.baseline_distribution = baseline_distribution
         self._by_size: Dict[int, Dict[str, Any]] = {}
 
     def for_chunk(self, sample_ids: range) -> Dict[str, Any]:
         if self.baseline_draw is not None:
             return expand_kwargs(self.kwargs, self.inputs, sample_ids, self.baseline_draw)
         if len(sample_ids) not in self._by_size:
-            self._by_size[len(sample_ids)] = expand_kwargs(self.kwargs, self.inputs, sample_ids)
+            self._by_size[len(sample_ids)] = expand_kwargs(
+                self.kwargs, self.inputs, sample_ids, baseline_distribution=self.baseline_distribution
+            )
         return self._by_size[len(sample_ids)]
 
 
-def select_examples(kwargs: Dict[str, Any], batch: int, examples: Tensor) -> Dict[str, Any]:
+def select_examples(
+    kwargs: Dict[str, Any], batch: int, examples: Tensor, baseline_distribution: bool = False
+) -> Dict[str, Any]:
     """A new kwargs dict holding only some examples' per-example arguments.
 
     Per-example means: a ``target`` list or multi-element tensor, and tensors
     of ``additional_forward_args``, ``baselines`` and ``feature_mask`` whose
     first dimension is the batch (and larger than 1); everything else applies
-    to all examples and is kept.
+    to all examples and is kept. With ``baseline_distribution`` the baselines
+    are a distribution (any number of rows), never one row per example.
     """
     rows = examples.tolist()
 
@@ -119,7 +133,7 @@ def select_examples(kwargs: Dict[str, Any], batch: int, examples: Tensor) -> Dic
         out["target"] = [target[i] for i in rows]
     elif isinstance(target, Tensor) and target.numel() > 1:
         out["target"] = target[examples.to(target.device)]
-    for name in ("additional_forward_args", "baselines", "feature_mask"):
+    for name in ("additional_forward_args", "feature_mask") + (() if baseline_distribution else ("baselines",)):
         value = out.get(name)
         if isinstance(value, tuple):
             out[name] = tuple(pick(v) for v in value)

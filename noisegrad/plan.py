@@ -170,11 +170,13 @@ def chunk_for_rows(max_rows: int, batch: int, per_copy: int, nt_samples: int, sp
 def activation_bytes_per_row(
     forward_func: Callable[..., Any], inputs: Tuple[Tensor, ...], additional_forward_args: Any
 ) -> Optional[int]:
-    """Bytes of module outputs one input row produces, from a forward of the first example.
+    """Bytes of module outputs one input row produces, from a forward of two rows (the first example, twice).
 
     Counts the outputs of every leaf ``nn.Module`` (what autograd keeps for the
     backward pass, roughly); ``None`` when ``forward_func`` is not a module or a
-    module's method, or is TorchScript, so nothing can be hooked.
+    module's method, or is TorchScript, so nothing can be hooked. Two rows, so
+    that BatchNorm in training mode can run; the global RNGs are put back
+    afterwards, so that the measurement draws nothing a dropout layer would.
     """
     owner = getattr(forward_func, "__self__", forward_func)
     if not isinstance(owner, nn.Module) or isinstance(owner, torch.jit.ScriptModule):
@@ -191,14 +193,19 @@ def activation_bytes_per_row(
     extra = additional_forward_args if isinstance(additional_forward_args, tuple) else (
         () if additional_forward_args is None else (additional_forward_args,)
     )
-    extra = tuple(a[:1] if isinstance(a, Tensor) and a.dim() > 0 else a for a in extra)
+    extra = tuple(_two_rows(a) if isinstance(a, Tensor) and a.dim() > 0 else a for a in extra)
+    devices = sorted({x.device.index or 0 for x in inputs if x.device.type == "cuda"})
     try:
-        with torch.no_grad():
-            forward_func(*(x[:1] for x in inputs), *extra)
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            forward_func(*(_two_rows(x) for x in inputs), *extra)
     finally:
         for handle in handles:
             handle.remove()
-    return total[0] + sum(x[:1].numel() * x.element_size() for x in inputs)
+    return total[0] // 2 + sum(x[:1].numel() * x.element_size() for x in inputs)
+
+
+def _two_rows(x: Tensor) -> Tensor:
+    return x[:1].expand((2,) + tuple(x.shape[1:]))
 
 
 def _auto_budget(device: torch.device) -> int:

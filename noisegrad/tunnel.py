@@ -227,7 +227,7 @@ class NoiseTunnel(Attribution):
         """plan → run → finish, for a checked request."""
         method = self.attribution_method
         global_seed = request.seeds.derived(0) if request.seeded else None
-        with guarded(method, request.device, global_seed, _captum.draws_from_global_rng(method)):
+        with guarded(method, request.device, global_seed):
             estimator = _estimator(method, request)
             plan = _plan(estimator, request, self.forward_func)
             tally = _tally(estimator, request)

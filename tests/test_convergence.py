@@ -129,3 +129,57 @@ def test_tol_or_max_samples_with_a_fixed_sample_count_are_refused_instead_of_ign
     with pytest.raises(ValueError, match=r'tol=0.01 only apply to nt_samples="auto"'):
         NoiseTunnel(Saliency(make_mlp())).attribute(torch.randn(2, 5, dtype=torch.float64), nt_samples=8, tol=0.01,
                                                     target=0)
+
+
+def test_a_baseline_distribution_as_long_as_the_batch_keeps_all_its_rows_when_inputs_leave():
+    """DeepLiftShap of a linear model: (x − mean of the baselines) · w for every example, by hand."""
+    from captum.attr import DeepLiftShap
+
+    linear = nn.Linear(3, 1).double()
+    with torch.no_grad():
+        linear.weight.fill_(1.0)
+        linear.bias.zero_()
+    baselines = torch.tensor([[-10.0] * 3, [10.0] * 3, [4.0] * 3], dtype=torch.float64)
+    stdevs = torch.tensor([[0.0], [0.3], [0.3]], dtype=torch.float64)  # example 0 converges at once
+    result = NoiseTunnel(DeepLiftShap(linear)).attribute(
+        torch.zeros(3, 3, dtype=torch.float64), nt_samples="auto", max_samples=256, tol=1e-6, stdevs=stdevs,
+        target=0, baselines=baselines, seed=0,
+    )
+    assert int(result.nt_samples[0]) < int(result.nt_samples[1])  # the scenario: one input left the batch early
+    torch.testing.assert_close(result.attributions[0], torch.full((3,), -4.0 / 3, dtype=torch.float64))
+    for i in (1, 2):  # the noisy ones: x + mean noise − 4/3, as a fixed run with the same samples gives
+        fixed = NoiseTunnel(DeepLiftShap(linear)).attribute(
+            torch.zeros(3, 3, dtype=torch.float64), nt_samples=int(result.nt_samples[i]), stdevs=stdevs, target=0,
+            baselines=baselines, seed=0,
+        )
+        torch.testing.assert_close(result.attributions[i], fixed[i], rtol=1e-10, atol=1e-12)
+        assert float((fixed[i] + 4.0 / 3).abs().max()) < 0.2  # not the -6.6 of a distribution that lost rows
+
+
+@pytest.mark.parametrize("sampler", ["iid", "antithetic", "qmc"])
+def test_an_input_that_ran_longer_gets_the_result_of_a_fixed_run_with_its_sample_count(sampler):
+    """Its noise does not depend on which other inputs are still running."""
+    model = make_mlp(seed=5)
+    x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    stdevs = torch.tensor([[0.01], [0.6], [0.6]], dtype=torch.float64)
+    nt = NoiseTunnel(Saliency(model))
+    common = dict(stdevs=stdevs, target=1, abs=False, seed=3, sampler=sampler)
+    result = nt.attribute(x, nt_samples="auto", tol=0.02, max_samples=400, nt_samples_batch_size=16, **common)
+    assert int(result.nt_samples[0]) < int(result.nt_samples[1])
+    for i in (1, 2):  # with standard errors, as "auto" keeps them: QMC then has the same 4 replicates
+        fixed = nt.attribute(x, nt_samples=int(result.nt_samples[i]), nt_samples_batch_size=16, return_stderr=True,
+                             **common)
+        torch.testing.assert_close(result.attributions[i], fixed.attributions[i], rtol=1e-10, atol=1e-12)
+
+
+def test_nan_attributions_never_count_as_converged_and_zero_ones_with_spread_do_not_crash():
+    nan_model = lambda t: (t * float("nan")).sum(1, keepdim=True)  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="did not reach tol"):
+        result = NoiseTunnel(Saliency(nan_model)).attribute(
+            torch.randn(2, 3), nt_samples="auto", max_samples=64, stdevs=0.1, target=0, seed=0
+        )
+    assert result.converged.tolist() == [False, False]
+    kink = lambda t: t.abs().sum(1, keepdim=True)  # noqa: E731  (at 0 the signed gradients average to about 0)
+    with pytest.warns(RuntimeWarning, match="did not reach tol"):
+        NoiseTunnel(Saliency(kink)).attribute(torch.zeros(2, 3), nt_samples="auto", max_samples=64, stdevs=0.1,
+                                              target=0, abs=False, seed=823, tol=1e-9)

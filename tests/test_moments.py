@@ -266,3 +266,12 @@ def test_without_a_part_inverts_merging_it(split, track_m2):
         assert bool((rest.m2 >= 0).all())
     else:
         assert rest.m2 is None
+
+
+def test_a_state_taken_earlier_is_not_changed_by_later_updates():
+    moments = Moments()
+    moments.update(torch.randn(2, 4, 3, dtype=torch.float64))
+    state = moments.state_dict()
+    mean = state["mean"].clone()
+    moments.update(torch.randn(2, 6, 3, dtype=torch.float64))
+    assert torch.equal(state["mean"], mean) and state["count"] == 4

@@ -201,3 +201,31 @@ def test_a_forward_function_with_no_module_to_be_found_says_so():
     weight = torch.randn(5, 3)
     with pytest.warns(UserWarning, match="found no torch.nn.Module behind the forward function"):
         NoiseTunnel(Saliency(lambda t: t @ weight)).attribute(torch.randn(2, 5), nt_samples=2, target=0, seed=0)
+
+
+def test_a_seeded_call_on_a_model_that_draws_noise_itself_in_eval_mode_is_reproducible_and_leaves_the_rng():
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.linear(torch.tanh(x + torch.randn_like(x)))
+
+    model = Noisy().eval()
+    x = torch.randn(2, 4)
+    state = torch.get_rng_state()
+    first = NoiseTunnel(Saliency(model)).attribute(x, nt_samples=4, target=0, seed=0)
+    second = NoiseTunnel(Saliency(model)).attribute(x, nt_samples=4, target=0, seed=0)
+    assert torch.equal(first, second) and torch.equal(torch.get_rng_state(), state)
+
+
+def test_automatic_chunks_measure_a_model_with_batchnorm_in_training_mode():
+    import warnings
+
+    model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Linear(8, 2)).train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = NoiseTunnel(Saliency(model)).attribute(torch.randn(3, 5), nt_samples=4, target=0, seed=0,
+                                                     nt_samples_batch_size="auto")
+    assert out.shape == (3, 5)

@@ -60,14 +60,24 @@ class NestedEstimator:
         self.is_gradient_method = isinstance(method, GradientAttribution)
         self.perturbation, self.is_inputs_tuple, self.return_delta = perturbation, is_inputs_tuple, return_delta
         self.kwargs, self.baseline_draw, self.sample_seed = kwargs, baseline_draw, sample_seed
-        self.chunk_kwargs = ChunkKwargs(kwargs, perturbation.inputs, baseline_draw)
+        # GradientShap and DeepLiftShap sample or average over their baselines: never one row per example
+        self.baseline_distribution = _captum.takes_baseline_distribution(method) or baseline_draw is not None
+        self.chunk_kwargs = self._chunk_kwargs()
         self.rows_per_copy = _captum.rows_per_copy(method, kwargs)
         self.splits_itself = _captum.rows_per_split_copy(method)
 
     def set_internal_batch_size(self, rows: int) -> None:
         """Let the method split its own forwards into ``rows`` rows (path methods)."""
         self.kwargs = dict(self.kwargs, internal_batch_size=rows)
-        self.chunk_kwargs = ChunkKwargs(self.kwargs, self.perturbation.inputs, self.baseline_draw)
+        self.chunk_kwargs = self._chunk_kwargs()
+
+    def _chunk_kwargs(self) -> ChunkKwargs:
+        draw = None
+        if self.baseline_draw is not None:
+            seeds, generator = self.baseline_draw
+            batch = self.perturbation.all_inputs[0].shape[0]
+            draw = (seeds, generator, batch, self.perturbation.examples)
+        return ChunkKwargs(self.kwargs, self.perturbation.inputs, draw, self.baseline_distribution)
 
     def chunk(self, sample_ids: range) -> Chunk:
         if self.sample_seed is None:
@@ -106,8 +116,8 @@ class NestedEstimator:
     def select(self, keep: Tensor) -> None:
         running = self.perturbation.inputs[0].shape[0]
         self.perturbation.select(keep)
-        self.kwargs = select_examples(self.kwargs, running, keep)
-        self.chunk_kwargs = ChunkKwargs(self.kwargs, self.perturbation.inputs, self.baseline_draw)
+        self.kwargs = select_examples(self.kwargs, running, keep, self.baseline_distribution)
+        self.chunk_kwargs = self._chunk_kwargs()
 
     def format(self, tensors: Tuple[Tensor, ...]) -> Any:
         """The user's form: a tuple if the method returned one."""

@@ -222,14 +222,25 @@ class InputNoise:
 
     def __init__(self, inputs: Tuple[Tensor, ...], sigmas: Tuple[Tensor, ...], sampler: NoiseSampler) -> None:
         self.inputs, self.sigmas, self.sampler = inputs, sigmas, sampler
+        self.all_inputs, self.all_sigmas = inputs, sigmas
         self.generator = torch.Generator(device=inputs[0].device)
         self.examples: Optional[Tensor] = None
 
     def rows(self, sample_ids: range) -> Tuple[Tensor, ...]:
-        return tuple(
-            noisy_copies(x, sigma, sample_ids, self.sampler, stream, self.generator, self.examples)
-            for stream, (x, sigma) in enumerate(zip(self.inputs, self.sigmas))
-        )
+        if self.examples is None:
+            return tuple(
+                noisy_copies(x, sigma, sample_ids, self.sampler, stream, self.generator)
+                for stream, (x, sigma) in enumerate(zip(self.inputs, self.sigmas))
+            )
+        # Some examples have left the batch: draw the whole batch's noise and keep the running rows, so that an
+        # example's noise is what it gets in any batch (i.i.d. and antithetic draws fill the batch by position).
+        n, batch = len(sample_ids), self.all_inputs[0].shape[0]
+        out = []
+        for stream, (x, sigma) in enumerate(zip(self.all_inputs, self.all_sigmas)):
+            copies = noisy_copies(x, sigma, sample_ids, self.sampler, stream, self.generator)
+            kept = copies.view((n, batch) + tuple(x.shape[1:]))[:, self.examples]
+            out.append(kept.reshape((-1,) + tuple(x.shape[1:])))
+        return tuple(out)
 
     def select(self, keep: Tensor) -> None:
         running = self.examples if self.examples is not None else torch.arange(

@@ -115,17 +115,19 @@ class Moments:
         # measured from it is small, so only the running state needs float64.
         shift = samples[0].clone() if first else self.mean.to(samples.dtype)
         centred = samples.sub_(shift) if overwrite else samples - shift
-        centred_mean = centred.sum(dim=0).div_(n_new)
-        sum_sq = torch.zeros_like(centred[0])
+        # Sums in the accumulation dtype (float64), the chunk's values cast on the fly: a float32 sum of squares
+        # over a large chunk would round by its length times the float32 epsilon.
+        centred_mean = centred.sum(dim=0, dtype=dtype).div_(n_new)
+        sum_sq = torch.zeros_like(centred[0], dtype=dtype)
         for sample in centred:
             sum_sq.addcmul_(sample, sample)
-        chunk_m2 = sum_sq.to(dtype).sub_(centred_mean.to(dtype).square(), alpha=n_new)
+        chunk_m2 = sum_sq.sub_(centred_mean.square(), alpha=n_new)
         if first:
             self.count, self.m2 = n_new, chunk_m2
             self.mean = shift.to(dtype).add_(centred_mean)
         else:
             # chunk mean − running mean = centred mean + (shift − running mean)
-            self._merge_centred(n_new, centred_mean.to(dtype).add_(shift.to(dtype) - self.mean), chunk_m2)
+            self._merge_centred(n_new, centred_mean.add_(shift.to(dtype) - self.mean), chunk_m2)
 
     def merge(self, other: "Moments") -> None:
         """Merge the state of another accumulator (another chunk, group, process or run)."""
@@ -174,8 +176,12 @@ class Moments:
         return rest
 
     def state_dict(self) -> Dict[str, Any]:
-        """The state as plain values and tensors (``torch.save``-able with ``weights_only=True``)."""
-        return {"count": self.count, "mean": self.mean, "m2": self.m2, "track_m2": self.track_m2}
+        """A copy of the state as plain values and tensors (``torch.save``-able with ``weights_only=True``).
+
+        The tensors are copies: later updates, which work in place, do not change a state taken earlier.
+        """
+        copy = lambda t: None if t is None else t.detach().clone()  # noqa: E731
+        return {"count": self.count, "mean": copy(self.mean), "m2": copy(self.m2), "track_m2": self.track_m2}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`."""

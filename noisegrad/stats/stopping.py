@@ -53,7 +53,10 @@ class StoppingRule:
     ) -> Tensor:
         """Record the running examples (``examples``, rows of the call's batch) that are done; return their mask."""
         relative = relative_stderr(errors, values)
-        settled = (relative <= self.tol) | torch.isnan(relative)  # 0 / 0: no attribution and no spread
+        batch = relative.shape[0]
+        finite = torch.stack([torch.isfinite(v.reshape(batch, -1)).all(dim=1) for v in values]).all(dim=0)
+        # 0 / 0 (no attribution and no spread) is converged; NaN or infinite attributions never are
+        settled = ((relative <= self.tol) | torch.isnan(relative)) & finite
         done = settled | (count >= self.max_samples)
         done_list = done.tolist()  # the one host synchronisation per chunk of this mode
         if any(done_list):
@@ -61,7 +64,8 @@ class StoppingRule:
         running = relative[~done]
         if running.numel():
             closest = float(running.min()) / self.tol  # the closest one to converging sets the pace
-            self.projected = math.ceil(count * closest**2)
+            # an all-zero attribution with some spread (inf) or a NaN one: go on to max_samples in chunks
+            self.projected = math.ceil(count * closest**2) if math.isfinite(closest) else self.max_samples
         return done
 
     def _record(
