@@ -7,6 +7,9 @@ from torch import Tensor
 
 __all__ = ["Moments", "accumulation_dtype", "mean_dtype"]
 
+#: Samples whose values and squares are summed in their own dtype before the sums move to the accumulation dtype.
+_SQUARES_BLOCK = 8
+
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype sums of samples of ``dtype`` are accumulated in: ``dtype``, at least float32.
@@ -115,12 +118,20 @@ class Moments:
         # measured from it is small, so only the running state needs float64.
         shift = samples[0].clone() if first else self.mean.to(samples.dtype)
         centred = samples.sub_(shift) if overwrite else samples - shift
-        # Sums in the accumulation dtype (float64), the chunk's values cast on the fly: a float32 sum of squares
-        # over a large chunk would round by its length times the float32 epsilon.
-        centred_mean = centred.sum(dim=0, dtype=dtype).div_(n_new)
+        # Squares are summed in the chunk's dtype over blocks of a few samples and the blocks in the accumulation
+        # dtype: one float32 sum over a large chunk would round by its length times the float32 epsilon, and a
+        # float64 sum of every sample costs a conversion each (several times slower on a CPU).
+        total = torch.zeros_like(centred[0], dtype=dtype)
         sum_sq = torch.zeros_like(centred[0], dtype=dtype)
-        for sample in centred:
-            sum_sq.addcmul_(sample, sample)
+        block_sum = torch.empty_like(centred[0])
+        for start in range(0, n_new, _SQUARES_BLOCK):
+            block = centred[start : start + _SQUARES_BLOCK]
+            total.add_(block.sum(dim=0))
+            block_sum.zero_()
+            for sample in block:
+                block_sum.addcmul_(sample, sample)
+            sum_sq.add_(block_sum)
+        centred_mean = total.div_(n_new)
         chunk_m2 = sum_sq.sub_(centred_mean.square(), alpha=n_new)
         if first:
             self.count, self.m2 = n_new, chunk_m2
