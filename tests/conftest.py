@@ -63,3 +63,17 @@ class ForwardCounter:
 
     def _hook(self, module, args):
         self.calls += 1
+
+
+@pytest.fixture(scope="module")
+def this_python_kernel(tmp_path_factory):
+    """A Jupyter kernel spec that runs this interpreter, so notebooks import the noisegrad under test."""
+    import json
+    import sys
+
+    folder = tmp_path_factory.mktemp("jupyter") / "kernels" / "noisegrad-test"
+    folder.mkdir(parents=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "noisegrad test", "language": "python"}
+    (folder / "kernel.json").write_text(json.dumps(spec))
+    return folder.parent.parent

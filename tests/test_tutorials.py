@@ -1,7 +1,5 @@
 """Every notebook in tutorials/ runs top to bottom (with nbclient), and is committed without outputs."""
 
-import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,6 @@ TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 #: Seconds one cell may take before nbclient gives up (each notebook takes a few seconds).
 TIMEOUT = 120
-
-
-@pytest.fixture(scope="module")
-def this_python_kernel(tmp_path_factory):
-    """A kernel spec that runs this interpreter, so the notebooks import the noisegrad under test."""
-    folder = tmp_path_factory.mktemp("jupyter") / "kernels" / "noisegrad-test"
-    folder.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "noisegrad test", "language": "python"}
-    (folder / "kernel.json").write_text(json.dumps(spec))
-    return folder.parent.parent
 
 
 def test_there_are_tutorials():

@@ -1,15 +1,19 @@
 """Figures that never touch pyplot: an Agg canvas per figure, saving by file extension, pixels as arrays."""
 
+import io
 import os
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure, FigureBase
 
-__all__ = ["FORMATS", "new_figure", "figure_and_axes", "root_figure", "save_figure", "figure_to_array"]
+__all__ = [
+    "FORMATS", "NotebookFigure", "Plot", "new_figure", "figure_and_axes", "root_figure", "save_figure",
+    "figure_to_array",
+]
 
 #: File formats ``save=`` writes, chosen by the file's extension.
 FORMATS = ("png", "svg", "pdf")
@@ -17,9 +21,50 @@ FORMATS = ("png", "svg", "pdf")
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+class NotebookFigure(Figure):
+    """A headless figure that a notebook draws inline, with no ``%matplotlib`` set-up and no pyplot.
+
+    Jupyter, JupyterLab and VS Code ask the value of a cell (and anything
+    given to ``display``) for ``_repr_png_``; outside a notebook nothing
+    calls it, so the figure stays a plain headless Agg figure.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", facecolor="white")
+        return buffer.getvalue()
+
+
+class Plot(tuple):
+    """``(fig, ax)`` as every ``plot_*`` returns it: unpacks as a tuple, and a notebook draws it as its figure.
+
+    Examples
+    --------
+    >>> fig, ax = Plot(new_figure((2, 2)), None)
+    >>> isinstance(fig, NotebookFigure)
+    True
+    """
+
+    def __new__(cls, fig: FigureBase, ax: Any) -> "Plot":
+        return super().__new__(cls, (fig, ax))
+
+    @property
+    def fig(self) -> FigureBase:
+        return self[0]
+
+    @property
+    def ax(self) -> Any:
+        return self[1]
+
+    def _repr_png_(self) -> Optional[bytes]:
+        figure = root_figure(self[0])
+        # A figure of the user's own (``ax=`` from pyplot) is shown by their backend already: no second copy.
+        return figure._repr_png_() if isinstance(figure, NotebookFigure) else None
+
+
 def new_figure(figsize: Tuple[float, float], dpi: float = 100) -> Figure:
-    """A figure with its own Agg canvas and constrained layout (labels are never clipped)."""
-    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    """A figure with its own Agg canvas and constrained layout (labels are never clipped), drawn inline in notebooks."""
+    fig = NotebookFigure(figsize=figsize, dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 

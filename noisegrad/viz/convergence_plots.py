@@ -8,7 +8,7 @@ from matplotlib.figure import FigureBase
 from matplotlib.ticker import StrMethodFormatter
 
 from noisegrad.viz._arrays import as_array
-from noisegrad.viz._canvas import PathLike, figure_and_axes, save_figure
+from noisegrad.viz._canvas import PathLike, Plot, figure_and_axes, save_figure
 from noisegrad.viz.convergence import ConvergenceRun
 from noisegrad.viz.grid import plot_attr_comparison
 
@@ -171,7 +171,7 @@ def plot_convergence_curve(
     ax.grid(True, which="major", color="0.9")
     ax.legend(fontsize=8, frameon=False, ncol=2 if batch > 4 else 1)
     save_figure(fig, save)
-    return fig, ax
+    return Plot(fig, ax)
 
 
 def plot_convergence_delta(
@@ -240,7 +240,7 @@ def plot_convergence_delta(
     if title:
         ax.set_title(title, fontsize=10)
     save_figure(fig, save)
-    return fig, ax
+    return Plot(fig, ax)
 
 
 def _delta_series(delta: object) -> dict:

@@ -9,7 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import FigureBase
 
 from noisegrad.viz._arrays import batch_nhwc
-from noisegrad.viz._canvas import PathLike, new_figure, save_figure
+from noisegrad.viz._canvas import PathLike, Plot, new_figure, save_figure
 from noisegrad.viz._normalize import (
     cumulative_threshold,
     resolve_sign,
@@ -122,7 +122,7 @@ def plot_image_attr_grid(
     if suptitle:
         fig.suptitle(suptitle)
     save_figure(fig, save)
-    return fig, np.array(drawn, dtype=object)
+    return Plot(fig, np.array(drawn, dtype=object))
 
 
 def plot_attr_comparison(
@@ -239,7 +239,7 @@ def plot_attr_comparison(
     if suptitle:
         fig.suptitle(suptitle)
     save_figure(fig, save)
-    return fig, axes
+    return Plot(fig, axes)
 
 
 # --------------------------------------------------------------------------- shared pieces

@@ -6,7 +6,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import FigureBase
 
 from noisegrad.viz._arrays import image_hwc
-from noisegrad.viz._canvas import PathLike, figure_and_axes, save_figure
+from noisegrad.viz._canvas import PathLike, Plot, figure_and_axes, save_figure
 from noisegrad.viz._normalize import attribution_scale, resolve_sign, validate_outlier_perc, validate_vmax
 from noisegrad.viz._panel import add_colorbar, attribution_map, check_spatial, draw_panel, validate_method
 
@@ -106,4 +106,4 @@ def plot_image_attr(
     if title is not None:
         ax.set_title(title)
     save_figure(fig, save)
-    return fig, ax
+    return Plot(fig, ax)

@@ -7,7 +7,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import FigureBase
 
 from noisegrad.viz._arrays import as_array
-from noisegrad.viz._canvas import PathLike, figure_and_axes, save_figure
+from noisegrad.viz._canvas import PathLike, Plot, figure_and_axes, save_figure
 
 __all__ = ["plot_feature_attr", "SORTS", "POSITIVE_COLOUR", "NEGATIVE_COLOUR"]
 
@@ -127,7 +127,7 @@ def plot_feature_attr(
     if title:
         ax.set_title(title)
     save_figure(fig, save)
-    return fig, ax
+    return Plot(fig, ax)
 
 
 def _one_example(values: np.ndarray, name: str, example: Optional[int]) -> np.ndarray:

@@ -12,7 +12,7 @@ from matplotlib.figure import FigureBase
 from matplotlib.transforms import ScaledTranslation
 
 from noisegrad.viz._arrays import as_array
-from noisegrad.viz._canvas import PathLike, figure_and_axes, new_figure, root_figure, save_figure
+from noisegrad.viz._canvas import PathLike, Plot, figure_and_axes, new_figure, root_figure, save_figure
 from noisegrad.viz._normalize import (
     attribution_scale,
     colour_limits,
@@ -163,7 +163,7 @@ def plot_token_attr(
     if title:
         ax.set_title(title, loc="left")
     save_figure(fig, save)
-    return fig, ax
+    return Plot(fig, ax)
 
 
 def _place_tokens(ax: Axes, tokens: List[str], rgba: list, fontsize: float) -> int:
