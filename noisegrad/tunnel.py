@@ -313,7 +313,7 @@ def _finish(request: Request, estimator: Any, tally: Tally, rule: Optional[Stopp
                 f'nt_samples="auto": {missed} of {request.batch} inputs did not reach tol={request.tol} within '
                 f"max_samples={request.limit} samples; result.converged marks them",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,  # _finish ← _run ← attribute (or joint_integrated_gradients) ← the caller
             )
         cast = [v.to(d) for v, d in zip(values, tally.dtypes)]
         return SmoothedAttribution(

@@ -147,7 +147,6 @@ def noisy_copies(
     draws: Union[SampleSeeds, NoiseSampler],
     stream: int,
     generator: torch.Generator,
-    examples: Optional[Tensor] = None,
 ) -> Tensor:
     """``x`` repeated once per sample id, plus Gaussian noise: rows are sample-major.
 
@@ -157,8 +156,7 @@ def noisy_copies(
     i.i.d. draws) straight into a contiguous slice of the output, in ``x``'s
     dtype and device; it depends on the seeds and the sample id, not on the
     chunk, and the output is the only tensor of the expanded size (σ is
-    never materialised at that size). ``examples``: the rows of the call's
-    batch that ``x`` holds, when only some are still running.
+    never materialised at that size).
 
     Examples
     --------
@@ -174,7 +172,7 @@ def noisy_copies(
     with torch.no_grad():
         x = x.detach()
         copies = torch.empty((len(sample_ids),) + tuple(x.shape), dtype=x.dtype, device=x.device)
-        sampler.fill(copies, sample_ids, stream, generator, examples)
+        sampler.fill(copies, sample_ids, stream, generator)
         copies.mul_(sigma).add_(x)
     return copies.view((-1,) + tuple(x.shape[1:]))
 

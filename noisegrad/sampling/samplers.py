@@ -12,7 +12,7 @@ replicate ``k mod R`` and is point ``k div R`` of it).
 import functools
 import math
 import threading
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 from torch import Tensor
@@ -128,13 +128,13 @@ class NoiseSampler:
         sample_ids: range,
         stream: int,
         generator: torch.Generator,
-        examples: Optional[Tensor] = None,
     ) -> None:
-        """Write the standard-normal draws of ``sample_ids`` into ``out[j]`` (each a contiguous example batch).
+        """Write the standard-normal draws of ``sample_ids`` into ``out[j]`` (each the call's whole example batch).
 
-        ``examples``: which examples of the call's batch ``out`` holds (in
-        ``nt_samples="auto"`` mode, the ones still running); QMC and LHS take
-        their per-example randomisation from those rows.
+        Example ``i``'s draws are row ``i`` of the batch (by position, for
+        i.i.d. and antithetic noise; by its own randomisation for QMC and
+        LHS), so ``out`` always holds the whole batch: the input noise keeps
+        the running rows itself when some examples have left.
         """
         if self.kind in ("iid", "antithetic"):
             antithetic = self.kind == "antithetic"
@@ -152,7 +152,7 @@ class NoiseSampler:
             rows = sample_ids[first :: self.replicates]
             if len(rows):
                 points = range(rows[0] // self.replicates, rows[0] // self.replicates + len(rows))
-                self._centred_uniform(flat[first :: self.replicates], replicate, points, stream, generator, examples)
+                self._centred_uniform(flat[first :: self.replicates], replicate, points, stream, generator)
         # Φ⁻¹(u) = √2·erfinv(2u − 1): several times faster than torch.special.ndtri.
         edge = 1 - torch.finfo(work.dtype).eps
         work.clamp_(-edge, edge).erfinv_().mul_(math.sqrt(2))
@@ -166,15 +166,12 @@ class NoiseSampler:
         points: range,
         stream: int,
         generator: torch.Generator,
-        examples: Optional[Tensor],
     ) -> None:
         """Turn ``out`` (samples, examples, dims) into 2u − 1 for the samples' uniforms u in (0, 1).
 
         ``points`` are the samples' indices within the replicate.
         """
         randomisation = self._randomised(out[0], replicate, stream, generator)
-        if examples is not None:
-            randomisation = tuple(r[examples] for r in randomisation)
         if self.kind == "qmc":
             shift, = randomisation
             sobol = _sobol_points(points.start, len(points), out.shape[2])

@@ -21,7 +21,7 @@ class DeltaLog:
     Examples
     --------
     >>> log = DeltaLog()
-    >>> log.add(torch.tensor([1.0, 10.0, 3.0, 30.0]), n=2, batch=2)  # rows: (sample, example)
+    >>> log.add(torch.tensor([1.0, 10.0, 3.0, 30.0]).reshape(2, 2, 1))  # (sample, example, method's own)
     >>> log.result()
     tensor([ 1.,  3., 10., 30.])
     """
@@ -29,9 +29,8 @@ class DeltaLog:
     def __init__(self) -> None:
         self.parts: List[Tensor] = []
 
-    def add(self, delta: Tensor, n: int, batch: int) -> None:
-        """Add the deltas of a chunk of ``n`` samples, rows ordered (sample, example[, method's own])."""
-        by_sample = torch.as_tensor(delta).detach().reshape(n, batch, -1)
+    def add(self, by_sample: Tensor) -> None:
+        """Add a chunk's deltas, shaped ``(sample, example, method's own rows)``."""
         self.parts.append(by_sample.transpose(0, 1).reshape(-1))
 
     def result(self) -> Tensor:

@@ -67,7 +67,6 @@ class Tally:
         self.collapsed_mean = collapsed_mean
         self.attributions: List[GroupedMoments] = []
         self.dtypes: List[torch.dtype] = []
-        self.delta_reduction = delta_reduction
         delta_groups = groups if delta_stderr else 1
         self.deltas = (
             GroupedMoments(delta_groups, unit_size, track_m2=delta_groups > 1, collapsed_mean=collapsed_mean)
@@ -92,7 +91,7 @@ class Tally:
                 per_sample = chunk.deltas.mean(dim=2, dtype=accumulation_dtype(chunk.deltas.dtype))
                 self.deltas.update(per_sample, sample_ids, overwrite=True)
             elif self.delta_log is not None:
-                self.delta_log.add(chunk.deltas, chunk.deltas.shape[0], chunk.deltas.shape[1])
+                self.delta_log.add(chunk.deltas)
 
     def select(self, keep: Tensor) -> None:
         """Keep the statistics of some examples only."""
