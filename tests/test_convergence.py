@@ -116,10 +116,11 @@ def test_stopping_at_max_samples_above_tol_warns_and_marks_the_inputs():
     model = make_mlp(seed=1)
     x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     stdevs = torch.tensor([[0.001], [2.0], [2.0]], dtype=torch.float64)  # only example 0 can converge
-    with pytest.warns(RuntimeWarning, match=r"2 of 3 inputs did not reach tol=0.001 within max_samples=64"):
+    with pytest.warns(RuntimeWarning, match=r"2 of 3 inputs did not reach tol=0.001 within max_samples=64") as caught:
         result = NoiseTunnel(Saliency(model)).attribute(
             x, nt_samples="auto", tol=0.001, max_samples=64, stdevs=stdevs, target=0, abs=False, seed=0
         )
+    assert [w.filename for w in caught if "did not reach" in str(w.message)] == [__file__]  # the caller's line
     assert result.converged.tolist() == [True, False, False]
     assert bool((result.relative_stderr[1:] > 0.001).all()) and result.nt_samples.tolist()[1:] == [64, 64]
     assert result.dof.shape == (3,) and bool((result.dof == result.nt_samples - 1).all())  # i.i.d. SmoothGrad
