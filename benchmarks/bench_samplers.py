@@ -190,7 +190,7 @@ def overhead(model, x, target):
         drawing = []
         for repeat in range(TIMING_REPEATS):
             start = time.perf_counter()
-            noisy_copies(x, sigma, range(64), NoiseSampler(sampler, SampleSeeds(repeat), 64, replicates=1), 0, torch.Generator())
+            noisy_copies(x, sigma, range(64), NoiseSampler(sampler, SampleSeeds(repeat), 64, replicates=1), 0)
             drawing.append(time.perf_counter() - start)
         rows[sampler] = (
             float(np.median(times[sampler])), float(np.median(ratios)) - 1,

@@ -20,6 +20,7 @@ from noisegrad._validate import (
     validate_inputs,
     validate_keywords,
     validate_method_arguments,
+    validate_example_ids,
     validate_seed,
     validate_stderr_units,
     validate_target,
@@ -62,6 +63,7 @@ class Request:
     seeds: SampleSeeds
     seeded: bool
     kwargs: Dict[str, Any]
+    example_ids: Tensor  # int64, one per example: they key the noise
 
     @property
     def device(self) -> torch.device:
@@ -98,6 +100,7 @@ def check_request(
     kwargs: Dict[str, Any],
     stratify: bool = True,
     accepted: Optional[FrozenSet[str]] = None,
+    example_ids: Any = None,
 ) -> Request:
     """Check every argument (raising ``ValueError`` / ``TypeError`` that names it) and build the request.
 
@@ -152,6 +155,7 @@ def check_request(
     validate_baselines(kwargs.get("baselines"), inputs_tuple)
     kwargs = validate_feature_mask(kwargs, inputs_tuple)
     sigmas = resolve_stdevs(stdevs, inputs_tuple)
+    ids = validate_example_ids(example_ids, inputs_tuple[0].shape[0], inputs_tuple[0].device)
     seeded = seed is not None or generator is not None
     return Request(
         inputs=inputs_tuple, is_inputs_tuple=isinstance(inputs, tuple), nt_type=nt_type, needs_m2=needs_m2,
@@ -159,7 +163,7 @@ def check_request(
         memory_budget=memory_budget, sampler=sampler, joint=is_joint, stratify=stratify,
         return_stderr=bool(return_stderr), return_delta=return_delta, delta_reduction=delta_reduction,
         draw_baseline_from_distrib=bool(draw_baseline_from_distrib), sigmas=sigmas,
-        seeds=SampleSeeds.from_arguments(seed, generator), seeded=seeded, kwargs=kwargs,
+        seeds=SampleSeeds.from_arguments(seed, generator), seeded=seeded, kwargs=kwargs, example_ids=ids,
     )
 
 

@@ -5,6 +5,7 @@ import numbers
 import operator
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
+import numpy as np
 import torch
 from captum.attr import Attribution, GradientAttribution
 from torch import Tensor
@@ -102,6 +103,42 @@ def validate_seed(seed: object, generator: object) -> Optional[int]:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     return None if seed is None else as_int("seed", seed, least=None, extra=" or None")
+
+
+def validate_example_ids(example_ids: object, batch: int, device: torch.device) -> Tensor:
+    """``example_ids`` as a 1-D int64 tensor on ``device``, one id per example; by default the positions.
+
+    An example's id keys its noise, so the same id gets the same noise in any
+    batch. Accepts an integer tensor or array, a range, or a sequence of ints.
+    """
+    if example_ids is None:
+        return torch.arange(batch, device=device)
+    given = type(example_ids).__name__
+    if isinstance(example_ids, np.ndarray):
+        if example_ids.dtype.kind not in "iu":
+            raise TypeError(f"example_ids must hold integers, got a numpy array of dtype {example_ids.dtype}")
+        if example_ids.dtype.kind == "u" and example_ids.size and int(example_ids.max()) >= 2**63:
+            raise ValueError("example_ids must fit in int64, got a value of at least 2**63")
+        example_ids = torch.from_numpy(example_ids.astype(np.int64))
+    if isinstance(example_ids, Tensor):
+        if example_ids.is_floating_point() or example_ids.is_complex() or example_ids.dtype == torch.bool:
+            raise TypeError(f"example_ids must hold integers, got a tensor of dtype {example_ids.dtype}")
+        ids = example_ids.detach().to(device=device, dtype=torch.int64)
+    elif isinstance(example_ids, (range, list, tuple)):
+        values = list(example_ids)
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+                raise TypeError(f"example_ids must hold integers, got {type(value).__name__} {value!r}")
+            if not -(2**63) <= int(value) < 2**63:
+                raise ValueError(f"example_ids must fit in int64, got {int(value)}")
+        ids = torch.tensor([int(v) for v in values], dtype=torch.int64, device=device)
+    else:
+        raise TypeError(f"example_ids must be a sequence, range, array or tensor of integers, got {given}")
+    if ids.dim() != 1 or ids.shape[0] != batch:
+        raise ValueError(
+            f"example_ids must hold one id per example: shape ({batch},), got shape {tuple(ids.shape)}"
+        )
+    return ids
 
 
 def validate_target(target: object) -> None:

@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from noisegrad._validate import broadcasts_to
-from noisegrad.sampling.seeding import SampleSeeds
+from noisegrad.sampling.keyed import row_keys, uniform
+from noisegrad.sampling.streams import Purpose, stream
 
 __all__ = ["expand_kwargs", "ChunkKwargs", "select_examples", "validate_kwargs"]
 
@@ -16,7 +17,7 @@ def expand_kwargs(
     kwargs: Dict[str, Any],
     inputs: Tuple[Tensor, ...],
     sample_ids: range,
-    baseline_draw: Optional[Tuple[SampleSeeds, torch.Generator, int, Optional[Tensor]]] = None,
+    baseline_draw: Optional[Tuple[int, Tensor]] = None,
     baseline_distribution: bool = False,
 ) -> Dict[str, Any]:
     """A new kwargs dict whose per-example arguments are repeated for each sample of a chunk.
@@ -34,11 +35,11 @@ def expand_kwargs(
       example) are repeated, unless they are a distribution the method
       samples or averages over (``baseline_distribution``: GradientShap,
       DeepLiftShap), which is passed as it is whatever its number of rows.
-      With ``baseline_draw`` (``draw_baseline_from_distrib``: seeds,
-      generator, the call's batch size, and the running examples or None),
-      every (sample, example) row instead gets a baseline row drawn uniformly
-      from the baseline tensor with that sample's own seed, for the whole
-      batch, so an example's draw does not depend on which others run.
+      With ``baseline_draw`` (``draw_baseline_from_distrib``: the call's
+      base seed and the running examples' ids), every (sample, example) row
+      instead gets a baseline row drawn uniformly from the baseline tensor,
+      keyed by the sample and the example's id, so an example's draw does
+      not depend on which others run.
 
     The caller's dict and its values are never modified.
 
@@ -70,15 +71,12 @@ def expand_kwargs(
                 inputs,
             )
         elif baseline_draw is not None:
-            seeds, generator, batch, examples = baseline_draw
+            seed, example_ids = baseline_draw
 
-            def drawn(b: Tensor, _x: Tensor, stream: int) -> Tensor:
-                rows = _drawn_rows(b.shape[0], batch, sample_ids, seeds, stream, generator, b.device)
-                if examples is not None:
-                    rows = rows.view(len(sample_ids), batch)[:, examples.to(rows.device)].reshape(-1)
-                return b[rows]
+            def drawn(b: Tensor, _x: Tensor, input_index: int) -> Tensor:
+                return b[_drawn_rows(b.shape[0], sample_ids, seed, input_index, example_ids).to(b.device)]
 
-            out["baselines"] = _map_tensors(out["baselines"], drawn, inputs, with_stream=True)
+            out["baselines"] = _map_tensors(out["baselines"], drawn, inputs, with_index=True)
     return out
 
 
@@ -92,7 +90,7 @@ class ChunkKwargs:
         self,
         kwargs: Dict[str, Any],
         inputs: Tuple[Tensor, ...],
-        baseline_draw: Optional[Tuple[SampleSeeds, torch.Generator, int, Optional[Tensor]]] = None,
+        baseline_draw: Optional[Tuple[int, Tensor]] = None,
         baseline_distribution: bool = False,
     ) -> None:
         self.kwargs, self.inputs, self.baseline_draw = kwargs, inputs, baseline_draw
@@ -154,30 +152,21 @@ def _expand_target(target: Any, n: int) -> Any:
     return target
 
 
-def _map_tensors(value: Any, fn: Any, inputs: Tuple[Tensor, ...], with_stream: bool = False) -> Any:
+def _map_tensors(value: Any, fn: Any, inputs: Tuple[Tensor, ...], with_index: bool = False) -> Any:
     """Apply ``fn`` to the tensors of a tensor-or-tuple argument, keeping its form."""
     items = value if isinstance(value, tuple) else (value,)
     mapped = tuple(
-        (fn(v, x, len(inputs) + i) if with_stream else fn(v, x)) if isinstance(v, Tensor) else v
+        (fn(v, x, i) if with_index else fn(v, x)) if isinstance(v, Tensor) else v
         for i, (v, x) in enumerate(zip(items, inputs))
     )
     return mapped if isinstance(value, tuple) else mapped[0]
 
 
-def _drawn_rows(
-    n_rows: int,
-    batch: int,
-    sample_ids: range,
-    seeds: SampleSeeds,
-    stream: int,
-    generator: torch.Generator,
-    device: torch.device,
-) -> Tensor:
-    draws = []
-    for sample in sample_ids:
-        generator.manual_seed(seeds(stream, sample))
-        draws.append(torch.randint(n_rows, (batch,), generator=generator, device=generator.device))
-    return torch.cat(draws).to(device)
+def _drawn_rows(n_rows: int, sample_ids: range, seed: int, input_index: int, example_ids: Tensor) -> Tensor:
+    """A uniformly drawn row index per (sample, example), sample-major, keyed by the sample and the example's id."""
+    units = torch.arange(sample_ids.start, sample_ids.stop, device=example_ids.device)
+    keys = row_keys(seed, stream(Purpose.BASELINE_ROW, input_index), example_ids, units)
+    return uniform(keys).mul_(n_rows).long().clamp_(max=n_rows - 1).reshape(-1)
 
 
 def validate_kwargs(

@@ -1,7 +1,7 @@
 """NoiseTunnel: smooth any Captum attribution over noisy copies of its inputs."""
 
 import warnings
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import Attribution, GradientAttribution
@@ -18,6 +18,7 @@ from noisegrad.perturb.inputs import InputNoise, StdevsType
 from noisegrad.plan import ChunkPlan, activation_bytes_per_row
 from noisegrad.result import SmoothedAttribution
 from noisegrad.sampling.samplers import DEFAULT_REPLICATES, NoiseSampler
+from noisegrad.sampling.streams import Purpose, stream
 from noisegrad.stats.grouped import relative_stderr
 from noisegrad.stats.stopping import StoppingRule
 from noisegrad.stats.tally import Tally
@@ -107,6 +108,7 @@ class NoiseTunnel(Attribution):
         max_samples: Optional[int] = None,
         seed: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
+        example_ids: Union[Sequence[int], Tensor, None] = None,
         delta_reduction: str = "mean",
         **kwargs: Any,
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
@@ -198,9 +200,19 @@ class NoiseTunnel(Attribution):
         seed : int, optional
             Makes the noise (and any randomness of the wrapped method)
             reproducible without touching the global RNG. The noise of sample
-            ``k`` of each example does not depend on ``nt_samples_batch_size``.
+            ``k`` of each example does not depend on ``nt_samples_batch_size``
+            nor on the other examples of the batch (see ``example_ids``).
         generator : torch.Generator, optional
             Alternative to ``seed``: one integer is drawn from it per call.
+        example_ids : sequence of int or integer tensor, optional
+            One id per example (default: its position in ``inputs``). Every
+            random number of an example (its noise, drawn baselines, the
+            joint path points) is keyed by the seed, its id, the sample and
+            the element's position within the example, so
+            ``attribute(x[i:i+1], example_ids=[i], seed=s)`` gives example
+            ``i`` exactly the noise it gets in ``attribute(x, seed=s)``,
+            in any batch, chunk, process or device. Give ids to split a data
+            set across batches or processes without changing its results.
         delta_reduction : {"mean", "none"}
             With ``return_convergence_delta=True``: ``"mean"`` returns one delta
             per example, the mean over its noisy copies; ``"none"`` returns the
@@ -220,6 +232,7 @@ class NoiseTunnel(Attribution):
             self.attribution_method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs,
             draw_baseline_from_distrib, max_batch_rows, memory_budget, joint, sampler, return_stderr, tol,
             max_samples, seed, generator, delta_reduction, dict(kwargs), accepted=self._accepted_keywords,
+            example_ids=example_ids,
         )
         return self._run(request)
 
@@ -245,25 +258,23 @@ _AUTO_MODE_CHUNK = 64
 #: The first convergence check: by then every standard-error group holds several units (4 i.i.d.
 #: samples or 2 antithetic pairs in each of 8 groups, 8 points in each of 4 QMC replicates).
 _AUTO_MIN_SAMPLES = 32
-#: The stream of the per-sample global seeds of methods that draw from the global RNGs (GradientShap).
-_GLOBAL_RNG_STREAM = (1 << 20) + 1
 
 
 def _estimator(method: Attribution, request: Request) -> Any:
     """The estimator of the request, with its input noise."""
     replicates = DEFAULT_REPLICATES if request.needs_groups else 1
-    noise = InputNoise(request.inputs, request.sigmas, NoiseSampler(request.sampler, request.seeds, request.limit,
-                                                                    replicates))
+    sampler = NoiseSampler(request.sampler, request.seeds, request.limit, replicates)
+    noise = InputNoise(request.inputs, request.sigmas, sampler, request.example_ids)
     if request.joint:
         return JointEstimator(method, noise, request.kwargs, request.is_inputs_tuple, request.return_delta,
                               request.limit, request.seeds, request.stratify)
     sample_seed: Optional[Callable[[int], int]] = None
     if request.seeded and _captum.draws_from_global_rng(method):
         seeds = request.seeds
-        sample_seed = lambda sample: seeds(_GLOBAL_RNG_STREAM, sample) & (2**63 - 1)  # noqa: E731
-    baseline_draw = (request.seeds, noise.generator) if request.draw_baseline_from_distrib else None
+        sample_seed = lambda sample: seeds(stream(Purpose.GLOBAL_RNG), sample) & (2**63 - 1)  # noqa: E731
+    baseline_seed = request.seeds.base_seed if request.draw_baseline_from_distrib else None
     return NestedEstimator(method, noise, request.kwargs, request.is_inputs_tuple, request.return_delta,
-                           baseline_draw, sample_seed)
+                           baseline_seed, sample_seed)
 
 
 def _plan(estimator: Any, request: Request, forward_func: Callable[..., Any]) -> ChunkPlan:

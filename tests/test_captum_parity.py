@@ -48,7 +48,7 @@ def captum_with_our_noise(monkeypatch, method, inputs, nt_samples, batch_size, s
     seeds = SampleSeeds(SEED)
     generator = torch.Generator()
     queue = [
-        example_major(noisy_copies(x, sigma, ids, seeds, stream, generator), len(ids))
+        example_major(noisy_copies(x, sigma, ids, seeds, stream), len(ids))
         for ids in plan_chunks(nt_samples, batch_size)
         for stream, (x, sigma) in enumerate(zip(inputs_tuple, sigmas))
     ]
@@ -213,7 +213,7 @@ def by_hand(method, x, nt_samples, batch_size, sigma, nt_type, global_seed=None,
         random.seed(global_seed)
     generator, samples = torch.Generator(), []
     for ids in plan_chunks(nt_samples, batch_size):
-        noisy = noisy_copies(x, torch.tensor(sigma, dtype=x.dtype), ids, SampleSeeds(SEED), 0, generator)
+        noisy = noisy_copies(x, torch.tensor(sigma, dtype=x.dtype), ids, SampleSeeds(SEED), 0)
         samples.append(method.attribute(noisy.requires_grad_(), **kwargs).detach())
     samples = torch.cat(samples).reshape((nt_samples,) + tuple(x.shape)).double()
     return {
@@ -239,7 +239,7 @@ def test_a_baseline_distribution_of_any_size_is_passed_through_unchanged(nt_type
 @pytest.mark.parametrize("nt_type", NT_TYPES)
 def test_gradient_shap_draws_its_own_randomness_per_sample_from_the_seeded_global_rng(nt_type):
     """Sample k is GradientShap on noisy copy k with the global RNGs seeded for k alone (by hand: one call each)."""
-    from noisegrad.tunnel import _GLOBAL_RNG_STREAM
+    from noisegrad.sampling.streams import Purpose, stream
 
     model = make_mlp()
     x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
@@ -247,11 +247,11 @@ def test_gradient_shap_draws_its_own_randomness_per_sample_from_the_seeded_globa
     kwargs = dict(baselines=baselines, target=2, n_samples=3)
     generator, samples = torch.Generator(), []
     for k in range(5):
-        global_seed = SampleSeeds(SEED)(_GLOBAL_RNG_STREAM, k) & (2**63 - 1)
+        global_seed = SampleSeeds(SEED)(stream(Purpose.GLOBAL_RNG), k) & (2**63 - 1)
         torch.manual_seed(global_seed)
         np.random.seed(global_seed % 2**32)
         random.seed(global_seed)
-        noisy = noisy_copies(x, torch.tensor(0.2, dtype=x.dtype), range(k, k + 1), SampleSeeds(SEED), 0, generator)
+        noisy = noisy_copies(x, torch.tensor(0.2, dtype=x.dtype), range(k, k + 1), SampleSeeds(SEED), 0)
         samples.append(GradientShap(model).attribute(noisy.requires_grad_(), **kwargs).detach())
     samples = torch.stack(samples).double()
     expected = {"smoothgrad": samples.mean(0), "smoothgrad_sq": (samples**2).mean(0),

@@ -166,7 +166,7 @@ def test_an_input_that_ran_longer_gets_the_result_of_a_fixed_run_with_its_sample
     nt = NoiseTunnel(Saliency(model))
     common = dict(stdevs=stdevs, target=1, abs=False, seed=3, sampler=sampler)
     result = nt.attribute(x, nt_samples="auto", tol=0.02, max_samples=400, nt_samples_batch_size=16, **common)
-    assert int(result.nt_samples[0]) < int(result.nt_samples[1])
+    assert int(result.nt_samples[0]) < int(result.nt_samples[1:].max())  # input 0 left the batch early
     for i in (1, 2):  # with standard errors, as "auto" keeps them: QMC then has the same 4 replicates
         fixed = nt.attribute(x, nt_samples=int(result.nt_samples[i]), nt_samples_batch_size=16, return_stderr=True,
                              **common)

@@ -1,4 +1,5 @@
-"""Moments.all_reduce across two real processes (gloo on CPU) equals one float64 two-pass over all their samples."""
+"""Two real processes (gloo on CPU): Moments.all_reduce equals one float64 two-pass over all their samples, and a
+batch split between the processes by example id gets the results one process gives it."""
 
 import datetime
 import sys
@@ -59,10 +60,10 @@ def _all_reduce_on_rank(rank, rendezvous, directory):
         dist.destroy_process_group()
 
 
-def run_on_two_processes(directory):
+def run_on_two_processes(directory, on_rank=_all_reduce_on_rank):
     """Spawn the ranks, wait for both within the timeout, and kill them if they hang."""
     context = mp.start_processes(
-        _all_reduce_on_rank, args=(directory / "rendezvous", directory), nprocs=WORLD_SIZE, join=False,
+        on_rank, args=(directory / "rendezvous", directory), nprocs=WORLD_SIZE, join=False,
         start_method="spawn",
     )
     deadline = time.monotonic() + TIMEOUT_SECONDS
@@ -103,3 +104,55 @@ def test_all_reduce_gives_every_rank_the_moments_of_all_samples(tmp_path):
         for key in ("count", "mean", "m2"):
             theirs, ours = states[1][name][key], states[0][name][key]
             assert theirs == ours if not torch.is_tensor(ours) else torch.equal(theirs, ours), (name, key)
+
+
+def _attribute_half_on_rank(rank, rendezvous, directory):
+    """One process: attribute its examples (every other one), gather all ranks' results, and save them."""
+    from captum.attr import Saliency
+
+    from noisegrad import NoiseTunnel
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD_SIZE,
+        timeout=datetime.timedelta(seconds=TIMEOUT_SECONDS),
+    )
+    try:
+        x = torch.load(directory / "x.pt", weights_only=True)
+        ids = torch.arange(rank, x.shape[0], WORLD_SIZE)
+        sampler = (directory / "sampler").read_text()
+        result = NoiseTunnel(Saliency(_model())).attribute(x[ids], example_ids=ids, **_split_kwargs(sampler))
+        gathered = [None] * WORLD_SIZE
+        dist.all_gather_object(gathered, (ids, result.attributions, result.stderr))
+        torch.save(gathered, directory / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double().eval()
+
+
+def _split_kwargs(sampler):
+    return dict(nt_samples=8, stdevs=0.3, target=1, seed=11, sampler=sampler, return_stderr=True,
+                nt_samples_batch_size=3)
+
+
+@pytest.mark.parametrize("sampler", ["iid", "lhs"])
+def test_a_batch_split_across_processes_by_example_id_gets_the_results_of_one_process(tmp_path, sampler):
+    from captum.attr import Saliency
+
+    from noisegrad import NoiseTunnel
+
+    x = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.save(x, tmp_path / "x.pt")
+    (tmp_path / "sampler").write_text(sampler)
+
+    gathered = run_on_two_processes(tmp_path, _attribute_half_on_rank)
+
+    one_process = NoiseTunnel(Saliency(_model())).attribute(x, **_split_kwargs(sampler))
+    attributions, stderr = torch.empty_like(x), torch.empty_like(x)
+    for ids, rank_attributions, rank_stderr in gathered[0]:
+        attributions[ids], stderr[ids] = rank_attributions, rank_stderr
+    torch.testing.assert_close(attributions, one_process.attributions, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(stderr, one_process.stderr, rtol=1e-10, atol=1e-14)

@@ -47,7 +47,7 @@ def test_each_sample_is_one_gradient_at_a_point_of_its_own_noisy_path(stratify, 
     )
     assert len(model.seen) == 1  # one forward (and one backward) for all samples: no delta asked
     points = model.seen[0].reshape(n, 2, 5)
-    noise = noisy_copies(X, torch.tensor(0.4, dtype=torch.float64), range(n), SampleSeeds(3), 0, torch.Generator())
+    noise = noisy_copies(X, torch.tensor(0.4, dtype=torch.float64), range(n), SampleSeeds(3), 0)
     noisy = noise.reshape(n, 2, 5)
     if antithetic:  # samples 2j and 2j+1 carry ε and −ε, ε being NoiseTunnel's sample j
         noisy = torch.stack([noisy[k // 2] if k % 2 == 0 else 2 * X - noisy[k // 2] for k in range(n)])
@@ -156,7 +156,7 @@ def test_delta_is_the_completeness_gap_of_the_smoothed_estimate(stratify):
         IntegratedGradients(model), X, nt_samples=9, nt_samples_batch_size=4, stdevs=0.3, target=0,
         baselines=baselines, seed=5, stratify=stratify, return_convergence_delta=True, return_stderr=True,
     )
-    noisy = noisy_copies(X, torch.tensor(0.3, dtype=torch.float64), range(9), SampleSeeds(5), 0, torch.Generator())
+    noisy = noisy_copies(X, torch.tensor(0.3, dtype=torch.float64), range(9), SampleSeeds(5), 0)
     with torch.no_grad():
         gaps = model(noisy)[:, 0].reshape(9, 2) - model(baselines)[:, 0]
     expected = est.attributions.sum(1) - gaps.mean(0)

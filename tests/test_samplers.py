@@ -19,7 +19,7 @@ def draw(kind, nt_samples, shape=(3, 4), seed=0, chunk=None, replicates=4):
     out = torch.empty((nt_samples,) + shape, dtype=torch.float64)
     generator = torch.Generator()
     for ids in plan_chunks(nt_samples, chunk):
-        sampler.fill(out[ids.start : ids.stop], ids, stream=0, generator=generator)
+        sampler.fill(out[ids.start : ids.stop], ids, torch.arange(out.shape[1]), input_index=0)
     return out
 
 
@@ -65,7 +65,7 @@ def test_latin_hypercube_strata_stay_exact_with_thousands_of_samples(dtype):
     sampler = NoiseSampler("lhs", SampleSeeds(3), 4099, replicates=1)
     out = torch.empty((4099, 1, 3), dtype=dtype)
     for ids in plan_chunks(4099, 1000):
-        sampler.fill(out[ids.start : ids.stop], ids, stream=0, generator=torch.Generator())
+        sampler.fill(out[ids.start : ids.stop], ids, torch.arange(out.shape[1]), input_index=0)
     scaled = torch.special.ndtr(out.double()) * 4099  # stratum + position inside it
     within = scaled.sort(dim=0).values - torch.arange(4099, dtype=torch.float64).view(-1, 1, 1)
     assert float(within.min()) > -0.01 and float(within.max()) < 1.01  # every stratum once

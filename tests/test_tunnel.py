@@ -14,7 +14,7 @@ def reference_samples(method, x, nt_samples, batch_size, sigma, seed, **kwargs):
     """The wrapped method applied by hand to noisegrad's noisy copies: (nt_samples, batch, ...)."""
     generator, chunks = torch.Generator(), []
     for ids in plan_chunks(nt_samples, batch_size):
-        noisy = noisy_copies(x, sigma, ids, SampleSeeds(seed), 0, generator)
+        noisy = noisy_copies(x, sigma, ids, SampleSeeds(seed), 0)
         chunks.append(method.attribute(noisy, **kwargs).detach())
     return torch.cat(chunks).reshape((nt_samples,) + tuple(x.shape))
 
@@ -79,7 +79,7 @@ def test_half_precision_models_run_and_add_no_reduction_error(dtype, nt_type):
 
 def test_noise_is_drawn_in_the_inputs_dtype():
     x = torch.zeros(2, 3, dtype=torch.bfloat16)
-    noisy = noisy_copies(x, torch.tensor(1.0, dtype=torch.bfloat16), range(4), SampleSeeds(0), 0, torch.Generator())
+    noisy = noisy_copies(x, torch.tensor(1.0, dtype=torch.bfloat16), range(4), SampleSeeds(0), 0)
     assert noisy.dtype == torch.bfloat16 and noisy.shape == (8, 3)
 
 

@@ -121,8 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "same samples (no extra gradients); saved as 'stderr' and, relative to the "
                              "attribution, 'relative_stderr'")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the noise; example i (explained on its own) uses seed + i, so that examples "
-                             "get independent noise")
+                        help="seed of the noise; example i is explained with example_ids=[i], so it gets the noise "
+                             "it would get in a batch, independent of the other examples'")
     parser.add_argument("--out", default="explained/", metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--no-figures", action="store_true", help="write attributions.pt only")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no messages")
@@ -268,8 +268,9 @@ def explain(
                                    **({"return_convergence_delta": True} if with_delta else {}))
         else:
             nt = noisegrad.NoiseTunnel(method)
-            # example i alone, with its own seed: examples explained one by one must not share their noise
-            smooth = dict(nt_samples=args.samples, nt_samples_batch_size=args.batch_size, seed=args.seed + i,
+            # example i alone, with its own id: the noise it gets in a batch, not that of every example's first row
+            smooth = dict(nt_samples=args.samples, nt_samples_batch_size=args.batch_size, seed=args.seed,
+                          example_ids=[i],
                           stdevs=noisegrad.relative(args.noise), **kwargs)
             out = nt.attribute(one, nt_type=args.nt_type, return_stderr=args.stderr, **smooth,
                                **({"return_convergence_delta": True} if with_delta else {}))

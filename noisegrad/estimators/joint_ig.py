@@ -9,7 +9,7 @@ is one expectation over (ε, α):
 so each sample needs one gradient, at one random point of its own noisy path.
 """
 
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
@@ -26,15 +26,14 @@ from noisegrad._captum import (
 from noisegrad.expand import ChunkKwargs
 from noisegrad.perturb.inputs import InputNoise, StdevsType
 from noisegrad.sampling.samplers import SAMPLERS
+from noisegrad.sampling.keyed import row_keys, uniform
 from noisegrad.sampling.seeding import SampleSeeds
+from noisegrad.sampling.streams import Purpose, stream
 from noisegrad.stats.tally import Chunk
 
 __all__ = ["joint_integrated_gradients", "JointEstimator"]
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
-
-# Streams after any plausible number of input tensors and drawn baselines.
-_ALPHA_STREAM = 1 << 20
 
 
 def joint_integrated_gradients(
@@ -47,6 +46,7 @@ def joint_integrated_gradients(
     nt_type: str = "smoothgrad",
     seed: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
+    example_ids: Union[Sequence[int], Tensor, None] = None,
     stratify: bool = True,
     sampler: str = "iid",
     return_convergence_delta: bool = False,
@@ -89,6 +89,9 @@ def joint_integrated_gradients(
         on the seed and ``k`` (and on ``nt_samples``, which sets the strata).
         With ``stratify=False, sampler="iid"``, sample ``k``'s noise is the
         noise ``NoiseTunnel`` draws for sample ``k`` with the same seed.
+    example_ids : sequence of int or integer tensor, optional
+        As for ``NoiseTunnel.attribute``: an example's noise and path points
+        are keyed by its id (default: its position), not by its batch.
     stratify : bool
         Stratify the path fraction: sample ``k`` takes α in the ``k``-th of
         ``nt_samples`` equal intervals of [0, 1), uniformly within it
@@ -158,7 +161,7 @@ def joint_integrated_gradients(
         max_batch_rows=None, memory_budget=None, joint=True if sampler == "iid" else sampler, sampler="iid",
         return_stderr=return_stderr, tol=None, max_samples=None, seed=seed, generator=generator,
         delta_reduction="mean", kwargs=dict(kwargs, return_convergence_delta=return_convergence_delta),
-        stratify=stratify,
+        stratify=stratify, example_ids=example_ids,
     )
     return NoiseTunnel(method)._run(request)
 
@@ -206,7 +209,7 @@ class JointEstimator:
         noisy = self.perturbation.rows(sample_ids)
         batch = noisy[0].shape[0] // n
         alphas = _path_fractions(
-            sample_ids, self.nt_samples, batch, self.seeds, self.stratify, self.antithetic, noisy[0].device
+            sample_ids, self.nt_samples, self.perturbation.example_ids, self.seeds, self.stratify, self.antithetic
         )
         with chunk_failure_on_oom():
             contributions = self.path.contributions(noisy, alphas, chunk_kwargs, n, batch)
@@ -230,27 +233,22 @@ class JointEstimator:
 def _path_fractions(
     sample_ids: range,
     nt_samples: int,
-    batch: int,
+    example_ids: Tensor,
     seeds: SampleSeeds,
     stratify: bool,
     antithetic: bool,
-    device: torch.device,
 ) -> Tensor:
-    """α of each (sample, example), shape ``(len(sample_ids), batch)``, float64.
+    """α of each (sample, example), shape ``(len(sample_ids), len(example_ids))``, float64.
 
-    Drawn per sample id (per pair when antithetic) from its own seed, so
-    chunking cannot change it; with ``stratify``, unit ``u`` of ``U`` lies in
-    ``[u / U, (u + 1) / U)``.
+    Keyed by the sample (the pair when antithetic) and the example's id, so
+    neither chunking nor the batch can change it; with ``stratify``, unit
+    ``u`` of ``U`` lies in ``[u / U, (u + 1) / U)``.
     """
     units = nt_samples // 2 if antithetic else nt_samples
-    generator = torch.Generator()
-    rows = []
-    for sample in sample_ids:
-        unit = sample // 2 if antithetic else sample
-        generator.manual_seed(seeds(_ALPHA_STREAM, unit))
-        uniform = torch.rand(batch, generator=generator, dtype=torch.float64)
-        rows.append((uniform + unit) / units if stratify else uniform)
-    return torch.stack(rows).to(device)
+    ids = torch.arange(sample_ids.start, sample_ids.stop, device=example_ids.device)
+    unit = ids // 2 if antithetic else ids
+    alpha = uniform(row_keys(seeds.base_seed, stream(Purpose.PATH_POINT), example_ids, unit))
+    return alpha.add_(unit.view(-1, 1)).div_(units) if stratify else alpha
 
 
 # --------------------------------------------------------------------------- paths

@@ -11,7 +11,6 @@ from noisegrad._call import call_wrapped
 from noisegrad._state import seed_global_rngs
 from noisegrad.expand import ChunkKwargs, select_examples
 from noisegrad.perturb.inputs import InputNoise
-from noisegrad.sampling.seeding import SampleSeeds
 from noisegrad.stats.tally import Chunk
 
 __all__ = ["NestedEstimator"]
@@ -31,8 +30,9 @@ class NestedEstimator:
         Whether the method is called with a tuple.
     return_delta : bool
         Whether the method returns deltas (``return_convergence_delta=True``).
-    baseline_draw : (SampleSeeds, Generator), optional
-        ``draw_baseline_from_distrib``: a baseline row drawn per copy.
+    baseline_seed : int, optional
+        ``draw_baseline_from_distrib``: the call's base seed, which keys the
+        baseline row drawn per copy (with the sample and the example's id).
     sample_seed : callable, optional
         For methods that draw from the global RNGs themselves (GradientShap)
         under a seed: the global seed of sample ``k``. Each sample is then
@@ -51,7 +51,7 @@ class NestedEstimator:
         kwargs: Dict[str, Any],
         is_inputs_tuple: bool,
         return_delta: bool,
-        baseline_draw: Optional[Tuple[SampleSeeds, torch.Generator]] = None,
+        baseline_seed: Optional[int] = None,
         sample_seed: Optional[Callable[[int], int]] = None,
     ) -> None:
         if return_delta:
@@ -59,9 +59,9 @@ class NestedEstimator:
         self.method = _captum.lean(method)
         self.is_gradient_method = isinstance(method, GradientAttribution)
         self.perturbation, self.is_inputs_tuple, self.return_delta = perturbation, is_inputs_tuple, return_delta
-        self.kwargs, self.baseline_draw, self.sample_seed = kwargs, baseline_draw, sample_seed
+        self.kwargs, self.baseline_seed, self.sample_seed = kwargs, baseline_seed, sample_seed
         # GradientShap and DeepLiftShap sample or average over their baselines: never one row per example
-        self.baseline_distribution = _captum.takes_baseline_distribution(method) or baseline_draw is not None
+        self.baseline_distribution = _captum.takes_baseline_distribution(method) or baseline_seed is not None
         self.chunk_kwargs = self._chunk_kwargs()
         self.rows_per_copy = _captum.rows_per_copy(method, kwargs)
         self.splits_itself = _captum.rows_per_split_copy(method)
@@ -72,11 +72,7 @@ class NestedEstimator:
         self.chunk_kwargs = self._chunk_kwargs()
 
     def _chunk_kwargs(self) -> ChunkKwargs:
-        draw = None
-        if self.baseline_draw is not None:
-            seeds, generator = self.baseline_draw
-            batch = self.perturbation.all_inputs[0].shape[0]
-            draw = (seeds, generator, batch, self.perturbation.examples)
+        draw = None if self.baseline_seed is None else (self.baseline_seed, self.perturbation.example_ids)
         return ChunkKwargs(self.kwargs, self.perturbation.inputs, draw, self.baseline_distribution)
 
     def chunk(self, sample_ids: range) -> Chunk:

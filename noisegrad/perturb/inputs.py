@@ -145,8 +145,8 @@ def noisy_copies(
     sigma: Tensor,
     sample_ids: range,
     draws: Union[SampleSeeds, NoiseSampler],
-    stream: int,
-    generator: torch.Generator,
+    input_index: int = 0,
+    example_ids: Optional[Tensor] = None,
 ) -> Tensor:
     """``x`` repeated once per sample id, plus Gaussian noise: rows are sample-major.
 
@@ -154,25 +154,30 @@ def noisy_copies(
     ``sample_ids[j]``. That noise comes from ``draws`` (a
     :class:`~noisegrad.sampling.samplers.NoiseSampler`, or :class:`SampleSeeds` for
     i.i.d. draws) straight into a contiguous slice of the output, in ``x``'s
-    dtype and device; it depends on the seeds and the sample id, not on the
-    chunk, and the output is the only tensor of the expanded size (σ is
-    never materialised at that size).
+    dtype and device; it depends on the seed, the input's index, the
+    example's id (``example_ids[i]``, by default ``i``) and the sample id, not
+    on the chunk or the batch, and the output is the only tensor of the
+    expanded size (σ is never materialised at that size).
 
     Examples
     --------
     >>> import torch
     >>> x = torch.zeros(2, 3)
-    >>> gen = torch.Generator()
-    >>> whole = noisy_copies(x, torch.tensor(1.0), range(0, 4), SampleSeeds(0), 0, gen)
-    >>> tail = noisy_copies(x, torch.tensor(1.0), range(2, 4), SampleSeeds(0), 0, gen)
+    >>> whole = noisy_copies(x, torch.tensor(1.0), range(0, 4), SampleSeeds(0))
+    >>> tail = noisy_copies(x, torch.tensor(1.0), range(2, 4), SampleSeeds(0))
     >>> torch.equal(whole[4:], tail)
+    True
+    >>> alone = noisy_copies(x[1:], torch.tensor(1.0), range(0, 4), SampleSeeds(0), example_ids=torch.tensor([1]))
+    >>> torch.equal(whole.view(4, 2, 3)[:, 1], alone)
     True
     """
     sampler = draws if isinstance(draws, NoiseSampler) else NoiseSampler("iid", draws, nt_samples=len(sample_ids))
+    if example_ids is None:
+        example_ids = torch.arange(x.shape[0], device=x.device)
     with torch.no_grad():
         x = x.detach()
         copies = torch.empty((len(sample_ids),) + tuple(x.shape), dtype=x.dtype, device=x.device)
-        sampler.fill(copies, sample_ids, stream, generator)
+        sampler.fill(copies, sample_ids, example_ids, input_index)
         copies.mul_(sigma).add_(x)
     return copies.view((-1,) + tuple(x.shape[1:]))
 
@@ -208,7 +213,10 @@ class InputNoise:
     sigmas : tuple of Tensor
         One σ per input (:func:`resolve_stdevs`).
     sampler : NoiseSampler
-        The draws; input tensor ``t`` is stream ``t``.
+        The draws; input tensor ``t`` has the ``t``-th input stream.
+    example_ids : Tensor, optional
+        The examples' ids (int64, on the inputs' device), which key their
+        noise; by default their positions.
 
     Examples
     --------
@@ -218,35 +226,26 @@ class InputNoise:
     [torch.Size([8, 3])]
     """
 
-    def __init__(self, inputs: Tuple[Tensor, ...], sigmas: Tuple[Tensor, ...], sampler: NoiseSampler) -> None:
+    def __init__(
+        self,
+        inputs: Tuple[Tensor, ...],
+        sigmas: Tuple[Tensor, ...],
+        sampler: NoiseSampler,
+        example_ids: Optional[Tensor] = None,
+    ) -> None:
         self.inputs, self.sigmas, self.sampler = inputs, sigmas, sampler
-        self.all_inputs, self.all_sigmas = inputs, sigmas
-        self.generator = torch.Generator(device=inputs[0].device)
-        self.examples: Optional[Tensor] = None
+        self.example_ids = torch.arange(inputs[0].shape[0], device=inputs[0].device) if example_ids is None else example_ids
 
     def rows(self, sample_ids: range) -> Tuple[Tensor, ...]:
-        if self.examples is None:
-            return tuple(
-                noisy_copies(x, sigma, sample_ids, self.sampler, stream, self.generator)
-                for stream, (x, sigma) in enumerate(zip(self.inputs, self.sigmas))
-            )
-        # Some examples have left the batch: draw the whole batch's noise and keep the running rows, so that an
-        # example's noise is what it gets in any batch (i.i.d. and antithetic draws fill the batch by position).
-        n, batch = len(sample_ids), self.all_inputs[0].shape[0]
-        out = []
-        for stream, (x, sigma) in enumerate(zip(self.all_inputs, self.all_sigmas)):
-            copies = noisy_copies(x, sigma, sample_ids, self.sampler, stream, self.generator)
-            kept = copies.view((n, batch) + tuple(x.shape[1:]))[:, self.examples]
-            out.append(kept.reshape((-1,) + tuple(x.shape[1:])))
-        return tuple(out)
+        return tuple(
+            noisy_copies(x, sigma, sample_ids, self.sampler, index, self.example_ids)
+            for index, (x, sigma) in enumerate(zip(self.inputs, self.sigmas))
+        )
 
     def select(self, keep: Tensor) -> None:
-        running = self.examples if self.examples is not None else torch.arange(
-            self.inputs[0].shape[0], device=self.inputs[0].device
-        )
         self.sigmas = tuple(s[keep] if is_per_example(s, x) else s for s, x in zip(self.sigmas, self.inputs))
         self.inputs = tuple(x[keep] for x in self.inputs)
-        self.examples = running[keep]
+        self.example_ids = self.example_ids[keep.to(self.example_ids.device)]
 
     def applied(self) -> ContextManager[None]:
         return contextlib.nullcontext()

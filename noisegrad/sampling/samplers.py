@@ -1,8 +1,10 @@
 """Noise samplers: i.i.d., antithetic, randomised quasi-Monte-Carlo and Latin hypercube draws.
 
-Every sampler writes standard-normal noise for given sample ids into a buffer,
-and the draw of sample ``k`` depends only on the call's seeds, the stream (the
-input tensor), ``k`` and ``nt_samples`` — never on the chunking. Samples are
+Every sampler writes standard-normal noise for given sample ids and example
+ids into a buffer. The draw of sample ``k`` for an example depends only on the
+call's seed, the input tensor, the example's id, ``k`` and ``nt_samples``
+(:mod:`noisegrad.sampling.keyed`) — never on the chunking, nor on which other
+examples share the batch. Samples are
 organised in ``groups`` of independent units, from which standard errors are
 estimated: single samples (i.i.d.), pairs (antithetic), or independently
 randomised replicates of the design (QMC, LHS: sample ``k`` belongs to
@@ -17,7 +19,9 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
+from noisegrad.sampling.keyed import random_bits, row_keys, standard_normal, uniform
 from noisegrad.sampling.seeding import SampleSeeds
+from noisegrad.sampling.streams import Purpose, stream
 
 __all__ = ["SAMPLERS", "DEFAULT_REPLICATES", "NoiseSampler", "independent_units", "units_for_stderr"]
 
@@ -25,8 +29,6 @@ SAMPLERS = ("iid", "antithetic", "qmc", "lhs")
 #: Independently randomised replicates of a QMC or LHS design: the units of its standard error.
 DEFAULT_REPLICATES = 4
 
-#: Sample ids from here on are never real samples: they seed per-replicate randomisation.
-_REPLICATE_SEED_BASE = 2**31
 _SOBOL_BITS = 30
 _SOBOL_MAX_DIM = torch.quasirandom.SobolEngine.MAXDIM
 _GOLDEN = (math.sqrt(5) - 1) / 2
@@ -96,7 +98,7 @@ class NoiseSampler:
     --------
     >>> sampler = NoiseSampler("antithetic", SampleSeeds(0), nt_samples=4)
     >>> out = torch.empty(4, 2, 3)
-    >>> sampler.fill(out, range(4), stream=0, generator=torch.Generator())
+    >>> sampler.fill(out, range(4), example_ids=torch.arange(2), input_index=0)
     >>> torch.equal(out[1], -out[0]) and torch.equal(out[3], -out[2])
     True
     """
@@ -106,7 +108,7 @@ class NoiseSampler:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {kind!r}")
         self.kind, self.seeds, self.nt_samples = kind, seeds, nt_samples
         self.replicates = replicates if kind in ("qmc", "lhs") else 1
-        self._randomisation: Dict[Tuple[int, int], Tuple[Tensor, ...]] = {}
+        self._randomisation: Dict[Tuple[int, int], Tuple[Tensor, Tuple[Tensor, ...]]] = {}
 
     @property
     def unit_size(self) -> int:
@@ -122,27 +124,27 @@ class NoiseSampler:
         """How many independent groups the standard error is estimated from."""
         return self.replicates if self.kind in ("qmc", "lhs") else default
 
-    def fill(
-        self,
-        out: Tensor,
-        sample_ids: range,
-        stream: int,
-        generator: torch.Generator,
-    ) -> None:
-        """Write the standard-normal draws of ``sample_ids`` into ``out[j]`` (each the call's whole example batch).
+    def fill(self, out: Tensor, sample_ids: range, example_ids: Tensor, input_index: int) -> None:
+        """Write the standard-normal draws of ``sample_ids`` for ``example_ids`` into ``out[j, i]``.
 
-        Example ``i``'s draws are row ``i`` of the batch (by position, for
-        i.i.d. and antithetic noise; by its own randomisation for QMC and
-        LHS), so ``out`` always holds the whole batch: the input noise keeps
-        the running rows itself when some examples have left.
+        ``out`` has shape ``(len(sample_ids), len(example_ids), ...)``. The
+        draw of (sample ``k``, example ``i``, element ``e``) depends on the
+        seed, the input's index, ``example_ids[i]``, ``k`` and ``e``'s
+        position within the example (and, for QMC and LHS, ``nt_samples``),
+        so the same example gets the same noise in any batch and any chunk.
         """
+        shape, device = tuple(out.shape[2:]), out.device
         if self.kind in ("iid", "antithetic"):
             antithetic = self.kind == "antithetic"
-            for j, sample in enumerate(sample_ids):
-                generator.manual_seed(self.seeds(stream, sample // 2 if antithetic else sample))
-                out[j].normal_(generator=generator)
-                if antithetic and sample % 2:
-                    out[j].neg_()
+            units = torch.arange(sample_ids.start, sample_ids.stop, device=device)
+            keys = row_keys(self.seeds.base_seed, stream(Purpose.INPUT_NOISE, input_index), example_ids,
+                            units // 2 if antithetic else units)
+            target = out if out.is_contiguous() else torch.empty_like(out, memory_format=torch.contiguous_format)
+            standard_normal(keys, shape, target)
+            if target is not out:
+                out.copy_(target)
+            if antithetic:
+                out[(1 - sample_ids.start) % 2 :: 2].neg_()  # the odd samples: the second halves of their pairs
             return
         work = out if out.dtype in (torch.float32, torch.float64) else torch.empty_like(out, dtype=torch.float32)
         flat = work.reshape(len(sample_ids), out.shape[1], -1)
@@ -152,26 +154,19 @@ class NoiseSampler:
             rows = sample_ids[first :: self.replicates]
             if len(rows):
                 points = range(rows[0] // self.replicates, rows[0] // self.replicates + len(rows))
-                self._centred_uniform(flat[first :: self.replicates], replicate, points, stream, generator)
+                randomisation = self._randomised(shape, work.dtype, replicate, input_index, example_ids)
+                self._centred_uniform(flat[first :: self.replicates], replicate, points, randomisation)
         # Φ⁻¹(u) = √2·erfinv(2u − 1): several times faster than torch.special.ndtri.
         edge = 1 - torch.finfo(work.dtype).eps
         work.clamp_(-edge, edge).erfinv_().mul_(math.sqrt(2))
         if work is not out:
             out.copy_(work)
 
-    def _centred_uniform(
-        self,
-        out: Tensor,
-        replicate: int,
-        points: range,
-        stream: int,
-        generator: torch.Generator,
-    ) -> None:
+    def _centred_uniform(self, out: Tensor, replicate: int, points: range, randomisation: Tuple[Tensor, ...]) -> None:
         """Turn ``out`` (samples, examples, dims) into 2u − 1 for the samples' uniforms u in (0, 1).
 
         ``points`` are the samples' indices within the replicate.
         """
-        randomisation = self._randomised(out[0], replicate, stream, generator)
         if self.kind == "qmc":
             shift, = randomisation
             sobol = _sobol_points(points.start, len(points), out.shape[2])
@@ -205,28 +200,39 @@ class NoiseSampler:
         return max(1, math.ceil((self.nt_samples - replicate) / self.replicates))
 
     def _randomised(
-        self, like: Tensor, replicate: int, stream: int, generator: torch.Generator
+        self, shape: Tuple[int, ...], dtype: torch.dtype, replicate: int, input_index: int, example_ids: Tensor
     ) -> Tuple[Tensor, ...]:
-        """The randomisation of one replicate for one input, per (example, dimension): drawn once per call."""
-        key = (stream, replicate)
-        if key not in self._randomisation:
-            generator.manual_seed(self.seeds(stream, _REPLICATE_SEED_BASE + replicate))
-            shape, device = tuple(like.shape), like.device
-            if self.kind == "qmc":
-                shift = torch.randint(2**_SOBOL_BITS, shape, generator=generator, device=device, dtype=torch.int32)
-                self._randomisation[key] = (shift,)
+        """One replicate's randomisation per (example, element), flat ``(examples, elements)``, keyed like the noise.
+
+        Kept for the call while the running examples stay the same.
+        """
+        cache_key = (input_index, replicate)
+        cached = self._randomisation.get(cache_key)
+        if cached is not None and cached[0] is example_ids:
+            return cached[1]
+        seed, batch = self.seeds.base_seed, example_ids.shape[0]
+
+        def keys(purpose: Purpose, unit: int) -> Tensor:
+            return row_keys(seed, stream(purpose, input_index), example_ids,
+                            torch.tensor([unit], device=example_ids.device))
+
+        if self.kind == "qmc":
+            bits = torch.empty((1, batch) + shape, dtype=torch.int32, device=example_ids.device)
+            random_bits(keys(Purpose.QMC_SHIFT, replicate), shape, bits)
+            randomisation: Tuple[Tensor, ...] = (bits.view(batch, -1).bitwise_and(2**_SOBOL_BITS - 1),)
+        else:
+            strata = self._strata(replicate)
+            units = torch.tensor([a for a in range(1, strata + 1) if math.gcd(a, strata) == 1], device=example_ids.device)
+            pick = uniform(keys(Purpose.LHS_PERMUTATION, 2 * replicate), shape).mul_(len(units)).long().view(batch, -1)
+            offset = uniform(keys(Purpose.LHS_PERMUTATION, 2 * replicate + 1), shape).mul_(strata).long()
+            phase = uniform(keys(Purpose.LHS_PHASE, replicate), shape, dtype).view(batch, -1)
+            offset = offset.view(batch, -1)
+            if strata <= 1024:  # see _centred_uniform
+                randomisation = (units[pick].float(), offset.float().add_(0.5), phase)
             else:
-                strata = self._strata(replicate)
-                units = torch.tensor([a for a in range(1, strata + 1) if math.gcd(a, strata) == 1], device=device)
-                pick = torch.randint(len(units), shape, generator=generator, device=device)
-                offset = torch.randint(strata, shape, generator=generator, device=device)
-                phase = torch.rand(shape, generator=generator, device=device, dtype=like.dtype)
-                if strata <= 1024:  # see _centred_uniform
-                    multiplier, offset = units[pick].float(), offset.float().add_(0.5)
-                else:
-                    multiplier = units[pick]
-                self._randomisation[key] = (multiplier, offset, phase)
-        return self._randomisation[key]
+                randomisation = (units[pick], offset, phase)
+        self._randomisation[cache_key] = (example_ids, randomisation)
+        return randomisation
 
 
 @functools.lru_cache(maxsize=4)

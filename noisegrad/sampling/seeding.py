@@ -1,30 +1,24 @@
-"""Random streams: every noisy sample gets its own seed, so chunking cannot change the noise."""
+"""A call's base seed, from ``seed=``, ``generator=`` or one draw of torch's global RNG."""
 
 from typing import Optional
 
 import torch
+
+from noisegrad.sampling.keyed import splitmix64
 
 __all__ = ["SampleSeeds"]
 
 _MASK64 = (1 << 64) - 1
 
 
-def _splitmix64(value: int) -> int:
-    # Steele, Lea and Flood's SplitMix64 finaliser: a bijective 64-bit mixer,
-    # so distinct (stream, sample) pairs give unrelated generator seeds.
-    value = (value + 0x9E3779B97F4A7C15) & _MASK64
-    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return value ^ (value >> 31)
-
-
 class SampleSeeds:
     """Seeds for ``(stream, sample id)`` pairs, derived from one base seed.
 
-    A stream is one source of randomness of a call: the noise of input tensor
-    ``t`` is stream ``t``; drawn baselines use streams after the inputs. The
-    seed of a pair depends on nothing else, which is what makes the noise of
-    sample ``k`` bit-identical whatever the chunk size.
+    ``base_seed`` keys every random number of a call
+    (:mod:`noisegrad.sampling.keyed`, with the streams of
+    :mod:`noisegrad.sampling.streams`); the scalar seeds of ``(stream,
+    sample)`` pairs seed torch's global RNG for methods that draw from it
+    themselves (GradientShap), one seed per sample whatever the chunk size.
 
     Parameters
     ----------
@@ -58,7 +52,7 @@ class SampleSeeds:
         return cls(int(drawn))
 
     def __call__(self, stream: int, sample: int) -> int:
-        return _splitmix64(self.base_seed ^ _splitmix64((stream << 32) ^ sample))
+        return splitmix64(self.base_seed ^ splitmix64(splitmix64(stream & _MASK64) ^ (sample & _MASK64)))
 
     def derived(self, stream: int) -> int:
         """A seed for a whole stream (used to seed the global RNG for the wrapped method)."""

@@ -1,0 +1,198 @@
+"""Counter-based random numbers: each number is a hash of what it is for, not the next draw of a generator.
+
+The draw for one element of one noisy copy is a function of (seed, stream,
+example id, unit, element) only, computed with tensor integer operations on
+the tensor's own device:
+
+* a **row key** (64 bits) mixes the seed, the stream, the example id and the
+  unit (a sample, an antithetic pair, a replicate) with SplitMix64's
+  finaliser, on the small ``(units, examples)`` grid;
+* an **element key** (64 bits) mixes the element's coordinates within its
+  example one dimension after another, so an element keeps its key however
+  much padding a batch adds along any dimension;
+* the 32 random bits of an element are two rounds of a 32-bit integer hash
+  (Wellons' ``lowbias32``) of the keys' halves, over the full tensor in blocks
+  that stay in cache.
+
+Integer arithmetic is exact, so the bits are the same on every device and in
+any batch, chunk or process. Normals are ``√2·erfinv(2u − 1)`` of a 24-bit
+uniform ``u``, which never reaches 0 or 1 (so at most 5.3 σ).
+
+References
+----------
+G. L. Steele, D. Lea, C. H. Flood (2014), "Fast splittable pseudorandom
+number generators", OOPSLA (SplitMix64). J. K. Salmon et al. (2011),
+"Parallel random numbers: as easy as 1, 2, 3", SC11 (counter-based
+generators). C. Wellons (2018), "Prospecting for hash functions"
+(lowbias32).
+"""
+
+import functools
+import math
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["splitmix64", "row_keys", "random_bits", "standard_normal", "uniform"]
+
+_MASK64 = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15
+_MIX64 = ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, None))
+_MIX32 = ((16, 0x7FEB352D), (15, 0x846CA68B), (16, None))
+#: Elements hashed at a time on a CPU: fewer per-operation overheads than smaller blocks, and the block's
+#: buffers (1 MiB each) stay in cache (benchmarks/NOISE.md).
+_CPU_BLOCK = 1 << 18
+_DEVICE_BLOCK = 1 << 24
+
+
+def _signed(value: int, bits: int) -> int:
+    return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
+def splitmix64(value: int) -> int:
+    """SplitMix64's output for state ``value``: a bijective 64-bit mix (Python integers).
+
+    Examples
+    --------
+    >>> splitmix64(0) == 0xE220A8397B1DCDAF
+    True
+    """
+    value = (value + _GAMMA) & _MASK64
+    for shift, multiplier in _MIX64:
+        value ^= value >> shift
+        if multiplier is not None:
+            value = (value * multiplier) & _MASK64
+    return value
+
+
+def _mix64_(x: Tensor) -> Tensor:
+    """:func:`splitmix64` of every element of an int64 tensor, in place (two's complement wraps as uint64 does)."""
+    x.add_(_signed(_GAMMA, 64))
+    for shift, multiplier in _MIX64:
+        x.bitwise_xor_(torch.bitwise_right_shift(x, shift).bitwise_and_((1 << (64 - shift)) - 1))
+        if multiplier is not None:
+            x.mul_(_signed(multiplier, 64))
+    return x
+
+
+def _hash32_(x: Tensor, scratch: Tensor) -> None:
+    """lowbias32 of every element of an int32 tensor, in place (right shifts made logical by a mask)."""
+    for shift, multiplier in _MIX32:
+        torch.bitwise_right_shift(x, shift, out=scratch)
+        x.bitwise_xor_(scratch.bitwise_and_((1 << (32 - shift)) - 1))
+        if multiplier is not None:
+            x.mul_(_signed(multiplier, 32))
+
+
+def _halves(keys: Tensor) -> Tuple[Tensor, Tensor]:
+    """The low and high 32 bits of int64 keys, each as int32."""
+    low = keys.bitwise_and(0xFFFFFFFF)
+    low = torch.where(low >= 2**31, low - 2**32, low)
+    return low.to(torch.int32), torch.bitwise_right_shift(keys, 32).to(torch.int32)
+
+
+def row_keys(seed: int, stream: int, example_ids: Tensor, units: Tensor) -> Tensor:
+    """The 64-bit keys of ``(unit, example)`` rows, shape ``(len(units), len(example_ids))``, int64.
+
+    Distinct (seed, stream, example id, unit) give unrelated keys: each step
+    is a bijective mix of one more component.
+
+    Examples
+    --------
+    >>> keys = row_keys(0, 1, torch.tensor([5, 7]), torch.arange(3))
+    >>> keys.shape, torch.equal(keys[:, 1:], row_keys(0, 1, torch.tensor([7]), torch.arange(3)))
+    (torch.Size([3, 2]), True)
+    """
+    prefix = splitmix64((seed ^ splitmix64(stream & _MASK64)) & _MASK64)
+    device = example_ids.device
+    by_example = _mix64_(example_ids.to(torch.int64).add(_signed(prefix, 64)))
+    return _mix64_(by_example.unsqueeze(0).bitwise_xor(units.to(device=device, dtype=torch.int64).view(-1, 1)))
+
+
+@functools.lru_cache(maxsize=16)
+def _element_keys(shape: Tuple[int, ...], device: torch.device) -> Tuple[Tensor, Tensor]:
+    """Both halves of every element's key, flat: coordinates mixed in one dimension at a time."""
+    keys = torch.zeros((), dtype=torch.int64, device=device)
+    for size in shape:
+        keys = _mix64_(keys.unsqueeze(-1).bitwise_xor(torch.arange(size, dtype=torch.int64, device=device)))
+    low, high = _halves(_mix64_(keys.reshape(-1).clone()))
+    return low, high
+
+
+def random_bits(keys: Tensor, shape: Tuple[int, ...], out: Tensor) -> Tensor:
+    """32 random bits (as int32) for every element of shape ``shape`` of every row key.
+
+    ``out`` is a contiguous int32 tensor of shape ``keys.shape + shape``;
+    element ``e`` of row ``r`` depends on ``keys[r]`` and ``e``'s
+    coordinates only.
+
+    Examples
+    --------
+    >>> keys = row_keys(0, 1, torch.arange(2), torch.arange(3))
+    >>> bits = random_bits(keys, (4,), torch.empty(3, 2, 4, dtype=torch.int32))
+    >>> torch.equal(bits[:, 1:], random_bits(keys[:, 1:], (4,), torch.empty(3, 1, 4, dtype=torch.int32)))
+    True
+    """
+    _each_block(keys, shape, out, lambda bits, target: target.copy_(bits))
+    return out
+
+
+def standard_normal(keys: Tensor, shape: Tuple[int, ...], out: Tensor) -> Tensor:
+    """Fill ``out`` (contiguous, floating point, shape ``keys.shape + shape``) with N(0, 1) keyed draws.
+
+    Examples
+    --------
+    >>> keys = row_keys(0, 1, torch.arange(1000), torch.arange(10))
+    >>> z = standard_normal(keys, (), torch.empty(10, 1000))
+    >>> abs(float(z.mean())) < 0.05 and abs(float(z.std()) - 1) < 0.05
+    True
+    """
+
+    def to_normal(bits: Tensor, target: Tensor) -> None:
+        # the top 24 bits s ∈ [−2^23, 2^23) as 2u − 1 = (s + ½)·2^-23, exact in float32, never ±1
+        bits.bitwise_right_shift_(8)
+        work = target if target.dtype in (torch.float32, torch.float64) else torch.empty_like(target, dtype=torch.float32)
+        torch.mul(bits, 2.0**-23, out=work)
+        work.add_(2.0**-24).erfinv_().mul_(math.sqrt(2))
+        if work is not target:
+            target.copy_(work)
+
+    _each_block(keys, shape, out, to_normal)
+    return out
+
+
+def uniform(keys: Tensor, shape: Tuple[int, ...] = (), dtype: torch.dtype = torch.float64) -> Tensor:
+    """Keyed uniforms in (0, 1) from all 32 bits, shape ``keys.shape + shape``.
+
+    Examples
+    --------
+    >>> u = uniform(row_keys(0, 1, torch.arange(4), torch.arange(2)))
+    >>> u.shape, bool(((u > 0) & (u < 1)).all())
+    (torch.Size([2, 4]), True)
+    """
+    bits = random_bits(keys, shape, torch.empty(tuple(keys.shape) + tuple(shape), dtype=torch.int32, device=keys.device))
+    unsigned = bits.to(torch.int64).bitwise_and_(0xFFFFFFFF)
+    return unsigned.to(dtype).add_(0.5).mul_(2.0**-32)
+
+
+def _each_block(keys: Tensor, shape: Tuple[int, ...], out: Tensor, finish) -> None:
+    """Hash the rows' elements in blocks and hand each block's bits and ``out`` slice to ``finish``."""
+    expected = tuple(keys.shape) + tuple(shape)
+    if tuple(out.shape) != expected or not out.is_contiguous():
+        raise ValueError(f"out must be contiguous with shape {expected}, got {tuple(out.shape)}")
+    low, high = _halves(keys.reshape(-1))
+    element_low, element_high = _element_keys(tuple(shape), keys.device)
+    rows, elements = low.shape[0], element_low.shape[0]
+    flat = out.view(rows, elements)
+    block = max(1, (_CPU_BLOCK if keys.device.type == "cpu" else _DEVICE_BLOCK) // max(elements, 1))
+    bits = torch.empty((min(block, rows), elements), dtype=torch.int32, device=keys.device)
+    scratch = torch.empty_like(bits)
+    for start in range(0, rows, block):
+        stop = min(start + block, rows)
+        x, s = bits[: stop - start], scratch[: stop - start]
+        torch.bitwise_xor(element_low, low[start:stop, None], out=x)
+        _hash32_(x, s)
+        x.bitwise_xor_(high[start:stop, None]).bitwise_xor_(element_high)
+        _hash32_(x, s)
+        finish(x, flat[start:stop])
