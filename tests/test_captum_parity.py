@@ -46,7 +46,6 @@ def captum_with_our_noise(monkeypatch, method, inputs, nt_samples, batch_size, s
     inputs_tuple = inputs if isinstance(inputs, tuple) else (inputs,)
     sigmas = resolve_stdevs(stdevs, inputs_tuple)
     seeds = SampleSeeds(SEED)
-    generator = torch.Generator()
     queue = [
         example_major(noisy_copies(x, sigma, ids, seeds, stream), len(ids))
         for ids in plan_chunks(nt_samples, batch_size)
@@ -211,7 +210,7 @@ def by_hand(method, x, nt_samples, batch_size, sigma, nt_type, global_seed=None,
         torch.manual_seed(global_seed)
         np.random.seed(global_seed % 2**32)
         random.seed(global_seed)
-    generator, samples = torch.Generator(), []
+    samples = []
     for ids in plan_chunks(nt_samples, batch_size):
         noisy = noisy_copies(x, torch.tensor(sigma, dtype=x.dtype), ids, SampleSeeds(SEED), 0)
         samples.append(method.attribute(noisy.requires_grad_(), **kwargs).detach())
@@ -245,7 +244,7 @@ def test_gradient_shap_draws_its_own_randomness_per_sample_from_the_seeded_globa
     x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
     baselines = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
     kwargs = dict(baselines=baselines, target=2, n_samples=3)
-    generator, samples = torch.Generator(), []
+    samples = []
     for k in range(5):
         global_seed = SampleSeeds(SEED)(stream(Purpose.GLOBAL_RNG), k) & (2**63 - 1)
         torch.manual_seed(global_seed)

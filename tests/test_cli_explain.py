@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from captum.attr import Saliency
-from torch import nn
 
 import noisegrad
 from noisegrad.app.cli import main

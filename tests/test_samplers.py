@@ -17,7 +17,6 @@ from noisegrad.sampling.samplers import SAMPLERS, NoiseSampler
 def draw(kind, nt_samples, shape=(3, 4), seed=0, chunk=None, replicates=4):
     sampler = NoiseSampler(kind, SampleSeeds(seed), nt_samples, replicates)
     out = torch.empty((nt_samples,) + shape, dtype=torch.float64)
-    generator = torch.Generator()
     for ids in plan_chunks(nt_samples, chunk):
         sampler.fill(out[ids.start : ids.stop], ids, torch.arange(out.shape[1]), input_index=0)
     return out

@@ -12,7 +12,7 @@ from noisegrad.perturb.inputs import noisy_copies
 
 def reference_samples(method, x, nt_samples, batch_size, sigma, seed, **kwargs):
     """The wrapped method applied by hand to noisegrad's noisy copies: (nt_samples, batch, ...)."""
-    generator, chunks = torch.Generator(), []
+    chunks = []
     for ids in plan_chunks(nt_samples, batch_size):
         noisy = noisy_copies(x, sigma, ids, SampleSeeds(seed), 0)
         chunks.append(method.attribute(noisy, **kwargs).detach())
