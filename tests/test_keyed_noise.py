@@ -172,3 +172,17 @@ def test_a_wrong_output_buffer_is_refused():
         standard_normal(keys, (4,), torch.empty(3, 2, 5))
     with pytest.raises(ValueError, match="contiguous with shape"):
         standard_normal(keys, (4,), torch.empty(3, 4, 2).transpose(1, 2))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_bits_are_the_same_on_cuda_and_the_normals_agree_to_rounding():
+    ids, units = torch.arange(33), torch.arange(5)
+    cpu_keys = row_keys(4, 1, ids, units)
+    cuda_keys = row_keys(4, 1, ids.cuda(), units.cuda())
+    assert torch.equal(cuda_keys.cpu(), cpu_keys)
+    cpu_bits = random_bits(cpu_keys, (3, 7), torch.empty(5, 33, 3, 7, dtype=torch.int32))
+    cuda_bits = random_bits(cuda_keys, (3, 7), torch.empty(5, 33, 3, 7, dtype=torch.int32, device="cuda"))
+    assert torch.equal(cuda_bits.cpu(), cpu_bits)
+    cpu_z = standard_normal(cpu_keys, (3, 7), torch.empty(5, 33, 3, 7))
+    cuda_z = standard_normal(cuda_keys, (3, 7), torch.empty(5, 33, 3, 7, device="cuda"))
+    torch.testing.assert_close(cuda_z.cpu(), cpu_z, rtol=1e-6, atol=1e-6)
