@@ -36,7 +36,7 @@ def images(book) -> list:
 
 def test_there_are_tutorials():
     assert {p.name for p in NOTEBOOKS} >= {"01_quick_start.ipynb", "02_wrapping_captum.ipynb",
-                                           "03_noise_and_samples.ipynb"}
+                                           "03_noise_and_samples.ipynb", "04_errors_samplers_auto.ipynb"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
