@@ -15,7 +15,9 @@ import torch
 
 from noisegrad.app import shapes
 from noisegrad.app.cli import main
-from noisegrad.app.demo import METHODS, SHAPES, attribute_all, figure_size, make_shapes, mask_mass_fraction, run_demo
+from noisegrad.app.demo import (
+    METHODS, SHAPES, attribute_all, draw_figure, figure_size, make_shapes, mask_mass_fraction, run_demo,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,9 +54,56 @@ def test_figure_is_written_with_one_row_per_image_and_real_content(small_demo):
     inches_w, inches_h = figure_size(3)
     # within a pixel: matplotlib before 3.11.1 truncates 1.9 * 6 in * 100 dpi = 1139.99... to 1139 px
     assert abs(width - round(inches_w * 100)) <= 1 and abs(height - round(inches_h * 100)) <= 1
-    assert width / height == pytest.approx(6 / 3, rel=0.15)  # 6 columns (input + 5 methods), 3 rows
     rgb = pixels[..., :3].reshape(-1, 3)
     assert rgb.std() > 0.05 and len(np.unique(rgb, axis=0)) > 200  # images and colour maps, not a blank canvas
+
+
+@pytest.fixture(scope="module")
+def drawn():
+    """The demo figure of 3 images, drawn but not saved, with what it was drawn from."""
+    x, y, m = make_shapes(3, torch.Generator().manual_seed(4))
+    rows = attribute_all(shapes.load_demo_model(), x, y, m, samples=4, noise=0.15, seed=0, ig_steps=4)
+    fig = draw_figure(x, y, m, rows)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 3 * (1 + len(METHODS))  # one row per image: the input, then one panel per method
+    return np.array(panels, dtype=object).reshape(3, 1 + len(METHODS)), m[:, 0].numpy(), rows
+
+
+def test_every_panel_outlines_the_true_shape(drawn):
+    from matplotlib.collections import LineCollection
+
+    panels, masks, _ = drawn
+    for i, row_of_panels in enumerate(panels):
+        mask = np.pad(masks[i], 1)
+        edges = int(np.abs(np.diff(mask.astype(int), axis=0)).sum() + np.abs(np.diff(mask.astype(int), axis=1)).sum())
+        for ax in row_of_panels:
+            outlines = [c for c in ax.collections if isinstance(c, LineCollection)]
+            assert len(outlines) == 1, f"row {i}, {ax.get_title() or 'panel'}: no outline of the shape"
+            segments = outlines[0].get_segments()
+            assert len(segments) == edges
+            for (x0, y0), (x1, y1) in segments:  # each segment lies between a shape pixel and a non-shape one
+                r, c = (y0 + y1) / 2 + 1, (x0 + x1) / 2 + 1  # in the padded mask's pixel coordinates
+                if x0 == x1:
+                    sides = mask[int(r), int(c - 0.5)], mask[int(r), int(c + 0.5)]
+                else:
+                    sides = mask[int(r - 0.5), int(c)], mask[int(r + 0.5), int(c)]
+                assert sides[0] != sides[1]
+
+
+def test_every_map_column_has_a_colour_bar_whose_scale_fits_all_its_maps(drawn):
+    panels, _, rows = drawn
+    for j, row in enumerate(rows, start=1):
+        images = [ax.images[0] for ax in panels[:, j]]
+        bars = [image.colorbar for image in images if image.colorbar is not None]
+        assert len(bars) == 1, f"{row.method}: {len(bars)} colour bars"
+        assert "max |value|" in bars[0].ax.get_xlabel()  # the bar says what its numbers are
+        signed = row.method in ("SmoothGrad", "IG + SmoothGrad")
+        assert {image.get_clim() for image in images} == {(-1.0, 1.0) if signed else (0.0, 1.0)}
+        for i, (ax, image) in enumerate(zip(panels[:, j], images)):
+            # the map is drawn divided by its largest |value|, and that value is stated under it
+            peak = float(row.attributions[i].abs().max())
+            assert np.abs(image.get_array()).max() == pytest.approx(1.0)
+            assert f"max {peak:.3g}" in ax.get_xlabel()
 
 
 def test_summary_has_one_row_per_method(small_demo):

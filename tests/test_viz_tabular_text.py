@@ -40,7 +40,8 @@ def test_error_bars_are_err_scale_standard_errors_wide():
     segments = container.lines[2][0].get_segments()
     half_widths = sorted(round((seg[1][0] - seg[0][0]) / 2, 6) for seg in segments)
     assert half_widths == sorted(round(1.96 * s, 6) for s in stderr)
-    assert "1.96 standard error" in ax.get_xlabel()
+    assert "± 1.96 standard errors)" in ax.get_xlabel()
+    assert "± 1 standard error)" in plot_feature_attr(attr, stderr=stderr).ax.get_xlabel()
 
 
 def test_a_batch_needs_an_example_and_max_features_keeps_the_largest():

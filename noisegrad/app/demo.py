@@ -59,6 +59,7 @@ __all__ = [
     "attribute_all",
     "format_table",
     "figure_size",
+    "draw_figure",
     "save_figure",
     "save_summary",
     "run_demo",
@@ -254,39 +255,61 @@ def format_table(rows: List[MethodResult], mask_area: float) -> str:
 
 
 def figure_size(n_images: int, panel_inches: float = 1.9) -> Tuple[float, float]:
-    """Figure width and height in inches for ``n_images`` rows and ``1 + len(METHODS)`` columns."""
-    return panel_inches * (1 + len(METHODS)), panel_inches * n_images + 0.6
+    """Figure width and height in inches for ``n_images`` rows and ``1 + len(METHODS)`` columns.
+
+    The extra height holds the title and the colour bars under the columns.
+    """
+    return panel_inches * (1 + len(METHODS)), panel_inches * n_images + 1.3
 
 
-def save_figure(
-    path: Path, images: Tensor, labels: Tensor, masks: Tensor, rows: List[MethodResult], dpi: int = 100
-) -> Path:
-    """Write the comparison figure: one row per image, the input then one column per method.
+#: Colour of the ground-truth outline: lime is visible on the grey input, on white, on red and blue and on inferno.
+_OUTLINE = "lime"
 
-    The input panel outlines the ground-truth mask in green; signed maps use a
-    red/blue colour map centred on zero, unsigned ones a sequential map, each
-    scaled to its own maximum. Every panel is labelled with its mass on the mask.
-    Uses the Agg canvas directly, so pyplot's global backend is not touched.
+
+def draw_figure(images: Tensor, labels: Tensor, masks: Tensor, rows: List[MethodResult], dpi: int = 100):
+    """The comparison figure: one row per image, the input then one column per method.
+
+    Every panel outlines the ground-truth pixels. Each map is divided by its
+    own largest |value| (stated under it, with its share of the attribution
+    mass on the shape), so that a faint map still shows where its mass lies;
+    the colour bar under each column reads in those units: −1 … 1 for signed
+    maps (red/blue, centred on zero), 0 … 1 for unsigned ones. Uses the Agg
+    canvas directly, so pyplot's global backend is not touched.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     n = images.shape[0]
-    fig = Figure(figsize=figure_size(n), dpi=dpi)
+    fig = Figure(figsize=figure_size(n), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(n, 1 + len(rows), squeeze=False)
     names = list(SHAPES)
     for i in range(n):
         _show_input(axes[i, 0], images[i, 0], masks[i, 0], names[int(labels[i])], title=i == 0)
-        for j, row in enumerate(rows, start=1):
+    for j, row in enumerate(rows, start=1):
+        signed = _SIGNED[row.method]
+        for i in range(n):
             attr = row.attributions[i : i + 1]
-            _show_map(axes[i, j], attr[0, 0], _SIGNED[row.method])
-            axes[i, j].set_xlabel(f"on mask {mask_mass_fraction(attr, masks[i : i + 1]):.2f}", fontsize=8)
-            if i == 0:
-                axes[i, j].set_title(row.method, fontsize=10)
-    fig.suptitle("noisegrad demo: where does the attribution go? (green outline = true shape pixels)", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(path, dpi=dpi)
+            shown, peak = _show_map(axes[i, j], attr[0, 0], signed)
+            axes[i, j].add_collection(_mask_outline(masks[i, 0].numpy()))
+            axes[i, j].set_xlabel(f"max {peak:.3g} · on shape {mask_mass_fraction(attr, masks[i : i + 1]):.2f}",
+                                  fontsize=8)
+        axes[0, j].set_title(row.method, fontsize=10)
+        bar = fig.colorbar(shown, ax=axes[:, j], location="bottom", shrink=0.8, aspect=12, pad=0.01)
+        bar.set_ticks([-1, 0, 1] if signed else [0, 0.5, 1])
+        bar.set_label("value / map's max |value|", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    fig.suptitle("noisegrad demo: where does the attribution go?\n"
+                 "green outline: the true shape's pixels; under each map: its max |value| and its share of "
+                 "Σ|attribution| on the shape", fontsize=10)
+    return fig
+
+
+def save_figure(
+    path: Path, images: Tensor, labels: Tensor, masks: Tensor, rows: List[MethodResult], dpi: int = 100
+) -> Path:
+    """Write :func:`draw_figure`'s comparison figure to ``path``."""
+    draw_figure(images, labels, masks, rows, dpi).savefig(path, dpi=dpi)
     return path
 
 
@@ -315,18 +338,21 @@ def _mask_outline(mask: np.ndarray):
             segments.append([(c - 0.5, r - 0.5), (c - 0.5, r + 0.5)])
         if not padded[r + 1, c + 2]:  # right
             segments.append([(c + 0.5, r - 0.5), (c + 0.5, r + 0.5)])
-    return LineCollection(segments, colors="lime", linewidths=1.2)
+    return LineCollection(segments, colors=_OUTLINE, linewidths=1.2, label="true shape")
 
 
-def _show_map(ax, attr: Tensor, signed: bool) -> None:
+def _show_map(ax, attr: Tensor, signed: bool):
+    """Draw ``attr`` divided by its largest |value|; returns the image (for a colour bar) and that largest value."""
     values = attr.double().numpy()
-    scale = float(np.abs(values).max()) or 1.0
+    peak = float(np.abs(values).max())
+    scaled = values / (peak or 1.0)
     if signed:
-        ax.imshow(values, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+        shown = ax.imshow(scaled, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
     else:
-        ax.imshow(np.abs(values), cmap="inferno", vmin=0.0, vmax=scale, interpolation="nearest")
+        shown = ax.imshow(np.abs(scaled), cmap="inferno", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
+    return shown, peak
 
 
 def save_summary(out_dir: Path, rows: List[MethodResult], meta: Dict[str, object]) -> Path:

@@ -96,7 +96,7 @@ def plot_feature_attr(
         raise ValueError(f"stderr must be non-negative and shaped like attr {values.shape}, got {errors.shape}")
     if isinstance(err_scale, bool) or not isinstance(err_scale, (int, float)) or not err_scale > 0:
         raise ValueError(f"err_scale must be a positive number of standard errors, got {err_scale!r}")
-    half_width, bars = err_scale, f"± {err_scale:g} standard error"
+    half_width, bars = err_scale, f"± {err_scale:g} standard error{'' if err_scale == 1 else 's'}"
     if level is not None:
         half_width, bars = _interval_factor(level, dof, example), f"{level:.0%} interval, Student's t"
     order = _order(values, sort)
