@@ -23,6 +23,7 @@ from noisegrad.estimators.joint_ig import joint_integrated_gradients
 from noisegrad.frontends import smoothgrad, smoothgrad_sq, vargrad
 from noisegrad.perturb.inputs import Relative, relative
 from noisegrad.plan import plan_chunks
+from noisegrad.reducers import token_scores
 from noisegrad.result import SmoothedAttribution
 from noisegrad.sampling.seeding import SampleSeeds
 from noisegrad.stats.moments import Moments
@@ -44,6 +45,7 @@ __all__ = [
     "NT_TYPES",
     "joint_integrated_gradients",
     "SmoothedAttribution",
+    "token_scores",
     "viz",
     "__version__",
 ]

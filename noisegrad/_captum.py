@@ -179,6 +179,16 @@ def summed_gradients(
         return torch.autograd.grad(outputs.sum(), inputs)
 
 
+def evaluates_layer_at_baselines(method: Attribution) -> bool:
+    """Whether the method runs the model on its inputs and, separately, on its baselines to find a layer's values.
+
+    Layer IntegratedGradients does (then interpolates in the layer's space):
+    noise at a layer then belongs in the inputs' forward only, as Captum's
+    NoiseTunnel perturbs inputs and not baselines.
+    """
+    return isinstance(method, LayerIntegratedGradients)
+
+
 def lean(method: Attribution) -> Attribution:
     """The method to call: a shallow copy of the user's, using :func:`summed_gradients` if it uses Captum's default.
 

@@ -6,7 +6,7 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple, Union
 
 import torch
 from captum.attr import Attribution
-from torch import Tensor
+from torch import Tensor, nn
 
 from noisegrad import _captum
 from noisegrad._validate import (
@@ -26,12 +26,25 @@ from noisegrad._validate import (
     validate_target,
 )
 from noisegrad.expand import validate_kwargs
-from noisegrad.perturb.inputs import StdevsType, resolve_stdevs
+from noisegrad._state import modules_of
+from noisegrad.perturb.inputs import Relative, StdevsType, resolve_stdevs
+from noisegrad.perturb.layer import resolve_layer, token_mask
 from noisegrad.sampling.samplers import SAMPLERS
 from noisegrad.sampling.seeding import SampleSeeds
 from noisegrad.stats.smoothing import validate_nt_type
 
 __all__ = ["Request", "check_request"]
+
+
+def validate_layer_stdevs(stdevs: Any) -> None:
+    """With ``noise_layer``, ``stdevs`` is one value for the layer's output: a number, a tensor or ``relative(...)``."""
+    if isinstance(stdevs, (Relative, Tensor)):
+        return
+    if isinstance(stdevs, bool) or not isinstance(stdevs, numbers.Real):
+        raise TypeError(f"with noise_layer, stdevs must be a float, a tensor that broadcasts to the layer's output, "
+                        f"or noisegrad.relative(...), got {type(stdevs).__name__}")
+    if not stdevs >= 0 or stdevs == float("inf"):
+        raise ValueError(f"stdevs must be finite and >= 0, got {stdevs}")
 
 #: nt_samples="auto" defaults: the relative standard error to reach, and the most samples per example.
 _DEFAULT_TOL = 0.05
@@ -64,6 +77,9 @@ class Request:
     seeded: bool
     kwargs: Dict[str, Any]
     example_ids: Tensor  # int64, one per example: they key the noise
+    noise_layer: Optional[nn.Module] = None  # noise at this module's output instead of on the inputs
+    noise_mask: Optional[Tensor] = None  # with noise_layer: which (leading) elements of its output get noise
+    layer_stdevs: Any = None  # with noise_layer: stdevs as given, for the layer's output
 
     @property
     def device(self) -> torch.device:
@@ -101,6 +117,8 @@ def check_request(
     stratify: bool = True,
     accepted: Optional[FrozenSet[str]] = None,
     example_ids: Any = None,
+    noise_layer: Any = None,
+    noise_mask: Any = None,
 ) -> Request:
     """Check every argument (raising ``ValueError`` / ``TypeError`` that names it) and build the request.
 
@@ -124,7 +142,12 @@ def check_request(
     for name, flag in (("draw_baseline_from_distrib", draw_baseline_from_distrib), ("return_stderr", return_stderr)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
-    inputs_tuple = validate_inputs(inputs)
+    if noise_layer is None and noise_mask is not None:
+        raise ValueError("noise_mask applies to noise at a layer; give noise_layer= too (e.g. the embedding module)")
+    if noise_layer is not None and is_joint:
+        raise ValueError("joint sampling draws noise on the inputs; noise_layer= needs the nested estimator "
+                         "(joint=False)")
+    inputs_tuple = validate_inputs(inputs, discrete=noise_layer is not None)
     validate_grad_mode(method)
     nt_type, needs_m2 = validate_nt_type(nt_type)
     auto = isinstance(nt_samples, str) and nt_samples == "auto"
@@ -154,7 +177,12 @@ def check_request(
     validate_kwargs(kwargs, inputs_tuple, draw_baseline_from_distrib, _captum.takes_baseline_distribution(method))
     validate_baselines(kwargs.get("baselines"), inputs_tuple)
     kwargs = validate_feature_mask(kwargs, inputs_tuple)
-    sigmas = resolve_stdevs(stdevs, inputs_tuple)
+    layer, sigmas = None, ()
+    if noise_layer is not None:
+        layer = resolve_layer(noise_layer, tuple(modules_of(method.forward_func)))
+        validate_layer_stdevs(stdevs)  # its shape is checked against the layer's output by LayerNoise.measure
+    else:
+        sigmas = resolve_stdevs(stdevs, inputs_tuple)
     ids = validate_example_ids(example_ids, inputs_tuple[0].shape[0], inputs_tuple[0].device)
     seeded = seed is not None or generator is not None
     return Request(
@@ -164,6 +192,7 @@ def check_request(
         return_stderr=bool(return_stderr), return_delta=return_delta, delta_reduction=delta_reduction,
         draw_baseline_from_distrib=bool(draw_baseline_from_distrib), sigmas=sigmas,
         seeds=SampleSeeds.from_arguments(seed, generator), seeded=seeded, kwargs=kwargs, example_ids=ids,
+        noise_layer=layer, noise_mask=token_mask(noise_mask, inputs_tuple[0].shape[0]), layer_stdevs=stdevs,
     )
 
 

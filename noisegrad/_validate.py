@@ -36,19 +36,23 @@ def as_int(name: str, value: object, least: Optional[int] = 1, extra: str = "") 
     return count
 
 
-def validate_inputs(inputs: object) -> Tuple[Tensor, ...]:
-    """``inputs`` as a tuple of floating tensors sharing their first (batch) dimension."""
+def validate_inputs(inputs: object, discrete: bool = False) -> Tuple[Tensor, ...]:
+    """``inputs`` as a tuple of tensors sharing their first (batch) dimension: floating point, unless ``discrete``.
+
+    ``discrete``: the noise goes on a layer (``noise_layer=``), so inputs of
+    any dtype (token ids) are repeated, never perturbed.
+    """
     items = inputs if isinstance(inputs, tuple) else (inputs,)
     if not items:
         raise ValueError("inputs is an empty tuple; give at least one tensor")
     for i, x in enumerate(items):
         if not isinstance(x, Tensor):
             raise TypeError(f"inputs must be a tensor or a tuple of tensors, got {type(x).__name__} at position {i}")
-        if not (x.is_floating_point() and not x.is_complex()):
+        if not discrete and not (x.is_floating_point() and not x.is_complex()):
             raise TypeError(
                 f"input {i} has dtype {x.dtype}; Gaussian noise can only be added to floating-point inputs. "
-                "For token ids or other discrete inputs, attribute an embedding layer instead "
-                "(e.g. captum.attr.LayerIntegratedGradients on the embedding, or the embeddings as inputs)"
+                "For token ids or other discrete inputs, add the noise to the embedding's output instead: "
+                "noise_layer=model.embeddings (any module of the model, or its dotted name)"
             )
         if x.dim() == 0:
             raise ValueError(f"input {i} is a 0-dim tensor; dimension 0 must index the examples of the batch")

@@ -5,7 +5,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import Attribution, GradientAttribution
-from torch import Tensor
+from torch import Tensor, nn
 
 from noisegrad import _captum
 from noisegrad._loop import run
@@ -15,6 +15,7 @@ from noisegrad._validate import accepted_keywords
 from noisegrad.estimators.joint_ig import JointEstimator
 from noisegrad.estimators.nested import NestedEstimator
 from noisegrad.perturb.inputs import InputNoise, StdevsType
+from noisegrad.perturb.layer import LayerNoise
 from noisegrad.plan import ChunkPlan, activation_bytes_per_row
 from noisegrad.result import SmoothedAttribution
 from noisegrad.sampling.samplers import DEFAULT_REPLICATES, NoiseSampler
@@ -109,6 +110,8 @@ class NoiseTunnel(Attribution):
         seed: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
         example_ids: Union[Sequence[int], Tensor, None] = None,
+        noise_layer: Union[nn.Module, str, None] = None,
+        noise_mask: Optional[Tensor] = None,
         delta_reduction: str = "mean",
         **kwargs: Any,
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
@@ -213,6 +216,27 @@ class NoiseTunnel(Attribution):
             ``i`` exactly the noise it gets in ``attribute(x, seed=s)``,
             in any batch, chunk, process or device. Give ids to split a data
             set across batches or processes without changing its results.
+        noise_layer : nn.Module or str, optional
+            Add the noise to this module's output (a module of the model, or
+            its dotted name) instead of to the inputs: the inputs, which may
+            then be integer token ids, are repeated per copy and never
+            perturbed, and a forward hook, removed on return or on an
+            exception, adds each copy's noise (keyed by example and by the
+            element's position, so padding after a token does not change its
+            noise). ``stdevs`` then describes the module's output: a float, a
+            tensor broadcasting to it (``(hidden,)`` per feature), or
+            ``relative(...)`` of each example's clean output. Layer
+            IntegratedGradients on that module perturbs the inputs' layer
+            values, not the baselines' (as Captum's NoiseTunnel perturbs
+            inputs, not baselines); every other method sees the noise in
+            every forward, each copy's own noise repeated over a path
+            method's steps. Not with ``joint``.
+        noise_mask : Tensor, optional
+            With ``noise_layer``: a ``(batch, ...)`` tensor aligned with the
+            leading dimensions of the module's output (the attention mask for
+            a ``(batch, tokens, hidden)`` embedding); where it is 0 or False,
+            no noise (padding, special tokens), and ``relative(...)`` is
+            measured over the rest.
         delta_reduction : {"mean", "none"}
             With ``return_convergence_delta=True``: ``"mean"`` returns one delta
             per example, the mean over its noisy copies; ``"none"`` returns the
@@ -232,7 +256,7 @@ class NoiseTunnel(Attribution):
             self.attribution_method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs,
             draw_baseline_from_distrib, max_batch_rows, memory_budget, joint, sampler, return_stderr, tol,
             max_samples, seed, generator, delta_reduction, dict(kwargs), accepted=self._accepted_keywords,
-            example_ids=example_ids,
+            example_ids=example_ids, noise_layer=noise_layer, noise_mask=noise_mask,
         )
         return self._run(request)
 
@@ -264,7 +288,14 @@ def _estimator(method: Attribution, request: Request) -> Any:
     """The estimator of the request, with its input noise."""
     replicates = DEFAULT_REPLICATES if request.needs_groups else 1
     sampler = NoiseSampler(request.sampler, request.seeds, request.limit, replicates)
-    noise = InputNoise(request.inputs, request.sigmas, sampler, request.example_ids)
+    if request.noise_layer is not None:
+        noise: Any = LayerNoise(request.inputs, request.noise_layer, request.layer_stdevs, sampler, request.example_ids,
+                                request.noise_mask, only_own_forwards=_captum.evaluates_layer_at_baselines(method))
+        extra = request.kwargs.get("additional_forward_args")
+        with torch.random.fork_rng(devices=_cuda_devices(request.inputs)):  # a dropout in training mode draws nothing
+            noise.measure(lambda inputs: _captum.run_forward(method.forward_func, inputs, None, extra))
+    else:
+        noise = InputNoise(request.inputs, request.sigmas, sampler, request.example_ids)
     if request.joint:
         return JointEstimator(method, noise, request.kwargs, request.is_inputs_tuple, request.return_delta,
                               request.limit, request.seeds, request.stratify)
@@ -275,6 +306,10 @@ def _estimator(method: Attribution, request: Request) -> Any:
     baseline_seed = request.seeds.base_seed if request.draw_baseline_from_distrib else None
     return NestedEstimator(method, noise, request.kwargs, request.is_inputs_tuple, request.return_delta,
                            baseline_seed, sample_seed)
+
+
+def _cuda_devices(inputs: Tuple[Tensor, ...]) -> list:
+    return sorted({x.device.index or 0 for x in inputs if x.device.type == "cuda"})
 
 
 def _plan(estimator: Any, request: Request, forward_func: Callable[..., Any]) -> ChunkPlan:

@@ -56,7 +56,7 @@ class NestedEstimator:
     ) -> None:
         if return_delta:
             kwargs = dict(kwargs, return_convergence_delta=True)
-        self.method = _captum.lean(method)
+        self.method = perturbation.prepare(_captum.lean(method))
         self.is_gradient_method = isinstance(method, GradientAttribution)
         self.perturbation, self.is_inputs_tuple, self.return_delta = perturbation, is_inputs_tuple, return_delta
         self.kwargs, self.baseline_seed, self.sample_seed = kwargs, baseline_seed, sample_seed
@@ -90,7 +90,7 @@ class NestedEstimator:
     def _attribute(self, sample_ids: range) -> Chunk:
         rows = self.perturbation.rows(sample_ids)
         if self.is_gradient_method:
-            rows = tuple(x.requires_grad_() for x in rows)
+            rows = tuple(x.requires_grad_() if x.is_floating_point() else x for x in rows)
         with self.perturbation.applied():
             out = call_wrapped(
                 self.method, rows if self.is_inputs_tuple else rows[0], self.chunk_kwargs.for_chunk(sample_ids)

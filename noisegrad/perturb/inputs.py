@@ -3,7 +3,7 @@
 import contextlib
 import math
 import numbers
-from typing import ContextManager, Optional, Sequence, Tuple, Union
+from typing import Any, ContextManager, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -32,13 +32,32 @@ class Relative:
         self.fraction = float(fraction)
         self.of = of
 
-    def sigma(self, x: Tensor) -> Tensor:
-        """σ of each example of ``x``, shaped ``(batch, 1, ..., 1)`` to broadcast over it."""
-        flat = x.detach().reshape(x.shape[0], -1)
-        if self.of == "range":
-            spread = flat.amax(dim=1) - flat.amin(dim=1)
+    def sigma(self, x: Tensor, where: Optional[Tensor] = None) -> Tensor:
+        """σ of each example of ``x``, shaped ``(batch, 1, ..., 1)`` to broadcast over it.
+
+        ``where``: a boolean tensor broadcasting to ``x``; the spread is taken
+        over its True elements only (e.g. the real tokens of a padded batch).
+        An example with none gets σ = 0.
+        """
+        x = x.detach()
+        if where is None:
+            flat = x.reshape(x.shape[0], -1)
+            if self.of == "range":
+                spread = flat.amax(dim=1) - flat.amin(dim=1)
+            else:
+                spread = flat.std(dim=1, correction=0)
         else:
-            spread = flat.std(dim=1, correction=0)
+            keep = where.expand_as(x).reshape(x.shape[0], -1)
+            flat = x.reshape(x.shape[0], -1)
+            count = keep.sum(dim=1).clamp(min=1).to(x.dtype)
+            if self.of == "range":
+                low = torch.where(keep, flat, torch.full_like(flat, float("inf"))).amin(dim=1)
+                high = torch.where(keep, flat, torch.full_like(flat, float("-inf"))).amax(dim=1)
+                spread = torch.where(keep.any(dim=1), high - low, torch.zeros_like(low))
+            else:
+                mean = torch.where(keep, flat, torch.zeros_like(flat)).sum(dim=1) / count
+                centred = torch.where(keep, flat - mean.unsqueeze(1), torch.zeros_like(flat))
+                spread = (centred.pow(2).sum(dim=1) / count).sqrt()
         return (self.fraction * spread).reshape((x.shape[0],) + (1,) * (x.dim() - 1))
 
     def __repr__(self) -> str:
@@ -246,6 +265,10 @@ class InputNoise:
         self.sigmas = tuple(s[keep] if is_per_example(s, x) else s for s, x in zip(self.sigmas, self.inputs))
         self.inputs = tuple(x[keep] for x in self.inputs)
         self.example_ids = self.example_ids[keep.to(self.example_ids.device)]
+
+    def prepare(self, method: Any) -> Any:
+        """The wrapped method as the estimator should call it: unchanged for input noise."""
+        return method
 
     def applied(self) -> ContextManager[None]:
         return contextlib.nullcontext()

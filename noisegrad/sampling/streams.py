@@ -8,7 +8,10 @@ one per input tensor, the input's index.
 
 import enum
 
-__all__ = ["Purpose", "stream"]
+__all__ = ["Purpose", "stream", "LAYER_OUTPUT"]
+
+#: The index, among the perturbed tensors, of the noise layer's output (input tensors are 0, 1, ...).
+LAYER_OUTPUT = 2**32 - 1
 
 
 class Purpose(enum.IntEnum):

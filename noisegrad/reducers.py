@@ -1,0 +1,56 @@
+"""From attributions of a hidden layer to one score per token."""
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["token_scores", "TOKEN_REDUCTIONS"]
+
+TOKEN_REDUCTIONS = ("sum", "l2")
+
+
+def token_scores(attributions: Any, reduce: str = "sum", mask: Optional[Tensor] = None) -> Tensor:
+    """One score per token from attributions shaped ``(batch, tokens, hidden, ...)``.
+
+    Parameters
+    ----------
+    attributions : Tensor or SmoothedAttribution
+        E.g. layer attributions of an embedding (``noise_layer=`` smoothing).
+    reduce : {"sum", "l2"}
+        ``"sum"``: the signed sum over every dimension after the tokens'. For
+        methods that are complete (IntegratedGradients, gradient × input at a
+        linear layer), it is the token's share of the change in the output,
+        so scores add up to that change. ``"l2"``: the Euclidean norm over
+        those dimensions — how much attribution the token carries, unsigned.
+    mask : Tensor, optional
+        ``(batch, tokens)``; tokens where it is 0 or False score 0 (padding).
+
+    Returns
+    -------
+    Tensor
+        ``(batch, tokens)``, in the attributions' dtype, for
+        :func:`noisegrad.viz.plot_token_attr` or
+        :func:`noisegrad.viz.token_attr_html` (one row each).
+
+    Examples
+    --------
+    >>> attr = torch.tensor([[[1.0, -3.0], [0.5, 0.5]]])
+    >>> token_scores(attr), token_scores(attr, "l2", mask=torch.tensor([[1, 0]]))
+    (tensor([[-2.,  1.]]), tensor([[3.1623, 0.0000]]))
+    """
+    tensor = getattr(attributions, "attributions", attributions)
+    if isinstance(tensor, tuple):
+        raise TypeError("token_scores takes one attribution tensor; for several inputs or layers, pass each one")
+    if not isinstance(tensor, Tensor) or tensor.dim() < 2:
+        shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+        raise ValueError(f"attributions must be a tensor shaped (batch, tokens, ...), got {shape}")
+    if reduce not in TOKEN_REDUCTIONS:
+        raise ValueError(f"reduce must be one of {TOKEN_REDUCTIONS}, got {reduce!r}")
+    flat = tensor.detach().reshape(tensor.shape[0], tensor.shape[1], -1)
+    scores = flat.sum(dim=2) if reduce == "sum" else torch.linalg.vector_norm(flat, dim=2)
+    if mask is not None:
+        if tuple(mask.shape) != tuple(scores.shape):
+            raise ValueError(f"mask must have shape {tuple(scores.shape)} (batch, tokens), got {tuple(mask.shape)}")
+        scores = scores * (mask != 0).to(device=scores.device, dtype=scores.dtype)
+    return scores
