@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from noisegrad._caller import user_stacklevel
+
 __all__ = ["modules_of", "preserved_modules", "seeded_global_rng", "seed_global_rngs", "guarded"]
 
 #: Held while the process-wide RNGs are seeded for one call: they belong to the process, not to a model.
@@ -141,7 +143,7 @@ def preserved_modules(modules: List[nn.Module]) -> Iterator[None]:
             "the model has BatchNorm layers in training mode: the noisy copies of an example share batch "
             "statistics, so each attribution depends on the others; call model.eval() first for "
             "independent samples (running statistics are restored after the call)",
-            stacklevel=5,
+            stacklevel=user_stacklevel(),
         )
     with _REGISTRY_LOCK:
         for obj, kind in items:
@@ -220,7 +222,7 @@ def guarded(method: Any, device: torch.device, seed: Optional[int]) -> Iterator[
             "training mode, requires_grad flags, .grad and BatchNorm statistics cannot be guarded; pass the "
             "model (or its bound method) to the attribution method to have them restored after each call",
             UserWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
     with preserved_modules(modules), seeded_global_rng(seed, device):
         yield

@@ -51,8 +51,10 @@ def _smooth(
     kwargs.setdefault("nt_samples_batch_size", "auto")
     if sampler is None:
         sampler = BEST_SAMPLER[(nt_type, absolute)]
-        if sampler == "lhs" and nt_samples == "auto":
-            sampler = "antithetic"  # a Latin hypercube needs its sample count up front
+        if sampler == "lhs" and (nt_samples == "auto" or kwargs.get("return_stderr")):
+            # a Latin hypercube needs its sample count up front, and its standard error only has 4 replicates
+            # (3 degrees of freedom); antithetic pairs come close in accuracy and give 8 groups (7)
+            sampler = "antithetic"
     return NoiseTunnel(Saliency(model)).attribute(
         inputs,
         nt_type=nt_type,
@@ -93,7 +95,9 @@ def smoothgrad(
         Average ``|∇f|`` instead of ``∇f`` (Captum's Saliency default).
     sampler : str, optional
         Default: the measured best for this statistic (:data:`BEST_SAMPLER`;
-        antithetic instead of a Latin hypercube with ``nt_samples="auto"``).
+        antithetic instead of a Latin hypercube with ``nt_samples="auto"``
+        or ``return_stderr=True``, whose standard error would rest on only 4
+        replicates).
     **kwargs
         Passed to ``NoiseTunnel.attribute`` (``seed``, ``return_stderr``,
         ``additional_forward_args``, ``nt_samples_batch_size``, ...).

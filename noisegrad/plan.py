@@ -14,6 +14,8 @@ from typing import Any, Callable, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from noisegrad._caller import user_stacklevel
+
 __all__ = [
     "plan_chunks",
     "ChunkPlan",
@@ -102,7 +104,7 @@ class ChunkPlan:
             f"out of memory with {len(failed)} noisy copies per example per chunk; retrying with "
             f"nt_samples_batch_size={self.chunk} (the result does not depend on it for a fixed seed)",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
 
     @classmethod

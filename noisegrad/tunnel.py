@@ -7,6 +7,7 @@ import torch
 from captum.attr import Attribution, GradientAttribution
 from torch import Tensor, nn
 
+from noisegrad._caller import user_stacklevel
 from noisegrad import _captum
 from noisegrad._loop import run
 from noisegrad._request import Request, check_request
@@ -359,7 +360,7 @@ def _finish(request: Request, estimator: Any, tally: Tally, rule: Optional[Stopp
                 f'nt_samples="auto": {missed} of {request.batch} inputs did not reach tol={request.tol} within '
                 f"max_samples={request.limit} samples; result.converged marks them",
                 RuntimeWarning,
-                stacklevel=4,  # _finish ← _run ← attribute (or joint_integrated_gradients) ← the caller
+                stacklevel=user_stacklevel(),
             )
         cast = [v.to(d) for v, d in zip(values, tally.dtypes)]
         return SmoothedAttribution(

@@ -35,9 +35,10 @@ def test_the_tunnel_itself_keeps_captums_iid_default():
 
 
 @pytest.mark.parametrize(
-    "options, sampler", [(dict(nt_samples="auto", tol=0.2), "antithetic"), (dict(return_stderr=True), "lhs")]
+    "options, sampler", [(dict(nt_samples="auto", tol=0.2), "antithetic"), (dict(return_stderr=True), "antithetic")]
 )
-def test_auto_samples_swap_the_latin_hypercube_for_antithetic_pairs(options, sampler):
+def test_auto_samples_and_standard_errors_swap_the_latin_hypercube_for_antithetic_pairs(options, sampler):
+    """A hypercube needs its sample count up front, and its standard error would rest on 4 replicates (3 dof)."""
     model = make_mlp()
     result = smoothgrad(model, X, target=0, absolute=True, seed=0, **options)
     expected = NoiseTunnel(Saliency(model)).attribute(
@@ -46,6 +47,8 @@ def test_auto_samples_swap_the_latin_hypercube_for_antithetic_pairs(options, sam
     assert isinstance(result, SmoothedAttribution)
     torch.testing.assert_close(result.attributions, expected.attributions, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(result.stderr, expected.stderr, rtol=1e-12, atol=1e-15)
+    if "return_stderr" in options:
+        assert int(result.dof) == 7  # 8 groups of antithetic pairs
 
 
 def test_saliencys_abs_keyword_points_to_absolute():

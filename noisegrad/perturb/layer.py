@@ -125,7 +125,8 @@ class LayerNoise:
         captured = []
 
         def capture(_module: nn.Module, _args: Any, output: Any) -> None:
-            captured.append(output)
+            if threading.get_ident() == self._owner:  # not another thread's forward through a shared model
+                captured.append(output)
 
         handle = self.module.register_forward_hook(capture)
         try:
