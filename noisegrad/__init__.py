@@ -19,7 +19,9 @@ import importlib
 from typing import Any
 
 from noisegrad import _deprecated  # noqa: F401  (importing it keeps the renamed modules' old names working)
+from noisegrad.config import SmoothingConfig
 from noisegrad.estimators.joint_ig import joint_integrated_gradients
+from noisegrad.explainers import Smoothed, SmoothGrad, SquareGrad, VarGrad
 from noisegrad.frontends import smoothgrad, smoothgrad_sq, vargrad
 from noisegrad.perturb.inputs import Relative, relative
 from noisegrad.plan import plan_chunks
@@ -46,6 +48,11 @@ __all__ = [
     "joint_integrated_gradients",
     "SmoothedAttribution",
     "token_scores",
+    "SmoothingConfig",
+    "Smoothed",
+    "SmoothGrad",
+    "SquareGrad",
+    "VarGrad",
     "viz",
     "__version__",
 ]

@@ -1,0 +1,396 @@
+"""Everything a smoothing call needs, in one validated, JSON-able configuration.
+
+:class:`SmoothingConfig` describes the noise (absolute, per named feature, or
+relative to each example or to the whole data tensor), the sample count, the
+sampler, the chunking, the seed, the computation dtype and the layer that
+receives the noise. It checks itself on construction, round-trips through
+``to_dict``/``to_json``, lists what a tuner may search (``get_tunables``), and
+has constructors that take the parameter names of Vertex AI, innsight,
+pnpxai and Xplique with their defaults and ranges (``docs/migration.md``).
+"""
+
+import dataclasses
+import json
+import math
+import numbers
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from noisegrad.perturb.inputs import relative
+from noisegrad.sampling.samplers import SAMPLERS
+from noisegrad.stats.smoothing import NT_TYPES
+
+__all__ = ["SmoothingConfig", "DTYPES"]
+
+#: Computation dtypes: innsight's names and torch's.
+DTYPES = {"float": torch.float32, "float32": torch.float32, "double": torch.float64, "float64": torch.float64}
+_RELATIVE_TO = ("range", "std")
+_SCOPES = ("example", "data")
+FeatureKey = Union[str, int]
+
+
+def _positive_int(name: str, value: Any, low: int = 1, high: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < low or (high is not None and value > high):
+        allowed = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {allowed}, got {value}")
+    return int(value)
+
+
+def _sigma(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class SmoothingConfig:
+    """A smoothing call's settings, checked on construction.
+
+    Parameters
+    ----------
+    nt_type : {"smoothgrad", "smoothgrad_sq", "vargrad"}
+    nt_samples : int or "auto"
+        Noisy copies per example; ``"auto"`` stops each example once its
+        relative standard error reaches ``tol`` (at most ``max_samples``).
+    noise : float, optional
+        One absolute σ for every feature (Vertex AI's ``noise_sigma``,
+        Xplique's ``noise``).
+    feature_noise : mapping or sequence of (feature, σ) pairs, optional
+        σ per feature, by name (with ``feature_names``) or by index along
+        dimension 1 of the input (a column of a table, a channel of an
+        image); features not listed get no noise, as Vertex AI's
+        ``feature_noise_sigma``.
+    feature_names : sequence of str, optional
+        The names of dimension 1's entries, for ``feature_noise`` by name.
+    noise_level : float, optional
+        σ as a fraction of the spread of the data: of each example
+        (``scope="example"``, the SmoothGrad paper's reading) or of the whole
+        input tensor (``scope="data"``, innsight's). Default 0.15 when no
+        other noise is given.
+    relative_to : {"range", "std"}
+        The spread ``noise_level`` is a fraction of.
+    scope : {"example", "data"}
+    sampler : {"iid", "antithetic", "qmc", "lhs"}
+    tol, max_samples : optional
+        For ``nt_samples="auto"`` only.
+    nt_samples_batch_size : int, "auto" or None
+    max_batch_rows, memory_budget : int, optional
+    seed : int, optional
+    dtype : {"float", "double", "float32", "float64"}, optional
+        Compute in this dtype, on a copy of the model (the user's is never
+        changed); default: the model's own.
+    noise_layer : str, optional
+        Dotted name of the module whose output gets the noise instead of the
+        inputs (``NoiseTunnel.attribute``'s ``noise_layer``).
+    return_stderr : bool
+        Estimate standard errors from the same samples (no extra gradients).
+
+    Examples
+    --------
+    >>> config = SmoothingConfig(nt_samples=16, noise_level=0.2, seed=0)
+    >>> SmoothingConfig.from_json(config.to_json()) == config
+    True
+    >>> SmoothingConfig(noise=0.1, noise_level=0.2)
+    Traceback (most recent call last):
+    ...
+    ValueError: give one noise specification, got noise= and noise_level=
+    """
+
+    nt_type: str = "smoothgrad"
+    nt_samples: Union[int, str] = 50
+    noise: Optional[float] = None
+    feature_noise: Optional[Tuple[Tuple[FeatureKey, float], ...]] = None
+    feature_names: Optional[Tuple[str, ...]] = None
+    noise_level: Optional[float] = None
+    relative_to: str = "range"
+    scope: str = "example"
+    sampler: str = "iid"
+    tol: Optional[float] = None
+    max_samples: Optional[int] = None
+    nt_samples_batch_size: Union[int, str, None] = "auto"
+    max_batch_rows: Optional[int] = None
+    memory_budget: Optional[int] = None
+    seed: Optional[int] = None
+    dtype: Optional[str] = None
+    noise_layer: Optional[str] = None
+    return_stderr: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.nt_type not in NT_TYPES:
+            raise ValueError(f"nt_type must be one of {NT_TYPES}, got {self.nt_type!r}")
+        if self.nt_samples != "auto":
+            _positive_int("nt_samples", self.nt_samples)
+        elif self.sampler == "lhs":
+            raise ValueError('nt_samples="auto" cannot use sampler="lhs": a Latin hypercube needs its sample count')
+        if self.nt_samples != "auto" and (self.tol is not None or self.max_samples is not None):
+            raise ValueError('tol and max_samples apply to nt_samples="auto" only')
+        if self.tol is not None and not (isinstance(self.tol, numbers.Real) and 0 < self.tol < math.inf):
+            raise ValueError(f"tol must be a positive number, got {self.tol!r}")
+        if self.max_samples is not None:
+            _positive_int("max_samples", self.max_samples, low=2)
+        given = [name for name in ("noise", "feature_noise", "noise_level") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one noise specification, got {'= and '.join(given)}=")
+        if self.noise is not None:
+            set_(self, "noise", _sigma("noise", self.noise))
+        if self.noise_level is not None:
+            set_(self, "noise_level", _sigma("noise_level", self.noise_level))
+        if self.relative_to not in _RELATIVE_TO:
+            raise ValueError(f"relative_to must be one of {_RELATIVE_TO}, got {self.relative_to!r}")
+        if self.scope not in _SCOPES:
+            raise ValueError(f"scope must be one of {_SCOPES}, got {self.scope!r}")
+        if self.feature_names is not None:
+            names = tuple(self.feature_names)
+            if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+                raise ValueError("feature_names must be distinct strings")
+            set_(self, "feature_names", names)
+        if self.feature_noise is not None:
+            set_(self, "feature_noise", self._checked_feature_noise(self.feature_noise))
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        batch = self.nt_samples_batch_size
+        if batch is not None and batch != "auto":
+            _positive_int("nt_samples_batch_size", batch)
+        for name in ("max_batch_rows", "memory_budget"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)):
+            raise TypeError(f"seed must be an int or None, got {self.seed!r}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)} or None, got {self.dtype!r}")
+        if self.noise_layer is not None and not isinstance(self.noise_layer, str):
+            raise TypeError("noise_layer in a configuration is the module's dotted name (a str), so that it can be "
+                            f"saved; got {type(self.noise_layer).__name__}")
+        if not isinstance(self.return_stderr, bool):
+            raise TypeError(f"return_stderr must be True or False, got {self.return_stderr!r}")
+
+    def _checked_feature_noise(self, value: Any) -> Tuple[Tuple[FeatureKey, float], ...]:
+        pairs = list(value.items()) if isinstance(value, Mapping) else [tuple(p) for p in value]
+        checked: List[Tuple[FeatureKey, float]] = []
+        for pair in pairs:
+            if len(pair) != 2:
+                raise ValueError(f"feature_noise entries must be (feature, sigma) pairs, got {pair!r}")
+            key, sigma = pair
+            if isinstance(key, str):
+                if self.feature_names is None:
+                    raise ValueError(f"feature_noise names feature {key!r}; give feature_names= to say which "
+                                     "index each name is")
+                if key not in self.feature_names:
+                    raise ValueError(f"feature_noise names an unknown feature {key!r}; feature_names are "
+                                     f"{list(self.feature_names)}")
+            elif isinstance(key, bool) or not isinstance(key, numbers.Integral) or key < 0:
+                raise TypeError(f"feature_noise keys must be feature names or indices >= 0, got {key!r}")
+            checked.append((key if isinstance(key, str) else int(key), _sigma(f"feature_noise[{key!r}]", sigma)))
+        return tuple(checked)
+
+    # ------------------------------------------------------------------ the noise for NoiseTunnel.attribute
+
+    def stdevs(self, inputs: Union[Tensor, Tuple[Tensor, ...]]) -> Any:
+        """``stdevs=`` for ``NoiseTunnel.attribute`` on ``inputs``: a float, a σ tensor, or ``relative(...)``.
+
+        Examples
+        --------
+        >>> x = torch.tensor([[0.0, 1.0], [0.0, 3.0]])
+        >>> SmoothingConfig(noise_level=0.5, scope="data").stdevs(x)
+        1.5
+        >>> SmoothingConfig(feature_noise={1: 0.2}).stdevs(x)
+        tensor([0.0000, 0.2000])
+        """
+        if self.noise is not None:
+            return self.noise
+        if self.feature_noise is not None:
+            return self._feature_sigma(inputs)
+        level = 0.15 if self.noise_level is None else self.noise_level
+        if self.scope == "example":
+            return relative(level, of=self.relative_to)
+        tensors = inputs if isinstance(inputs, tuple) else (inputs,)
+        per_input = []
+        for x in tensors:
+            data = x.detach().double()
+            spread = data.max() - data.min() if self.relative_to == "range" else data.std(correction=0)
+            per_input.append(level * float(spread))
+        return per_input[0] if len(per_input) == 1 else tuple(per_input)
+
+    def _feature_sigma(self, inputs: Union[Tensor, Tuple[Tensor, ...]]) -> Tensor:
+        if isinstance(inputs, tuple):
+            raise ValueError("feature_noise describes one input tensor's features; with several input tensors give "
+                             "NoiseTunnel.attribute a tuple of σ tensors instead")
+        x = inputs
+        if x.dim() < 2:
+            raise ValueError(f"feature_noise needs inputs with a feature dimension 1, got shape {tuple(x.shape)}")
+        features = x.shape[1]
+        if self.feature_names is not None and len(self.feature_names) != features:
+            raise ValueError(f"feature_names has {len(self.feature_names)} names but the input has {features} "
+                             "features along dimension 1")
+        sigma = torch.zeros(features, dtype=x.dtype, device=x.device)
+        for key, value in self.feature_noise or ():
+            index = self.feature_names.index(key) if isinstance(key, str) else key  # type: ignore[union-attr]
+            if index >= features:
+                raise ValueError(f"feature_noise names feature index {index}, but the input has {features}")
+            sigma[index] = value
+        return sigma.reshape((features,) + (1,) * (x.dim() - 2))
+
+    def call_kwargs(self, inputs: Union[Tensor, Tuple[Tensor, ...]]) -> Dict[str, Any]:
+        """The keyword arguments of ``NoiseTunnel.attribute`` this configuration stands for (not ``dtype``)."""
+        kwargs: Dict[str, Any] = dict(
+            nt_type=self.nt_type, nt_samples=self.nt_samples, stdevs=self.stdevs(inputs), sampler=self.sampler,
+            nt_samples_batch_size=self.nt_samples_batch_size, seed=self.seed, return_stderr=self.return_stderr,
+        )
+        for name in ("tol", "max_samples", "max_batch_rows", "memory_budget", "noise_layer"):
+            if getattr(self, name) is not None:
+                kwargs[name] = getattr(self, name)
+        if self.nt_samples == "auto":
+            kwargs.pop("return_stderr")  # "auto" always returns them
+        return kwargs
+
+    # ------------------------------------------------------------------ serialisation
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A dict of plain Python values (JSON-able); ``from_dict`` inverts it."""
+        out = dataclasses.asdict(self)
+        if self.feature_noise is not None:
+            out["feature_noise"] = [list(pair) for pair in self.feature_noise]
+        if self.feature_names is not None:
+            out["feature_names"] = list(self.feature_names)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "SmoothingConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown SmoothingConfig fields {unknown}; known: {sorted(known)}")
+        values = dict(values)
+        for name in ("feature_noise", "feature_names"):
+            if values.get(name) is not None:
+                values[name] = tuple(tuple(v) if isinstance(v, list) else v for v in values[name])
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SmoothingConfig":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> "SmoothingConfig":
+        """A copy with some fields changed, checked again.
+
+        Setting one noise specification clears the others.
+        """
+        noise_fields = {"noise", "feature_noise", "noise_level"}
+        if noise_fields & set(changes):
+            changes = {**{name: None for name in noise_fields}, **changes}
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ tuning
+
+    def get_tunables(self) -> Dict[str, Dict[str, Any]]:
+        """What a tuner may search, with types and ranges (as pnpxai's ``get_tunables``).
+
+        The noise's entry is the specification in use: ``noise_level``
+        (relative, 0.01–0.5 of the spread) or ``noise`` (absolute, 0.01–1.0,
+        for inputs scaled to about unit range). ``nt_samples`` is tunable
+        when it is a fixed count.
+
+        Examples
+        --------
+        >>> sorted(SmoothingConfig().get_tunables())
+        ['noise_level', 'nt_samples', 'sampler']
+        """
+        tunables: Dict[str, Dict[str, Any]] = {}
+        if self.feature_noise is None:
+            if self.noise is not None:
+                tunables["noise"] = {"type": "float", "low": 0.01, "high": 1.0, "log": True}
+            else:
+                tunables["noise_level"] = {"type": "float", "low": 0.01, "high": 0.5, "log": True}
+        if self.nt_samples != "auto":
+            tunables["nt_samples"] = {"type": "int", "low": 4, "high": 256, "log": True}
+        samplers = [s for s in SAMPLERS if not (s == "lhs" and self.nt_samples == "auto")]
+        tunables["sampler"] = {"type": "categorical", "choices": samplers}
+        return tunables
+
+    # ------------------------------------------------------------------ other libraries' parameter names
+
+    @classmethod
+    def from_vertex(
+        cls,
+        noise_sigma: Optional[float] = None,
+        feature_noise_sigma: Any = None,
+        noisy_sample_count: int = 3,
+        feature_names: Optional[Sequence[str]] = None,
+    ) -> "SmoothingConfig":
+        """Vertex AI's ``SmoothGradConfig``: ``noise_sigma`` or ``feature_noise_sigma`` (one of them), 1–50 samples.
+
+        ``feature_noise_sigma`` is Vertex's ``{"noise_sigma": [{"name": ..., "sigma": ...}, ...]}``, that list
+        alone, or a ``{name: sigma}`` mapping; features not named get no noise. Without ``feature_names`` the
+        names are taken from it, in order (name them all then, or give ``feature_names``).
+
+        Examples
+        --------
+        >>> SmoothingConfig.from_vertex(noise_sigma=0.1).nt_samples
+        3
+        """
+        if (noise_sigma is None) == (feature_noise_sigma is None):
+            raise ValueError("give exactly one of noise_sigma and feature_noise_sigma (a oneof in Vertex AI)")
+        count = _positive_int("noisy_sample_count", noisy_sample_count, low=1, high=50)
+        if noise_sigma is not None:
+            return cls(nt_samples=count, noise=noise_sigma)
+        entries = feature_noise_sigma
+        if isinstance(entries, Mapping) and "noise_sigma" in entries:
+            entries = entries["noise_sigma"]
+        if isinstance(entries, Mapping):
+            pairs = list(entries.items())
+        else:
+            pairs = [(entry["name"], entry["sigma"]) for entry in entries]
+        names = tuple(feature_names) if feature_names is not None else tuple(name for name, _ in pairs)
+        return cls(nt_samples=count, feature_noise=tuple(pairs), feature_names=names)
+
+    @classmethod
+    def from_innsight(cls, n: int = 50, noise_level: float = 0.1, dtype: str = "float") -> "SmoothingConfig":
+        """innsight's ``torch_smoothgrad``: σ = ``noise_level`` × (max − min) of the whole data tensor.
+
+        Examples
+        --------
+        >>> SmoothingConfig.from_innsight(noise_level=0.2).scope
+        'data'
+        """
+        if dtype not in ("float", "double"):
+            raise ValueError(f"dtype must be 'float' or 'double' (innsight's names), got {dtype!r}")
+        return cls(nt_samples=_positive_int("n", n), noise_level=noise_level, scope="data", dtype=dtype)
+
+    @classmethod
+    def from_pnpxai(
+        cls, noise_level: float = 0.1, n_iter: int = 20, layer: Optional[str] = None, nt_type: str = "smoothgrad"
+    ) -> "SmoothingConfig":
+        """pnpxai's SmoothGrad / VarGrad: ``noise_level`` (read as a fraction of each example's range), ``n_iter``
+        samples, ``layer`` the module that receives the noise (by dotted name).
+
+        Examples
+        --------
+        >>> SmoothingConfig.from_pnpxai(n_iter=30, nt_type="vargrad").nt_samples
+        30
+        """
+        return cls(nt_type=nt_type, nt_samples=_positive_int("n_iter", n_iter), noise_level=noise_level,
+                   noise_layer=layer)
+
+    @classmethod
+    def from_xplique(
+        cls, nb_samples: int = 50, noise: float = 0.2, batch_size: Optional[int] = 32, nt_type: str = "smoothgrad"
+    ) -> "SmoothingConfig":
+        """Xplique's SmoothGrad / SquareGrad / VarGrad: ``noise`` an absolute σ, ``batch_size`` rows per forward.
+
+        Examples
+        --------
+        >>> SmoothingConfig.from_xplique(nb_samples=10, nt_type="smoothgrad_sq").max_batch_rows
+        32
+        """
+        return cls(nt_type=nt_type, nt_samples=_positive_int("nb_samples", nb_samples), noise=noise,
+                   max_batch_rows=batch_size, nt_samples_batch_size="auto" if batch_size is None else None)

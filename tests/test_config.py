@@ -1,0 +1,219 @@
+"""SmoothingConfig and the model-in classes: each seed's documented semantics against hand-computed references."""
+
+import json
+
+import pytest
+import torch
+from captum.attr import IntegratedGradients, LayerGradientXActivation, Saliency
+from torch import nn
+
+from conftest import make_mlp
+from noisegrad import NoiseTunnel, Smoothed, SmoothGrad, SmoothingConfig, SquareGrad, VarGrad, relative
+
+X = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+
+
+class Recorder(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, x, *extra):
+        self.seen.append(x.detach().clone())
+        return self.model(x)
+
+
+def noise_seen(config, x=X):
+    recorder = Recorder(make_mlp(seed=1))
+    SmoothGrad(recorder, config).attribute(x, target=0)
+    rows = torch.cat(recorder.seen[-1:])  # the noisy copies (any earlier forward measured memory per row)
+    return (rows - x.repeat(rows.shape[0] // x.shape[0], 1)).view(-1, *x.shape)
+
+
+def test_innsights_noise_level_is_relative_to_the_range_of_the_whole_data_tensor():
+    config = SmoothingConfig.from_innsight(n=8, noise_level=0.2, dtype="double")
+    model = make_mlp(seed=1)
+    ours = SmoothGrad(model, config.replace(seed=3)).attribute(X, target=1)
+    sigma = 0.2 * float(X.max() - X.min())
+    expected = NoiseTunnel(Saliency(model)).attribute(X, nt_samples=8, stdevs=sigma, target=1, abs=False, seed=3,
+                                                     return_stderr=True)
+    torch.testing.assert_close(ours.attributions, expected.attributions, rtol=1e-12, atol=1e-14)
+    per_example = SmoothGrad(model, config.replace(seed=3, scope="example", noise_level=0.2)).attribute(X, target=1)
+    expected = NoiseTunnel(Saliency(model)).attribute(X, nt_samples=8, stdevs=relative(0.2), target=1, abs=False,
+                                                     seed=3, return_stderr=True)
+    torch.testing.assert_close(per_example.attributions, expected.attributions, rtol=1e-12, atol=1e-14)
+
+
+def test_vertex_feature_sigma_by_name_and_no_noise_on_features_not_set():
+    names = ["age", "income", "debt", "score", "zip"]
+    config = SmoothingConfig.from_vertex(
+        feature_noise_sigma={"noise_sigma": [{"name": "income", "sigma": 0.5}, {"name": "score", "sigma": 2.0}]},
+        noisy_sample_count=6, feature_names=names,
+    ).replace(seed=1)
+    unit = SmoothingConfig(nt_samples=6, noise=1.0, seed=1)
+    noise, reference = noise_seen(config), noise_seen(unit)
+    assert bool((noise[..., [0, 2, 4]] == 0).all())
+    torch.testing.assert_close(noise[..., 1], 0.5 * reference[..., 1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(noise[..., 3], 2.0 * reference[..., 3], rtol=1e-12, atol=1e-12)
+
+
+def test_a_zero_feature_sigma_by_index_leaves_that_feature_noise_free():
+    noise = noise_seen(SmoothingConfig(nt_samples=4, feature_noise=[(0, 0.0), (1, 0.3)], seed=0))
+    assert bool((noise[..., 0] == 0).all()) and bool((noise[..., 2:] == 0).all())
+    assert bool((noise[..., 1] != 0).all())
+
+
+@pytest.mark.parametrize("fields, error, match", [
+    (dict(noise=0.1, noise_level=0.2), ValueError, "give one noise specification"),
+    (dict(feature_noise={"age": 0.1}), ValueError, "give feature_names="),
+    (dict(feature_noise={"agee": 0.1}, feature_names=["age"]), ValueError, "unknown feature 'agee'"),
+    (dict(dtype="half"), ValueError, "dtype must be one of"),
+    (dict(nt_samples=0), ValueError, "nt_samples must be >= 1"),
+    (dict(nt_samples="auto", sampler="lhs"), ValueError, "Latin hypercube"),
+    (dict(tol=0.1), ValueError, "apply to nt_samples=\"auto\" only"),
+    (dict(noise=-1.0), ValueError, "noise must be finite and >= 0"),
+    (dict(sampler="sobol"), ValueError, "sampler must be one of"),
+    (dict(noise_layer=nn.Linear(2, 2)), TypeError, "dotted name"),
+    (dict(relative_to="var"), ValueError, "relative_to must be one of"),
+])
+def test_bad_configurations_are_refused_on_construction(fields, error, match):
+    with pytest.raises(error, match=match):
+        SmoothingConfig(**fields)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(noise_sigma=0.1, noisy_sample_count=51), r"noisy_sample_count must be in \[1, 50\]"),
+    (dict(noise_sigma=0.1, noisy_sample_count=0), r"noisy_sample_count must be in \[1, 50\]"),
+    (dict(noise_sigma=0.1, feature_noise_sigma={"a": 0.1}), "exactly one of noise_sigma and feature_noise_sigma"),
+    (dict(), "exactly one of noise_sigma and feature_noise_sigma"),
+])
+def test_vertex_ranges_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SmoothingConfig.from_vertex(**kwargs)
+
+
+def test_the_constructors_keep_each_seeds_defaults():
+    assert SmoothingConfig.from_vertex(noise_sigma=0.1).nt_samples == 3
+    innsight = SmoothingConfig.from_innsight()
+    assert (innsight.nt_samples, innsight.noise_level, innsight.scope, innsight.dtype) == (50, 0.1, "data", "float")
+    pnpxai = SmoothingConfig.from_pnpxai(nt_type="vargrad")
+    assert (pnpxai.nt_samples, pnpxai.noise_level, pnpxai.nt_type) == (20, 0.1, "vargrad")
+    xplique = SmoothingConfig.from_xplique(nt_type="smoothgrad_sq")
+    assert (xplique.nt_samples, xplique.noise, xplique.max_batch_rows) == (50, 0.2, 32)
+
+
+@pytest.mark.parametrize("config", [
+    SmoothingConfig(),
+    SmoothingConfig(nt_samples="auto", tol=0.1, max_samples=64, sampler="antithetic", noise=0.3),
+    SmoothingConfig(feature_noise=[("b", 0.1), (0, 0.2)], feature_names=["a", "b"], dtype="double", seed=-4),
+    SmoothingConfig.from_innsight(noise_level=0.3),
+    SmoothingConfig.from_pnpxai(layer="encoder.embed"),
+])
+def test_configurations_round_trip_through_json(config):
+    text = config.to_json()
+    json.loads(text)  # plain JSON
+    again = SmoothingConfig.from_json(text)
+    assert again == config and again.to_json() == text
+
+
+def test_unknown_fields_in_a_dict_are_named():
+    with pytest.raises(ValueError, match=r"unknown SmoothingConfig fields \['n_samples'\]"):
+        SmoothingConfig.from_dict({"n_samples": 3})
+
+
+def test_tunables_follow_the_noise_specification_in_use():
+    assert set(SmoothingConfig().get_tunables()) == {"noise_level", "nt_samples", "sampler"}
+    assert set(SmoothingConfig(noise=0.2).get_tunables()) == {"noise", "nt_samples", "sampler"}
+    auto = SmoothingConfig(nt_samples="auto").get_tunables()
+    assert "nt_samples" not in auto and "lhs" not in auto["sampler"]["choices"]
+    for spec in SmoothingConfig().get_tunables().values():
+        if spec["type"] != "categorical":
+            assert spec["low"] < spec["high"]
+
+
+def test_double_precision_runs_on_a_copy_and_leaves_the_users_model_alone():
+    model = make_mlp(dtype=torch.float32, seed=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = X.float()
+    result = SmoothGrad(model, nt_samples=6, noise=0.3, seed=4, dtype="double").attribute(x, target=2)
+    assert result.attributions.dtype == torch.float64
+    assert all(v.dtype == torch.float32 and torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    reference = make_mlp(dtype=torch.float32, seed=2).double()
+    expected = NoiseTunnel(Saliency(reference)).attribute(x.double(), nt_samples=6, stdevs=0.3, target=2, abs=False,
+                                                         seed=4, return_stderr=True)
+    torch.testing.assert_close(result.attributions, expected.attributions, rtol=1e-12, atol=1e-14)
+
+
+def test_batches_as_dicts_go_in_through_extractors():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = make_mlp(seed=1)
+
+        def forward(self, x, scale):
+            return self.inner(x) * scale
+
+    model = Scaled()
+    scale = torch.tensor([[1.0], [2.0], [0.5], [3.0]], dtype=torch.float64)
+    batch = {"features": X, "scale": scale, "label": torch.tensor([0, 1, 2, 0])}
+    explainer = VarGrad(model, nt_samples=5, seed=2, forward_arg_extractor=lambda b: b["features"],
+                        additional_forward_arg_extractor=lambda b: (b["scale"],))
+    ours = explainer.attribute(batch, target=batch["label"])
+    expected = NoiseTunnel(Saliency(model)).attribute(
+        X, nt_type="vargrad", nt_samples=5, stdevs=relative(0.15), target=batch["label"], abs=False, seed=2,
+        additional_forward_args=(scale,), return_stderr=True)
+    torch.testing.assert_close(ours.attributions, expected.attributions, rtol=1e-12, atol=1e-14)
+
+
+def test_the_result_carries_the_configuration_and_the_delta():
+    config = SmoothingConfig(nt_samples=6, noise_level=0.1, seed=0)
+    result = Smoothed(make_mlp(seed=1), IntegratedGradients, config, method_kwargs={"n_steps": 24}).attribute(
+        X, target=1)
+    assert result.config == config.to_dict()
+    assert result.delta.shape == (4,) and result.stderr is not None and int(result.dof) == 5
+    plain = Smoothed(make_mlp(seed=1), Saliency, config.replace(return_stderr=False)).attribute(X, target=1)
+    assert plain.stderr is None and plain.config["return_stderr"] is False
+
+
+def test_square_grad_is_captums_smoothgrad_sq_and_copies_are_independent():
+    model = make_mlp(seed=1)
+    explainer = SquareGrad(model, nt_samples=6, noise=0.2, seed=5)
+    twin = explainer.copy().set_kwargs(nt_samples=12)
+    assert explainer.config.nt_samples == 6 and twin.config.nt_samples == 12
+    expected = NoiseTunnel(Saliency(model)).attribute(X, nt_type="smoothgrad_sq", nt_samples=6, stdevs=0.2, target=0,
+                                                     abs=False, seed=5, return_stderr=True)
+    torch.testing.assert_close(explainer.attribute(X, target=0).attributions, expected.attributions,
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_pnpxais_layer_is_noise_at_that_layer():
+    class Text(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.embed, self.head = nn.Embedding(9, 4), nn.Linear(4, 2)
+            self.double()
+
+        def forward(self, ids):
+            return self.head(torch.tanh(self.embed(ids)).mean(1))
+
+    model = Text()
+    ids = torch.randint(0, 9, (3, 5), generator=torch.Generator().manual_seed(1))
+    config = SmoothingConfig.from_pnpxai(noise_level=0.2, n_iter=6, layer="embed").replace(seed=2)
+    ours = SmoothGrad(model, config).attribute(ids, target=1)
+    expected = NoiseTunnel(LayerGradientXActivation(model, model.embed, multiply_by_inputs=False)).attribute(
+        ids, nt_samples=6, stdevs=relative(0.2), target=1, seed=2, noise_layer=model.embed, return_stderr=True)
+    torch.testing.assert_close(ours.attributions, expected.attributions, rtol=1e-12, atol=1e-14)
+    same = SmoothGrad(model, layer=model.embed, nt_samples=6, noise_level=0.2, seed=2).attribute(ids, target=1)
+    torch.testing.assert_close(same.attributions, expected.attributions, rtol=1e-12, atol=1e-14)
+
+
+def test_explainer_arguments_are_checked():
+    with pytest.raises(TypeError, match="must be a Captum Attribution class"):
+        Smoothed(make_mlp(), Saliency(make_mlp()))
+    with pytest.raises(ValueError, match="give layer="):
+        Smoothed(make_mlp(), LayerGradientXActivation)
+    with pytest.raises(ValueError, match="names no submodule"):
+        SmoothGrad(make_mlp(), layer="nope")
+    with pytest.raises(ValueError, match="SquareGrad computes smoothgrad_sq"):
+        SquareGrad(make_mlp(), SmoothingConfig())
