@@ -1,5 +1,6 @@
 """NoiseTunnel: smooth any Captum attribution over noisy copies of its inputs."""
 
+import dataclasses
 import warnings
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
@@ -113,6 +114,7 @@ class NoiseTunnel(Attribution):
         example_ids: Union[Sequence[int], Tensor, None] = None,
         noise_layer: Union[nn.Module, str, None] = None,
         noise_mask: Optional[Tensor] = None,
+        outputs: Optional[Sequence[int]] = None,
         delta_reduction: str = "mean",
         **kwargs: Any,
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
@@ -232,6 +234,16 @@ class NoiseTunnel(Attribution):
             inputs, not baselines); every other method sees the noise in
             every forward, each copy's own noise repeated over a path
             method's steps. Not with ``joint``.
+        outputs : sequence of int, optional
+            Explain several output columns at once instead of one ``target``:
+            every result gets a last dimension of size K (attributions
+            ``(batch, ..., K)``, deltas and relative standard errors
+            ``(batch, K)``), equal to K calls with ``target=k`` and the same
+            seed. For Saliency, InputXGradient and IntegratedGradients each
+            chunk runs one forward and the K gradients are taken together
+            (batched vector-Jacobian products); other methods run once per
+            output. Not with ``target``, ``joint`` or
+            ``draw_baseline_from_distrib``.
         noise_mask : Tensor, optional
             With ``noise_layer``: a ``(batch, ...)`` tensor aligned with the
             leading dimensions of the module's output (the attention mask for
@@ -257,13 +269,17 @@ class NoiseTunnel(Attribution):
             self.attribution_method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs,
             draw_baseline_from_distrib, max_batch_rows, memory_budget, joint, sampler, return_stderr, tol,
             max_samples, seed, generator, delta_reduction, dict(kwargs), accepted=self._accepted_keywords,
-            example_ids=example_ids, noise_layer=noise_layer, noise_mask=noise_mask,
+            example_ids=example_ids, noise_layer=noise_layer, noise_mask=noise_mask, outputs=outputs,
         )
         return self._run(request)
 
     def _run(self, request: Request) -> Any:
         """plan → run → finish, for a checked request."""
         method = self.attribution_method
+        if request.outputs is not None and not _captum.batches_outputs(method):  # one run per output, same noise
+            runs = [self._run(dataclasses.replace(request, outputs=None, kwargs=dict(request.kwargs, target=k)))
+                    for k in request.outputs]
+            return _stack_outputs(runs)
         global_seed = request.seeds.derived(0) if request.seeded else None
         with guarded(method, request.device, global_seed):
             estimator = _estimator(method, request)
@@ -306,7 +322,27 @@ def _estimator(method: Attribution, request: Request) -> Any:
         sample_seed = lambda sample: seeds(stream(Purpose.GLOBAL_RNG), sample) & (2**63 - 1)  # noqa: E731
     baseline_seed = request.seeds.base_seed if request.draw_baseline_from_distrib else None
     return NestedEstimator(method, noise, request.kwargs, request.is_inputs_tuple, request.return_delta,
-                           baseline_seed, sample_seed)
+                           baseline_seed, sample_seed, request.outputs)
+
+
+def _stack_outputs(runs: list) -> Any:
+    """The results of one run per output, each value stacked along a new last dimension (as ``outputs=`` gives)."""
+
+    def stack(values: list) -> Any:
+        first = values[0]
+        if isinstance(first, Tensor):
+            return torch.stack(values, dim=-1)
+        if isinstance(first, (tuple, list)):
+            return type(first)(stack(list(parts)) for parts in zip(*values))
+        if first is None or all(v == first for v in values):
+            return first
+        return torch.tensor(values).unsqueeze(0)
+
+    first = runs[0]
+    if isinstance(first, SmoothedAttribution):
+        fields = {f.name: stack([getattr(r, f.name) for r in runs]) for f in dataclasses.fields(first)}
+        return SmoothedAttribution(**fields)
+    return stack(runs)
 
 
 def _cuda_devices(inputs: Tuple[Tensor, ...]) -> list:
@@ -365,7 +401,7 @@ def _finish(request: Request, estimator: Any, tally: Tally, rule: Optional[Stopp
         cast = [v.to(d) for v, d in zip(values, tally.dtypes)]
         return SmoothedAttribution(
             estimator.format(tuple(cast)), estimator.format(tuple(e.to(d) for e, d in zip(errors, tally.dtypes))),
-            relative_stderr(errors, values), used,
+            relative_stderr(errors, values, per_output=request.outputs is not None), used,
             None if delta is None else delta.to(tally.delta_dtype), dof, converged,
         )
     values = [v.to(d) for v, d in zip(tally.values(request.nt_type), tally.dtypes)]
@@ -376,6 +412,7 @@ def _finish(request: Request, estimator: Any, tally: Tally, rule: Optional[Stopp
     errors, dof = tally.stderrs(request.nt_type)
     errors = [e.to(d) for e, d in zip(errors, tally.dtypes)]
     return SmoothedAttribution(
-        result, estimator.format(tuple(errors)), relative_stderr(errors, values), request.limit, delta, dof,
+        result, estimator.format(tuple(errors)),
+        relative_stderr(errors, values, per_output=request.outputs is not None), request.limit, delta, dof,
         delta_stderr=tally.delta_stderr(),
     )
