@@ -31,7 +31,7 @@ from typing import Dict, List, Tuple
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_tunnel import ForeignLoad, build_workloads, cpu_model, noisegrad_revision, time_interleaved  # noqa: E402
+from bench_tunnel import ForeignLoad, build_workloads, cpu_model, noisegrad_revision, publish, time_interleaved  # noqa: E402
 
 import noisegrad  # noqa: E402
 
@@ -174,10 +174,7 @@ def main() -> None:
         "",
     ]
     text = "\n".join(report)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":
