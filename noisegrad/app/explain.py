@@ -117,13 +117,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SmoothGrad (mean), SmoothGrad² (mean of squares), VarGrad (variance), or no noise")
     parser.add_argument("--samples", type=positive_int, default=32, metavar="N", help="noisy copies per example")
     parser.add_argument("--noise", type=non_negative_float, default=0.15, metavar="FRACTION",
-                        help="noise standard deviation as a fraction of each example's range (noisegrad.relative)")
+                        help="noise standard deviation as a fraction of each example's range (noisegrad.relative); "
+                             "with --noise-layer, of the range of that layer's output over the tokens --noise-mask "
+                             "keeps")
     parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="K",
                         help="noisy copies per example in one forward pass (nt_samples_batch_size), or 'auto'")
     parser.add_argument("--n-steps", type=positive_int, default=None, metavar="S",
                         help=f"IntegratedGradients steps per noisy copy (--method ig only; default {DEFAULT_IG_STEPS})")
     parser.add_argument("--abs", action="store_true",
-                        help="Saliency of |gradient| (Captum's default) instead of the signed gradient")
+                        help="Saliency of |gradient| (Captum's default) instead of the signed gradient (not with "
+                             "--noise-layer)")
     parser.add_argument("--stderr", action="store_true",
                         help="also estimate the Monte-Carlo standard error of every attribution element from the "
                              "same samples (no extra gradients); saved as 'stderr' and, relative to the "

@@ -94,8 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="--method ig: the baseline replaces every token id by ID (default 0; e.g. the padding "
                            "id, so padding itself gets no attribution)")
     text.add_argument("--token-reduce", choices=TOKEN_REDUCTIONS, default=None,
-                      help="'token_scores' per token: the signed sum over the hidden dimension (default; for "
-                           "input_x_gradient and ig it adds up to the token's share of the output) or its l2 norm "
+                      help="'token_scores' per token: the signed sum over the hidden dimension (default; with --method "
+                           "ig the scores add up to the change of the output from the baseline) or its l2 norm "
                            "(unsigned, e.g. for the saliency gradient)")
     text.add_argument("--vocab", default=None, metavar="FILE",
                       help="text file with one token per line (line i for id i, like a tokenizer's vocab.txt): the "
