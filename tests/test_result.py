@@ -1,0 +1,229 @@
+"""The result object (#17): a tensor of the attributions wherever a tensor is expected, with the rest as named
+fields and Captum's pair on request."""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import IntegratedGradients, Saliency
+
+from noisegrad import NoiseTunnel, SmoothedAttribution, relative
+
+
+def make_result(attributions=None, **fields):
+    """A result around ``attributions`` with errors that differ from them (so a mix-up shows)."""
+    if attributions is None:
+        attributions = torch.tensor([[0.5, -2.0, 1.0, 0.0], [1.5, 0.25, -0.75, 3.0]], dtype=torch.float64)
+    stderr = (tuple(a.abs() / 10 + 0.01 for a in attributions) if isinstance(attributions, tuple)
+              else attributions.abs() / 10 + 0.01)
+    fields = dict(dict(relative_stderr=torch.tensor([0.1, 0.2]), nt_samples=16, dof=15), **fields)
+    return SmoothedAttribution(attributions, stderr, **fields)
+
+
+# --------------------------------------------------------------------------- it is the attribution tensor
+
+OTHER = torch.tensor([[1.0, 1.0, -1.0, 2.0], [0.5, 0.5, 0.5, 0.5]], dtype=torch.float64)
+
+# Each operation is applied to the result and to a separate copy of its tensor; both must give the same thing.
+OPERATIONS = {
+    "index": lambda a: a[0],
+    "slice": lambda a: a[:, 1:3],
+    "mask": lambda a: a[a > 0],
+    "times two": lambda a: a * 2,
+    "two times": lambda a: 2 * a,
+    "minus other": lambda a: a - OTHER,
+    "other minus": lambda a: OTHER - a,
+    "one minus": lambda a: 1 - a,
+    "divide": lambda a: a / 3,
+    "power": lambda a: a ** 2,
+    "negate": lambda a: -a,
+    "abs()": lambda a: abs(a),
+    "matmul": lambda a: a @ OTHER.T,
+    "greater": lambda a: a > 0,
+    "equal": lambda a: a == OTHER,
+    "less than other": lambda a: OTHER < a,
+    "torch.sum": lambda a: torch.sum(a),
+    "relu": lambda a: torch.nn.functional.relu(a),
+    "softmax": lambda a: torch.softmax(a, dim=1),
+    "cat in a list": lambda a: torch.cat([a, OTHER]),
+    "stack": lambda a: torch.stack((a, OTHER)),
+    "where": lambda a: torch.where(OTHER > 0, a, OTHER),
+    "abs max": lambda a: a.abs().max(),
+    "sum over dim": lambda a: a.sum(dim=1),
+    "detach": lambda a: a.detach(),
+    "cpu": lambda a: a.cpu(),
+    "clone": lambda a: a.clone(),
+    "to float32": lambda a: a.to(torch.float32),
+    "flatten": lambda a: a.flatten(),
+    "unbind": lambda a: torch.stack(a.unbind(0)),
+    "rows": lambda a: torch.stack(list(a)),
+}
+
+
+@pytest.mark.parametrize("name", list(OPERATIONS))
+def test_operations_give_what_they_give_on_the_plain_tensor_and_return_plain_tensors(name):
+    result = make_result()
+    reference = result.attributions.clone()
+    got, expected = OPERATIONS[name](result), OPERATIONS[name](reference)
+    assert type(got) is torch.Tensor, f"{name} returned {type(got).__name__}"
+    assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
+def test_properties_conversions_and_python_protocols_are_the_tensors():
+    result = make_result()
+    reference = result.attributions.clone()
+    assert (result.shape, result.dtype, result.device, result.ndim, result.requires_grad) == (
+        reference.shape, reference.dtype, reference.device, reference.ndim, reference.requires_grad)
+    assert len(result) == len(reference) == 2
+    assert isinstance(result, torch.Tensor)
+    for array in (np.asarray(result), result.numpy()):
+        assert type(array) is np.ndarray and np.array_equal(array, reference.numpy())
+    assert torch.equal(torch.as_tensor(result), reference)
+    assert torch.equal(torch.as_tensor(result, dtype=torch.float32), reference.float())
+    assert type(torch.as_tensor(result, dtype=torch.float32)) is torch.Tensor
+    assert result[0, 1].item() == -2.0 and float(result[1, 3]) == 3.0
+    assert result.tolist() == reference.tolist()
+    assert f"{result[0, 0]:.2f}" == "0.50"
+
+
+def test_assert_close_and_allclose_compare_the_attributions():
+    result = make_result()
+    reference = result.attributions.clone()
+    torch.testing.assert_close(result, reference)
+    torch.testing.assert_close(reference, result)
+    assert torch.allclose(result, reference) and torch.equal(result, reference)
+    nudged = reference.clone()
+    nudged[1, 2] += 1e-3
+    with pytest.raises(AssertionError, match="Mismatched elements: 1 / 8"):
+        torch.testing.assert_close(result, nudged)
+    assert not torch.allclose(result, nudged)
+
+
+def test_in_place_writes_go_to_the_attributions():
+    result = make_result()
+    result[0] = 0.0
+    assert torch.equal(result.attributions[0], torch.zeros(4, dtype=torch.float64))
+    assert torch.equal(result[0], torch.zeros(4, dtype=torch.float64))
+
+
+def test_code_written_for_the_tensor_works_unchanged_with_return_stderr(mlp):
+    x = torch.rand(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    nt = NoiseTunnel(Saliency(mlp))
+    options = dict(nt_samples=8, stdevs=relative(0.15), target=0, abs=False, seed=0)
+
+    def call_site(attr, reference):  # written against a tensor, before return_stderr existed
+        top = attr.abs().flatten(1).argmax(dim=1)
+        return ((attr - reference).abs().max().item(), torch.allclose(attr, reference), tuple(attr.shape),
+                top.tolist(), np.asarray(attr).sum().round(12), torch.nn.functional.relu(attr).sum().item())
+
+    plain = nt.attribute(x, **options)
+    result = nt.attribute(x, return_stderr=True, **options)
+    assert isinstance(result, SmoothedAttribution)
+    got, expected = call_site(result, plain), call_site(plain, plain)
+    assert got[0] < 1e-12 and got[1:3] == expected[1:3] and got[3] == expected[3]
+    assert got[4] == pytest.approx(expected[4], abs=1e-10) and got[5] == pytest.approx(expected[5], abs=1e-10)
+
+
+# --------------------------------------------------------------------------- several tensors
+
+TENSOR_USES = {
+    "times two": lambda r: r * 2,
+    "tensor plus": lambda r: torch.ones(1) + r,
+    "comparison": lambda r: r == 0,
+    "torch.sum": lambda r: torch.sum(r),
+    "relu": lambda r: torch.nn.functional.relu(r),
+    "index": lambda r: r[0],
+    "len": lambda r: len(r),
+    "iterate": lambda r: list(r),
+    "numpy": lambda r: np.asarray(r),
+    "method": lambda r: r.abs(),
+    "assert_close": lambda r: torch.testing.assert_close(r, torch.ones(1)),
+}
+
+
+@pytest.mark.parametrize("name", list(TENSOR_USES))
+def test_tuple_and_list_attributions_refuse_tensor_use_naming_attributions(name):
+    parts = (torch.ones(2, 3), torch.zeros(2, 4))
+    for attributions in (parts, list(parts)):
+        result = SmoothedAttribution(attributions, attributions, torch.ones(2), 8, dof=7)
+        with pytest.raises(Exception) as raised:
+            TENSOR_USES[name](result)
+        error = raised.value
+        while not isinstance(error, TypeError) and error.__cause__ is not None:  # assert_close wraps it
+            error = error.__cause__
+        # reading an attribute (assert_close reads .layout) is an AttributeError, so that hasattr() says False
+        assert isinstance(error, (TypeError, AttributeError)), repr(raised.value)
+        assert "result.attributions[i]" in str(error) and (isinstance(error, TypeError) or name == "assert_close")
+
+
+def test_tuple_attributions_keep_their_fields_and_attribute_probes_say_no(two_input):
+    inputs = (torch.rand(3, 4, dtype=torch.float64), torch.rand(3, 3, dtype=torch.float64))
+    result = NoiseTunnel(Saliency(two_input)).attribute(inputs, nt_samples=8, stdevs=0.1, target=0, seed=0,
+                                                        return_stderr=True)
+    assert isinstance(result.attributions, tuple) and [tuple(a.shape) for a in result.attributions] == [(3, 4),
+                                                                                                        (3, 3)]
+    assert not hasattr(result, "shape") and getattr(result, "dtype", None) is None
+    with pytest.raises(AttributeError, match=r"result\.attributions\[i\]"):
+        result.shape
+    low, high = result.interval(0.95)
+    assert torch.all(low[1] <= result.attributions[1]) and torch.all(result.attributions[1] <= high[1])
+    assert "attributions=(Tensor(3, 4) float64, Tensor(3, 3) float64)" in repr(result)
+    assert result.as_captum() is result.attributions
+
+
+# --------------------------------------------------------------------------- iteration, Captum's pair, fields
+
+
+def test_iteration_goes_over_examples_unless_a_delta_would_be_unpacked_instead():
+    result = make_result()
+    assert [row.tolist() for row in result] == result.attributions.tolist()
+    with_delta = make_result(delta=torch.tensor([0.01, -0.02]))
+    with pytest.raises(TypeError, match=r"attr, delta = result\.as_captum\(\)"):
+        attr, delta = with_delta
+    attr, delta = with_delta.as_captum()
+    assert attr is with_delta.attributions and torch.equal(delta, torch.tensor([0.01, -0.02]))
+    assert len(with_delta) == 2
+
+
+def test_as_captum_is_what_the_call_returns_without_return_stderr(mlp):
+    x = torch.rand(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    nt = NoiseTunnel(IntegratedGradients(mlp))
+    options = dict(nt_samples=8, stdevs=0.1, target=1, n_steps=8, seed=0, return_convergence_delta=True)
+    captum_attr, captum_delta = nt.attribute(x, **options)
+    pair = nt.attribute(x, return_stderr=True, **options).as_captum()
+    assert isinstance(pair, tuple) and len(pair) == 2 and all(type(t) is torch.Tensor for t in pair)
+    torch.testing.assert_close(pair[0], captum_attr, rtol=0, atol=1e-12)
+    torch.testing.assert_close(pair[1], captum_delta, rtol=0, atol=1e-12)
+    alone = nt.attribute(x, nt_samples=8, stdevs=0.1, target=1, n_steps=8, seed=0, return_stderr=True)
+    assert type(alone.as_captum()) is torch.Tensor and alone.as_captum() is alone.attributions
+
+
+def test_fields_keep_their_names_and_the_config_is_stored_as_given():
+    config = {"nt_type": "smoothgrad", "stdevs": {"relative": 0.15}, "nt_samples": 16}
+    result = make_result(delta=torch.zeros(2), converged=torch.tensor([True, False]), config=config)
+    for name in ("attributions", "stderr", "relative_stderr", "nt_samples", "delta", "dof", "converged",
+                 "delta_stderr", "config"):
+        assert hasattr(result, name)
+    assert result.config is config and result.delta_stderr is None and result.nt_samples == 16
+    assert make_result().config is None
+    assert "config={3 keys}" in repr(result)
+    result.config = {"changed": True}  # filled in after the call, e.g. by a configuration's run
+    assert result.config == {"changed": True}
+    with pytest.raises(AttributeError):
+        result.attributions = torch.zeros(2, 4)
+    with pytest.raises(TypeError, match="config must be a dict"):
+        make_result(config="smoothgrad")
+
+
+def test_copies_and_pickles_keep_every_field():
+    result = make_result(delta=torch.tensor([0.5, 0.25]), config={"seed": 0})
+    deep = copy.deepcopy(result)
+    result.stderr.add_(1.0)
+    assert isinstance(deep, SmoothedAttribution) and deep.config == {"seed": 0} and deep.dof == 15
+    assert torch.equal(deep.stderr + 1.0, result.stderr) and torch.equal(deep, result)
+    shallow = copy.copy(result)
+    assert shallow.stderr is result.stderr and shallow.attributions is result.attributions
+    again = pickle.loads(pickle.dumps(result))
+    assert isinstance(again, SmoothedAttribution) and torch.equal(again.delta, result.delta)
