@@ -1,8 +1,11 @@
 """The result object (#17): a tensor of the attributions wherever a tensor is expected, with the rest as named
-fields and Captum's pair on request."""
+fields, Captum's pair on request, and a file that reads back bit for bit without pickle."""
 
 import copy
+import json
+import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -227,3 +230,188 @@ def test_copies_and_pickles_keep_every_field():
     assert shallow.stderr is result.stderr and shallow.attributions is result.attributions
     again = pickle.loads(pickle.dumps(result))
     assert isinstance(again, SmoothedAttribution) and torch.equal(again.delta, result.delta)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def nan_with_payload(dtype=torch.float32):
+    return torch.tensor([0x7FC00123], dtype=torch.int32).view(torch.float32).to(dtype)
+
+
+def every_field_result():
+    """Every field set, in several dtypes, with bits that a conversion would change (NaN payload, -0.0)."""
+    attributions = torch.randn(2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    attributions[0, 0, 0] = -0.0
+    attributions[1, 2, 3] = float("nan")
+    stderr = torch.rand(2, 3, 4, dtype=torch.float64)
+    stderr[0, 1, 1] = nan_with_payload(torch.float32).double()
+    return SmoothedAttribution(
+        attributions, stderr.transpose(1, 2).contiguous().transpose(1, 2),  # not contiguous
+        torch.tensor([0.125, float("inf")], dtype=torch.float32),
+        torch.tensor([96, 256]), delta=torch.tensor([1e-300, -0.0], dtype=torch.float64),
+        dof=torch.tensor([11, 31]), converged=torch.tensor([True, False]),
+        delta_stderr=torch.tensor([0.5, 1.5], dtype=torch.bfloat16),
+        config={"nt_type": "vargrad", "stdevs": [0.1, None], "nested": {"seed": 7, "ratio": 0.1 + 0.2}},
+    )
+
+
+def few_field_result():
+    """Tuple attributions in half precision, int counts, None fields."""
+    a = torch.randn(2, 5).to(torch.float16)
+    b = torch.randn(2, 1, 3, 3).to(torch.bfloat16)
+    return SmoothedAttribution((a, b), (a.abs(), b.abs()), torch.tensor([0.3, 0.4]), 32, dof=7)
+
+
+def layer_list_result():
+    """A list of layers, one of which has a tuple of tensors (Captum's layer IG on a list of layers)."""
+    first, second, third = torch.randn(2, 4), torch.randn(2, 6), torch.randn(2, 2)
+    return SmoothedAttribution([first, (second, third)], [first.abs(), (second.abs(), third.abs())],
+                               torch.tensor([0.1, 0.1]), 8, dof=7.0, delta=torch.zeros(2))
+
+
+def assert_bit_identical(loaded, original, where="result"):
+    assert type(loaded) is type(original), f"{where}: {type(loaded).__name__} != {type(original).__name__}"
+    if isinstance(original, torch.Tensor):
+        assert type(loaded) is torch.Tensor and loaded.dtype == original.dtype and loaded.shape == original.shape
+        bits = [t.contiguous().reshape(-1).view(torch.uint8) for t in (loaded, original)]
+        assert torch.equal(*bits), f"{where}: bits differ"
+    elif isinstance(original, (tuple, list)):
+        assert len(loaded) == len(original)
+        for i, (x, y) in enumerate(zip(loaded, original)):
+            assert_bit_identical(x, y, f"{where}[{i}]")
+    else:
+        assert loaded == original or (loaded != loaded and original != original), where
+
+
+def assert_same_result(loaded, original):
+    assert isinstance(loaded, SmoothedAttribution)
+    for name in ("attributions", "stderr", "relative_stderr", "nt_samples", "delta", "dof", "converged",
+                 "delta_stderr"):
+        assert_bit_identical(getattr(loaded, name), getattr(original, name), name)
+    assert loaded.config == original.config
+
+
+BUILDERS = {"every field": every_field_result, "tuple, None fields": few_field_result, "layer list": layer_list_result}
+
+
+@pytest.mark.parametrize("file_format", ["safetensors", "torch"])
+@pytest.mark.parametrize("builder", list(BUILDERS))
+def test_save_and_load_give_every_field_back_bit_for_bit(tmp_path, file_format, builder):
+    if file_format == "safetensors":
+        pytest.importorskip("safetensors")
+    original = BUILDERS[builder]()
+    path = original.save(tmp_path / "result.bin", file_format=file_format)
+    assert path == tmp_path / "result.bin"
+    loaded = SmoothedAttribution.load(path)
+    assert_same_result(loaded, original)
+    if isinstance(original.attributions, torch.Tensor):
+        assert torch.equal(loaded[0, 0], original.attributions[0, 0]) and loaded.shape == original.shape
+
+
+def test_the_bit_comparison_sees_a_changed_nan_payload_or_sign_of_zero():
+    original = every_field_result()
+    changed = copy.deepcopy(original)
+    changed.stderr[0, 1, 1] = float("nan")  # the default NaN, not the payload
+    with pytest.raises(AssertionError, match="stderr: bits differ"):
+        assert_same_result(changed, original)
+    changed = copy.deepcopy(original)
+    changed.delta[1] = 0.0
+    with pytest.raises(AssertionError, match="delta: bits differ"):
+        assert_same_result(changed, original)
+
+
+def hide_safetensors(monkeypatch):
+    for name in [m for m in sys.modules if m == "safetensors" or m.startswith("safetensors.")] + ["safetensors"]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import safetensors` now raises ImportError
+
+
+def test_without_safetensors_auto_writes_torchs_format_read_with_weights_only(tmp_path, monkeypatch):
+    hide_safetensors(monkeypatch)
+    original = every_field_result()
+    path = original.save(tmp_path / "result.pt")
+    assert path.read_bytes()[:4] == b"PK\x03\x04"
+    content = torch.load(path, weights_only=True)
+    assert set(content) == {"noisegrad", "tensors"} and json.loads(content["noisegrad"])["config"] == original.config
+    assert_same_result(SmoothedAttribution.load(path), original)
+    with pytest.raises(ImportError, match="pip install safetensors"):
+        original.save(tmp_path / "result.safetensors", file_format="safetensors")
+
+
+def test_with_safetensors_auto_writes_a_safetensors_file_and_it_needs_the_package_to_read(tmp_path, monkeypatch):
+    safetensors = pytest.importorskip("safetensors")
+    original = few_field_result()
+    path = original.save(tmp_path / "result.safetensors")
+    with safetensors.safe_open(str(path), framework="pt") as file:
+        assert json.loads(file.metadata()["noisegrad"])["format"] == "noisegrad.SmoothedAttribution"
+        assert sorted(file.keys()) == ["attributions.0", "attributions.1", "relative_stderr", "stderr.0", "stderr.1"]
+    hide_safetensors(monkeypatch)
+    with pytest.raises(ImportError, match="pip install safetensors"):
+        SmoothedAttribution.load(path)
+
+
+class Payload:
+    """Unpickling this creates a folder: the stand-in for code a crafted file would run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_a_crafted_pickle_under_a_results_name_runs_no_code(tmp_path):
+    marker = tmp_path / "code ran"
+    pickle.loads(pickle.dumps(Payload(marker)))  # the payload does run when unpickled
+    assert marker.exists()
+    marker.rmdir()
+
+    path = make_result().save(tmp_path / "result.pt", file_format="torch")
+    header = torch.load(path, weights_only=True)["noisegrad"]
+    with open(path, "wb") as file:  # a bare pickle
+        pickle.dump({"noisegrad": header, "tensors": {}, "x": Payload(marker)}, file)
+    with pytest.raises(ValueError, match="it was not read"):
+        SmoothedAttribution.load(path)
+    assert not marker.exists()
+
+    torch.save({"noisegrad": header, "tensors": {"attributions": Payload(marker)}}, path)  # torch's zip format
+    with pytest.raises(ValueError, match="refused.*weights_only"):
+        SmoothedAttribution.load(path)
+    assert not marker.exists()
+
+
+def test_files_that_are_not_a_saved_result_are_refused(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"attributions": torch.ones(2)}, path)
+    with pytest.raises(ValueError, match="not a saved SmoothedAttribution"):
+        SmoothedAttribution.load(path)
+    result = make_result()
+    good = result.save(tmp_path / "good.pt", file_format="torch")
+    content = torch.load(good, weights_only=True)
+    content["tensors"]["smuggled"] = torch.zeros(1)
+    torch.save(content, path)
+    with pytest.raises(ValueError, match="does not name: \\['smuggled'\\]"):
+        SmoothedAttribution.load(path)
+    header = json.loads(content["noisegrad"])
+    header["version"] = 2
+    torch.save({"noisegrad": json.dumps(header), "tensors": content["tensors"]}, path)
+    with pytest.raises(ValueError, match="format version 2"):
+        SmoothedAttribution.load(path)
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="not a saved SmoothedAttribution"):
+        SmoothedAttribution.load(path)
+    if pytest.importorskip("safetensors"):
+        from safetensors.torch import save_file
+
+        save_file({"attributions": torch.ones(2)}, str(path))
+        with pytest.raises(ValueError, match="no noisegrad.SmoothedAttribution header"):
+            SmoothedAttribution.load(path)
+
+
+def test_a_config_that_json_cannot_hold_is_refused_when_saving(tmp_path):
+    with pytest.raises(TypeError, match="config must be JSON-serialisable"):
+        make_result(config={"model": torch.nn.Linear(2, 2)}).save(tmp_path / "r.pt")
+    with pytest.raises(ValueError, match="file_format must be one of"):
+        make_result().save(tmp_path / "r.pt", file_format="pickle")
+    loaded = SmoothedAttribution.load(make_result(config={"shape": (3, 4)}).save(tmp_path / "r.pt"))
+    assert loaded.config == {"shape": [3, 4]}  # JSON has lists, not tuples (documented)
