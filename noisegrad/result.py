@@ -3,7 +3,8 @@
 A :class:`SmoothedAttribution` is a ``torch.Tensor`` (its values are the
 attributions) that carries the rest of the call's results as named fields, so
 code written for the plain tensor keeps working when ``return_stderr=True`` is
-added. It saves to a file that is read back bit for bit without unpickling.
+added. It plots itself through :mod:`noisegrad.viz` (imported on first use)
+and saves to a file that is read back bit for bit without unpickling.
 """
 
 import copy
@@ -297,6 +298,94 @@ class SmoothedAttribution(Tensor):
 
     def _field_values(self) -> Tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _FIELDS)
+
+    # ------------------------------------------------------------------ figures
+
+    def plot(
+        self,
+        *,
+        kind: str = "auto",
+        example: Optional[int] = None,
+        index: Optional[int] = None,
+        images: Optional[object] = None,
+        feature_names: Optional[Sequence[str]] = None,
+        tokens: Optional[Sequence[Any]] = None,
+        level: Optional[float] = 0.95,
+        **options: Any,
+    ) -> Any:
+        """Draw the result with :mod:`noisegrad.viz`, as its shape suggests.
+
+        * ``(batch, C, H, W)`` (or ``(batch, H, W, C)``) — ``"image"``: a grid
+          of heat maps, one per example, titled with its relative standard
+          error (:func:`~noisegrad.viz.plot_image_attr_grid`); one map with
+          ``example=`` (:func:`~noisegrad.viz.plot_image_attr`).
+        * ``(batch, features)`` — ``"features"``: bars with Student's t
+          intervals at ``level`` (:func:`~noisegrad.viz.plot_feature_attr`),
+          one panel per example, or one with ``example=``.
+        * ``(batch, tokens, ...)`` with ``tokens=`` — ``"tokens"``: one example's
+          tokens coloured by their score (:func:`noisegrad.token_scores`,
+          summed over the hidden dimensions; :func:`~noisegrad.viz.plot_token_attr`).
+
+        A ``(batch, A, B)`` result is images or tokens: pass ``kind=`` (or ``tokens=``).
+
+        Parameters
+        ----------
+        kind : {"auto", "image", "features", "tokens"}
+        example : int, optional
+            Draw this example only (needed for tokens when the batch has more than one).
+        index : int, optional
+            Which tensor of tuple (several inputs) or list (several layers) attributions to draw.
+        images : Tensor or array, optional
+            The batch of images, for ``method="blended_heat_map"`` and the others that draw on them.
+        feature_names : sequence of str, optional
+        tokens : sequence of str, or one such sequence per example
+        level : float, optional
+            The features' interval level; ``None`` for ± 1 standard error bars
+            (also drawn when the result has no ``dof``; no bars where a
+            standard error is NaN, as with one sample).
+        **options
+            Passed on to the viz function (``method=``, ``sign=``, ``save=``, ``ax=`` for one panel, ...).
+
+        Returns
+        -------
+        Plot
+            ``(fig, ax)`` (``(fig, axes)`` for several panels), which a notebook draws inline.
+
+        Examples
+        --------
+        >>> import torch
+        >>> tabular = SmoothedAttribution(torch.randn(3, 4), torch.rand(3, 4) / 10, torch.rand(3), 16, dof=15)
+        >>> fig, axes = tabular.plot(feature_names=["age", "income", "tenure", "debt"])
+        >>> len(axes), axes[0].get_xlabel()
+        (3, "attribution (bars: 95% interval, Student's t)")
+        >>> images = SmoothedAttribution(torch.randn(2, 3, 8, 8), torch.rand(2, 3, 8, 8), torch.rand(2), 16, dof=15)
+        >>> fig, ax = images.plot(example=1, images=torch.rand(2, 3, 8, 8), method="blended_heat_map")
+        >>> ax.get_title().startswith("example 1")
+        True
+        """
+        from noisegrad._result_plot import plot_result
+
+        attributions, stderr = self._part(index)
+        return plot_result(attributions, stderr, self.dof, self.relative_stderr, kind=kind, example=example,
+                           images=images, feature_names=feature_names, tokens=tokens, level=level, options=options)
+
+    def _part(self, index: Optional[int]) -> Tuple[Tensor, Any]:
+        """The attribution tensor to draw and its standard error."""
+        if isinstance(self._attributions, Tensor):
+            if index not in (None, 0):
+                raise ValueError(f"index chooses one of several attribution tensors; this result has one, "
+                                 f"got index={index!r}")
+            return self._attributions, self.stderr
+        count = len(self._attributions)
+        if index is None:
+            raise ValueError(f"this result holds {count} attribution tensors: choose one with index=")
+        if isinstance(index, bool) or not isinstance(index, int) or not -count <= index < count:
+            raise ValueError(f"index must be an int in [0, {count}), got {index!r}")
+        attributions, stderr = self._attributions[index], self.stderr[index]
+        if not isinstance(attributions, Tensor):  # a layer of a list that itself has several tensors
+            raise ValueError(f"attributions[{index}] is a {type(attributions).__name__}; draw its tensors with "
+                             "noisegrad.viz directly")
+        return attributions, stderr
 
 
 # Tensor's own operators turn a TypeError into NotImplemented (so Python would say "unsupported operand"):

@@ -1,11 +1,14 @@
 """The result object (#17): a tensor of the attributions wherever a tensor is expected, with the rest as named
-fields, Captum's pair on request, and a file that reads back bit for bit without pickle."""
+fields, Captum's pair on request, a figure of itself, and a file that reads back bit for bit without pickle."""
 
 import copy
 import json
 import os
 import pickle
+import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,9 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 
 from noisegrad import NoiseTunnel, SmoothedAttribution, relative
+from noisegrad.stats.student_t import interval_halfwidth_factor
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_result(attributions=None, **fields):
@@ -415,3 +421,91 @@ def test_a_config_that_json_cannot_hold_is_refused_when_saving(tmp_path):
         make_result().save(tmp_path / "r.pt", file_format="pickle")
     loaded = SmoothedAttribution.load(make_result(config={"shape": (3, 4)}).save(tmp_path / "r.pt"))
     assert loaded.config == {"shape": [3, 4]}  # JSON has lists, not tuples (documented)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_an_image_result_plots_one_panel_per_example_titled_with_its_error():
+    result = SmoothedAttribution(torch.randn(3, 3, 8, 8), torch.rand(3, 3, 8, 8), torch.tensor([0.05, 0.1, 0.2]),
+                                 16, dof=15)
+    fig, axes = result.plot()
+    assert len(fig.axes) == len(axes) == 3
+    assert [ax.get_title() for ax in axes] == ["example 0: rel. SE 5.0%", "example 1: rel. SE 10.0%",
+                                               "example 2: rel. SE 20.0%"]
+    fig, ax = result.plot(example=2, images=torch.rand(3, 3, 8, 8), method="blended_heat_map", colorbar=False)
+    assert len(fig.axes) == 1 and ax.get_title() == "example 2: rel. SE 20.0%"
+    assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_tabular_result_plots_bars_with_t_intervals_one_panel_per_example():
+    result = make_result(dof=torch.tensor([3, 15]))
+    plot = result.plot(feature_names=["a", "b", "c", "d"])
+    fig, axes = plot
+    assert len(fig.axes) == len(axes) == 2 and plot._repr_png_()[:4] == b"\x89PNG"
+    for i, ax in enumerate(axes):
+        (bars,) = [c for c in ax.containers if getattr(c, "errorbar", None) is not None]
+        half_widths = sorted(float(s[1][0] - s[0][0]) / 2 for s in bars.errorbar.lines[2][0].get_segments())
+        t = interval_halfwidth_factor(0.95, [3, 15][i])
+        assert half_widths == pytest.approx(sorted(t * result.stderr[i].tolist()[k] for k in range(4)))
+        assert ax.get_title() == f"example {i}"
+    fig, ax = result.plot(example=1, feature_names=["a", "b", "c", "d"], level=None)
+    assert len(fig.axes) == 1 and [t.get_text() for t in ax.get_yticklabels()] == ["d", "a", "c", "b"]
+    assert "± 1 standard error" in ax.get_xlabel()
+
+
+def test_a_token_result_plots_one_examples_token_scores():
+    attributions = torch.tensor([[[1.0, -3.0], [0.5, 0.5], [2.0, 0.0]], [[0.0, 0.0], [1.0, 1.0], [-1.0, 0.0]]])
+    result = SmoothedAttribution(attributions, attributions.abs(), torch.tensor([0.1, 0.1]), 8, dof=7)
+    tokens = [["not", "so", "good"], ["fine", "by", "me"]]
+    fig, ax = result.plot(tokens=tokens, example=1)
+    assert [t.get_text() for t in ax.texts] == ["fine", "by", "me"]
+    with pytest.raises(ValueError, match="choose one with example="):
+        result.plot(tokens=tokens)
+    with pytest.raises(ValueError, match="pass kind='image', or tokens="):
+        result.plot()
+    fig, axes = result.plot(kind="image", colorbar=False)
+    assert len(axes) == 2
+
+
+def test_plotting_several_tensors_takes_an_index_and_bad_options_are_named():
+    result = SmoothedAttribution((torch.randn(2, 4), torch.randn(2, 1, 6, 6)), (torch.rand(2, 4),
+                                 torch.rand(2, 1, 6, 6)), torch.tensor([0.1, 0.2]), 8, dof=7)
+    with pytest.raises(ValueError, match="choose one with index="):
+        result.plot()
+    fig, axes = result.plot(index=1)
+    assert len(axes) == 2
+    fig, axes = result.plot(index=0)
+    assert [ax.get_title() for ax in axes] == ["example 0", "example 1"]
+    with pytest.raises(ValueError, match="images= does not apply to a 'features' plot"):
+        result.plot(index=0, images=torch.rand(2, 4))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        result.plot(index=0, kind="bars")
+    with pytest.raises(ValueError, match="example must be an int"):
+        result.plot(index=0, example=2)
+
+
+# --------------------------------------------------------------------------- figures stay lazy
+
+PROBE = textwrap.dedent(
+    """
+    import json, sys, tempfile, torch
+    import noisegrad
+    result = noisegrad.SmoothedAttribution(torch.ones(2, 3), torch.ones(2, 3), torch.ones(2), 4, dof=3)
+    _ = (result * 2, torch.sum(result), result.as_captum(), repr(result))
+    with tempfile.TemporaryDirectory() as folder:
+        noisegrad.SmoothedAttribution.load(result.save(folder + "/r"))
+    before = sorted(m for m in sys.modules if m.startswith("noisegrad.viz"))
+    result.plot()
+    print(json.dumps({"before": before, "after": "noisegrad.viz" in sys.modules}))
+    """
+)
+
+
+def test_using_a_result_loads_no_figures_until_it_is_plotted():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=PACKAGE_ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"before": [], "after": True}
