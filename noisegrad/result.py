@@ -37,6 +37,9 @@ class SmoothedAttribution(Tensor):
     them (``torch.cat``). What these return is a plain tensor, computed from
     :attr:`attributions` (``__torch_function__`` unwraps the result). So code
     written for the tensor keeps working when ``return_stderr=True`` is added.
+    ``torch.as_tensor`` is the exception torch allows no hook for: it returns
+    its argument when it is already a tensor, so ``torch.as_tensor(result)`` is
+    the result itself; :attr:`attributions` is the plain tensor.
 
     Attributions that are a tuple (several inputs) or a list (a list of
     layers) are not one tensor: every tensor operation on the result then
