@@ -22,7 +22,7 @@ TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
 Attributions = Union[Tensor, Tuple[Tensor, ...], List[Any]]
 
 # The fields in the order of the positional arguments (as the dataclass had them); save/load writes each one.
-_FIELDS = ("attributions", "stderr", "relative_stderr", "nt_samples", "delta", "dof", "converged", "delta_stderr")
+FIELDS = ("attributions", "stderr", "relative_stderr", "nt_samples", "delta", "dof", "converged", "delta_stderr")
 
 
 class SmoothedAttribution(Tensor):
@@ -272,7 +272,7 @@ class SmoothedAttribution(Tensor):
         """
         from noisegrad._result_io import save_result
 
-        return save_result(path, dict(zip(_FIELDS, self._field_values())), self.config, file_format)
+        return save_result(path, dict(zip(FIELDS, self._field_values())), self.config, file_format)
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"], *, device: Union[str, torch.device] = "cpu",
@@ -296,11 +296,11 @@ class SmoothedAttribution(Tensor):
         """
         from noisegrad._result_io import load_result
 
-        fields, config = load_result(path, _FIELDS, device)
+        fields, config = load_result(path, FIELDS, device)
         return cls(**fields, config=config)
 
     def _field_values(self) -> Tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in _FIELDS)
+        return tuple(getattr(self, name) for name in FIELDS)
 
     # ------------------------------------------------------------------ figures
 

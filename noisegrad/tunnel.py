@@ -19,6 +19,7 @@ from noisegrad.estimators.nested import NestedEstimator
 from noisegrad.perturb.inputs import InputNoise, StdevsType
 from noisegrad.perturb.layer import LayerNoise
 from noisegrad.plan import ChunkPlan, activation_bytes_per_row
+from noisegrad.result import FIELDS as RESULT_FIELDS
 from noisegrad.result import SmoothedAttribution
 from noisegrad.sampling.samplers import DEFAULT_REPLICATES, NoiseSampler
 from noisegrad.sampling.streams import Purpose, stream
@@ -340,7 +341,7 @@ def _stack_outputs(runs: list) -> Any:
 
     first = runs[0]
     if isinstance(first, SmoothedAttribution):
-        fields = {f.name: stack([getattr(r, f.name) for r in runs]) for f in dataclasses.fields(first)}
+        fields = {name: stack([getattr(r, name) for r in runs]) for name in RESULT_FIELDS}
         return SmoothedAttribution(**fields)
     return stack(runs)
 

@@ -50,6 +50,16 @@ def test_several_outputs_equal_one_run_per_output(name, nt_type, batch_size):
     torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)
 
 
+def test_standard_errors_of_a_method_run_once_per_output_are_stacked_too():
+    nt = NoiseTunnel(DeepLift(make_mlp(seed=1)))
+    common = dict(nt_samples=6, stdevs=0.3, seed=4, return_stderr=True, return_convergence_delta=True)
+    ours = nt.attribute(X, outputs=OUTPUTS, **common)
+    runs = [nt.attribute(X, target=k, **common) for k in OUTPUTS]
+    for name in ("attributions", "stderr", "relative_stderr", "delta"):
+        torch.testing.assert_close(getattr(ours, name), torch.stack([getattr(r, name) for r in runs], -1))
+    assert int(ours.dof) == 5  # i.i.d. SmoothGrad: the textbook n − 1
+
+
 def test_standard_errors_and_tuple_inputs_carry_an_output_dimension():
     model = make_mlp(seed=1)
 
