@@ -2,7 +2,7 @@
 
     python benchmarks/bench_text.py --out docs/text.md
 
-About 2 minutes on one thread (the model trains in about 2 s of that). A small transformer
+About 95 s on one thread (the model trains in 2-3 s of that). A small transformer
 (``tutorials/text_task.py``: word + position embeddings, one ``nn.TransformerEncoder`` layer, the mean over real
 words) learns a synthetic task whose right answer is known: sentences of 12-16 words padded to 16, the label decided
 by one to three trigger words ("good", "bad", ...) among filler words. Held-out sentences are explained at the word
@@ -20,6 +20,9 @@ Two scores per sentence with k trigger words, as mean ± standard error across s
 mass of its real words that lies on the triggers, and top-k precision (the share of its k highest-|score| words
 that are triggers); and the paired change of each from the same method without noise. A check repeats the key
 comparison on models trained with other seeds and with two encoder layers.
+
+The output file's hand-written reading of the results, between the ``<!-- reading`` and ``<!-- end of reading -->``
+markers, is kept when the file is rewritten; after a new run, check it against the new tables.
 """
 
 import argparse
@@ -53,6 +56,7 @@ METHODS: Dict[str, Tuple[Callable, str, str]] = {
     "Integrated Gradients": (lambda m: LayerIntegratedGradients(m, m.embed), "smoothgrad", "sum"),
 }
 SCORES = {"mass": trigger_mass, "top-k": top_k_precision}
+READING_START, READING_END = "<!-- reading", "<!-- end of reading -->"
 
 
 def token_attributions(model, data: Sentences, method: str, noise: float, samples: int, ig_steps: int,
@@ -186,11 +190,23 @@ def plot(scores, levels, baseline: float, path: Path) -> None:
         ax.axhline(baseline, color="grey", linewidth=0.8, linestyle=":", label="uniform scores")
         ax.set_xscale("symlog", linthresh=0.1)
         ax.set_xticks(levels, [f"{s:g}" for s in levels])
+        ax.set_xlim(-0.03, 1.3 * levels[-1])
         ax.set_xlabel("σ (× std of the sentence's word embeddings)")
         ax.set_title(title, fontsize=10)
         ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7, loc="lower left")
     save_figure(fig, path)
+
+
+def kept_reading(path: Path) -> List[str]:
+    """The hand-written reading of the results in the file being replaced, markers included (none: [])."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(READING_START), text.find(READING_END)
+    if start < 0 or end < start:
+        return []
+    return text[start:end + len(READING_END)].splitlines() + [""]
 
 
 def _revision() -> str:
@@ -269,8 +285,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         "(for Integrated Gradients: IG + SmoothGrad); VarGrad is the variance over the noisy copies, undefined "
         "without noise",
         f"- cells: mean over the {args.sentences} sentences ± standard error across sentences; uniform scores would "
-        f"get {uniform:.3f} on both measures (triggers / real words, averaged)",
+        f"get {uniform:.3f} on both measures in expectation (triggers / real words, averaged)",
         "",
+        *kept_reading(args.out),
         "## Share of the |score| mass on the trigger words",
         "",
         *table(scores, "mass", NOISE_LEVELS),
