@@ -2,7 +2,7 @@
 
     python benchmarks/bench_text.py --out docs/text.md
 
-About 95 s on one thread (the model trains in 2-3 s of that). A small transformer
+About 100 s on one thread (the model trains in 2-3 s of that). A small transformer
 (``tutorials/text_task.py``: word + position embeddings, one ``nn.TransformerEncoder`` layer, the mean over real
 words) learns a synthetic task whose right answer is known: sentences of 12-16 words padded to 16, the label decided
 by one to three trigger words ("good", "bad", ...) among filler words. Held-out sentences are explained at the word
