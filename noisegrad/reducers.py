@@ -23,6 +23,10 @@ def token_scores(attributions: Any, reduce: str = "sum", mask: Optional[Tensor] 
         linear layer), it is the token's share of the change in the output,
         so scores add up to that change. ``"l2"``: the Euclidean norm over
         those dimensions — how much attribution the token carries, unsigned.
+        On the text task of ``docs/text.md``, ``"sum"`` found the deciding
+        tokens far better than ``"l2"`` for gradient × activation and
+        Integrated Gradients; ``"l2"`` suits plain gradients, whose sum over
+        the hidden dimension has no meaning of its own.
     mask : Tensor, optional
         ``(batch, tokens)``; tokens where it is 0 or False score 0 (padding).
 

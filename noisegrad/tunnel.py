@@ -234,7 +234,10 @@ class NoiseTunnel(Attribution):
             values, not the baselines' (as Captum's NoiseTunnel perturbs
             inputs, not baselines); every other method sees the noise in
             every forward, each copy's own noise repeated over a path
-            method's steps. Not with ``joint``.
+            method's steps. One extra forward of the clean batch, without
+            gradients, measures the module's output (its shape, and σ for
+            ``relative(...)``) before the noisy copies run. Not with
+            ``joint``.
         outputs : sequence of int, optional
             Explain several output columns at once instead of one ``target``:
             every result gets a last dimension of size K (attributions
