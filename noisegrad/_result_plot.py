@@ -45,7 +45,8 @@ def _plot_kind(kind: str, attributions: Tensor, tokens: Optional[Sequence[Any]])
                              "(batch, tokens, hidden): pass kind='image', or tokens=")
         else:
             raise ValueError(f"no plot for attributions of shape {tuple(attributions.shape)}: images are "
-                             "(batch, C, H, W), features (batch, features), tokens (batch, tokens, ...)")
+                             "(batch, C, H, W), features (batch, features), tokens (batch, tokens, ...); for several "
+                             "outputs (outputs=), plot one of them with noisegrad.viz on result[..., k]")
     allowed = {"image": (3, 4), "features": (2,), "tokens": (2, 3, 4, 5)}[kind]
     if dims not in allowed:
         raise ValueError(f"a {kind!r} plot needs attributions with {' or '.join(map(str, allowed))} dimensions "

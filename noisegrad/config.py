@@ -72,7 +72,9 @@ class SmoothingConfig:
         σ as a fraction of the spread of the data: of each example
         (``scope="example"``, the SmoothGrad paper's reading) or of the whole
         input tensor (``scope="data"``, innsight's). Default 0.15 when no
-        other noise is given.
+        other noise is given. With ``scope="data"`` σ depends on the batch
+        passed, so an example's noise then depends on its batch: split a
+        data set with ``scope="example"`` or an absolute ``noise``.
     relative_to : {"range", "std"}
         The spread ``noise_level`` is a fraction of.
     scope : {"example", "data"}
@@ -124,7 +126,7 @@ class SmoothingConfig:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if self.nt_type not in NT_TYPES:
-            raise ValueError(f"nt_type must be one of {NT_TYPES}, got {self.nt_type!r}")
+            raise ValueError(f"nt_type must be one of {tuple(NT_TYPES)}, got {self.nt_type!r}")
         if self.nt_samples != "auto":
             _positive_int("nt_samples", self.nt_samples)
         elif self.sampler == "lhs":
@@ -378,6 +380,9 @@ class SmoothingConfig:
         >>> SmoothingConfig.from_pnpxai(n_iter=30, nt_type="vargrad").nt_samples
         30
         """
+        if layer is not None and not isinstance(layer, str):
+            raise TypeError("from_pnpxai(layer=...) takes the layer's dotted name (e.g. 'embeddings'), which a "
+                            "configuration can save; to pass the module itself, use VarGrad(model, layer=module)")
         return cls(nt_type=nt_type, nt_samples=_positive_int("n_iter", n_iter), noise_level=noise_level,
                    noise_layer=layer)
 

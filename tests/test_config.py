@@ -215,5 +215,9 @@ def test_explainer_arguments_are_checked():
         Smoothed(make_mlp(), LayerGradientXActivation)
     with pytest.raises(ValueError, match="names no submodule"):
         SmoothGrad(make_mlp(), layer="nope")
-    with pytest.raises(ValueError, match="SquareGrad computes smoothgrad_sq"):
-        SquareGrad(make_mlp(), SmoothingConfig())
+    assert SquareGrad(make_mlp(), SmoothingConfig()).config.nt_type == "smoothgrad_sq"  # one config serves all
+    with pytest.raises(ValueError, match=r"set_kwargs got \['foo'\]"):
+        SmoothGrad(make_mlp()).set_kwargs(foo=1)
+    assert SmoothGrad(make_mlp()).set_kwargs(n_iter=9).config.nt_samples == 9  # pnpxai's name
+    with pytest.raises(TypeError, match="dotted name"):
+        SmoothingConfig.from_pnpxai(layer=nn.Linear(2, 2))

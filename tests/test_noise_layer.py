@@ -409,6 +409,8 @@ def test_token_scores_sum_or_take_the_norm_over_the_hidden_dimensions():
     torch.testing.assert_close(token_scores(attr, "l2"), attr.pow(2).sum(dim=(2, 3)).sqrt())
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     assert bool((token_scores(attr, mask=mask)[0, 3:] == 0).all())
+    per_output = token_scores(attr, mask=mask, per_output=True)  # the last dimension as outputs (outputs=)
+    torch.testing.assert_close(per_output, attr.sum(dim=2) * mask.unsqueeze(-1))
     with pytest.raises(ValueError, match="reduce must be one of"):
         token_scores(attr, "mean")
     with pytest.raises(ValueError, match=r"mask must have shape \(2, 5\)"):

@@ -42,9 +42,13 @@ def resolve_layer(noise_layer: Union[nn.Module, str], modules: Tuple[nn.Module, 
             return module.get_submodule(noise_layer)
         except AttributeError:
             continue
-    found = ", ".join(type(m).__name__ for m in modules) or "no module"
-    raise ValueError(f"noise_layer={noise_layer!r} names no submodule of the model ({found} found behind the "
-                     "forward function); give the module itself, e.g. noise_layer=model.embeddings")
+    if not modules:
+        raise ValueError(f"noise_layer={noise_layer!r} is a name, but no nn.Module was found behind the forward "
+                         "function to look it up in; give the module itself, e.g. noise_layer=model.embeddings")
+    embeddings = [name for m in modules for name, sub in m.named_modules() if isinstance(sub, nn.Embedding)]
+    children = [name for m in modules for name, _ in m.named_children()]
+    raise ValueError(f"noise_layer={noise_layer!r} names no submodule of the model; its embeddings: "
+                     f"{embeddings[:6] or 'none'}, its top-level modules: {children[:12]}")
 
 
 def token_mask(mask: Any, batch: int) -> Optional[Tensor]:
