@@ -248,6 +248,22 @@ def output_gradients(outputs: Tuple[int, ...], copies: int) -> Callable[..., Tup
     return gradient_func
 
 
+def attributes_to(method: Attribution, module: Any, to_layer_input: bool) -> bool:
+    """Whether a layer method attributes to ``module``'s output (its ``layer``, or one of its list)."""
+    layer = getattr(method, "layer", None)
+    layers = layer if isinstance(layer, (list, tuple)) else [layer]
+    return not to_layer_input and any(candidate is module for candidate in layers)
+
+
+def repeats_examples_in_place(method: Attribution) -> bool:
+    """Whether the method repeats each example in consecutive rows of its forward (GradientShap, DeepLiftShap).
+
+    Noise at a layer tiles each copy's noise over whole blocks of the chunk's
+    rows, so these methods' row order would give rows other examples' noise.
+    """
+    return isinstance(method, SAMPLES_METHODS + BASELINE_ROWS_METHODS)
+
+
 def evaluates_layer_at_baselines(method: Attribution) -> bool:
     """Whether the method runs the model on its inputs and, separately, on its baselines to find a layer's values.
 

@@ -179,6 +179,10 @@ def check_request(
                          "(joint=False)")
     inputs_tuple = validate_inputs(inputs, discrete=noise_layer is not None)
     outputs = validate_outputs(outputs, kwargs, is_joint, draw_baseline_from_distrib, delta_reduction)
+    if outputs is not None and nt_samples == "auto" and not _captum.batches_outputs(method):
+        raise ValueError(f'outputs= with nt_samples="auto" needs a method that takes all outputs in one pass '
+                         f"(Saliency, InputXGradient, IntegratedGradients); {type(method).__name__} runs once per "
+                         "output, and each run would stop on its own")
     validate_grad_mode(method)
     nt_type, needs_m2 = validate_nt_type(nt_type)
     auto = isinstance(nt_samples, str) and nt_samples == "auto"
@@ -209,6 +213,13 @@ def check_request(
     validate_baselines(kwargs.get("baselines"), inputs_tuple)
     kwargs = validate_feature_mask(kwargs, inputs_tuple)
     layer, sigmas = None, ()
+    if noise_layer is not None and _captum.repeats_examples_in_place(method):
+        raise ValueError(f"noise_layer= is not available with {type(method).__name__}, which repeats each example in "
+                         "consecutive rows of its forward; smooth Saliency, InputXGradient, IntegratedGradients, "
+                         "DeepLift or a layer method instead")
+    if isinstance(noise_layer, str) and not noise_layer:
+        raise ValueError("noise_layer='' names the whole model (noise on its outputs changes no gradient); "
+                         "name one of its modules")
     if noise_layer is not None:
         layer = resolve_layer(noise_layer, tuple(modules_of(method.forward_func)))
         validate_layer_stdevs(stdevs)  # its shape is checked against the layer's output by LayerNoise.measure

@@ -103,7 +103,8 @@ class Smoothed:
         if self.additional_forward_arg_extractor is not None:
             if "additional_forward_args" in kwargs:
                 raise TypeError("additional_forward_args comes from additional_forward_arg_extractor; give one")
-            kwargs["additional_forward_args"] = self.additional_forward_arg_extractor(batch)
+            extra = self.additional_forward_arg_extractor(batch)
+            kwargs["additional_forward_args"] = tuple(extra) if isinstance(extra, list) else extra
         if isinstance(inputs, list):
             inputs = tuple(inputs)
         model = self.model

@@ -416,6 +416,11 @@ def _rebuild(values: Tuple[Any, ...], config: Optional[Dict[str, Any]]) -> Smoot
     return SmoothedAttribution(*values, config=config)
 
 
+# torch.save(result) (a checkpoint holding a result) reads back with torch.load's default weights_only=True: the only
+# callable the file names is this constructor, which builds a result from tensors, numbers and a JSON-like dict.
+torch.serialization.add_safe_globals([_rebuild])
+
+
 def _plain(value: Any) -> Any:
     """``value`` with every SmoothedAttribution in it (also in tuples, lists, dicts) replaced by its tensor."""
     if isinstance(value, SmoothedAttribution):

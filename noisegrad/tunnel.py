@@ -310,8 +310,12 @@ def _estimator(method: Attribution, request: Request) -> Any:
     replicates = DEFAULT_REPLICATES if request.needs_groups else 1
     sampler = NoiseSampler(request.sampler, request.seeds, request.limit, replicates)
     if request.noise_layer is not None:
+        # layer IG attributing to the noise layer itself perturbs the inputs' layer values only (Captum perturbs
+        # inputs, not baselines); in every other case each copy is the model with its noise at the layer
+        own = _captum.evaluates_layer_at_baselines(method) and _captum.attributes_to(
+            method, request.noise_layer, bool(request.kwargs.get("attribute_to_layer_input", False)))
         noise: Any = LayerNoise(request.inputs, request.noise_layer, request.layer_stdevs, sampler, request.example_ids,
-                                request.noise_mask, only_own_forwards=_captum.evaluates_layer_at_baselines(method))
+                                request.noise_mask, only_own_forwards=own)
         extra = request.kwargs.get("additional_forward_args")
         with torch.random.fork_rng(devices=_cuda_devices(request.inputs)):  # a dropout in training mode draws nothing
             noise.measure(lambda inputs: _captum.run_forward(method.forward_func, inputs, None, extra))

@@ -133,3 +133,8 @@ def test_auto_stops_each_example_on_the_error_of_all_its_outputs():
 def test_bad_outputs_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):
         NoiseTunnel(Saliency(make_mlp(seed=1))).attribute(X, nt_samples=2, **kwargs)
+
+
+def test_auto_with_a_method_run_once_per_output_is_refused():
+    with pytest.raises(ValueError, match="needs a method that takes all outputs in one pass"):
+        NoiseTunnel(DeepLift(make_mlp(seed=1))).attribute(X, outputs=[0, 1], nt_samples="auto", stdevs=0.1)

@@ -509,3 +509,16 @@ def test_using_a_result_loads_no_figures_until_it_is_plotted():
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {"before": [], "after": True}
+
+
+def test_a_checkpoint_holding_a_result_reads_back_with_torch_loads_defaults(tmp_path):
+    """torch.save(result) names one callable, the result's constructor, which torch.load allows (weights_only)."""
+    import noisegrad
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).double()
+    result = noisegrad.SmoothGrad(model, nt_samples=4, seed=0).attribute(torch.randn(2, 4, dtype=torch.float64),
+                                                                       target=0)
+    torch.save({"step": 3, "explanation": result}, tmp_path / "checkpoint.pt")
+    back = torch.load(tmp_path / "checkpoint.pt")["explanation"]
+    assert isinstance(back, noisegrad.SmoothedAttribution) and back.config == result.config
+    assert torch.equal(back.attributions, result.attributions) and torch.equal(back.stderr, result.stderr)

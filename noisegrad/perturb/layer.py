@@ -235,6 +235,12 @@ class LayerNoise:
                 "its steps with internal_batch_size cannot be smoothed at a layer; leave internal_batch_size unset)"
             )
         noise = self._chunk_noise(output)
+        if tuple(noise.shape[1:]) != tuple(output.shape[1:]):
+            raise ValueError(
+                f"noise_layer ({type(self.module).__name__}) gave outputs of shapes {tuple(noise.shape[1:])} and "
+                f"{tuple(output.shape[1:])} per row in one chunk: a module that runs more than once per forward "
+                "(a shared activation) cannot be the noise layer; give one that runs once"
+            )
         repeats = output.shape[0] // copies
         if repeats > 1:
             noise = noise.unsqueeze(0).expand((repeats,) + tuple(noise.shape)).reshape(output.shape)
