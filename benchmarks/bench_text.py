@@ -27,7 +27,6 @@ markers, is kept when the file is rewritten; after a new run, check it against t
 
 import argparse
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,8 @@ from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tutorials"))  # the task and the model, shared with tutorials/07_text.ipynb
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_tunnel import noisegrad_revision  # noqa: E402
 
 from noisegrad import NoiseTunnel, relative, token_scores  # noqa: E402
 from text_task import Sentences, accuracy, chance, make_sentences, top_k_precision, train, trigger_mass  # noqa: E402
@@ -209,14 +210,6 @@ def kept_reading(path: Path) -> List[str]:
     return text[start:end + len(READING_END)].splitlines() + [""]
 
 
-def _revision() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "text.md")
@@ -264,7 +257,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "# Text: does noise at the word embedding put the attribution on the words that decide the label?",
         "",
         f"- command: `{command}` ({total:.0f} s on one thread, {time.strftime('%Y-%m-%d')})",
-        f"- noisegrad git {_revision()}, torch {torch.__version__}, captum {captum.__version__}, "
+        f"- noisegrad git {noisegrad_revision()}, torch {torch.__version__}, captum {captum.__version__}, "
         f"Python {platform.python_version()}",
         f"- task (`tutorials/text_task.py`): sentences of {int(lengths.min())}–{int(lengths.max())} real words "
         "padded to 16; 1–3 trigger words (positive: good, great, superb, fine; negative: bad, awful, dull, poor) "

@@ -144,15 +144,18 @@ def test_double_precision_runs_on_a_copy_and_leaves_the_users_model_alone():
     torch.testing.assert_close(result.attributions, expected.attributions, rtol=1e-12, atol=1e-14)
 
 
+class Scaled(nn.Module):
+    """A model with a second forward argument, as a batch dict carries it."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = make_mlp(seed=1)
+
+    def forward(self, x, scale):
+        return self.inner(x) * scale
+
+
 def test_batches_as_dicts_go_in_through_extractors():
-    class Scaled(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = make_mlp(seed=1)
-
-        def forward(self, x, scale):
-            return self.inner(x) * scale
-
     model = Scaled()
     scale = torch.tensor([[1.0], [2.0], [0.5], [3.0]], dtype=torch.float64)
     batch = {"features": X, "scale": scale, "label": torch.tensor([0, 1, 2, 0])}
@@ -236,14 +239,6 @@ def test_numpy_scalars_become_python_values_and_layer_noise_must_be_measurable_o
 
 
 def test_an_additional_argument_extractor_may_return_a_list():
-    class Scaled(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = make_mlp(seed=1)
-
-        def forward(self, x, scale):
-            return self.inner(x) * scale
-
     batch = {"x": X, "scale": torch.full((4, 1), 2.0, dtype=torch.float64)}
     as_list = SmoothGrad(Scaled(), nt_samples=3, seed=0, forward_arg_extractor=lambda b: b["x"],
                          additional_forward_arg_extractor=lambda b: [b["scale"]]).attribute(batch, target=0)
