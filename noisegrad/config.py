@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from noisegrad._validate import as_int
 from noisegrad.perturb.inputs import relative
 from noisegrad.sampling.samplers import SAMPLERS
 from noisegrad.stats.smoothing import NT_TYPES
@@ -32,12 +33,12 @@ FeatureKey = Union[str, int]
 
 
 def _positive_int(name: str, value: Any, low: int = 1, high: Optional[int] = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < low or (high is not None and value > high):
+    """``value`` as a Python int in ``[low, high]`` (the tunnel's own integer check, plus a range)."""
+    count = as_int(name, value, least=None)
+    if count < low or (high is not None and count > high):
         allowed = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {allowed}, got {value}")
-    return int(value)
+        raise ValueError(f"{name} must be {allowed}, got {count}")
+    return count
 
 
 def _sigma(name: str, value: Any) -> float:

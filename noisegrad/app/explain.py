@@ -140,15 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     explain_layer.add_arguments(parser)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int ≥ 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+positive_int = explain_layer.int_at_least(1, "a positive integer")
 
 
 def non_negative_float(text: str) -> float:

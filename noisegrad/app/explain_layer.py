@@ -102,15 +102,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "token figures show these strings instead of the ids")
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an int ≥ 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+def int_at_least(least: int, words: str) -> Callable[[str], int]:
+    """An argparse type: an int ≥ ``least``, described as ``words`` in its error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {value}")
+        return value
+
+    return parse
+
+
+non_negative_int = int_at_least(0, "an integer >= 0")
 
 
 def check_layer_options(args: argparse.Namespace, model_is_file: bool) -> None:
