@@ -104,7 +104,7 @@ def reference(model, make_method, x, draws, per_draw, sigma_w, stdevs, nt_type, 
                 if name in values:
                     parameter.copy_(values[name])
         for n in range(per_draw):
-            inputs = x + stdevs * reference_input_noise(x, draw * per_draw + n)
+            inputs = (x + stdevs * reference_input_noise(x, draw * per_draw + n)).requires_grad_()
             out = make_method(noisy).attribute(inputs, **kwargs)
             if kwargs.get("return_convergence_delta"):
                 out, delta = out
@@ -177,7 +177,7 @@ def test_layer_hook_and_perturbation_methods_equal_the_reference(make, kwargs):
 @pytest.mark.parametrize("make, kwargs", [
     (Saliency, dict(target=1, abs=False)),
     (InputXGradient, dict(target=1)),
-    (lambda m: IntegratedGradients(m), dict(target=2, n_steps=5, internal_batch_size=12)),
+    (lambda m: IntegratedGradients(m), dict(target=2, n_steps=5, internal_batch_size=48)),
     (FeatureAblation, dict(target=0, feature_mask=MASK, perturbations_per_eval=3)),
     (Occlusion, dict(target=0, sliding_window_shapes=(2, 3, 3), strides=2, perturbations_per_eval=2)),
 ], ids=["Saliency", "InputXGradient", "IntegratedGradients", "FeatureAblation", "Occlusion"])
@@ -189,6 +189,26 @@ def test_black_box_methods_lay_out_each_forward_in_blocks_of_the_copies(monkeypa
     monkeypatch.setattr(weights_module._captum, "calls_model_as_black_box", lambda method: False)
     per_draw = smoothed(make, model, X, 4, 2, 0.3, 0.1, "smoothgrad", batch_size=8, **kwargs)
     torch.testing.assert_close(batched, per_draw, rtol=1e-9, atol=1e-12)
+
+
+def test_tuple_inputs_and_per_example_forward_arguments_follow_their_rows(monkeypatch):
+    """Each input tensor and each per-example extra argument is split by weight draw; other arguments are shared."""
+    from conftest import make_two_input
+
+    model = make_two_input()
+    a = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    b = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    scale = torch.rand(3, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(7)) + 0.5
+
+    def run():
+        return NoiseTunnel(IntegratedGradients(model)).attribute(
+            (a, b), nt_samples=2, nt_samples_batch_size=4, stdevs=0.1, target=1, n_steps=3, seed=SEED,
+            additional_forward_args=(scale,), weight_noise=weight_noise(0.3, draws=4))
+
+    batched = run()
+    monkeypatch.setattr(weights_module._captum, "calls_model_as_black_box", lambda method: False)
+    for got, expected in zip(batched, run()):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
 
 
 def test_additive_noise_and_a_filter_by_name_equal_the_reference():
@@ -526,7 +546,7 @@ class DataDependent(nn.Module):
 
     def forward(self, x):
         out = self.lin(x)
-        return out if float(out.sum()) < 1e9 else -out
+        return out if float(out.detach().sum()) < 1e9 else -out
 
 
 def test_a_model_vmap_cannot_run_falls_back_to_a_loop_over_draws():
