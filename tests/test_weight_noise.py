@@ -549,9 +549,11 @@ class DataDependent(nn.Module):
         return out if float(out.detach().sum()) < 1e9 else -out
 
 
-def test_a_model_vmap_cannot_run_falls_back_to_a_loop_over_draws():
+def test_a_model_vmap_cannot_run_falls_back_to_a_loop_over_draws_unless_vmap_was_asked_for():
     torch.manual_seed(0)
     model = DataDependent().double().eval()
     expected = reference(model, Saliency, XM, 4, 1, 0.3, 0.0, "smoothgrad", target=0, abs=False)
-    got = smoothed(Saliency, model, XM, 4, 1, 0.3, 0.0, "smoothgrad", batched=True, target=0, abs=False)
+    got = smoothed(Saliency, model, XM, 4, 1, 0.3, 0.0, "smoothgrad", batched="auto", target=0, abs=False)
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    with pytest.raises(RuntimeError, match=r"vmap cannot run the model"):
+        smoothed(Saliency, model, XM, 4, 1, 0.3, 0.0, "smoothgrad", batched=True, target=0, abs=False)

@@ -47,11 +47,14 @@ class DrawsForward:
         Try ``torch.func.vmap`` first; after its first failure (a model or
         operator vmap cannot batch), loop over the draws for the rest of the
         call.
+    strict : bool
+        With ``use_vmap``: raise if vmap cannot run the model, instead of
+        falling back to the loop.
     """
 
-    def __init__(self, model: nn.Module, call: Callable[..., Any], use_vmap: bool) -> None:
+    def __init__(self, model: nn.Module, call: Callable[..., Any], use_vmap: bool, strict: bool = False) -> None:
         self.holder = _Forward(model, call)
-        self.use_vmap = use_vmap
+        self.use_vmap, self.strict = use_vmap, strict
         self.vmap_error: Optional[BaseException] = None
 
     def __call__(self, draws: Dict[str, Tensor], copies: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
@@ -76,6 +79,11 @@ class DrawsForward:
             except torch.OutOfMemoryError:
                 raise
             except Exception as error:  # noqa: BLE001  (whatever vmap cannot batch, the loop below can run)
+                if self.strict:
+                    raise RuntimeError(
+                        f"weight_noise(batched=True): torch.func.vmap cannot run the model ({type(error).__name__}: "
+                        f"{error}); batched=\"auto\" falls back to a loop over the weight draws"
+                    ) from error
                 self.use_vmap, self.vmap_error = False, error
         return self._looped(stacked, layout, args, kwargs)
 

@@ -96,14 +96,16 @@ def weight_noise(sigma: float = 0.2, mode: str = "multiplicative", draws: Union[
     sampler : {"iid", "antithetic"}
         ``"antithetic"`` pairs draw ``2j`` (noise ε) with ``2j + 1`` (−ε).
     batched : "auto", True or False
-        Evaluate several weight draws in one forward: with
-        ``torch.func.vmap`` (True), with one call of the model per draw inside
-        the same forward (False), or as measured fastest on the device
-        ("auto": benchmarks/WEIGHTS.md). Only methods that call the model as
-        a black box (Saliency, InputXGradient, IntegratedGradients,
-        FeatureAblation, Occlusion) can; the others (layer and neuron methods,
-        DeepLift, GuidedBackprop, GradientShap, ...) attribute one weight draw
-        per call. Models vmap cannot run fall back to the loop.
+        How one forward evaluates the several weight draws of a chunk:
+        ``torch.func.vmap`` over stacked parameter sets (True; an error if
+        vmap cannot run the model), a call of the model per draw inside the
+        same forward (False), or vmap with that loop as the fallback
+        ("auto"). Measured on a CPU (benchmarks/WEIGHTS.md) vmap is as fast
+        as the loop or faster. Only methods that call the model as a black
+        box (Saliency, InputXGradient, IntegratedGradients, FeatureAblation,
+        Occlusion) run several draws per forward; the others (layer and
+        neuron methods, DeepLift, GuidedBackprop, GradientShap, ...)
+        attribute one weight draw per call.
 
     Examples
     --------

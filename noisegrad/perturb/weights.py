@@ -183,14 +183,11 @@ class WeightNoise:
         # the copy's clean values: installing a draw rebinds the parameter's data, these tensors stay as they are
         self._clean = {name: p.detach() for name, p in self._parameters.items()}
         if self.weights.forward_only:
-            self._forward = DrawsForward(self.model, method.forward_func, use_vmap=self._use_vmap())
+            batched = self.spec.batched
+            self._forward = DrawsForward(self.model, method.forward_func, use_vmap=batched is not False,
+                                         strict=batched is True)
             method.forward_func = self._dispatching(method.forward_func)
         return method
-
-    def _use_vmap(self) -> bool:
-        if self.spec.batched == "auto":
-            return True
-        return bool(self.spec.batched)
 
     def _dispatching(self, call: Callable[..., Any]) -> Callable[..., Any]:
         def forward(*args: Any, **kwargs: Any) -> Any:
