@@ -17,7 +17,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-__all__ = ["DrawsForward"]
+__all__ = ["DrawsForward", "VMAP_MOST_ROWS"]
+
+#: On a CPU, vmap beats a loop over the draws only while each draw has few rows in a forward: its convolutions with a
+#: weight per draw become grouped convolutions, slower than the plain ones from about 10 rows per draw on; its linear
+#: layers become batched matrix products, faster up to about 128 rows (benchmarks/WEIGHTS.md, "vmap or a loop").
+VMAP_MOST_ROWS = {"convolution": 8, "linear": 128}
 
 
 class _Forward(nn.Module):
@@ -43,19 +48,25 @@ class DrawsForward:
         The private copy of the user's model that ``call`` runs.
     call : callable
         The forward function, pointed at ``model``.
-    use_vmap : bool
-        Try ``torch.func.vmap`` first; after its first failure (a model or
-        operator vmap cannot batch), loop over the draws for the rest of the
-        call.
-    strict : bool
-        With ``use_vmap``: raise if vmap cannot run the model, instead of
-        falling back to the loop.
+    batched : "auto", True or False
+        True: ``torch.func.vmap``, an error if it cannot run the model.
+        False: a loop over the draws. ``"auto"``: vmap where it is measured
+        to be faster (:data:`VMAP_MOST_ROWS` rows per draw on a CPU, always
+        on other devices), the loop otherwise and, after vmap's first failure
+        (a model or operator it cannot batch), for the rest of the call.
     """
 
-    def __init__(self, model: nn.Module, call: Callable[..., Any], use_vmap: bool, strict: bool = False) -> None:
+    def __init__(self, model: nn.Module, call: Callable[..., Any], batched: Any = "auto") -> None:
         self.holder = _Forward(model, call)
-        self.use_vmap, self.strict = use_vmap, strict
+        self.batched = batched
         self.vmap_error: Optional[BaseException] = None
+        has_convolution = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+        self.most_rows = VMAP_MOST_ROWS["convolution" if has_convolution else "linear"]
+
+    def _use_vmap(self, rows_per_draw: int, device: torch.device) -> bool:
+        if self.batched is True or self.batched is False:
+            return self.batched
+        return self.vmap_error is None and (device.type != "cpu" or rows_per_draw <= self.most_rows)
 
     def __call__(self, draws: Dict[str, Tensor], copies: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         """The model's output on ``args``, whose rows are ``repeats`` blocks of ``copies`` rows.
@@ -73,18 +84,18 @@ class DrawsForward:
             )
         layout = (first.shape[0] // copies, count, copies // count)
         stacked = {f"model.{name}": values for name, values in draws.items()}
-        if self.use_vmap:
+        if self._use_vmap(layout[0] * layout[2], first.device):
             try:
                 return self._mapped(stacked, layout, args, kwargs)
             except torch.OutOfMemoryError:
                 raise
             except Exception as error:  # noqa: BLE001  (whatever vmap cannot batch, the loop below can run)
-                if self.strict:
+                if self.batched is True:
                     raise RuntimeError(
                         f"weight_noise(batched=True): torch.func.vmap cannot run the model ({type(error).__name__}: "
                         f"{error}); batched=\"auto\" falls back to a loop over the weight draws"
                     ) from error
-                self.use_vmap, self.vmap_error = False, error
+                self.vmap_error = error
         return self._looped(stacked, layout, args, kwargs)
 
     def _mapped(self, stacked: Dict[str, Tensor], layout: Tuple[int, int, int], args: Tuple[Any, ...],

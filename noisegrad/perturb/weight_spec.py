@@ -99,10 +99,14 @@ def weight_noise(sigma: float = 0.2, mode: str = "multiplicative", draws: Union[
         How one forward evaluates the several weight draws of a chunk:
         ``torch.func.vmap`` over stacked parameter sets (True; an error if
         vmap cannot run the model), a call of the model per draw inside the
-        same forward (False), or vmap with that loop as the fallback
-        ("auto"). Measured on a CPU (benchmarks/WEIGHTS.md) vmap is as fast
-        as the loop or faster. Only methods that call the model as a black
-        box (Saliency, InputXGradient, IntegratedGradients, FeatureAblation,
+        same forward (False), or whichever was measured faster ("auto",
+        the default: on a CPU, vmap while a forward holds at most 8 rows per
+        draw for models with convolutions, 128 for the others, and the loop
+        beyond, where vmap's grouped convolutions and batched products lose;
+        vmap on other devices, not measured; the loop for models vmap cannot
+        run; benchmarks/WEIGHTS.md). The results are the same up to float
+        rounding. Only methods that call the model as a black box
+        (Saliency, InputXGradient, IntegratedGradients, FeatureAblation,
         Occlusion) run several draws per forward; the others (layer and
         neuron methods, DeepLift, GuidedBackprop, GradientShap, ...)
         attribute one weight draw per call.

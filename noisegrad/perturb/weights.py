@@ -183,9 +183,7 @@ class WeightNoise:
         # the copy's clean values: installing a draw rebinds the parameter's data, these tensors stay as they are
         self._clean = {name: p.detach() for name, p in self._parameters.items()}
         if self.weights.forward_only:
-            batched = self.spec.batched
-            self._forward = DrawsForward(self.model, method.forward_func, use_vmap=batched is not False,
-                                         strict=batched is True)
+            self._forward = DrawsForward(self.model, method.forward_func, self.spec.batched)
             method.forward_func = self._dispatching(method.forward_func)
         return method
 
