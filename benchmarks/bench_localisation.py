@@ -173,7 +173,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     figure = Path("figures") / args.figure.name if args.figure.parent.name == "figures" else args.figure
     lines = [
-        "# Ground-truth localisation: Saliency vs SmoothGrad, VarGrad, NoiseGrad and FusionGrad at several noise levels",
+        "# Ground-truth localisation: Saliency vs SmoothGrad, VarGrad, NoiseGrad and FusionGrad at several noise "
+        "levels",
         "",
         f"- command: `{command}` ({seconds:.0f} s, one thread)",
         f"- noisegrad git {_revision()}, torch {torch.__version__}, Python {platform.python_version()}",

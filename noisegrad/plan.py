@@ -98,7 +98,7 @@ class ChunkPlan:
         return max(d for d in range(1, chunk + 1) if self.unit % d == 0)
 
     def next(self, start: int, stop_at: Optional[int] = None) -> range:
-        """The sample ids of the chunk starting at ``start``, ending at ``stop_at`` (whole units) if that comes first."""
+        """The sample ids of the chunk from ``start``, ending at ``stop_at`` (whole units) if that comes first."""
         stop = min(start + self.chunk, self.limit)
         if stop_at is not None:
             stop = min(stop, -(-max(stop_at, start + 1) // self.unit) * self.unit)

@@ -127,7 +127,8 @@ class DrawsForward:
                 if b else a
                 for a, b in zip(args, batched)
             )
-            outputs.append(self._checked(functional_call(self.holder, parameters, draw_args, kwargs), repeats, per_draw))
+            output = functional_call(self.holder, parameters, draw_args, kwargs)
+            outputs.append(self._checked(output, repeats, per_draw))
         out = torch.stack(outputs, dim=1)
         return out.reshape((rows,) + tuple(out.shape[3:]))
 

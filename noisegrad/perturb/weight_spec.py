@@ -62,7 +62,8 @@ class WeightNoiseSpec:
 
 
 def weight_noise(sigma: float = 0.2, mode: str = "multiplicative", draws: Union[int, str] = 25,
-                 filter: FilterType = None, sampler: str = "iid", batched: Union[bool, str] = "auto") -> WeightNoiseSpec:
+                 filter: FilterType = None, sampler: str = "iid",
+                 batched: Union[bool, str] = "auto") -> WeightNoiseSpec:
     """Noise on the model's weights, for ``NoiseTunnel.attribute(weight_noise=...)``: NoiseGrad and FusionGrad.
 
     Each of ``draws`` weight draws is a copy of the model whose chosen

@@ -44,7 +44,7 @@ class CheckedWeights:
         return self.spec.draws == "auto"
 
     def limit(self, max_samples: Optional[int], nt_type: str, needs_stderr: bool) -> int:
-        """The call's samples (``M × N``, or ``max_samples`` rounded down to whole draws), checked for a standard error."""
+        """The call's samples, ``M × N`` (or ``max_samples`` in whole draws), checked for a standard error."""
         if max_samples is None:
             draws = int(self.spec.draws)
         else:
@@ -143,7 +143,8 @@ class WeightNoise:
         self._stacked: Optional[Dict[str, Tensor]] = None
         self.bytes_per_sample = 0
         if weights.forward_only:
-            per_draw = sum(p.numel() * p.element_size() for n, p in weights.root.named_parameters() if n in weights.names)
+            chosen = set(weights.names)
+            per_draw = sum(p.numel() * p.element_size() for n, p in weights.root.named_parameters() if n in chosen)
             self.bytes_per_sample = -(-per_draw // weights.draw_size)
 
     @property
@@ -166,7 +167,7 @@ class WeightNoise:
         self.inner.select(keep)
 
     def calls(self, sample_ids: range) -> Tuple[range, ...]:
-        """The chunk as the wrapped method is called on it: whole, if one forward can hold all its draws, else per draw."""
+        """The chunk as the wrapped method is called on it: whole if one forward can hold its draws, else per draw."""
         draws = self.draws_of(sample_ids)
         whole_draws = sample_ids.start % self.draw_size == 0 and len(sample_ids) % self.draw_size == 0
         if len(draws) == 1 or (self._forward is not None and whole_draws):
@@ -206,7 +207,7 @@ class WeightNoise:
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
-        """The chunk's weight draws, for one call of the wrapped method: installed in the copy, or stacked for the forward."""
+        """The chunk's weight draws for one call of the method: installed in the copy, or stacked for the forward."""
         assert self._sample_ids is not None
         draws = self.draws_of(self._sample_ids)
         values = self.draw(draws)
