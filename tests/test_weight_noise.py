@@ -468,6 +468,27 @@ def test_no_forward_sees_more_rows_than_max_batch_rows(monkeypatch):
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
 
 
+def test_a_memory_budget_counts_the_weight_draws_and_leaves_the_result_as_it_was():
+    make, kwargs = METHODS["Saliency"]
+    model = make_cnn()
+    whole = smoothed(make, model, X, 4, 3, 0.3, 0.2, "smoothgrad_sq", **kwargs)
+    budgeted = NoiseTunnel(make(model)).attribute(
+        X, nt_type="smoothgrad_sq", nt_samples=3, stdevs=0.2, seed=SEED, memory_budget=40_000,
+        weight_noise=weight_noise(0.3, draws=4), **kwargs)
+    torch.testing.assert_close(budgeted, whole, rtol=1e-9, atol=1e-12)
+
+
+def test_auto_takes_vmap_for_few_rows_per_draw_and_the_loop_beyond():
+    from noisegrad.perturb._draws_forward import VMAP_MOST_ROWS, DrawsForward
+
+    cpu = torch.device("cpu")
+    for model, most in ((make_cnn(), VMAP_MOST_ROWS["convolution"]), (mlp(), VMAP_MOST_ROWS["linear"])):
+        forward = DrawsForward(model, model, "auto")
+        assert forward._use_vmap(most, cpu) and not forward._use_vmap(most + 1, cpu)
+        assert DrawsForward(model, model, True)._use_vmap(10**6, cpu)
+        assert not DrawsForward(model, model, False)._use_vmap(1, cpu)
+
+
 # --------------------------------------------------------------------------- choosing parameters, and refusals
 
 
