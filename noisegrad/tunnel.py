@@ -251,7 +251,10 @@ class NoiseTunnel(Attribution):
             the model; the user's module is never modified. Standard errors
             and ``"auto"`` (``weight_noise(draws="auto")``, which adds weight
             draws) count whole weight draws as the independent units, since
-            the samples of one draw share its model.
+            the samples of one draw share its model. Chunk sizes count
+            samples of all draws and are rounded to whole weight draws (or
+            to an equal part of one), and the returned ``nt_samples`` counts
+            samples, ``draws × nt_samples``.
         delta_reduction : {"mean", "none"}
             With ``return_convergence_delta=True``: ``"mean"`` returns one delta
             per example, the mean over its noisy copies; ``"none"`` returns the
