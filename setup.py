@@ -14,7 +14,8 @@ setup(
     # Floors tested by scripts/test_floors.sh (run by .ci/run): the suite with exactly these versions.
     install_requires=["torch>=2.13.0", "captum>=0.8.0", "numpy>=1.23.2", "matplotlib>=3.6.0"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6", "transformers>=4.40"],
+        "test": ["pytest>=7", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6", "transformers>=4.40",
+                 "safetensors>=0.4"],
     },
     license="BSD-3-Clause",
 )

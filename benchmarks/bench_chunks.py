@@ -25,7 +25,7 @@ import torch
 from captum.attr import NoiseTunnel as CaptumNoiseTunnel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_tunnel import Config, ForeignLoad, build_workloads, cpu_model, make_method, method_kwargs, time_interleaved  # noqa: E402
+from bench_tunnel import Config, ForeignLoad, build_workloads, cpu_model, make_method, method_kwargs, publish, time_interleaved  # noqa: E402
 
 import noisegrad  # noqa: E402
 from noisegrad._captum import rows_per_copy, rows_per_split_copy  # noqa: E402
@@ -122,10 +122,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         args.repeats = 3
     results = run(args)
     text = report(results, args, "python " + " ".join(sys.argv))
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import Dict, List, Tuple
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_tunnel import ForeignLoad, build_workloads, cpu_model, noisegrad_revision, time_interleaved  # noqa: E402
+from bench_tunnel import ForeignLoad, build_workloads, cpu_model, noisegrad_revision, publish, time_interleaved  # noqa: E402
 
 import noisegrad  # noqa: E402
 
@@ -150,9 +150,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--baseline", default="", help="a checkout of older noisegrad code to compare shares with")
     parser.add_argument("--out", default="")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--generator-only", action="store_true", help="skip part 2 (the share of a call)")
     parser.add_argument("--share-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     repeats = 3 if args.quick else args.repeats
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.share_json:
         print(json.dumps(share_measurement(repeats, args.quick)))
         return
@@ -168,16 +172,12 @@ def main() -> None:
         "",
         *generator_table(repeats, args.quick),
         "",
-        f"## 2. The noise's share of a call (Saliency, nt_samples = {NT_SAMPLES}, one chunk)",
-        "",
-        *share_table(repeats, args.quick, args.baseline),
-        "",
     ]
+    if not args.generator_only:
+        report += [f"## 2. The noise's share of a call (Saliency, nt_samples = {NT_SAMPLES}, one chunk)", "",
+                   *share_table(repeats, args.quick, args.baseline), ""]
     text = "\n".join(report)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -431,6 +431,14 @@ def noisegrad_revision() -> str:
     return f"git {commit}" + (" with uncommitted changes in noisegrad/" if dirty else "")
 
 
+def publish(text: str, out: Optional[str]) -> None:
+    """Print a report and, if ``out`` names a file, write it there too."""
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+
+
 def mark(ok: bool) -> str:
     return "met" if ok else "**not met**"
 

@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_tunnel import build_workloads, cpu_model  # noqa: E402
+from bench_tunnel import build_workloads, cpu_model, publish  # noqa: E402
 
 import noisegrad  # noqa: E402
 from captum.attr import Saliency  # noqa: E402
@@ -114,10 +114,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     results, peak, bw = rows(args)
     text = report(results, peak, bw, "python " + " ".join(sys.argv))
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ if [[ -z "$QUICK" ]]; then
 fi
 # Ground-truth localisation by method and noise level (~1-2 min).
 run python benchmarks/bench_localisation.py --out $D/localisation.md --figure $F/localisation.png
+# The same question for a small transformer on token ids, noise at the word embedding (~2 min).
+run python benchmarks/bench_text.py --out $D/text.md --figure $F/text_localisation.png
 # The README's figures (~30 s).
 run python tutorials/make_figures.py --out $F
 echo "done: git status shows what changed" >&2

@@ -200,6 +200,89 @@ def summed_gradients(
         return torch.autograd.grad(outputs.sum(), inputs)
 
 
+#: Methods whose several outputs (``outputs=``) are one forward and K batched vector-Jacobian products: they take
+#: their gradients from ``gradient_func`` and only apply elementwise steps to them (|·|, × input, IG's path sum).
+BATCHED_OUTPUT_METHODS = (Saliency, InputXGradient, IntegratedGradients)
+
+
+def batches_outputs(method: Attribution) -> bool:
+    """Whether ``outputs=`` runs one forward per chunk for ``method`` (else one run per output)."""
+    return type(method) in BATCHED_OUTPUT_METHODS and getattr(method, "gradient_func", None) is compute_gradients
+
+
+def output_gradients(outputs: Tuple[int, ...], copies: int) -> Callable[..., Tuple[Tensor, ...]]:
+    """A ``gradient_func`` for inputs tiled once per output: one forward, K vector-Jacobian products.
+
+    The estimator gives the method its ``copies`` noisy rows tiled K times
+    (output-major), so each forward's rows are ``(steps, K, copies)`` with the
+    K blocks equal. The forward runs on one block; the K outputs' gradients
+    are taken together (``is_grads_batched``, or one by one if the model's
+    operations cannot be batched) and laid out as the method expects: block
+    ``k`` holds output ``k``'s gradient.
+    """
+    count = len(outputs)
+
+    def one_block(value: Tensor, rows: int) -> Tensor:
+        steps = rows // (count * copies)
+        return value.reshape((steps, count, copies) + tuple(value.shape[1:]))[:, 0].reshape(
+            (steps * copies,) + tuple(value.shape[1:]))
+
+    def gradient_func(
+        forward_fn: Callable[..., Any], inputs: Any, target_ind: Any = None, additional_forward_args: Any = None
+    ) -> Tuple[Tensor, ...]:
+        inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+        rows = inputs[0].shape[0]
+        if rows % (count * copies):
+            raise ValueError(f"a forward of {rows} rows cannot hold {count} outputs × {copies} noisy copies; "
+                             "outputs= needs the method's forwards to keep whole copies (leave internal_batch_size)")
+        extra = _format_additional_forward_args(additional_forward_args)
+        if extra is not None:
+            extra = tuple(one_block(a, rows) if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == rows else a
+                          for a in extra)
+        with torch.autograd.set_grad_enabled(True):
+            block = tuple(one_block(x, rows) for x in inputs)
+            out = _run_forward(forward_fn, block, None, extra)
+            if out.dim() != 2:
+                raise ValueError(f"outputs= selects columns of a (batch, outputs) model output; the model returns "
+                                 f"shape {tuple(out.shape)}")
+            if max(outputs) >= out.shape[1]:
+                raise ValueError(f"outputs={list(outputs)} names column {max(outputs)}, but the model returns "
+                                 f"{out.shape[1]} outputs per example")
+            selected = out[:, list(outputs)]
+            eye = torch.eye(count, dtype=selected.dtype, device=selected.device)
+            weights = eye.unsqueeze(1).expand(count, selected.shape[0], count)
+            try:
+                grads = torch.autograd.grad(selected, block, grad_outputs=weights, is_grads_batched=True,
+                                            retain_graph=True)
+            except RuntimeError:  # an operation without a batching rule: one product per output
+                per_output = [torch.autograd.grad(selected[:, k].sum(), block, retain_graph=True)
+                              for k in range(count)]
+                grads = tuple(torch.stack(parts) for parts in zip(*per_output))
+        return tuple(
+            g.reshape((count, rows // (count * copies), copies) + tuple(g.shape[2:])).transpose(0, 1).reshape(
+                (rows,) + tuple(g.shape[2:]))
+            for g in grads
+        )
+
+    return gradient_func
+
+
+def attributes_to(method: Attribution, module: Any, to_layer_input: bool) -> bool:
+    """Whether a layer method attributes to ``module``'s output (its ``layer``, or one of its list)."""
+    layer = getattr(method, "layer", None)
+    layers = layer if isinstance(layer, (list, tuple)) else [layer]
+    return not to_layer_input and any(candidate is module for candidate in layers)
+
+
+def repeats_examples_in_place(method: Attribution) -> bool:
+    """Whether the method repeats each example in consecutive rows of its forward (GradientShap, DeepLiftShap).
+
+    Noise at a layer tiles each copy's noise over whole blocks of the chunk's
+    rows, so these methods' row order would give rows other examples' noise.
+    """
+    return isinstance(method, SAMPLES_METHODS + BASELINE_ROWS_METHODS)
+
+
 def evaluates_layer_at_baselines(method: Attribution) -> bool:
     """Whether the method runs the model on its inputs and, separately, on its baselines to find a layer's values.
 

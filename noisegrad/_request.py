@@ -37,6 +37,34 @@ from noisegrad.stats.smoothing import validate_nt_type
 __all__ = ["Request", "check_request"]
 
 
+def validate_outputs(
+    outputs: Any, kwargs: Dict[str, Any], joint: bool, draw_baseline_from_distrib: bool, delta_reduction: Any
+) -> Optional[Tuple[int, ...]]:
+    """``outputs`` (several output columns explained at once) as a tuple of distinct ints, or None."""
+    if outputs is None:
+        return None
+    if isinstance(outputs, Tensor):
+        outputs = outputs.tolist()
+    if isinstance(outputs, (str, bytes)) or not hasattr(outputs, "__iter__"):
+        raise TypeError(f"outputs must be a sequence of output indices, got {type(outputs).__name__}")
+    values = list(outputs)
+    if not values or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0 for v in values):
+        raise ValueError(f"outputs must be a non-empty sequence of output indices >= 0, got {values!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"outputs has repeated indices: {values!r}")
+    if kwargs.get("target") is not None:
+        raise ValueError("give target= (one output per example) or outputs= (several outputs for every example), "
+                         "not both")
+    if joint:
+        raise ValueError("outputs= is not available with joint sampling yet; use the nested estimator (joint=False)")
+    if draw_baseline_from_distrib:
+        raise ValueError("outputs= with draw_baseline_from_distrib is not supported: the K outputs of a copy must "
+                         "share its baseline")
+    if delta_reduction == "none" and kwargs.get("return_convergence_delta"):
+        raise ValueError('outputs= returns deltas per example and output; delta_reduction="none" is not supported')
+    return tuple(int(v) for v in values)
+
+
 def validate_layer_stdevs(stdevs: Any) -> None:
     """With ``noise_layer``, ``stdevs`` is one value for the layer's output: a number, a tensor or ``relative(...)``."""
     if isinstance(stdevs, (Relative, Tensor)):
@@ -82,6 +110,7 @@ class Request:
     noise_mask: Optional[Tensor] = None  # with noise_layer: which (leading) elements of its output get noise
     layer_stdevs: Any = None  # with noise_layer: stdevs as given, for the layer's output
     weights: Optional[CheckedWeights] = None  # weight_noise=: samples are draw_size input draws per weight draw
+    outputs: Optional[Tuple[int, ...]] = None  # several output columns at once: results get a last dimension K
 
     @property
     def device(self) -> torch.device:
@@ -122,6 +151,7 @@ def check_request(
     noise_layer: Any = None,
     noise_mask: Any = None,
     weight_noise: Any = None,
+    outputs: Any = None,
 ) -> Request:
     """Check every argument (raising ``ValueError`` / ``TypeError`` that names it) and build the request.
 
@@ -151,6 +181,11 @@ def check_request(
         raise ValueError("joint sampling draws noise on the inputs; noise_layer= needs the nested estimator "
                          "(joint=False)")
     inputs_tuple = validate_inputs(inputs, discrete=noise_layer is not None)
+    outputs = validate_outputs(outputs, kwargs, is_joint, draw_baseline_from_distrib, delta_reduction)
+    if outputs is not None and nt_samples == "auto" and not _captum.batches_outputs(method):
+        raise ValueError(f'outputs= with nt_samples="auto" needs a method that takes all outputs in one pass '
+                         f"(Saliency, InputXGradient, IntegratedGradients); {type(method).__name__} runs once per "
+                         "output, and each run would stop on its own")
     validate_grad_mode(method)
     nt_type, needs_m2 = validate_nt_type(nt_type)
     weights = None
@@ -187,6 +222,13 @@ def check_request(
     validate_baselines(kwargs.get("baselines"), inputs_tuple)
     kwargs = validate_feature_mask(kwargs, inputs_tuple)
     layer, sigmas = None, ()
+    if noise_layer is not None and _captum.repeats_examples_in_place(method):
+        raise ValueError(f"noise_layer= is not available with {type(method).__name__}, which repeats each example in "
+                         "consecutive rows of its forward; smooth Saliency, InputXGradient, IntegratedGradients, "
+                         "DeepLift or a layer method instead")
+    if isinstance(noise_layer, str) and not noise_layer:
+        raise ValueError("noise_layer='' names the whole model (noise on its outputs changes no gradient); "
+                         "name one of its modules")
     if noise_layer is not None:
         layer = resolve_layer(noise_layer, tuple(modules_of(method.forward_func)))
         validate_layer_stdevs(stdevs)  # its shape is checked against the layer's output by LayerNoise.measure
@@ -205,6 +247,7 @@ def check_request(
         seeds=SampleSeeds.from_arguments(seed, generator), seeded=seeded, kwargs=kwargs, example_ids=ids,
         noise_layer=layer, noise_mask=token_mask(noise_mask, inputs_tuple[0].shape[0]), layer_stdevs=stdevs,
         weights=weights,
+        outputs=outputs,
     )
 
 

@@ -52,7 +52,8 @@ def validate_inputs(inputs: object, discrete: bool = False) -> Tuple[Tensor, ...
             raise TypeError(
                 f"input {i} has dtype {x.dtype}; Gaussian noise can only be added to floating-point inputs. "
                 "For token ids or other discrete inputs, add the noise to the embedding's output instead: "
-                "noise_layer=model.embeddings (any module of the model, or its dotted name)"
+                "noise_layer=model.embeddings (any module of the model, or its dotted name; for a Hugging Face "
+                "model, model.get_input_embeddings())"
             )
         if x.dim() == 0:
             raise ValueError(f"input {i} is a 0-dim tensor; dimension 0 must index the examples of the batch")

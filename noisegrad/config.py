@@ -72,7 +72,9 @@ class SmoothingConfig:
         σ as a fraction of the spread of the data: of each example
         (``scope="example"``, the SmoothGrad paper's reading) or of the whole
         input tensor (``scope="data"``, innsight's). Default 0.15 when no
-        other noise is given.
+        other noise is given. With ``scope="data"`` σ depends on the batch
+        passed, so an example's noise then depends on its batch: split a
+        data set with ``scope="example"`` or an absolute ``noise``.
     relative_to : {"range", "std"}
         The spread ``noise_level`` is a fraction of.
     scope : {"example", "data"}
@@ -124,17 +126,18 @@ class SmoothingConfig:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if self.nt_type not in NT_TYPES:
-            raise ValueError(f"nt_type must be one of {NT_TYPES}, got {self.nt_type!r}")
+            raise ValueError(f"nt_type must be one of {tuple(NT_TYPES)}, got {self.nt_type!r}")
         if self.nt_samples != "auto":
-            _positive_int("nt_samples", self.nt_samples)
+            set_(self, "nt_samples", _positive_int("nt_samples", self.nt_samples))
         elif self.sampler == "lhs":
             raise ValueError('nt_samples="auto" cannot use sampler="lhs": a Latin hypercube needs its sample count')
         if self.nt_samples != "auto" and (self.tol is not None or self.max_samples is not None):
             raise ValueError('tol and max_samples apply to nt_samples="auto" only')
-        if self.tol is not None and not (isinstance(self.tol, numbers.Real) and 0 < self.tol < math.inf):
+        if self.tol is not None and (isinstance(self.tol, bool) or not (isinstance(self.tol, numbers.Real)
+                                                                        and 0 < self.tol < math.inf)):
             raise ValueError(f"tol must be a positive number, got {self.tol!r}")
         if self.max_samples is not None:
-            _positive_int("max_samples", self.max_samples, low=2)
+            set_(self, "max_samples", _positive_int("max_samples", self.max_samples, low=2))
         given = [name for name in ("noise", "feature_noise", "noise_level") if getattr(self, name) is not None]
         if len(given) > 1:
             raise ValueError(f"give one noise specification, got {'= and '.join(given)}=")
@@ -157,14 +160,23 @@ class SmoothingConfig:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         batch = self.nt_samples_batch_size
         if batch is not None and batch != "auto":
-            _positive_int("nt_samples_batch_size", batch)
+            set_(self, "nt_samples_batch_size", _positive_int("nt_samples_batch_size", batch))
         for name in ("max_batch_rows", "memory_budget"):
             if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)):
-            raise TypeError(f"seed must be an int or None, got {self.seed!r}")
+                set_(self, name, _positive_int(name, getattr(self, name)))
+        if self.seed is not None:
+            if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+                raise TypeError(f"seed must be an int or None, got {self.seed!r}")
+            set_(self, "seed", int(self.seed))
+        if self.tol is not None:
+            set_(self, "tol", float(self.tol))
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)} or None, got {self.dtype!r}")
+        if self.noise_layer is not None and (self.feature_noise is not None or
+                                             (self.noise is None and self.scope == "data")):
+            raise ValueError("with noise_layer, give noise= (absolute) or noise_level with scope='example' (measured "
+                             "on each example's output of that layer); feature_noise and scope='data' describe the "
+                             "inputs, which are not perturbed")
         if self.noise_layer is not None and not isinstance(self.noise_layer, str):
             raise TypeError("noise_layer in a configuration is the module's dotted name (a str), so that it can be "
                             f"saved; got {type(self.noise_layer).__name__}")
@@ -378,6 +390,9 @@ class SmoothingConfig:
         >>> SmoothingConfig.from_pnpxai(n_iter=30, nt_type="vargrad").nt_samples
         30
         """
+        if layer is not None and not isinstance(layer, str):
+            raise TypeError("from_pnpxai(layer=...) takes the layer's dotted name (e.g. 'embeddings'), which a "
+                            "configuration can save; to pass the module itself, use VarGrad(model, layer=module)")
         return cls(nt_type=nt_type, nt_samples=_positive_int("n_iter", n_iter), noise_level=noise_level,
                    noise_layer=layer)
 

@@ -9,6 +9,7 @@ tuples): extractors pick the forward arguments out of them, as pnpxai's do.
 """
 
 import copy
+import inspect
 from typing import Any, Callable, Dict, Optional, Type, Union
 
 import torch
@@ -102,7 +103,8 @@ class Smoothed:
         if self.additional_forward_arg_extractor is not None:
             if "additional_forward_args" in kwargs:
                 raise TypeError("additional_forward_args comes from additional_forward_arg_extractor; give one")
-            kwargs["additional_forward_args"] = self.additional_forward_arg_extractor(batch)
+            extra = self.additional_forward_arg_extractor(batch)
+            kwargs["additional_forward_args"] = tuple(extra) if isinstance(extra, list) else extra
         if isinstance(inputs, list):
             inputs = tuple(inputs)
         model = self.model
@@ -150,7 +152,15 @@ class Smoothed:
         >>> explainer.config.nt_samples, explainer.config.noise_level
         (8, 0.3)
         """
+        if "n_iter" in changes:  # pnpxai's name for the sample count
+            changes["nt_samples"] = changes.pop("n_iter")
         fields = {name: changes.pop(name) for name in list(changes) if name in SmoothingConfig.__dataclass_fields__}
+        accepted = inspect.signature(self.method.attribute).parameters
+        unknown = sorted(name for name in changes if name not in accepted)
+        if unknown:
+            raise ValueError(f"set_kwargs got {unknown}: neither SmoothingConfig fields "
+                             f"({sorted(SmoothingConfig.__dataclass_fields__)}) nor arguments of "
+                             f"{self.method.__name__}.attribute")
         if fields:
             self.config = self.config.replace(**fields)
         self.method_kwargs.update(changes)
@@ -161,7 +171,10 @@ class Smoothed:
 
 
 class _GradientSmoothing(Smoothed):
-    """Smoothing of the plain gradient: Saliency (signed unless ``absolute``), or the layer gradient with ``layer``."""
+    """Smoothing of the plain gradient: Saliency (signed unless ``absolute``), or the layer gradient with ``layer``.
+
+    The class decides ``nt_type``, so one configuration serves all three.
+    """
 
     def __init__(
         self,
@@ -174,8 +187,6 @@ class _GradientSmoothing(Smoothed):
         additional_forward_arg_extractor: Optional[Extractor] = None,
         **config_fields: Any,
     ) -> None:
-        if config is not None and config.nt_type != self.nt_type:
-            raise ValueError(f"{type(self).__name__} computes {self.nt_type}; the config says {config.nt_type!r}")
         if layer is None and config is not None:
             layer = config.noise_layer  # noise at a layer (pnpxai's layer=): the gradient there
         method = LayerGradientXActivation if layer is not None else Saliency

@@ -1,5 +1,6 @@
 """NoiseTunnel: smooth any Captum attribution over noisy copies of its inputs."""
 
+import dataclasses
 import warnings
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
@@ -20,6 +21,7 @@ from noisegrad.perturb.layer import LayerNoise
 from noisegrad.perturb.weight_spec import WeightNoiseSpec
 from noisegrad.perturb.weights import WeightNoise
 from noisegrad.plan import ChunkPlan, activation_bytes_per_row
+from noisegrad.result import FIELDS as RESULT_FIELDS
 from noisegrad.result import SmoothedAttribution
 from noisegrad.sampling.samplers import DEFAULT_REPLICATES, NoiseSampler
 from noisegrad.sampling.streams import Purpose, stream
@@ -116,6 +118,7 @@ class NoiseTunnel(Attribution):
         noise_layer: Union[nn.Module, str, None] = None,
         noise_mask: Optional[Tensor] = None,
         weight_noise: Optional[WeightNoiseSpec] = None,
+        outputs: Optional[Sequence[int]] = None,
         delta_reduction: str = "mean",
         **kwargs: Any,
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
@@ -234,7 +237,20 @@ class NoiseTunnel(Attribution):
             values, not the baselines' (as Captum's NoiseTunnel perturbs
             inputs, not baselines); every other method sees the noise in
             every forward, each copy's own noise repeated over a path
-            method's steps. Not with ``joint``.
+            method's steps. One extra forward of the clean batch, without
+            gradients, measures the module's output (its shape, and σ for
+            ``relative(...)``) before the noisy copies run. Not with
+            ``joint``.
+        outputs : sequence of int, optional
+            Explain several output columns at once instead of one ``target``:
+            every result gets a last dimension of size K (attributions
+            ``(batch, ..., K)``, deltas and relative standard errors
+            ``(batch, K)``), equal to K calls with ``target=k`` and the same
+            seed. For Saliency, InputXGradient and IntegratedGradients each
+            chunk runs one forward and the K gradients are taken together
+            (batched vector-Jacobian products); other methods run once per
+            output. Not with ``target``, ``joint`` or
+            ``draw_baseline_from_distrib``.
         noise_mask : Tensor, optional
             With ``noise_layer``: a ``(batch, ...)`` tensor aligned with the
             leading dimensions of the module's output (the attention mask for
@@ -274,13 +290,18 @@ class NoiseTunnel(Attribution):
             self.attribution_method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs,
             draw_baseline_from_distrib, max_batch_rows, memory_budget, joint, sampler, return_stderr, tol,
             max_samples, seed, generator, delta_reduction, dict(kwargs), accepted=self._accepted_keywords,
-            example_ids=example_ids, noise_layer=noise_layer, noise_mask=noise_mask, weight_noise=weight_noise,
+            example_ids=example_ids, noise_layer=noise_layer, noise_mask=noise_mask, outputs=outputs,
+            weight_noise=weight_noise,
         )
         return self._run(request)
 
     def _run(self, request: Request) -> Any:
         """plan → run → finish, for a checked request."""
         method = self.attribution_method
+        if request.outputs is not None and not _captum.batches_outputs(method):  # one run per output, same noise
+            runs = [self._run(dataclasses.replace(request, outputs=None, kwargs=dict(request.kwargs, target=k)))
+                    for k in request.outputs]
+            return _stack_outputs(runs)
         global_seed = request.seeds.derived(0) if request.seeded else None
         with guarded(method, request.device, global_seed):
             estimator = _estimator(method, request)
@@ -309,8 +330,12 @@ def _estimator(method: Attribution, request: Request) -> Any:
     replicates = DEFAULT_REPLICATES if request.needs_groups else 1
     sampler = NoiseSampler(request.sampler, request.seeds, request.limit, replicates)
     if request.noise_layer is not None:
+        # layer IG attributing to the noise layer itself perturbs the inputs' layer values only (Captum perturbs
+        # inputs, not baselines); in every other case each copy is the model with its noise at the layer
+        own = _captum.evaluates_layer_at_baselines(method) and _captum.attributes_to(
+            method, request.noise_layer, bool(request.kwargs.get("attribute_to_layer_input", False)))
         noise: Any = LayerNoise(request.inputs, request.noise_layer, request.layer_stdevs, sampler, request.example_ids,
-                                request.noise_mask, only_own_forwards=_captum.evaluates_layer_at_baselines(method))
+                                request.noise_mask, only_own_forwards=own)
         extra = request.kwargs.get("additional_forward_args")
         with torch.random.fork_rng(devices=_cuda_devices(request.inputs)):  # a dropout in training mode draws nothing
             noise.measure(lambda inputs: _captum.run_forward(method.forward_func, inputs, None, extra))
@@ -327,7 +352,27 @@ def _estimator(method: Attribution, request: Request) -> Any:
         sample_seed = lambda sample: seeds(stream(Purpose.GLOBAL_RNG), sample) & (2**63 - 1)  # noqa: E731
     baseline_seed = request.seeds.base_seed if request.draw_baseline_from_distrib else None
     return NestedEstimator(method, noise, request.kwargs, request.is_inputs_tuple, request.return_delta,
-                           baseline_seed, sample_seed)
+                           baseline_seed, sample_seed, request.outputs)
+
+
+def _stack_outputs(runs: list) -> Any:
+    """The results of one run per output, each value stacked along a new last dimension (as ``outputs=`` gives)."""
+
+    def stack(values: list) -> Any:
+        first = values[0]
+        if isinstance(first, Tensor):
+            return torch.stack(values, dim=-1)
+        if isinstance(first, (tuple, list)):
+            return type(first)(stack(list(parts)) for parts in zip(*values))
+        if first is None or all(v == first for v in values):
+            return first
+        return torch.tensor(values).unsqueeze(0)
+
+    first = runs[0]
+    if isinstance(first, SmoothedAttribution):
+        fields = {name: stack([getattr(r, name) for r in runs]) for name in RESULT_FIELDS}
+        return SmoothedAttribution(**fields)
+    return stack(runs)
 
 
 def _cuda_devices(inputs: Tuple[Tensor, ...]) -> list:
@@ -389,7 +434,7 @@ def _finish(request: Request, estimator: Any, tally: Tally, rule: Optional[Stopp
         cast = [v.to(d) for v, d in zip(values, tally.dtypes)]
         return SmoothedAttribution(
             estimator.format(tuple(cast)), estimator.format(tuple(e.to(d) for e, d in zip(errors, tally.dtypes))),
-            relative_stderr(errors, values), used,
+            relative_stderr(errors, values, per_output=request.outputs is not None), used,
             None if delta is None else delta.to(tally.delta_dtype), dof, converged,
         )
     values = [v.to(d) for v, d in zip(tally.values(request.nt_type), tally.dtypes)]
@@ -400,6 +445,7 @@ def _finish(request: Request, estimator: Any, tally: Tally, rule: Optional[Stopp
     errors, dof = tally.stderrs(request.nt_type)
     errors = [e.to(d) for e, d in zip(errors, tally.dtypes)]
     return SmoothedAttribution(
-        result, estimator.format(tuple(errors)), relative_stderr(errors, values), request.limit, delta, dof,
+        result, estimator.format(tuple(errors)),
+        relative_stderr(errors, values, per_output=request.outputs is not None), request.limit, delta, dof,
         delta_stderr=tally.delta_stderr(),
     )

@@ -144,15 +144,18 @@ def test_double_precision_runs_on_a_copy_and_leaves_the_users_model_alone():
     torch.testing.assert_close(result.attributions, expected.attributions, rtol=1e-12, atol=1e-14)
 
 
+class Scaled(nn.Module):
+    """A model with a second forward argument, as a batch dict carries it."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = make_mlp(seed=1)
+
+    def forward(self, x, scale):
+        return self.inner(x) * scale
+
+
 def test_batches_as_dicts_go_in_through_extractors():
-    class Scaled(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = make_mlp(seed=1)
-
-        def forward(self, x, scale):
-            return self.inner(x) * scale
-
     model = Scaled()
     scale = torch.tensor([[1.0], [2.0], [0.5], [3.0]], dtype=torch.float64)
     batch = {"features": X, "scale": scale, "label": torch.tensor([0, 1, 2, 0])}
@@ -215,5 +218,30 @@ def test_explainer_arguments_are_checked():
         Smoothed(make_mlp(), LayerGradientXActivation)
     with pytest.raises(ValueError, match="names no submodule"):
         SmoothGrad(make_mlp(), layer="nope")
-    with pytest.raises(ValueError, match="SquareGrad computes smoothgrad_sq"):
-        SquareGrad(make_mlp(), SmoothingConfig())
+    assert SquareGrad(make_mlp(), SmoothingConfig()).config.nt_type == "smoothgrad_sq"  # one config serves all
+    with pytest.raises(ValueError, match=r"set_kwargs got \['foo'\]"):
+        SmoothGrad(make_mlp()).set_kwargs(foo=1)
+    assert SmoothGrad(make_mlp()).set_kwargs(n_iter=9).config.nt_samples == 9  # pnpxai's name
+    with pytest.raises(TypeError, match="dotted name"):
+        SmoothingConfig.from_pnpxai(layer=nn.Linear(2, 2))
+
+
+def test_numpy_scalars_become_python_values_and_layer_noise_must_be_measurable_on_the_layer():
+    np = pytest.importorskip("numpy")
+    config = SmoothingConfig(nt_samples=np.int64(8), seed=np.int64(1), max_batch_rows=np.int32(64))
+    assert json.loads(config.to_json())["nt_samples"] == 8 and type(config.seed) is int
+    for fields in (dict(noise_level=0.1, scope="data", noise_layer="emb"), dict(feature_noise={0: 0.1},
+                                                                                  noise_layer="emb")):
+        with pytest.raises(ValueError, match="with noise_layer, give noise="):
+            SmoothingConfig(**fields)
+    with pytest.raises(ValueError, match="tol must be a positive number"):
+        SmoothingConfig(nt_samples="auto", tol=True)
+
+
+def test_an_additional_argument_extractor_may_return_a_list():
+    batch = {"x": X, "scale": torch.full((4, 1), 2.0, dtype=torch.float64)}
+    as_list = SmoothGrad(Scaled(), nt_samples=3, seed=0, forward_arg_extractor=lambda b: b["x"],
+                         additional_forward_arg_extractor=lambda b: [b["scale"]]).attribute(batch, target=0)
+    as_tuple = SmoothGrad(Scaled(), nt_samples=3, seed=0, forward_arg_extractor=lambda b: b["x"],
+                          additional_forward_arg_extractor=lambda b: (b["scale"],)).attribute(batch, target=0)
+    torch.testing.assert_close(as_list.attributions, as_tuple.attributions, rtol=0, atol=0)

@@ -409,6 +409,8 @@ def test_token_scores_sum_or_take_the_norm_over_the_hidden_dimensions():
     torch.testing.assert_close(token_scores(attr, "l2"), attr.pow(2).sum(dim=(2, 3)).sqrt())
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     assert bool((token_scores(attr, mask=mask)[0, 3:] == 0).all())
+    per_output = token_scores(attr, mask=mask, per_output=True)  # the last dimension as outputs (outputs=)
+    torch.testing.assert_close(per_output, attr.sum(dim=2) * mask.unsqueeze(-1))
     with pytest.raises(ValueError, match="reduce must be one of"):
         token_scores(attr, "mean")
     with pytest.raises(ValueError, match=r"mask must have shape \(2, 5\)"):
@@ -424,3 +426,64 @@ def test_integrated_gradients_token_scores_add_up_to_the_change_in_the_output():
         method="gausslegendre", return_convergence_delta=True)
     change = (model(IDS) - model(BASE))[:, 1].detach()
     torch.testing.assert_close(token_scores(attr).sum(1), change, rtol=1e-6, atol=1e-8)
+
+
+class Deep(nn.Module):
+    """Token ids → embedding → hidden → head: layer IG on the embedding, noise at the hidden layer downstream."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.embed, self.hidden, self.head = nn.Embedding(VOCAB, HIDDEN), nn.Linear(HIDDEN, HIDDEN), nn.Linear(HIDDEN, 2)
+        self.double().eval()
+
+    def forward(self, ids):
+        return self.head(torch.tanh(self.hidden(self.embed(ids)))).mean(1)
+
+
+def test_layer_ig_with_the_noise_downstream_of_its_layer_averages_the_perturbed_models():
+    """Each copy is the model with its noise at the hidden layer, in every forward (path points and baselines)."""
+    model = Deep()
+    ours = NoiseTunnel(LayerIntegratedGradients(model, model.embed)).attribute(
+        IDS, nt_samples=3, stdevs=0.5, target=1, seed=SEED, noise_layer=model.hidden, baselines=BASE, n_steps=6)
+    noise = torch.cat([chunk.view(-1, 3, TOKENS, HIDDEN) for chunk in layer_noise((3, TOKENS, HIDDEN), 3, None, 0.5)])
+    reference = torch.zeros_like(ours)
+    for k in range(3):
+        def add(_module, _args, output, k=k):
+            return output + noise[k].repeat(output.shape[0] // 3, 1, 1)
+
+        handle = model.hidden.register_forward_hook(add)
+        try:
+            reference += LayerIntegratedGradients(model, model.embed).attribute(
+                IDS, target=1, baselines=BASE, n_steps=6).detach() / 3
+        finally:
+            handle.remove()
+    torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
+
+
+def test_methods_that_repeat_each_example_in_place_and_an_empty_name_are_refused():
+    from captum.attr import GradientShap
+
+    model = FloatModel()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="not available with GradientShap"):
+        NoiseTunnel(GradientShap(model)).attribute(x, nt_samples=2, target=0, noise_layer=model.first,
+                                                   baselines=torch.zeros(3, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="names the whole model"):
+        NoiseTunnel(Saliency(model)).attribute(x, nt_samples=2, target=0, noise_layer="")
+
+
+def test_a_noise_layer_that_runs_twice_per_forward_with_other_shapes_is_named():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.act = nn.Linear(5, 8), nn.Linear(8, 3), nn.Tanh()
+            self.double()
+
+        def forward(self, x):
+            return self.act(self.b(self.act(self.a(x))))
+
+    model = Shared()
+    with pytest.raises(ValueError, match="runs more than once per forward"):
+        NoiseTunnel(Saliency(model)).attribute(torch.randn(4, 5, dtype=torch.float64), nt_samples=2, target=0,
+                                               noise_layer=model.act)

@@ -37,7 +37,8 @@ def images(book) -> list:
 def test_there_are_tutorials():
     assert {p.name for p in NOTEBOOKS} >= {"01_quick_start.ipynb", "02_wrapping_captum.ipynb",
                                            "03_noise_and_samples.ipynb", "04_errors_samplers_auto.ipynb",
-                                           "05_joint_smoothgrad_ig.ipynb", "06_tabular_and_command_line.ipynb"}
+                                           "05_joint_smoothgrad_ig.ipynb", "06_tabular_and_command_line.ipynb",
+                                           "07_text.ipynb"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

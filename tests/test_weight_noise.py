@@ -211,6 +211,18 @@ def test_tuple_inputs_and_per_example_forward_arguments_follow_their_rows(monkey
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("make, kwargs", [(IntegratedGradients, dict(n_steps=4)), (Saliency, dict(abs=False))])
+def test_several_outputs_at_once_give_each_outputs_own_run(make, kwargs):
+    """outputs= tiles every copy once per output; the weight draws still split each forward by draw."""
+    nt = NoiseTunnel(make(make_cnn()))
+    common = dict(nt_samples=2, stdevs=0.1, seed=SEED, weight_noise=weight_noise(0.3, draws=4),
+                  nt_samples_batch_size=4, **kwargs)
+    together = torch.as_tensor(nt.attribute(X, outputs=[0, 2], **common))
+    for index, output in enumerate((0, 2)):
+        torch.testing.assert_close(together[..., index], nt.attribute(X, target=output, **common),
+                                   rtol=1e-9, atol=1e-12)
+
+
 def test_additive_noise_and_a_filter_by_name_equal_the_reference():
     make, kwargs = METHODS["Saliency"]
     model = make_cnn()

@@ -53,6 +53,7 @@ class NestedEstimator:
         return_delta: bool,
         baseline_seed: Optional[int] = None,
         sample_seed: Optional[Callable[[int], int]] = None,
+        outputs: Optional[Tuple[int, ...]] = None,
     ) -> None:
         if return_delta:
             kwargs = dict(kwargs, return_convergence_delta=True)
@@ -63,7 +64,8 @@ class NestedEstimator:
         # GradientShap and DeepLiftShap sample or average over their baselines: never one row per example
         self.baseline_distribution = _captum.takes_baseline_distribution(method) or baseline_seed is not None
         self.chunk_kwargs = self._chunk_kwargs()
-        self.rows_per_copy = _captum.rows_per_copy(method, kwargs)
+        self.outputs = outputs
+        self.rows_per_copy = _captum.rows_per_copy(method, kwargs) * (len(outputs) if outputs else 1)
         self.splits_itself = _captum.rows_per_split_copy(method)
 
     def set_internal_batch_size(self, rows: int) -> None:
@@ -94,24 +96,34 @@ class NestedEstimator:
 
     def _attribute(self, sample_ids: range) -> Chunk:
         rows = self.perturbation.rows(sample_ids)
+        n, batch = len(sample_ids), rows[0].shape[0] // len(sample_ids)
+        expanded = sample_ids
+        if self.outputs is not None:  # every copy once per output, output-major: one forward, K gradients
+            count = len(self.outputs)
+            rows = tuple(x.repeat((count,) + (1,) * (x.dim() - 1)) for x in rows)
+            self.method.gradient_func = _captum.output_gradients(self.outputs, n * batch)
+            expanded = range(0, n * count)  # the per-copy arguments, expanded as for n × K samples
         if self.is_gradient_method:
             rows = tuple(x.requires_grad_() if x.is_floating_point() else x for x in rows)
+        kwargs = self.chunk_kwargs.for_chunk(expanded)
+        if self.outputs is not None:  # each block's output as its target: what the method's delta selects
+            kwargs = dict(kwargs, target=torch.tensor(self.outputs, device=rows[0].device).repeat_interleave(n * batch))
         with self.perturbation.applied():
-            out = call_wrapped(
-                self.method, rows if self.is_inputs_tuple else rows[0], self.chunk_kwargs.for_chunk(sample_ids)
-            )
-        n = len(sample_ids)
-        batch = rows[0].shape[0] // n
+            out = call_wrapped(self.method, rows if self.is_inputs_tuple else rows[0], kwargs)
         deltas = None
         if self.return_delta:
             out, delta = out
-            deltas = torch.as_tensor(delta).detach().reshape(n, batch, -1)
+            deltas = torch.as_tensor(delta).detach().reshape(len(expanded), batch, -1)
         attributions = out if isinstance(out, tuple) else (out,)
         self.is_attr_tuple = isinstance(out, tuple)
+        by_sample = tuple(_by_sample(a, batch, len(expanded)) for a in attributions)
+        if self.outputs is not None:
+            by_sample = tuple(_outputs_last(a, len(self.outputs)) for a in by_sample)
+            deltas = None if deltas is None else _outputs_last(deltas, len(self.outputs)).transpose(2, 3)
         return Chunk(
-            tuple(_by_sample(a, batch, n) for a in attributions),
+            by_sample,
             deltas,
-            tuple(a._base is None for a in attributions),  # a fresh (non-view) attribution is ours to centre in place
+            tuple(a._base is None for a in by_sample),  # a fresh (non-view) attribution is ours to centre in place
         )
 
     def select(self, keep: Tensor) -> None:
@@ -123,6 +135,13 @@ class NestedEstimator:
     def format(self, tensors: Tuple[Tensor, ...]) -> Any:
         """The user's form: a tuple if the method returned one."""
         return tensors if self.is_attr_tuple else tensors[0]
+
+
+def _outputs_last(by_sample: Tensor, count: int) -> Tensor:
+    """``(K·n, batch, ...)`` rows of K outputs (output-major) as ``(n, batch, ..., K)``, contiguous."""
+    shape = tuple(by_sample.shape)
+    split = by_sample.reshape((count, shape[0] // count) + shape[1:])
+    return split.movedim(0, -1).contiguous()
 
 
 def _by_sample(attribution: Tensor, batch: int, n: int) -> Tensor:

@@ -42,9 +42,13 @@ def resolve_layer(noise_layer: Union[nn.Module, str], modules: Tuple[nn.Module, 
             return module.get_submodule(noise_layer)
         except AttributeError:
             continue
-    found = ", ".join(type(m).__name__ for m in modules) or "no module"
-    raise ValueError(f"noise_layer={noise_layer!r} names no submodule of the model ({found} found behind the "
-                     "forward function); give the module itself, e.g. noise_layer=model.embeddings")
+    if not modules:
+        raise ValueError(f"noise_layer={noise_layer!r} is a name, but no nn.Module was found behind the forward "
+                         "function to look it up in; give the module itself, e.g. noise_layer=model.embeddings")
+    embeddings = [name for m in modules for name, sub in m.named_modules() if isinstance(sub, nn.Embedding)]
+    children = [name for m in modules for name, _ in m.named_children()]
+    raise ValueError(f"noise_layer={noise_layer!r} names no submodule of the model; its embeddings: "
+                     f"{embeddings[:6] or 'none'}, its top-level modules: {children[:12]}")
 
 
 def token_mask(mask: Any, batch: int) -> Optional[Tensor]:
@@ -231,6 +235,12 @@ class LayerNoise:
                 "its steps with internal_batch_size cannot be smoothed at a layer; leave internal_batch_size unset)"
             )
         noise = self._chunk_noise(output)
+        if tuple(noise.shape[1:]) != tuple(output.shape[1:]):
+            raise ValueError(
+                f"noise_layer ({type(self.module).__name__}) gave outputs of shapes {tuple(noise.shape[1:])} and "
+                f"{tuple(output.shape[1:])} per row in one chunk: a module that runs more than once per forward "
+                "(a shared activation) cannot be the noise layer; give one that runs once"
+            )
         repeats = output.shape[0] // copies
         if repeats > 1:
             noise = noise.unsqueeze(0).expand((repeats,) + tuple(noise.shape)).reshape(output.shape)

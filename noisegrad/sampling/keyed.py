@@ -16,7 +16,7 @@ the tensor's own device:
 
 Integer arithmetic is exact, so the bits are the same on every device and in
 any batch, chunk or process. Normals are ``√2·erfinv(2u − 1)`` of a 24-bit
-uniform ``u``, which never reaches 0 or 1 (so at most 5.3 σ).
+uniform ``u``, which never reaches 0 or 1 (so at most 5.42 σ).
 
 References
 ----------

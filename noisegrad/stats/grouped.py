@@ -128,11 +128,13 @@ def _collapsed(groups: Sequence[Moments], count: int) -> Tuple[Tensor, int]:
     return variance.sqrt(), pairs
 
 
-def relative_stderr(stderr: Sequence[Tensor], attributions: Sequence[Tensor]) -> Tensor:
+def relative_stderr(stderr: Sequence[Tensor], attributions: Sequence[Tensor], per_output: bool = False) -> Tensor:
     """Per example, ‖standard error‖ / ‖attribution‖ over all elements of all attribution tensors.
 
     An all-zero attribution gives ``inf`` if its standard error is not zero
-    (no relative accuracy is reached) and ``NaN`` if it is.
+    (no relative accuracy is reached) and ``NaN`` if it is. ``per_output``:
+    the last dimension indexes outputs (``outputs=``), and each gets its own
+    ratio, shape ``(batch, K)``.
 
     Examples
     --------
@@ -140,6 +142,7 @@ def relative_stderr(stderr: Sequence[Tensor], attributions: Sequence[Tensor]) ->
     tensor([0.1000], dtype=torch.float64)
     """
     batch = attributions[0].shape[0]
-    error = sum(s.reshape(batch, -1).double().pow(2).sum(dim=1) for s in stderr)
-    size = sum(a.reshape(batch, -1).double().pow(2).sum(dim=1) for a in attributions)
+    shape = (batch, -1, attributions[0].shape[-1]) if per_output else (batch, -1)
+    error = sum(s.reshape(shape).double().pow(2).sum(dim=1) for s in stderr)
+    size = sum(a.reshape(shape).double().pow(2).sum(dim=1) for a in attributions)
     return (error / size).sqrt()

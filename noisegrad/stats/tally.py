@@ -23,9 +23,10 @@ class Chunk:
     attributions : tuple of Tensor
         Each ``(n, batch, ...)``: the contribution of every (sample, example).
     deltas : Tensor, optional
-        ``(n, batch, e)``: the convergence deltas of every (sample, example),
-        ``e`` per row of the wrapped method's own expansion (GradientShap's
-        ``n_samples``), or ``None``.
+        ``(n, batch, e)`` or, with several outputs, ``(n, batch, K, e)``: the
+        convergence deltas of every (sample, example), ``e`` per row of the
+        wrapped method's own expansion (GradientShap's ``n_samples``), or
+        ``None``.
     fresh : tuple of bool
         Whether each attribution tensor is ours to overwrite (not a view of
         something the caller may keep).
@@ -88,7 +89,7 @@ class Tally:
         if chunk.deltas is not None:
             self.delta_dtype = chunk.deltas.dtype
             if self.deltas is not None:
-                per_sample = chunk.deltas.mean(dim=2, dtype=accumulation_dtype(chunk.deltas.dtype))
+                per_sample = chunk.deltas.mean(dim=-1, dtype=accumulation_dtype(chunk.deltas.dtype))
                 self.deltas.update(per_sample, sample_ids, overwrite=True)
             elif self.delta_log is not None:
                 self.delta_log.add(chunk.deltas)

@@ -1,0 +1,140 @@
+"""Several outputs at once (``outputs=``): equal to one run per output, with one forward per chunk where batched."""
+
+import pytest
+import torch
+from captum.attr import (
+    DeepLift,
+    FeatureAblation,
+    InputXGradient,
+    IntegratedGradients,
+    LayerIntegratedGradients,
+    Saliency,
+)
+from torch import nn
+
+from conftest import make_cnn, make_mlp
+from noisegrad import NoiseTunnel
+
+X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+OUTPUTS = [2, 0]
+
+METHODS = {
+    "saliency": (Saliency, {"abs": False}),
+    "input_x_gradient": (InputXGradient, {}),
+    "integrated_gradients": (IntegratedGradients, {"n_steps": 6, "return_convergence_delta": True}),
+    "deeplift (one run per output)": (DeepLift, {"return_convergence_delta": True}),
+    "feature ablation (one run per output)": (FeatureAblation, {}),
+}
+
+
+def separate_runs(nt, x, **kwargs):
+    runs = [nt.attribute(x, target=k, **kwargs) for k in OUTPUTS]
+    if kwargs.get("return_convergence_delta"):
+        return torch.stack([r[0] for r in runs], -1), torch.stack([r[1] for r in runs], -1)
+    return torch.stack(runs, -1)
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_several_outputs_equal_one_run_per_output(name, nt_type, batch_size):
+    method, kwargs = METHODS[name]
+    nt = NoiseTunnel(method(make_mlp(seed=1)))
+    common = dict(nt_type=nt_type, nt_samples=6, nt_samples_batch_size=batch_size, stdevs=0.3, seed=4, **kwargs)
+    ours = nt.attribute(X, outputs=OUTPUTS, **common)
+    expected = separate_runs(nt, X, **common)
+    if kwargs.get("return_convergence_delta"):
+        torch.testing.assert_close(ours[1], expected[1], rtol=1e-10, atol=1e-12)
+        ours, expected = ours[0], expected[0]
+    assert ours.shape == X.shape + (len(OUTPUTS),)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_standard_errors_of_a_method_run_once_per_output_are_stacked_too():
+    nt = NoiseTunnel(DeepLift(make_mlp(seed=1)))
+    common = dict(nt_samples=6, stdevs=0.3, seed=4, return_stderr=True, return_convergence_delta=True)
+    ours = nt.attribute(X, outputs=OUTPUTS, **common)
+    runs = [nt.attribute(X, target=k, **common) for k in OUTPUTS]
+    for name in ("attributions", "stderr", "relative_stderr", "delta"):
+        torch.testing.assert_close(getattr(ours, name), torch.stack([getattr(r, name) for r in runs], -1))
+    assert int(ours.dof) == 5  # i.i.d. SmoothGrad: the textbook n − 1
+
+
+def test_standard_errors_and_tuple_inputs_carry_an_output_dimension():
+    model = make_mlp(seed=1)
+
+    def two_inputs(a, b):
+        return model(torch.cat([a, b], dim=1))
+
+    x = (X[:, :2], X[:, 2:])
+    nt = NoiseTunnel(Saliency(two_inputs))
+    ours = nt.attribute(x, outputs=OUTPUTS, nt_samples=8, stdevs=0.2, seed=1, abs=False, return_stderr=True,
+                        sampler="antithetic")
+    runs = [nt.attribute(x, target=k, nt_samples=8, stdevs=0.2, seed=1, abs=False, return_stderr=True,
+                         sampler="antithetic") for k in OUTPUTS]
+    for i in range(2):
+        torch.testing.assert_close(ours.attributions[i], torch.stack([r.attributions[i] for r in runs], -1))
+        torch.testing.assert_close(ours.stderr[i], torch.stack([r.stderr[i] for r in runs], -1))
+    torch.testing.assert_close(ours.relative_stderr, torch.stack([r.relative_stderr for r in runs], -1))
+    assert ours.relative_stderr.shape == (3, 2)
+
+
+class Counting(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.rows = model, []
+
+    def forward(self, x):
+        self.rows.append(x.shape[0])
+        return self.model(x)
+
+
+@pytest.mark.parametrize("method, kwargs, rows_per_copy", [
+    (Saliency, {}, 1), (InputXGradient, {}, 1), (IntegratedGradients, {"n_steps": 5}, 5),
+])
+def test_batched_methods_run_one_forward_per_chunk_on_the_copies_only(method, kwargs, rows_per_copy):
+    model = Counting(make_mlp(seed=1))
+    NoiseTunnel(method(model)).attribute(X, outputs=[0, 1, 2], nt_samples=6, nt_samples_batch_size=3, stdevs=0.2,
+                                          seed=0, **kwargs)
+    assert model.rows == [3 * 3 * rows_per_copy] * 2  # two chunks of 3 samples × 3 examples, no output factor
+
+
+def test_a_cnn_in_float32_and_a_layer_method_that_runs_once_per_output():
+    model = make_cnn(dtype=torch.float32)
+    x = torch.randn(2, 2, 5, 5)
+    nt = NoiseTunnel(Saliency(model))
+    ours = nt.attribute(x, outputs=[3, 1], nt_samples=4, stdevs=0.1, seed=2)
+    expected = torch.stack([nt.attribute(x, target=k, nt_samples=4, stdevs=0.1, seed=2) for k in (3, 1)], -1)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
+    mlp = make_mlp(seed=1)
+    layer = NoiseTunnel(LayerIntegratedGradients(mlp, mlp[0]))
+    ours = layer.attribute(X, outputs=[1, 2], nt_samples=3, stdevs=0.1, seed=2, n_steps=4)
+    expected = torch.stack([layer.attribute(X, target=k, nt_samples=3, stdevs=0.1, seed=2, n_steps=4)
+                            for k in (1, 2)], -1)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_auto_stops_each_example_on_the_error_of_all_its_outputs():
+    result = NoiseTunnel(Saliency(make_mlp(seed=1))).attribute(
+        X, outputs=OUTPUTS, nt_samples="auto", tol=0.1, max_samples=256, stdevs=0.3, seed=0, abs=False)
+    assert result.attributions.shape == (3, 5, 2) and result.relative_stderr.shape == (3, 2)
+    norm = lambda t: t.reshape(3, -1).pow(2).sum(1).sqrt()  # noqa: E731
+    assert bool((norm(result.stderr) / norm(result.attributions) <= 0.1 + 1e-12).all())
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(outputs=[0], target=1), ValueError, "give target= .* or outputs="),
+    (dict(outputs=[]), ValueError, "non-empty sequence of output indices"),
+    (dict(outputs=[0, 0]), ValueError, "repeated indices"),
+    (dict(outputs=[-1]), ValueError, "indices >= 0"),
+    (dict(outputs="01"), TypeError, "sequence of output indices"),
+    (dict(outputs=[0, 7]), ValueError, r"names column 7, but the model returns 3 outputs"),
+])
+def test_bad_outputs_are_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        NoiseTunnel(Saliency(make_mlp(seed=1))).attribute(X, nt_samples=2, **kwargs)
+
+
+def test_auto_with_a_method_run_once_per_output_is_refused():
+    with pytest.raises(ValueError, match="needs a method that takes all outputs in one pass"):
+        NoiseTunnel(DeepLift(make_mlp(seed=1))).attribute(X, outputs=[0, 1], nt_samples="auto", stdevs=0.1)
