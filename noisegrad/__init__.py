@@ -24,6 +24,7 @@ from noisegrad.estimators.joint_ig import joint_integrated_gradients
 from noisegrad.explainers import Smoothed, SmoothGrad, SquareGrad, VarGrad
 from noisegrad.frontends import smoothgrad, smoothgrad_sq, vargrad
 from noisegrad.perturb.inputs import Relative, relative
+from noisegrad.perturb.weight_spec import WeightNoiseSpec, weight_noise
 from noisegrad.plan import plan_chunks
 from noisegrad.reducers import token_scores
 from noisegrad.result import SmoothedAttribution
@@ -41,6 +42,8 @@ __all__ = [
     "vargrad",
     "relative",
     "Relative",
+    "weight_noise",
+    "WeightNoiseSpec",
     "Moments",
     "SampleSeeds",
     "plan_chunks",

@@ -20,6 +20,7 @@ from captum.attr import (
     DeepLift,
     DeepLiftShap,
     FeatureAblation,
+    FeaturePermutation,
     GradientShap,
     InputXGradient,
     IntegratedGradients,
@@ -46,6 +47,7 @@ __all__ = [
     "takes_internal_batch_size",
     "rows_per_split_copy",
     "draws_from_global_rng",
+    "calls_model_as_black_box",
     "lean",
     "summed_gradients",
     "run_forward",
@@ -155,6 +157,23 @@ def rows_per_split_copy(method: Attribution) -> int:
 def draws_from_global_rng(method: Attribution) -> bool:
     """Whether the method itself draws from torch's and numpy's global RNGs (GradientShap's baselines, noise, α)."""
     return isinstance(method, SAMPLES_METHODS)
+
+
+#: Methods that reach the model only through ``forward_func`` (no hooks on its modules, no layer) and whose forwards
+#: hold whole blocks of their input rows, in order: a path method's steps, an ablation's perturbations
+#: (``tests/test_weight_noise.py`` checks it for each).
+BLACK_BOX_METHODS = (Saliency, InputXGradient, IntegratedGradients, FeatureAblation)
+
+
+def calls_model_as_black_box(method: Attribution) -> bool:
+    """Whether every forward of the method is ``forward_func`` on whole blocks of its input rows.
+
+    Then one forward can run rows of several models side by side (weight
+    draws); layer, neuron and hook-based methods (DeepLift, GuidedBackprop),
+    GradientShap, whose forwards interleave its rows, and FeaturePermutation,
+    which permutes features across all rows of a forward, cannot.
+    """
+    return isinstance(method, BLACK_BOX_METHODS) and not isinstance(method, FeaturePermutation)
 
 
 def summed_gradients(

@@ -29,6 +29,7 @@ from noisegrad.expand import validate_kwargs
 from noisegrad._state import modules_of
 from noisegrad.perturb.inputs import Relative, StdevsType, resolve_stdevs
 from noisegrad.perturb.layer import resolve_layer, token_mask
+from noisegrad.perturb.weights import CheckedWeights, check_weight_noise
 from noisegrad.sampling.samplers import SAMPLERS
 from noisegrad.sampling.seeding import SampleSeeds
 from noisegrad.stats.smoothing import validate_nt_type
@@ -108,6 +109,7 @@ class Request:
     noise_layer: Optional[nn.Module] = None  # noise at this module's output instead of on the inputs
     noise_mask: Optional[Tensor] = None  # with noise_layer: which (leading) elements of its output get noise
     layer_stdevs: Any = None  # with noise_layer: stdevs as given, for the layer's output
+    weights: Optional[CheckedWeights] = None  # weight_noise=: samples are draw_size input draws per weight draw
     outputs: Optional[Tuple[int, ...]] = None  # several output columns at once: results get a last dimension K
 
     @property
@@ -148,6 +150,7 @@ def check_request(
     example_ids: Any = None,
     noise_layer: Any = None,
     noise_mask: Any = None,
+    weight_noise: Any = None,
     outputs: Any = None,
 ) -> Request:
     """Check every argument (raising ``ValueError`` / ``TypeError`` that names it) and build the request.
@@ -185,7 +188,10 @@ def check_request(
                          "output, and each run would stop on its own")
     validate_grad_mode(method)
     nt_type, needs_m2 = validate_nt_type(nt_type)
-    auto = isinstance(nt_samples, str) and nt_samples == "auto"
+    weights = None
+    if weight_noise is not None:  # nt_samples counts the input draws of each weight draw
+        weights = check_weight_noise(weight_noise, method, nt_samples, sampler, is_joint, noise_layer, return_stderr)
+    auto = isinstance(nt_samples, str) and nt_samples == "auto" if weights is None else weights.auto
     return_delta = bool(kwargs.pop("return_convergence_delta", False))
     if is_joint:
         _check_joint(method, nt_type, auto, sampler, nt_samples, draw_baseline_from_distrib, delta_reduction, kwargs)
@@ -205,7 +211,10 @@ def check_request(
     validate_delta(return_delta, method, delta_reduction)
     limit = max_samples if auto else nt_samples
     # with "auto", max_samples must leave room for a standard error: stopping is decided by it
-    validate_stderr_units(return_stderr or auto, nt_type, sampler, limit)
+    if weights is None:
+        validate_stderr_units(return_stderr or auto, nt_type, sampler, limit)
+    else:
+        limit = weights.limit(max_samples if auto else None, nt_type, return_stderr or auto)
     validate_keywords(method, accepted if accepted is not None else accepted_keywords(method), kwargs)
     validate_target(kwargs.get("target"))
     validate_method_arguments(method, kwargs)
@@ -225,6 +234,8 @@ def check_request(
         validate_layer_stdevs(stdevs)  # its shape is checked against the layer's output by LayerNoise.measure
     else:
         sigmas = resolve_stdevs(stdevs, inputs_tuple)
+        if weights is not None:
+            weights.check_input_noise(sigmas)
     ids = validate_example_ids(example_ids, inputs_tuple[0].shape[0], inputs_tuple[0].device)
     seeded = seed is not None or generator is not None
     return Request(
@@ -235,6 +246,7 @@ def check_request(
         draw_baseline_from_distrib=bool(draw_baseline_from_distrib), sigmas=sigmas,
         seeds=SampleSeeds.from_arguments(seed, generator), seeded=seeded, kwargs=kwargs, example_ids=ids,
         noise_layer=layer, noise_mask=token_mask(noise_mask, inputs_tuple[0].shape[0]), layer_stdevs=stdevs,
+        weights=weights,
         outputs=outputs,
     )
 

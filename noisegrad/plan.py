@@ -75,6 +75,10 @@ class ChunkPlan:
         Samples per example at most (``nt_samples``, or ``max_samples`` with ``"auto"``).
     chunk : int
         Samples per example per chunk.
+    unit : int
+        Consecutive samples that belong together (the input draws of one
+        weight draw): a chunk holds whole units or, if one is too large, an
+        equal part of one, so that no chunk straddles two units.
 
     Examples
     --------
@@ -83,14 +87,21 @@ class ChunkPlan:
     (range(0, 4), range(8, 10))
     """
 
-    def __init__(self, limit: int, chunk: int) -> None:
-        self.limit, self.chunk = limit, max(1, min(chunk, limit))
+    def __init__(self, limit: int, chunk: int, unit: int = 1) -> None:
+        self.limit, self.unit = limit, unit
+        self.chunk = self.aligned(max(1, min(chunk, limit)))
+
+    def aligned(self, chunk: int) -> int:
+        """``chunk`` rounded down to whole units, or to a divisor of one unit if it is smaller."""
+        if chunk >= self.unit:
+            return chunk - chunk % self.unit
+        return max(d for d in range(1, chunk + 1) if self.unit % d == 0)
 
     def next(self, start: int, stop_at: Optional[int] = None) -> range:
-        """The sample ids of the chunk starting at ``start``, ending at ``stop_at`` if that comes first."""
+        """The sample ids of the chunk from ``start``, ending at ``stop_at`` (whole units) if that comes first."""
         stop = min(start + self.chunk, self.limit)
         if stop_at is not None:
-            stop = min(stop, max(stop_at, start + 1))
+            stop = min(stop, -(-max(stop_at, start + 1) // self.unit) * self.unit)
         return range(start, stop)
 
     def halve(self, failed: range, device: torch.device, error: ChunkOutOfMemory) -> None:
@@ -99,7 +110,7 @@ class ChunkPlan:
             raise error.__cause__
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        self.chunk = max(1, len(failed) // 2)
+        self.chunk = self.aligned(max(1, len(failed) // 2))
         warnings.warn(
             f"out of memory with {len(failed)} noisy copies per example per chunk; retrying with "
             f"nt_samples_batch_size={self.chunk} (the result does not depend on it for a fixed seed)",
@@ -120,6 +131,7 @@ class ChunkPlan:
         splits_itself: int,
         measure: Callable[[], int],
         internal_batch_size: Optional[int] = None,
+        unit: int = 1,
     ) -> Tuple["ChunkPlan", Optional[int]]:
         """The plan for the user's chunk arguments, and ``internal_batch_size`` if the method must split itself.
 
@@ -127,9 +139,9 @@ class ChunkPlan:
         called only for ``"auto"`` and ``memory_budget``.
         """
         if isinstance(batch_size, int):
-            return cls(limit, batch_size), None
+            return cls(limit, batch_size, unit), None
         if batch_size is None and max_rows is None and memory_budget is None:
-            return cls(limit, limit), None
+            return cls(limit, limit, unit), None
         if batch_size == "auto" or memory_budget is not None:
             budget = memory_budget if memory_budget is not None else _auto_budget(device)
             rows = max(1, budget // measure())
@@ -137,7 +149,7 @@ class ChunkPlan:
         if internal_batch_size is not None:  # the user's own split caps the method's forwards already
             max_rows = min(max_rows, internal_batch_size)
         chunk, must_split = chunk_for_rows(max_rows, batch, rows_per_copy, limit, splits_itself)
-        return cls(limit, chunk), (max_rows if must_split and internal_batch_size is None else None)
+        return cls(limit, chunk, unit), (max_rows if must_split and internal_batch_size is None else None)
 
 
 def chunk_for_rows(max_rows: int, batch: int, per_copy: int, nt_samples: int, splits_itself: int) -> Tuple[int, bool]:

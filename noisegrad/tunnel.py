@@ -18,6 +18,8 @@ from noisegrad.estimators.joint_ig import JointEstimator
 from noisegrad.estimators.nested import NestedEstimator
 from noisegrad.perturb.inputs import InputNoise, StdevsType
 from noisegrad.perturb.layer import LayerNoise
+from noisegrad.perturb.weight_spec import WeightNoiseSpec
+from noisegrad.perturb.weights import WeightNoise
 from noisegrad.plan import ChunkPlan, activation_bytes_per_row
 from noisegrad.result import FIELDS as RESULT_FIELDS
 from noisegrad.result import SmoothedAttribution
@@ -115,6 +117,7 @@ class NoiseTunnel(Attribution):
         example_ids: Union[Sequence[int], Tensor, None] = None,
         noise_layer: Union[nn.Module, str, None] = None,
         noise_mask: Optional[Tensor] = None,
+        weight_noise: Optional[WeightNoiseSpec] = None,
         outputs: Optional[Sequence[int]] = None,
         delta_reduction: str = "mean",
         **kwargs: Any,
@@ -254,6 +257,20 @@ class NoiseTunnel(Attribution):
             a ``(batch, tokens, hidden)`` embedding); where it is 0 or False,
             no noise (padding, special tokens), and ``relative(...)`` is
             measured over the rest.
+        weight_noise : noisegrad.weight_noise(...), optional
+            Smooth over noisy copies of the model's weights too (NoiseGrad;
+            with input noise, FusionGrad; Bykov et al. 2022): each of the
+            spec's ``draws`` weight draws attributes ``nt_samples`` noisy
+            copies of the inputs, and ``nt_type`` is taken over all
+            ``draws × nt_samples`` attributions (``nt_samples=1, stdevs=0``
+            for NoiseGrad alone). The noisy weights go into a private copy of
+            the model; the user's module is never modified. Standard errors
+            and ``"auto"`` (``weight_noise(draws="auto")``, which adds weight
+            draws) count whole weight draws as the independent units, since
+            the samples of one draw share its model. Chunk sizes count
+            samples of all draws and are rounded to whole weight draws (or
+            to an equal part of one), and the returned ``nt_samples`` counts
+            samples, ``draws × nt_samples``.
         delta_reduction : {"mean", "none"}
             With ``return_convergence_delta=True``: ``"mean"`` returns one delta
             per example, the mean over its noisy copies; ``"none"`` returns the
@@ -274,6 +291,7 @@ class NoiseTunnel(Attribution):
             draw_baseline_from_distrib, max_batch_rows, memory_budget, joint, sampler, return_stderr, tol,
             max_samples, seed, generator, delta_reduction, dict(kwargs), accepted=self._accepted_keywords,
             example_ids=example_ids, noise_layer=noise_layer, noise_mask=noise_mask, outputs=outputs,
+            weight_noise=weight_noise,
         )
         return self._run(request)
 
@@ -289,7 +307,9 @@ class NoiseTunnel(Attribution):
             estimator = _estimator(method, request)
             plan = _plan(estimator, request, self.forward_func)
             tally = _tally(estimator, request)
-            rule = StoppingRule(request.batch, request.tol, request.limit, _AUTO_MIN_SAMPLES) if request.auto else None
+            # the first check: every standard-error group holds two independent units
+            first = max(_AUTO_MIN_SAMPLES, 16 * estimator.perturbation.sampler.unit_size)
+            rule = StoppingRule(request.batch, request.tol, request.limit, first) if request.auto else None
             run(estimator, plan, tally, request.nt_type, rule)
         return _finish(request, estimator, tally, rule)
 
@@ -321,6 +341,8 @@ def _estimator(method: Attribution, request: Request) -> Any:
             noise.measure(lambda inputs: _captum.run_forward(method.forward_func, inputs, None, extra))
     else:
         noise = InputNoise(request.inputs, request.sigmas, sampler, request.example_ids)
+    if request.weights is not None:
+        noise = WeightNoise(noise, request.weights, request.seeds)
     if request.joint:
         return JointEstimator(method, noise, request.kwargs, request.is_inputs_tuple, request.return_delta,
                               request.limit, request.seeds, request.stratify)
@@ -363,17 +385,20 @@ def _plan(estimator: Any, request: Request, forward_func: Callable[..., Any]) ->
 
     def measure() -> int:
         per_row = activation_bytes_per_row(forward_func, inputs, request.kwargs.get("additional_forward_args"))
-        return per_row if per_row is not None else 4 * sum(x[:1].numel() * x.element_size() for x in inputs)
+        per_row = per_row if per_row is not None else 4 * sum(x[:1].numel() * x.element_size() for x in inputs)
+        # the weight draws a chunk holds count as rows too (their share of a sample, spread over its rows)
+        extra = getattr(estimator.perturbation, "bytes_per_sample", 0)
+        return per_row + -(-extra // (request.batch * estimator.rows_per_copy))
 
     plan, internal_batch_size = ChunkPlan.choose(
         request.limit, request.batch, request.device, request.batch_size, request.max_batch_rows,
         request.memory_budget, estimator.rows_per_copy, estimator.splits_itself, measure,
-        request.kwargs.get("internal_batch_size"),
+        request.kwargs.get("internal_batch_size"), unit=request.weights.draw_size if request.weights else 1,
     )
     if internal_batch_size is not None:
         estimator.set_internal_batch_size(internal_batch_size)
     if request.auto and request.batch_size is None and request.max_batch_rows is None and request.memory_budget is None:
-        plan.chunk = min(plan.chunk, _AUTO_MODE_CHUNK)
+        plan.chunk = plan.aligned(min(plan.chunk, _AUTO_MODE_CHUNK))
     return plan
 
 

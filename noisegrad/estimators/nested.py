@@ -79,12 +79,17 @@ class NestedEstimator:
 
     def chunk(self, sample_ids: range) -> Chunk:
         if self.sample_seed is None:
-            return self._attribute(sample_ids)
-        device = self.perturbation.inputs[0].device
-        parts = []
-        for sample in sample_ids:
-            seed_global_rngs(self.sample_seed(sample), device)
-            parts.append(self._attribute(range(sample, sample + 1)))
+            # a perturbation may need several calls for one chunk (weight noise: one per weight draw)
+            calls = getattr(self.perturbation, "calls", lambda ids: (ids,))(sample_ids)
+            parts = [self._attribute(ids) for ids in calls]
+        else:
+            device = self.perturbation.inputs[0].device
+            parts = []
+            for sample in sample_ids:
+                seed_global_rngs(self.sample_seed(sample), device)
+                parts.append(self._attribute(range(sample, sample + 1)))
+        if len(parts) == 1:
+            return parts[0]
         deltas = torch.cat([p.deltas for p in parts]) if self.return_delta else None
         attributions = tuple(torch.cat(tensors) for tensors in zip(*(p.attributions for p in parts)))
         return Chunk(attributions, deltas, (True,) * len(attributions))

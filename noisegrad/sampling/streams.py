@@ -31,6 +31,8 @@ class Purpose(enum.IntEnum):
     BASELINE_ROW = 6
     #: The global-RNG seed of each sample for methods that draw from torch's global RNG (GradientShap).
     GLOBAL_RNG = 7
+    #: Gaussian noise on a model parameter (row key: the parameter's name key; unit: the weight draw or pair).
+    WEIGHT_NOISE = 8
 
 
 def stream(purpose: Purpose, input_index: int = 0) -> int:

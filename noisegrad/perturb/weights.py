@@ -1,0 +1,224 @@
+"""Noise on the model's weights: NoiseGrad, and with input noise too, FusionGrad.
+
+A call with ``weight_noise=`` smooths the attribution over ``M`` noisy copies
+of the model's weights (weight draws), each with ``N = nt_samples`` noisy
+copies of the inputs: sample ``k`` is input draw ``k mod N`` of weight draw
+``k div N``, and the statistics (mean, mean of squares, variance) are taken
+over all ``M × N`` samples. The noisy weights go into a private copy of the
+model (:mod:`noisegrad.perturb._model_copy`); the user's module is never
+written, not even for the duration of a call. What the noise is, and on which
+parameters: :mod:`noisegrad.perturb.weight_spec`.
+"""
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+import torch
+from captum.attr import Attribution
+from torch import Tensor, nn
+
+from noisegrad import _captum
+from noisegrad._validate import as_int
+from noisegrad.perturb._draws_forward import DrawsForward
+from noisegrad.perturb._model_copy import model_root, private_copy, redirect_method
+from noisegrad.perturb.weight_spec import WeightNoiseSpec, select_parameters, weight_draws
+from noisegrad.sampling.samplers import units_for_stderr
+from noisegrad.sampling.seeding import SampleSeeds
+
+__all__ = ["CheckedWeights", "check_weight_noise", "DrawUnits", "WeightNoise"]
+
+
+@dataclass(frozen=True)
+class CheckedWeights:
+    """``weight_noise=`` checked against the call: the spec, the model, the chosen parameters and the draws' size."""
+
+    spec: WeightNoiseSpec
+    root: nn.Module
+    names: Tuple[str, ...]
+    draw_size: int  # input draws per weight draw (nt_samples)
+    forward_only: bool  # several weight draws can share one call of the method
+
+    @property
+    def auto(self) -> bool:
+        return self.spec.draws == "auto"
+
+    def limit(self, max_samples: Optional[int], nt_type: str, needs_stderr: bool) -> int:
+        """The call's samples, ``M × N`` (or ``max_samples`` in whole draws), checked for a standard error."""
+        if max_samples is None:
+            draws = int(self.spec.draws)
+        else:
+            draws = max_samples // self.draw_size
+            if draws < 1:
+                raise ValueError(f"max_samples={max_samples} is smaller than one weight draw's "
+                                 f"nt_samples={self.draw_size} input draws")
+        units = (draws + 1) // 2 if self.spec.sampler == "antithetic" else draws
+        needed = units_for_stderr(nt_type)
+        if needs_stderr and units < needed:
+            raise ValueError(
+                f"a standard error of nt_type={nt_type!r} with weight noise needs at least {needed} independent "
+                f"weight draws ({'antithetic pairs' if self.spec.sampler == 'antithetic' else 'draws'}): the "
+                f"samples of one weight draw share its model, so they are not independent; got {units}"
+            )
+        return draws * self.draw_size
+
+    def check_input_noise(self, sigmas: Tuple[Tensor, ...]) -> None:
+        if self.draw_size > 1 and all(not bool(s.any()) for s in sigmas):
+            raise ValueError(
+                f"with weight_noise and no input noise (stdevs=0) the nt_samples={self.draw_size} input draws of "
+                "each weight draw are identical; give nt_samples=1 (NoiseGrad), or input noise (FusionGrad)"
+            )
+
+
+def check_weight_noise(spec: Any, method: Attribution, nt_samples: Any, sampler: str, joint: bool,
+                       noise_layer: Any, return_stderr: bool) -> CheckedWeights:
+    """``weight_noise=`` and what it needs of the other arguments, before any forward pass."""
+    if not isinstance(spec, WeightNoiseSpec):
+        raise TypeError(f"weight_noise must be made by noisegrad.weight_noise(...), got {type(spec).__name__}")
+    needs_groups = return_stderr or spec.draws == "auto"
+    if isinstance(nt_samples, str) and nt_samples == "auto":
+        raise ValueError('with weight_noise, nt_samples counts the input draws of each weight draw; to add weight '
+                         'draws until converged, give weight_noise(draws="auto") and an int nt_samples')
+    draw_size = as_int("nt_samples", nt_samples)
+    if joint:
+        raise ValueError("joint sampling of (noise, path point) does not take weight_noise; use joint=False")
+    if noise_layer is not None:
+        raise ValueError("noise_layer= and weight_noise= cannot be combined yet; choose one")
+    if sampler == "antithetic" and draw_size % 2:
+        raise ValueError(f'sampler="antithetic" pairs the input draws of each weight draw, so nt_samples must be '
+                         f"even, got {draw_size}")
+    if sampler in ("qmc", "lhs") and needs_groups:
+        raise ValueError(f"sampler={sampler!r} spreads one design over all weight draws, which makes them dependent: "
+                         'standard errors and "auto" need sampler="iid" or "antithetic" with weight_noise')
+    root = model_root(method)
+    names = select_parameters(root, spec.filter)
+    if not names:
+        some = ", ".join(name for name, _ in list(root.named_parameters())[:6]) or "none"
+        raise ValueError(f"weight_noise(filter={spec.filter!r}) chooses no floating-point parameter of "
+                         f"{type(root).__name__} (its parameters include: {some})")
+    return CheckedWeights(spec, root, names, draw_size, _captum.calls_model_as_black_box(method))
+
+
+class DrawUnits:
+    """The independent units of a call with weight noise, for the statistics: whole weight draws (or pairs of them).
+
+    The samples of one weight draw share its model, so they are not
+    independent of each other; the weight draws are. Standard errors are
+    therefore the jackknife over groups of whole draws.
+    """
+
+    kind = "weights"  # not "iid": no textbook standard error over single samples
+
+    def __init__(self, draw_size: int, sampler: str) -> None:
+        self.unit_size = draw_size * (2 if sampler == "antithetic" else 1)
+
+    def standard_error_groups(self, default: int = 8) -> int:
+        return default
+
+
+class WeightNoise:
+    """The perturbation of NoiseGrad / FusionGrad: the inner perturbation's rows, and weights noisy per draw.
+
+    Implements the perturbation protocol of :mod:`noisegrad.perturb`
+    (``rows``, ``select``, ``prepare``, ``applied``, and ``calls``: how a chunk
+    is split into calls of the wrapped method).
+
+    Parameters
+    ----------
+    inner : InputNoise
+        The input noise (``stdevs``) of each sample.
+    weights : CheckedWeights
+    seeds : SampleSeeds
+    """
+
+    def __init__(self, inner: Any, weights: CheckedWeights, seeds: SampleSeeds) -> None:
+        self.inner, self.weights, self.seed = inner, weights, seeds.base_seed
+        self.spec, self.draw_size = weights.spec, weights.draw_size
+        self.sampler = DrawUnits(weights.draw_size, weights.spec.sampler)
+        self.model: Optional[nn.Module] = None
+        self._clean: Dict[str, Tensor] = {}
+        self._parameters: Dict[str, nn.Parameter] = {}
+        self._forward: Optional[DrawsForward] = None
+        self._sample_ids: Optional[range] = None
+        self._stacked: Optional[Dict[str, Tensor]] = None
+        self.bytes_per_sample = 0
+        if weights.forward_only:
+            chosen = set(weights.names)
+            per_draw = sum(p.numel() * p.element_size() for n, p in weights.root.named_parameters() if n in chosen)
+            self.bytes_per_sample = -(-per_draw // weights.draw_size)
+
+    @property
+    def inputs(self) -> Tuple[Tensor, ...]:
+        return self.inner.inputs
+
+    @property
+    def example_ids(self) -> Tensor:
+        return self.inner.example_ids
+
+    def draws_of(self, sample_ids: range) -> range:
+        """The weight draws the samples ``sample_ids`` belong to."""
+        return range(sample_ids.start // self.draw_size, (sample_ids.stop - 1) // self.draw_size + 1)
+
+    def rows(self, sample_ids: range) -> Tuple[Tensor, ...]:
+        self._sample_ids = sample_ids
+        return self.inner.rows(sample_ids)
+
+    def select(self, keep: Tensor) -> None:
+        self.inner.select(keep)
+
+    def calls(self, sample_ids: range) -> Tuple[range, ...]:
+        """The chunk as the wrapped method is called on it: whole if one forward can hold its draws, else per draw."""
+        draws = self.draws_of(sample_ids)
+        whole_draws = sample_ids.start % self.draw_size == 0 and len(sample_ids) % self.draw_size == 0
+        if len(draws) == 1 or (self._forward is not None and whole_draws):
+            return (sample_ids,)
+        return tuple(range(max(sample_ids.start, d * self.draw_size), min(sample_ids.stop, (d + 1) * self.draw_size))
+                     for d in draws)
+
+    def prepare(self, method: Attribution) -> Attribution:
+        """The wrapped method (the caller's own shallow copy) pointed at a private copy of the model."""
+        self.model, swap = private_copy(self.weights.root)
+        redirect_method(method, swap, [self.weights.root])
+        in_copy = dict(self.model.named_parameters())
+        self._parameters = {name: in_copy[name] for name in self.weights.names}
+        # the copy's clean values: installing a draw rebinds the parameter's data, these tensors stay as they are
+        self._clean = {name: p.detach() for name, p in self._parameters.items()}
+        if self.weights.forward_only:
+            self._forward = DrawsForward(self.model, method.forward_func, self.spec.batched)
+            method.forward_func = self._dispatching(method.forward_func)
+        return method
+
+    def _dispatching(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if self._stacked is None:  # one weight draw: installed in the copy
+                return call(*args, **kwargs)
+            assert self._forward is not None and self._sample_ids is not None
+            copies = len(self._sample_ids) * self.inputs[0].shape[0]
+            return self._forward(self._stacked, copies, args, kwargs)
+
+        forward.__wrapped__ = call  # type: ignore[attr-defined]  (Captum reads the forward function's signature)
+        return forward
+
+    def draw(self, draw_ids: range) -> Dict[str, Tensor]:
+        """Every perturbed parameter's values in weight draws ``draw_ids``, stacked along a new first dimension."""
+        spec = self.spec
+        return {name: weight_draws(clean, name, draw_ids, self.seed, spec.sigma, spec.mode, spec.sampler)
+                for name, clean in self._clean.items()}
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The chunk's weight draws for one call of the method: installed in the copy, or stacked for the forward."""
+        assert self._sample_ids is not None
+        draws = self.draws_of(self._sample_ids)
+        values = self.draw(draws)
+        with self.inner.applied():
+            if len(draws) == 1:
+                with torch.no_grad():
+                    for name, parameter in self._parameters.items():
+                        parameter.data = values[name][0]
+            else:
+                self._stacked = values
+            try:
+                yield
+            finally:
+                self._stacked = None
