@@ -53,7 +53,10 @@ class DatasetAttributions:
             raise FileNotFoundError(f"{self.folder} has no manifest.json: not a folder written by attribute_dataset")
         self.manifest: Dict[str, Any] = manifest
         self.verify = verify
-        self._records = {record["shard"]: record for record in manifest["shards"]}
+        # the manifest's shards, and those the ranks' journals name (a run that was stopped before completing it)
+        self._records: Dict[int, List[Dict[str, Any]]] = {}
+        for record in manifest["shards"] + manifest_io.journal_records(self.folder):
+            self._records.setdefault(record["shard"], []).append(record)
         self._open: Dict[int, ShardFile] = {}
 
     def __len__(self) -> int:
@@ -148,13 +151,13 @@ class DatasetAttributions:
     def _shard(self, k: int) -> ShardFile:
         if k in self._open:
             return self._open[k]
-        record = self._records.get(k)
-        if record is None:
+        records = self._records.get(k)
+        if records is None:
             size = self.manifest["shard_size"]
             raise KeyError(f"examples {k * size}-{min((k + 1) * size, len(self)) - 1} are in shard {k}, which is not "
                            "written yet: run attribute_dataset again with the same arguments to finish it")
-        path = self.folder / record["file"]
-        if self.verify and file_sha256(path) != record["sha256"]:
+        path = self.folder / manifest_io.shard_file_name(k)
+        if self.verify and file_sha256(path) not in {record["sha256"] for record in records}:
             raise CorruptShard(f"{path} does not match the SHA-256 in the manifest (damaged or replaced); run "
                                "attribute_dataset again with the same arguments to recompute it")
         self._open[k] = ShardFile(path)
