@@ -149,10 +149,16 @@ def test_a_data_loader_gives_its_batch_size_and_collate_function_and_its_shuffli
     data = TensorDataset(torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
                          torch.tensor([0, 1, 2, 0, 1, 2]))
     config = SmoothingConfig(nt_samples=4, seed=1, noise=0.2)
-    loader = DataLoader(data, batch_size=4, shuffle=True)
+    collated = []
+
+    def collate(examples):
+        collated.append(len(examples))
+        return torch.utils.data.default_collate(examples)
+
+    loader = DataLoader(data, batch_size=4, shuffle=True, collate_fn=collate)
     shuffled = attribute_dataset(Saliency(model), loader, tmp_path / "a", config=config, target="label")
     plain = attribute_dataset(Saliency(model), data, tmp_path / "b", config=config, target="label", batch_size=4)
-    assert shuffled.manifest["runs"][0]["batch_size"] == 4
+    assert collated == [4, 2] and shuffled.manifest["runs"][0]["batch_size"] == 4 and plain.complete
     assert _shard_bytes(tmp_path / "a") == _shard_bytes(tmp_path / "b")
     assert shuffled.get("target", slice(None)).tolist() == [0, 1, 2, 0, 1, 2]
 
