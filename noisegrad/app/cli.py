@@ -70,20 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--weights", default=None, metavar="FILE",
                       help="weights from scripts/train_demo_model.py instead of the shipped ones")
     demo.add_argument("--quiet", action="store_true", help="no progress bar and no messages, only the table")
-    explain_parser = commands.add_parser(
-        "explain",
-        help="smoothed attributions of your own model (TorchScript, torch.export or module:function)",
-        description=explain.DESCRIPTION,
-        formatter_class=HelpFormatter,
-    )
-    explain.add_arguments(explain_parser)
-    dataset_parser = commands.add_parser(
-        "attribute-dataset",
-        help="smoothed attributions of a whole data set into shards: resumable, on any number of processes",
-        description=attribute_dataset.DESCRIPTION,
-        formatter_class=HelpFormatter,
-    )
-    attribute_dataset.add_arguments(dataset_parser)
+    for name, summary, command in (
+        ("explain", "smoothed attributions of your own model (TorchScript, torch.export or module:function)", explain),
+        ("attribute-dataset", "smoothed attributions of a whole data set into shards: resumable, on any number of "
+                              "processes", attribute_dataset),
+    ):
+        command.add_arguments(commands.add_parser(name, help=summary, description=command.DESCRIPTION,
+                                                  formatter_class=HelpFormatter))
     return parser
 
 

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import Tensor
 
-from noisegrad.datasets._shard_file import as_numpy, sync_folder
+from noisegrad.datasets._shard_file import as_numpy, atomic_file
 
 __all__ = ["FORMAT", "VERSION", "MANIFEST", "shard_file_name", "describe", "differences", "versions",
            "read_manifest", "write_manifest", "append_journal", "journal_records", "remove_run_files"]
@@ -114,19 +114,9 @@ def read_manifest(folder: Path) -> Optional[Dict[str, Any]]:
 
 def write_manifest(folder: Path, manifest: Dict[str, Any]) -> None:
     """Write ``manifest.json`` atomically (temporary file, fsync, rename, fsync of the folder)."""
-    path = folder / MANIFEST
-    temporary = folder / f".{MANIFEST}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8") as file:
-            json.dump(manifest, file, indent=1, sort_keys=True)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    sync_folder(folder)
+    with atomic_file(folder / MANIFEST, "w") as file:
+        json.dump(manifest, file, indent=1, sort_keys=True)
+        file.write("\n")
 
 
 def append_journal(folder: Path, rank: int, record: Dict[str, Any]) -> None:

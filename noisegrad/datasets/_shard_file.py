@@ -23,19 +23,20 @@ tensor([[4., 5.],
 ('0', True)
 """
 
+import contextlib
 import hashlib
 import json
 import os
 import struct
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import IO, Any, Dict, Iterator, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["write_shard", "ShardFile", "CorruptShard", "file_sha256", "as_numpy", "sync_folder"]
+__all__ = ["write_shard", "ShardFile", "CorruptShard", "file_sha256", "as_numpy", "atomic_file"]
 
 #: torch dtype ↔ the format's dtype name; bfloat16 has no numpy twin and is stored as its 16 bits.
 _NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -76,12 +77,21 @@ def write_shard(path: Union[str, os.PathLike], tensors: Dict[str, Tensor], metad
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as the safetensors library writes it
     digest = hashlib.sha256()
+    with atomic_file(path, "wb") as file:
+        for piece in (struct.pack("<Q", len(text)), text, *(memoryview(p).cast("B") for p in payloads)):
+            digest.update(piece)
+            file.write(piece)
+    return digest.hexdigest(), 8 + len(text) + offset
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str) -> Iterator[IO[Any]]:
+    """A file to write that appears at ``path`` whole, or not at all: a temporary file in the same folder,
+    flushed and ``fsync``-ed, renamed over ``path``, then the folder ``fsync``-ed; removed again on any failure."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "wb") as file:
-            for piece in (struct.pack("<Q", len(text)), text, *(memoryview(p).cast("B") for p in payloads)):
-                digest.update(piece)
-                file.write(piece)
+        with open(temporary, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as file:
+            yield file
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -89,7 +99,6 @@ def write_shard(path: Union[str, os.PathLike], tensors: Dict[str, Tensor], metad
         temporary.unlink(missing_ok=True)
         raise
     sync_folder(path.parent)
-    return digest.hexdigest(), 8 + len(text) + offset
 
 
 def as_numpy(tensor: Tensor) -> np.ndarray:
