@@ -84,7 +84,8 @@ def main() -> None:
              f"{args.batch_size}, shards of {args.shard_size}; {os.cpu_count()} cores shared out; median of "
              f"{args.repeats} (min–max)", "",
              "| processes | examples / s | min–max | vs 1 process |", "|---|---|---|---|"]
-    lines += [f"| {p} | {median:.1f} | {low:.1f}–{high:.1f} | {median / base:.2f}× |" for p, median, low, high in rows]
+    lines += [f"| {p} | {median:.1f} | {low:.1f}–{high:.1f} | {median / base:.2f}× |"
+              for p, median, low, high in rows]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -91,7 +91,8 @@ def read_example(path: Path) -> Tensor:
         try:
             array = np.load(path, allow_pickle=False)
         except ValueError as err:
-            raise ExplainError(f"--data: {path} is not an array of numbers ({err}); pickled arrays are refused") from err
+            raise ExplainError(f"--data: {path} is not an array of numbers ({err}); pickled arrays are "
+                               "refused") from err
         tensor = torch.from_numpy(np.ascontiguousarray(array))
         return tensor if tensor.is_floating_point() else tensor.float()
     from PIL import Image
