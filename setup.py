@@ -12,7 +12,7 @@ setup(
     package_data={"noisegrad.app": ["data/*.pt"]},  # the demo CNN's weights (scripts/train_demo_model.py)
     python_requires=">=3.10",
     # Floors tested by scripts/test_floors.sh (run by .ci/run): the suite with exactly these versions.
-    install_requires=["torch>=2.13.0", "captum>=0.8.0", "numpy>=1.23.2", "matplotlib>=3.6.0"],
+    install_requires=["torch>=2.13.0", "captum>=0.8.0", "numpy>=1.23.2", "matplotlib>=3.6.0", "tqdm>=4.64.0"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6", "transformers>=4.40",
                  "safetensors>=0.4"],

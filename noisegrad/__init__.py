@@ -20,6 +20,7 @@ from typing import Any
 
 from noisegrad import _deprecated  # noqa: F401  (importing it keeps the renamed modules' old names working)
 from noisegrad.config import SmoothingConfig
+from noisegrad.datasets import DatasetAttributions, attribute_dataset
 from noisegrad.estimators.joint_ig import joint_integrated_gradients
 from noisegrad.explainers import Smoothed, SmoothGrad, SquareGrad, VarGrad
 from noisegrad.frontends import smoothgrad, smoothgrad_sq, vargrad
@@ -56,6 +57,8 @@ __all__ = [
     "SmoothGrad",
     "SquareGrad",
     "VarGrad",
+    "attribute_dataset",
+    "DatasetAttributions",
     "viz",
     "__version__",
 ]

@@ -1,6 +1,6 @@
 """The one loop: chunks of samples through an estimator into the statistics, until every example is done."""
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -11,13 +11,15 @@ from noisegrad.stats.tally import Tally
 __all__ = ["run"]
 
 
-def run(estimator: Any, plan: ChunkPlan, tally: Tally, nt_type: str, rule: Optional[StoppingRule] = None) -> None:
+def run(estimator: Any, plan: ChunkPlan, tally: Tally, nt_type: str, rule: Optional[StoppingRule] = None,
+        progress: Optional[Callable[[int], Any]] = None) -> None:
     """Draw chunks from ``plan``, let ``estimator`` make them, merge them into ``tally``.
 
     A chunk that runs out of memory is retried at half the size (nothing of
     it was merged). With a stopping ``rule``, examples that are done are
     recorded by the rule and leave the batch: the estimator and the tally
-    keep only the running ones.
+    keep only the running ones. ``progress`` is told the samples of each
+    chunk merged.
     """
     device = estimator.perturbation.inputs[0].device
     running = torch.arange(estimator.perturbation.inputs[0].shape[0], device=device)
@@ -32,6 +34,8 @@ def run(estimator: Any, plan: ChunkPlan, tally: Tally, nt_type: str, rule: Optio
         tally.add(chunk, sample_ids)
         del chunk  # before the next chunk's rows are made
         start = sample_ids.stop
+        if progress is not None:
+            progress(len(sample_ids))  # samples per example drawn so far
         if rule is None or not rule.due(start):
             continue
         errors, dof = tally.stderrs(nt_type)

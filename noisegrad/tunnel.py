@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from noisegrad._caller import user_stacklevel
 from noisegrad import _captum
 from noisegrad._loop import run
+from noisegrad._progress import check_show_progress, progress_bar
 from noisegrad._request import Request, check_request
 from noisegrad._state import guarded
 from noisegrad._validate import accepted_keywords
@@ -120,6 +121,7 @@ class NoiseTunnel(Attribution):
         weight_noise: Optional[WeightNoiseSpec] = None,
         outputs: Optional[Sequence[int]] = None,
         delta_reduction: str = "mean",
+        show_progress: bool = False,
         **kwargs: Any,
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
         """Attribute ``inputs`` with the wrapped method, smoothed over ``nt_samples`` noisy copies.
@@ -275,6 +277,12 @@ class NoiseTunnel(Attribution):
             With ``return_convergence_delta=True``: ``"mean"`` returns one delta
             per example, the mean over its noisy copies; ``"none"`` returns the
             per-copy deltas in Captum's shape and order (chunk, example, copy).
+        show_progress : bool
+            Draw a progress bar (tqdm, on stderr) of the samples drawn per
+            example, with their rate and the time left, as Captum's
+            perturbation methods do; with ``nt_samples="auto"`` its total is
+            ``max_samples`` and it closes when every example has converged.
+            The wrapped method's own ``show_progress`` is not passed on.
         **kwargs
             Passed to the wrapped method's ``attribute`` (``target``,
             ``baselines``, ``additional_forward_args``, ``feature_mask``,
@@ -286,6 +294,7 @@ class NoiseTunnel(Attribution):
             Attributions shaped like the wrapped method's (a tensor or tuple),
             in its dtype; ``delta`` when ``return_convergence_delta=True``.
         """
+        check_show_progress(show_progress)
         request = check_request(  # validate
             self.attribution_method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs,
             draw_baseline_from_distrib, max_batch_rows, memory_budget, joint, sampler, return_stderr, tol,
@@ -293,14 +302,14 @@ class NoiseTunnel(Attribution):
             example_ids=example_ids, noise_layer=noise_layer, noise_mask=noise_mask, outputs=outputs,
             weight_noise=weight_noise,
         )
-        return self._run(request)
+        return self._run(request, show_progress)
 
-    def _run(self, request: Request) -> Any:
+    def _run(self, request: Request, show_progress: bool = False) -> Any:
         """plan → run → finish, for a checked request."""
         method = self.attribution_method
         if request.outputs is not None and not _captum.batches_outputs(method):  # one run per output, same noise
-            runs = [self._run(dataclasses.replace(request, outputs=None, kwargs=dict(request.kwargs, target=k)))
-                    for k in request.outputs]
+            runs = [self._run(dataclasses.replace(request, outputs=None, kwargs=dict(request.kwargs, target=k)),
+                              show_progress) for k in request.outputs]
             return _stack_outputs(runs)
         global_seed = request.seeds.derived(0) if request.seeded else None
         with guarded(method, request.device, global_seed):
@@ -310,7 +319,8 @@ class NoiseTunnel(Attribution):
             # the first check: every standard-error group holds two independent units
             first = max(_AUTO_MIN_SAMPLES, 16 * estimator.perturbation.sampler.unit_size)
             rule = StoppingRule(request.batch, request.tol, request.limit, first) if request.auto else None
-            run(estimator, plan, tally, request.nt_type, rule)
+            with progress_bar(request.limit, "NoiseTunnel", unit="sample", enabled=show_progress) as bar:
+                run(estimator, plan, tally, request.nt_type, rule, progress=bar.update)
         return _finish(request, estimator, tally, rule)
 
     def attribute_future(self) -> None:

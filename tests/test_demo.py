@@ -245,13 +245,14 @@ class _FakeTerminal:
 
 
 def test_progress_bar_draws_on_a_terminal_and_erases_itself():
-    from noisegrad.app._progress import Progress
+    from noisegrad._progress import progress_bar
 
     term = _FakeTerminal()
-    with Progress(4, "work", stream=term) as bar:
+    with progress_bar(4, "work", unit="step", stream=term) as bar:
         for _ in range(4):
-            bar.advance(note="step")
-    assert "work [" in term.text and "4/4" in term.text
+            bar.update(1)
+        bar.refresh()  # updates are drawn at most every 0.1 s
+    assert "work:" in term.text and "4/4" in term.text
     assert term.text.endswith("\r")  # erased: the table printed next starts on a clean line
 
 
@@ -259,7 +260,7 @@ def test_demo_progress_goes_to_stderr_only_when_it_is_a_terminal(tmp_path, capsy
     term = _FakeTerminal()
     monkeypatch.setattr(sys, "stderr", term)
     run_demo(tmp_path / "a", samples=2, n_test=50, n_images=1, ig_steps=2, print_fn=None)
-    assert "gradients per image [" in term.text
+    assert "gradients per image:" in term.text
     term.text = ""
     assert main(["demo", "--out", str(tmp_path / "b"), "--samples", "2", "--images", "1", "--ig-steps", "2",
                  "--quiet"]) == 0

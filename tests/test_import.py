@@ -46,3 +46,13 @@ def test_import_leaves_viz_and_app_out_until_viz_is_used():
 
 
 # --------------------------------------------------------------------------- the library does not import the app
+
+
+def test_every_name_in_all_is_exported_and_every_public_class_or_function_is_in_all():
+    import noisegrad
+
+    assert all(hasattr(noisegrad, name) for name in noisegrad.__all__)
+    public = {name for name, value in vars(noisegrad).items() if not name.startswith("_") and callable(value)
+              and getattr(value, "__module__", "").startswith("noisegrad")}
+    assert public <= set(noisegrad.__all__)
+    assert {"attribute_dataset", "DatasetAttributions"} <= set(noisegrad.__all__)

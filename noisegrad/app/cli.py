@@ -1,4 +1,4 @@
-"""Command line: ``python -m noisegrad demo`` and ``python -m noisegrad explain``.
+"""Command line: ``python -m noisegrad demo``, ``explain`` and ``attribute-dataset``.
 
 ``noisegrad/__main__.py`` only calls :func:`main`.
 
@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from noisegrad.app import explain
+from noisegrad.app import attribute_dataset, explain
 from noisegrad.app.demo import DemoOutputError, run_demo
 from noisegrad.app.explain import ExplainError, non_negative_float, positive_int
 from noisegrad.app.shapes import DemoWeightsError
@@ -44,7 +44,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``noisegrad`` argument parser, with the ``demo`` and ``explain`` subcommands."""
+    """The ``noisegrad`` argument parser, with the ``demo``, ``explain`` and ``attribute-dataset`` subcommands."""
     parser = argparse.ArgumentParser(
         prog="python -m noisegrad",
         description="noisegrad: SmoothGrad, SmoothGrad² and VarGrad for any Captum attribution.",
@@ -70,13 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--weights", default=None, metavar="FILE",
                       help="weights from scripts/train_demo_model.py instead of the shipped ones")
     demo.add_argument("--quiet", action="store_true", help="no progress bar and no messages, only the table")
-    explain_parser = commands.add_parser(
-        "explain",
-        help="smoothed attributions of your own model (TorchScript, torch.export or module:function)",
-        description=explain.DESCRIPTION,
-        formatter_class=HelpFormatter,
-    )
-    explain.add_arguments(explain_parser)
+    for name, summary, command in (
+        ("explain", "smoothed attributions of your own model (TorchScript, torch.export or module:function)", explain),
+        ("attribute-dataset", "smoothed attributions of a whole data set into shards: resumable, on any number of "
+                              "processes", attribute_dataset),
+    ):
+        command.add_arguments(commands.add_parser(name, help=summary, description=command.DESCRIPTION,
+                                                  formatter_class=HelpFormatter))
     return parser
 
 
@@ -93,6 +93,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "explain":
             return explain.run(args)
+        if args.command == "attribute-dataset":
+            return attribute_dataset.run(args)
         printer = None if args.quiet else print
         result = run_demo(out=args.out, samples=args.samples, noise=args.noise, seed=args.seed,
                           n_images=args.images, ig_steps=args.ig_steps, weights=args.weights,

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from captum.attr import IntegratedGradients, Saliency
 from torch import Tensor, nn
 
 import noisegrad
-from noisegrad.app._progress import Progress
+from noisegrad._progress import progress_bar
 from noisegrad.app.output import DemoOutputError, output_folder, prepare_output_dir  # noqa: F401  (re-exported)
 from noisegrad.app.shapes import (  # noqa: F401  (re-exported: the demo's data and model)
     IMAGE_SIZE, SHAPES, accuracy, load_demo_model, make_cnn, make_shapes, mask_mass_fraction, test_generator,
@@ -151,7 +151,7 @@ def attribute_all(
     seed: int = 0,
     ig_steps: int = 50,
     batch_size: Optional[int] = 8,
-    progress: Optional[Progress] = None,
+    progress: Optional[Any] = None,
 ) -> List[MethodResult]:
     """Run the five methods of the demo on ``images`` (target: the true label), score them, estimate their errors.
 
@@ -171,7 +171,7 @@ def attribute_all(
         ``n_steps`` of IntegratedGradients (per noisy copy).
     batch_size : int or None
         ``nt_samples_batch_size``.
-    progress : Progress, optional
+    progress : tqdm bar, optional
         Advanced by the gradient evaluations per image of each call
         (:func:`work_units` in total).
 
@@ -228,9 +228,10 @@ def work_units(samples: int, ig_steps: int) -> int:
     return sum(_gradients(method, samples, ig_steps) for method in METHODS)
 
 
-def _advance(progress: Optional[Progress], amount: int, note: str) -> None:
+def _advance(progress: Optional[Any], amount: int, note: str) -> None:
     if progress is not None:
-        progress.advance(amount, note)
+        progress.set_postfix_str(note, refresh=False)
+        progress.update(amount)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -446,7 +447,8 @@ def run_demo(
         x, y, m = test_x[pick], test_y[pick], test_m[pick]
         say(f"Attributing {len(pick)} test images (nt_samples={samples}, stdevs=relative({noise}), "
             f"IG n_steps={ig_steps}, seed={seed})...")
-        bar = Progress(work_units(samples, ig_steps), "gradients per image", stream=sys.stderr, enabled=progress)
+        bar = progress_bar(work_units(samples, ig_steps), "gradients per image", unit="grad", stream=sys.stderr,
+                           enabled=progress)
         with bar:
             rows = attribute_all(model, x, y, m, samples=samples, noise=noise, seed=seed, ig_steps=ig_steps,
                                  progress=bar)

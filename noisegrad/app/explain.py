@@ -41,8 +41,8 @@ from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor
 
 import noisegrad
+from noisegrad._progress import progress_bar
 from noisegrad.app import explain_layer
-from noisegrad.app._progress import Progress
 from noisegrad.app.errors import ExplainError
 from noisegrad.app.models import DYNAMIC_BATCH_HINT, is_model_file, load_model
 from noisegrad.app.output import output_folder
@@ -254,7 +254,7 @@ def explain(
     names: Optional[Sequence[str]],
     target: Optional[Tensor],
     args: argparse.Namespace,
-    progress: Optional[Progress] = None,
+    progress: Optional[Any] = None,
 ) -> Explanation:
     """Attribute ``inputs`` with the options in ``args``, one example at a time (so the progress bar moves).
 
@@ -300,7 +300,7 @@ def explain(
             deltas.append(delta.detach().reshape(-1))
         parts.append(tuple(a.detach() for a in _as_tuple(out)))
         if progress is not None:
-            progress.advance(1, f"example {i + 1}/{batch}")
+            progress.update(1)
     attributions = tuple(torch.cat([p[k] for p in parts]) for k in range(len(parts[0])))
 
     def joined(per_example: List[Tuple[Tensor, ...]]) -> Optional[Tuple[Tensor, ...]]:
@@ -486,7 +486,7 @@ def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor
     say(f"Explaining {inputs[0].shape[0]} example(s) {[tuple(t.shape[1:]) for t in inputs]} with {args.method}"
         f"{'' if args.nt_type == 'none' else f' + {args.nt_type} ({args.samples} samples, noise {args.noise})'}"
         f"{where}")
-    with Progress(inputs[0].shape[0], "explaining", enabled=False if args.quiet else None) as bar:
+    with progress_bar(inputs[0].shape[0], "explaining", unit="ex", enabled=False if args.quiet else None) as bar:
         try:
             result = explain(model, inputs, names, target, args, progress=bar)
         except ExplainError:

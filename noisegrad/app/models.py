@@ -32,7 +32,7 @@ from noisegrad.app._unpickling import UnpicklingRefused, no_unpickling
 from noisegrad.app.errors import ExplainError
 from noisegrad.app.export_archive import UnsafeArchive, load_exported_module, static_batch_inputs
 
-__all__ = ["load_model", "is_model_file"]
+__all__ = ["load_model", "is_model_file", "import_named"]
 
 #: How to fix an exported program whose batch dimension is fixed.
 DYNAMIC_BATCH_HINT = ("a torch.export program must have a dynamic batch dimension, because noisy copies are stacked "
@@ -126,21 +126,34 @@ def _load_export(path: Path) -> Callable[..., Any]:
     return module
 
 
-def _load_model_factory(spec: str) -> Callable[..., Any]:
+def import_named(spec: str, option: str) -> Any:
+    """The object ``package.module:name`` names (the current folder is on the import path): trusted user code.
+
+    Raises
+    ------
+    ExplainError
+        Naming ``option``, if ``spec`` is not of that form, the module cannot be imported or has no such name.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ExplainError(f"--model '{spec}': expected package.module:function")
+        raise ExplainError(f"{option} '{spec}': expected package.module:function")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as err:
-        raise ExplainError(f"--model '{spec}': cannot import '{module_name}': {type(err).__name__}: {err}") from err
+        raise ExplainError(f"{option} '{spec}': cannot import '{module_name}': {type(err).__name__}: {err}") from err
     target: Any = module
     for part in attr.split("."):
         if not hasattr(target, part):
-            raise ExplainError(f"--model '{spec}': '{module_name}' has no attribute '{attr}'")
+            raise ExplainError(f"{option} '{spec}': '{module_name}' has no attribute '{attr}'")
         target = getattr(target, part)
+    return target
+
+
+def _load_model_factory(spec: str) -> Callable[..., Any]:
+    attr = spec.partition(":")[2]
+    target = import_named(spec, "--model")
     if isinstance(target, torch.nn.Module):
         return target
     if not callable(target):
