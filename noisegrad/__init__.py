@@ -18,7 +18,7 @@ torch.Size([2, 4])
 import importlib
 from typing import Any
 
-from noisegrad import _deprecated  # noqa: F401  (importing it keeps the renamed modules' old names working)
+importlib.import_module("noisegrad._deprecated")  # keeps the renamed modules' old names importable
 from noisegrad.config import SmoothingConfig
 from noisegrad.datasets import DatasetAttributions, attribute_dataset
 from noisegrad.estimators.joint_ig import joint_integrated_gradients
