@@ -110,10 +110,12 @@ def entropy(attributions: Attributions) -> Tensor:
     tensor([1., 0.], dtype=torch.float64)
     """
     values = magnitudes(attributions)
-    p = values / values.sum(dim=1, keepdim=True)
+    total = values.sum(dim=1, keepdim=True)
+    p = values / total
     terms = torch.where(p > 0, p * torch.log(p), torch.zeros_like(p))
     n = values.shape[1]
-    return (0.0 - terms.sum(dim=1)) / (math.log(n) if n > 1 else math.nan)  # 0.0 - : no "-0." for one spike
+    spread = (0.0 - terms.sum(dim=1)) / (math.log(n) if n > 1 else math.nan)  # 0.0 - : no "-0." for one spike
+    return torch.where(total[:, 0] > 0, spread, math.nan)
 
 
 def spearman(attributions: Attributions, others: Attributions) -> Tensor:

@@ -163,6 +163,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
         if self.method.has_convergence_delta():
             self._kwargs.setdefault("return_convergence_delta", True)
         self._call = dict(self.config.call_kwargs(inputs), **self._kwargs)
+        _CheckedOnly(self.method).attribute(inputs, target=target, **self._call)  # every argument, no forward
 
         self.sinks: List[Any] = list(sinks)
         if writer is not None:
@@ -258,6 +259,13 @@ class AttributionMonitor(contextlib.ContextDecorator):
     def __repr__(self) -> str:
         return (f"AttributionMonitor({type(self.method).__name__}, every={self.every}, "
                 f"snapshots={len(self.history)}, sinks={self.sinks})")
+
+
+class _CheckedOnly(NoiseTunnel):
+    """A tunnel that checks a call's arguments and stops before planning or running anything."""
+
+    def _run(self, request: Any) -> Any:
+        return request
 
 
 def _method(method: Any, model: Optional[nn.Module]) -> Attribution:
