@@ -12,7 +12,6 @@ import contextlib
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
-import torch
 from captum.attr import Attribution, LayerAttribution
 from torch import Tensor, nn
 
@@ -92,6 +91,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
 
     Examples
     --------
+    >>> import torch
     >>> from captum.attr import Saliency
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     >>> probe, labels = torch.rand(3, 4), torch.tensor([0, 1, 0])
