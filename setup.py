@@ -15,7 +15,10 @@ setup(
     install_requires=["torch>=2.13.0", "captum>=0.8.0", "numpy>=1.23.2", "matplotlib>=3.6.0", "tqdm>=4.64.0"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6", "transformers>=4.40",
-                 "safetensors>=0.4"],
+                 "safetensors>=0.4", "tensorboard>=2.10", "lightning>=2.0"],
+        # the training monitor's destinations (noisegrad.AttributionMonitor, noisegrad.AttributionMonitorCallback)
+        "tensorboard": ["tensorboard>=2.10"],
+        "lightning": ["lightning>=2.0"],
     },
     license="BSD-3-Clause",
 )

@@ -24,6 +24,7 @@ from noisegrad.datasets import DatasetAttributions, attribute_dataset
 from noisegrad.estimators.joint_ig import joint_integrated_gradients
 from noisegrad.explainers import Smoothed, SmoothGrad, SquareGrad, VarGrad
 from noisegrad.frontends import smoothgrad, smoothgrad_sq, vargrad
+from noisegrad.monitor import AttributionMonitor
 from noisegrad.perturb.inputs import Relative, relative
 from noisegrad.perturb.weight_spec import WeightNoiseSpec, weight_noise
 from noisegrad.plan import plan_chunks
@@ -59,6 +60,8 @@ __all__ = [
     "VarGrad",
     "attribute_dataset",
     "DatasetAttributions",
+    "AttributionMonitor",
+    "AttributionMonitorCallback",
     "viz",
     "__version__",
 ]
@@ -67,6 +70,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name == "viz":  # figures are loaded on first use
         return importlib.import_module("noisegrad.viz")
+    if name == "AttributionMonitorCallback":  # needs PyTorch Lightning: imported when asked for
+        return importlib.import_module("noisegrad.monitor.lightning").AttributionMonitorCallback
     if name == "JointEstimate":  # one result type for both estimators; the old name for one release
         import warnings
 

@@ -14,7 +14,8 @@ from torch import nn
 
 from noisegrad._caller import user_stacklevel
 
-__all__ = ["modules_of", "preserved_modules", "seeded_global_rng", "seed_global_rngs", "guarded"]
+__all__ = ["modules_of", "preserved_modules", "preserved_global_rngs", "seeded_global_rng", "seed_global_rngs",
+           "guarded"]
 
 #: Held while the process-wide RNGs are seeded for one call: they belong to the process, not to a model.
 _GLOBAL_RNG_LOCK = threading.RLock()
@@ -165,6 +166,41 @@ def preserved_modules(modules: List[nn.Module]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def preserved_global_rngs(cuda_devices: Optional[List[torch.device]] = None) -> Iterator[None]:
+    """Restore torch's CPU and CUDA, numpy's and Python's global RNG states on exit, also after an exception.
+
+    ``cuda_devices``: the CUDA devices whose generators to save; default every
+    device when CUDA is initialised (an uninitialised CUDA has drawn nothing,
+    and saving its state would initialise it). Holds the process-wide RNG
+    lock, so seeded calls in other threads wait.
+
+    Examples
+    --------
+    >>> before = torch.get_rng_state()
+    >>> with preserved_global_rngs():
+    ...     _ = torch.rand(3), np.random.rand(), random.random()
+    >>> torch.equal(torch.get_rng_state(), before)
+    True
+    """
+    if cuda_devices is None:
+        count = torch.cuda.device_count() if torch.cuda.is_initialized() else 0
+        cuda_devices = [torch.device("cuda", index) for index in range(count)]
+    with _GLOBAL_RNG_LOCK:
+        saved_torch = torch.get_rng_state()
+        saved_cuda = [(device, torch.cuda.get_rng_state(device)) for device in cuda_devices]
+        saved_numpy = np.random.get_state()
+        saved_python = random.getstate()
+        try:
+            yield
+        finally:
+            torch.set_rng_state(saved_torch)
+            for device, state in saved_cuda:
+                torch.cuda.set_rng_state(state, device)
+            np.random.set_state(saved_numpy)
+            random.setstate(saved_python)
+
+
+@contextlib.contextmanager
 def seeded_global_rng(seed: Optional[int], device: torch.device) -> Iterator[None]:
     """Run the body with torch's (CPU and ``device``), numpy's and Python's global RNGs seeded, then restore them.
 
@@ -178,21 +214,9 @@ def seeded_global_rng(seed: Optional[int], device: torch.device) -> Iterator[Non
     if seed is None:
         yield
         return
-    with _GLOBAL_RNG_LOCK:
-        cuda = device.type == "cuda"
-        saved_torch = torch.get_rng_state()
-        saved_cuda = torch.cuda.get_rng_state(device) if cuda else None
-        saved_numpy = np.random.get_state()
-        saved_python = random.getstate()
+    with preserved_global_rngs([device] if device.type == "cuda" else []):
         seed_global_rngs(seed, device)
-        try:
-            yield
-        finally:
-            torch.set_rng_state(saved_torch)
-            if cuda:
-                torch.cuda.set_rng_state(saved_cuda, device)
-            np.random.set_state(saved_numpy)
-            random.setstate(saved_python)
+        yield
 
 
 def seed_global_rngs(seed: int, device: torch.device) -> None:

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from noisegrad.monitor.metrics import mask_share
+
 __all__ = [
     "IMAGE_SIZE",
     "SHAPES",
@@ -325,10 +327,7 @@ def mask_mass_fraction(attributions: Tensor, masks: Tensor, reduce: bool = True)
     >>> mask_mass_fraction(a, torch.tensor([[True, False, False, False]]))
     0.75
     """
-    mass = attributions.detach().abs().double().flatten(1)
-    on_mask = (mass * masks.flatten(1)).sum(dim=1)
-    total = mass.sum(dim=1)
-    share = torch.where(total > 0, on_mask / total.clamp_min(1e-300), torch.zeros_like(total))
+    share = mask_share(attributions, masks)
     return float(share.mean()) if reduce else share
 
 

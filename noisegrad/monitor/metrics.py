@@ -1,0 +1,151 @@
+"""Numbers that describe where an attribution map looks: its share on a mask, its concentration, its rank agreement.
+
+Every function takes attributions shaped ``(batch, ...)`` — a tensor, or a
+tuple of tensors for several inputs, whose elements then count together — and
+returns one float64 value per example. They read magnitudes, ``|attribution|``:
+what the model looks at, whatever the sign. Values that are undefined (the
+concentration of an all-zero map, the rank correlation with a constant map)
+are NaN.
+"""
+
+import math
+from typing import Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["mask_share", "gini", "entropy", "spearman", "magnitudes"]
+
+Attributions = Union[Tensor, Sequence[Tensor]]
+
+
+def _tensors(value: Attributions, name: str) -> Tuple[Tensor, ...]:
+    tensors = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+        raise TypeError(f"{name} must be a tensor or a tuple of tensors, got {type(value).__name__}")
+    batch = tensors[0].shape[0] if tensors[0].dim() else None
+    if batch is None or any(t.dim() < 1 or t.shape[0] != batch for t in tensors):
+        raise ValueError(f"{name} must be shaped (batch, ...) with one batch size, got shapes "
+                         f"{[tuple(t.shape) for t in tensors]}")
+    return tensors
+
+
+def magnitudes(attributions: Attributions) -> Tensor:
+    """``|attribution|`` per example as one float64 row, ``(batch, elements)`` (several inputs side by side).
+
+    Examples
+    --------
+    >>> magnitudes((torch.tensor([[-1.0, 2.0]]), torch.tensor([[[3.0]]])))
+    tensor([[1., 2., 3.]], dtype=torch.float64)
+    """
+    tensors = _tensors(attributions, "attributions")
+    return torch.cat([t.detach().abs().double().reshape(t.shape[0], -1) for t in tensors], dim=1)
+
+
+def mask_share(attributions: Attributions, masks: Attributions) -> Tensor:
+    """Share of each example's attribution mass, ``sum |a|``, that falls on its mask.
+
+    Parameters
+    ----------
+    attributions : Tensor or tuple of Tensor
+    masks : Tensor or tuple of Tensor
+        One per attribution tensor, each broadcasting to it (e.g. ``(batch, 1, H, W)``
+        for ``(batch, C, H, W)`` maps); booleans, or weights in [0, 1].
+
+    Returns
+    -------
+    Tensor
+        ``(batch,)`` float64 in [0, 1]; an example with no attribution at all counts 0.
+
+    Examples
+    --------
+    >>> mask_share(torch.tensor([[3.0, -1.0, 0.0, 0.0]]), torch.tensor([[True, False, False, False]]))
+    tensor([0.7500], dtype=torch.float64)
+    """
+    tensors = _tensors(attributions, "attributions")
+    mask_tensors = _tensors(masks, "masks")
+    if len(mask_tensors) != len(tensors):
+        raise ValueError(f"masks must have one tensor per attribution tensor ({len(tensors)}), got {len(mask_tensors)}")
+    expanded = []
+    for i, (attr, mask) in enumerate(zip(tensors, mask_tensors)):
+        try:
+            expanded.append(mask.to(device=attr.device, dtype=torch.float64).expand_as(attr))
+        except RuntimeError:
+            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} does not broadcast to the attributions' "
+                             f"shape {tuple(attr.shape)}") from None
+    mass = magnitudes(tensors)
+    on_mask = (mass * magnitudes(tuple(expanded))).sum(dim=1)
+    total = mass.sum(dim=1)
+    return torch.where(total > 0, on_mask / total.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(total))
+
+
+def gini(attributions: Attributions) -> Tensor:
+    """The Gini coefficient of each example's ``|attribution|``: 0 when spread evenly, towards 1 on one element.
+
+    With the magnitudes sorted ascending, ``x_(1) <= ... <= x_(n)``,
+    ``G = sum_i (2i - n - 1) x_(i) / (n sum_i x_i)``; its largest value is
+    ``(n - 1) / n``. NaN for an all-zero map.
+
+    Examples
+    --------
+    >>> gini(torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, -5.0]]))
+    tensor([0.0000, 0.7500], dtype=torch.float64)
+    """
+    values = magnitudes(attributions).sort(dim=1).values
+    n = values.shape[1]
+    weights = 2.0 * torch.arange(1, n + 1, dtype=values.dtype, device=values.device) - n - 1
+    total = values.sum(dim=1)
+    return (values * weights).sum(dim=1) / (n * total)
+
+
+def entropy(attributions: Attributions) -> Tensor:
+    """The entropy of each example's normalised ``|attribution|``, divided by its largest value ``log n``.
+
+    1 for an even map, towards 0 as it concentrates; NaN for an all-zero map
+    or a single element.
+
+    Examples
+    --------
+    >>> entropy(torch.tensor([[2.0, -2.0, 2.0, 2.0], [0.0, 0.0, 0.0, 1.0]]))
+    tensor([1., 0.], dtype=torch.float64)
+    """
+    values = magnitudes(attributions)
+    total = values.sum(dim=1, keepdim=True)
+    p = values / total
+    terms = torch.where(p > 0, p * torch.log(p), torch.zeros_like(p))
+    n = values.shape[1]
+    spread = (0.0 - terms.sum(dim=1)) / (math.log(n) if n > 1 else math.nan)  # 0.0 - : no "-0." for one spike
+    return torch.where(total[:, 0] > 0, spread, math.nan)
+
+
+def spearman(attributions: Attributions, others: Attributions) -> Tensor:
+    """Spearman's rank correlation of each example's ``|attribution|`` with its ``|other|``: do they look at the same
+    places, in the same order?
+
+    Tied values get their average rank. NaN where either map is constant.
+
+    Examples
+    --------
+    >>> spearman(torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]), torch.tensor([[10.0, 20.0, 30.0], [3.0, 2.0, 1.0]]))
+    tensor([ 1., -1.], dtype=torch.float64)
+    """
+    first, second = magnitudes(attributions), magnitudes(others)
+    if first.shape != second.shape:
+        raise ValueError(f"the maps to compare must have the same shapes, got {tuple(first.shape)} and "
+                         f"{tuple(second.shape)} (examples × elements)")
+    a, b = _average_ranks(first), _average_ranks(second)
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / torch.sqrt((a * a).sum(dim=1) * (b * b).sum(dim=1))
+
+
+def _average_ranks(values: Tensor) -> Tensor:
+    """Ranks 1..n along dimension 1, tied values sharing the average of the ranks they span."""
+    order = values.argsort(dim=1, stable=True)
+    ordered = values.gather(1, order)
+    ranks = torch.empty_like(values)
+    for row in range(values.shape[0]):
+        _, group, counts = torch.unique_consecutive(ordered[row], return_inverse=True, return_counts=True)
+        last = counts.cumsum(0).to(values.dtype)  # the rank of each group's last member
+        ranks[row, order[row]] = (last - (counts.to(values.dtype) - 1) / 2)[group]
+    return ranks

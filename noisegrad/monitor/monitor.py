@@ -1,0 +1,317 @@
+"""Watch what a model learns to look at while it trains: smoothed attributions of a fixed probe batch, every N steps.
+
+The monitor never changes the training: each snapshot runs in eval mode with
+autocast off, and leaves every module's mode, the parameters' ``requires_grad``
+and ``.grad`` (the same tensors), the buffers and every global RNG as it found
+them; its noise comes from its own seed, the same at every snapshot, so the
+maps change only when the model does. Between snapshots ``step`` costs an
+integer test.
+"""
+
+import contextlib
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+
+from captum.attr import Attribution, LayerAttribution
+from torch import Tensor, nn
+
+from noisegrad._state import modules_of
+from noisegrad._validate import as_int, validate_inputs
+from noisegrad.config import SmoothingConfig
+from noisegrad.monitor._untouched import training_untouched
+from noisegrad.monitor.figures import figure_kind, snapshot_figure
+from noisegrad.monitor.sinks import FolderSink, TensorBoardSink
+from noisegrad.monitor.snapshot import Snapshot, summarise
+from noisegrad.tunnel import NoiseTunnel
+
+__all__ = ["AttributionMonitor", "MONITOR_DEFAULTS"]
+
+TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
+
+#: The monitor's smoothing unless told otherwise: few samples (a snapshot should cost about two training steps
+#: of a batch of 64 when the probe holds 8 examples), antithetic pairs (the error of more i.i.d. samples, and 8
+#: groups for the standard error), a fixed seed (the same noise at every snapshot), one chunk.
+MONITOR_DEFAULTS = dict(nt_samples=16, sampler="antithetic", seed=0, nt_samples_batch_size=None)
+
+
+class AttributionMonitor(contextlib.ContextDecorator):
+    """Smoothed attributions of a fixed probe batch, computed every ``every`` training steps and recorded.
+
+    Parameters
+    ----------
+    method : Captum Attribution, or an Attribution class
+        What to smooth, e.g. ``Saliency(model)`` or ``IntegratedGradients``
+        (a class needs ``model=``; a layer method, an instance).
+    inputs : Tensor or tuple of Tensor
+        The probe batch, fixed for the whole training (on the model's device).
+    target : optional
+        As for ``NoiseTunnel.attribute`` (e.g. the probe's labels).
+    masks : Tensor or tuple of Tensor, optional
+        Ground truth, broadcasting to the attributions (``(batch, 1, H, W)``
+        for images): adds the share of attribution mass on it.
+    model : nn.Module, optional
+        The model being trained; by default the one behind ``method``.
+    every : int
+        Steps between snapshots: one at every step divisible by it.
+    figures_every : int
+        Draw the maps at every ``figures_every``-th snapshot, the first
+        included (a figure costs about 0.1 s of matplotlib); 0: never.
+    writer : TensorBoard SummaryWriter, optional
+        Record there (``pip install noisegrad[tensorboard]``).
+    log_dir : str or Path, optional
+        Record in this folder: ``metrics.jsonl``, ``histograms.jsonl``, ``maps/*.png``.
+    sinks : sequence, optional
+        Other destinations (see :mod:`noisegrad.monitor.sinks`). With none of
+        ``writer``, ``log_dir``, ``sinks`` the records are kept in
+        :attr:`history` only.
+    tokens : sequence of sequences of str, optional
+        Each probe example's tokens, for text figures.
+    feature_names : sequence of str, optional
+        For tabular figures.
+    tag : str
+        Prefix of TensorBoard tags and name of the figures.
+    config : SmoothingConfig, optional
+        The smoothing; default :data:`MONITOR_DEFAULTS` on ``SmoothingConfig()``
+        (SmoothGrad, σ = 15 % of each example's range). A configuration
+        without a seed gets seed 0: the monitor never draws from the global RNGs.
+    attribute_kwargs : dict, optional
+        More arguments for ``NoiseTunnel.attribute`` (``baselines``,
+        ``abs``, ``n_steps``, ``additional_forward_args``, ``noise_mask``, ...).
+    **config_fields
+        Fields of the configuration to change: ``nt_type``, ``nt_samples``,
+        ``noise``, ``noise_level``, ``sampler``, ``seed``, ``noise_layer``, ...
+
+    Attributes
+    ----------
+    history : list of dict
+        One row per snapshot: ``step``, the metrics, ``seconds``.
+    first, last : Snapshot or None
+    seconds : float
+        Time spent in snapshots so far, recording included.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum.attr import Saliency
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> probe, labels = torch.rand(3, 4), torch.tensor([0, 1, 0])
+    >>> monitor = AttributionMonitor(Saliency(model), probe, labels, every=2, masks=probe > 0.5)
+    >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> for step in range(5):
+    ...     loss = torch.nn.functional.cross_entropy(model(probe), labels)
+    ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
+    ...     _ = monitor.step(step)
+    >>> [row["step"] for row in monitor.history], sorted(monitor.history[-1])[:4]
+    ([0, 2, 4], ['entropy', 'gini', 'mass_in_mask', 'nt_samples'])
+    """
+
+    def __init__(
+        self,
+        method: Union[Attribution, Type[Attribution]],
+        inputs: TensorOrTuple,
+        target: Any = None,
+        *,
+        masks: Optional[TensorOrTuple] = None,
+        model: Optional[nn.Module] = None,
+        every: int = 50,
+        figures_every: int = 10,
+        writer: Any = None,
+        log_dir: Any = None,
+        sinks: Sequence[Any] = (),
+        tokens: Optional[Sequence[Sequence[str]]] = None,
+        feature_names: Optional[Sequence[str]] = None,
+        tag: str = "attribution",
+        config: Optional[SmoothingConfig] = None,
+        attribute_kwargs: Optional[Dict[str, Any]] = None,
+        **config_fields: Any,
+    ) -> None:
+        if config is not None and not isinstance(config, SmoothingConfig):
+            raise TypeError(f"config must be a noisegrad.SmoothingConfig, got {type(config).__name__}")
+        config = config if config is not None else SmoothingConfig().replace(**MONITOR_DEFAULTS)
+        config = config.replace(**config_fields) if config_fields else config
+        if config.seed is None:
+            config = config.replace(seed=0)
+        if config.dtype is not None:
+            raise ValueError(f"the monitor attributes the model being trained, in its own dtype; got a configuration "
+                             f"with dtype={config.dtype!r}")
+        self.config = config.replace(return_stderr=True)  # standard errors come from the same samples, for free
+        self.every = as_int("every", every)
+        self.figures_every = as_int("figures_every", figures_every, least=0)
+        if not isinstance(tag, str) or not tag:
+            raise TypeError(f"tag must be a non-empty str, got {tag!r}")
+        self.tag = tag
+
+        self.method = _method(method, model)
+        models = [model] if model is not None else modules_of(self.method.forward_func)
+        if not models or not all(isinstance(m, nn.Module) for m in models):
+            raise ValueError(f"the monitor found no torch.nn.Module behind {self.method.forward_func!r}: give "
+                             "model= (the model being trained), so that its modes and state can be restored")
+        self.models: List[nn.Module] = models
+
+        discrete = self.config.noise_layer is not None or "noise_layer" in (attribute_kwargs or {})
+        self.inputs = inputs
+        probe = validate_inputs(inputs, discrete=discrete)
+        self.masks = _checked_masks(masks, probe, self.method)
+        self.target = target
+        self.tokens = _checked_tokens(tokens, probe[0].shape[0])
+        self.feature_names = feature_names
+        self._kwargs = dict(attribute_kwargs or {})
+        for name in ("target", "inputs", "return_stderr", "seed", "generator"):
+            if name in self._kwargs:
+                raise TypeError(f"attribute_kwargs may not set {name!r}: the monitor sets it "
+                                f"({'give it to the monitor' if name == 'target' else 'see config'})")
+        if self.method.has_convergence_delta():
+            self._kwargs.setdefault("return_convergence_delta", True)
+        self._call = dict(self.config.call_kwargs(inputs), **self._kwargs)
+        _CheckedOnly(self.method).attribute(inputs, target=target, **self._call)  # every argument, no forward
+
+        self.sinks: List[Any] = list(sinks)
+        if writer is not None:
+            self.sinks.append(TensorBoardSink(writer, tag))
+        if log_dir is not None:
+            self.sinks.append(FolderSink(log_dir))
+        for sink in self.sinks:
+            missing = [n for n in ("scalars", "figure", "histogram", "flush") if not callable(getattr(sink, n, None))]
+            if missing:
+                raise TypeError(f"sinks must have scalars, figure, histogram and flush; {sink!r} has no "
+                                f"{', '.join(missing)}")
+
+        self.history: List[Dict[str, Any]] = []
+        self.first: Optional[Snapshot] = None
+        self.last: Optional[Snapshot] = None
+        self.seconds = 0.0
+        self._next_step = 0
+
+    # ------------------------------------------------------------------ when
+
+    def step(self, global_step: Optional[int] = None) -> Optional[Snapshot]:
+        """Take a snapshot if ``global_step`` is a multiple of ``every``; otherwise do nothing.
+
+        ``global_step`` defaults to the number of steps counted so far (one
+        per call, per ``with monitor:`` block and per call of a function
+        decorated with ``@monitor``). Returns the snapshot, or None.
+        """
+        if global_step is None:
+            global_step = self._next_step
+        elif type(global_step) is not int:
+            global_step = as_int("global_step", global_step, least=0)
+        self._next_step = global_step + 1
+        if global_step % self.every:
+            return None
+        return self.snapshot(global_step)
+
+    def __enter__(self) -> "AttributionMonitor":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> bool:
+        if exc_type is None:  # a failed training step is not a step
+            self.step()
+        return False
+
+    # ------------------------------------------------------------------ what
+
+    def snapshot(self, global_step: int) -> Snapshot:
+        """Attribute the probe batch now, record it, and return it (whatever ``every`` says)."""
+        start = time.perf_counter()
+        try:
+            with training_untouched(self.models):
+                result = NoiseTunnel(self.method).attribute(self.inputs, target=self.target, **self._call)
+                snap = summarise(result, global_step, self.masks, self.first, self.last)
+                snap.seconds = time.perf_counter() - start
+                self._record(snap)
+        finally:
+            self.seconds += time.perf_counter() - start
+        if self.first is None:
+            self.first = snap
+        self.last = snap
+        self.history.append(snap.row())
+        return snap
+
+    def _record(self, snap: Snapshot) -> None:
+        if not self.sinks:
+            return
+        row = snap.row()
+        step = row.pop("step")
+        figure = None
+        if self.figures_every and len(self.history) % self.figures_every == 0:
+            figure = self.figure(snap)
+        for sink in self.sinks:
+            sink.scalars(step, row)
+            if figure is not None:
+                sink.figure(step, self.tag, figure)
+            sink.histogram(step, "values", snap.values())
+            sink.flush()
+
+    def figure(self, snap: Optional[Snapshot] = None) -> Any:
+        """The maps of a snapshot (default the last) as a figure, drawn by :mod:`noisegrad.viz`, or None if the
+        attributions have no shape it can draw."""
+        snap = snap if snap is not None else self.last
+        if snap is None:
+            raise ValueError("no snapshot yet: call step() or snapshot() first")
+        maps = snap.attributions[0] if isinstance(snap.attributions, tuple) else snap.attributions
+        kind = figure_kind(maps, self.tokens)
+        if kind is None:
+            return None
+        images = self.inputs[0] if isinstance(self.inputs, tuple) else self.inputs
+        return snapshot_figure(maps, kind, images=images if images.is_floating_point() else None, tokens=self.tokens,
+                               feature_names=self.feature_names, title=f"step {snap.step}")
+
+    def __repr__(self) -> str:
+        return (f"AttributionMonitor({type(self.method).__name__}, every={self.every}, "
+                f"snapshots={len(self.history)}, sinks={self.sinks})")
+
+
+class _CheckedOnly(NoiseTunnel):
+    """A tunnel that checks a call's arguments and stops before planning or running anything."""
+
+    def _run(self, request: Any) -> Any:
+        return request
+
+
+def _method(method: Any, model: Optional[nn.Module]) -> Attribution:
+    if isinstance(method, type) and issubclass(method, Attribution):
+        if issubclass(method, LayerAttribution):
+            raise TypeError(f"{method.__name__} needs its layer: give an instance, "
+                            f"{method.__name__}(model, model.<layer>)")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"method={method.__name__} (a class) needs model= (the nn.Module being trained), got "
+                            f"{type(model).__name__}")
+        return method(model)
+    if not isinstance(method, Attribution):
+        raise TypeError(f"method must be a Captum Attribution (e.g. Saliency(model)) or its class, got "
+                        f"{type(method).__name__}")
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return method
+
+
+def _checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[Tuple[Tensor, ...]]:
+    """Masks as a tuple, one per input; for input attributions each must broadcast to its input."""
+    if masks is None:
+        return None
+    given = tuple(masks) if isinstance(masks, (tuple, list)) else (masks,)
+    if not all(isinstance(m, Tensor) for m in given):
+        raise TypeError(f"masks must be a tensor or a tuple of tensors, got {type(masks).__name__}")
+    if isinstance(method, LayerAttribution):
+        return given  # checked against the layer's attributions at the first snapshot
+    if len(given) != len(probe):
+        raise ValueError(f"masks must have one tensor per input ({len(probe)}), got {len(given)}")
+    for i, (mask, x) in enumerate(zip(given, probe)):
+        if mask.dim() != x.dim() or mask.shape[0] != x.shape[0] or not _broadcasts(mask.shape, x.shape):
+            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must broadcast to the probe input's shape "
+                             f"{tuple(x.shape)}, with the same batch size")
+    return given
+
+
+def _broadcasts(shape: Sequence[int], to: Sequence[int]) -> bool:
+    return all(a == b or a == 1 for a, b in zip(shape, to))
+
+
+def _checked_tokens(tokens: Any, batch: int) -> Optional[List[List[str]]]:
+    if tokens is None:
+        return None
+    rows = [list(row) for row in tokens]
+    if len(rows) != batch or not all(isinstance(t, str) for row in rows for t in row):
+        raise ValueError(f"tokens must be one sequence of str per probe example ({batch}), got {len(rows)} rows")
+    return rows
+

@@ -1,0 +1,94 @@
+"""One snapshot of a probe batch's smoothed attributions, and the numbers recorded from it."""
+
+import dataclasses
+import math
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from noisegrad.monitor.metrics import entropy, gini, mask_share, spearman
+from noisegrad.result import SmoothedAttribution
+
+__all__ = ["Snapshot", "summarise", "METRICS"]
+
+#: The scalars of a snapshot, in order (each the mean over the probe examples where it is defined):
+#: share of |attribution| on the masks (with masks), Gini and normalised entropy of |attribution|, Spearman's rank
+#: correlation with the previous and the first snapshot, the relative standard error ‖SE‖/‖attribution‖, the mean
+#: |convergence delta| (methods that have one), and the noisy samples per example.
+METRICS = ("mass_in_mask", "gini", "entropy", "spearman_previous", "spearman_first", "relative_stderr", "delta",
+           "nt_samples")
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """A probe batch's smoothed attributions at one training step, with per-example metrics.
+
+    Attributes
+    ----------
+    step : int
+    result : SmoothedAttribution
+        What ``NoiseTunnel.attribute`` returned (standard errors, delta, ...).
+    per_example : dict of str to Tensor
+        Each metric of :data:`METRICS` the snapshot has, ``(batch,)`` float64.
+    seconds : float
+        Time the snapshot took, up to recording it.
+    """
+
+    step: int
+    result: SmoothedAttribution
+    per_example: Dict[str, Tensor]
+    seconds: float = 0.0
+
+    @property
+    def attributions(self) -> Union[Tensor, Tuple[Tensor, ...]]:
+        return self.result.attributions
+
+    @property
+    def metrics(self) -> Dict[str, Optional[float]]:
+        """Each metric's mean over the examples where it is defined (None where it is nowhere)."""
+        return {name: _mean(values) for name, values in self.per_example.items()}
+
+    def row(self) -> Dict[str, Any]:
+        """The record of this snapshot: ``step``, the metrics, ``seconds``."""
+        return {"step": self.step, **self.metrics, "seconds": self.seconds}
+
+    def values(self) -> Tensor:
+        """Every attribution value, flattened (for histograms)."""
+        parts = self.attributions if isinstance(self.attributions, tuple) else (self.attributions,)
+        return torch.cat([p.detach().flatten() for p in parts])
+
+
+def summarise(
+    result: SmoothedAttribution,
+    step: int,
+    masks: Optional[Tuple[Tensor, ...]],
+    first: Optional[Snapshot],
+    previous: Optional[Snapshot],
+) -> Snapshot:
+    """A :class:`Snapshot` of ``result``: its metrics, compared with the ``first`` and ``previous`` snapshots."""
+    attributions = result.attributions
+    if isinstance(attributions, list):
+        raise TypeError("the monitor takes one layer's attributions (or one tuple of inputs), not a list of layers")
+    batch = (attributions[0] if isinstance(attributions, tuple) else attributions).shape[0]
+    nan = torch.full((batch,), math.nan, dtype=torch.float64)
+    per_example: Dict[str, Tensor] = {}
+    if masks is not None:
+        per_example["mass_in_mask"] = mask_share(attributions, masks)
+    per_example["gini"] = gini(attributions)
+    per_example["entropy"] = entropy(attributions)
+    per_example["spearman_previous"] = spearman(attributions, previous.attributions) if previous else nan
+    per_example["spearman_first"] = spearman(attributions, first.attributions) if first else nan
+    per_example["relative_stderr"] = result.relative_stderr.detach().double().cpu()
+    if result.delta is not None:
+        per_example["delta"] = result.delta.detach().double().abs().cpu()
+    samples = result.nt_samples
+    per_example["nt_samples"] = (samples.double().cpu() if isinstance(samples, Tensor)
+                                 else torch.full((batch,), float(samples), dtype=torch.float64))
+    per_example = {name: values.cpu() for name, values in per_example.items()}
+    return Snapshot(step, result, per_example)
+
+
+def _mean(values: Tensor) -> Optional[float]:
+    finite = values[torch.isfinite(values)]
+    return float(finite.mean()) if finite.numel() else None

@@ -1,0 +1,307 @@
+"""The training monitor: training is bit-identical with and without it; its records equal direct calls; it costs
+nothing between snapshots; bad arguments fail before any forward pass."""
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from captum.attr import IntegratedGradients, LayerGradientXActivation, Saliency
+from torch import nn
+
+import noisegrad
+from noisegrad import AttributionMonitor, NoiseTunnel, SmoothingConfig, relative
+from conftest import ForwardCounter
+from test_monitor_metrics import ref_entropy, ref_gini, ref_spearman
+
+STEPS = 4
+
+
+class Net(nn.Module):
+    """Dropout (draws from the global RNG in training) and BatchNorm (running statistics) in one tiny CNN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.3))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def data(n=48):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 1, 6, 6, generator=g)
+    y = torch.randint(3, (n,), generator=g)
+    return x, y, x > 0.5
+
+
+def train(steps=STEPS, monitor_for=None, form="step", between=None):
+    """SGD with momentum under CPU autocast; every RNG takes part (batches: torch, flips: Python, scale: numpy)."""
+    x, y, _ = data()
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    monitor = monitor_for(model) if monitor_for else None
+
+    def training_step(step):
+        batch = torch.randint(len(x), (16,))
+        images = x[batch].flip(-1) if random.random() < 0.5 else x[batch]
+        images = images * float(np.random.uniform(0.9, 1.1))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(images), y[batch])
+            optimizer.zero_grad(set_to_none=False)  # .grad tensors live on: the monitor must give back these ones
+            loss.backward()
+            optimizer.step()
+            grads = [p.grad for p in model.parameters()]
+            if monitor is not None and form == "step":
+                monitor.step(step)  # inside autocast, with gradients present
+            assert all(p.grad is g for p, g in zip(model.parameters(), grads))
+        if between is not None:
+            between()
+
+    if monitor is not None and form == "decorator":
+        training_step = monitor(training_step)
+    for step in range(steps):
+        if monitor is not None and form == "context":
+            with monitor:
+                training_step(step)
+        else:
+            training_step(step)
+    state = {name: t.clone() for name, t in model.state_dict().items()}
+    state.update({f"momentum.{i}": s["momentum_buffer"].clone() for i, s in enumerate(optimizer.state.values())})
+    rngs = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    return state, rngs, model, monitor
+
+
+def assert_identical(a, b):
+    (state_a, rngs_a), (state_b, rngs_b) = a[:2], b[:2]
+    assert state_a.keys() == state_b.keys()
+    for name in state_a:
+        assert torch.equal(state_a[name], state_b[name]), name
+    assert torch.equal(rngs_a[0], rngs_b[0]) and np.array_equal(rngs_a[1], rngs_b[1]) and rngs_a[2] == rngs_b[2]
+
+
+@pytest.fixture(scope="module")
+def unmonitored():
+    return train()
+
+
+@pytest.mark.parametrize("form", ["step", "decorator", "context"])
+def test_training_is_bit_identical_with_a_snapshot_at_every_step(unmonitored, form, tmp_path):
+    x, y, masks = data(8)
+    monitored = train(monitor_for=lambda m: AttributionMonitor(Saliency(m), x, y, masks=masks, every=1,
+                                                               figures_every=2, log_dir=tmp_path),
+                      form=form)
+    assert_identical(unmonitored, monitored)
+    monitor = monitored[3]
+    assert [row["step"] for row in monitor.history] == list(range(STEPS))
+    assert monitor.last.attributions.dtype == torch.float32  # autocast was off for the snapshot
+    assert monitor.history[-1]["spearman_first"] < 1  # the model did change under the monitor's eyes
+
+
+@pytest.mark.parametrize("rng", ["torch", "numpy", "python"])
+def test_the_comparison_sees_one_draw_from_any_global_rng(unmonitored, rng):
+    draw = {"torch": lambda: torch.rand(1), "numpy": np.random.rand, "python": random.random}[rng]
+    state, rngs, _, _ = train(between=draw)
+    differs = [name for name in state if not torch.equal(state[name], unmonitored[0][name])]
+    assert differs, f"one {rng} draw per step left training as it was: the bit-identity test could not fail"
+
+
+def test_a_snapshot_leaves_modes_flags_grads_buffers_and_rngs_as_found_also_after_an_error():
+    model = Net()
+    model.train()
+    model.head.eval()  # mixed modes come back mixed
+    model.features[0].bias.requires_grad_(False)
+    x, y, _ = data(8)
+    F.cross_entropy(model(x), y).backward()
+    grads = {name: (p.grad, p.grad.clone() if p.grad is not None else None) for name, p in model.named_parameters()}
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    rngs = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+
+    def check():
+        assert model.training and not model.head.training and model.features[3].training
+        assert not model.features[0].bias.requires_grad and model.features[0].weight.requires_grad
+        for name, p in model.named_parameters():
+            assert p.grad is grads[name][0]
+            assert (p.grad is None and grads[name][1] is None) or torch.equal(p.grad, grads[name][1])
+        for name, b in model.named_buffers():
+            assert torch.equal(b, buffers[name]), name
+        assert torch.equal(torch.get_rng_state(), rngs[0]) and np.array_equal(np.random.get_state()[1], rngs[1])
+        assert random.getstate() == rngs[2]
+
+    monitor = AttributionMonitor(Saliency(model), x, y, every=1)
+    seen = []
+    hook = model.features.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    monitor.step(0)
+    assert seen and not any(seen)  # every forward of the snapshot ran in eval mode
+    check()
+
+    def explode(module, args):
+        raise RuntimeError("boom")
+
+    hook.remove()
+    handle = model.head.register_forward_pre_hook(explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        monitor.step(1)
+    handle.remove()
+    check()
+
+
+def test_records_equal_direct_calls_and_the_metrics_file_loads_in_one_line(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    x, y, masks = data(4)
+    monitor = AttributionMonitor(Saliency(model), x, y, masks=masks, every=3, log_dir=tmp_path, figures_every=2)
+    direct = []
+    for step in range(7):
+        if step % 3 == 0:
+            result = NoiseTunnel(Saliency(model)).attribute(
+                x, nt_type="smoothgrad", nt_samples=16, stdevs=relative(0.15), sampler="antithetic", target=y,
+                seed=0, return_stderr=True)
+            direct.append(result)
+        monitor.step(step)
+        with torch.no_grad():
+            model[0].weight.add_(0.3 * torch.randn_like(model[0].weight))  # "training"
+
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [r["step"] for r in monitor.history] == [0, 3, 6]
+    for k, (row, result) in enumerate(zip(rows, direct)):
+        assert row == pytest.approx(monitor.history[k], nan_ok=True)
+        a = result.attributions.double().numpy().reshape(4, -1)
+        m = np.broadcast_to(masks.numpy(), x.shape).reshape(4, -1)
+        expected = {
+            "mass_in_mask": np.mean([(np.abs(a[i]) * m[i]).sum() / np.abs(a[i]).sum() for i in range(4)]),
+            "gini": np.mean([ref_gini(a[i]) for i in range(4)]),
+            "entropy": np.mean([ref_entropy(a[i]) for i in range(4)]),
+            "relative_stderr": float(result.relative_stderr.double().mean()),
+            "nt_samples": 16,
+        }
+        if k:
+            previous = direct[k - 1].attributions.double().numpy().reshape(4, -1)
+            first = direct[0].attributions.double().numpy().reshape(4, -1)
+            expected["spearman_previous"] = np.mean([ref_spearman(a[i], previous[i]) for i in range(4)])
+            expected["spearman_first"] = np.mean([ref_spearman(a[i], first[i]) for i in range(4)])
+        else:
+            assert row["spearman_previous"] is None and row["spearman_first"] is None  # nothing to compare with
+        for name, value in expected.items():
+            assert row[name] == pytest.approx(value, rel=1e-9), name
+    assert torch.equal(monitor.first.attributions, direct[0].attributions)  # the same noise: the same numbers
+    assert torch.equal(monitor.last.attributions, direct[-1].attributions)
+    histograms = [json.loads(line) for line in open(tmp_path / "histograms.jsonl")]
+    assert [h["step"] for h in histograms] == [0, 3, 6]
+    assert all(sum(h["counts"]) == x.numel() for h in histograms)
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["attribution_00000000.png",
+                                                                     "attribution_00000006.png"]
+
+
+def test_between_snapshots_step_runs_no_forward_and_the_counter_counts_blocks_and_calls():
+    model = Net().eval()
+    x, y, _ = data(2)
+    monitor = AttributionMonitor(Saliency(model), x, y, every=3, nt_samples=4)
+    forwards = ForwardCounter(model)
+    for step in (1, 2, 4, 5, 7):
+        assert monitor.step(step) is None
+    assert forwards.calls == 0
+    assert monitor.step(6).step == 6 and forwards.calls > 0
+
+    counted = AttributionMonitor(Saliency(model), x, y, every=2, nt_samples=4)
+    with counted:
+        pass
+    with pytest.raises(KeyError):
+        with counted:  # a failed training step is not a step
+            raise KeyError("x")
+    train_step = counted(lambda: None)
+    train_step()
+    train_step()
+    assert [row["step"] for row in counted.history] == [0, 2]
+
+
+def test_without_a_seed_the_monitor_uses_its_own_and_leaves_the_global_rng_alone():
+    model = Net().eval()
+    x, y, _ = data(3)
+    config = SmoothingConfig(nt_samples=4)  # seed=None
+    before = torch.get_rng_state()
+    one = AttributionMonitor(Saliency(model), x, y, config=config).snapshot(0)
+    torch.manual_seed(123)
+    two = AttributionMonitor(Saliency(model), x, y, config=config).snapshot(0)
+    assert torch.equal(one.attributions, two.attributions)
+    torch.manual_seed(0)
+    torch.set_rng_state(before)
+    AttributionMonitor(Saliency(model), x, y, config=config).snapshot(0)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_method_class_and_the_model_and_a_convergence_delta():
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2))
+    x = torch.rand(3, 5)
+    monitor = AttributionMonitor(IntegratedGradients, x, 1, model=model, nt_samples=4,
+                                 attribute_kwargs={"n_steps": 8})
+    row = monitor.snapshot(0).row()
+    direct = NoiseTunnel(IntegratedGradients(model)).attribute(
+        x, nt_samples=4, stdevs=relative(0.15), sampler="antithetic", target=1, seed=0, n_steps=8,
+        return_convergence_delta=True, return_stderr=True)
+    assert row["delta"] == pytest.approx(float(direct.delta.abs().double().mean()), rel=1e-9)
+    assert monitor.figure() is not None  # tabular: feature bars
+
+
+def test_layer_attributions_and_text_figures():
+    torch.manual_seed(0)
+    embed = nn.Embedding(10, 4)
+    model = nn.Sequential(embed, nn.Flatten(), nn.Linear(3 * 4, 2))
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    method = LayerGradientXActivation(model, embed)
+    tokens = [["a", "b", "c"], ["d", "e", "f"]]
+    monitor = AttributionMonitor(method, ids, 0, nt_samples=4, noise_level=0.1, noise_layer="0", tokens=tokens)
+    snap = monitor.snapshot(0)
+    assert snap.attributions.shape == (2, 3, 4)
+    fig = monitor.figure()
+    assert [t.get_text() for t in fig.axes[0].texts] == tokens[0]
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(every=0), ValueError, "every must be a positive int"),
+    (dict(every=1.5), TypeError, "every must be a positive int"),
+    (dict(figures_every=-1), ValueError, "figures_every must be an int >= 0"),
+    (dict(masks=torch.ones(3, 1, 5, 5)), ValueError, r"masks\[0\] of shape \(3, 1, 5, 5\) must broadcast"),
+    (dict(writer=object()), TypeError, "writer must be a TensorBoard SummaryWriter"),
+    (dict(sinks=[object()]), TypeError, "sinks must have scalars"),
+    (dict(config=SmoothingConfig(dtype="double")), ValueError, "dtype='double'"),
+    (dict(attribute_kwargs={"seed": 3}), TypeError, "attribute_kwargs may not set 'seed'"),
+    (dict(nt_samples=0), ValueError, "nt_samples must be >= 1"),
+    (dict(nt_samples=2), ValueError, "return_stderr=True with nt_type='smoothgrad' needs at least 2"),
+    (dict(attribute_kwargs={"abs": False, "n_steps": 3}), TypeError, "n_steps"),
+    (dict(tokens=[["a"]]), ValueError, "tokens must be one sequence of str per probe example"),
+    (dict(log_dir=3), TypeError, "log_dir must be a str or a pathlib.Path"),
+])
+def test_bad_arguments_fail_before_any_forward(kwargs, error, words):
+    model = Net().eval()
+    x, y, _ = data(3)
+    forwards = ForwardCounter(model)
+    with pytest.raises(error, match=words):
+        AttributionMonitor(Saliency(model), x, y, **kwargs)
+    with pytest.raises(TypeError, match="needs model="):
+        AttributionMonitor(Saliency, x, y)
+    with pytest.raises(TypeError, match="must be a Captum Attribution"):
+        AttributionMonitor(model, x, y)
+    with pytest.raises(ValueError, match="give model="):
+        AttributionMonitor(Saliency(lambda t: t.sum(dim=(1, 2, 3)).unsqueeze(1)), x, 0)
+    assert forwards.calls == 0
+
+
+def test_import_noisegrad_loads_neither_lightning_nor_tensorboard():
+    probe = ("import sys, noisegrad; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('lightning', 'pytorch_lightning', 'tensorboard')))")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(root), "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert {"AttributionMonitor", "AttributionMonitorCallback"} <= set(noisegrad.__all__)
