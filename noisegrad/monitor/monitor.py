@@ -264,7 +264,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
 class _CheckedOnly(NoiseTunnel):
     """A tunnel that checks a call's arguments and stops before planning or running anything."""
 
-    def _run(self, request: Any) -> Any:
+    def _run(self, request: Any, *args: Any) -> Any:
         return request
 
 
