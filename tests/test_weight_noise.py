@@ -590,3 +590,134 @@ def test_a_model_vmap_cannot_run_falls_back_to_a_loop_over_draws_unless_vmap_was
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
     with pytest.raises(RuntimeError, match=r"vmap cannot run the model"):
         smoothed(Saliency, model, XM, 4, 1, 0.3, 0.0, "smoothgrad", batched=True, target=0, abs=False)
+
+
+# --------------------------------------------------------------------------- how the forward function reaches the model
+
+
+#: A module-level name equal to an attribute name the forward functions below read (``holder.head``, ``self.head``):
+#: an attribute is not a global, so this unrelated network must never be taken for the model.
+head = nn.Linear(5, 3).double()
+
+
+class Holder:
+    """A plain (not callable) object holding the model, as explainer classes do."""
+
+    def __init__(self, net):
+        self.head = net
+
+    def predict(self, x):
+        return self.head(x)
+
+
+def test_an_attribute_named_like_a_global_is_not_taken_for_it():
+    from noisegrad._state import loaded_globals
+
+    holder = Holder(mlp())
+    assert loaded_globals((lambda t: holder.head(t) + torch.zeros(1)).__code__) == {"torch"}  # not "head"
+    expected = reference(holder.head, Saliency, XM, 4, 1, 0.5, 0.0, "smoothgrad", target=1, abs=False)
+    for forward in (lambda t: holder.head(t), holder.predict):
+        got = NoiseTunnel(Saliency(forward)).attribute(XM, nt_samples=1, stdevs=0.0, target=1, abs=False, seed=SEED,
+                                                       weight_noise=weight_noise(0.5, draws=4))
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+class Slotted:
+    """Holds the model where noisegrad cannot follow it (no ``__dict__``)."""
+
+    __slots__ = ("net",)
+
+
+def test_the_users_model_running_during_the_call_is_an_error_not_a_silent_un_noised_result():
+    slotted = Slotted()
+    slotted.net = mlp()
+    method = LayerGradientXActivation(lambda t: slotted.net(t), slotted.net[0])  # only the layer can be found
+    with pytest.raises(RuntimeError, match="ran the user's own Linear instead of the private copy"):
+        NoiseTunnel(method).attribute(XM, nt_samples=1, stdevs=0.0, target=0, seed=SEED,
+                                      weight_noise=weight_noise(0.5, draws=2))
+    slotted.net(XM)  # afterwards (and in other threads) the user's model runs as ever
+
+
+def test_a_forward_that_cannot_be_redirected_is_refused_and_left_as_it_was():
+    model = mlp()
+
+    @functools.lru_cache(maxsize=None)
+    def cached(t):
+        return model(t)
+
+    class SelfCopying:
+        def __init__(self, net):
+            self.net = net
+
+        def __call__(self, x):
+            return self.net(x)
+
+        def __copy__(self):
+            return self
+
+    wrapped, predictor = cached.__wrapped__, SelfCopying(model)
+    for forward, match in ((cached, "lru_cache"), (predictor, "returns the object itself")):
+        with pytest.raises(TypeError, match=match):
+            NoiseTunnel(Saliency(forward)).attribute(XM, nt_samples=1, stdevs=0.0, target=0, seed=SEED,
+                                                     weight_noise=weight_noise(0.5, draws=2))
+    assert cached.__wrapped__ is wrapped and predictor.net is model
+    parameters = dict(model.named_parameters())
+    with pytest.raises(TypeError, match="holds the model's parameter or buffer tensors itself"):
+        NoiseTunnel(Saliency(lambda t: torch.func.functional_call(model, parameters, (t,)))).attribute(
+            XM, nt_samples=1, stdevs=0.0, target=0, seed=SEED, weight_noise=weight_noise(0.5, draws=2))
+
+
+class OwnDeepcopy(nn.Module):
+    """A model with its own ``__deepcopy__`` (rebuilt from its state dict); ``shared=True`` shares its tensors."""
+
+    def __init__(self, shared=False):
+        super().__init__()
+        self.net, self.shared = mlp(), shared
+
+    def forward(self, x):
+        return self.net(x)
+
+    def __deepcopy__(self, memo):
+        twin = OwnDeepcopy(self.shared)
+        if self.shared:
+            twin.net = self.net
+        else:
+            twin.load_state_dict(self.state_dict())
+        return twin
+
+
+def test_a_models_own_deepcopy_is_used_when_it_gives_an_independent_copy():
+    model = OwnDeepcopy()
+    expected = reference(model, Saliency, XM, 3, 1, 0.5, 0.0, "smoothgrad", target=1, abs=False)
+    torch.testing.assert_close(smoothed(Saliency, model, XM, 3, 1, 0.5, 0.0, "smoothgrad", target=1, abs=False),
+                               expected, rtol=1e-9, atol=1e-12)
+    with pytest.raises(TypeError, match="does not give an independent module"):
+        smoothed(Saliency, OwnDeepcopy(shared=True), XM, 3, 1, 0.5, 0.0, "smoothgrad", target=1)
+
+
+def test_a_torchscript_model_is_refused_with_what_to_give_instead():
+    scripted = torch.jit.script(mlp())
+    with pytest.raises(TypeError, match="TorchScript module"):
+        smoothed(Saliency, scripted, XM, 2, 1, 0.5, 0.0, "smoothgrad", target=1, filter="*.weight")
+
+
+def test_the_users_module_is_not_written_nor_run_during_the_call():
+    """Its .grad stays, a change another thread makes meanwhile (here: a hook of the user's, copied with the model,
+    that runs mid-call) is kept, and no forward of the user's module runs, also not the chunk planner's."""
+    model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).double().eval()
+    model(XM).sum().backward()
+    grad = model[0].weight.grad
+    seen, ran = [], []
+    model.register_forward_pre_hook(lambda module, args: ran.append(module is model))
+
+    def meanwhile(module, args, output):
+        seen.append(model[0].weight.grad is grad)
+        model.train()
+
+    model[3].register_forward_hook(meanwhile)
+    for chunking in (dict(nt_samples_batch_size="auto"), dict(memory_budget=10**6)):
+        model.eval()
+        NoiseTunnel(Saliency(model)).attribute(XM, nt_samples=2, stdevs=0.1, target=0, seed=SEED,
+                                               weight_noise=weight_noise(0.2, draws=3), **chunking)
+        assert model.training and model[0].weight.grad is grad
+    assert seen and all(seen) and ran and not any(ran)
