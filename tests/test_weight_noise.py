@@ -104,7 +104,8 @@ def reference(model, make_method, x, draws, per_draw, sigma_w, stdevs, nt_type, 
                 if name in values:
                     parameter.copy_(values[name])
         for n in range(per_draw):
-            inputs = (x + stdevs * reference_input_noise(x, draw * per_draw + n)).requires_grad_()
+            inputs = x if not x.is_floating_point() else (  # token ids get no noise
+                x + stdevs * reference_input_noise(x, draw * per_draw + n)).requires_grad_()
             out = make_method(noisy).attribute(inputs, **kwargs)
             if kwargs.get("return_convergence_delta"):
                 out, delta = out
@@ -474,7 +475,7 @@ def test_no_forward_sees_more_rows_than_max_batch_rows(monkeypatch):
     model = make_cnn()
     got = NoiseTunnel(IntegratedGradients(model)).attribute(
         X, nt_samples=2, stdevs=0.1, target=2, n_steps=4, seed=SEED, max_batch_rows=60,
-        weight_noise=weight_noise(0.3, draws=6))
+        weight_noise=weight_noise(0.3, draws=6, batched=True))  # one forward for both draws (the loop: one each)
     assert sizes and max(sizes) == 48
     expected = smoothed(make, model, X, 6, 2, 0.3, 0.1, "smoothgrad", target=2, n_steps=4)
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
@@ -496,9 +497,9 @@ def test_auto_takes_vmap_for_few_rows_per_draw_and_the_loop_beyond():
     cpu = torch.device("cpu")
     for model, most in ((make_cnn(), VMAP_MOST_ROWS["convolution"]), (mlp(), VMAP_MOST_ROWS["linear"])):
         forward = DrawsForward(model, model, "auto")
-        assert forward._use_vmap(most, cpu) and not forward._use_vmap(most + 1, cpu)
-        assert DrawsForward(model, model, True)._use_vmap(10**6, cpu)
-        assert not DrawsForward(model, model, False)._use_vmap(1, cpu)
+        assert forward.batches(most, cpu) and not forward.batches(most + 1, cpu)
+        assert DrawsForward(model, model, True).batches(10**6, cpu)
+        assert not DrawsForward(model, model, False).batches(1, cpu)
 
 
 # --------------------------------------------------------------------------- choosing parameters, and refusals
@@ -721,3 +722,117 @@ def test_the_users_module_is_not_written_nor_run_during_the_call():
                                                weight_noise=weight_noise(0.2, draws=3), **chunking)
         assert model.training and model[0].weight.grad is grad
     assert seen and all(seen) and ran and not any(ran)
+
+
+def test_a_filter_that_is_a_module_or_takes_the_wrong_arguments_is_refused_when_made():
+    with pytest.raises(TypeError, match=r"filter=\.\.\.\) takes a module class, not a module"):
+        weight_noise(filter=nn.Linear(2, 2))
+    with pytest.raises(TypeError, match=r"filter=\.\.\.\) as a callable is called as filter\(name, module\)"):
+        weight_noise(filter=lambda name: True)
+    assert weight_noise(filter=lambda name, module: True).filter is not None
+
+
+def test_parametrized_layers_missed_by_the_default_filter_are_named_in_a_warning():
+    from torch.nn.utils import parametrizations
+
+    model = mlp()
+    parametrizations.weight_norm(model[0])
+    with pytest.warns(UserWarning, match=r"no noise: 0\.parametrizations\.weight\.original0, "
+                                         r"0\.parametrizations\.weight\.original1"):
+        smoothed(Saliency, model, XM, 2, 1, 0.3, 0.0, "smoothgrad", target=0)
+    names = ("0.parametrizations.weight.original1", "2.weight")  # weight_norm's direction, and a plain layer
+    assert select_parameters(model, "*.original1") + select_parameters(model) == names
+    expected = reference(model, Saliency, XM, 3, 1, 0.3, 0.0, "smoothgrad", filter=["*.original1", "2.weight"],
+                         target=0, abs=False)
+    got = smoothed(Saliency, model, XM, 3, 1, 0.3, 0.0, "smoothgrad", filter=["*.original1", "2.weight"], target=0,
+                   abs=False)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- vmap or a loop, and memory
+
+
+class Attention(nn.Module):
+    """Self-attention then a linear head: under vmap PyTorch takes a fused kernel without a backward."""
+
+    def __init__(self):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.attention(x, x, x)[0].mean(1))
+
+
+def test_attention_models_take_the_loop_by_default_and_refuse_vmap_before_any_forward():
+    torch.manual_seed(0)
+    model = Attention().eval()
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    expected = reference(model, Saliency, x, 3, 1, 0.3, 0.0, "smoothgrad", target=1, abs=False)
+    got = smoothed(Saliency, model, x, 3, 1, 0.3, 0.0, "smoothgrad", target=1, abs=False)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"batched=True\): torch.func.vmap cannot run nn.MultiheadAttention"):
+        smoothed(Saliency, model, x, 3, 1, 0.3, 0.0, "smoothgrad", batched=True, target=1)
+
+
+def test_a_users_hooks_see_plain_tensors_not_vmaps():
+    model = mlp()
+    recorded = []
+    model[1].register_forward_hook(lambda module, args, output: recorded.append(output.detach()))
+    smoothed(Saliency, model, XM, 4, 1, 0.3, 0.0, "smoothgrad", target=0)
+    assert recorded and all(float(r.sum()) == float(r.sum()) and r.shape == (2, 16) for r in recorded)
+
+
+def test_where_the_draws_are_looped_over_they_are_made_one_at_a_time_and_once(monkeypatch):
+    made = []
+    original = weights_module.WeightNoise.draw
+
+    def recording(self, draw_ids):
+        made.append(len(draw_ids))
+        return original(self, draw_ids)
+
+    monkeypatch.setattr(weights_module.WeightNoise, "draw", recording)
+    model = mlp()
+    expected = reference(model, Saliency, XM, 3, 4, 0.3, 0.1, "smoothgrad", target=0, abs=False)
+    for batched, batch_size, draws_made in ((False, None, [1, 1, 1]), (False, 1, [1, 1, 1]), (True, None, [3])):
+        made.clear()
+        got = smoothed(Saliency, model, XM, 3, 4, 0.3, 0.1, "smoothgrad", batch_size=batch_size, batched=batched,
+                       target=0, abs=False)
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+        assert made == draws_made, (batched, batch_size)
+
+
+# --------------------------------------------------------------------------- token ids, and samples that differ anyway
+
+
+class TokenNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, ids):
+        return self.head(self.embedding(ids).mean(1))
+
+
+def test_noisegrad_takes_token_ids_when_no_input_noise_is_asked_for():
+    torch.manual_seed(0)
+    model = TokenNet().double().eval()
+    ids = torch.tensor([[1, 2, 3], [4, 5, 0]])
+    make = lambda m: LayerIntegratedGradients(m, m.embedding)  # noqa: E731
+    kwargs = dict(target=1, baselines=torch.zeros_like(ids), n_steps=4)
+    expected = reference(model, make, ids, 3, 1, 0.3, 0.0, "smoothgrad", **kwargs)
+    got = smoothed(make, model, ids, 3, 1, 0.3, 0.0, "smoothgrad", **kwargs)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    with pytest.raises(TypeError, match="weight_noise=... with stdevs=0"):
+        smoothed(make, model, ids, 3, 1, 0.3, 0.1, "smoothgrad", **kwargs)
+
+
+def test_methods_whose_samples_differ_without_input_noise_are_not_refused():
+    model = mlp()
+    baselines = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    for make, kwargs in ((GradientShap, dict(baselines=baselines, n_samples=2)),
+                         (IntegratedGradients, dict(baselines=baselines, n_steps=3, draw_baseline_from_distrib=True))):
+        out = NoiseTunnel(make(model)).attribute(XM, nt_type="vargrad", nt_samples=2, stdevs=0.0, target=0, seed=SEED,
+                                                 weight_noise=weight_noise(0.0, draws=1), **kwargs)
+        assert bool((out > 0).any())  # no weight noise (sigma 0): all the spread is the method's own sampling

@@ -23,7 +23,8 @@ from torch.nn.modules.module import register_module_forward_pre_hook
 
 from noisegrad._state import loaded_globals, modules_of, tensors_of
 
-__all__ = ["model_root", "private_copy", "redirect_method", "is_detached_from", "refusing_to_run"]
+__all__ = ["model_root", "private_copy", "redirect_method", "is_detached_from", "refusing_to_run",
+           "refuse_scripted"]
 
 _DEPTH = 5
 _ATOMIC = (str, bytes, int, float, complex, bool, Tensor, type, types.ModuleType, types.BuiltinFunctionType)
@@ -68,6 +69,17 @@ def _contains(outer: nn.Module, inner: nn.Module) -> bool:
     return any(m is inner for m in outer.modules())
 
 
+def refuse_scripted(root: nn.Module) -> None:
+    """``TypeError`` for a TorchScript model: weight noise needs an nn.Module whose parameters can be replaced."""
+    scripted = [name or type(root).__name__ for name, m in root.named_modules() if isinstance(m, torch.jit.ScriptModule)]
+    if scripted:
+        raise TypeError(
+            f"weight_noise needs an nn.Module that can be copied and whose parameters can be replaced per draw, and "
+            f"{scripted[0]!r} is a TorchScript module (torch.jit.script / trace); give the attribution method the "
+            "original nn.Module"
+        )
+
+
 def private_copy(root: nn.Module) -> Tuple[nn.Module, Dict[int, nn.Module]]:
     """A deep copy of ``root`` with ``requires_grad`` off, and the map from ``id`` of each original module to its copy.
 
@@ -76,13 +88,7 @@ def private_copy(root: nn.Module) -> Tuple[nn.Module, Dict[int, nn.Module]]:
     with ``root`` (a model's own ``__deepcopy__`` may) or whose modules
     differ from the original's is refused.
     """
-    scripted = [name or type(root).__name__ for name, m in root.named_modules() if isinstance(m, torch.jit.ScriptModule)]
-    if scripted:
-        raise TypeError(
-            f"weight_noise perturbs a private copy of an nn.Module, and {scripted[0]!r} is a TorchScript module "
-            "(torch.jit.script / trace), whose parameters cannot be replaced per draw; give the attribution "
-            "method the original nn.Module"
-        )
+    refuse_scripted(root)
     try:
         twin = copy.deepcopy(root)
         for parameter in twin.parameters():

@@ -12,6 +12,7 @@ draws × 10 input draws (input σ = 0.4, absolute) for FusionGrad.
 
 import fnmatch
 import hashlib
+import inspect
 import math
 import numbers
 from typing import Callable, Dict, Sequence, Tuple, Union
@@ -150,7 +151,18 @@ def parameter_filter(filter: FilterType) -> Callable[[str, nn.Module], bool]:
     if isinstance(filter, tuple) and filter and all(isinstance(t, type) and issubclass(t, nn.Module) for t in filter):
         kinds = filter
         return lambda name, module: name.rsplit(".", 1)[-1] == "weight" and isinstance(module, kinds)
+    if isinstance(filter, nn.Module):
+        raise TypeError(f"weight_noise(filter=...) takes a module class, not a module: got the {type(filter).__name__} "
+                        f"instance; give its class, or the qualified names of its parameters as glob patterns "
+                        f"(e.g. \"0.*\" for the submodule named 0)")
     if callable(filter) and not isinstance(filter, type):
+        try:
+            inspect.signature(filter).bind("name", nn.Identity())
+        except TypeError:
+            raise TypeError(f"weight_noise(filter=...) as a callable is called as filter(name, module) -> bool, "
+                            f"and {filter!r} cannot take those two arguments") from None
+        except ValueError:  # no signature to inspect (some builtins): it is called as it is
+            pass
         return filter
     raise TypeError(
         "weight_noise(filter=...) must be None, a module class or tuple of classes, a glob pattern or sequence of "
