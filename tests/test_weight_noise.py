@@ -836,3 +836,21 @@ def test_methods_whose_samples_differ_without_input_noise_are_not_refused():
         out = NoiseTunnel(make(model)).attribute(XM, nt_type="vargrad", nt_samples=2, stdevs=0.0, target=0, seed=SEED,
                                                  weight_noise=weight_noise(0.0, draws=1), **kwargs)
         assert bool((out > 0).any())  # no weight noise (sigma 0): all the spread is the method's own sampling
+
+
+def test_large_shapes_get_the_same_keyed_bits_in_blocks_and_leave_nothing_cached(monkeypatch):
+    """A big weight's element keys are made block by block (never at full size, never kept in the process-wide
+    cache); the numbers are those of the whole-shape construction."""
+    import noisegrad.sampling.keyed as keyed
+
+    keys = row_keys(SEED, stream(Purpose.WEIGHT_NOISE), torch.tensor([5, -9]), torch.arange(3))
+    shape = (7, 3, 5)
+    whole_bits = keyed.random_bits(keys, shape, torch.empty((3, 2) + shape, dtype=torch.int32))
+    whole_normals = keyed.standard_normal(keys, shape, torch.empty((3, 2) + shape, dtype=torch.float64))
+    keyed._element_keys.cache_clear()
+    monkeypatch.setattr(keyed, "_CACHED_ELEMENTS", 20)
+    monkeypatch.setattr(keyed, "_CPU_BLOCK", 16)  # several blocks, the last one partial
+    blocked_bits = keyed.random_bits(keys, shape, torch.empty((3, 2) + shape, dtype=torch.int32))
+    blocked_normals = keyed.standard_normal(keys, shape, torch.empty((3, 2) + shape, dtype=torch.float64))
+    assert torch.equal(blocked_bits, whole_bits) and torch.equal(blocked_normals, whole_normals)
+    assert keyed._element_keys.cache_info().currsize == 0
