@@ -854,3 +854,16 @@ def test_large_shapes_get_the_same_keyed_bits_in_blocks_and_leave_nothing_cached
     blocked_normals = keyed.standard_normal(keys, shape, torch.empty((3, 2) + shape, dtype=torch.float64))
     assert torch.equal(blocked_bits, whole_bits) and torch.equal(blocked_normals, whole_normals)
     assert keyed._element_keys.cache_info().currsize == 0
+
+
+def test_wrappers_of_the_same_network_get_the_same_noise():
+    from noisegrad.perturb.weight_spec import noise_name
+
+    model = mlp()
+    plain = smoothed(Saliency, model, XM, 3, 1, 0.3, 0.0, "smoothgrad", target=1, abs=False)
+    wrapped = smoothed(Saliency, nn.DataParallel(model), XM, 3, 1, 0.3, 0.0, "smoothgrad", target=1, abs=False)
+    torch.testing.assert_close(wrapped, plain, rtol=1e-12, atol=0)
+    assert noise_name(torch.compile(nn.DataParallel(model)), "_orig_mod.module.0.weight") == "0.weight"
+    holder = nn.Sequential()
+    holder.module = model  # a submodule of the user's that happens to be named "module" keeps its name
+    assert noise_name(holder, "module.0.weight") == "module.0.weight"

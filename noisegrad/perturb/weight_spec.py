@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from noisegrad.sampling.keyed import row_keys, standard_normal
 from noisegrad.sampling.streams import Purpose, stream
 
-__all__ = ["WeightNoiseSpec", "weight_noise", "parameter_filter", "select_parameters", "parameter_key", "weight_draws",
-           "WEIGHT_MODES", "WEIGHT_SAMPLERS", "DEFAULT_MODULES"]
+__all__ = ["WeightNoiseSpec", "weight_noise", "parameter_filter", "select_parameters", "parameter_key", "noise_name",
+           "weight_draws", "WEIGHT_MODES", "WEIGHT_SAMPLERS", "DEFAULT_MODULES"]
 
 WEIGHT_MODES = ("multiplicative", "additive")
 WEIGHT_SAMPLERS = ("iid", "antithetic")
@@ -205,6 +205,31 @@ def select_parameters(model: nn.Module, filter: FilterType = None) -> Tuple[str,
                 chosen.add(id(parameter))
     return tuple(name for name, parameter in model.named_parameters() if id(parameter) in chosen
                  and first_name[id(parameter)] == name)
+
+
+def noise_name(root: nn.Module, name: str) -> str:
+    """The name that keys a parameter's noise: its qualified name without the prefixes wrappers add.
+
+    ``nn.DataParallel`` / ``DistributedDataParallel`` (``module.``) and
+    ``torch.compile`` (``_orig_mod.``) hold the same network under another
+    name; its noise under a seed stays the same.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(2, 2))
+    >>> noise_name(nn.DataParallel(net), "module.0.weight"), noise_name(net, "0.weight")
+    ('0.weight', '0.weight')
+    """
+    module = root
+    while True:
+        inner = _WRAPPED.get(type(module).__name__) if type(module).__module__.startswith("torch.") else None
+        if inner is None or not name.startswith(inner + "."):
+            return name
+        name, module = name[len(inner) + 1:], getattr(module, inner)
+
+
+#: Wrappers of torch's that hold the user's network as an attribute: their class name → that attribute.
+_WRAPPED = {"DataParallel": "module", "DistributedDataParallel": "module", "OptimizedModule": "_orig_mod"}
 
 
 def parameter_key(name: str) -> int:

@@ -24,7 +24,8 @@ from noisegrad._caller import user_stacklevel
 from noisegrad._validate import as_int
 from noisegrad.perturb._draws_forward import DrawsForward, vmap_refusal
 from noisegrad.perturb._model_copy import model_root, private_copy, redirect_method, refuse_scripted
-from noisegrad.perturb.weight_spec import DEFAULT_MODULES, WeightNoiseSpec, select_parameters, weight_draws
+from noisegrad.perturb.weight_spec import (DEFAULT_MODULES, WeightNoiseSpec, noise_name, select_parameters,
+                                           weight_draws)
 from noisegrad.sampling.samplers import units_for_stderr
 from noisegrad.sampling.seeding import SampleSeeds
 
@@ -256,7 +257,9 @@ class WeightNoise:
     def draw(self, draw_ids: range) -> Dict[str, Tensor]:
         """Every perturbed parameter's values in weight draws ``draw_ids``, stacked along a new first dimension."""
         spec = self.spec
-        return {name: weight_draws(clean, name, draw_ids, self.seed, spec.sigma, spec.mode, spec.sampler)
+        root = self.weights.root
+        return {name: weight_draws(clean, noise_name(root, name), draw_ids, self.seed, spec.sigma, spec.mode,
+                                   spec.sampler)
                 for name, clean in self._clean.items()}
 
     @contextlib.contextmanager
