@@ -56,7 +56,8 @@ class CheckedWeights:
                 raise ValueError(f"max_samples={max_samples} is smaller than one weight draw's "
                                  f"nt_samples={self.draw_size} input draws")
         units = (draws + 1) // 2 if self.spec.sampler == "antithetic" else draws
-        needed = units_for_stderr(nt_type)
+        # VarGrad: the delete-one jackknife of a variance over 3 units is 3/4 of it whatever the data; 4 carry information
+        needed = units_for_stderr(nt_type) + (nt_type == "vargrad")
         if needs_stderr and units < needed:
             raise ValueError(
                 f"a standard error of nt_type={nt_type!r} with weight noise needs at least {needed} independent "
