@@ -265,8 +265,18 @@ class NoiseTunnel(Attribution):
             spec's ``draws`` weight draws attributes ``nt_samples`` noisy
             copies of the inputs, and ``nt_type`` is taken over all
             ``draws × nt_samples`` attributions (``nt_samples=1, stdevs=0``
-            for NoiseGrad alone). The noisy weights go into a private copy of
-            the model; the user's module is never modified. Standard errors
+            for NoiseGrad alone; token ids are then accepted). The noisy
+            weights go into a private copy of the model, to which the forward
+            function is pointed (the model itself, its bound method, a
+            function, lambda or partial reaching it through globals, closures,
+            arguments or attributes); the user's module is never written nor
+            run during the call, and a forward of it in the calling thread is
+            an error (the noise could not reach the model), as is a forward
+            function that holds the model's parameters itself. A ``global``
+            the forward function assigns changes a copy of its globals.
+            Modules whose state changes in training mode (spectral_norm's
+            power iteration, BatchNorm's statistics) carry it from draw to
+            draw in the copy: call ``model.eval()``. Standard errors
             and ``"auto"`` (``weight_noise(draws="auto")``, which adds weight
             draws) count whole weight draws as the independent units, since
             the samples of one draw share its model. Chunk sizes count

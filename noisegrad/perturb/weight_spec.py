@@ -95,19 +95,26 @@ def weight_noise(sigma: float = 0.2, mode: str = "multiplicative", draws: Union[
         or sequence of strings: glob patterns on qualified parameter names
         (``"features.*.weight"``). A callable ``(name, module) -> bool``
         given each parameter's qualified name and the module that holds it.
+        The weight of a parametrized layer (``weight_norm``,
+        ``spectral_norm``) is computed from other parameters, which the
+        default does not choose: a warning names them (e.g. give
+        ``"*.original1"`` for weight_norm's direction).
     sampler : {"iid", "antithetic"}
         ``"antithetic"`` pairs draw ``2j`` (noise ε) with ``2j + 1`` (−ε).
     batched : "auto", True or False
-        How one forward evaluates the several weight draws of a chunk:
-        ``torch.func.vmap`` over stacked parameter sets (True; an error if
-        vmap cannot run the model), a call of the model per draw inside the
-        same forward (False), or whichever was measured faster ("auto",
-        the default: on a CPU, vmap while a forward holds at most 8 rows per
-        draw for models with convolutions, 128 for the others, and the loop
-        beyond, where vmap's grouped convolutions and batched products lose;
-        vmap on other devices, not measured; the loop for models vmap cannot
-        run; benchmarks/WEIGHTS.md). The results are the same up to float
-        rounding. Only methods that call the model as a black box
+        How the several weight draws of a chunk are evaluated:
+        ``torch.func.vmap`` over stacked parameter sets in one forward
+        (True; an error if vmap cannot run the model), a call of the method
+        per draw, with one draw's parameters made at a time (False), or
+        whichever was measured faster ("auto", the default: on a CPU, vmap
+        while a forward holds at most 8 rows per draw for models with
+        convolutions, 128 for the others, and a call per draw beyond, where
+        vmap's grouped convolutions and batched products lose; vmap on other
+        devices, not measured; a call per draw for models vmap cannot run,
+        for models with ``nn.MultiheadAttention``, whose fused kernel under
+        vmap has no backward, and for models with hooks of the user's, which
+        would see vmap's batched tensors; benchmarks/WEIGHTS.md). The
+        results are the same up to float rounding. Only methods that call the model as a black box
         (Saliency, InputXGradient, IntegratedGradients, FeatureAblation,
         Occlusion) run several draws per forward; the others (layer and
         neuron methods, DeepLift, GuidedBackprop, GradientShap, ...)
