@@ -29,7 +29,7 @@ from noisegrad.expand import validate_kwargs
 from noisegrad._state import modules_of
 from noisegrad.perturb.inputs import Relative, StdevsType, resolve_stdevs
 from noisegrad.perturb.layer import resolve_layer, token_mask
-from noisegrad.perturb.weights import CheckedWeights, check_weight_noise
+from noisegrad.perturb.weights import CheckedWeights, check_weight_noise, no_input_noise
 from noisegrad.sampling.samplers import SAMPLERS
 from noisegrad.sampling.seeding import SampleSeeds
 from noisegrad.stats.smoothing import validate_nt_type
@@ -180,7 +180,9 @@ def check_request(
     if noise_layer is not None and is_joint:
         raise ValueError("joint sampling draws noise on the inputs; noise_layer= needs the nested estimator "
                          "(joint=False)")
-    inputs_tuple = validate_inputs(inputs, discrete=noise_layer is not None)
+    # token ids: repeated, never perturbed, when the noise goes on a layer or only on the weights (NoiseGrad)
+    inputs_tuple = validate_inputs(inputs, discrete=noise_layer is not None
+                                   or weight_noise is not None and no_input_noise(stdevs))
     outputs = validate_outputs(outputs, kwargs, is_joint, draw_baseline_from_distrib, delta_reduction)
     if outputs is not None and nt_samples == "auto" and not _captum.batches_outputs(method):
         raise ValueError(f'outputs= with nt_samples="auto" needs a method that takes all outputs in one pass '
@@ -235,7 +237,8 @@ def check_request(
     else:
         sigmas = resolve_stdevs(stdevs, inputs_tuple)
         if weights is not None:
-            weights.check_input_noise(sigmas)
+            # a method that draws per sample (GradientShap, a baseline drawn per copy) makes its samples differ
+            weights.check_input_noise(sigmas, draw_baseline_from_distrib or _captum.draws_from_global_rng(method))
     ids = validate_example_ids(example_ids, inputs_tuple[0].shape[0], inputs_tuple[0].device)
     seeded = seed is not None or generator is not None
     return Request(

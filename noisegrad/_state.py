@@ -1,6 +1,7 @@
 """Leave the user's model, gradients and random state as they were, even when a call raises or runs in two threads."""
 
 import contextlib
+import dis
 import functools
 import inspect
 import random
@@ -14,8 +15,8 @@ from torch import nn
 
 from noisegrad._caller import user_stacklevel
 
-__all__ = ["modules_of", "preserved_modules", "preserved_global_rngs", "seeded_global_rng", "seed_global_rngs",
-           "guarded"]
+__all__ = ["modules_of", "tensors_of", "loaded_globals", "preserved_modules", "preserved_global_rngs",
+           "seeded_global_rng", "seed_global_rngs", "guarded"]
 
 #: Held while the process-wide RNGs are seeded for one call: they belong to the process, not to a model.
 _GLOBAL_RNG_LOCK = threading.RLock()
@@ -31,8 +32,9 @@ def modules_of(*objects: Any) -> List[nn.Module]:
 
     Follows modules themselves, bound methods (their ``self``), partials
     (function, arguments), closures (their cells), the globals a function's
-    code names (a notebook ``lambda t: model(t)``), and the attributes of
-    plain callable objects, a few levels deep.
+    code loads (a notebook ``lambda t: model(t)``; attribute names such as
+    ``self.model`` are not globals), and the attributes of other objects
+    (a holder whose method is the forward function), a few levels deep.
 
     Examples
     --------
@@ -41,14 +43,35 @@ def modules_of(*objects: Any) -> List[nn.Module]:
     >>> [type(m).__name__ for m in modules_of(lambda t: net(t), functools.partial(net.forward))]
     ['Linear']
     """
-    found: Dict[int, nn.Module] = {}
+    found: Dict[int, Any] = {}
     seen: set = set()
     for obj in objects:
-        _search(obj, found, seen, _SEARCH_DEPTH)
+        _search(obj, found, seen, _SEARCH_DEPTH, None)
     return list(found.values())
 
 
-def _search(obj: Any, found: Dict[int, nn.Module], seen: set, depth: int) -> None:
+def tensors_of(*objects: Any) -> List[torch.Tensor]:
+    """The tensors a callable holds outside modules (a parameter dict for ``torch.func.functional_call``, say).
+
+    Searched as :func:`modules_of` searches; the tensors inside a module are not listed.
+
+    Examples
+    --------
+    >>> weight = torch.ones(2)
+    >>> [tuple(t.shape) for t in tensors_of(lambda x: x * weight)]
+    [(2,)]
+    """
+    found: Dict[int, Any] = {}
+    seen: set = set()
+    for obj in objects:
+        _search(obj, {}, seen, _SEARCH_DEPTH, found)
+    return list(found.values())
+
+
+def _search(obj: Any, found: Dict[int, Any], seen: set, depth: int, tensors: Optional[Dict[int, Any]]) -> None:
+    if isinstance(obj, torch.Tensor) and tensors is not None:
+        tensors.setdefault(id(obj), obj)
+        return
     if obj is None or depth < 0 or id(obj) in seen or isinstance(obj, (str, bytes, int, float, torch.Tensor)):
         return
     seen.add(id(obj))
@@ -62,18 +85,22 @@ def _search(obj: Any, found: Dict[int, nn.Module], seen: set, depth: int) -> Non
         children = [obj.func, *obj.args, *obj.keywords.values()]
     elif inspect.isfunction(obj):
         children = [cell.cell_contents for cell in obj.__closure__ or () if _filled(cell)]
-        names = _names(obj.__code__)
-        children += [obj.__globals__[n] for n in names if n in obj.__globals__]
+        children += [obj.__globals__[n] for n in loaded_globals(obj.__code__) if n in obj.__globals__]
     elif isinstance(obj, (list, tuple)):
         children = list(obj)
     elif isinstance(obj, dict):
         children = list(obj.values())
-    elif callable(obj) and hasattr(obj, "__dict__") and not inspect.ismodule(obj) and not inspect.isclass(obj):
+    elif hasattr(obj, "__dict__") and not _is_namespace(obj):
         children = list(vars(obj).values())
     for child in children:
-        if inspect.ismodule(child) or inspect.isclass(child) or inspect.isbuiltin(child):
+        if _is_namespace(child) or inspect.isbuiltin(child):
             continue
-        _search(child, found, seen, depth - 1)
+        _search(child, found, seen, depth - 1, tensors)
+
+
+def _is_namespace(obj: Any) -> bool:
+    """A module or a class: shared by the whole program, never searched nor copied."""
+    return inspect.ismodule(obj) or inspect.isclass(obj)
 
 
 def _filled(cell: Any) -> bool:
@@ -84,12 +111,22 @@ def _filled(cell: Any) -> bool:
     return True
 
 
-def _names(code: Any) -> set:
-    """Global names a code object (and the functions defined inside it) uses."""
-    names = set(code.co_names)
+def loaded_globals(code: Any) -> set:
+    """The global names a code object (and the functions defined inside it) loads.
+
+    Only names read as globals count: ``co_names`` also holds attribute and
+    method names (``self.model`` puts ``model`` there), which must not be
+    mistaken for a global of the same name.
+
+    Examples
+    --------
+    >>> sorted(loaded_globals((lambda t: self_.model(t) + torch.ones(1)).__code__))
+    ['self_', 'torch']
+    """
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
     for const in code.co_consts:
         if inspect.iscode(const):
-            names |= _names(const)
+            names |= loaded_globals(const)
     return names
 
 

@@ -39,8 +39,9 @@ def as_int(name: str, value: object, least: Optional[int] = 1, extra: str = "") 
 def validate_inputs(inputs: object, discrete: bool = False) -> Tuple[Tensor, ...]:
     """``inputs`` as a tuple of tensors sharing their first (batch) dimension: floating point, unless ``discrete``.
 
-    ``discrete``: the noise goes on a layer (``noise_layer=``), so inputs of
-    any dtype (token ids) are repeated, never perturbed.
+    ``discrete``: the noise goes on a layer (``noise_layer=``) or on the
+    weights only, so inputs of any dtype (token ids) are repeated, never
+    perturbed.
     """
     items = inputs if isinstance(inputs, tuple) else (inputs,)
     if not items:
@@ -53,7 +54,8 @@ def validate_inputs(inputs: object, discrete: bool = False) -> Tuple[Tensor, ...
                 f"input {i} has dtype {x.dtype}; Gaussian noise can only be added to floating-point inputs. "
                 "For token ids or other discrete inputs, add the noise to the embedding's output instead: "
                 "noise_layer=model.embeddings (any module of the model, or its dotted name; for a Hugging Face "
-                "model, model.get_input_embeddings())"
+                "model, model.get_input_embeddings()); or, for noise on the weights only (NoiseGrad), "
+                "weight_noise=... with stdevs=0"
             )
         if x.dim() == 0:
             raise ValueError(f"input {i} is a 0-dim tensor; dimension 0 must index the examples of the batch")

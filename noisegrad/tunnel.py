@@ -1,5 +1,6 @@
 """NoiseTunnel: smooth any Captum attribution over noisy copies of its inputs."""
 
+import contextlib
 import dataclasses
 import warnings
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
@@ -13,11 +14,12 @@ from noisegrad import _captum
 from noisegrad._loop import run
 from noisegrad._progress import check_show_progress, progress_bar
 from noisegrad._request import Request, check_request
-from noisegrad._state import guarded
+from noisegrad._state import guarded, preserved_modules, seeded_global_rng
 from noisegrad._validate import accepted_keywords
 from noisegrad.estimators.joint_ig import JointEstimator
 from noisegrad.estimators.nested import NestedEstimator
 from noisegrad.perturb.inputs import InputNoise, StdevsType
+from noisegrad.perturb._model_copy import refusing_to_run
 from noisegrad.perturb.layer import LayerNoise
 from noisegrad.perturb.weight_spec import WeightNoiseSpec
 from noisegrad.perturb.weights import WeightNoise
@@ -265,8 +267,18 @@ class NoiseTunnel(Attribution):
             spec's ``draws`` weight draws attributes ``nt_samples`` noisy
             copies of the inputs, and ``nt_type`` is taken over all
             ``draws × nt_samples`` attributions (``nt_samples=1, stdevs=0``
-            for NoiseGrad alone). The noisy weights go into a private copy of
-            the model; the user's module is never modified. Standard errors
+            for NoiseGrad alone; token ids are then accepted). The noisy
+            weights go into a private copy of the model, to which the forward
+            function is pointed (the model itself, its bound method, a
+            function, lambda or partial reaching it through globals, closures,
+            arguments or attributes); the user's module is never written nor
+            run during the call, and a forward of it in the calling thread is
+            an error (the noise could not reach the model), as is a forward
+            function that holds the model's parameters itself. A ``global``
+            the forward function assigns changes a copy of its globals.
+            Modules whose state changes in training mode (spectral_norm's
+            power iteration, BatchNorm's statistics) carry it from draw to
+            draw in the copy: call ``model.eval()``. Standard errors
             and ``"auto"`` (``weight_noise(draws="auto")``, which adds weight
             draws) count whole weight draws as the independent units, since
             the samples of one draw share its model. Chunk sizes count
@@ -312,9 +324,18 @@ class NoiseTunnel(Attribution):
                               show_progress) for k in request.outputs]
             return _stack_outputs(runs)
         global_seed = request.seeds.derived(0) if request.seeded else None
-        with guarded(method, request.device, global_seed):
+        with contextlib.ExitStack() as stack:
+            if request.weights is None:
+                stack.enter_context(guarded(method, request.device, global_seed))
+            else:  # only the private copy runs, and only it is guarded: the user's module is never written
+                stack.enter_context(refusing_to_run(request.weights.root))
+                stack.enter_context(seeded_global_rng(global_seed, request.device))
             estimator = _estimator(method, request)
-            plan = _plan(estimator, request, self.forward_func)
+            forward_func = self.forward_func
+            if request.weights is not None:  # the measuring forward too runs on the copy
+                stack.enter_context(preserved_modules([estimator.perturbation.model]))
+                forward_func = estimator.method.forward_func
+            plan = _plan(estimator, request, forward_func)
             tally = _tally(estimator, request)
             # the first check: every standard-error group holds two independent units
             first = max(_AUTO_MIN_SAMPLES, 16 * estimator.perturbation.sampler.unit_size)

@@ -104,7 +104,8 @@ def reference(model, make_method, x, draws, per_draw, sigma_w, stdevs, nt_type, 
                 if name in values:
                     parameter.copy_(values[name])
         for n in range(per_draw):
-            inputs = (x + stdevs * reference_input_noise(x, draw * per_draw + n)).requires_grad_()
+            inputs = x if not x.is_floating_point() else (  # token ids get no noise
+                x + stdevs * reference_input_noise(x, draw * per_draw + n)).requires_grad_()
             out = make_method(noisy).attribute(inputs, **kwargs)
             if kwargs.get("return_convergence_delta"):
                 out, delta = out
@@ -474,7 +475,7 @@ def test_no_forward_sees_more_rows_than_max_batch_rows(monkeypatch):
     model = make_cnn()
     got = NoiseTunnel(IntegratedGradients(model)).attribute(
         X, nt_samples=2, stdevs=0.1, target=2, n_steps=4, seed=SEED, max_batch_rows=60,
-        weight_noise=weight_noise(0.3, draws=6))
+        weight_noise=weight_noise(0.3, draws=6, batched=True))  # one forward for both draws (the loop: one each)
     assert sizes and max(sizes) == 48
     expected = smoothed(make, model, X, 6, 2, 0.3, 0.1, "smoothgrad", target=2, n_steps=4)
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
@@ -496,9 +497,9 @@ def test_auto_takes_vmap_for_few_rows_per_draw_and_the_loop_beyond():
     cpu = torch.device("cpu")
     for model, most in ((make_cnn(), VMAP_MOST_ROWS["convolution"]), (mlp(), VMAP_MOST_ROWS["linear"])):
         forward = DrawsForward(model, model, "auto")
-        assert forward._use_vmap(most, cpu) and not forward._use_vmap(most + 1, cpu)
-        assert DrawsForward(model, model, True)._use_vmap(10**6, cpu)
-        assert not DrawsForward(model, model, False)._use_vmap(1, cpu)
+        assert forward.batches(most, cpu) and not forward.batches(most + 1, cpu)
+        assert DrawsForward(model, model, True).batches(10**6, cpu)
+        assert not DrawsForward(model, model, False).batches(1, cpu)
 
 
 # --------------------------------------------------------------------------- choosing parameters, and refusals
@@ -536,7 +537,7 @@ class Broken:
     (dict(nt_samples=3, sampler="antithetic"), ValueError, "nt_samples must be even"),
     (dict(sampler="qmc", return_stderr=True), ValueError, "makes them dependent"),
     (dict(spec=dict(filter="nothing*")), ValueError, "chooses no floating-point parameter"),
-    (dict(spec=dict(draws=2), nt_type="vargrad", return_stderr=True), ValueError, "needs at least 3 independent"),
+    (dict(spec=dict(draws=3), nt_type="vargrad", return_stderr=True), ValueError, "needs at least 4 independent"),
     (dict(spec=dict(draws="auto"), max_samples=1, nt_samples=2), ValueError, "smaller than one weight draw"),
 ])
 def test_bad_arguments_are_refused_before_any_forward_pass(kwargs, error, match):
@@ -590,3 +591,289 @@ def test_a_model_vmap_cannot_run_falls_back_to_a_loop_over_draws_unless_vmap_was
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
     with pytest.raises(RuntimeError, match=r"vmap cannot run the model"):
         smoothed(Saliency, model, XM, 4, 1, 0.3, 0.0, "smoothgrad", batched=True, target=0, abs=False)
+
+
+# --------------------------------------------------------------------------- how the forward function reaches the model
+
+
+#: A module-level name equal to an attribute name the forward functions below read (``holder.head``, ``self.head``):
+#: an attribute is not a global, so this unrelated network must never be taken for the model.
+head = nn.Linear(5, 3).double()
+
+
+class Holder:
+    """A plain (not callable) object holding the model, as explainer classes do."""
+
+    def __init__(self, net):
+        self.head = net
+
+    def predict(self, x):
+        return self.head(x)
+
+
+def test_an_attribute_named_like_a_global_is_not_taken_for_it():
+    from noisegrad._state import loaded_globals
+
+    holder = Holder(mlp())
+    assert loaded_globals((lambda t: holder.head(t) + torch.zeros(1)).__code__) == {"torch"}  # not "head"
+    expected = reference(holder.head, Saliency, XM, 4, 1, 0.5, 0.0, "smoothgrad", target=1, abs=False)
+    for forward in (lambda t: holder.head(t), holder.predict):
+        got = NoiseTunnel(Saliency(forward)).attribute(XM, nt_samples=1, stdevs=0.0, target=1, abs=False, seed=SEED,
+                                                       weight_noise=weight_noise(0.5, draws=4))
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+class Slotted:
+    """Holds the model where noisegrad cannot follow it (no ``__dict__``)."""
+
+    __slots__ = ("net",)
+
+
+def test_the_users_model_running_during_the_call_is_an_error_not_a_silent_un_noised_result():
+    slotted = Slotted()
+    slotted.net = mlp()
+    method = LayerGradientXActivation(lambda t: slotted.net(t), slotted.net[0])  # only the layer can be found
+    with pytest.raises(RuntimeError, match="ran the user's own Linear instead of the private copy"):
+        NoiseTunnel(method).attribute(XM, nt_samples=1, stdevs=0.0, target=0, seed=SEED,
+                                      weight_noise=weight_noise(0.5, draws=2))
+    slotted.net(XM)  # afterwards (and in other threads) the user's model runs as ever
+
+
+def test_a_forward_that_cannot_be_redirected_is_refused_and_left_as_it_was():
+    model = mlp()
+
+    @functools.lru_cache(maxsize=None)
+    def cached(t):
+        return model(t)
+
+    class SelfCopying:
+        def __init__(self, net):
+            self.net = net
+
+        def __call__(self, x):
+            return self.net(x)
+
+        def __copy__(self):
+            return self
+
+    wrapped, predictor = cached.__wrapped__, SelfCopying(model)
+    for forward, match in ((cached, "lru_cache"), (predictor, "returns the object itself")):
+        with pytest.raises(TypeError, match=match):
+            NoiseTunnel(Saliency(forward)).attribute(XM, nt_samples=1, stdevs=0.0, target=0, seed=SEED,
+                                                     weight_noise=weight_noise(0.5, draws=2))
+    assert cached.__wrapped__ is wrapped and predictor.net is model
+    parameters = dict(model.named_parameters())
+    with pytest.raises(TypeError, match="holds the model's parameter or buffer tensors itself"):
+        NoiseTunnel(Saliency(lambda t: torch.func.functional_call(model, parameters, (t,)))).attribute(
+            XM, nt_samples=1, stdevs=0.0, target=0, seed=SEED, weight_noise=weight_noise(0.5, draws=2))
+
+
+class OwnDeepcopy(nn.Module):
+    """A model with its own ``__deepcopy__`` (rebuilt from its state dict); ``shared=True`` shares its tensors."""
+
+    def __init__(self, shared=False):
+        super().__init__()
+        self.net, self.shared = mlp(), shared
+
+    def forward(self, x):
+        return self.net(x)
+
+    def __deepcopy__(self, memo):
+        twin = OwnDeepcopy(self.shared)
+        if self.shared:
+            twin.net = self.net
+        else:
+            twin.load_state_dict(self.state_dict())
+        return twin
+
+
+def test_a_models_own_deepcopy_is_used_when_it_gives_an_independent_copy():
+    model = OwnDeepcopy()
+    expected = reference(model, Saliency, XM, 3, 1, 0.5, 0.0, "smoothgrad", target=1, abs=False)
+    torch.testing.assert_close(smoothed(Saliency, model, XM, 3, 1, 0.5, 0.0, "smoothgrad", target=1, abs=False),
+                               expected, rtol=1e-9, atol=1e-12)
+    with pytest.raises(TypeError, match="does not give an independent module"):
+        smoothed(Saliency, OwnDeepcopy(shared=True), XM, 3, 1, 0.5, 0.0, "smoothgrad", target=1)
+
+
+def test_a_torchscript_model_is_refused_with_what_to_give_instead():
+    scripted = torch.jit.script(mlp())
+    with pytest.raises(TypeError, match="TorchScript module"):
+        smoothed(Saliency, scripted, XM, 2, 1, 0.5, 0.0, "smoothgrad", target=1, filter="*.weight")
+
+
+def test_the_users_module_is_not_written_nor_run_during_the_call():
+    """Its .grad stays, a change another thread makes meanwhile (here: a hook of the user's, copied with the model,
+    that runs mid-call) is kept, and no forward of the user's module runs, also not the chunk planner's."""
+    model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).double().eval()
+    model(XM).sum().backward()
+    grad = model[0].weight.grad
+    seen, ran = [], []
+    model.register_forward_pre_hook(lambda module, args: ran.append(module is model))
+
+    def meanwhile(module, args, output):
+        seen.append(model[0].weight.grad is grad)
+        model.train()
+
+    model[3].register_forward_hook(meanwhile)
+    for chunking in (dict(nt_samples_batch_size="auto"), dict(memory_budget=10**6)):
+        model.eval()
+        NoiseTunnel(Saliency(model)).attribute(XM, nt_samples=2, stdevs=0.1, target=0, seed=SEED,
+                                               weight_noise=weight_noise(0.2, draws=3), **chunking)
+        assert model.training and model[0].weight.grad is grad
+    assert seen and all(seen) and ran and not any(ran)
+
+
+def test_a_filter_that_is_a_module_or_takes_the_wrong_arguments_is_refused_when_made():
+    with pytest.raises(TypeError, match=r"filter=\.\.\.\) takes a module class, not a module"):
+        weight_noise(filter=nn.Linear(2, 2))
+    with pytest.raises(TypeError, match=r"filter=\.\.\.\) as a callable is called as filter\(name, module\)"):
+        weight_noise(filter=lambda name: True)
+    assert weight_noise(filter=lambda name, module: True).filter is not None
+
+
+def test_parametrized_layers_missed_by_the_default_filter_are_named_in_a_warning():
+    from torch.nn.utils import parametrizations
+
+    model = mlp()
+    parametrizations.weight_norm(model[0])
+    with pytest.warns(UserWarning, match=r"no noise: 0\.parametrizations\.weight\.original0, "
+                                         r"0\.parametrizations\.weight\.original1"):
+        smoothed(Saliency, model, XM, 2, 1, 0.3, 0.0, "smoothgrad", target=0)
+    names = ("0.parametrizations.weight.original1", "2.weight")  # weight_norm's direction, and a plain layer
+    assert select_parameters(model, "*.original1") + select_parameters(model) == names
+    expected = reference(model, Saliency, XM, 3, 1, 0.3, 0.0, "smoothgrad", filter=["*.original1", "2.weight"],
+                         target=0, abs=False)
+    got = smoothed(Saliency, model, XM, 3, 1, 0.3, 0.0, "smoothgrad", filter=["*.original1", "2.weight"], target=0,
+                   abs=False)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- vmap or a loop, and memory
+
+
+class Attention(nn.Module):
+    """Self-attention then a linear head: under vmap PyTorch takes a fused kernel without a backward."""
+
+    def __init__(self):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.attention(x, x, x)[0].mean(1))
+
+
+def test_attention_models_take_the_loop_by_default_and_refuse_vmap_before_any_forward():
+    torch.manual_seed(0)
+    model = Attention().eval()
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    expected = reference(model, Saliency, x, 3, 1, 0.3, 0.0, "smoothgrad", target=1, abs=False)
+    got = smoothed(Saliency, model, x, 3, 1, 0.3, 0.0, "smoothgrad", target=1, abs=False)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"batched=True\): torch.func.vmap cannot run nn.MultiheadAttention"):
+        smoothed(Saliency, model, x, 3, 1, 0.3, 0.0, "smoothgrad", batched=True, target=1)
+
+
+def test_a_users_hooks_see_plain_tensors_not_vmaps():
+    model = mlp()
+    recorded = []
+    model[1].register_forward_hook(lambda module, args, output: recorded.append(output.detach()))
+    smoothed(Saliency, model, XM, 4, 1, 0.3, 0.0, "smoothgrad", target=0)
+    assert recorded and all(float(r.sum()) == float(r.sum()) and r.shape == (2, 16) for r in recorded)
+
+
+def test_where_the_draws_are_looped_over_they_are_made_one_at_a_time_and_once(monkeypatch):
+    made = []
+    original = weights_module.WeightNoise.draw
+
+    def recording(self, draw_ids):
+        made.append(len(draw_ids))
+        return original(self, draw_ids)
+
+    monkeypatch.setattr(weights_module.WeightNoise, "draw", recording)
+    model = mlp()
+    expected = reference(model, Saliency, XM, 3, 4, 0.3, 0.1, "smoothgrad", target=0, abs=False)
+    for batched, batch_size, draws_made in ((False, None, [1, 1, 1]), (False, 1, [1, 1, 1]), (True, None, [3])):
+        made.clear()
+        got = smoothed(Saliency, model, XM, 3, 4, 0.3, 0.1, "smoothgrad", batch_size=batch_size, batched=batched,
+                       target=0, abs=False)
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+        assert made == draws_made, (batched, batch_size)
+
+
+# --------------------------------------------------------------------------- token ids, and samples that differ anyway
+
+
+class TokenNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, ids):
+        return self.head(self.embedding(ids).mean(1))
+
+
+def test_noisegrad_takes_token_ids_when_no_input_noise_is_asked_for():
+    torch.manual_seed(0)
+    model = TokenNet().double().eval()
+    ids = torch.tensor([[1, 2, 3], [4, 5, 0]])
+    make = lambda m: LayerIntegratedGradients(m, m.embedding)  # noqa: E731
+    kwargs = dict(target=1, baselines=torch.zeros_like(ids), n_steps=4)
+    expected = reference(model, make, ids, 3, 1, 0.3, 0.0, "smoothgrad", **kwargs)
+    got = smoothed(make, model, ids, 3, 1, 0.3, 0.0, "smoothgrad", **kwargs)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    with pytest.raises(TypeError, match="weight_noise=... with stdevs=0"):
+        smoothed(make, model, ids, 3, 1, 0.3, 0.1, "smoothgrad", **kwargs)
+
+
+def test_methods_whose_samples_differ_without_input_noise_are_not_refused():
+    model = mlp()
+    baselines = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    for make, kwargs in ((GradientShap, dict(baselines=baselines, n_samples=2)),
+                         (IntegratedGradients, dict(baselines=baselines, n_steps=3, draw_baseline_from_distrib=True))):
+        out = NoiseTunnel(make(model)).attribute(XM, nt_type="vargrad", nt_samples=2, stdevs=0.0, target=0, seed=SEED,
+                                                 weight_noise=weight_noise(0.0, draws=1), **kwargs)
+        assert bool((out > 0).any())  # no weight noise (sigma 0): all the spread is the method's own sampling
+
+
+def test_large_shapes_get_the_same_keyed_bits_in_blocks_and_leave_nothing_cached(monkeypatch):
+    """A big weight's element keys are made block by block (never at full size, never kept in the process-wide
+    cache); the numbers are those of the whole-shape construction."""
+    import noisegrad.sampling.keyed as keyed
+
+    keys = row_keys(SEED, stream(Purpose.WEIGHT_NOISE), torch.tensor([5, -9]), torch.arange(3))
+    shape = (7, 3, 5)
+    whole_bits = keyed.random_bits(keys, shape, torch.empty((3, 2) + shape, dtype=torch.int32))
+    whole_normals = keyed.standard_normal(keys, shape, torch.empty((3, 2) + shape, dtype=torch.float64))
+    keyed._element_keys.cache_clear()
+    monkeypatch.setattr(keyed, "_CACHED_ELEMENTS", 20)
+    monkeypatch.setattr(keyed, "_CPU_BLOCK", 16)  # several blocks, the last one partial
+    blocked_bits = keyed.random_bits(keys, shape, torch.empty((3, 2) + shape, dtype=torch.int32))
+    blocked_normals = keyed.standard_normal(keys, shape, torch.empty((3, 2) + shape, dtype=torch.float64))
+    assert torch.equal(blocked_bits, whole_bits) and torch.equal(blocked_normals, whole_normals)
+    assert keyed._element_keys.cache_info().currsize == 0
+
+
+def test_wrappers_of_the_same_network_get_the_same_noise():
+    from noisegrad.perturb.weight_spec import noise_name
+
+    model = mlp()
+    plain = smoothed(Saliency, model, XM, 3, 1, 0.3, 0.0, "smoothgrad", target=1, abs=False)
+    wrapped = smoothed(Saliency, nn.DataParallel(model), XM, 3, 1, 0.3, 0.0, "smoothgrad", target=1, abs=False)
+    torch.testing.assert_close(wrapped, plain, rtol=1e-12, atol=0)
+    assert noise_name(torch.compile(nn.DataParallel(model)), "_orig_mod.module.0.weight") == "0.weight"
+    holder = nn.Sequential()
+    holder.module = model  # a submodule of the user's that happens to be named "module" keeps its name
+    assert noise_name(holder, "module.0.weight") == "module.0.weight"
+
+
+def test_a_vargrad_standard_error_over_weight_draws_is_not_a_fixed_fraction_of_the_estimate():
+    """Over 3 draws the delete-one jackknife of a variance is 3/4 of it whatever the data (refused above); over 4
+    it depends on the draws."""
+    result = NoiseTunnel(Saliency(mlp())).attribute(XM, nt_type="vargrad", nt_samples=1, stdevs=0.0, target=0,
+                                                    seed=SEED, return_stderr=True,
+                                                    weight_noise=weight_noise(0.3, draws=4))
+    ratios = (result.stderr / result.attributions).flatten()
+    assert float(ratios.max() - ratios.min()) > 0.05

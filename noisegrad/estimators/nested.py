@@ -66,6 +66,8 @@ class NestedEstimator:
         self.chunk_kwargs = self._chunk_kwargs()
         self.outputs = outputs
         self.rows_per_copy = _captum.rows_per_copy(method, kwargs) * (len(outputs) if outputs else 1)
+        if hasattr(perturbation, "rows_per_copy"):  # weight noise: how many rows per draw a forward would hold
+            perturbation.rows_per_copy = self.rows_per_copy
         self.splits_itself = _captum.rows_per_split_copy(method)
 
     def set_internal_batch_size(self, rows: int) -> None:

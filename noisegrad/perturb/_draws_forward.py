@@ -17,12 +17,25 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-__all__ = ["DrawsForward", "VMAP_MOST_ROWS"]
+__all__ = ["DrawsForward", "VMAP_MOST_ROWS", "vmap_refusal"]
 
 #: On a CPU, vmap beats a loop over the draws only while each draw has few rows in a forward: its convolutions with a
 #: weight per draw become grouped convolutions, slower than the plain ones from about 10 rows per draw on; its linear
 #: layers become batched matrix products, faster up to about 128 rows (benchmarks/WEIGHTS.md, "vmap or a loop").
 VMAP_MOST_ROWS = {"convolution": 8, "linear": 128}
+
+
+def vmap_refusal(model: nn.Module) -> Optional[str]:
+    """Why vmap over weight draws cannot run ``model`` with gradients, or None.
+
+    Under vmap, ``nn.MultiheadAttention`` (and the Transformer layers built on
+    it) take PyTorch's fused inference kernel, which has no backward: the
+    error would only surface in the backward pass, outside the forward's
+    fallback to the loop.
+    """
+    attention = next((name or type(m).__name__ for name, m in model.named_modules()
+                      if isinstance(m, nn.MultiheadAttention)), None)
+    return None if attention is None else f"nn.MultiheadAttention {attention!r} (its fused kernel has no backward)"
 
 
 class _Forward(nn.Module):
@@ -53,7 +66,9 @@ class DrawsForward:
         False: a loop over the draws. ``"auto"``: vmap where it is measured
         to be faster (:data:`VMAP_MOST_ROWS` rows per draw on a CPU, always
         on other devices), the loop otherwise and, after vmap's first failure
-        (a model or operator it cannot batch), for the rest of the call.
+        (a model or operator it cannot batch), for the rest of the call; the
+        loop always for models with attention (:func:`vmap_refusal`) or with
+        hooks of the user's (they would see vmap's batched tensors).
     """
 
     def __init__(self, model: nn.Module, call: Callable[..., Any], batched: Any = "auto") -> None:
@@ -62,11 +77,16 @@ class DrawsForward:
         self.vmap_error: Optional[BaseException] = None
         has_convolution = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         self.most_rows = VMAP_MOST_ROWS["convolution" if has_convolution else "linear"]
+        self.loop_only = vmap_refusal(model) is not None or any(
+            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+            for m in model.modules())
 
-    def _use_vmap(self, rows_per_draw: int, device: torch.device) -> bool:
+    def batches(self, rows_per_draw: int, device: torch.device) -> bool:
+        """Whether a forward of ``rows_per_draw`` rows per weight draw runs under vmap (else a loop over draws)."""
         if self.batched is True or self.batched is False:
             return self.batched
-        return self.vmap_error is None and (device.type != "cpu" or rows_per_draw <= self.most_rows)
+        return self.vmap_error is None and not self.loop_only and (device.type != "cpu"
+                                                                   or rows_per_draw <= self.most_rows)
 
     def __call__(self, draws: Dict[str, Tensor], copies: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         """The model's output on ``args``, whose rows are ``repeats`` blocks of ``copies`` rows.
@@ -84,7 +104,7 @@ class DrawsForward:
             )
         layout = (first.shape[0] // copies, count, copies // count)
         stacked = {f"model.{name}": values for name, values in draws.items()}
-        if self._use_vmap(layout[0] * layout[2], first.device):
+        if self.batches(layout[0] * layout[2], first.device):
             try:
                 return self._mapped(stacked, layout, args, kwargs)
             except torch.OutOfMemoryError:

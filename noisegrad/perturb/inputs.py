@@ -193,6 +193,8 @@ def noisy_copies(
     sampler = draws if isinstance(draws, NoiseSampler) else NoiseSampler("iid", draws, nt_samples=len(sample_ids))
     if example_ids is None:
         example_ids = torch.arange(x.shape[0], device=x.device)
+    if not x.is_floating_point():  # token ids, which only noise elsewhere (a layer, the weights) accompanies
+        return x.detach().repeat((len(sample_ids),) + (1,) * (x.dim() - 1))
     with torch.no_grad():
         x = x.detach()
         copies = torch.empty((len(sample_ids),) + tuple(x.shape), dtype=x.dtype, device=x.device)

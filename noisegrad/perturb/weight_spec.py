@@ -12,6 +12,7 @@ draws × 10 input draws (input σ = 0.4, absolute) for FusionGrad.
 
 import fnmatch
 import hashlib
+import inspect
 import math
 import numbers
 from typing import Callable, Dict, Sequence, Tuple, Union
@@ -22,8 +23,8 @@ from torch import Tensor, nn
 from noisegrad.sampling.keyed import row_keys, standard_normal
 from noisegrad.sampling.streams import Purpose, stream
 
-__all__ = ["WeightNoiseSpec", "weight_noise", "parameter_filter", "select_parameters", "parameter_key", "weight_draws",
-           "WEIGHT_MODES", "WEIGHT_SAMPLERS", "DEFAULT_MODULES"]
+__all__ = ["WeightNoiseSpec", "weight_noise", "parameter_filter", "select_parameters", "parameter_key", "noise_name",
+           "weight_draws", "WEIGHT_MODES", "WEIGHT_SAMPLERS", "DEFAULT_MODULES"]
 
 WEIGHT_MODES = ("multiplicative", "additive")
 WEIGHT_SAMPLERS = ("iid", "antithetic")
@@ -94,19 +95,26 @@ def weight_noise(sigma: float = 0.2, mode: str = "multiplicative", draws: Union[
         or sequence of strings: glob patterns on qualified parameter names
         (``"features.*.weight"``). A callable ``(name, module) -> bool``
         given each parameter's qualified name and the module that holds it.
+        The weight of a parametrized layer (``weight_norm``,
+        ``spectral_norm``) is computed from other parameters, which the
+        default does not choose: a warning names them (e.g. give
+        ``"*.original1"`` for weight_norm's direction).
     sampler : {"iid", "antithetic"}
         ``"antithetic"`` pairs draw ``2j`` (noise ε) with ``2j + 1`` (−ε).
     batched : "auto", True or False
-        How one forward evaluates the several weight draws of a chunk:
-        ``torch.func.vmap`` over stacked parameter sets (True; an error if
-        vmap cannot run the model), a call of the model per draw inside the
-        same forward (False), or whichever was measured faster ("auto",
-        the default: on a CPU, vmap while a forward holds at most 8 rows per
-        draw for models with convolutions, 128 for the others, and the loop
-        beyond, where vmap's grouped convolutions and batched products lose;
-        vmap on other devices, not measured; the loop for models vmap cannot
-        run; benchmarks/WEIGHTS.md). The results are the same up to float
-        rounding. Only methods that call the model as a black box
+        How the several weight draws of a chunk are evaluated:
+        ``torch.func.vmap`` over stacked parameter sets in one forward
+        (True; an error if vmap cannot run the model), a call of the method
+        per draw, with one draw's parameters made at a time (False), or
+        whichever was measured faster ("auto", the default: on a CPU, vmap
+        while a forward holds at most 8 rows per draw for models with
+        convolutions, 128 for the others, and a call per draw beyond, where
+        vmap's grouped convolutions and batched products lose; vmap on other
+        devices, not measured; a call per draw for models vmap cannot run,
+        for models with ``nn.MultiheadAttention``, whose fused kernel under
+        vmap has no backward, and for models with hooks of the user's, which
+        would see vmap's batched tensors; benchmarks/WEIGHTS.md). The
+        results are the same up to float rounding. Only methods that call the model as a black box
         (Saliency, InputXGradient, IntegratedGradients, FeatureAblation,
         Occlusion) run several draws per forward; the others (layer and
         neuron methods, DeepLift, GuidedBackprop, GradientShap, ...)
@@ -150,7 +158,18 @@ def parameter_filter(filter: FilterType) -> Callable[[str, nn.Module], bool]:
     if isinstance(filter, tuple) and filter and all(isinstance(t, type) and issubclass(t, nn.Module) for t in filter):
         kinds = filter
         return lambda name, module: name.rsplit(".", 1)[-1] == "weight" and isinstance(module, kinds)
+    if isinstance(filter, nn.Module):
+        raise TypeError(f"weight_noise(filter=...) takes a module class, not a module: got the {type(filter).__name__} "
+                        f"instance; give its class, or the qualified names of its parameters as glob patterns "
+                        f"(e.g. \"0.*\" for the submodule named 0)")
     if callable(filter) and not isinstance(filter, type):
+        try:
+            inspect.signature(filter).bind("name", nn.Identity())
+        except TypeError:
+            raise TypeError(f"weight_noise(filter=...) as a callable is called as filter(name, module) -> bool, "
+                            f"and {filter!r} cannot take those two arguments") from None
+        except ValueError:  # no signature to inspect (some builtins): it is called as it is
+            pass
         return filter
     raise TypeError(
         "weight_noise(filter=...) must be None, a module class or tuple of classes, a glob pattern or sequence of "
@@ -193,6 +212,31 @@ def select_parameters(model: nn.Module, filter: FilterType = None) -> Tuple[str,
                 chosen.add(id(parameter))
     return tuple(name for name, parameter in model.named_parameters() if id(parameter) in chosen
                  and first_name[id(parameter)] == name)
+
+
+def noise_name(root: nn.Module, name: str) -> str:
+    """The name that keys a parameter's noise: its qualified name without the prefixes wrappers add.
+
+    ``nn.DataParallel`` / ``DistributedDataParallel`` (``module.``) and
+    ``torch.compile`` (``_orig_mod.``) hold the same network under another
+    name; its noise under a seed stays the same.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(2, 2))
+    >>> noise_name(nn.DataParallel(net), "module.0.weight"), noise_name(net, "0.weight")
+    ('0.weight', '0.weight')
+    """
+    module = root
+    while True:
+        inner = _WRAPPED.get(type(module).__name__) if type(module).__module__.startswith("torch.") else None
+        if inner is None or not name.startswith(inner + "."):
+            return name
+        name, module = name[len(inner) + 1:], getattr(module, inner)
+
+
+#: Wrappers of torch's that hold the user's network as an attribute: their class name → that attribute.
+_WRAPPED = {"DataParallel": "module", "DistributedDataParallel": "module", "OptimizedModule": "_orig_mod"}
 
 
 def parameter_key(name: str) -> int:

@@ -11,6 +11,7 @@ parameters: :mod:`noisegrad.perturb.weight_spec`.
 """
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
@@ -19,14 +20,16 @@ from captum.attr import Attribution
 from torch import Tensor, nn
 
 from noisegrad import _captum
+from noisegrad._caller import user_stacklevel
 from noisegrad._validate import as_int
-from noisegrad.perturb._draws_forward import DrawsForward
-from noisegrad.perturb._model_copy import model_root, private_copy, redirect_method
-from noisegrad.perturb.weight_spec import WeightNoiseSpec, select_parameters, weight_draws
+from noisegrad.perturb._draws_forward import DrawsForward, vmap_refusal
+from noisegrad.perturb._model_copy import model_root, private_copy, redirect_method, refuse_scripted
+from noisegrad.perturb.weight_spec import (DEFAULT_MODULES, WeightNoiseSpec, noise_name, select_parameters,
+                                           weight_draws)
 from noisegrad.sampling.samplers import units_for_stderr
 from noisegrad.sampling.seeding import SampleSeeds
 
-__all__ = ["CheckedWeights", "check_weight_noise", "DrawUnits", "WeightNoise"]
+__all__ = ["CheckedWeights", "check_weight_noise", "no_input_noise", "DrawUnits", "WeightNoise"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ class CheckedWeights:
                 raise ValueError(f"max_samples={max_samples} is smaller than one weight draw's "
                                  f"nt_samples={self.draw_size} input draws")
         units = (draws + 1) // 2 if self.spec.sampler == "antithetic" else draws
-        needed = units_for_stderr(nt_type)
+        # VarGrad: the delete-one jackknife of a variance over 3 units is 3/4 of it whatever the data; 4 carry information
+        needed = units_for_stderr(nt_type) + (nt_type == "vargrad")
         if needs_stderr and units < needed:
             raise ValueError(
                 f"a standard error of nt_type={nt_type!r} with weight noise needs at least {needed} independent "
@@ -62,8 +66,10 @@ class CheckedWeights:
             )
         return draws * self.draw_size
 
-    def check_input_noise(self, sigmas: Tuple[Tensor, ...]) -> None:
-        if self.draw_size > 1 and all(not bool(s.any()) for s in sigmas):
+    def check_input_noise(self, sigmas: Tuple[Tensor, ...], samples_differ: bool) -> None:
+        """Refuse ``nt_samples > 1`` identical input draws per weight draw (``samples_differ``: the method draws
+        something of its own per sample, as GradientShap and ``draw_baseline_from_distrib`` do)."""
+        if self.draw_size > 1 and not samples_differ and all(not bool(s.any()) for s in sigmas):
             raise ValueError(
                 f"with weight_noise and no input noise (stdevs=0) the nt_samples={self.draw_size} input draws of "
                 "each weight draw are identical; give nt_samples=1 (NoiseGrad), or input noise (FusionGrad)"
@@ -83,7 +89,8 @@ def check_weight_noise(spec: Any, method: Attribution, nt_samples: Any, sampler:
     if joint:
         raise ValueError("joint sampling of (noise, path point) does not take weight_noise; use joint=False")
     if noise_layer is not None:
-        raise ValueError("noise_layer= and weight_noise= cannot be combined yet; choose one")
+        raise ValueError("noise_layer= and weight_noise= cannot be combined yet; choose one (token ids take "
+                         "weight_noise with stdevs=0: NoiseGrad)")
     if sampler == "antithetic" and draw_size % 2:
         raise ValueError(f'sampler="antithetic" pairs the input draws of each weight draw, so nt_samples must be '
                          f"even, got {draw_size}")
@@ -91,12 +98,53 @@ def check_weight_noise(spec: Any, method: Attribution, nt_samples: Any, sampler:
         raise ValueError(f"sampler={sampler!r} spreads one design over all weight draws, which makes them dependent: "
                          'standard errors and "auto" need sampler="iid" or "antithetic" with weight_noise')
     root = model_root(method)
+    refuse_scripted(root)
+    forward_only = _captum.calls_model_as_black_box(method)
+    refusal = vmap_refusal(root)
+    if spec.batched is True and forward_only and refusal is not None:
+        raise ValueError(f"weight_noise(batched=True): torch.func.vmap cannot run {refusal}; give batched=\"auto\" "
+                         "or False, which loop over the weight draws")
     names = select_parameters(root, spec.filter)
+    if spec.filter is None:
+        _warn_parametrized(root)
     if not names:
         some = ", ".join(name for name, _ in list(root.named_parameters())[:6]) or "none"
         raise ValueError(f"weight_noise(filter={spec.filter!r}) chooses no floating-point parameter of "
                          f"{type(root).__name__} (its parameters include: {some})")
-    return CheckedWeights(spec, root, names, draw_size, _captum.calls_model_as_black_box(method))
+    return CheckedWeights(spec, root, names, draw_size, forward_only)
+
+
+def _warn_parametrized(root: nn.Module) -> None:
+    """The default filter takes no weight of a parametrized layer (weight_norm, spectral_norm): say so, and how."""
+    held = [f"{name}.{local}" if name else local
+            for name, module in root.named_modules()
+            for local, _ in module.named_parameters(recurse=False)
+            if isinstance(module, DEFAULT_MODULES) and local.startswith("weight_")  # old style: weight_g, weight_orig
+            or f".{name}".endswith(".parametrizations.weight") and local.startswith("original")]
+    if held:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        warnings.warn(
+            f"weight_noise: the default filter perturbs the `weight` parameter of linear maps, and the weights of "
+            f"parametrized layers (weight_norm, spectral_norm) are computed from other parameters, so they get no "
+            f"noise: {shown}. Name the parameters to perturb with filter=, e.g. a glob pattern "
+            f"(\"*.original*\", \"*.weight_v\") or a callable (name, module) -> bool",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
+
+
+def no_input_noise(stdevs: Any) -> bool:
+    """Whether ``stdevs`` is zero for every input (a number, a tensor, or a tuple of these; ``relative`` is not).
+
+    Examples
+    --------
+    >>> no_input_noise(0.0), no_input_noise((0, torch.zeros(3))), no_input_noise(0.1)
+    (True, True, False)
+    """
+    if isinstance(stdevs, (tuple, list)):
+        return all(no_input_noise(s) for s in stdevs)
+    if isinstance(stdevs, Tensor):
+        return not bool(stdevs.any())
+    return isinstance(stdevs, (int, float)) and not isinstance(stdevs, bool) and stdevs == 0
 
 
 class DrawUnits:
@@ -142,6 +190,8 @@ class WeightNoise:
         self._sample_ids: Optional[range] = None
         self._stacked: Optional[Dict[str, Tensor]] = None
         self.bytes_per_sample = 0
+        self.rows_per_copy = 1  # forward rows of one sample of one example; set by the estimator
+        self._installed: Optional[int] = None  # the weight draw whose values the copy holds
         if weights.forward_only:
             chosen = set(weights.names)
             per_draw = sum(p.numel() * p.element_size() for n, p in weights.root.named_parameters() if n in chosen)
@@ -167,10 +217,16 @@ class WeightNoise:
         self.inner.select(keep)
 
     def calls(self, sample_ids: range) -> Tuple[range, ...]:
-        """The chunk as the wrapped method is called on it: whole if one forward can hold its draws, else per draw."""
+        """The chunk as the wrapped method is called on it: whole if one vmapped forward holds its draws, else per draw.
+
+        Where the draws would be looped over anyway, a call per draw needs one
+        draw's parameters at a time instead of all of the chunk's.
+        """
         draws = self.draws_of(sample_ids)
         whole_draws = sample_ids.start % self.draw_size == 0 and len(sample_ids) % self.draw_size == 0
-        if len(draws) == 1 or (self._forward is not None and whole_draws):
+        rows_per_draw = len(sample_ids) // len(draws) * self.inputs[0].shape[0] * self.rows_per_copy
+        if len(draws) == 1 or (self._forward is not None and whole_draws
+                               and self._forward.batches(rows_per_draw, self.inputs[0].device)):
             return (sample_ids,)
         return tuple(range(max(sample_ids.start, d * self.draw_size), min(sample_ids.stop, (d + 1) * self.draw_size))
                      for d in draws)
@@ -202,7 +258,9 @@ class WeightNoise:
     def draw(self, draw_ids: range) -> Dict[str, Tensor]:
         """Every perturbed parameter's values in weight draws ``draw_ids``, stacked along a new first dimension."""
         spec = self.spec
-        return {name: weight_draws(clean, name, draw_ids, self.seed, spec.sigma, spec.mode, spec.sampler)
+        root = self.weights.root
+        return {name: weight_draws(clean, noise_name(root, name), draw_ids, self.seed, spec.sigma, spec.mode,
+                                   spec.sampler)
                 for name, clean in self._clean.items()}
 
     @contextlib.contextmanager
@@ -210,14 +268,17 @@ class WeightNoise:
         """The chunk's weight draws for one call of the method: installed in the copy, or stacked for the forward."""
         assert self._sample_ids is not None
         draws = self.draws_of(self._sample_ids)
-        values = self.draw(draws)
         with self.inner.applied():
             if len(draws) == 1:
-                with torch.no_grad():
-                    for name, parameter in self._parameters.items():
-                        parameter.data = values[name][0]
+                if self._installed != draws.start:  # the chunks of one draw make it once
+                    self._installed = None
+                    values = self.draw(draws)
+                    with torch.no_grad():
+                        for name, parameter in self._parameters.items():
+                            parameter.data = values[name][0]
+                    self._installed = draws.start
             else:
-                self._stacked = values
+                self._stacked = self.draw(draws)
             try:
                 yield
             finally:

@@ -110,6 +110,12 @@ def row_keys(seed: int, stream: int, example_ids: Tensor, units: Tensor) -> Tens
     return _mix64_(by_example.unsqueeze(0).bitwise_xor(units.to(device=device, dtype=torch.int64).view(-1, 1)))
 
 
+#: Shapes of at most this many elements keep their element keys in a process-wide cache (8 bytes per element, on
+#: the tensor's device); larger ones (a big weight) make them block by block, so that neither a call's peak nor what
+#: stays behind after it grows with the shape.
+_CACHED_ELEMENTS = 1 << 18
+
+
 @functools.lru_cache(maxsize=16)
 def _element_keys(shape: Tuple[int, ...], device: torch.device) -> Tuple[Tensor, Tensor]:
     """Both halves of every element's key, flat: coordinates mixed in one dimension at a time."""
@@ -118,6 +124,25 @@ def _element_keys(shape: Tuple[int, ...], device: torch.device) -> Tuple[Tensor,
         keys = _mix64_(keys.unsqueeze(-1).bitwise_xor(torch.arange(size, dtype=torch.int64, device=device)))
     low, high = _halves(_mix64_(keys.reshape(-1).clone()))
     return low, high
+
+
+def _element_keys_between(shape: Tuple[int, ...], start: int, stop: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+    """The keys :func:`_element_keys` gives flat elements ``start`` to ``stop``, without those of the others.
+
+    Examples
+    --------
+    >>> low, high = _element_keys((3, 5), torch.device("cpu"))
+    >>> part = _element_keys_between((3, 5), 4, 11, torch.device("cpu"))
+    >>> torch.equal(part[0], low[4:11]) and torch.equal(part[1], high[4:11])
+    True
+    """
+    flat = torch.arange(start, stop, dtype=torch.int64, device=device)
+    keys = torch.zeros_like(flat)
+    stride = math.prod(shape)
+    for size in shape:  # the coordinates of each element, most significant first
+        stride //= size
+        _mix64_(keys.bitwise_xor_(torch.div(flat, stride, rounding_mode="floor").remainder_(size)))
+    return _halves(_mix64_(keys))
 
 
 def random_bits(keys: Tensor, shape: Tuple[int, ...], out: Tensor) -> Tensor:
@@ -182,17 +207,36 @@ def _each_block(keys: Tensor, shape: Tuple[int, ...], out: Tensor, finish) -> No
     if tuple(out.shape) != expected or not out.is_contiguous():
         raise ValueError(f"out must be contiguous with shape {expected}, got {tuple(out.shape)}")
     low, high = _halves(keys.reshape(-1))
-    element_low, element_high = _element_keys(tuple(shape), keys.device)
-    rows, elements = low.shape[0], element_low.shape[0]
+    rows, elements = low.shape[0], math.prod(shape)
     flat = out.view(rows, elements)
-    block = max(1, (_CPU_BLOCK if keys.device.type == "cpu" else _DEVICE_BLOCK) // max(elements, 1))
+    most = _CPU_BLOCK if keys.device.type == "cpu" else _DEVICE_BLOCK
+    if elements > _CACHED_ELEMENTS:  # a block of elements at a time, each row in turn: the keys never at full size
+        bits = torch.empty((1, min(most, elements)), dtype=torch.int32, device=keys.device)
+        scratch = torch.empty_like(bits)
+        for first in range(0, elements, most):
+            last = min(first + most, elements)
+            element_low, element_high = _element_keys_between(tuple(shape), first, last, keys.device)
+            for row in range(rows):
+                _hash_block(element_low, element_high, low[row:row + 1, None], high[row:row + 1, None],
+                            bits[:, : last - first], scratch[:, : last - first])
+                finish(bits[:, : last - first], flat[row:row + 1, first:last])
+        return
+    element_low, element_high = _element_keys(tuple(shape), keys.device)
+    block = max(1, most // max(elements, 1))
     bits = torch.empty((min(block, rows), elements), dtype=torch.int32, device=keys.device)
     scratch = torch.empty_like(bits)
     for start in range(0, rows, block):
         stop = min(start + block, rows)
-        x, s = bits[: stop - start], scratch[: stop - start]
-        torch.bitwise_xor(element_low, low[start:stop, None], out=x)
-        _hash32_(x, s)
-        x.bitwise_xor_(high[start:stop, None]).bitwise_xor_(element_high)
-        _hash32_(x, s)
+        x = bits[: stop - start]
+        _hash_block(element_low, element_high, low[start:stop, None], high[start:stop, None], x,
+                    scratch[: stop - start])
         finish(x, flat[start:stop])
+
+
+def _hash_block(element_low: Tensor, element_high: Tensor, row_low: Tensor, row_high: Tensor, x: Tensor,
+                scratch: Tensor) -> None:
+    """The 32 random bits of (rows × elements) into ``x``: two rounds of lowbias32 over the keys' halves."""
+    torch.bitwise_xor(element_low, row_low, out=x)
+    _hash32_(x, scratch)
+    x.bitwise_xor_(row_high).bitwise_xor_(element_high)
+    _hash32_(x, scratch)
