@@ -392,7 +392,7 @@ def plans(rows: List[Row]) -> List[str]:
         lines += [
             f"### {r.workload} / {r.statistic} / {r.tol:.0%}: {ratio:.2f}× (goal {GOAL:.0f}×)",
             "",
-            f"- samples: Captum {r.captum_needed:.0f}, noisegrad {r.ng_samples:.0f} ({samples:.2f}× fewer); "
+            f"- samples: Captum {r.captum_needed:.0f}, noisegrad {r.ng_samples:.0f} (Captum / noisegrad = {samples:.2f}); "
             f"time per sample at those counts: Captum's default / noisegrad's = {per_sample:.2f}",
             f"- noisegrad's achieved error {r.ng_error:.3f} for a target of {r.tol:.2f}"
             + (f" (time scaled by {r.scale['noisegrad']:.2f} for the missing samples)" if r.scale["noisegrad"] > 1
