@@ -166,8 +166,9 @@ def evaluations_to_match(rows, variant, target_error):
 # --------------------------------------------------------------------------- report
 
 
-def trained_models() -> dict:
-    """The benchmark's trained CNN and MLP: name → (model, 4 held-out inputs, their labels, held-out accuracy)."""
+def trained_models(examples: int = 4) -> dict:
+    """The benchmark's trained CNN and MLP: name → (model, the first ``examples`` held-out inputs, their labels,
+    held-out accuracy)."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     cnn_data, cnn_test = coloured_shapes(3000, generator), coloured_shapes(500, generator)
@@ -176,8 +177,8 @@ def trained_models() -> dict:
     torch.manual_seed(0)
     mlp = train(make_mlp(), mlp_data, epochs=10)
     return {
-        "CNN 3×32×32": (cnn, cnn_test[0][:4], cnn_test[1][:4], accuracy(cnn, cnn_test)),
-        "MLP 64": (mlp, mlp_test[0][:4], mlp_test[1][:4], accuracy(mlp, mlp_test)),
+        "CNN 3×32×32": (cnn, cnn_test[0][:examples], cnn_test[1][:examples], accuracy(cnn, cnn_test)),
+        "MLP 64": (mlp, mlp_test[0][:examples], mlp_test[1][:examples], accuracy(mlp, mlp_test)),
     }
 
 

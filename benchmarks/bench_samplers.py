@@ -1,9 +1,10 @@
 """Error versus noisy samples for each noise sampler: i.i.d., antithetic, randomised QMC, Latin hypercube.
 
-    python benchmarks/bench_samplers.py         # writes benchmarks/SAMPLERS.md and benchmarks/samplers_error.png
+    python benchmarks/bench_samplers.py                # writes benchmarks/SAMPLERS.md and benchmarks/samplers_error.png
+    python benchmarks/bench_samplers.py --skip-timing  # the same, keeping SAMPLERS.md's last overhead section
 
 The two models of bench_joint.py (a CNN on generated 3×32×32 coloured shapes, a 64-feature MLP on a
-Gaussian mixture, each trained briefly with a fixed seed) are explained with Saliency on 4 held-out
+Gaussian mixture, each trained briefly with a fixed seed) are explained with Saliency on 16 held-out
 inputs, target = the true class, σ = 15 % of each input's range, in four settings:
 
 * SmoothGrad of the signed gradient (Saliency(abs=False), nt_type="smoothgrad");
@@ -11,11 +12,14 @@ inputs, target = the true class, σ = 15 % of each input's range, in four settin
 * SmoothGrad² (nt_type="smoothgrad_sq"; the same with abs=True or False);
 * VarGrad of the signed gradient (nt_type="vargrad", abs=False).
 
-For every sampler and nt_samples N ∈ {4, …, 128} the error of a run is the mean over the inputs of
-‖estimate − reference‖ / ‖reference‖, against a reference of 4,096 i.i.d. samples with a seed of its own;
-the median over seeds 0–19 is reported. "Samples needed to match i.i.d. at 32" interpolates a sampler's
-curve log-log at the median error i.i.d. reaches with 32 samples. The independent error of the reference
-adds the same term to every curve's squared error, so it cancels out of that comparison.
+For every sampler and nt_samples N ∈ {4, …, 128} the error of example i in the run with seed s is
+‖estimate − reference‖ / ‖reference‖ over the example's elements, against a reference of 4,096 i.i.d. samples
+with a seed of its own; a curve is the median of these errors over the 16 examples and seeds 0–7 (the
+definition of benchmarks/bench_time_to_accuracy.py). "Samples needed to match i.i.d. at 32" interpolates a
+sampler's curve log-log at the median error i.i.d. reaches with 32 samples; its 95 % confidence interval is a
+percentile bootstrap over examples and seeds (both resampled with replacement, independently, the same
+resample for the sampler and for i.i.d.). The independent error of the reference adds the same term to every
+curve's squared error, so it cancels out of that comparison.
 
 The QMC and LHS designs are built from R independent replicates (noisegrad.sampling.samplers.NoiseSampler):
 NoiseTunnel uses one design (R = 1) unless it needs standard errors (return_stderr=True or
@@ -24,6 +28,7 @@ constructing NoiseTunnel's sampler with another `replicates` (noisegrad itself i
 against sampler="iid" (interleaved repetitions) and the noise drawing alone. Runs on one thread.
 """
 
+import argparse
 import contextlib
 import datetime
 import math
@@ -51,7 +56,8 @@ from noisegrad import NoiseTunnel, SampleSeeds, relative  # noqa: E402
 from noisegrad.perturb.inputs import noisy_copies, resolve_stdevs  # noqa: E402
 from noisegrad.sampling.samplers import NoiseSampler  # noqa: E402
 
-SEEDS = range(20)
+SEEDS = range(8)
+EXAMPLES = 16
 NOISE = relative(0.15)
 REFERENCE_SAMPLES = 4096
 REFERENCE_SEED = 10**6
@@ -73,6 +79,7 @@ PANELS = {  # name: (nt_type, Saliency abs)
 TARGETS = {"SmoothGrad, signed": 0.5, "SmoothGrad, absolute": 0.5, "SmoothGrad²": 0.6}
 TIMING_REPEATS = 7
 BOOTSTRAP = 1000
+INTERVAL = (2.5, 97.5)  # percentiles of the bootstrap: a 95 % interval
 
 
 # --------------------------------------------------------------------------- estimators
@@ -102,13 +109,14 @@ def smoothed(model, x, target, panel, sampler, nt_samples, seed, chunk=CHUNK):
     )
 
 
-def error(estimate, reference) -> float:
-    diff = (estimate - reference).flatten(1).norm(dim=1)
-    return float((diff / reference.flatten(1).norm(dim=1)).mean())
+def error(estimate, reference) -> np.ndarray:
+    """The relative L2 error of every example."""
+    diff = (estimate - reference).double().flatten(1).norm(dim=1)
+    return (diff / reference.double().flatten(1).norm(dim=1)).numpy()
 
 
 def curve(model, x, target, panel, sampler, reference):
-    """Errors per (sample count, seed): an array of shape (len(SAMPLE_COUNTS), len(SEEDS))."""
+    """Errors per (sample count, seed, example): an array of shape (len(SAMPLE_COUNTS), len(SEEDS), examples)."""
     return np.array([
         [error(smoothed(model, x, target, panel, sampler, n, seed), reference) for seed in SEEDS]
         for n in SAMPLE_COUNTS
@@ -144,22 +152,31 @@ def samples_to_match(errors, target_error, counts=SAMPLE_COUNTS):
 
 
 def median(errors):
-    return np.median(errors, axis=-1)
+    """The median over seeds and examples, per sample count."""
+    return np.median(errors.reshape(errors.shape[0], -1), axis=1)
 
 
-def needed(curves, label, at, seeds=None):
-    """Samples ``label`` needs to match i.i.d. at ``at`` samples, from the medians over ``seeds`` (indices)."""
-    pick = slice(None) if seeds is None else seeds
-    iid = median(curves["iid"][:, pick])
-    return samples_to_match(list(median(curves[label][:, pick])), iid[SAMPLE_COUNTS.index(at)])
+def needed(curves, label, at, seeds=None, examples=None):
+    """Samples ``label`` needs to match i.i.d. at ``at`` samples, from the medians over ``seeds`` and ``examples``
+    (indices, repeats allowed)."""
+    def pick(errors):
+        errors = errors if seeds is None else errors[:, seeds]
+        return errors if examples is None else errors[:, :, examples]
+
+    iid = median(pick(curves["iid"]))
+    return samples_to_match(list(median(pick(curves[label]))), iid[SAMPLE_COUNTS.index(at)])
 
 
 def needed_interval(curves, label, at):
-    """5th and 95th percentile of ``needed`` over bootstrap resamples of the seeds."""
+    """The bootstrap interval of ``needed``: seeds and examples resampled independently, with replacement."""
     rng = np.random.default_rng(0)
-    draws = [needed(curves, label, at, rng.integers(len(SEEDS), size=len(SEEDS))) for _ in range(BOOTSTRAP)]
+    seeds, examples = curves["iid"].shape[1:]
+    draws = [
+        needed(curves, label, at, rng.integers(seeds, size=seeds), rng.integers(examples, size=examples))
+        for _ in range(BOOTSTRAP)
+    ]
     values = [SAMPLE_COUNTS[0] if n is None else min(n, 2 * SAMPLE_COUNTS[-1]) for n in draws]
-    return tuple(np.percentile(values, [5, 95]))
+    return tuple(np.percentile(values, INTERVAL))
 
 
 def meets(panel, needed_by_n):
@@ -203,11 +220,17 @@ def overhead(model, x, target):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--skip-timing", action="store_true",
+                        help="do not time the samplers (a busy machine); keep SAMPLERS.md's last overhead section")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
-    models = trained_models()
+    models = trained_models(EXAMPLES)
     results = {name: measure(name, model, x, target) for name, (model, x, target, _) in models.items()}
-    timings = {name: overhead(model, x, target) for name, (model, x, target, _) in models.items()}
+    timings = None if args.skip_timing else {
+        name: overhead(model, x[:4], target[:4]) for name, (model, x, target, _) in models.items()
+    }
     elapsed = time.perf_counter() - started
     write_report(models, results, timings, elapsed)
     plot(results)
@@ -231,11 +254,12 @@ def write_report(models, results, timings, elapsed):
         f"torch {torch.__version__}, captum {captum.__version__}, Python {platform.python_version()}, "
         f"1 thread, {elapsed / 60:.1f} min.",
         "",
-        "Saliency, 4 held-out inputs per model, target = the true class, σ = 15 % of each input's range "
+        f"Saliency, {EXAMPLES} held-out inputs per model, target = the true class, σ = 15 % of each input's range "
         "(`relative(0.15)`). Settings: SmoothGrad of the signed gradient (`abs=False`), SmoothGrad of the "
         "absolute gradient (`abs=True`, Captum's default), SmoothGrad² and VarGrad of the signed gradient. "
-        f"Error of a run = mean over the inputs of the relative L2 error against a {REFERENCE_SAMPLES:,}-sample "
-        f"i.i.d. reference (its own seed); the median over seeds {SEEDS.start}–{SEEDS.stop - 1} is shown. "
+        f"Error of an example in a run = its relative L2 error against a {REFERENCE_SAMPLES:,}-sample "
+        f"i.i.d. reference (its own seed); the median over the {EXAMPLES} examples and seeds "
+        f"{SEEDS.start}–{SEEDS.stop - 1} is shown. "
         f"QMC and LHS run as one design (R = {DEFAULT_REPLICATES}) unless noted: noisegrad's choice, except with "
         f'`return_stderr` or `nt_samples="auto"`, where it uses R = {STDERR_REPLICATES} replicates (see the replicates table).',
         "",
@@ -245,8 +269,10 @@ def write_report(models, results, timings, elapsed):
         "## Samples needed to match i.i.d. at 32 and 64",
         "",
         "Samples N a sampler needs to reach the median error of i.i.d. noise with 32 (64) samples, interpolated "
-        "log-log on its curve; in brackets N / 32 (N / 64), then the 90 % bootstrap interval of N over the "
-        f"{len(SEEDS)} seeds. Targets: SmoothGrad (signed and absolute) ≤ 0.5, SmoothGrad² ≤ 0.6, VarGrad ≤ 1 "
+        "log-log on its curve; in brackets N / 32 (N / 64), then its 95 % confidence interval: a percentile "
+        f"bootstrap ({BOOTSTRAP} resamples) over the {EXAMPLES} examples and the {len(SEEDS)} seeds, both resampled "
+        "with replacement and independently, the sampler's and i.i.d.'s errors with the same resample. "
+        "Targets: SmoothGrad (signed and absolute) ≤ 0.5, SmoothGrad² ≤ 0.6, VarGrad ≤ 1 "
         "(never worse than i.i.d.), at both 32 and 64, judged on the point estimate.",
         "",
         "| model | setting | sampler | needed for i.i.d. at 32 | needed for i.i.d. at 64 | target met |",
@@ -313,7 +339,28 @@ def write_report(models, results, timings, elapsed):
             ]
             lines += [""]
     lines += ["## Sampler overhead", ""]
-    lines += [
+    if timings is None:
+        lines += overhead_kept()
+    else:
+        lines += overhead_lines(timings)
+    lines += ["", "![error versus samples](samplers_error.png)", ""]
+    (ROOT / "benchmarks" / "SAMPLERS.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def overhead_kept():
+    """The overhead section of the SAMPLERS.md this run replaces, with a note saying where it comes from."""
+    previous = (ROOT / "benchmarks" / "SAMPLERS.md").read_text()
+    header = previous.splitlines()[2] if len(previous.splitlines()) > 2 else "an earlier run"
+    body = previous.split("## Sampler overhead", 1)[-1].split("![error versus samples]", 1)[0].strip()
+    if body.startswith("_Not timed"):  # already kept once: its note names the run it comes from
+        return [body]
+    return [f"_Not timed in this run (`--skip-timing`, a busy machine); kept from the run of {header.strip()}_", "",
+            body]
+
+
+def overhead_lines(timings):
+    lines = [
         f"One `nt.attribute(x, nt_samples=64, nt_samples_batch_size=64, sampler=...)` (Saliency, 4 inputs), "
         f"{TIMING_REPEATS} interleaved repetitions after a warm-up: median time, median of the per-repetition "
         "ratio to `sampler=\"iid\"` minus 1, and the time of drawing the 64 noisy copies alone "
@@ -328,9 +375,7 @@ def write_report(models, results, timings, elapsed):
             lines.append(
                 f"| {name} | {sampler} | {seconds * 1e3:.1f} ms | {extra:+.1%} | {drawing * 1e3:.2f} ms | {share:.1%} |"
             )
-    lines += ["", "![error versus samples](samplers_error.png)", ""]
-    (ROOT / "benchmarks" / "SAMPLERS.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    return lines
 
 
 def plot(results):
@@ -350,7 +395,7 @@ def plot(results):
             ax.set_yscale("log")
             ax.set_xticks(SAMPLE_COUNTS, [str(n) for n in SAMPLE_COUNTS])
             ax.set_xlabel("nt_samples")
-            ax.set_ylabel(f"median relative L2 error ({len(SEEDS)} seeds)")
+            ax.set_ylabel(f"median relative L2 error ({EXAMPLES} examples × {len(SEEDS)} seeds)")
             ax.set_title(f"{name}: {panel}", fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_tunnel.py --repeats 20 --out benchmarks/RESULTS.md   # full run, ~3-10 min on 2 cores
     python benchmarks/bench_tunnel.py --quick                                    # ~1 min smoke run
+    python benchmarks/bench_tunnel.py --device cuda --out RESULTS_cuda.md       # on a GPU (benchmarks/gpu_run.sh)
 
 Three implementations of the same smoothing are timed side by side in one
 process, interleaved round-robin (each repetition calls every variant once,
@@ -18,7 +19,8 @@ For every (workload, method) the script reports the median time of each
 variant, the per-repetition ratios noisegrad/Captum and noisegrad/minimal
 (median and min-max), the CPU peak memory allocated during one call (from the
 allocation events of ``torch.profiler``; the method is checked on toy cases at
-start-up), and whether the targets are met. A sanity check compares the
+start-up; on a GPU, torch.cuda.max_memory_allocated above what was allocated
+before the call), and whether the targets are met. A sanity check compares the
 smoothgrad means of the three variants (same shape, relative L2 difference
 < 0.2 despite the different noise).
 
@@ -142,8 +144,9 @@ class Workload:
         return self.ig_batch if method == "IntegratedGradients" else self.inputs.shape[0]
 
 
-def build_workloads(quick: bool) -> List[Workload]:
-    """Random-init models (fixed seed, eval mode); batch sizes give calls of roughly 20-300 ms on 2 cores."""
+def build_workloads(quick: bool, device: str = "cpu") -> List[Workload]:
+    """Random-init models (fixed seed, eval mode) on ``device``; batch sizes give calls of roughly 20-300 ms on 2
+    cores."""
     specs = [  # name, model, example shape, batch, IG batch
         ("cnn", SmallCNN, (3, 32, 32), 16, 4),
         ("resnet", SmallResNet, (3, 32, 32), 8, 2),
@@ -158,7 +161,7 @@ def build_workloads(quick: bool) -> List[Workload]:
             batch, ig_batch = max(1, batch // 2), max(1, ig_batch // 2)
         inputs = torch.randn((batch,) + shape)
         target = torch.randint(0, 10, (batch,))
-        workloads.append(Workload(name, model, inputs, target, ig_batch))
+        workloads.append(Workload(name, model.to(device), inputs.to(device), target.to(device), ig_batch))
     return workloads
 
 
@@ -185,8 +188,8 @@ def minimal_attribution(model: nn.Module, method: str, noisy: Tensor, target_row
         step_sizes_fn, alphas_fn = approximation_parameters("gausslegendre")
         steps = cfg.n_steps
         view = (steps,) + (1,) * noisy.dim()
-        alphas = torch.tensor(alphas_fn(steps), dtype=noisy.dtype).view(view)
-        step_sizes = torch.tensor(step_sizes_fn(steps), dtype=noisy.dtype).view(view)
+        alphas = torch.tensor(alphas_fn(steps), dtype=noisy.dtype, device=noisy.device).view(view)
+        step_sizes = torch.tensor(step_sizes_fn(steps), dtype=noisy.dtype, device=noisy.device).view(view)
         baseline = torch.zeros_like(noisy[:1])
         scaled = (baseline + alphas * (noisy - baseline)).reshape((steps * noisy.shape[0],) + noisy.shape[1:])
         scaled.requires_grad_()
@@ -210,7 +213,8 @@ def minimal_tunnel(model: nn.Module, method: str, x: Tensor, target: Tensor, cfg
     done = 0
     while done < nt_samples:
         k = min(cfg.nt_samples_batch_size, nt_samples - done)
-        noisy = x.repeat_interleave(k, 0) + cfg.stdevs * torch.randn((batch * k,) + x.shape[1:], dtype=x.dtype)
+        noisy = x.repeat_interleave(k, 0) + cfg.stdevs * torch.randn((batch * k,) + x.shape[1:], dtype=x.dtype,
+                                                                     device=x.device)
         attribution = minimal_attribution(model, method, noisy, target.repeat_interleave(k, 0), cfg)
         per_example = attribution.view((batch, k) + x.shape[1:])
         chunk_sum, chunk_sq = per_example.sum(dim=1), (per_example * per_example).sum(dim=1)
@@ -306,8 +310,10 @@ def time_interleaved(variants: Dict[str, Callable[[], Tensor]], repeats: int, wa
         before, wall = load.snapshot(), 0.0
         for name in names[shift:] + names[:shift]:
             gc.collect()
+            settle()
             start = time.perf_counter()
             variants[name]()
+            settle()
             elapsed = time.perf_counter() - start
             times[name].append(elapsed)
             wall += elapsed
@@ -315,6 +321,31 @@ def time_interleaved(variants: Dict[str, Callable[[], Tensor]], repeats: int, wa
         clean.append(foreign <= 0.05 * wall + 2 * load.tick)
         rep += 1
     return Timings(times, clean)
+
+
+def settle() -> None:
+    """Wait for the GPU's queued work, if CUDA is in use, so that a call's time includes its kernels."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak memory allocated during one call of ``fn`` on ``device``, above what was allocated before it."""
+    if device.type != "cuda":
+        return peak_cpu_bytes(fn)
+    gc.collect()
+    settle()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    settle()
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU: {cpu_model()}"
 
 
 def ratio_stats(numerator: List[float], denominator: List[float]) -> Tuple[float, float, float]:
@@ -515,7 +546,8 @@ def write_report(path: Optional[str], command: str, cfg: Config, args: argparse.
         f"- torch {torch.__version__}, captum {captum.__version__}, noisegrad {noisegrad.__version__} "
         f"({args.revision}), "
         f"Python {platform.python_version()}",
-        f"- CPU: {cpu_model()}, torch.get_num_threads() = {torch.get_num_threads()} (default, not set)",
+        f"- {device_description(torch.device(args.device))}; CPU: {cpu_model()}, torch.get_num_threads() = "
+        f"{torch.get_num_threads()} (default, not set)",
         f"- settings: nt_type={cfg.nt_type}, nt_samples={cfg.nt_samples}, "
         f"nt_samples_batch_size={cfg.nt_samples_batch_size}, stdevs={cfg.stdevs}, IG n_steps={cfg.n_steps} "
         f"(gausslegendre), Saliency abs=True, float32, random-init models in eval mode, per-example targets; "
@@ -525,14 +557,16 @@ def write_report(path: Optional[str], command: str, cfg: Config, args: argparse.
         "(from /proc/stat) while it ran; contended repetitions are redone (up to 3 × repeats) and left out "
         "of the statistics (\"reps used\" = clean repetitions). "
         f"Load average (1 min) before / after the run: {args.load[0][0]:.2f} / {args.load[1][0]:.2f}.",
-        "- peak memory: one profiled call per variant after warm-up; peak of the running sum of CPU "
-        "allocation events of `torch.profiler` (profile_memory=True) during the call, verified on toy cases.",
+        ("- peak memory: one call per variant after warm-up; torch.cuda.max_memory_allocated during the call "
+         "minus what was allocated before it." if args.device.startswith("cuda") else
+         "- peak memory: one profiled call per variant after warm-up; peak of the running sum of CPU "
+         "allocation events of `torch.profiler` (profile_memory=True) during the call, verified on toy cases."),
         "",
         "## Time",
         "",
     ]
     text = "\n".join(
-        header + time_lines + ["", "## Peak CPU memory allocated during one call", ""] + memory_lines
+        header + time_lines + ["", "## Peak memory allocated during one call", ""] + memory_lines
         + ["", "## Targets", ""] + targets_paragraph(results) + ["", "## Sanity check", ""]
         + sanity_lines(results, cfg) + [""]
     )
@@ -555,6 +589,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="timed nt_type (vargrad: every variant needs both moments)")
     parser.add_argument("--workloads", default="cnn,resnet,mlp,transformer")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU (models and inputs moved there)")
     parser.add_argument("--profile", action="store_true",
                         help="print cProfile top functions of noisegrad and minimal for rows slower than 1.05x minimal")
     args = parser.parse_args(argv)
@@ -572,14 +607,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     load_before = os.getloadavg()
     args.revision = noisegrad_revision()  # taken at start: the sources imported are the ones of this moment
     wanted = set(args.workloads.split(","))
-    workloads = [w for w in build_workloads(args.quick) if w.name in wanted]
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: torch sees no CUDA GPU (torch {torch.__version__})")
+    workloads = [w for w in build_workloads(args.quick, args.device) if w.name in wanted]
     results = []
     for workload in workloads:
         for method in args.methods.split(","):
             variants = make_variants(workload, method, cfg, cfg.nt_type, cfg.nt_samples)
             timings = time_interleaved(variants, args.repeats, args.warmup, load)
             times = timings.used()
-            peaks = {name: peak_cpu_bytes(fn) for name, fn in variants.items()}
+            peaks = {name: peak_bytes(fn, torch.device(args.device)) for name, fn in variants.items()}
             sanity = sanity_check(make_variants(workload, method, cfg, "smoothgrad", cfg.sanity_samples))
             row = {
                 "workload": workload.name, "method": method, "batch": workload.batch_for(method),

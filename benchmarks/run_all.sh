@@ -3,7 +3,7 @@
 # README figures in docs/figures/. Run from anywhere on an otherwise idle machine (the timing benchmarks redo
 # repetitions disturbed by other processes, so a busy machine makes them slow, not wrong):
 #
-#     bash benchmarks/run_all.sh            # everything, about 45 minutes on 2 cores
+#     bash benchmarks/run_all.sh            # everything, about 80 minutes on 2 cores
 #     bash benchmarks/run_all.sh --quick    # smoke run of the same scripts, written to a temporary folder
 #
 # Each step prints the command it runs; the first failure stops the script.
@@ -20,6 +20,10 @@ run() { echo "+ $*" >&2; local start=$SECONDS; "$@"; echo "  ($((SECONDS - start
 
 # Timing and memory: noisegrad vs Captum vs a minimal loop (~15 min).
 run python benchmarks/bench_tunnel.py --repeats 20 --out $B/RESULTS.md $QUICK
+# Time to a map within 10 % / 5 % relative error: noisegrad's defaults vs Captum's (~30 min).
+run python benchmarks/bench_time_to_accuracy.py --out $B/TIME_TO_ACCURACY.md $QUICK
+# Where a batch-1 call's fixed cost goes (~1 min).
+run python benchmarks/bench_fixed_cost.py --out $B/FIXED_COST.md
 # Chunk sizes: the sweep, "auto", Captum's default (~10 min).
 run python benchmarks/bench_chunks.py --repeats 5 --out $B/CHUNKS.md $QUICK
 # Weight noise: batched draws vs a deep copy per draw, vmap vs a loop (~8 min).

@@ -149,17 +149,23 @@ def _save(obj: Any, kind: str) -> Any:
         return obj.training
     if kind == "param":
         saved = (obj.requires_grad, obj.grad)
-        obj.grad = None  # set aside, so that nothing in the call can accumulate into it
+        if saved[1] is not None:
+            obj.grad = None  # set aside, so that nothing in the call can accumulate into it
         return saved
     return obj.clone()
 
 
 def _restore(obj: Any, kind: str, saved: Any) -> None:
+    # what the call did not change is not set again: nn.Module.__setattr__ and the .grad setter cost
+    # microseconds each, per module and parameter of every call
     if kind == "module":
-        obj.training = saved
+        if obj.training is not saved:
+            obj.training = saved
     elif kind == "param":
-        obj.requires_grad_(saved[0])
-        obj.grad = saved[1]
+        if obj.requires_grad is not saved[0]:
+            obj.requires_grad_(saved[0])
+        if obj.grad is not saved[1]:
+            obj.grad = saved[1]
     else:
         with torch.no_grad():
             obj.copy_(saved)

@@ -86,10 +86,8 @@ def _hash32_(x: Tensor, scratch: Tensor) -> None:
 
 
 def _halves(keys: Tensor) -> Tuple[Tensor, Tensor]:
-    """The low and high 32 bits of int64 keys, each as int32."""
-    low = keys.bitwise_and(0xFFFFFFFF)
-    low = torch.where(low >= 2**31, low - 2**32, low)
-    return low.to(torch.int32), torch.bitwise_right_shift(keys, 32).to(torch.int32)
+    """The low and high 32 bits of int64 keys, each as int32 (a conversion to int32 keeps the low 32 bits)."""
+    return keys.to(torch.int32), torch.bitwise_right_shift(keys, 32).to(torch.int32)
 
 
 def row_keys(seed: int, stream: int, example_ids: Tensor, units: Tensor) -> Tensor:
