@@ -203,7 +203,11 @@ def check_request(
     if not auto and (tol is not None or max_samples is not None):
         given = ", ".join(f"{name}={value!r}" for name, value in (("tol", tol), ("max_samples", max_samples))
                           if value is not None)
-        raise ValueError(f'{given} only apply to nt_samples="auto" (stopping when converged); '
+        verb = "apply" if tol is not None and max_samples is not None else "applies"
+        if weights is not None:
+            raise ValueError(f'{given} {verb} only to weight_noise(draws="auto") (adding weight draws until '
+                             f"converged); with draws={weights.spec.draws!r} every example gets exactly that many")
+        raise ValueError(f'{given} {verb} only to nt_samples="auto" (stopping when converged); '
                          f"with nt_samples={nt_samples!r} every example gets exactly that many samples")
     if auto:
         tol = _DEFAULT_TOL if tol is None else tol

@@ -127,7 +127,7 @@ def test_stopping_at_max_samples_above_tol_warns_and_marks_the_inputs():
 
 
 def test_tol_or_max_samples_with_a_fixed_sample_count_are_refused_instead_of_ignored():
-    with pytest.raises(ValueError, match=r'tol=0.01 only apply to nt_samples="auto"'):
+    with pytest.raises(ValueError, match=r'tol=0.01 applies only to nt_samples="auto"'):
         NoiseTunnel(Saliency(make_mlp())).attribute(torch.randn(2, 5, dtype=torch.float64), nt_samples=8, tol=0.01,
                                                     target=0)
 

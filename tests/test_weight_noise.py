@@ -539,6 +539,7 @@ class Broken:
     (dict(spec=dict(filter="nothing*")), ValueError, "chooses no floating-point parameter"),
     (dict(spec=dict(draws=3), nt_type="vargrad", return_stderr=True), ValueError, "needs at least 4 independent"),
     (dict(spec=dict(draws="auto"), max_samples=1, nt_samples=2), ValueError, "smaller than one weight draw"),
+    (dict(spec=dict(draws=4), tol=0.05), ValueError, r'tol=0.05 applies only to weight_noise\(draws="auto"\)'),
 ])
 def test_bad_arguments_are_refused_before_any_forward_pass(kwargs, error, match):
     model = make_cnn()
