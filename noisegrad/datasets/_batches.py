@@ -131,6 +131,8 @@ def to_device(value: Any, device: torch.device) -> Any:
     """``value`` with every tensor in it on ``device`` (without waiting, from pinned memory)."""
     if isinstance(value, Tensor):
         return value.to(device, non_blocking=True)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(to_device(v, device) for v in value))
     if isinstance(value, (tuple, list)):
         return type(value)(to_device(v, device) for v in value)
     if isinstance(value, dict):
