@@ -756,3 +756,83 @@ def test_damaged_manifests_are_value_errors_and_journal_junk_is_skipped(tmp_path
             DatasetAttributions(tmp_path)
         with pytest.raises(ValueError, match="manifest.json is damaged"):
             run()
+
+
+# --------------------------------------------------------------------------- folders of files, the command line
+
+
+def _png(path, array):
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+
+
+def test_folder_images_have_one_channel_count_and_the_scaling_of_their_npy_twins(tmp_path):
+    import numpy as np
+
+    from noisegrad.app.data_folder import FolderDataset
+    from noisegrad.app.errors import ExplainError
+
+    pixels = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    (tmp_path / "gray").mkdir()
+    _png(tmp_path / "gray" / "a.png", pixels)
+    _png(tmp_path / "gray" / "b16.png", pixels.astype(np.uint16) * 257)  # 16-bit: the same values scaled
+    np.save(tmp_path / "gray" / "c.npy", pixels[None])  # uint8, as the PNG
+    gray = FolderDataset(tmp_path / "gray", dtype=torch.float64)
+    expected = torch.from_numpy(pixels[None].astype(np.float64)) / 255
+    for i in range(3):
+        assert gray[i].dtype == torch.float64
+        torch.testing.assert_close(gray[i], expected, rtol=0, atol=1e-6)
+
+    (tmp_path / "mixed").mkdir()
+    _png(tmp_path / "mixed" / "a.png", pixels)
+    _png(tmp_path / "mixed" / "b.png", np.stack([pixels] * 4, axis=-1))  # RGBA: the alpha is dropped
+    mixed = FolderDataset(tmp_path / "mixed")
+    assert mixed[0].shape == mixed[1].shape == (3, 3, 4)  # grayscale among colour images becomes RGB
+    torch.testing.assert_close(mixed[0], mixed[1])
+
+    (tmp_path / "eps").mkdir()  # PostScript named .png: refused, not handed to the EPS decoder (Ghostscript)
+    (tmp_path / "eps" / "a.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\n")
+    with pytest.raises(ExplainError, match=r"a\.png is not a readable PNG image"):
+        FolderDataset(tmp_path / "eps")
+
+    (tmp_path / "classes" / "cat").mkdir(parents=True)
+    (tmp_path / "classes" / "_empty").mkdir()
+    np.save(tmp_path / "classes" / "cat" / "a.npy", pixels)
+    with pytest.raises(ExplainError, match="_empty hold no example files"):
+        FolderDataset(tmp_path / "classes")
+
+
+def test_the_command_line_says_what_it_resumes_and_reports_errors_in_one_line(cli_folder, capsys, monkeypatch):
+    from noisegrad.app.cli import main
+
+    talk = [arg for arg in CLI_ARGS if arg != "--quiet"]
+    assert main(["attribute-dataset", "--out", "one", *talk]) == 0
+    assert "Wrote 8 examples in 3 shards" in capsys.readouterr().err
+    (cli_folder / "one" / "shard-000001.safetensors").unlink()
+    with pytest.warns(RuntimeWarning, match="missing"):
+        assert main(["attribute-dataset", "--out", "one", *talk]) == 0
+    err = capsys.readouterr().err
+    assert "Resuming: 2 of 3 shards done" in err and "Wrote 3 examples in 1 shards" in err
+    assert main(["attribute-dataset", "--out", "one", *talk]) == 0
+    assert "Nothing to do: all 3 shards" in capsys.readouterr().err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(noisegrad, "attribute_dataset", interrupted)
+        assert main(["attribute-dataset", "--out", "two", *CLI_ARGS]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+
+    (cli_folder / "broken.py").write_text("def data():\n    raise OSError('the share is not mounted')\n")
+    (cli_folder / "data" / "dog" / "9.npy").write_bytes(b"\x93NUMPY garbage")
+    for args, says in [(["--data", "broken:data"], "--data 'broken:data' raised OSError: the share is not mounted"),
+                       (["--out", "data/out"], "is inside --data"),
+                       (["--out", "user_models.py"], "is a file, not a folder"),
+                       ([], r"9.npy is not an array of numbers")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["attribute-dataset", "--out", "three", *CLI_ARGS, *args])
+        assert exit_info.value.code == 2
+        message = capsys.readouterr().err
+        assert says in message and "Traceback" not in message
