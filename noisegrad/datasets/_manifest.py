@@ -18,7 +18,7 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from noisegrad.datasets._shard_file import atomic_file
@@ -40,16 +40,17 @@ def shard_file_name(index: int) -> str:
     return f"shard-{index:06d}.safetensors"
 
 
-def differences(stored: Any, now: Any, where: str = "") -> List[str]:
+def differences(stored: Any, now: Any, where: str = "", labels: Tuple[str, str] = ("in the folder", "now")
+                ) -> List[str]:
     """What differs between two identities, as ``"key: <stored> in the folder, <now> now"`` lines."""
     if isinstance(stored, dict) and isinstance(now, dict):
         found: List[str] = []
         for key in sorted(set(stored) | set(now)):
-            found += differences(stored.get(key), now.get(key), f"{where}.{key}" if where else key)
+            found += differences(stored.get(key), now.get(key), f"{where}.{key}" if where else key, labels)
         return found
     if stored == now:
         return []
-    return [f"{where}: {_short(stored)} in the folder, {_short(now)} now"]
+    return [f"{where}: {_short(stored)} {labels[0]}, {_short(now)} {labels[1]}"]
 
 
 def _short(value: Any) -> str:

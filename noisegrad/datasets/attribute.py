@@ -4,7 +4,9 @@ number of processes.
 The data set is cut into shards of ``shard_size`` consecutive examples; shard ``k`` holds examples
 ``k·shard_size … (k+1)·shard_size − 1`` whoever computes it. A run
 
-1. checks the folder (rank 0): a manifest made with another configuration is refused unless ``overwrite=True``;
+1. checks that every rank computes the same thing (the identity: method and its state, configuration, forward
+   function, extractors, target, model weights, data set), then the folder (rank 0): a manifest with finished shards
+   made with another identity is refused unless ``overwrite=True``;
 2. finds the shards already done: each one the manifest or a journal claims is checked against its SHA-256 (the
    ranks share the reading), and one that is missing, truncated or damaged is computed again;
 3. gives each rank every ``world``-th of the shards still to do, so no example is left out or done twice;
@@ -73,8 +75,9 @@ def attribute_dataset(
         The model must already be on the device it should run on (under torchrun, ``cuda:LOCAL_RANK``).
     dataset_or_dataloader : Dataset, DataLoader or Tensor
         A map-style data set whose item ``i`` is a tensor or ``(inputs, label, ...)``; a data loader gives its
-        batch size, collate function and workers (its sampler is not used); a tensor is a data set of its rows.
-        Each example's noise is keyed by its index ``i``.
+        batch size, collate function, workers and their options (its sampler is not used); a tensor is a data set
+        of its rows. Each example's noise is keyed by its index ``i``. Its length and first, middle and last
+        examples are part of the folder's identity.
     out : str or path
         The folder of shards and ``manifest.json`` (created if missing; shared by every process of the run).
     config : SmoothingConfig, optional
@@ -83,9 +86,11 @@ def attribute_dataset(
         depends on the batch).
     method_kwargs : dict, optional
         With a Captum method: arguments of its ``attribute`` (``n_steps``, ``baselines``, ...).
-    target : None, int, "label", "pred" or callable
-        What to explain: Captum's ``target`` for every example, each example's label (its second element),
-        the model's top output, or a function of the collated batch. Stored in the shards as ``target``.
+    target : None, int, Tensor, "label", "pred" or callable
+        What to explain: Captum's ``target`` for every example, one class index per example of the data set (a
+        tensor of its length), each example's label (its second element), the model's top output (on the inputs
+        and additional arguments the method sees), or a function of the collated batch. Stored in the shards as
+        ``target``.
     batch_size : int, optional
         Examples per call (default: the data loader's, else 32). Results do not depend on it beyond float
         rounding (with ``nt_samples="auto"``, also on when a batch is checked); keep it fixed to resume bit for bit.
@@ -107,8 +112,9 @@ def attribute_dataset(
     Raises
     ------
     ValueError
-        If ``out`` holds a run made with another method, configuration, seed, model, target, data set size or
-        shard size (the message lists what differs), unless ``overwrite=True``.
+        If ``out`` holds finished shards of a run made with another method (or method state), configuration,
+        seed, model, forward function, extractor, target, data set or shard size (the message lists what
+        differs), unless ``overwrite=True``; or if the ranks of the run compute different things.
 
     Examples
     --------
@@ -180,10 +186,10 @@ def _same_on_every_rank(ranks: Ranks, identity: Dict[str, Any]) -> None:
     """Refuse, on every rank, a run whose ranks would compute different things (another model, data, config)."""
     identities = ranks.gather(identity)
     for rank, other in enumerate(identities):
-        found = manifest_io.differences(identities[0], other)
+        found = manifest_io.differences(identities[0], other, labels=("on rank 0", f"on rank {rank}"))
         if found:
             raise ValueError(f"rank {rank} of {ranks.world} computes something else than rank 0 ("
-                             + "; ".join(found).replace(" in the folder,", " on rank 0,") + "): every process "
+                             + "; ".join(found) + "): every process "
                              "of a run must get the same model, method, configuration, target and data set")
 
 
