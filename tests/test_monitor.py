@@ -17,7 +17,7 @@ from torch import nn
 import noisegrad
 from noisegrad import AttributionMonitor, NoiseTunnel, SmoothingConfig, relative
 from conftest import ForwardCounter
-from test_monitor_metrics import ref_entropy, ref_gini, ref_spearman
+from test_monitor_metrics import ref_entropy, ref_gini, ref_share, ref_spearman
 
 STEPS = 4
 
@@ -266,11 +266,38 @@ def test_layer_attributions_and_text_figures():
     assert [t.get_text() for t in fig.axes[0].texts] == tokens[0]
 
 
+def test_mass_in_mask_is_the_mean_over_examples_whose_mask_is_not_empty():
+    model = Net().eval()
+    x, y, masks = data(3)
+    masks[1] = False
+    snap = AttributionMonitor(Saliency(model), x, y, masks=masks.float(), nt_samples=4).snapshot(0)
+    shares = [ref_share(snap.attributions[i], masks[i].expand(snap.attributions[i].shape)) for i in (0, 2)]
+    assert snap.row()["mass_in_mask"] == pytest.approx(sum(shares) / 2, rel=1e-12)
+
+
+def test_a_per_token_mask_of_layer_attributions_is_refused_until_it_has_their_dimensions():
+    torch.manual_seed(0)
+    embed = nn.Embedding(10, 3)  # probe size = tokens = hidden: a (batch, tokens) mask would broadcast wrongly
+    model = nn.Sequential(embed, nn.Flatten(), nn.Linear(3 * 3, 2))
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    per_token = ids % 2 == 1
+    monitor = AttributionMonitor(LayerGradientXActivation(model, embed), ids, 0, masks=per_token, nt_samples=4,
+                                 noise_level=0.1, noise_layer="0")
+    with pytest.raises(ValueError, match=r"masks\[\.\.\., None\]"):
+        monitor.snapshot(0)
+    monitor = AttributionMonitor(LayerGradientXActivation(model, embed), ids, 0, masks=per_token[..., None],
+                                 nt_samples=4, noise_level=0.1, noise_layer="0")
+    snap = monitor.snapshot(0)
+    shares = [ref_share(snap.attributions[i], per_token[i][:, None].expand(3, 3)) for i in range(3)]
+    assert snap.row()["mass_in_mask"] == pytest.approx(sum(shares) / 3, rel=1e-12)
+
+
 @pytest.mark.parametrize("kwargs, error, words", [
     (dict(every=0), ValueError, "every must be a positive int"),
     (dict(every=1.5), TypeError, "every must be a positive int"),
     (dict(figures_every=-1), ValueError, "figures_every must be an int >= 0"),
     (dict(masks=torch.ones(3, 1, 5, 5)), ValueError, r"masks\[0\] of shape \(3, 1, 5, 5\) must broadcast"),
+    (dict(masks=torch.ones(3, 1, 6, 6, dtype=torch.uint8) * 255), ValueError, r"masks\[0\] must hold only 0 and 1"),
     (dict(writer=object()), TypeError, "writer must be a TensorBoard SummaryWriter"),
     (dict(sinks=[object()]), TypeError, "sinks must have scalars"),
     (dict(config=SmoothingConfig(dtype="double")), ValueError, "dtype='double'"),

@@ -20,6 +20,7 @@ from noisegrad._validate import as_int, validate_inputs
 from noisegrad.config import SmoothingConfig
 from noisegrad.monitor._untouched import training_untouched
 from noisegrad.monitor.figures import figure_kind, snapshot_figure
+from noisegrad.monitor.metrics import zero_one
 from noisegrad.monitor.sinks import FolderSink, TensorBoardSink
 from noisegrad.monitor.snapshot import Snapshot, summarise
 from noisegrad.tunnel import NoiseTunnel
@@ -47,8 +48,11 @@ class AttributionMonitor(contextlib.ContextDecorator):
     target : optional
         As for ``NoiseTunnel.attribute`` (e.g. the probe's labels).
     masks : Tensor or tuple of Tensor, optional
-        Ground truth, broadcasting to the attributions (``(batch, 1, H, W)``
-        for images): adds the share of attribution mass on it.
+        Ground truth, bool or 0/1, one per input, with the attributions'
+        dimensions and each of their sizes or 1 (``(batch, 1, H, W)`` for
+        images, ``(batch, tokens, 1)`` for a layer's ``(batch, tokens,
+        hidden)``): adds ``mass_in_mask``, the share of attribution mass on
+        it, averaged over the examples whose mask is not empty.
     model : nn.Module, optional
         The model being trained; by default the one behind ``method``.
     every : int
@@ -286,14 +290,21 @@ def _method(method: Any, model: Optional[nn.Module]) -> Attribution:
 
 
 def _checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[Tuple[Tensor, ...]]:
-    """Masks as a tuple, one per input; for input attributions each must broadcast to its input."""
+    """Masks as a tuple of bool tensors, one per input (per layer output for a layer method); for input attributions
+    each must broadcast to its input."""
     if masks is None:
         return None
     given = tuple(masks) if isinstance(masks, (tuple, list)) else (masks,)
     if not all(isinstance(m, Tensor) for m in given):
         raise TypeError(f"masks must be a tensor or a tuple of tensors, got {type(masks).__name__}")
-    if isinstance(method, LayerAttribution):
-        return given  # checked against the layer's attributions at the first snapshot
+    given = tuple(zero_one(mask, f"masks[{i}]") for i, mask in enumerate(given))
+    batch = probe[0].shape[0]
+    if isinstance(method, LayerAttribution):  # their shapes are checked against the layer's at the first snapshot
+        for i, mask in enumerate(given):
+            if mask.dim() == 0 or mask.shape[0] != batch:
+                raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must be shaped like the layer's "
+                                 f"attributions, (probe size {batch}, ...), with size 1 where it is the same for all")
+        return given
     if len(given) != len(probe):
         raise ValueError(f"masks must have one tensor per input ({len(probe)}), got {len(given)}")
     for i, (mask, x) in enumerate(zip(given, probe)):

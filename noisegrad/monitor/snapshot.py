@@ -13,7 +13,7 @@ from noisegrad.result import SmoothedAttribution
 __all__ = ["Snapshot", "summarise", "METRICS"]
 
 #: The scalars of a snapshot, in order (each the mean over the probe examples where it is defined):
-#: share of |attribution| on the masks (with masks), Gini and normalised entropy of |attribution|, Spearman's rank
+#: share of |attribution| on the masks (with masks; examples with an empty mask are left out), Gini and normalised entropy of |attribution|, Spearman's rank
 #: correlation with the previous and the first snapshot, the relative standard error ‖SE‖/‖attribution‖, the mean
 #: |convergence delta| (methods that have one), and the noisy samples per example.
 METRICS = ("mass_in_mask", "gini", "entropy", "spearman_previous", "spearman_first", "relative_stderr", "delta",
