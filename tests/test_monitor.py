@@ -292,6 +292,15 @@ def test_a_per_token_mask_of_layer_attributions_is_refused_until_it_has_their_di
     assert snap.row()["mass_in_mask"] == pytest.approx(sum(shares) / 3, rel=1e-12)
 
 
+def test_a_method_built_on_another_model_is_refused_and_one_on_a_part_of_it_is_taken():
+    model, other = Net(), Net()
+    x, y, _ = data(3)
+    with pytest.raises(ValueError, match=r"model being trained \(Net\) shares no parameter .* Saliency\(model\)"):
+        AttributionMonitor(Saliency(other), x, y, model=model)
+    head = nn.Sequential(model, nn.Softmax(dim=1))  # trained as a whole, explained through a part: fine
+    assert AttributionMonitor(Saliency(model), x, y, model=head).models == [head]
+
+
 @pytest.mark.parametrize("kwargs, error, words", [
     (dict(every=0), ValueError, "every must be a positive int"),
     (dict(every=1.5), TypeError, "every must be a positive int"),

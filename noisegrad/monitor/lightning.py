@@ -36,7 +36,8 @@ class AttributionMonitorCallback(Callback):
     Parameters
     ----------
     method : Captum Attribution, or an Attribution class
-        A class (``Saliency``) is built on the LightningModule being trained.
+        A class (``Saliency``) is built on the LightningModule being trained;
+        an instance must be built on it or a part of it (``Saliency(module.net)``).
     inputs, target
         The probe batch; moved to the module's device when fitting starts.
     every_n_steps : int, optional
@@ -97,8 +98,7 @@ class AttributionMonitorCallback(Callback):
         kwargs = dict(self._kwargs)
         if "masks" in kwargs:
             kwargs["masks"] = _to(kwargs["masks"], device)
-        if isinstance(self._method, type):
-            kwargs.setdefault("model", pl_module)
+        kwargs.setdefault("model", pl_module)  # a method built on another model is refused
         self.monitor = AttributionMonitor(self._method, _to(self._inputs, device), _to(self._target, device),
                                           every=self.every_n_steps or 1, sinks=[_logger_sink(trainer, kwargs)],
                                           **kwargs)

@@ -54,7 +54,8 @@ class AttributionMonitor(contextlib.ContextDecorator):
         hidden)``): adds ``mass_in_mask``, the share of attribution mass on
         it, averaged over the examples whose mask is not empty.
     model : nn.Module, optional
-        The model being trained; by default the one behind ``method``.
+        The model being trained; by default the one behind ``method``. A
+        method whose model shares no parameter with it is refused.
     every : int
         Steps between snapshots: one at every step divisible by it.
     figures_every : int
@@ -146,7 +147,10 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self.tag = tag
 
         self.method = _method(method, model)
-        models = [model] if model is not None else modules_of(self.method.forward_func)
+        behind = modules_of(self.method.forward_func)
+        if model is not None:
+            _check_same_model(model, behind, self.method)
+        models = [model] if model is not None else behind
         if not models or not all(isinstance(m, nn.Module) for m in models):
             raise ValueError(f"the monitor found no torch.nn.Module behind {self.method.forward_func!r}: give "
                              "model= (the model being trained), so that its modes and state can be restored")
@@ -287,6 +291,17 @@ def _method(method: Any, model: Optional[nn.Module]) -> Attribution:
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return method
+
+
+def _check_same_model(model: nn.Module, behind: List[nn.Module], method: Attribution) -> None:
+    """Refuse a method built on another model than the one being trained: its maps would never change."""
+    trained = {id(p) for p in model.parameters()}
+    theirs = [p for m in behind for p in m.parameters()]
+    if theirs and not any(id(p) in trained for p in theirs):
+        raise ValueError(f"the model being trained ({type(model).__name__}) shares no parameter with the model behind "
+                         f"method ({', '.join(type(m).__name__ for m in behind)}): the maps would not follow the "
+                         f"training; build the method on the model being trained, e.g. "
+                         f"{type(method).__name__}(model)")
 
 
 def _checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[Tuple[Tensor, ...]]:
