@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from captum.attr import IntegratedGradients, LayerGradientXActivation, Saliency
+from captum.attr import GradientShap, IntegratedGradients, LayerGradientXActivation, Occlusion, Saliency
 from torch import nn
 
 import noisegrad
@@ -301,6 +301,52 @@ def test_a_method_built_on_another_model_is_refused_and_one_on_a_part_of_it_is_t
     assert AttributionMonitor(Saliency(model), x, y, model=head).models == [head]
 
 
+def test_what_captum_or_the_model_would_refuse_at_the_first_snapshot_is_refused_when_the_monitor_is_built():
+    model = Net().eval()
+    x, y, _ = data(3)
+    forwards = ForwardCounter(model)
+    with pytest.raises(TypeError, match=r"GradientShap.attribute needs baselines: give attribute_kwargs=\{'baselines'"):
+        AttributionMonitor(GradientShap(model), x, y)
+    with pytest.raises(TypeError, match=r"Occlusion.attribute needs sliding_window_shapes"):
+        AttributionMonitor(Occlusion(model), x, y)
+    with pytest.raises(TypeError, match=r"did you mean attribute_kwargs=\{'baselines': \.\.\.\}\?"):
+        AttributionMonitor(IntegratedGradients(model), x, y, baseline=0.0)
+    with pytest.raises(TypeError, match=r"n_steps= is an argument of IntegratedGradients.attribute"):
+        AttributionMonitor(IntegratedGradients(model), x, y, n_steps=8)
+    for dtype in (torch.float64, torch.float16):
+        with pytest.raises(TypeError, match=rf"the probe \(inputs\) is {dtype} and the model's parameters are "
+                                            r"torch.float32: give inputs.to\(torch.float32\)"):
+            AttributionMonitor(Saliency(model), x.to(dtype), y)
+    assert forwards.calls == 0
+
+
+def test_noise_layer_may_be_the_module_itself():
+    torch.manual_seed(0)
+    embed = nn.Embedding(10, 4)
+    model = nn.Sequential(embed, nn.Flatten(), nn.Linear(3 * 4, 2))
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    by_module, by_name = (AttributionMonitor(LayerGradientXActivation(model, embed), ids, 0, nt_samples=4,
+                                             noise_level=0.1, noise_layer=layer) for layer in (embed, "0"))
+    assert by_module.config.noise_layer == "0"  # a configuration holds names, so that it can be saved
+    assert torch.equal(by_module.snapshot(0).attributions, by_name.snapshot(0).attributions)
+    with pytest.raises(ValueError, match=r"noise_layer \(Embedding\) is not a submodule of the model behind method"):
+        AttributionMonitor(LayerGradientXActivation(model, embed), ids, 0, noise_layer=nn.Embedding(10, 4))
+
+
+def test_errors_at_a_snapshot_speak_of_the_monitor_and_the_probe():
+    model = Net().eval()
+    x, y, _ = data(3)
+    monitor = AttributionMonitor(Saliency(model), x, None, nt_samples=4)
+    with pytest.raises(ValueError, match=r"target is needed: the model returns 3 outputs per example \(shape \(3,\) each\)"):
+        monitor.step(0)
+    monitor = AttributionMonitor(Saliency(model), x, y, nt_samples=4)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="call monitor.step outside it"):
+        monitor.step(0)
+    with pytest.raises(ValueError, match=r"global_step must be an int >= 0, got -3"):
+        monitor.step(-3)
+    assert monitor.history == []
+
+
 @pytest.mark.parametrize("kwargs, error, words", [
     (dict(every=0), ValueError, "every must be a positive int"),
     (dict(every=1.5), TypeError, "every must be a positive int"),
@@ -316,6 +362,8 @@ def test_a_method_built_on_another_model_is_refused_and_one_on_a_part_of_it_is_t
     (dict(attribute_kwargs={"abs": False, "n_steps": 3}), TypeError, "n_steps"),
     (dict(tokens=[["a"]]), ValueError, "tokens must be one sequence of str per probe example"),
     (dict(log_dir=3), TypeError, "log_dir must be a str or a pathlib.Path"),
+    (dict(nt_sample=8), TypeError, "unexpected keyword argument 'nt_sample': did you mean nt_samples="),
+    (dict(abs=False), TypeError, r"abs= is an argument of Saliency.attribute, not of the monitor: give attribute_kwargs=\{'abs': \.\.\.\}"),
 ])
 def test_bad_arguments_fail_before_any_forward(kwargs, error, words):
     model = Net().eval()

@@ -82,8 +82,9 @@ class AttributionMonitorCallback(Callback):
             raise ValueError("give every_n_steps= or at_epoch_end=True: otherwise the callback never takes a snapshot")
         taken = sorted({"every", "writer", "log_dir", "sinks"} & set(monitor_kwargs))
         if taken:
-            raise TypeError(f"{taken}: the callback takes snapshots when the trainer says and records through its "
-                            "logger; use every_n_steps= / at_epoch_end=")
+            raise TypeError(f"AttributionMonitorCallback takes no {', '.join(name + '=' for name in taken)}: it takes "
+                            "snapshots when the trainer says and records through its logger; use every_n_steps= / "
+                            "at_epoch_end=")
         self.at_epoch_end = at_epoch_end
         self._method, self._inputs, self._target, self._kwargs = method, inputs, target, monitor_kwargs
         self.monitor: Optional[AttributionMonitor] = None

@@ -9,15 +9,18 @@ integer test.
 """
 
 import contextlib
+import inspect
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
-from captum.attr import Attribution, LayerAttribution
+import torch
+from captum.attr import Attribution, GradientAttribution, LayerAttribution
 from torch import Tensor, nn
 
 from noisegrad._state import modules_of
 from noisegrad._validate import as_int, validate_inputs
 from noisegrad.config import SmoothingConfig
+from noisegrad.monitor._checks import check_probe_dtype, check_required_arguments, check_same_model, smoothing_fields
 from noisegrad.monitor._untouched import training_untouched
 from noisegrad.monitor.figures import figure_kind, snapshot_figure
 from noisegrad.monitor.metrics import zero_one
@@ -80,11 +83,19 @@ class AttributionMonitor(contextlib.ContextDecorator):
         (SmoothGrad, σ = 15 % of each example's range). A configuration
         without a seed gets seed 0: the monitor never draws from the global RNGs.
     attribute_kwargs : dict, optional
-        More arguments for ``NoiseTunnel.attribute`` (``baselines``,
-        ``abs``, ``n_steps``, ``additional_forward_args``, ``noise_mask``, ...).
+        More arguments for ``NoiseTunnel.attribute`` and the method's
+        ``attribute`` (``baselines``, ``abs``, ``n_steps``,
+        ``sliding_window_shapes``, ``additional_forward_args``,
+        ``noise_mask``, ...); those the method requires are checked for when
+        the monitor is built.
     **config_fields
         Fields of the configuration to change: ``nt_type``, ``nt_samples``,
-        ``noise``, ``noise_level``, ``sampler``, ``seed``, ``noise_layer``, ...
+        ``noise``, ``noise_level``, ``sampler``, ``seed``, ``noise_layer`` (a
+        module of the model, or its dotted name), ...
+
+    The probe's dtype, the masks, the method's required arguments and its
+    model (that it shares parameters with ``model``) are checked when the
+    monitor is built, without a forward pass.
 
     Attributes
     ----------
@@ -130,10 +141,22 @@ class AttributionMonitor(contextlib.ContextDecorator):
         attribute_kwargs: Optional[Dict[str, Any]] = None,
         **config_fields: Any,
     ) -> None:
+        self.method = _method(method, model)
+        behind = modules_of(self.method.forward_func)
+        if model is not None:
+            check_same_model(model, behind, self.method)
+        models = [model] if model is not None else behind
+        if not models or not all(isinstance(m, nn.Module) for m in models):
+            raise ValueError(f"the monitor found no torch.nn.Module behind {self.method.forward_func!r}: give "
+                             "model= (the model being trained), so that its modes and state can be restored")
+        self.models: List[nn.Module] = models
+
         if config is not None and not isinstance(config, SmoothingConfig):
             raise TypeError(f"config must be a noisegrad.SmoothingConfig, got {type(config).__name__}")
         config = config if config is not None else SmoothingConfig().replace(**MONITOR_DEFAULTS)
-        config = config.replace(**config_fields) if config_fields else config
+        if config_fields:
+            own = [name for name in inspect.signature(AttributionMonitor).parameters if name != "config_fields"]
+            config = config.replace(**smoothing_fields(config_fields, self.method, behind, own))
         if config.seed is None:
             config = config.replace(seed=0)
         if config.dtype is not None:
@@ -146,19 +169,10 @@ class AttributionMonitor(contextlib.ContextDecorator):
             raise TypeError(f"tag must be a non-empty str, got {tag!r}")
         self.tag = tag
 
-        self.method = _method(method, model)
-        behind = modules_of(self.method.forward_func)
-        if model is not None:
-            _check_same_model(model, behind, self.method)
-        models = [model] if model is not None else behind
-        if not models or not all(isinstance(m, nn.Module) for m in models):
-            raise ValueError(f"the monitor found no torch.nn.Module behind {self.method.forward_func!r}: give "
-                             "model= (the model being trained), so that its modes and state can be restored")
-        self.models: List[nn.Module] = models
-
         discrete = self.config.noise_layer is not None or "noise_layer" in (attribute_kwargs or {})
         self.inputs = inputs
         probe = validate_inputs(inputs, discrete=discrete)
+        check_probe_dtype(probe, self.models)
         self.masks = _checked_masks(masks, probe, self.method)
         self.target = target
         self.tokens = _checked_tokens(tokens, probe[0].shape[0])
@@ -172,6 +186,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
             self._kwargs.setdefault("return_convergence_delta", True)
         self._call = dict(self.config.call_kwargs(inputs), **self._kwargs)
         _CheckedOnly(self.method).attribute(inputs, target=target, **self._call)  # every argument, no forward
+        check_required_arguments(self.method, self._call)
 
         self.sinks: List[Any] = list(sinks)
         if writer is not None:
@@ -201,7 +216,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
         """
         if global_step is None:
             global_step = self._next_step
-        elif type(global_step) is not int:
+        elif type(global_step) is not int or global_step < 0:
             global_step = as_int("global_step", global_step, least=0)
         self._next_step = global_step + 1
         if global_step % self.every:
@@ -220,6 +235,10 @@ class AttributionMonitor(contextlib.ContextDecorator):
 
     def snapshot(self, global_step: int) -> Snapshot:
         """Attribute the probe batch now, record it, and return it (whatever ``every`` says)."""
+        if torch.is_inference_mode_enabled() and isinstance(self.method, GradientAttribution):
+            raise RuntimeError(f"the monitor's {type(self.method).__name__} takes gradients, and none can be taken "
+                               "under torch.inference_mode(): call monitor.step outside it (under torch.no_grad() "
+                               "is fine)")
         start = time.perf_counter()
         try:
             with training_untouched(self.models):
@@ -291,17 +310,6 @@ def _method(method: Any, model: Optional[nn.Module]) -> Attribution:
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return method
-
-
-def _check_same_model(model: nn.Module, behind: List[nn.Module], method: Attribution) -> None:
-    """Refuse a method built on another model than the one being trained: its maps would never change."""
-    trained = {id(p) for p in model.parameters()}
-    theirs = [p for m in behind for p in m.parameters()]
-    if theirs and not any(id(p) in trained for p in theirs):
-        raise ValueError(f"the model being trained ({type(model).__name__}) shares no parameter with the model behind "
-                         f"method ({', '.join(type(m).__name__ for m in behind)}): the maps would not follow the "
-                         f"training; build the method on the model being trained, e.g. "
-                         f"{type(method).__name__}(model)")
 
 
 def _checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[Tuple[Tensor, ...]]:
