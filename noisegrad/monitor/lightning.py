@@ -41,8 +41,9 @@ class AttributionMonitorCallback(Callback):
     inputs, target
         The probe batch; moved to the module's device when fitting starts.
     every_n_steps : int, optional
-        A snapshot when fitting starts (step 0) and after every
-        ``every_n_steps``-th optimizer step (``trainer.global_step``).
+        A snapshot when fitting starts (step 0: the model before any update)
+        and after every ``every_n_steps``-th optimizer step
+        (``trainer.global_step``).
     at_epoch_end : bool
         Also a snapshot at the end of every training epoch.
     **monitor_kwargs

@@ -67,7 +67,10 @@ class AttributionMonitor(contextlib.ContextDecorator):
     writer : TensorBoard SummaryWriter, optional
         Record there (``pip install noisegrad[tensorboard]``).
     log_dir : str or Path, optional
-        Record in this folder: ``metrics.jsonl``, ``histograms.jsonl``, ``maps/*.png``.
+        Record in this folder: ``metrics.jsonl``, ``histograms.jsonl``,
+        ``maps/*.png``. The files are appended to, so that a resumed run
+        continues them: a new run into the same folder adds its rows after
+        the old ones (steps 0, 50, ..., 0, 50, ...); give each run its own.
     sinks : sequence, optional
         Other destinations (see :mod:`noisegrad.monitor.sinks`). With none of
         ``writer``, ``log_dir``, ``sinks`` the records are kept in
@@ -213,6 +216,12 @@ class AttributionMonitor(contextlib.ContextDecorator):
         ``global_step`` defaults to the number of steps counted so far (one
         per call, per ``with monitor:`` block and per call of a function
         decorated with ``@monitor``). Returns the snapshot, or None.
+
+        The snapshot shows the model as it is when ``step`` is called: called
+        after ``optimizer.step()``, step 0 is the model after one update (as
+        ``with monitor:`` and ``@monitor`` do); called before it, or with
+        ``monitor.snapshot(0)`` before the loop, step 0 is the untrained model
+        (as the Lightning callback does).
         """
         if global_step is None:
             global_step = self._next_step
