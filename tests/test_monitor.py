@@ -347,6 +347,26 @@ def test_errors_at_a_snapshot_speak_of_the_monitor_and_the_probe():
     assert monitor.history == []
 
 
+def test_a_snapshot_prints_in_one_line_with_its_means():
+    model = Net().eval()
+    x, y, masks = data(6)
+    snap = AttributionMonitor(Saliency(model), x, y, masks=masks, nt_samples=4).snapshot(3)
+    text = repr(snap)
+    assert "\n" not in text and text.startswith("Snapshot(step=3, ")
+    assert f"gini={snap.metrics['gini']:.4g}" in text and "spearman_first=None" in text
+
+
+def test_feature_names_are_refused_for_a_probe_that_is_not_tabular():
+    model = Net().eval()
+    x, y, _ = data(3)
+    with pytest.raises(ValueError, match=r"feature_names are for a tabular probe, \(batch, features\); the probe is "
+                                         r"\(3, 1, 6, 6\)"):
+        AttributionMonitor(Saliency(model), x, y, feature_names=["a", "b"])
+    table = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"feature_names must name the probe's 3 features, got 2"):
+        AttributionMonitor(Saliency(table), torch.rand(2, 3), 0, feature_names=["a", "b"])
+
+
 @pytest.mark.parametrize("kwargs, error, words", [
     (dict(every=0), ValueError, "every must be a positive int"),
     (dict(every=1.5), TypeError, "every must be a positive int"),

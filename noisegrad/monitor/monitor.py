@@ -78,7 +78,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
     tokens : sequence of sequences of str, optional
         Each probe example's tokens, for text figures.
     feature_names : sequence of str, optional
-        For tabular figures.
+        For tabular figures: one per column of a ``(batch, features)`` probe.
     tag : str
         Prefix of TensorBoard tags and name of the figures.
     config : SmoothingConfig, optional
@@ -179,7 +179,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self.masks = _checked_masks(masks, probe, self.method)
         self.target = target
         self.tokens = _checked_tokens(tokens, probe[0].shape[0])
-        self.feature_names = feature_names
+        self.feature_names = _checked_feature_names(feature_names, probe, self.method)
         self._kwargs = dict(attribute_kwargs or {})
         for name in ("target", "inputs", "return_stderr", "seed", "generator"):
             if name in self._kwargs:
@@ -358,3 +358,15 @@ def _checked_tokens(tokens: Any, batch: int) -> Optional[List[List[str]]]:
         raise ValueError(f"tokens must be one sequence of str per probe example ({batch}), got {len(rows)} rows")
     return rows
 
+
+def _checked_feature_names(names: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[List[str]]:
+    """Feature names label a tabular figure: one per column of a (batch, features) probe (a layer's: unchecked)."""
+    if names is None or isinstance(method, LayerAttribution):
+        return None if names is None else list(names)
+    if len(probe) != 1 or probe[0].dim() != 2:
+        raise ValueError(f"feature_names are for a tabular probe, (batch, features); the probe is "
+                         f"{', '.join(str(tuple(x.shape)) for x in probe)}")
+    names = list(names)
+    if len(names) != probe[0].shape[1]:
+        raise ValueError(f"feature_names must name the probe's {probe[0].shape[1]} features, got {len(names)}")
+    return names
