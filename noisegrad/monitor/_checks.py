@@ -4,12 +4,13 @@ starts, not at the first snapshot, hours in."""
 import dataclasses
 import difflib
 import inspect
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from captum.attr import Attribution
+from captum.attr import Attribution, LayerAttribution
 from torch import Tensor, nn
 
 from noisegrad.config import SmoothingConfig
+from noisegrad.monitor.metrics import zero_one
 from noisegrad.tunnel import NoiseTunnel
 
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(SmoothingConfig))
@@ -83,3 +84,54 @@ def check_same_model(model: nn.Module, behind: List[nn.Module], method: Attribut
                          f"method ({', '.join(type(m).__name__ for m in behind)}): the maps would not follow the "
                          f"training; build the method on the model being trained, e.g. "
                          f"{type(method).__name__}(model)")
+
+
+def checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[Tuple[Tensor, ...]]:
+    """Masks as a tuple of bool tensors, one per input (per layer output for a layer method); for input attributions
+    each must broadcast to its input."""
+    if masks is None:
+        return None
+    given = tuple(masks) if isinstance(masks, (tuple, list)) else (masks,)
+    if not all(isinstance(m, Tensor) for m in given):
+        raise TypeError(f"masks must be a tensor or a tuple of tensors, got {type(masks).__name__}")
+    given = tuple(zero_one(mask, f"masks[{i}]") for i, mask in enumerate(given))
+    batch = probe[0].shape[0]
+    if isinstance(method, LayerAttribution):  # their shapes are checked against the layer's at the first snapshot
+        for i, mask in enumerate(given):
+            if mask.dim() == 0 or mask.shape[0] != batch:
+                raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must be shaped like the layer's "
+                                 f"attributions, (probe size {batch}, ...), with size 1 where it is the same for all")
+        return given
+    if len(given) != len(probe):
+        raise ValueError(f"masks must have one tensor per input ({len(probe)}), got {len(given)}")
+    for i, (mask, x) in enumerate(zip(given, probe)):
+        if mask.dim() != x.dim() or mask.shape[0] != x.shape[0] or not _broadcasts(mask.shape, x.shape):
+            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must broadcast to the probe input's shape "
+                             f"{tuple(x.shape)}, with the same batch size")
+    return given
+
+
+def _broadcasts(shape: Sequence[int], to: Sequence[int]) -> bool:
+    return all(a == b or a == 1 for a, b in zip(shape, to))
+
+
+def checked_tokens(tokens: Any, batch: int) -> Optional[List[List[str]]]:
+    if tokens is None:
+        return None
+    rows = [list(row) for row in tokens]
+    if len(rows) != batch or not all(isinstance(t, str) for row in rows for t in row):
+        raise ValueError(f"tokens must be one sequence of str per probe example ({batch}), got {len(rows)} rows")
+    return rows
+
+
+def checked_feature_names(names: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[List[str]]:
+    """Feature names label a tabular figure: one per column of a (batch, features) probe (a layer's: unchecked)."""
+    if names is None or isinstance(method, LayerAttribution):
+        return None if names is None else list(names)
+    if len(probe) != 1 or probe[0].dim() != 2:
+        raise ValueError(f"feature_names are for a tabular probe, (batch, features); the probe is "
+                         f"{', '.join(str(tuple(x.shape)) for x in probe)}")
+    names = list(names)
+    if len(names) != probe[0].shape[1]:
+        raise ValueError(f"feature_names must name the probe's {probe[0].shape[1]} features, got {len(names)}")
+    return names

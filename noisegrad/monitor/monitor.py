@@ -20,10 +20,10 @@ from torch import Tensor, nn
 from noisegrad._state import modules_of
 from noisegrad._validate import as_int, validate_inputs
 from noisegrad.config import SmoothingConfig
-from noisegrad.monitor._checks import check_probe_dtype, check_required_arguments, check_same_model, smoothing_fields
+from noisegrad.monitor._checks import (check_probe_dtype, check_required_arguments, check_same_model, checked_feature_names,
+                                       checked_masks, checked_tokens, smoothing_fields)
 from noisegrad.monitor._untouched import training_untouched
 from noisegrad.monitor.figures import figure_kind, snapshot_figure
-from noisegrad.monitor.metrics import zero_one
 from noisegrad.monitor.sinks import FolderSink, TensorBoardSink
 from noisegrad.monitor.snapshot import Snapshot, summarise
 from noisegrad.tunnel import NoiseTunnel
@@ -176,10 +176,10 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self.inputs = inputs
         probe = validate_inputs(inputs, discrete=discrete)
         check_probe_dtype(probe, self.models)
-        self.masks = _checked_masks(masks, probe, self.method)
+        self.masks = checked_masks(masks, probe, self.method)
         self.target = target
-        self.tokens = _checked_tokens(tokens, probe[0].shape[0])
-        self.feature_names = _checked_feature_names(feature_names, probe, self.method)
+        self.tokens = checked_tokens(tokens, probe[0].shape[0])
+        self.feature_names = checked_feature_names(feature_names, probe, self.method)
         self._kwargs = dict(attribute_kwargs or {})
         for name in ("target", "inputs", "return_stderr", "seed", "generator"):
             if name in self._kwargs:
@@ -319,54 +319,3 @@ def _method(method: Any, model: Optional[nn.Module]) -> Attribution:
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return method
-
-
-def _checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[Tuple[Tensor, ...]]:
-    """Masks as a tuple of bool tensors, one per input (per layer output for a layer method); for input attributions
-    each must broadcast to its input."""
-    if masks is None:
-        return None
-    given = tuple(masks) if isinstance(masks, (tuple, list)) else (masks,)
-    if not all(isinstance(m, Tensor) for m in given):
-        raise TypeError(f"masks must be a tensor or a tuple of tensors, got {type(masks).__name__}")
-    given = tuple(zero_one(mask, f"masks[{i}]") for i, mask in enumerate(given))
-    batch = probe[0].shape[0]
-    if isinstance(method, LayerAttribution):  # their shapes are checked against the layer's at the first snapshot
-        for i, mask in enumerate(given):
-            if mask.dim() == 0 or mask.shape[0] != batch:
-                raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must be shaped like the layer's "
-                                 f"attributions, (probe size {batch}, ...), with size 1 where it is the same for all")
-        return given
-    if len(given) != len(probe):
-        raise ValueError(f"masks must have one tensor per input ({len(probe)}), got {len(given)}")
-    for i, (mask, x) in enumerate(zip(given, probe)):
-        if mask.dim() != x.dim() or mask.shape[0] != x.shape[0] or not _broadcasts(mask.shape, x.shape):
-            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must broadcast to the probe input's shape "
-                             f"{tuple(x.shape)}, with the same batch size")
-    return given
-
-
-def _broadcasts(shape: Sequence[int], to: Sequence[int]) -> bool:
-    return all(a == b or a == 1 for a, b in zip(shape, to))
-
-
-def _checked_tokens(tokens: Any, batch: int) -> Optional[List[List[str]]]:
-    if tokens is None:
-        return None
-    rows = [list(row) for row in tokens]
-    if len(rows) != batch or not all(isinstance(t, str) for row in rows for t in row):
-        raise ValueError(f"tokens must be one sequence of str per probe example ({batch}), got {len(rows)} rows")
-    return rows
-
-
-def _checked_feature_names(names: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[List[str]]:
-    """Feature names label a tabular figure: one per column of a (batch, features) probe (a layer's: unchecked)."""
-    if names is None or isinstance(method, LayerAttribution):
-        return None if names is None else list(names)
-    if len(probe) != 1 or probe[0].dim() != 2:
-        raise ValueError(f"feature_names are for a tabular probe, (batch, features); the probe is "
-                         f"{', '.join(str(tuple(x.shape)) for x in probe)}")
-    names = list(names)
-    if len(names) != probe[0].shape[1]:
-        raise ValueError(f"feature_names must name the probe's {probe[0].shape[1]} features, got {len(names)}")
-    return names
