@@ -9,7 +9,7 @@ from torch import Tensor
 
 from noisegrad.reducers import CHANNEL_REDUCERS
 
-__all__ = ["TIMES_INPUT", "validate_outputs", "one_hot_as_indices", "validate_times_input",
+__all__ = ["TIMES_INPUT", "validate_outputs", "one_hot_as_indices", "times_input_choice", "validate_times_input",
            "validate_channel_reducer"]
 
 #: ``times_input=`` choices: each noisy attribution times the clean input x (innsight's SmoothGrad×Input), or
@@ -71,10 +71,8 @@ def one_hot_as_indices(target: Any, batch: int) -> Any:
     return ones.long().argmax(dim=1)
 
 
-def validate_times_input(
-    times_input: Any, method: Attribution, noise_layer: Any, joint: bool
-) -> Optional[str]:
-    """``times_input`` as None, ``"clean"`` or ``"noisy"``; refused where attributions are not the inputs' shape."""
+def times_input_choice(times_input: Any) -> Optional[str]:
+    """``times_input`` as None, ``"clean"`` or ``"noisy"`` (``False`` is None; ``True`` is refused as ambiguous)."""
     if times_input is None or times_input is False:
         return None
     if times_input is True:
@@ -83,6 +81,16 @@ def validate_times_input(
                          "NoiseTunnel over InputXGradient, mean((x+ε) ⊙ ∇f(x+ε)))")
     if times_input not in TIMES_INPUT:
         raise ValueError(f"times_input must be None, 'clean' or 'noisy', got {times_input!r}")
+    return str(times_input)
+
+
+def validate_times_input(
+    times_input: Any, method: Attribution, noise_layer: Any, joint: bool
+) -> Optional[str]:
+    """``times_input`` as None, ``"clean"`` or ``"noisy"``; refused where attributions are not the inputs' shape."""
+    times_input = times_input_choice(times_input)
+    if times_input is None:
+        return None
     if isinstance(method, LayerAttribution) or noise_layer is not None:
         raise ValueError("times_input multiplies attributions of the inputs by the inputs; it does not apply to a "
                          "layer's attributions or to noise at a layer (noise_layer=)")
