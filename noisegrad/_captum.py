@@ -195,7 +195,8 @@ def summed_gradients(
         if outputs[0].numel() != 1:
             raise ValueError(
                 "target is needed: the model returns several outputs per example "
-                f"(output shape {tuple(outputs.shape)}), and a gradient needs one scalar per example"
+                f"(output shape {tuple(outputs.shape)}), and a gradient needs one scalar per example; give "
+                "target=, outputs=[...] for several outputs at once, or objective= for a score of your own"
             )
         return torch.autograd.grad(outputs.sum(), inputs)
 

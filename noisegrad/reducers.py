@@ -59,7 +59,8 @@ def token_scores(
     if reduce not in TOKEN_REDUCTIONS:
         raise ValueError(f"reduce must be one of {TOKEN_REDUCTIONS}, got {reduce!r}")
     if per_output and tensor.dim() < 3:
-        raise ValueError(f"per_output=True needs attributions shaped (batch, tokens, ..., K), got {tuple(tensor.shape)}")
+        raise ValueError(f"per_output=True needs attributions shaped (batch, tokens, ..., K), as outputs= gives "
+                         f"them; got {tuple(tensor.shape)}")
     shape = (tensor.shape[0], tensor.shape[1], -1) + ((tensor.shape[-1],) if per_output else ())
     flat = tensor.detach().reshape(shape)
     scores = flat.sum(dim=2) if reduce == "sum" else torch.linalg.vector_norm(flat, dim=2)

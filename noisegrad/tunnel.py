@@ -336,8 +336,13 @@ class NoiseTunnel(Attribution):
         method = self.attribution_method
         if request.outputs is not None and (request.objective is not None or not _captum.batches_outputs(method)):
             # one run per output, with the same noise
-            runs = [self._run(dataclasses.replace(request, outputs=None, kwargs=dict(request.kwargs, target=k)))
-                    for k in request.outputs]
+            runs = []
+            for k in request.outputs:
+                try:
+                    runs.append(self._run(dataclasses.replace(request, outputs=None,
+                                                              kwargs=dict(request.kwargs, target=k))))
+                except ValueError as error:  # name the argument the user gave, not the target of one run
+                    raise ValueError(f"outputs={list(request.outputs)}, output {k}: {error}") from error
             return _stack_outputs(runs)
         global_seed = request.seeds.derived(0) if request.seeded else None
         with guarded(method, request.device, global_seed):

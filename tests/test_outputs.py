@@ -135,6 +135,11 @@ def test_bad_outputs_are_refused(kwargs, error, match):
         NoiseTunnel(Saliency(make_mlp(seed=1))).attribute(X, nt_samples=2, **kwargs)
 
 
+def test_an_output_beyond_the_model_is_named_as_outputs_also_when_run_once_per_output():
+    with pytest.raises(ValueError, match=r"outputs=\[0, 7\], output 7: target=7 is out of range"):
+        NoiseTunnel(DeepLift(make_mlp(seed=1))).attribute(X, outputs=[0, 7], nt_samples=2, stdevs=0.1)
+
+
 def test_auto_with_a_method_run_once_per_output_is_refused():
     with pytest.raises(ValueError, match="needs a method that takes all outputs in one pass"):
         NoiseTunnel(DeepLift(make_mlp(seed=1))).attribute(X, outputs=[0, 1], nt_samples="auto", stdevs=0.1)
