@@ -24,6 +24,8 @@ run python benchmarks/bench_tunnel.py --repeats 20 --out $B/RESULTS.md $QUICK
 run python benchmarks/bench_chunks.py --repeats 5 --out $B/CHUNKS.md $QUICK
 # Weight noise: batched draws vs a deep copy per draw, vmap vs a loop (~8 min).
 run python benchmarks/bench_weights.py --repeats 10 --out $B/WEIGHTS.md $QUICK
+# Several outputs at once against one run per output (~3 min).
+run python benchmarks/bench_outputs.py --repeats 9 --out $B/OUTPUTS.md $QUICK
 # Cost model: FLOPs and bytes per noisy sample (~2 min).
 run python benchmarks/perf_model.py --out $D/performance_table.md $QUICK
 if [[ -z "$QUICK" ]]; then
