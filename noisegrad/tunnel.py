@@ -369,9 +369,6 @@ _AUTO_MIN_SAMPLES = 32
 
 def _estimator(method: Attribution, request: Request) -> Any:
     """The estimator of the request, with its input noise."""
-    kwargs = request.kwargs
-    if request.objective is not None:  # the method's forward returns the objective's scores
-        method, kwargs = with_objective(method, request.objective, kwargs, request.inputs, request.is_inputs_tuple)
     replicates = DEFAULT_REPLICATES if request.needs_groups else 1
     sampler = NoiseSampler(request.sampler, request.seeds, request.limit, replicates)
     if request.noise_layer is not None:
@@ -381,7 +378,7 @@ def _estimator(method: Attribution, request: Request) -> Any:
             method, request.noise_layer, bool(request.kwargs.get("attribute_to_layer_input", False)))
         noise: Any = LayerNoise(request.inputs, request.noise_layer, request.layer_stdevs, sampler, request.example_ids,
                                 request.noise_mask, only_own_forwards=own)
-        extra = kwargs.get("additional_forward_args")
+        extra = request.kwargs.get("additional_forward_args")
         with torch.random.fork_rng(devices=_cuda_devices(request.inputs)):  # a dropout in training mode draws nothing
             noise.measure(lambda inputs: _captum.run_forward(method.forward_func, inputs, None, extra))
     else:
@@ -389,6 +386,9 @@ def _estimator(method: Attribution, request: Request) -> Any:
     if request.weights is not None:
         noise = WeightNoise(noise, request.weights, request.seeds)
     if request.joint:
+        kwargs = request.kwargs
+        if request.objective is not None:  # the method's forward returns the objective's scores
+            method, kwargs = with_objective(method, request.objective, kwargs, request.inputs, request.is_inputs_tuple)
         return JointEstimator(method, noise, kwargs, request.is_inputs_tuple, request.return_delta,
                               request.limit, request.seeds, request.stratify)
     sample_seed: Optional[Callable[[int], int]] = None
@@ -396,8 +396,8 @@ def _estimator(method: Attribution, request: Request) -> Any:
         seeds = request.seeds
         sample_seed = lambda sample: seeds(stream(Purpose.GLOBAL_RNG), sample) & (2**63 - 1)  # noqa: E731
     baseline_seed = request.seeds.base_seed if request.draw_baseline_from_distrib else None
-    return NestedEstimator(method, noise, kwargs, request.is_inputs_tuple, request.return_delta,
-                           baseline_seed, sample_seed, request.outputs, request.times_input)
+    return NestedEstimator(method, noise, request.kwargs, request.is_inputs_tuple, request.return_delta,
+                           baseline_seed, sample_seed, request.outputs, request.times_input, request.objective)
 
 
 def _stack_outputs(runs: list) -> Any:

@@ -13,7 +13,7 @@ from captum.attr import (
 from torch import nn
 
 from conftest import make_cnn, make_mlp, make_two_input
-from noisegrad import NoiseTunnel
+from noisegrad import NoiseTunnel, weight_noise
 
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 TARGET = torch.tensor([2, 0, 1])
@@ -174,3 +174,22 @@ def test_the_users_method_keeps_its_forward_function():
     method = Saliency(model)
     NoiseTunnel(method).attribute(X, nt_samples=2, stdevs=0.1, objective=selected, target=TARGET)
     assert method.forward_func is model
+
+
+@pytest.mark.parametrize("make, kwargs", [
+    (lambda m: IntegratedGradients(m), dict(nt_samples=8, joint=True, return_convergence_delta=True)),
+    (lambda m: Saliency(m), dict(nt_samples=2, weight_noise=weight_noise(sigma=0.1, draws=2))),
+    (lambda m: DeepLift(m), dict(nt_samples=2, weight_noise=weight_noise(sigma=0.1, draws=2))),
+    (lambda m: Saliency(m), dict(nt_samples=2, noise_layer="0")),
+    (lambda m: LayerIntegratedGradients(m, m[0]), dict(nt_samples=2, noise_layer="0", n_steps=4)),
+    (lambda m: Saliency(m), dict(nt_samples="auto", tol=0.2, return_stderr=True)),
+])
+def test_an_objective_composes_with_joint_sampling_weight_noise_layer_noise_and_auto(make, kwargs):
+    model = make_mlp(seed=1)
+    nt = NoiseTunnel(make(model))
+    common = dict(stdevs=0.1, seed=0, target=TARGET, **kwargs)
+    ours, expected = nt.attribute(X, objective=selected, **common), nt.attribute(X, **common)
+    if kwargs.get("return_convergence_delta"):
+        torch.testing.assert_close(ours[1], expected[1], rtol=0, atol=1e-12)
+        ours, expected = ours[0], expected[0]
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-12)

@@ -10,6 +10,7 @@ from noisegrad import _captum
 from noisegrad._call import call_wrapped
 from noisegrad._state import seed_global_rngs
 from noisegrad.expand import ChunkKwargs, select_examples
+from noisegrad.objective import Objective, with_objective
 from noisegrad.perturb.inputs import InputNoise
 from noisegrad.stats.tally import Chunk
 
@@ -46,6 +47,9 @@ class NestedEstimator:
         Each copy's attribution times the clean input or its own noisy
         input, before it is a sample (so every statistic, standard error and
         stopping rule sees the product).
+    objective : callable, optional
+        ``g(model, inputs, targets)``: the method attributes its scores
+        (:func:`noisegrad.objective.with_objective`).
     """
 
     splits_itself: int
@@ -61,10 +65,14 @@ class NestedEstimator:
         sample_seed: Optional[Callable[[int], int]] = None,
         outputs: Optional[Tuple[int, ...]] = None,
         times_input: Optional[str] = None,
+        objective: Optional[Objective] = None,
     ) -> None:
         if return_delta:
             kwargs = dict(kwargs, return_convergence_delta=True)
         self.method = perturbation.prepare(_captum.lean(method))
+        if objective is not None:  # around what the perturbation prepared (a private model copy, a watched forward)
+            self.method, kwargs = with_objective(self.method, objective, kwargs, perturbation.inputs,
+                                                 is_inputs_tuple)
         self.is_gradient_method = isinstance(method, GradientAttribution)
         self.perturbation, self.is_inputs_tuple, self.return_delta = perturbation, is_inputs_tuple, return_delta
         self.kwargs, self.baseline_seed, self.sample_seed = kwargs, baseline_seed, sample_seed
