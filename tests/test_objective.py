@@ -2,17 +2,10 @@
 
 import pytest
 import torch
-from captum.attr import (
-    DeepLift,
-    FeatureAblation,
-    InputXGradient,
-    IntegratedGradients,
-    LayerIntegratedGradients,
-    Saliency,
-)
+from captum.attr import DeepLift, IntegratedGradients, LayerIntegratedGradients, Saliency
 from torch import nn
 
-from conftest import make_cnn, make_mlp, make_two_input
+from conftest import WRAPPED_METHODS, make_cnn, make_mlp, make_two_input
 from noisegrad import NoiseTunnel, weight_noise
 
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -24,13 +17,7 @@ def selected(model, inputs, targets):
     return model(inputs).gather(1, targets.reshape(-1, 1)).squeeze(1)
 
 
-METHODS = {
-    "saliency": (Saliency, {"abs": False}),
-    "input_x_gradient": (InputXGradient, {}),
-    "integrated_gradients": (IntegratedGradients, {"n_steps": 5, "return_convergence_delta": True}),
-    "deeplift": (DeepLift, {"return_convergence_delta": True}),
-    "feature_ablation": (FeatureAblation, {}),
-}
+METHODS = WRAPPED_METHODS
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -2,29 +2,16 @@
 
 import pytest
 import torch
-from captum.attr import (
-    DeepLift,
-    FeatureAblation,
-    InputXGradient,
-    IntegratedGradients,
-    LayerIntegratedGradients,
-    Saliency,
-)
+from captum.attr import DeepLift, InputXGradient, IntegratedGradients, LayerIntegratedGradients, Saliency
 from torch import nn
 
-from conftest import make_cnn, make_mlp
+from conftest import WRAPPED_METHODS, make_cnn, make_mlp
 from noisegrad import NoiseTunnel
 
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 OUTPUTS = [2, 0]
 
-METHODS = {
-    "saliency": (Saliency, {"abs": False}),
-    "input_x_gradient": (InputXGradient, {}),
-    "integrated_gradients": (IntegratedGradients, {"n_steps": 6, "return_convergence_delta": True}),
-    "deeplift (one run per output)": (DeepLift, {"return_convergence_delta": True}),
-    "feature ablation (one run per output)": (FeatureAblation, {}),
-}
+METHODS = WRAPPED_METHODS  # DeepLift and FeatureAblation run once per output
 
 
 def separate_runs(nt, x, **kwargs):

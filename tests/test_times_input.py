@@ -6,7 +6,7 @@ from captum.attr import InputXGradient, IntegratedGradients, LayerGradientXActiv
 from torch import nn
 
 import noisegrad
-from conftest import make_cnn
+from conftest import Recorder, make_cnn
 from noisegrad import NoiseTunnel
 
 W = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]], dtype=torch.float64)  # 2 outputs of 3 features
@@ -22,21 +22,9 @@ class Quadratic(nn.Module):
 X = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.7, -1.1]], dtype=torch.float64)
 
 
-class Shifts(nn.Module):
-    """Records the noisy rows the tunnel gives the model, so the reference can use the same ε."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.seen = model, []
-
-    def forward(self, x):
-        self.seen.append(x.detach().clone())
-        return self.model(x)
-
-
 def noisy_rows(**kwargs):
     """The (n, batch, features) noisy inputs a seeded call draws, recorded from its forward passes."""
-    model = Shifts(Quadratic())
+    model = Recorder(Quadratic())
     NoiseTunnel(Saliency(model)).attribute(X, nt_samples_batch_size=1, target=0, abs=False, **kwargs)
     return torch.stack(model.seen)
 
