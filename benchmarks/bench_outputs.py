@@ -106,16 +106,19 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 3 if args.quick else args.repeats
     command = "python benchmarks/bench_outputs.py " + " ".join(sys.argv[1:])
+    load_before = os.getloadavg()[0]
+    rows = table(repeats, args.quick)
     text = "\n".join([
         f"# {K} outputs at once against {K} runs",
         "",
         f"`{command}` — {datetime.date.today()}, noisegrad {noisegrad_revision()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {cpu_model()}. nt_samples = {NT_SAMPLES}, one chunk; medians of "
-        f"{repeats} interleaved repetitions (all repetitions when fewer than 3 were clean: the machine was busy). "
-        f"The limit uses F and B measured on the same chunk; the goal is {GOAL:.0%} of it. A share above 100 % "
-        f"means the K batched vector-Jacobian products cost less than K separate backward passes.",
+        f"{torch.get_num_threads()} threads, {cpu_model()}, {os.cpu_count()} cores, load average "
+        f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after. nt_samples = {NT_SAMPLES}, one chunk; "
+        f"medians of {repeats} interleaved repetitions (all repetitions when fewer than 3 were clean: the machine "
+        f"was busy). The limit uses F and B measured on the same chunk; the goal is {GOAL:.0%} of it. A share "
+        f"above 100 % means the K batched vector-Jacobian products cost less than K separate backward passes.",
         "",
-        *table(repeats, args.quick),
+        *rows,
         "",
     ])
     publish(text, args.out)
