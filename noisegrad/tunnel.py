@@ -315,6 +315,8 @@ class NoiseTunnel(Attribution):
             Passed to the wrapped method's ``attribute`` (``target``,
             ``baselines``, ``additional_forward_args``, ``feature_mask``,
             ``return_convergence_delta``, ...), expanded per copy as Captum does.
+            ``target`` may also be one-hot rows ``(batch, n_outputs)`` (Xplique's
+            targets), read as one index per example.
 
         Returns
         -------
