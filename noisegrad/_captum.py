@@ -195,7 +195,8 @@ def summed_gradients(
         if outputs[0].numel() != 1:
             raise ValueError(
                 f"target is needed: the model returns {outputs[0].numel()} outputs per example (shape "
-                f"{tuple(outputs.shape[1:])} each), and a gradient needs one scalar per example"
+                f"{tuple(outputs.shape[1:])} each), and a gradient needs one scalar per example; give target=, "
+                "outputs=[...] for several outputs at once, or objective= for a score of your own"
             )
         return torch.autograd.grad(outputs.sum(), inputs)
 
