@@ -176,8 +176,8 @@ def chunk_for_rows(max_rows: int, batch: int, per_copy: int, nt_samples: int, sp
     if splits_itself and batch * splits_itself <= max_rows:
         return max(1, min(nt_samples, max_rows // (batch * splits_itself))), True
     raise ValueError(
-        f"the row budget (max_batch_rows, given or derived from memory_budget) of {max_rows} rows is smaller than "
-        f"one noisy copy of the batch: {batch} examples × "
+        f"max_batch_rows={max_rows} (given, or derived from memory_budget=) is smaller than one noisy copy of the "
+        f"batch: {batch} examples × "
         f"{per_copy} rows each = {rows} rows; raise the budget or attribute the batch in parts"
     )
 

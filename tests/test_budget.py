@@ -67,8 +67,8 @@ def test_chunk_for_rows_counts_the_methods_own_expansion():
     assert chunk_for_rows(100, batch=4, per_copy=5, nt_samples=64, splits_itself=False) == (5, False)
     assert chunk_for_rows(100, batch=4, per_copy=5, nt_samples=3, splits_itself=False) == (3, False)
     assert chunk_for_rows(10, batch=4, per_copy=50, nt_samples=64, splits_itself=True) == (2, True)
-    with pytest.raises(ValueError, match=r"derived from memory_budget\) of 10 rows is smaller than one noisy copy"
-                                         r".*4 examples × 5 rows"):
+    with pytest.raises(ValueError, match=r"max_batch_rows=10 \(given, or derived from memory_budget=\) is smaller "
+                                         r"than one noisy copy.*4 examples × 5 rows"):
         chunk_for_rows(10, batch=4, per_copy=5, nt_samples=64, splits_itself=False)
 
 
