@@ -2,6 +2,7 @@
 
 from typing import Optional, Sequence
 
+import torch
 from torch import Tensor
 
 __all__ = ["FIGURE_KINDS", "figure_kind", "snapshot_figure"]
@@ -53,6 +54,8 @@ def snapshot_figure(
     feature_names : sequence of str, optional
         Tabular features' names.
     title : str, optional
+        With values that are NaN or infinite (a NaN input gradient), those are
+        drawn as 0 and the title says how many.
 
     Returns
     -------
@@ -70,6 +73,10 @@ def snapshot_figure(
 
     maps = attributions.detach()
     n = maps.shape[0]
+    unfinite = int((~maps.isfinite()).sum()) if maps.is_floating_point() else 0
+    if unfinite:  # drawn as 0, and said so: a monitor's picture must not stop the training
+        maps = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
+        title = f"{title + ': ' if title else ''}{unfinite} values NaN or infinite, drawn as 0"
     if kind == "image":
         overlay = images is not None and tuple(images.shape[-2:]) == tuple(maps.shape[-2:])
         fig, _ = viz.plot_image_attr_grid(maps, images.detach() if overlay else None, ncols=min(n, 8),

@@ -102,7 +102,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
     ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
     ...     _ = monitor.step(step)
     >>> [row["step"] for row in monitor.history], sorted(monitor.history[-1])[:4]
-    ([0, 2, 4], ['entropy', 'gini', 'mass_in_mask', 'nt_samples'])
+    ([0, 2, 4], ['entropy', 'gini', 'mass_in_mask', 'nonfinite_share'])
     """
 
     def __init__(
@@ -235,11 +235,13 @@ class AttributionMonitor(contextlib.ContextDecorator):
         figure = None
         if self.figures_every and len(self.history) % self.figures_every == 0:
             figure = self.figure(snap)
+        values = snap.values()
         for sink in self.sinks:
             sink.scalars(step, row)
             if figure is not None:
                 sink.figure(step, self.tag, figure)
-            sink.histogram(step, "values", snap.values())
+            if values.numel():  # a histogram of nothing: no sink takes one
+                sink.histogram(step, "values", values)
             sink.flush()
 
     def figure(self, snap: Optional[Snapshot] = None) -> Any:

@@ -111,7 +111,9 @@ class TensorBoardSink:
 
     def histogram(self, step: int, name: str, values: Tensor) -> None:
         data = values.detach().double().cpu().flatten()
-        self.writer.add_histogram(f"{self.tag}/{name}", data[data.isfinite()].numpy(), step)
+        data = data[data.isfinite()]
+        if data.numel():  # TensorBoard refuses an empty histogram
+            self.writer.add_histogram(f"{self.tag}/{name}", data.numpy(), step)
 
     def flush(self) -> None:
         flush = getattr(self.writer, "flush", None)
