@@ -104,3 +104,27 @@ def test_a_buffer_the_forward_rebinds_is_the_same_tensor_after_a_snapshot():
     value = peak.clone()
     AttributionMonitor(Saliency(model), X * 10, Y, every=1).step(0)
     assert model[1].peak is peak and torch.equal(peak, value)
+
+
+
+@pytest.mark.parametrize("wrapper", ["DataParallel", "DistributedDataParallel"])
+def test_a_data_parallel_model_is_attributed_through_its_module_without_the_wrappers_forward(wrapper, tmp_path):
+    import torch.distributed as dist
+
+    torch.manual_seed(0)
+    inner = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    if wrapper == "DistributedDataParallel":
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wrapped = (nn.DataParallel(inner) if wrapper == "DataParallel"
+                   else nn.parallel.DistributedDataParallel(inner))
+        calls = []
+        wrapped.register_forward_pre_hook(lambda *_: calls.append(1))
+        method = Saliency(wrapped)
+        snap = AttributionMonitor(method, X, Y, every=1, nt_samples=4).step(0)
+        expected = AttributionMonitor(Saliency(inner), X, Y, every=1, nt_samples=4).step(0)
+        assert calls == [] and method.forward_func is wrapped  # the user's method is left as it was
+        assert torch.equal(snap.attributions, expected.attributions)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,9 +1,11 @@
 """A snapshot's guard: the model in eval mode for it, and everything training depends on exactly as it was after."""
 
 import contextlib
+import copy
 from typing import Iterator, List
 
 import torch
+from captum.attr import Attribution
 from torch import nn
 
 from noisegrad._state import preserved_global_rngs, preserved_modules
@@ -65,6 +67,29 @@ def _restore_modes(models: List[nn.Module], submodules: List[nn.Module], modes: 
     for module, mode in zip(submodules, modes):  # modules() lists parents before their children
         if module.training != mode:
             module.train(mode)
+
+
+def local_method(method: Attribution) -> Attribution:
+    """``method`` on the module inside a ``DistributedDataParallel`` or ``DataParallel`` wrapper, else itself.
+
+    The wrapper's forward takes part in collective communication (buffer
+    broadcasts, the reducer's bookkeeping): a snapshot taken on one rank only
+    would wait for the others forever. The inner module has the same
+    parameters; the method is copied (shallowly, nested attributions such as
+    LayerIntegratedGradients' own included), the user's is left as it is.
+    Wrappers hidden in a function (``lambda x: ddp(x)``) are not seen: build
+    the method on ``ddp.module``.
+    """
+    wrapper = method.forward_func
+    if not isinstance(wrapper, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return method
+    local = copy.copy(method)
+    for name, value in vars(method).items():
+        if value is wrapper:
+            setattr(local, name, wrapper.module)
+        elif isinstance(value, Attribution) and value is not method:
+            setattr(local, name, local_method(value))
+    return local
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from noisegrad._state import modules_of
 from noisegrad._validate import as_int, validate_inputs
 from noisegrad.config import SmoothingConfig
-from noisegrad.monitor._untouched import training_untouched
+from noisegrad.monitor._untouched import local_method, training_untouched
 from noisegrad.monitor.figures import figure_kind, snapshot_figure
 from noisegrad.monitor.sinks import FolderSink, TensorBoardSink
 from noisegrad.monitor.snapshot import Snapshot, summarise
@@ -41,7 +41,11 @@ class AttributionMonitor(contextlib.ContextDecorator):
     ----------
     method : Captum Attribution, or an Attribution class
         What to smooth, e.g. ``Saliency(model)`` or ``IntegratedGradients``
-        (a class needs ``model=``; a layer method, an instance).
+        (a class needs ``model=``; a layer method, an instance). A model
+        wrapped in ``DistributedDataParallel`` or ``DataParallel`` is run
+        through its ``.module``, whose forward takes no part in collective
+        communication: under DDP, call ``step`` on rank 0 only (or on every
+        rank; each computes the same maps).
     inputs : Tensor or tuple of Tensor
         The probe batch, fixed for the whole training (on the model's device).
     target : optional
@@ -215,7 +219,8 @@ class AttributionMonitor(contextlib.ContextDecorator):
         start = time.perf_counter()
         try:
             with training_untouched(self.models):
-                result = NoiseTunnel(self.method).attribute(self.inputs, target=self.target, **self._call)
+                result = NoiseTunnel(local_method(self.method)).attribute(self.inputs, target=self.target,
+                                                                          **self._call)
                 snap = summarise(result, global_step, self.masks, self.first, self.last)
                 snap.seconds = time.perf_counter() - start
                 self._record(snap)
