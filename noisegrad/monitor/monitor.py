@@ -73,7 +73,8 @@ class AttributionMonitor(contextlib.ContextDecorator):
     feature_names : sequence of str, optional
         For tabular figures.
     tag : str
-        Prefix of TensorBoard tags and name of the figures.
+        Prefix of TensorBoard tags (as given) and name of the figures (in a
+        folder, as one file name: ``probe/saliency`` is ``probe_saliency``).
     config : SmoothingConfig, optional
         The smoothing; default :data:`MONITOR_DEFAULTS` on ``SmoothingConfig()``
         (SmoothGrad, σ = 15 % of each example's range). A configuration
@@ -143,6 +144,8 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self.figures_every = as_int("figures_every", figures_every, least=0)
         if not isinstance(tag, str) or not tag:
             raise TypeError(f"tag must be a non-empty str, got {tag!r}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in tag):
+            raise ValueError(f"tag must be printable, without control characters, got {tag!r}")
         self.tag = tag
 
         self.method = _method(method, model)
