@@ -16,9 +16,11 @@ __all__ = ["Snapshot", "summarise", "METRICS"]
 #: share of |attribution| on the masks (with masks), Gini and normalised entropy of |attribution|, Spearman's rank
 #: correlation with the previous and the first snapshot, the relative standard error ‖SE‖/‖attribution‖, the mean
 #: |convergence delta| (methods that have one), and the noisy samples per example.
-#: ``nonfinite_share`` is the share of attribution values that are NaN or infinite (the metrics leave such maps out).
-METRICS = ("mass_in_mask", "gini", "entropy", "spearman_previous", "spearman_first", "relative_stderr", "delta",
-           "nt_samples", "nonfinite_share")
+#: ``abs_mean_delta`` is, per example, |the mean of its noisy copies' convergence deltas| (the completeness gap of
+#: the smoothed map; copies' deltas of opposite signs cancel, so it is not their mean |delta|). ``nonfinite_share``
+#: is the share of attribution values that are NaN or infinite (the metrics leave such maps out).
+METRICS = ("mass_in_mask", "gini", "entropy", "spearman_previous", "spearman_first", "relative_stderr",
+           "abs_mean_delta", "nt_samples", "nonfinite_share")
 
 
 @dataclasses.dataclass
@@ -84,7 +86,7 @@ def summarise(
     per_example["spearman_first"] = spearman(attributions, first.attributions) if first else nan
     per_example["relative_stderr"] = result.relative_stderr.detach().double().cpu()
     if result.delta is not None:
-        per_example["delta"] = result.delta.detach().double().abs().cpu()
+        per_example["abs_mean_delta"] = result.delta.detach().double().abs().cpu()
     samples = result.nt_samples
     per_example["nt_samples"] = (samples.double().cpu() if isinstance(samples, Tensor)
                                  else torch.full((batch,), float(samples), dtype=torch.float64))
