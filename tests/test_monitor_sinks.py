@@ -33,3 +33,16 @@ def test_the_folder_sink_keeps_a_figure_name_inside_its_folder(tmp_path):
 
     FolderSink(tmp_path).figure(3, "../up", matplotlib.figure.Figure())
     assert [p.name for p in (tmp_path / "maps").iterdir()] == [".._up_00000003.png"]
+
+
+def test_a_wide_tabular_probe_is_drawn_with_each_examples_largest_features_only():
+    from noisegrad.monitor.figures import TABULAR_FEATURES, snapshot_figure
+
+    maps = torch.randn(8, 784, generator=torch.Generator().manual_seed(0))
+    names = [f"px{i}" for i in range(784)]
+    fig = snapshot_figure(maps, "tabular", feature_names=names)
+    width, height = fig.get_size_inches()
+    assert height <= 0.4 + 0.25 * TABULAR_FEATURES * 8 and TABULAR_FEATURES == 20
+    for i, ax in enumerate(fig.axes):
+        drawn = {label.get_text() for label in ax.get_yticklabels()}
+        assert drawn == {names[j] for j in maps[i].abs().topk(TABULAR_FEATURES).indices.tolist()}

@@ -5,10 +5,13 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["FIGURE_KINDS", "figure_kind", "snapshot_figure"]
+__all__ = ["FIGURE_KINDS", "TABULAR_FEATURES", "figure_kind", "snapshot_figure"]
 
 #: What the monitor can draw; ``None`` draws nothing.
 FIGURE_KINDS = ("image", "tabular", "text")
+#: Features drawn per example in a tabular figure: its largest ``|attribution|`` (784 of them made a 156840-pixel
+#: figure taking 50 s to draw).
+TABULAR_FEATURES = 20
 
 
 def figure_kind(attributions: Tensor, tokens: Optional[Sequence[Sequence[str]]]) -> Optional[str]:
@@ -44,7 +47,9 @@ def snapshot_figure(
     ----------
     attributions : Tensor
         ``(batch, ...)``: images ``(batch, C, H, W)`` or ``(batch, H, W)``,
-        features ``(batch, F)``, or tokens ``(batch, tokens, ...)`` (reduced to
+        features ``(batch, F)`` (each example's :data:`TABULAR_FEATURES`
+        largest ``|attribution|`` are drawn, the title says how many are
+        left out), or tokens ``(batch, tokens, ...)`` (reduced to
         one score per token by :func:`noisegrad.token_scores`).
     kind : {"image", "tabular", "text"}
     images : Tensor, optional
@@ -84,9 +89,9 @@ def snapshot_figure(
                                           titles=[f"#{i}" for i in range(n)], panel_size=1.5, suptitle=title)
         return fig
     if kind == "tabular":
-        fig = new_figure((5.0, 0.4 + 0.25 * maps.shape[1] * n))
+        fig = new_figure((5.0, 0.4 + 0.25 * min(maps.shape[1], TABULAR_FEATURES) * n))
         for i, ax in enumerate(fig.subplots(n, 1, squeeze=False)[:, 0]):
-            viz.plot_feature_attr(maps[i], feature_names, ax=ax, title=f"#{i}")
+            viz.plot_feature_attr(maps[i], feature_names, ax=ax, title=f"#{i}", max_features=TABULAR_FEATURES)
         if title:
             fig.suptitle(title)
         return fig
