@@ -1,7 +1,6 @@
 """A snapshot leaves a model as it found it also when the model's own ``train(mode)`` does more than set flags, when
 its forward rebinds a buffer, when some submodules are in eval mode, and when it is wrapped in DistributedDataParallel."""
 
-import os
 
 import pytest
 import torch

@@ -6,6 +6,11 @@ and ``.grad`` (the same tensors), the buffers and every global RNG as it found
 them; its noise comes from its own seed, the same at every snapshot, so the
 maps change only when the model does. Between snapshots ``step`` costs an
 integer test.
+
+A snapshot runs the model's forward (and backward) on the probe's noisy
+copies: forward hooks and pre-hooks the user registered on it fire then too,
+in eval mode, so a hook that collects activations or counts calls should tell
+snapshots apart (e.g. by ``module.training``) or be removed while monitoring.
 """
 
 import contextlib
