@@ -1,7 +1,6 @@
 """A snapshot leaves a model as it found it also when the model's own ``train(mode)`` does more than set flags, when
 its forward rebinds a buffer, when some submodules are in eval mode, and when it is wrapped in DistributedDataParallel."""
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -103,7 +102,6 @@ def test_a_buffer_the_forward_rebinds_is_the_same_tensor_after_a_snapshot():
     value = peak.clone()
     AttributionMonitor(Saliency(model), X * 10, Y, every=1).step(0)
     assert model[1].peak is peak and torch.equal(peak, value)
-
 
 
 @pytest.mark.parametrize("wrapper", ["DataParallel", "DistributedDataParallel"])
