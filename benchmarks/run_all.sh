@@ -30,6 +30,8 @@ run python benchmarks/bench_chunks.py --repeats 5 --out $B/CHUNKS.md $QUICK
 run python benchmarks/bench_weights.py --repeats 10 --out $B/WEIGHTS.md $QUICK
 # The training monitor's overhead on a training loop (~4 min).
 run python benchmarks/bench_monitor.py --out $B/MONITOR.md $QUICK
+# Several outputs at once against one run per output (~3 min).
+run python benchmarks/bench_outputs.py --repeats 9 --out $B/OUTPUTS.md $QUICK
 # Cost model: FLOPs and bytes per noisy sample (~2 min).
 run python benchmarks/perf_model.py --out $D/performance_table.md $QUICK
 if [[ -z "$QUICK" ]]; then

@@ -28,7 +28,7 @@ from noisegrad.monitor import AttributionMonitor
 from noisegrad.perturb.inputs import Relative, relative
 from noisegrad.perturb.weight_spec import WeightNoiseSpec, weight_noise
 from noisegrad.plan import plan_chunks
-from noisegrad.reducers import token_scores
+from noisegrad.reducers import reduce_channels, token_scores
 from noisegrad.result import SmoothedAttribution
 from noisegrad.sampling.seeding import SampleSeeds
 from noisegrad.stats.moments import Moments
@@ -53,6 +53,7 @@ __all__ = [
     "joint_integrated_gradients",
     "SmoothedAttribution",
     "token_scores",
+    "reduce_channels",
     "SmoothingConfig",
     "Smoothed",
     "SmoothGrad",

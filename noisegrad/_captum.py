@@ -194,8 +194,9 @@ def summed_gradients(
         outputs = _run_forward(forward_fn, inputs, target_ind, additional_forward_args)
         if outputs[0].numel() != 1:
             raise ValueError(
-                "target is needed: the model returns several outputs per example "
-                f"(output shape {tuple(outputs.shape)}), and a gradient needs one scalar per example"
+                f"target is needed: the model returns {outputs[0].numel()} outputs per example (shape "
+                f"{tuple(outputs.shape[1:])} each), and a gradient needs one scalar per example; give target=, "
+                "outputs=[...] for several outputs at once, or objective= for a score of your own"
             )
         return torch.autograd.grad(outputs.sum(), inputs)
 

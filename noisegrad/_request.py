@@ -9,6 +9,12 @@ from captum.attr import Attribution
 from torch import Tensor, nn
 
 from noisegrad import _captum
+from noisegrad._explained import (
+    one_hot_as_indices,
+    validate_channel_reducer,
+    validate_outputs,
+    validate_times_input,
+)
 from noisegrad._validate import (
     accepted_keywords,
     validate_auto,
@@ -26,6 +32,7 @@ from noisegrad._validate import (
     validate_target,
 )
 from noisegrad.expand import validate_kwargs
+from noisegrad.objective import Objective, check_objective, objective_targets
 from noisegrad._state import modules_of
 from noisegrad.perturb.inputs import Relative, StdevsType, resolve_stdevs
 from noisegrad.perturb.layer import resolve_layer, token_mask
@@ -35,34 +42,6 @@ from noisegrad.sampling.seeding import SampleSeeds
 from noisegrad.stats.smoothing import validate_nt_type
 
 __all__ = ["Request", "check_request"]
-
-
-def validate_outputs(
-    outputs: Any, kwargs: Dict[str, Any], joint: bool, draw_baseline_from_distrib: bool, delta_reduction: Any
-) -> Optional[Tuple[int, ...]]:
-    """``outputs`` (several output columns explained at once) as a tuple of distinct ints, or None."""
-    if outputs is None:
-        return None
-    if isinstance(outputs, Tensor):
-        outputs = outputs.tolist()
-    if isinstance(outputs, (str, bytes)) or not hasattr(outputs, "__iter__"):
-        raise TypeError(f"outputs must be a sequence of output indices, got {type(outputs).__name__}")
-    values = list(outputs)
-    if not values or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0 for v in values):
-        raise ValueError(f"outputs must be a non-empty sequence of output indices >= 0, got {values!r}")
-    if len(set(values)) != len(values):
-        raise ValueError(f"outputs has repeated indices: {values!r}")
-    if kwargs.get("target") is not None:
-        raise ValueError("give target= (one output per example) or outputs= (several outputs for every example), "
-                         "not both")
-    if joint:
-        raise ValueError("outputs= is not available with joint sampling yet; use the nested estimator (joint=False)")
-    if draw_baseline_from_distrib:
-        raise ValueError("outputs= with draw_baseline_from_distrib is not supported: the K outputs of a copy must "
-                         "share its baseline")
-    if delta_reduction == "none" and kwargs.get("return_convergence_delta"):
-        raise ValueError('outputs= returns deltas per example and output; delta_reduction="none" is not supported')
-    return tuple(int(v) for v in values)
 
 
 def validate_layer_stdevs(stdevs: Any) -> None:
@@ -111,6 +90,9 @@ class Request:
     layer_stdevs: Any = None  # with noise_layer: stdevs as given, for the layer's output
     weights: Optional[CheckedWeights] = None  # weight_noise=: samples are draw_size input draws per weight draw
     outputs: Optional[Tuple[int, ...]] = None  # several output columns at once: results get a last dimension K
+    objective: Optional[Objective] = None  # g(model, inputs, targets): the score explained instead of an output
+    times_input: Optional[str] = None  # "clean" / "noisy": each noisy attribution times the (noisy) input
+    channel_reducer: Optional[str] = None  # images' channels combined after smoothing
 
     @property
     def device(self) -> torch.device:
@@ -152,6 +134,9 @@ def check_request(
     noise_mask: Any = None,
     weight_noise: Any = None,
     outputs: Any = None,
+    objective: Any = None,
+    times_input: Any = None,
+    channel_reducer: Any = None,
 ) -> Request:
     """Check every argument (raising ``ValueError`` / ``TypeError`` that names it) and build the request.
 
@@ -184,10 +169,14 @@ def check_request(
     inputs_tuple = validate_inputs(inputs, discrete=noise_layer is not None
                                    or weight_noise is not None and no_input_noise(stdevs))
     outputs = validate_outputs(outputs, kwargs, is_joint, draw_baseline_from_distrib, delta_reduction)
-    if outputs is not None and nt_samples == "auto" and not _captum.batches_outputs(method):
+    objective = check_objective(objective)
+    if outputs is not None and nt_samples == "auto" and (objective is not None or not _captum.batches_outputs(method)):
+        runs = "an objective" if objective is not None else type(method).__name__
         raise ValueError(f'outputs= with nt_samples="auto" needs a method that takes all outputs in one pass '
-                         f"(Saliency, InputXGradient, IntegratedGradients); {type(method).__name__} runs once per "
-                         "output, and each run would stop on its own")
+                         f"(Saliency, InputXGradient, IntegratedGradients, without objective=); with {runs} it runs "
+                         "once per output, and each run would stop on its own")
+    times_input = validate_times_input(times_input, method, noise_layer, is_joint)
+    channel_reducer = validate_channel_reducer(channel_reducer)
     validate_grad_mode(method)
     nt_type, needs_m2 = validate_nt_type(nt_type)
     weights = None
@@ -222,7 +211,12 @@ def check_request(
     else:
         limit = weights.limit(max_samples if auto else None, nt_type, return_stderr or auto)
     validate_keywords(method, accepted if accepted is not None else accepted_keywords(method), kwargs)
-    validate_target(kwargs.get("target"))
+    if objective is not None:  # the objective reads target as it likes: it only needs a row per example
+        objective_targets(kwargs.get("target"), inputs_tuple[0].shape[0], inputs_tuple[0].device)
+    else:
+        if kwargs.get("target") is not None:
+            kwargs["target"] = one_hot_as_indices(kwargs["target"], inputs_tuple[0].shape[0])
+        validate_target(kwargs.get("target"))
     validate_method_arguments(method, kwargs)
     validate_kwargs(kwargs, inputs_tuple, draw_baseline_from_distrib, _captum.takes_baseline_distribution(method))
     validate_baselines(kwargs.get("baselines"), inputs_tuple)
@@ -254,7 +248,7 @@ def check_request(
         seeds=SampleSeeds.from_arguments(seed, generator), seeded=seeded, kwargs=kwargs, example_ids=ids,
         noise_layer=layer, noise_mask=token_mask(noise_mask, inputs_tuple[0].shape[0]), layer_stdevs=stdevs,
         weights=weights,
-        outputs=outputs,
+        outputs=outputs, objective=objective, times_input=times_input, channel_reducer=channel_reducer,
     )
 
 

@@ -23,6 +23,8 @@ __all__ = ["FILE_FORMATS", "save_result", "load_result"]
 FILE_FORMATS = ("auto", "safetensors", "torch")
 
 _FORMAT, _VERSION = "noisegrad.SmoothedAttribution", 1
+#: Fields added to the format after version 1 was first written; a file without them reads them as None.
+_ADDED_FIELDS = ("outputs", "channel_reducer")
 _HEADER_KEY = "noisegrad"  # the JSON's key in the safetensors metadata and in the torch file's dict
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip format
 _INSTALL = "install it with `pip install safetensors` (or noisegrad's test extra)"
@@ -95,11 +97,13 @@ def _encode(value: Any, key: str, tensors: Dict[str, Tensor]) -> Any:
         return {"int": value}
     if isinstance(value, float):
         return {"float": value}  # Python's float repr reads back to the same bits (inf and nan as JSON's extension)
+    if isinstance(value, str):
+        return {"str": value}
     if isinstance(value, (tuple, list)):
         kind = "tuple" if isinstance(value, tuple) else "list"
         return {kind: [_encode(item, f"{key}.{i}", tensors) for i, item in enumerate(value)]}
     raise TypeError(f"{key.split('.')[0]} cannot be saved: {type(value).__name__} is not a tensor, number, "
-                    "None, tuple or list")
+                    "str, None, tuple or list")
 
 
 def _decode(node: Any, tensors: Dict[str, Tensor], used: set, where: str) -> Any:
@@ -110,7 +114,7 @@ def _decode(node: Any, tensors: Dict[str, Tensor], used: set, where: str) -> Any
         if kind == "tensor" and isinstance(value, str) and value in tensors and value not in used:
             used.add(value)
             return tensors[value]
-        if (kind, type(value)) in (("bool", bool), ("int", int), ("float", float)):
+        if (kind, type(value)) in (("bool", bool), ("int", int), ("float", float), ("str", str)):
             return value
         if kind in ("tuple", "list") and isinstance(value, list):
             items = [_decode(item, tensors, used, where) for item in value]
@@ -131,6 +135,8 @@ def _decode_all(header: Any, tensors: Dict[str, Tensor], names: Sequence[str], s
         raise ValueError(f"{source} has format version {content.get('version')!r}; this noisegrad reads "
                          f"version {_VERSION} (a newer noisegrad wrote it?)")
     layout = content.get("fields")
+    if isinstance(layout, dict):  # files written before these fields existed: they were None
+        layout = {**{name: None for name in _ADDED_FIELDS if name in names}, **layout}
     if not isinstance(layout, dict) or sorted(layout) != sorted(names):
         raise ValueError(f"{source}: the header's fields {sorted(layout) if isinstance(layout, dict) else layout} "
                          f"are not a SmoothedAttribution's {sorted(names)}")

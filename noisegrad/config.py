@@ -13,12 +13,14 @@ import dataclasses
 import json
 import math
 import numbers
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from noisegrad._explained import times_input_choice, validate_channel_reducer, validate_outputs
 from noisegrad._validate import as_int
+from noisegrad.objective import check_objective
 from noisegrad.perturb.inputs import relative
 from noisegrad.sampling.samplers import SAMPLERS
 from noisegrad.stats.smoothing import NT_TYPES
@@ -93,6 +95,20 @@ class SmoothingConfig:
         inputs (``NoiseTunnel.attribute``'s ``noise_layer``).
     return_stderr : bool
         Estimate standard errors from the same samples (no extra gradients).
+    outputs : sequence of int, optional
+        Explain these output columns at once (``NoiseTunnel.attribute``'s
+        ``outputs``): results get a last dimension K.
+    objective : callable, optional
+        ``g(model, inputs, targets)`` → one score per example, explained
+        instead of a model output (Xplique's ``operator``). A function is not
+        JSON: ``to_dict`` writes its name, and ``from_dict`` asks for the
+        function again.
+    times_input : {None, "clean", "noisy"}
+        Each noisy attribution times the clean input (innsight's
+        SmoothGrad×Input) or times its noisy input (Captum's NoiseTunnel over
+        InputXGradient).
+    channel_reducer : {None, "mean", "sum", "max", "min", "abs-sum"}
+        Image channels combined after smoothing (Xplique's ``reducer``).
 
     Examples
     --------
@@ -123,9 +139,22 @@ class SmoothingConfig:
     dtype: Optional[str] = None
     noise_layer: Optional[str] = None
     return_stderr: bool = True
+    outputs: Optional[Tuple[int, ...]] = None
+    objective: Optional[Callable[..., Any]] = None
+    times_input: Optional[str] = None
+    channel_reducer: Optional[str] = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        if self.outputs is not None:
+            set_(self, "outputs", validate_outputs(self.outputs, {}, False, False, "mean"))
+        if isinstance(self.objective, str):
+            raise ValueError(f"objective={self.objective!r} names a function (a configuration read from a dict or "
+                             "JSON keeps only its name, and never imports code): pass the function itself, e.g. "
+                             "SmoothingConfig.from_dict({**values, 'objective': g})")
+        check_objective(self.objective)
+        set_(self, "times_input", times_input_choice(self.times_input))
+        validate_channel_reducer(self.channel_reducer)
         if self.nt_type not in NT_TYPES:
             raise ValueError(f"nt_type must be one of {tuple(NT_TYPES)}, got {self.nt_type!r}")
         if self.nt_samples != "auto":
@@ -256,7 +285,8 @@ class SmoothingConfig:
             nt_type=self.nt_type, nt_samples=self.nt_samples, stdevs=self.stdevs(inputs), sampler=self.sampler,
             nt_samples_batch_size=self.nt_samples_batch_size, seed=self.seed, return_stderr=self.return_stderr,
         )
-        for name in ("tol", "max_samples", "max_batch_rows", "memory_budget", "noise_layer"):
+        for name in ("tol", "max_samples", "max_batch_rows", "memory_budget", "noise_layer", "outputs", "objective",
+                     "times_input", "channel_reducer"):
             if getattr(self, name) is not None:
                 kwargs[name] = getattr(self, name)
         if self.nt_samples == "auto":
@@ -266,8 +296,17 @@ class SmoothingConfig:
     # ------------------------------------------------------------------ serialisation
 
     def to_dict(self) -> Dict[str, Any]:
-        """A dict of plain Python values (JSON-able); ``from_dict`` inverts it."""
-        out = dataclasses.asdict(self)
+        """A dict of plain Python values (JSON-able); ``from_dict`` inverts it.
+
+        An ``objective`` is written as its name (``module.qualname``), for the
+        record: ``from_dict`` refuses it until the function is given again.
+        """
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.objective is not None:
+            out["objective"] = f"{getattr(self.objective, '__module__', '?')}." \
+                               f"{getattr(self.objective, '__qualname__', type(self.objective).__name__)}"
+        if self.outputs is not None:
+            out["outputs"] = list(self.outputs)
         if self.feature_noise is not None:
             out["feature_noise"] = [list(pair) for pair in self.feature_noise]
         if self.feature_names is not None:
@@ -281,7 +320,7 @@ class SmoothingConfig:
         if unknown:
             raise ValueError(f"unknown SmoothingConfig fields {unknown}; known: {sorted(known)}")
         values = dict(values)
-        for name in ("feature_noise", "feature_names"):
+        for name in ("feature_noise", "feature_names", "outputs"):
             if values.get(name) is not None:
                 values[name] = tuple(tuple(v) if isinstance(v, list) else v for v in values[name])
         return cls(**values)
@@ -367,17 +406,37 @@ class SmoothingConfig:
         return cls(nt_samples=count, feature_noise=tuple(pairs), feature_names=names)
 
     @classmethod
-    def from_innsight(cls, n: int = 50, noise_level: float = 0.1, dtype: str = "float") -> "SmoothingConfig":
+    def from_innsight(
+        cls, n: int = 50, noise_level: float = 0.1, dtype: str = "float", output_idx: Optional[Sequence[int]] = None,
+        times_input: bool = False,
+    ) -> "SmoothingConfig":
         """innsight's ``torch_smoothgrad``: σ = ``noise_level`` × (max − min) of the whole data tensor.
+
+        ``output_idx`` are R's indices, counted from 1: they become
+        ``outputs`` counted from 0. innsight's default (``NULL``, every
+        output) needs the model's output count, which a configuration does
+        not know: give ``output_idx=range(1, n_outputs + 1)``, or a ``target``
+        per call. ``times_input=True`` is innsight's SmoothGrad×Input,
+        mean(∇f(x+ε)) ⊙ x: ``times_input="clean"``.
 
         Examples
         --------
-        >>> SmoothingConfig.from_innsight(noise_level=0.2).scope
-        'data'
+        >>> config = SmoothingConfig.from_innsight(noise_level=0.2, output_idx=[1, 3], times_input=True)
+        >>> config.scope, config.outputs, config.times_input
+        ('data', (0, 2), 'clean')
         """
         if dtype not in ("float", "double"):
             raise ValueError(f"dtype must be 'float' or 'double' (innsight's names), got {dtype!r}")
-        return cls(nt_samples=_positive_int("n", n), noise_level=noise_level, scope="data", dtype=dtype)
+        if not isinstance(times_input, bool):
+            raise TypeError(f"times_input must be True or False (innsight's logical), got {times_input!r}")
+        outputs = None
+        if output_idx is not None:
+            indices = [output_idx] if isinstance(output_idx, numbers.Integral) else list(output_idx)
+            if any(isinstance(i, bool) or not isinstance(i, numbers.Integral) or i < 1 for i in indices):
+                raise ValueError(f"output_idx holds innsight's (R's) output indices, counted from 1; got {indices!r}")
+            outputs = tuple(int(i) - 1 for i in indices)
+        return cls(nt_samples=_positive_int("n", n), noise_level=noise_level, scope="data", dtype=dtype,
+                   outputs=outputs, times_input="clean" if times_input else None)
 
     @classmethod
     def from_pnpxai(
@@ -399,14 +458,33 @@ class SmoothingConfig:
 
     @classmethod
     def from_xplique(
-        cls, nb_samples: int = 50, noise: float = 0.2, batch_size: Optional[int] = 32, nt_type: str = "smoothgrad"
+        cls, nb_samples: int = 50, noise: float = 0.2, batch_size: Optional[int] = 32, nt_type: str = "smoothgrad",
+        operator: Any = None, reducer: Optional[str] = "mean",
     ) -> "SmoothingConfig":
         """Xplique's SmoothGrad / SquareGrad / VarGrad: ``noise`` an absolute σ, ``batch_size`` rows per forward.
 
+        ``operator`` g(f, x, y) becomes ``objective`` (the same arguments:
+        the model, the inputs, the targets); Xplique's default and
+        ``"classification"`` select the target's logit, which is our default
+        (one-hot target rows are read as indices). Its other task names are
+        refused: pass the operator function. ``reducer`` (default
+        ``"mean"``, as Xplique's) becomes ``channel_reducer``: it combines the
+        channels of image attributions after smoothing and leaves others as
+        they are, as Xplique does.
+
         Examples
         --------
-        >>> SmoothingConfig.from_xplique(nb_samples=10, nt_type="smoothgrad_sq").max_batch_rows
-        32
+        >>> config = SmoothingConfig.from_xplique(nb_samples=10, nt_type="smoothgrad_sq")
+        >>> config.max_batch_rows, config.channel_reducer
+        (32, 'mean')
         """
+        if isinstance(operator, str) or (operator is not None and not callable(operator)):
+            name = getattr(operator, "name", operator)
+            if str(name).lower() not in ("classification", "tasks.classification"):
+                raise ValueError(f"operator={operator!r}: only Xplique's classification operator maps to a name "
+                                 "here (our default target selection); for any other task pass the operator "
+                                 "function g(model, inputs, targets)")
+            operator = None
         return cls(nt_type=nt_type, nt_samples=_positive_int("nb_samples", nb_samples), noise=noise,
-                   max_batch_rows=batch_size, nt_samples_batch_size="auto" if batch_size is None else None)
+                   max_batch_rows=batch_size, nt_samples_batch_size="auto" if batch_size is None else None,
+                   objective=operator, channel_reducer=reducer)

@@ -48,7 +48,8 @@ class Smoothed:
         Arguments of the method's ``attribute`` (``n_steps``, ``baselines``, ``abs``, ...).
     **config_fields
         Fields of :class:`~noisegrad.config.SmoothingConfig` to change
-        (``nt_samples=``, ``noise_level=``, ``seed=``, ...).
+        (``nt_samples=``, ``noise_level=``, ``seed=``, ``outputs=``,
+        ``objective=``, ``times_input=``, ``channel_reducer=``, ...).
 
     Examples
     --------
@@ -98,6 +99,9 @@ class Smoothed:
 
         ``kwargs`` go to ``NoiseTunnel.attribute`` (``example_ids``,
         ``noise_mask``, ``baselines``, ...), after ``method_kwargs``.
+        ``target`` is Captum's, or one-hot rows ``(batch, n_outputs)``; with
+        the configuration's ``objective`` it is that function's third
+        argument; with its ``outputs`` it is left out.
         """
         inputs = self.forward_arg_extractor(batch) if self.forward_arg_extractor is not None else batch
         if self.additional_forward_arg_extractor is not None:
@@ -285,6 +289,7 @@ def _with_config(out: Any, config: SmoothingConfig, wants_delta: bool) -> Any:
 
     if not isinstance(out, SmoothedAttribution):
         attributions, delta = out if wants_delta else (out, None)
-        out = SmoothedAttribution(attributions, None, None, config.nt_samples, delta)
+        out = SmoothedAttribution(attributions, None, None, config.nt_samples, delta, outputs=config.outputs,
+                                  channel_reducer=config.channel_reducer)
     out.config = config.to_dict()
     return out

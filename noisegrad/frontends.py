@@ -100,7 +100,13 @@ def smoothgrad(
         replicates).
     **kwargs
         Passed to ``NoiseTunnel.attribute`` (``seed``, ``return_stderr``,
-        ``additional_forward_args``, ``nt_samples_batch_size``, ...).
+        ``additional_forward_args``, ``nt_samples_batch_size``, ...), also
+        ``outputs=[...]`` (several outputs at once: a last dimension K),
+        ``objective=g`` (explain g(model, inputs, targets) instead of an
+        output), ``times_input="clean"`` / ``"noisy"`` (innsight's
+        SmoothGrad×Input / Captum's NoiseTunnel over InputXGradient) and
+        ``channel_reducer="mean"`` (image channels combined after smoothing).
+        ``target`` may also be one-hot rows ``(batch, n_outputs)``.
 
     Examples
     --------
@@ -108,6 +114,8 @@ def smoothgrad(
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh())
     >>> smoothgrad(model, torch.rand(2, 4), target=1, seed=0).shape
     torch.Size([2, 4])
+    >>> smoothgrad(model, torch.rand(2, 4), outputs=[0, 2], times_input="clean", seed=0).shape
+    torch.Size([2, 4, 2])
     """
     return _smooth("smoothgrad", model, inputs, target, nt_samples, stdevs, absolute, sampler, **kwargs)
 

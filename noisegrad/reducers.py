@@ -1,13 +1,15 @@
-"""From attributions of a hidden layer to one score per token."""
+"""From attributions to fewer numbers: one score per token of a hidden layer, one map per image over its channels."""
 
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["token_scores", "TOKEN_REDUCTIONS"]
+__all__ = ["token_scores", "TOKEN_REDUCTIONS", "reduce_channels", "CHANNEL_REDUCERS"]
 
 TOKEN_REDUCTIONS = ("sum", "l2")
+#: How :func:`reduce_channels` combines an image's channels (Xplique's reducers, and the sum of magnitudes).
+CHANNEL_REDUCERS = ("mean", "sum", "max", "min", "abs-sum")
 
 
 def token_scores(
@@ -57,7 +59,8 @@ def token_scores(
     if reduce not in TOKEN_REDUCTIONS:
         raise ValueError(f"reduce must be one of {TOKEN_REDUCTIONS}, got {reduce!r}")
     if per_output and tensor.dim() < 3:
-        raise ValueError(f"per_output=True needs attributions shaped (batch, tokens, ..., K), got {tuple(tensor.shape)}")
+        raise ValueError(f"per_output=True needs attributions shaped (batch, tokens, ..., K), as outputs= gives "
+                         f"them; got {tuple(tensor.shape)}")
     shape = (tensor.shape[0], tensor.shape[1], -1) + ((tensor.shape[-1],) if per_output else ())
     flat = tensor.detach().reshape(shape)
     scores = flat.sum(dim=2) if reduce == "sum" else torch.linalg.vector_norm(flat, dim=2)
@@ -67,3 +70,45 @@ def token_scores(
         keep = (mask != 0).to(device=scores.device, dtype=scores.dtype)
         scores = scores * (keep.unsqueeze(-1) if per_output else keep)
     return scores
+
+
+def reduce_channels(attributions: Tensor, reducer: Optional[str], per_output: bool = False) -> Tensor:
+    """An image attribution ``(batch, C, H, W)`` reduced over its channels to ``(batch, H, W)``.
+
+    Applied to a smoothed result, this reduces *after* smoothing: the
+    channels' SmoothGrad (or SmoothGrad², VarGrad) is taken first, then
+    combined, so ``"abs-sum"`` of SmoothGrad is Σ_c |mean(∇f)_c|, not the
+    mean of Σ_c |∇f_c|. Tensors with fewer than three dimensions after the
+    batch (tabular rows, ``(batch, H, W)`` greyscale maps) are not images
+    and are returned as they are, as Xplique's reducer applies to images
+    only; more than three, e.g. ``(batch, C, T, H, W)``, reduce dimension 1
+    too.
+
+    Parameters
+    ----------
+    attributions : Tensor
+        Channels in dimension 1 (torch's layout).
+    reducer : {"mean", "sum", "max", "min", "abs-sum"} or None
+        ``None`` returns the attributions as they are.
+    per_output : bool
+        The last dimension indexes outputs (``outputs=``) and is not one of the image's.
+
+    Examples
+    --------
+    >>> attr = torch.tensor([[[[1.0]], [[-3.0]]]])  # one image, 2 channels, 1 × 1 pixel
+    >>> [reduce_channels(attr, r).item() for r in ("mean", "sum", "max", "min", "abs-sum")]
+    [-1.0, -2.0, 1.0, -3.0, 4.0]
+    """
+    if reducer is None:
+        return attributions
+    if reducer not in CHANNEL_REDUCERS:
+        raise ValueError(f"channel_reducer must be one of {CHANNEL_REDUCERS} or None, got {reducer!r}")
+    if attributions.dim() - (1 if per_output else 0) < 4:
+        return attributions
+    if reducer == "mean":
+        return attributions.mean(dim=1)
+    if reducer == "sum":
+        return attributions.sum(dim=1)
+    if reducer == "abs-sum":
+        return attributions.abs().sum(dim=1)
+    return attributions.amax(dim=1) if reducer == "max" else attributions.amin(dim=1)

@@ -22,7 +22,8 @@ TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
 Attributions = Union[Tensor, Tuple[Tensor, ...], List[Any]]
 
 # The fields in the order of the positional arguments (as the dataclass had them); save/load writes each one.
-FIELDS = ("attributions", "stderr", "relative_stderr", "nt_samples", "delta", "dof", "converged", "delta_stderr")
+FIELDS = ("attributions", "stderr", "relative_stderr", "nt_samples", "delta", "dof", "converged", "delta_stderr",
+          "outputs", "channel_reducer")
 
 
 class SmoothedAttribution(Tensor):
@@ -56,11 +57,15 @@ class SmoothedAttribution(Tensor):
     ----------
     attributions : Tensor, tuple of Tensor, or list
         As ``NoiseTunnel.attribute`` returns them (read-only: the result's own
-        values are these).
+        values are these). With ``outputs=[...]`` the last dimension indexes
+        the K outputs; with ``channel_reducer=`` images are ``(batch, H, W)``.
     stderr : Tensor, tuple of Tensor, or list
-        The standard error of every element, same shapes.
+        The standard error of every element, same shapes; None for a tensor
+        whose channels ``channel_reducer`` combined (the channels'
+        covariance, which it would need, is not kept).
     relative_stderr : Tensor
-        Per example, ``‖stderr‖ / ‖attributions‖`` (all tensors together), shape ``(batch,)``.
+        Per example, ``‖stderr‖ / ‖attributions‖`` (all tensors together), shape ``(batch,)``;
+        ``(batch, K)`` with ``outputs=``, one per output. Measured before any channel reduction.
     nt_samples : int or Tensor
         Noisy samples used (per example in ``nt_samples="auto"`` mode).
     delta : Tensor, optional
@@ -75,6 +80,10 @@ class SmoothedAttribution(Tensor):
         (``False`` where ``max_samples`` stopped it first).
     delta_stderr : Tensor, optional
         The joint estimator's standard error of ``delta``.
+    outputs : tuple of int, optional
+        The output indices the last dimension holds (``outputs=``), in order.
+    channel_reducer : str, optional
+        How image channels were combined after smoothing (``channel_reducer=``).
     config : dict, optional
         A JSON-able description of the call (e.g. a configuration's
         ``to_dict()``); stored, saved and loaded as given.
@@ -100,6 +109,8 @@ class SmoothedAttribution(Tensor):
     dof: Union[int, Tensor, None]
     converged: Optional[Tensor]
     delta_stderr: Optional[Tensor]
+    outputs: Optional[Tuple[int, ...]]
+    channel_reducer: Optional[str]
     config: Optional[Dict[str, Any]]
 
     def __new__(cls, attributions: Attributions, *args: Any, **kwargs: Any) -> "SmoothedAttribution":
@@ -119,6 +130,8 @@ class SmoothedAttribution(Tensor):
         dof: Union[int, Tensor, None] = None,
         converged: Optional[Tensor] = None,
         delta_stderr: Optional[Tensor] = None,
+        outputs: Optional[Sequence[int]] = None,
+        channel_reducer: Optional[str] = None,
         config: Optional[Dict[str, Any]] = None,
     ) -> None:
         if config is not None and not isinstance(config, dict):
@@ -127,6 +140,8 @@ class SmoothedAttribution(Tensor):
         self._attributions = _plain(attributions)
         self.stderr, self.relative_stderr, self.nt_samples = stderr, relative_stderr, nt_samples
         self.delta, self.dof, self.converged, self.delta_stderr = delta, dof, converged, delta_stderr
+        self.outputs = None if outputs is None else tuple(int(k) for k in outputs)
+        self.channel_reducer = channel_reducer
         self.config = config
 
     @property
@@ -214,7 +229,8 @@ class SmoothedAttribution(Tensor):
         parts = [f"attributions={describe(self.attributions)}", f"stderr={describe(self.stderr)}",
                  f"relative_stderr={short(self.relative_stderr)}", f"nt_samples={short(self.nt_samples)}",
                  f"dof={short(self.dof)}"]
-        parts += [f"{name}={short(getattr(self, name))}" for name in ("delta", "converged", "delta_stderr")
+        parts += [f"{name}={short(getattr(self, name))}"
+                  for name in ("delta", "converged", "delta_stderr", "outputs", "channel_reducer")
                   if getattr(self, name) is not None]
         if self.config is not None:
             parts.append(f"config={{{len(self.config)} keys}}")
@@ -228,6 +244,10 @@ class SmoothedAttribution(Tensor):
         """
         if isinstance(self.attributions, list):
             raise ValueError("intervals of a list of layers: take each layer's attributions and stderr")
+        if self.stderr is None or (isinstance(self.stderr, tuple) and any(e is None for e in self.stderr)):
+            why = (f"channel_reducer={self.channel_reducer!r} combined the channels after smoothing"
+                   if self.channel_reducer is not None else "the call did not estimate one")
+            raise ValueError(f"no interval without a standard error: {why}")
         return interval(self.attributions, self.stderr, self.dof, level)
 
     # ------------------------------------------------------------------ files
@@ -314,6 +334,7 @@ class SmoothedAttribution(Tensor):
         feature_names: Optional[Sequence[str]] = None,
         tokens: Optional[Sequence[Any]] = None,
         level: Optional[float] = 0.95,
+        output: Optional[int] = None,
         **options: Any,
     ) -> Any:
         """Draw the result with :mod:`noisegrad.viz`, as its shape suggests.
@@ -329,7 +350,9 @@ class SmoothedAttribution(Tensor):
           tokens coloured by their score (:func:`noisegrad.token_scores`,
           summed over the hidden dimensions; :func:`~noisegrad.viz.plot_token_attr`).
 
-        A ``(batch, A, B)`` result is images or tokens: pass ``kind=`` (or ``tokens=``).
+        A ``(batch, A, B)`` result is images or tokens: pass ``kind=`` (or
+        ``tokens=``), unless ``channel_reducer`` made it: then it is images.
+        A result of several outputs (``outputs=``) draws one: ``output=``.
 
         Parameters
         ----------
@@ -346,6 +369,9 @@ class SmoothedAttribution(Tensor):
             The features' interval level; ``None`` for ± 1 standard error bars
             (also drawn when the result has no ``dof``; no bars where a
             standard error is NaN, as with one sample).
+        output : int, optional
+            With ``outputs=``: the output to draw, by its index in the model's
+            outputs (one of :attr:`outputs`); may be left out when there is one.
         **options
             Passed on to the viz function (``method=``, ``sign=``, ``save=``, ``ax=`` for one panel, ...).
 
@@ -369,8 +395,30 @@ class SmoothedAttribution(Tensor):
         from noisegrad._result_plot import plot_result
 
         attributions, stderr = self._part(index)
-        return plot_result(attributions, stderr, self.dof, self.relative_stderr, kind=kind, example=example,
+        relative = self.relative_stderr
+        if self.outputs is not None:
+            column = self._output_column(output)
+            attributions = attributions[..., column]
+            stderr = stderr[..., column] if isinstance(stderr, Tensor) else stderr
+            relative = relative[..., column] if isinstance(relative, Tensor) and relative.dim() == 2 else relative
+        elif output is not None:
+            raise ValueError(f"output={output!r} chooses one of several outputs (outputs=); this result has one")
+        if kind == "auto" and self.channel_reducer is not None and attributions.dim() == 3 and tokens is None:
+            kind = "image"  # (batch, H, W): channels combined
+        return plot_result(attributions, stderr, self.dof, relative, kind=kind, example=example,
                            images=images, feature_names=feature_names, tokens=tokens, level=level, options=options)
+
+    def _output_column(self, output: Optional[int]) -> int:
+        """Where ``output`` (a model output index) sits in the last dimension."""
+        outputs = list(self.outputs or ())
+        if output is None:
+            if len(outputs) == 1:
+                return 0
+            raise ValueError(f"this result holds {len(outputs)} outputs (outputs={outputs}): choose one with "
+                             "output=")
+        if output not in outputs:
+            raise ValueError(f"output={output!r} is not one of this result's outputs={outputs}")
+        return outputs.index(output)
 
     def _part(self, index: Optional[int]) -> Tuple[Tensor, Any]:
         """The attribution tensor to draw and its standard error."""

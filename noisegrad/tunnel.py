@@ -23,6 +23,8 @@ from noisegrad.perturb._model_copy import refusing_to_run
 from noisegrad.perturb.layer import LayerNoise
 from noisegrad.perturb.weight_spec import WeightNoiseSpec
 from noisegrad.perturb.weights import WeightNoise
+from noisegrad.objective import Objective, with_objective
+from noisegrad.reducers import reduce_channels
 from noisegrad.plan import ChunkPlan, activation_bytes_per_row
 from noisegrad.result import FIELDS as RESULT_FIELDS
 from noisegrad.result import SmoothedAttribution
@@ -122,6 +124,9 @@ class NoiseTunnel(Attribution):
         noise_mask: Optional[Tensor] = None,
         weight_noise: Optional[WeightNoiseSpec] = None,
         outputs: Optional[Sequence[int]] = None,
+        objective: Optional[Objective] = None,
+        times_input: Optional[str] = None,
+        channel_reducer: Optional[str] = None,
         delta_reduction: str = "mean",
         show_progress: bool = False,
         **kwargs: Any,
@@ -253,8 +258,39 @@ class NoiseTunnel(Attribution):
             seed. For Saliency, InputXGradient and IntegratedGradients each
             chunk runs one forward and the K gradients are taken together
             (batched vector-Jacobian products); other methods run once per
-            output. Not with ``target``, ``joint`` or
-            ``draw_baseline_from_distrib``.
+            output (also with ``objective``: its targets are then ``k``).
+            Not with ``target``, ``joint`` or ``draw_baseline_from_distrib``.
+        objective : callable, optional
+            Explain a score of your own instead of a model output:
+            ``g(model, inputs, targets)`` returns one score per example, a
+            tensor of shape ``(rows,)`` (a regression output, the summed
+            logits of a segmentation mask's pixels, the margin between two
+            classes; Xplique's ``operator``). ``model`` is the forward
+            function with ``additional_forward_args`` bound (call it as the
+            model: ``model(x)``, or ``model(x1, x2)`` for tuple inputs);
+            ``inputs`` are the forward's rows (noisy copies, path points) in
+            the form of ``inputs``; ``targets`` is ``target`` with one row per
+            forward row (an int or tuple repeated for every example; index,
+            one-hot or weight rows, masks as given), or None. Every wrapped
+            method works with it; a score of another shape is refused at the
+            first forward, before anything is merged.
+        times_input : {None, "clean", "noisy"}
+            Multiply each noisy copy's attribution by an input before the
+            statistic is taken: ``"clean"`` by the clean input x, so
+            SmoothGrad gives mean(∇f(x+ε)) ⊙ x (innsight's SmoothGrad×Input);
+            ``"noisy"`` by the copy's noisy input, mean((x+ε) ⊙ ∇f(x+ε)),
+            which is Captum's ``NoiseTunnel(InputXGradient)``. For methods
+            that do not multiply by the inputs themselves (Saliency,
+            GuidedBackprop, ...), and not with a layer or ``noise_layer``.
+            SmoothGrad² and VarGrad square the products (mean((∇f ⊙ x)²)).
+        channel_reducer : {None, "mean", "sum", "max", "min", "abs-sum"}
+            Combine the channels (dimension 1) of image attributions
+            ``(batch, C, H, W)`` into ``(batch, H, W)`` maps, *after*
+            smoothing (:func:`noisegrad.reduce_channels`); other tensors
+            are left as they are. The standard error of a reduced map is not
+            known from the channels' (their covariance is not kept): reduced
+            tensors get ``stderr`` None, and ``relative_stderr`` stays that
+            of the channels' attributions.
         noise_mask : Tensor, optional
             With ``noise_layer``: a ``(batch, ...)`` tensor aligned with the
             leading dimensions of the module's output (the attention mask for
@@ -299,6 +335,8 @@ class NoiseTunnel(Attribution):
             Passed to the wrapped method's ``attribute`` (``target``,
             ``baselines``, ``additional_forward_args``, ``feature_mask``,
             ``return_convergence_delta``, ...), expanded per copy as Captum does.
+            ``target`` may also be one-hot rows ``(batch, n_outputs)`` (Xplique's
+            targets), read as one index per example.
 
         Returns
         -------
@@ -312,16 +350,23 @@ class NoiseTunnel(Attribution):
             draw_baseline_from_distrib, max_batch_rows, memory_budget, joint, sampler, return_stderr, tol,
             max_samples, seed, generator, delta_reduction, dict(kwargs), accepted=self._accepted_keywords,
             example_ids=example_ids, noise_layer=noise_layer, noise_mask=noise_mask, outputs=outputs,
-            weight_noise=weight_noise,
+            weight_noise=weight_noise, objective=objective, times_input=times_input, channel_reducer=channel_reducer,
         )
-        return self._run(request, show_progress)
+        return _reduced(self._run(request, show_progress), request)
 
     def _run(self, request: Request, show_progress: bool = False) -> Any:
         """plan → run → finish, for a checked request."""
         method = self.attribution_method
-        if request.outputs is not None and not _captum.batches_outputs(method):  # one run per output, same noise
-            runs = [self._run(dataclasses.replace(request, outputs=None, kwargs=dict(request.kwargs, target=k)),
-                              show_progress) for k in request.outputs]
+        if request.outputs is not None and (request.objective is not None or not _captum.batches_outputs(method)):
+            # one run per output, with the same noise
+            runs = []
+            for k in request.outputs:
+                try:
+                    runs.append(self._run(dataclasses.replace(request, outputs=None,
+                                                              kwargs=dict(request.kwargs, target=k)),
+                                              show_progress))
+                except ValueError as error:  # name the argument the user gave, not the target of one run
+                    raise ValueError(f"outputs={list(request.outputs)}, output {k}: {error}") from error
             return _stack_outputs(runs)
         global_seed = request.seeds.derived(0) if request.seeded else None
         with contextlib.ExitStack() as stack:
@@ -375,7 +420,10 @@ def _estimator(method: Attribution, request: Request) -> Any:
     if request.weights is not None:
         noise = WeightNoise(noise, request.weights, request.seeds)
     if request.joint:
-        return JointEstimator(method, noise, request.kwargs, request.is_inputs_tuple, request.return_delta,
+        kwargs = request.kwargs
+        if request.objective is not None:  # the method's forward returns the objective's scores
+            method, kwargs = with_objective(method, request.objective, kwargs, request.inputs, request.is_inputs_tuple)
+        return JointEstimator(method, noise, kwargs, request.is_inputs_tuple, request.return_delta,
                               request.limit, request.seeds, request.stratify)
     sample_seed: Optional[Callable[[int], int]] = None
     if request.seeded and _captum.draws_from_global_rng(method):
@@ -383,7 +431,7 @@ def _estimator(method: Attribution, request: Request) -> Any:
         sample_seed = lambda sample: seeds(stream(Purpose.GLOBAL_RNG), sample) & (2**63 - 1)  # noqa: E731
     baseline_seed = request.seeds.base_seed if request.draw_baseline_from_distrib else None
     return NestedEstimator(method, noise, request.kwargs, request.is_inputs_tuple, request.return_delta,
-                           baseline_seed, sample_seed, request.outputs)
+                           baseline_seed, sample_seed, request.outputs, request.times_input, request.objective)
 
 
 def _stack_outputs(runs: list) -> Any:
@@ -404,6 +452,29 @@ def _stack_outputs(runs: list) -> Any:
         fields = {name: stack([getattr(r, name) for r in runs]) for name in RESULT_FIELDS}
         return SmoothedAttribution(**fields)
     return stack(runs)
+
+
+def _reduced(out: Any, request: Request) -> Any:
+    """The images' channels combined after smoothing (``channel_reducer=``); a result records it and the outputs."""
+    reducer, per_output = request.channel_reducer, request.outputs is not None
+
+    def reduce(value: Any) -> Any:
+        if isinstance(value, Tensor):
+            return reduce_channels(value, reducer, per_output)
+        return type(value)(reduce(v) for v in value)
+
+    def errors(value: Any, stderr: Any) -> Any:  # no standard error where channels were combined
+        if isinstance(value, Tensor):
+            return None if reduce(value) is not value else stderr
+        return type(value)(errors(v, e) for v, e in zip(value, stderr))
+
+    if isinstance(out, SmoothedAttribution):
+        fields = dict(zip(RESULT_FIELDS, out._field_values()), outputs=request.outputs, channel_reducer=reducer)
+        fields.update(attributions=reduce(out.attributions), stderr=errors(out.attributions, out.stderr))
+        return SmoothedAttribution(**fields)
+    if reducer is None:
+        return out
+    return (reduce(out[0]), out[1]) if request.return_delta else reduce(out)
 
 
 def _cuda_devices(inputs: Tuple[Tensor, ...]) -> list:

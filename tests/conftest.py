@@ -2,7 +2,18 @@
 
 import pytest
 import torch
+from captum.attr import DeepLift, FeatureAblation, InputXGradient, IntegratedGradients, Saliency
 from torch import nn
+
+#: One method of each kind noisegrad wraps, with the arguments the tests call it with: gradient methods that take
+#: several outputs in one pass, a method with its own hooks (DeepLift) and a perturbation method.
+WRAPPED_METHODS = {
+    "saliency": (Saliency, {"abs": False}),
+    "input_x_gradient": (InputXGradient, {}),
+    "integrated_gradients": (IntegratedGradients, {"n_steps": 6, "return_convergence_delta": True}),
+    "deeplift": (DeepLift, {"return_convergence_delta": True}),
+    "feature_ablation": (FeatureAblation, {}),
+}
 
 
 class TwoInputModel(nn.Module):
@@ -52,6 +63,18 @@ def cnn():
 @pytest.fixture
 def two_input():
     return make_two_input()
+
+
+class Recorder(nn.Module):
+    """Wraps a one-input model and keeps a copy of every input it is given (the noisy copies a call draws)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.model(x)
 
 
 class ForwardCounter:

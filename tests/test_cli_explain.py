@@ -1,6 +1,7 @@
 """``python -m noisegrad explain`` on a user's model: TorchScript, torch.export and module:function; clear errors."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -118,6 +119,62 @@ def test_dict_inputs_are_keyword_arguments_and_tabular_figures(workdir):
     assert set(saved["relative_stderr"]) == {"features", "extra"}  # VarGrad has a standard error too
     assert all(r.shape == (3,) and bool(((r > 0) & (r < 5)).all()) for r in saved["relative_stderr"].values())
     assert (out / "attributions_features.png").is_file() and (out / "attributions_extra.png").is_file()
+
+
+def test_several_targets_give_the_library_result_for_each_output_and_a_figure_per_output(workdir):
+    folder, model, x = workdir
+    out = folder / "targets"
+    assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--targets", "2,0",
+                 "--samples", "6", "--stderr", "--out", str(out), "--quiet"]) == 0
+    saved = torch.load(out / "attributions.pt", weights_only=True)
+    assert saved["outputs"] == [2, 0] and saved["target"] is None
+    assert saved["attributions"].shape == x.shape + (2,) and saved["relative_stderr"].shape == (4, 2)
+    for j, k in enumerate((2, 0)):
+        assert torch.allclose(saved["attributions"][..., j], _expected(model, x, k), atol=1e-5)
+    assert (out / "attributions_output2.png").is_file() and (out / "attributions_output0.png").is_file()
+
+
+@pytest.mark.parametrize("reduce", ["mean", "abs-sum"])
+def test_reduce_combines_the_channels_after_smoothing_as_the_library_does(workdir, reduce):
+    folder, model, _ = workdir
+    x = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(3))
+    torch.save(x, folder / "one_channel.pt")
+    out = folder / "reduced"
+    assert main(["explain", "--model", "user_models:make_model", "--inputs", "one_channel.pt", "--target", "1",
+                 "--samples", "6", "--reduce", reduce, "--stderr", "--out", str(out), "--quiet"]) == 0
+    saved = torch.load(out / "attributions.pt", weights_only=True)
+    channels = _expected(model, x, 1)
+    by_hand = channels.mean(1) if reduce == "mean" else channels.abs().sum(1)
+    assert saved["attributions"].shape == (2, 6, 6) and torch.allclose(saved["attributions"], by_hand, atol=1e-5)
+    assert saved["stderr"] is None and saved["relative_stderr"] is None
+    assert (out / "attributions.png").is_file()
+
+
+@pytest.mark.parametrize("times_input", ["clean", "noisy"])
+def test_times_input_is_the_library_result(workdir, times_input):
+    folder, model, x = workdir
+    out = folder / "times"
+    assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--target", "1",
+                 "--samples", "6", "--times-input", times_input, "--out", str(out), "--quiet", "--no-figures"]) == 0
+    attr = torch.load(out / "attributions.pt", weights_only=True)["attributions"]
+    expected = noisegrad.NoiseTunnel(Saliency(model)).attribute(
+        x, nt_samples=6, stdevs=noisegrad.relative(0.15), seed=0, target=1, abs=False, times_input=times_input)
+    assert torch.allclose(attr, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--targets", "0,1", "--target", "1"], "give --target .* or --targets"),
+    (["--targets", "0,7"], "--targets 0,7: the model returns shape \\(4, 3\\)"),
+    (["--times-input", "clean", "--method", "ig"], "--times-input .* needs --method saliency"),
+])
+def test_output_options_that_do_not_fit_are_named(workdir, capsys, extra, message):
+    folder, _, _ = workdir
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--out", str(folder / "bad"),
+              "--quiet", *extra])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (folder / "bad").exists()
 
 
 def test_no_noise_runs_the_method_once(workdir):

@@ -113,6 +113,20 @@ def test_token_ids_with_a_noise_layer_give_the_library_result(textdir, method, m
     assert all((out / f"tokens_{i}.png").stat().st_size > 1000 for i in range(3))
 
 
+def test_several_targets_at_a_layer_give_token_scores_and_figures_per_output(textdir):
+    folder, model = textdir
+    out = folder / "targets"
+    assert main(["explain", "--model", "text_models:make_text", "--targets", "1,0", "--samples", "6", "--out",
+                 str(out), "--quiet", "--inputs", "ids.pt", "--noise-layer", "embed", "--method", "input_x_gradient"]) == 0
+    saved = torch.load(out / "attributions.pt", weights_only=True)
+    expected = noisegrad.NoiseTunnel(LayerGradientXActivation(model, model.embed)).attribute(
+        IDS, nt_samples=6, stdevs=noisegrad.relative(0.15), seed=0, outputs=[1, 0], noise_layer=model.embed)
+    torch.testing.assert_close(saved["attributions"], expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(saved["token_scores"], noisegrad.token_scores(expected, per_output=True),
+                               rtol=1e-5, atol=1e-7)
+    assert all((out / f"tokens_{i}_output{k}.png").is_file() for i in range(3) for k in (1, 0))
+
+
 def test_the_attention_mask_reaches_the_model_and_keeps_padding_free_of_noise(textdir, monkeypatch):
     folder, model = textdir
     drawn = []

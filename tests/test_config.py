@@ -245,3 +245,71 @@ def test_an_additional_argument_extractor_may_return_a_list():
     as_tuple = SmoothGrad(Scaled(), nt_samples=3, seed=0, forward_arg_extractor=lambda b: b["x"],
                           additional_forward_arg_extractor=lambda b: (b["scale"],)).attribute(batch, target=0)
     torch.testing.assert_close(as_list.attributions, as_tuple.attributions, rtol=0, atol=0)
+
+
+def test_outputs_times_input_and_the_reducer_round_trip_and_reach_the_call():
+    config = SmoothingConfig(nt_samples=4, noise=0.2, seed=0, outputs=[2, 0], times_input="clean",
+                             channel_reducer="mean", return_stderr=False)
+    assert config.outputs == (2, 0)
+    again = SmoothingConfig.from_json(config.to_json())
+    assert again == config
+    result = SmoothGrad(make_mlp(seed=1), config).attribute(X)
+    expected = NoiseTunnel(Saliency(make_mlp(seed=1))).attribute(X, nt_samples=4, stdevs=0.2, seed=0, abs=False,
+                                                                 outputs=[2, 0], times_input="clean")
+    torch.testing.assert_close(result.attributions, expected, rtol=0, atol=0)
+    assert result.outputs == (2, 0) and result.config["outputs"] == [2, 0]
+
+
+def margin(model, inputs, targets):
+    return model(inputs)[:, 2] - model(inputs)[:, 0]
+
+
+def test_an_objective_is_kept_by_name_in_json_and_asked_for_again():
+    config = SmoothingConfig(nt_samples=4, noise=0.2, seed=0, objective=margin, return_stderr=False)
+    values = json.loads(config.to_json())
+    assert values["objective"] == "test_config.margin"
+    with pytest.raises(ValueError, match="names a function .* pass the function itself"):
+        SmoothingConfig.from_dict(values)
+    assert SmoothingConfig.from_dict({**values, "objective": margin}) == config
+    result = SmoothGrad(make_mlp(seed=1), config).attribute(X)
+    expected = NoiseTunnel(Saliency(make_mlp(seed=1))).attribute(X, nt_samples=4, stdevs=0.2, seed=0, abs=False,
+                                                                 objective=margin)
+    torch.testing.assert_close(result.attributions, expected, rtol=0, atol=0)
+    assert result.config["objective"] == "test_config.margin"
+
+
+def test_innsight_and_xplique_map_their_outputs_operator_reducer_and_times_input():
+    innsight = SmoothingConfig.from_innsight(output_idx=[1, 3], times_input=True)
+    assert (innsight.outputs, innsight.times_input) == ((0, 2), "clean")
+    assert SmoothingConfig.from_innsight(output_idx=2).outputs == (1,)
+    assert SmoothingConfig.from_innsight().outputs is None and SmoothingConfig.from_innsight().times_input is None
+    with pytest.raises(ValueError, match="counted from 1"):
+        SmoothingConfig.from_innsight(output_idx=[0])
+    xplique = SmoothingConfig.from_xplique(operator=margin, reducer="max")
+    assert (xplique.objective, xplique.channel_reducer) == (margin, "max")
+    assert SmoothingConfig.from_xplique().channel_reducer == "mean"  # Xplique's default
+    assert SmoothingConfig.from_xplique(operator="classification").objective is None
+    with pytest.raises(ValueError, match="pass the operator function"):
+        SmoothingConfig.from_xplique(operator="regression")
+
+
+def test_xplique_one_hot_targets_select_what_their_indices_select():
+    labels = torch.tensor([2, 0, 1, 1])
+    one_hot = torch.nn.functional.one_hot(labels, 3).double()
+    config = SmoothingConfig.from_xplique(nb_samples=4, noise=0.2).replace(seed=0, return_stderr=False)
+    by_rows = SmoothGrad(make_mlp(seed=1), config).attribute(X, target=one_hot)
+    by_index = SmoothGrad(make_mlp(seed=1), config).attribute(X, target=labels)
+    torch.testing.assert_close(by_rows.attributions, by_index.attributions, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="read as one-hot rows"):
+        SmoothGrad(make_mlp(seed=1), config).attribute(X, target=one_hot * 0.5)
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(outputs=[1, 1]), "outputs= has repeated indices"),
+    (dict(times_input=True), "ambiguous"),
+    (dict(channel_reducer="median"), "channel_reducer must be one of"),
+    (dict(objective=3), "objective must be a function"),
+])
+def test_bad_output_fields_are_named(fields, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        SmoothingConfig(**fields)

@@ -211,7 +211,8 @@ def test_a_run_killed_mid_shard_resumes_to_the_uninterrupted_result_bit_for_bit(
 
     log = []
     results = case.run(resumed, log=log)
-    assert sorted(set(log)) == [8, 9, 10]  # the two written shards were kept, not recomputed
+    assert log[:3] == [0, 5, 10]  # the data set's fingerprint: its first, middle and last examples
+    assert log[3:] == [8, 9, 10]  # the two written shards were kept, not recomputed
     assert results.complete
     assert _shard_bytes(resumed) == _shard_bytes(uninterrupted)
     assert not list(resumed.glob(".*.tmp"))
@@ -232,7 +233,7 @@ def test_a_truncated_shard_is_detected_never_read_and_recomputed(case, tmp_path)
     log = []
     with pytest.warns(RuntimeWarning, match="shard-000001.safetensors is truncated or damaged"):
         case.run(tmp_path, log=log)
-    assert sorted(set(log)) == [4, 5, 6, 7]
+    assert sorted(set(log[3:])) == [4, 5, 6, 7]  # after the fingerprint's examples 0, 5, 10
     assert _shard_bytes(tmp_path) == before
 
 
@@ -499,3 +500,339 @@ def test_noisetunnel_show_progress_draws_the_samples_and_changes_nothing(capsys)
     assert "/64" in capsys.readouterr().err and bool(auto.converged.all())
     with pytest.raises(TypeError, match="show_progress must be True or False, got 'yes'"):
         nt.attribute(x, nt_samples=4, stdevs=0.1, target=0, show_progress="yes")
+
+
+# --------------------------------------------------------------------------- what a resumed run may not mix
+
+
+def _half_done(folder, run):
+    """A folder as an interrupted run leaves it: shard 0 written, shard 1 not."""
+    run(folder)
+    (folder / "shard-000001.safetensors").unlink()
+    for journal in (folder / "journal").glob("*.jsonl"):
+        journal.unlink()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["shards"], manifest["complete"] = manifest["shards"][:1], False
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+_X = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+_LABELLED = [(_X[i], torch.tensor(i % 3)) for i in range(4)]
+_CONFIG = SmoothingConfig(nt_samples=2, seed=0, noise=0.1, return_stderr=False)
+_NET = make_mlp()
+
+
+def _captum(method, **options):
+    return lambda out: attribute_dataset(method, _X, out, config=_CONFIG, target=0, shard_size=2, **options)
+
+
+def _smoothed(forward=_NET, data=_LABELLED, target=0, **options):
+    return lambda out: attribute_dataset(noisegrad.Smoothed(forward, Saliency, _CONFIG, **options), data, out,
+                                         target=target, shard_size=2)
+
+
+@pytest.mark.parametrize("first, second, differs", [
+    (_captum(IntegratedGradients(_NET, multiply_by_inputs=True), method_kwargs={"n_steps": 2}),
+     _captum(IntegratedGradients(_NET, multiply_by_inputs=False), method_kwargs={"n_steps": 2}),
+     r"method_state\.state\._multiply_by_inputs: true in the folder, false now"),
+    (_captum(__import__("captum.attr", fromlist=["LayerGradCam"]).LayerGradCam(_NET, _NET[0])),
+     _captum(__import__("captum.attr", fromlist=["LayerGradCam"]).LayerGradCam(_NET, _NET[2])),
+     r'method_state\.state\.layer\.layer: "0" in the folder, "2" now'),
+    (_smoothed(), _smoothed(lambda t: _NET(t).softmax(-1)), "forward"),
+    (_smoothed(lambda t: _NET(t)), _smoothed(lambda t: _NET(t).softmax(-1)), r"forward\.code"),
+    (_smoothed(target=lambda b: b[1]), _smoothed(target=lambda b: (b[1] + 1) % 3), r"target\.code"),
+    (_smoothed(forward_arg_extractor=lambda b: b[0]), _smoothed(forward_arg_extractor=lambda b: b[0] * 2),
+     r"forward_arg_extractor\.code"),
+    (_smoothed(), _smoothed(data=[(2 * x, y) for x, y in _LABELLED]), r"data\.sampled\.0"),
+    (_smoothed(), _smoothed(data=[(x.float(), y) for x, y in _LABELLED]), r"data\.sampled"),
+], ids=["multiply_by_inputs", "layer", "forward-function", "forward-code", "target-code", "extractor",
+        "data-values", "data-dtype"])
+def test_a_resume_that_would_mix_two_computations_is_refused(tmp_path, first, second, differs):
+    _half_done(tmp_path, first)
+    with pytest.raises(ValueError, match="another configuration.*" + differs):
+        second(tmp_path)
+    first(tmp_path)  # the same computation again (new lambdas, same code) resumes
+    assert DatasetAttributions(tmp_path).complete
+
+
+def test_every_rank_must_compute_the_same_thing():
+    from noisegrad.datasets import attribute
+    from noisegrad.datasets._ranks import Ranks
+
+    class TwoRanks(Ranks):
+        def gather(self, value):
+            return [value, dict(value, model="another")]
+
+    attribute._same_on_every_rank(Ranks(0, 1), {"model": "a"})
+    with pytest.raises(ValueError, match="rank 1 of 2 computes something else than rank 0.*model"):
+        attribute._same_on_every_rank(TwoRanks(0, 2), {"model": "a"})
+
+
+def test_a_first_run_that_failed_before_any_shard_does_not_bind_the_folder(tmp_path):
+    with pytest.raises(ValueError, match="target=7 is out of range"):
+        attribute_dataset(Saliency(_NET), _X, tmp_path, config=_CONFIG, target=7)
+    assert attribute_dataset(Saliency(_NET), _X, tmp_path, config=_CONFIG, target=1).complete
+
+
+def test_overwrite_deletes_no_manifest_noisegrad_did_not_write_and_out_must_be_a_path(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"name": "my experiment"}')
+    with pytest.raises(ValueError, match="not written by noisegrad"):
+        attribute_dataset(Saliency(_NET), _X, tmp_path, config=_CONFIG, target=0, overwrite=True)
+    assert (tmp_path / "manifest.json").read_text() == '{"name": "my experiment"}'
+    with pytest.raises(TypeError, match="out must be a folder path"):
+        attribute_dataset(Saliency(_NET), _X, "", config=_CONFIG, target=0)
+
+
+# --------------------------------------------------------------------------- the run leaves the user's state alone
+
+
+def test_pred_is_the_prediction_of_the_explained_call_and_changes_nothing_in_the_model(tmp_path):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.lin, self.norm = torch.nn.Linear(5, 3).double(), torch.nn.BatchNorm1d(3).double()
+
+        def forward(self, x, bias):
+            return self.norm(self.lin(x)) + bias
+
+    net = Net()  # left in training mode, as a user may
+    bias = torch.zeros(4, 3, dtype=torch.float64)
+    bias[:, 2] = 50.0  # makes class 2 the prediction, but only with the additional argument
+    data = [(_X[i], bias[i]) for i in range(4)]
+    buffers = {name: value.clone() for name, value in net.named_buffers()}
+    explainer = noisegrad.Smoothed(net, Saliency, _CONFIG, forward_arg_extractor=lambda b: b[0],
+                                   additional_forward_arg_extractor=lambda b: (b[1],))
+    with pytest.warns(UserWarning, match="BatchNorm layers in training mode"):
+        results = attribute_dataset(explainer, data, tmp_path, target="pred", batch_size=2)
+    assert results.get("target", slice(None)).tolist() == [2, 2, 2, 2]
+    assert net.training and all(torch.equal(value, buffers[name]) for name, value in net.named_buffers())
+
+
+def test_a_seeded_run_moves_no_global_rng(tmp_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    attribute_dataset(Saliency(_NET), _X, tmp_path, config=_CONFIG, target=0)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_one_target_per_example_is_taken_by_example_index(tmp_path):
+    targets = torch.tensor([2, 0, 1, 2])
+    results = attribute_dataset(Saliency(_NET), _X, tmp_path, config=_CONFIG, target=targets, batch_size=3)
+    assert torch.equal(results.get("target", slice(None)), targets)
+    expected = NoiseTunnel(Saliency(_NET)).attribute(_X, nt_samples=2, seed=0, stdevs=0.1, target=targets,
+                                                     example_ids=torch.arange(4))
+    torch.testing.assert_close(results[:], expected, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match=r"one class index per example.*shape \(4,\)"):
+        attribute_dataset(Saliency(_NET), _X, tmp_path / "b", config=_CONFIG, target=torch.tensor([0, 1]))
+
+
+def test_auto_chunking_is_fixed_for_the_folder_whatever_memory_is_free_later(tmp_path, monkeypatch):
+    from noisegrad import plan
+
+    config = SmoothingConfig(nt_samples=8, seed=0, noise=0.1)  # nt_samples_batch_size="auto"
+    run = lambda out: attribute_dataset(Saliency(_NET), _X, out, config=config, target=0, shard_size=2)  # noqa: E731
+    monkeypatch.setattr(plan, "_auto_budget", lambda device: 1500)
+    uninterrupted = run(tmp_path / "a")
+    assert uninterrupted.manifest["memory_budget"] == 1500
+    _half_done(tmp_path / "b", run)
+    monkeypatch.setattr(plan, "_auto_budget", lambda device: 10**9)  # a resumed process finds more free memory
+    resumed = run(tmp_path / "b")
+    assert resumed.manifest["memory_budget"] == 1500
+    assert _shard_bytes(tmp_path / "b") == _shard_bytes(tmp_path / "a")
+
+
+# --------------------------------------------------------------------------- data loaders and batches
+
+
+def test_a_data_loaders_worker_options_are_kept_and_unbatched_loaders_refused(tmp_path):
+    loader = DataLoader(_NeedsWorkerInit(), batch_size=2, num_workers=1, worker_init_fn=_open_worker)
+    assert attribute_dataset(Saliency(_NET), loader, tmp_path, config=_CONFIG, target=0).complete
+    with pytest.raises(ValueError, match="batch_size=None"):
+        attribute_dataset(Saliency(_NET), DataLoader(TensorDataset(_X), batch_size=None), tmp_path / "b",
+                          config=_CONFIG, target=0)
+
+
+class _NeedsWorkerInit(torch.utils.data.Dataset):
+    """A data set whose worker processes need the loader's worker_init_fn (a file handle, say)."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        from torch.utils.data import get_worker_info
+
+        worker = get_worker_info()
+        if worker is not None and not getattr(worker.dataset, "opened", False):
+            raise RuntimeError("worker_init_fn was not run")
+        return _X[i]
+
+
+def _open_worker(worker_id):
+    from torch.utils.data import get_worker_info
+
+    get_worker_info().dataset.opened = True
+
+
+def test_namedtuple_examples_are_batches_like_tuples(tmp_path):
+    from collections import namedtuple
+
+    Example = namedtuple("Example", ["x", "label"])
+    data = [Example(_X[i], torch.tensor(i % 3)) for i in range(4)]
+    results = attribute_dataset(Saliency(_NET), data, tmp_path, config=_CONFIG, target="label", batch_size=3)
+    assert results.get("target", slice(None)).tolist() == [0, 1, 2, 0]
+
+
+# --------------------------------------------------------------------------- reading damaged or partial folders
+
+
+def test_the_reader_handles_empty_and_negative_indices_and_lost_shards(tmp_path, monkeypatch):
+    from noisegrad.datasets import loader
+
+    attribute_dataset(Saliency(_NET), _X, tmp_path, config=_CONFIG, target=0, shard_size=1)
+    results = DatasetAttributions(tmp_path)
+    assert results[[]].shape == (0, 5) and results[range(0)].shape == (0, 5) and results[-4].shape == (5,)
+    with pytest.raises(IndexError, match=r"example index -5 is out of range for a data set of 4 examples"):
+        results[-5]
+    monkeypatch.setattr(loader, "OPEN_SHARDS", 2)
+    torch.testing.assert_close(results[:], DatasetAttributions(tmp_path)[[0, 1, 2, 3]])
+    assert len(results._open) == 2  # no more shards mapped (each holds a file descriptor) than allowed
+
+    shard0 = tmp_path / "shard-000000.safetensors"
+    shard0.write_bytes(shard0.read_bytes()[:50])  # damaged: the others still read, and the fields are known
+    damaged = DatasetAttributions(tmp_path)
+    assert damaged[3].shape == (5,) and "attributions" in damaged.fields
+    with pytest.raises(CorruptShard, match="shard-000000"):
+        damaged[0]
+    shard0.unlink()
+    assert not damaged.complete and damaged.missing == [range(0, 1)]
+    with pytest.raises(CorruptShard, match="was deleted after it was written"):
+        DatasetAttributions(tmp_path, verify=False)[0]
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        DatasetAttributions(tmp_path / "nowhere")
+
+
+def test_several_inputs_get_attributions_as_a_tuple(tmp_path, two_input):
+    data = [((_X[i, :4], _X[i, :3]),) for i in range(4)]
+    results = attribute_dataset(Saliency(two_input), data, tmp_path, config=_CONFIG, target=0)
+    pair = results.get("attributions", [1, 2])
+    assert isinstance(pair, tuple) and torch.equal(pair[1], results.get("attributions.1", [1, 2]))
+
+
+@pytest.mark.parametrize("header, payload", [
+    (b"[1, 2]", b""), (b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": ["0", "8"]}}', b"\0" * 8),
+    (b'{"a": {"dtype": "F32", "shape": [-2], "data_offsets": [8, 0]}}', b""),
+    (b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], '
+     b'"data_offsets": [0, 8]}}', b"\0" * 8),
+    (b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}', b"\0" * 16),
+    (b"[" * 100000 + b"]" * 100000, b""), (b'{"__metadata__": 5}', b""),
+], ids=["list", "string-offsets", "negative-shape", "overlap", "gap", "deep", "metadata"])
+def test_a_crafted_shard_header_is_a_corrupt_shard(tmp_path, header, payload):
+    import struct
+
+    path = tmp_path / "shard.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + payload)
+    with pytest.raises(CorruptShard):
+        _shard_file.ShardFile(path)
+
+
+def test_damaged_manifests_are_value_errors_and_journal_junk_is_skipped(tmp_path):
+    run = lambda: attribute_dataset(Saliency(_NET), _X, tmp_path, config=_CONFIG, target=0, shard_size=2)  # noqa
+    run()
+    journal = tmp_path / "journal" / "rank-0.jsonl"
+    with open(journal, "ab") as file:  # junk, and a line cut short by a kill
+        file.write(b'\xff\xfe\n{"shard": "1", "file": 1}\n{"shard": [1]}\n[[[[\n{"shard": 1, "fi')
+    assert DatasetAttributions(tmp_path).complete
+    from noisegrad.datasets._manifest import append_journal, journal_records
+
+    append_journal(tmp_path, 0, dict(json.loads(journal.read_bytes().splitlines()[0]), seconds=9.0))
+    assert [record.get("seconds") for record in journal_records(tmp_path)][-1] == 9.0  # not swallowed
+
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    for damage in ({"seed": "7"}, {"shards": {"a": 1}}, {"identity": None}, {"shards": [{"shard": 0}]}):
+        (tmp_path / "manifest.json").write_text(json.dumps(dict(manifest, **damage)))
+        with pytest.raises(ValueError, match="manifest.json is damaged"):
+            DatasetAttributions(tmp_path)
+        with pytest.raises(ValueError, match="manifest.json is damaged"):
+            run()
+
+
+# --------------------------------------------------------------------------- folders of files, the command line
+
+
+def _png(path, array):
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+
+
+def test_folder_images_have_one_channel_count_and_the_scaling_of_their_npy_twins(tmp_path):
+    import numpy as np
+
+    from noisegrad.app.data_folder import FolderDataset
+    from noisegrad.app.errors import ExplainError
+
+    pixels = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    (tmp_path / "gray").mkdir()
+    _png(tmp_path / "gray" / "a.png", pixels)
+    _png(tmp_path / "gray" / "b16.png", pixels.astype(np.uint16) * 257)  # 16-bit: the same values scaled
+    np.save(tmp_path / "gray" / "c.npy", pixels[None])  # uint8, as the PNG
+    gray = FolderDataset(tmp_path / "gray", dtype=torch.float64)
+    expected = torch.from_numpy(pixels[None].astype(np.float64)) / 255
+    for i in range(3):
+        assert gray[i].dtype == torch.float64
+        torch.testing.assert_close(gray[i], expected, rtol=0, atol=1e-6)
+
+    (tmp_path / "mixed").mkdir()
+    _png(tmp_path / "mixed" / "a.png", pixels)
+    _png(tmp_path / "mixed" / "b.png", np.stack([pixels] * 4, axis=-1))  # RGBA: the alpha is dropped
+    mixed = FolderDataset(tmp_path / "mixed")
+    assert mixed[0].shape == mixed[1].shape == (3, 3, 4)  # grayscale among colour images becomes RGB
+    torch.testing.assert_close(mixed[0], mixed[1])
+
+    (tmp_path / "eps").mkdir()  # PostScript named .png: refused, not handed to the EPS decoder (Ghostscript)
+    (tmp_path / "eps" / "a.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\n")
+    with pytest.raises(ExplainError, match=r"a\.png is not a readable PNG image"):
+        FolderDataset(tmp_path / "eps")
+
+    (tmp_path / "classes" / "cat").mkdir(parents=True)
+    (tmp_path / "classes" / "_empty").mkdir()
+    np.save(tmp_path / "classes" / "cat" / "a.npy", pixels)
+    with pytest.raises(ExplainError, match="_empty hold no example files"):
+        FolderDataset(tmp_path / "classes")
+
+
+def test_the_command_line_says_what_it_resumes_and_reports_errors_in_one_line(cli_folder, capsys, monkeypatch):
+    from noisegrad.app.cli import main
+
+    talk = [arg for arg in CLI_ARGS if arg != "--quiet"]
+    assert main(["attribute-dataset", "--out", "one", *talk]) == 0
+    assert "Wrote 8 examples in 3 shards" in capsys.readouterr().err
+    (cli_folder / "one" / "shard-000001.safetensors").unlink()
+    with pytest.warns(RuntimeWarning, match="missing"):
+        assert main(["attribute-dataset", "--out", "one", *talk]) == 0
+    err = capsys.readouterr().err
+    assert "Resuming: 2 of 3 shards done" in err and "Wrote 3 examples in 1 shards" in err
+    assert main(["attribute-dataset", "--out", "one", *talk]) == 0
+    assert "Nothing to do: all 3 shards" in capsys.readouterr().err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(noisegrad, "attribute_dataset", interrupted)
+        assert main(["attribute-dataset", "--out", "two", *CLI_ARGS]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+
+    (cli_folder / "broken.py").write_text("def data():\n    raise OSError('the share is not mounted')\n")
+    (cli_folder / "data" / "dog" / "9.npy").write_bytes(b"\x93NUMPY garbage")
+    for args, says in [(["--data", "broken:data"], "--data 'broken:data' raised OSError: the share is not mounted"),
+                       (["--out", "data/out"], "is inside --data"),
+                       (["--out", "user_models.py"], "is a file, not a folder"),
+                       ([], r"9.npy is not an array of numbers")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["attribute-dataset", "--out", "three", *CLI_ARGS, *args])
+        assert exit_info.value.code == 2
+        message = capsys.readouterr().err
+        assert says in message and "Traceback" not in message

@@ -10,23 +10,11 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
-from conftest import make_mlp
+from conftest import Recorder, make_mlp
 from noisegrad import NoiseTunnel, joint_integrated_gradients
 from noisegrad.sampling.samplers import SAMPLERS
 
 X = torch.randn(5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-
-
-class Recorder(nn.Module):
-    """Wraps a model and keeps a copy of every input it is given."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.seen = model, []
-
-    def forward(self, x):
-        self.seen.append(x.detach().clone())
-        return self.model(x)
 
 
 def rows_of(seen, batch, position):

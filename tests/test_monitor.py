@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from captum.attr import IntegratedGradients, LayerGradientXActivation, Saliency
+from captum.attr import GradientShap, IntegratedGradients, LayerGradientXActivation, Occlusion, Saliency
 from torch import nn
 
 import noisegrad
 from noisegrad import AttributionMonitor, NoiseTunnel, SmoothingConfig, relative
 from conftest import ForwardCounter
-from test_monitor_metrics import ref_entropy, ref_gini, ref_spearman
+from test_monitor_metrics import ref_entropy, ref_gini, ref_share, ref_spearman
 
 STEPS = 4
 
@@ -272,11 +272,113 @@ def test_layer_attributions_and_text_figures():
     assert [t.get_text() for t in fig.axes[0].texts] == tokens[0]
 
 
+def test_mass_in_mask_is_the_mean_over_examples_whose_mask_is_not_empty():
+    model = Net().eval()
+    x, y, masks = data(3)
+    masks[1] = False
+    snap = AttributionMonitor(Saliency(model), x, y, masks=masks.float(), nt_samples=4).snapshot(0)
+    shares = [ref_share(snap.attributions[i], masks[i].expand(snap.attributions[i].shape)) for i in (0, 2)]
+    assert snap.row()["mass_in_mask"] == pytest.approx(sum(shares) / 2, rel=1e-12)
+
+
+def test_a_per_token_mask_of_layer_attributions_is_refused_until_it_has_their_dimensions():
+    torch.manual_seed(0)
+    embed = nn.Embedding(10, 3)  # probe size = tokens = hidden: a (batch, tokens) mask would broadcast wrongly
+    model = nn.Sequential(embed, nn.Flatten(), nn.Linear(3 * 3, 2))
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    per_token = ids % 2 == 1
+    monitor = AttributionMonitor(LayerGradientXActivation(model, embed), ids, 0, masks=per_token, nt_samples=4,
+                                 noise_level=0.1, noise_layer="0")
+    with pytest.raises(ValueError, match=r"masks\[\.\.\., None\]"):
+        monitor.snapshot(0)
+    monitor = AttributionMonitor(LayerGradientXActivation(model, embed), ids, 0, masks=per_token[..., None],
+                                 nt_samples=4, noise_level=0.1, noise_layer="0")
+    snap = monitor.snapshot(0)
+    shares = [ref_share(snap.attributions[i], per_token[i][:, None].expand(3, 3)) for i in range(3)]
+    assert snap.row()["mass_in_mask"] == pytest.approx(sum(shares) / 3, rel=1e-12)
+
+
+def test_a_method_built_on_another_model_is_refused_and_one_on_a_part_of_it_is_taken():
+    model, other = Net(), Net()
+    x, y, _ = data(3)
+    with pytest.raises(ValueError, match=r"model being trained \(Net\) shares no parameter .* Saliency\(model\)"):
+        AttributionMonitor(Saliency(other), x, y, model=model)
+    head = nn.Sequential(model, nn.Softmax(dim=1))  # trained as a whole, explained through a part: fine
+    assert AttributionMonitor(Saliency(model), x, y, model=head).models == [head]
+
+
+def test_what_captum_or_the_model_would_refuse_at_the_first_snapshot_is_refused_when_the_monitor_is_built():
+    model = Net().eval()
+    x, y, _ = data(3)
+    forwards = ForwardCounter(model)
+    with pytest.raises(TypeError, match=r"GradientShap.attribute needs baselines: give attribute_kwargs=\{'baselines'"):
+        AttributionMonitor(GradientShap(model), x, y)
+    with pytest.raises(TypeError, match=r"Occlusion.attribute needs sliding_window_shapes"):
+        AttributionMonitor(Occlusion(model), x, y)
+    with pytest.raises(TypeError, match=r"did you mean attribute_kwargs=\{'baselines': \.\.\.\}\?"):
+        AttributionMonitor(IntegratedGradients(model), x, y, baseline=0.0)
+    with pytest.raises(TypeError, match=r"n_steps= is an argument of IntegratedGradients.attribute"):
+        AttributionMonitor(IntegratedGradients(model), x, y, n_steps=8)
+    for dtype in (torch.float64, torch.float16):
+        with pytest.raises(TypeError, match=rf"the probe \(inputs\) is {dtype} and the model's parameters are "
+                                            r"torch.float32: give inputs.to\(torch.float32\)"):
+            AttributionMonitor(Saliency(model), x.to(dtype), y)
+    assert forwards.calls == 0
+
+
+def test_noise_layer_may_be_the_module_itself():
+    torch.manual_seed(0)
+    embed = nn.Embedding(10, 4)
+    model = nn.Sequential(embed, nn.Flatten(), nn.Linear(3 * 4, 2))
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    by_module, by_name = (AttributionMonitor(LayerGradientXActivation(model, embed), ids, 0, nt_samples=4,
+                                             noise_level=0.1, noise_layer=layer) for layer in (embed, "0"))
+    assert by_module.config.noise_layer == "0"  # a configuration holds names, so that it can be saved
+    assert torch.equal(by_module.snapshot(0).attributions, by_name.snapshot(0).attributions)
+    with pytest.raises(ValueError, match=r"noise_layer \(Embedding\) is not a submodule of the model behind method"):
+        AttributionMonitor(LayerGradientXActivation(model, embed), ids, 0, noise_layer=nn.Embedding(10, 4))
+
+
+def test_errors_at_a_snapshot_speak_of_the_monitor_and_the_probe():
+    model = Net().eval()
+    x, y, _ = data(3)
+    monitor = AttributionMonitor(Saliency(model), x, None, nt_samples=4)
+    with pytest.raises(ValueError, match=r"target is needed: the model returns 3 outputs per example \(shape \(3,\) each\)"):
+        monitor.step(0)
+    monitor = AttributionMonitor(Saliency(model), x, y, nt_samples=4)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="call monitor.step outside it"):
+        monitor.step(0)
+    with pytest.raises(ValueError, match=r"global_step must be an int >= 0, got -3"):
+        monitor.step(-3)
+    assert monitor.history == []
+
+
+def test_a_snapshot_prints_in_one_line_with_its_means():
+    model = Net().eval()
+    x, y, masks = data(6)
+    snap = AttributionMonitor(Saliency(model), x, y, masks=masks, nt_samples=4).snapshot(3)
+    text = repr(snap)
+    assert "\n" not in text and text.startswith("Snapshot(step=3, ")
+    assert f"gini={snap.metrics['gini']:.4g}" in text and "spearman_first=None" in text
+
+
+def test_feature_names_are_refused_for_a_probe_that_is_not_tabular():
+    model = Net().eval()
+    x, y, _ = data(3)
+    with pytest.raises(ValueError, match=r"feature_names are for a tabular probe, \(batch, features\); the probe is "
+                                         r"\(3, 1, 6, 6\)"):
+        AttributionMonitor(Saliency(model), x, y, feature_names=["a", "b"])
+    table = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"feature_names must name the probe's 3 features, got 2"):
+        AttributionMonitor(Saliency(table), torch.rand(2, 3), 0, feature_names=["a", "b"])
+
+
 @pytest.mark.parametrize("kwargs, error, words", [
     (dict(every=0), ValueError, "every must be a positive int"),
     (dict(every=1.5), TypeError, "every must be a positive int"),
     (dict(figures_every=-1), ValueError, "figures_every must be an int >= 0"),
     (dict(masks=torch.ones(3, 1, 5, 5)), ValueError, r"masks\[0\] of shape \(3, 1, 5, 5\) must broadcast"),
+    (dict(masks=torch.ones(3, 1, 6, 6, dtype=torch.uint8) * 255), ValueError, r"masks\[0\] must hold only 0 and 1"),
     (dict(writer=object()), TypeError, "writer must be a TensorBoard SummaryWriter"),
     (dict(sinks=[object()]), TypeError, "sinks must have scalars"),
     (dict(config=SmoothingConfig(dtype="double")), ValueError, "dtype='double'"),
@@ -286,6 +388,8 @@ def test_layer_attributions_and_text_figures():
     (dict(attribute_kwargs={"abs": False, "n_steps": 3}), TypeError, "n_steps"),
     (dict(tokens=[["a"]]), ValueError, "tokens must be one sequence of str per probe example"),
     (dict(log_dir=3), TypeError, "log_dir must be a str or a pathlib.Path"),
+    (dict(nt_sample=8), TypeError, "unexpected keyword argument 'nt_sample': did you mean nt_samples="),
+    (dict(abs=False), TypeError, r"abs= is an argument of Saliency.attribute, not of the monitor: give attribute_kwargs=\{'abs': \.\.\.\}"),
 ])
 def test_bad_arguments_fail_before_any_forward(kwargs, error, words):
     model = Net().eval()

@@ -97,9 +97,20 @@ def test_lightning_callback_does_nothing_on_other_ranks():
     assert callback.monitor is None and forwards.calls == 0
 
 
+def test_lightning_callback_refuses_a_method_built_on_another_model_when_fitting_starts(tmp_path):
+    x, y, _ = data(4)
+    module = LitNet()
+    trainer = types.SimpleNamespace(is_global_zero=True, global_step=0, logger=None, default_root_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"model being trained \(LitNet\) shares no parameter"):
+        AttributionMonitorCallback(Saliency(Net()), x, y).on_fit_start(trainer, module)
+    callback = AttributionMonitorCallback(Saliency(module.net), x, y)
+    callback.on_fit_start(trainer, module)
+    assert callback.monitor.models == [module]  # restored after each snapshot: the whole module
+
+
 def test_lightning_callback_refuses_what_the_trainer_decides():
     x, y, _ = data(4)
-    with pytest.raises(TypeError, match="records through its logger"):
+    with pytest.raises(TypeError, match="AttributionMonitorCallback takes no log_dir=: .* records through its logger"):
         AttributionMonitorCallback(Saliency, x, y, log_dir="somewhere")
     with pytest.raises(ValueError, match="never takes a snapshot"):
         AttributionMonitorCallback(Saliency, x, y, every_n_steps=None)

@@ -88,3 +88,38 @@ def test_metrics_reject_attributions_without_a_batch_dimension():
         entropy([1.0, 2.0])
     with pytest.raises(ValueError, match="same shapes"):
         spearman(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def ref_share(a, mask):
+    """Share of sum |a| on the mask, by a float64 loop over the elements."""
+    a, mask = np.abs(np.asarray(a, dtype=np.float64)).ravel(), np.asarray(mask, dtype=bool).ravel()
+    return float(sum(v for v, m in zip(a, mask) if m) / a.sum())
+
+
+def test_a_mask_must_hold_only_zeros_and_ones():
+    a = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    mask = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(1)) > 0.5
+    for scaled in (mask.to(torch.uint8) * 255, mask.float() * 0.5):  # a 0/255 image; soft weights
+        with pytest.raises(ValueError, match=r"masks\[0\] must hold only 0 and 1 .* got values 0, (255|0.5)"):
+            mask_share(a, scaled)
+    float_share, bool_share = mask_share(a, mask.float()), mask_share(a, mask)
+    assert torch.equal(float_share, bool_share)
+    for i in range(2):
+        assert bool_share[i].item() == pytest.approx(ref_share(a[i], mask[i]), rel=1e-12)
+
+
+def test_an_empty_mask_has_no_share():
+    a = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    share = mask_share(a, torch.tensor([[False, False, False], [True, False, False]]))
+    assert math.isnan(share[0]) and share[1].item() == pytest.approx(1 / 6)
+
+
+def test_a_per_token_mask_needs_the_layer_attributions_dimensions():
+    # batch = tokens = hidden: a (batch, tokens) mask would broadcast along the wrong dimensions
+    a = torch.randn(3, 3, 3, generator=torch.Generator().manual_seed(0))
+    per_token = torch.tensor([[True, False, False], [False, True, False], [False, False, True]])
+    with pytest.raises(ValueError, match=r"masks\[0\] of shape \(3, 3\) has 2 dimensions .* masks\[\.\.\., None\]"):
+        mask_share(a, per_token)
+    share = mask_share(a, per_token[..., None])
+    for i in range(3):
+        assert share[i].item() == pytest.approx(ref_share(a[i], per_token[i][:, None].expand(3, 3)), rel=1e-12)

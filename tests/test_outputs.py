@@ -2,29 +2,16 @@
 
 import pytest
 import torch
-from captum.attr import (
-    DeepLift,
-    FeatureAblation,
-    InputXGradient,
-    IntegratedGradients,
-    LayerIntegratedGradients,
-    Saliency,
-)
+from captum.attr import DeepLift, InputXGradient, IntegratedGradients, LayerIntegratedGradients, Saliency
 from torch import nn
 
-from conftest import make_cnn, make_mlp
+from conftest import WRAPPED_METHODS, make_cnn, make_mlp
 from noisegrad import NoiseTunnel
 
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 OUTPUTS = [2, 0]
 
-METHODS = {
-    "saliency": (Saliency, {"abs": False}),
-    "input_x_gradient": (InputXGradient, {}),
-    "integrated_gradients": (IntegratedGradients, {"n_steps": 6, "return_convergence_delta": True}),
-    "deeplift (one run per output)": (DeepLift, {"return_convergence_delta": True}),
-    "feature ablation (one run per output)": (FeatureAblation, {}),
-}
+METHODS = WRAPPED_METHODS  # DeepLift and FeatureAblation run once per output
 
 
 def separate_runs(nt, x, **kwargs):
@@ -133,6 +120,11 @@ def test_auto_stops_each_example_on_the_error_of_all_its_outputs():
 def test_bad_outputs_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):
         NoiseTunnel(Saliency(make_mlp(seed=1))).attribute(X, nt_samples=2, **kwargs)
+
+
+def test_an_output_beyond_the_model_is_named_as_outputs_also_when_run_once_per_output():
+    with pytest.raises(ValueError, match=r"outputs=\[0, 7\], output 7: target=7 is out of range"):
+        NoiseTunnel(DeepLift(make_mlp(seed=1))).attribute(X, outputs=[0, 7], nt_samples=2, stdevs=0.1)
 
 
 def test_auto_with_a_method_run_once_per_output_is_refused():

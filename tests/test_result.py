@@ -16,6 +16,7 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 
 from noisegrad import NoiseTunnel, SmoothedAttribution, relative
+from noisegrad.result import FIELDS
 from noisegrad.stats.student_t import interval_halfwidth_factor
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -257,7 +258,7 @@ def every_field_result():
         torch.tensor([0.125, float("inf")], dtype=torch.float32),
         torch.tensor([96, 256]), delta=torch.tensor([1e-300, -0.0], dtype=torch.float64),
         dof=torch.tensor([11, 31]), converged=torch.tensor([True, False]),
-        delta_stderr=torch.tensor([0.5, 1.5], dtype=torch.bfloat16),
+        delta_stderr=torch.tensor([0.5, 1.5], dtype=torch.bfloat16), outputs=(7, 0, 2, 5), channel_reducer="abs-sum",
         config={"nt_type": "vargrad", "stdevs": [0.1, None], "nested": {"seed": 7, "ratio": 0.1 + 0.2}},
     )
 
@@ -293,7 +294,7 @@ def assert_bit_identical(loaded, original, where="result"):
 def assert_same_result(loaded, original):
     assert isinstance(loaded, SmoothedAttribution)
     for name in ("attributions", "stderr", "relative_stderr", "nt_samples", "delta", "dof", "converged",
-                 "delta_stderr"):
+                 "delta_stderr", "outputs", "channel_reducer"):
         assert_bit_identical(getattr(loaded, name), getattr(original, name), name)
     assert loaded.config == original.config
 
@@ -313,6 +314,40 @@ def test_save_and_load_give_every_field_back_bit_for_bit(tmp_path, file_format, 
     assert_same_result(loaded, original)
     if isinstance(original.attributions, torch.Tensor):
         assert torch.equal(loaded[0, 0], original.attributions[0, 0]) and loaded.shape == original.shape
+
+
+def test_a_file_written_before_outputs_and_channel_reducer_existed_reads_them_as_none(tmp_path):
+    from noisegrad import _result_io
+
+    original = few_field_result()
+    fields = {name: getattr(original, name) for name in FIELDS if name not in ("outputs", "channel_reducer")}
+    path = _result_io.save_result(tmp_path / "old.pt", fields, None, "torch")  # the header of an older noisegrad
+    loaded = SmoothedAttribution.load(path)
+    assert loaded.outputs is None and loaded.channel_reducer is None
+    assert_bit_identical(loaded.attributions, original.attributions)
+
+
+def test_a_call_with_several_outputs_saves_and_loads_them_and_plots_one(tmp_path, mlp):
+    x = torch.randn(3, 5, dtype=torch.float64)
+    result = NoiseTunnel(Saliency(mlp)).attribute(x, outputs=[2, 0], nt_samples=4, stdevs=0.1, seed=0,
+                                                  return_stderr=True)
+    assert result.outputs == (2, 0) and result.attributions.shape == (3, 5, 2)
+    loaded = SmoothedAttribution.load(result.save(tmp_path / "r.pt", file_format="torch"))
+    assert_same_result(loaded, result)
+    fig, axes = loaded.plot(output=0)
+    assert len(axes) == 3
+    with pytest.raises(ValueError, match=r"holds 2 outputs \(outputs=\[2, 0\]\): choose one with output="):
+        loaded.plot()
+    with pytest.raises(ValueError, match=r"output=1 is not one of this result's outputs=\[2, 0\]"):
+        loaded.plot(output=1)
+
+
+def test_a_result_with_reduced_channels_plots_as_images(cnn):
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    result = NoiseTunnel(Saliency(cnn)).attribute(x, target=1, nt_samples=4, stdevs=0.1, seed=0, return_stderr=True,
+                                                  channel_reducer="mean")
+    fig, axes = result.plot()
+    assert result.attributions.shape == (2, 5, 5) and len(axes) == 2
 
 
 def test_the_bit_comparison_sees_a_changed_nan_payload_or_sign_of_zero():

@@ -67,7 +67,7 @@ BAD_CALLS = {
     "target uint8 tensor": (
         dict(target=torch.tensor([0, 1, 2], dtype=torch.uint8)), TypeError, "target is a tensor of dtype torch.uint8"
     ),
-    "target 2-d tensor": (dict(target=torch.zeros(3, 1, dtype=torch.long)), ValueError, "must be 1-dimensional"),
+    "target 2-d tensor": (dict(target=torch.zeros(3, 1, dtype=torch.long)), ValueError, r"target.reshape\(-1\)"),
 }
 
 
@@ -317,3 +317,18 @@ def test_a_tuple_target_indexes_with_any_integer_as_the_output_tensor_does(index
     nt = NoiseTunnel(Saliency(make_mlp()))
     common = dict(nt_samples=2, stdevs=0.1, seed=0)
     assert torch.equal(nt.attribute(X, target=(index,), **common), nt.attribute(X, target=(1,), **common))
+
+
+def test_a_column_of_indices_is_told_to_be_flattened_and_weight_rows_to_use_an_objective():
+    from captum.attr import Saliency
+
+    from conftest import make_mlp
+
+    nt = NoiseTunnel(Saliency(make_mlp()))
+    x = torch.randn(3, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"give target.reshape\(-1\)"):
+        nt.attribute(x, nt_samples=2, target=torch.tensor([[2], [0], [1]]))
+    with pytest.raises(ValueError, match="objective=lambda model, x, y"):
+        nt.attribute(x, nt_samples=2, target=torch.tensor([[0.5, 0.5, 0.0]] * 3))
+    with pytest.raises(ValueError, match=r"one row per example \(3\), got shape \(2, 3\)"):
+        nt.attribute(x, nt_samples=2, target=torch.eye(3)[:2])

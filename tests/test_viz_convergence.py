@@ -7,6 +7,7 @@ from captum.attr import IntegratedGradients, Saliency
 from captum.attr import NoiseTunnel as CaptumNoiseTunnel
 from torch import nn
 
+import noisegrad
 from noisegrad import NoiseTunnel
 from noisegrad.viz import (
     ConvergenceRun,
@@ -124,6 +125,12 @@ def test_measure_convergence_errors(image_model, images):
         measure_convergence(CaptumNoiseTunnel(Saliency(image_model)), images, stderr="return_stderr")
     with pytest.raises(TypeError, match="inputs must be one torch.Tensor"):
         measure_convergence(nt, (images,))
+    calls = []
+    hook = image_model.register_forward_pre_hook(lambda *_: calls.append(1))
+    with pytest.raises(ValueError, match=r"weight draws stay fixed.*weight_noise\(draws=\"auto\"\)"):
+        measure_convergence(nt, images, weight_noise=noisegrad.weight_noise(0.2, draws=4), target=0)
+    hook.remove()
+    assert not calls
 
 
 def test_the_curve_at_a_level_is_the_relative_stderr_times_students_t_of_each_counts_dof(run):

@@ -15,6 +15,7 @@ Examples
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -99,23 +100,32 @@ def _target(text: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``attribute-dataset`` with parsed arguments; raises :class:`ExplainError` on bad input."""
+    """Run ``attribute-dataset`` with parsed arguments; raises :class:`ExplainError` on bad input. Ctrl-C ends it
+    with exit status 130 and a line on how to resume."""
     quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
     say = (lambda _msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
     if args.method != "ig" and args.n_steps is not None:
         raise ExplainError("--n-steps applies to --method ig only")
+    if args.method != "saliency" and args.abs:
+        raise ExplainError("--abs applies to --method saliency only")
     target = _target(args.target)
     device = local_device() if args.device == "auto" else torch.device(args.device)
     if device.type == "cuda" and args.device == "cuda":
         device = local_device()
         if device.type != "cuda":
             raise ExplainError("--device cuda: CUDA is not available")
-    data = load_data(args.data)
-    if target == "label" and isinstance(data, FolderDataset) and data.classes is None:
-        raise ExplainError(f"--target label: '{args.data}' has no class subfolders, so its examples have no labels")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ExplainError(f"--out '{args.out}' is a file, not a folder")
+    if Path(args.data).is_dir() and _inside(out, Path(args.data)):
+        raise ExplainError(f"--out '{args.out}' is inside --data '{args.data}': its files would become examples "
+                           "(or a class) of the next run; give a folder outside the data")
     model = load_model(args.model)
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
+    data = load_data(args.data, _floating_dtype(model))
+    if target == "label" and isinstance(data, FolderDataset) and data.classes is None:
+        raise ExplainError(f"--target label: '{args.data}' has no class subfolders, so its examples have no labels")
     method_kwargs = {"abs": args.abs} if args.method == "saliency" else {}
     if args.method == "ig":
         method_kwargs["n_steps"] = args.n_steps or DEFAULT_IG_STEPS
@@ -125,15 +135,59 @@ def run(args: argparse.Namespace) -> int:
                                    method_kwargs=method_kwargs)
     say(f"Attributing {len(data)} examples with {args.method} + {args.nt_type} ({args.samples} samples, noise "
         f"{args.noise}) on {device} into {args.out}")
+    if not args.overwrite:
+        say(_resume_note(out))
     try:
         results = noisegrad.attribute_dataset(explainer, data, args.out, target=target, batch_size=args.batch_size,
                                               shard_size=args.shard_size, num_workers=args.num_workers,
                                               overwrite=args.overwrite, show_progress=False if args.quiet else None)
-    except ValueError as err:
-        raise ExplainError(str(err)) from err
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: run the same command again to resume (finished shards in {args.out} are kept)",
+              file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError) as err:
+        raise ExplainError(_one_line(err)) from err
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ExplainError(f"attribution failed: {first}") from err
-    say(f"Wrote {len(results)} examples in {results.manifest['shards_total']} shards to {args.out} "
-        f"(seed {results.manifest['seed']})")
+        raise ExplainError(f"attribution failed: {_one_line(err)}") from err
+    last = results.manifest["runs"][-1]
+    if last.get("shards_computed", 1) == 0:
+        say(f"Nothing to do: all {results.manifest['shards_total']} shards in {args.out} were already written")
+    else:
+        say(f"Wrote {last.get('examples_computed', len(results))} examples in {last.get('shards_computed')} shards "
+            f"to {args.out} ({len(results)} examples in all, seed {results.manifest['seed']})")
     return 0
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _floating_dtype(model: Any) -> torch.dtype:
+    """The dtype a folder's examples take: the model's first floating parameter's, else float32."""
+    for tensor in model.parameters() if isinstance(model, torch.nn.Module) else ():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def _resume_note(out: Path) -> str:
+    """What an earlier run left in ``out``, as the shards it recorded (checked by the run itself)."""
+    if not (out / "manifest.json").is_file():
+        return "Starting a new run"
+    try:
+        earlier = noisegrad.DatasetAttributions(out, verify=False)
+    except (ValueError, OSError):
+        return "Starting: the folder's manifest is checked by the run"
+    done = earlier.manifest["shards_total"] - len(earlier.missing)
+    return f"Resuming: {done} of {earlier.manifest['shards_total']} shards done"
+
+
+def _one_line(err: BaseException) -> str:
+    """An error's message in one line; from a data loader's worker, the worker's own error (its last line)."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if "Original Traceback" in str(err):
+        return lines[-1].split(": ", 1)[-1]
+    return lines[0] if not isinstance(err, OSError) or not err.filename else f"{err.filename}: {err.strerror}"

@@ -199,11 +199,6 @@ class LayerSetup:
             smoothing["noise_mask"] = one[self.mask]
         return (one[self.tokens],), method_kwargs, smoothing
 
-    @staticmethod
-    def clean(inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
-        """The inputs of a run without noise: a layer method needs no gradient of the inputs (token ids have none)."""
-        return inputs
-
 
 def layer_setup(model: Any, inputs: Tuple[Tensor, ...], names: Optional[Sequence[str]],
                 args: argparse.Namespace) -> LayerSetup:
@@ -298,16 +293,19 @@ def token_figures(out_dir: Path, result: Any, vocab: Optional[List[str]], method
 
     scores, ids, mask, target = result.token_scores, result.tokens, result.token_mask, result.target
     norm = ", l2 norm" if args.token_reduce == "l2" else ""
+    # with --targets, one figure per example and output: tokens_<i>_output<k>.png
+    columns = [(None, scores)] if result.outputs is None else [(k, scores[..., j]) for j, k in enumerate(result.outputs)]
     written = []
     for i in range(min(count, scores.shape[0])):
-        title = (f"example {i}{'' if target is None else f', target {int(target[i])}'}: {method} at "
-                 f"{args.noise_layer}{norm}")
         keep = torch.ones(ids.shape[1], dtype=torch.bool) if mask is None else mask[i] != 0
         if not bool(keep.any()):
             keep = torch.ones_like(keep)
         shown = ids[i][keep].tolist()
         tokens = [vocab[t] for t in shown] if vocab is not None else [str(t) for t in shown]
-        path = out_dir / f"tokens_{i}.png"
-        viz.plot_token_attr(tokens, scores[i][keep], title=title, save=path)
-        written.append(path)
+        for output, column in columns:
+            which = f", target {int(target[i])}" if target is not None else "" if output is None else f", output {output}"
+            title = f"example {i}{which}: {method} at {args.noise_layer}{norm}"
+            path = out_dir / (f"tokens_{i}.png" if output is None else f"tokens_{i}_output{output}.png")
+            viz.plot_token_attr(tokens, column[i][keep], title=title, save=path)
+            written.append(path)
     return written

@@ -26,26 +26,40 @@ __all__ = ["DataSource", "as_data_source", "shard_batches", "inputs_of", "label_
 DEFAULT_BATCH_SIZE = 32
 
 
-class DataSource:
-    """A map-style data set and how to load it: batch size, collate function and worker processes."""
+#: A data loader's options that a run keeps (its sampler, shuffling and batch size are replaced by the shards').
+_LOADER_OPTIONS = ("collate_fn", "num_workers", "worker_init_fn", "generator", "multiprocessing_context",
+                   "persistent_workers", "prefetch_factor", "timeout", "in_order")
 
-    def __init__(self, dataset: Dataset, batch_size: int, collate_fn: Any = None, num_workers: int = 0) -> None:
-        self.dataset, self.batch_size, self.collate_fn, self.num_workers = dataset, batch_size, collate_fn, num_workers
+
+class DataSource:
+    """A map-style data set and how to load it: batch size, and a data loader's options (collate function,
+    worker processes, their initialisation, ...)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, num_workers: int = 0, **options: Any) -> None:
+        self.dataset, self.batch_size, self.num_workers, self.options = dataset, batch_size, num_workers, options
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def batches(self, shards: Sequence[range], pin_memory: bool) -> Iterator[Tuple[int, List[int], Any]]:
+    def batches(self, shards: Sequence[range], pin_memory: bool, seed: int = 0
+                ) -> Iterator[Tuple[int, List[int], Any]]:
         """(shard position in ``shards``, example indices, collated batch) for every batch of ``shards``, in order.
 
         One loader serves all of them, so worker processes start once and read ahead across shard boundaries.
+        Its workers' seeds come from the data loader's generator if it had one, else from one seeded with
+        ``seed``: the global RNG does not move.
         """
         plan = [(position, batch) for position, shard in enumerate(shards)
                 for batch in shard_batches(shard, self.batch_size)]
         if not plan:
             return
-        loader = DataLoader(self.dataset, batch_sampler=[batch for _, batch in plan], collate_fn=self.collate_fn,
-                            num_workers=self.num_workers, pin_memory=pin_memory)
+        options = dict(self.options)
+        if options.get("generator") is None:
+            options["generator"] = torch.Generator().manual_seed(seed)
+        if self.num_workers == 0:  # options of worker processes are refused by DataLoader without workers
+            options = {k: v for k, v in options.items() if k in ("collate_fn", "generator", "in_order")}
+        loader = DataLoader(self.dataset, batch_sampler=[batch for _, batch in plan], num_workers=self.num_workers,
+                            pin_memory=pin_memory, **options)
         for (position, indices), batch in zip(plan, loader):
             yield position, indices, batch
 
@@ -56,13 +70,19 @@ def as_data_source(data: Any, batch_size: Optional[int], num_workers: Optional[i
     A data loader gives its data set, batch size, collate function and worker count; its sampler is not used,
     since every example is visited once, in shards, whatever the order.
     """
-    collate_fn = None
+    options: Dict[str, Any] = {}
     if isinstance(data, DataLoader):
+        if data.batch_sampler is None:
+            raise ValueError("dataset_or_dataloader is a DataLoader with batch_size=None (no batching): its collate "
+                             "function does not stack examples into batches; give a DataLoader with a batch size, "
+                             "or the data set itself with batch_size=")
         loader_batch = data.batch_size if data.batch_size is not None else getattr(data.batch_sampler, "batch_size",
                                                                                   None)
         batch_size = batch_size if batch_size is not None else loader_batch
         num_workers = num_workers if num_workers is not None else data.num_workers
-        collate_fn, data = data.collate_fn, data.dataset
+        options = {name: getattr(data, name) for name in _LOADER_OPTIONS if hasattr(data, name)}
+        options.pop("num_workers")
+        data = data.dataset
     if isinstance(data, Tensor):
         data = TensorDataset(data)
     if isinstance(data, IterableDataset):
@@ -71,8 +91,8 @@ def as_data_source(data: Any, batch_size: Optional[int], num_workers: Optional[i
     if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         raise TypeError("dataset_or_dataloader must be a torch Dataset with __len__ and __getitem__, a DataLoader "
                         f"over one, or a tensor of examples; got {type(data).__name__}")
-    return DataSource(data, DEFAULT_BATCH_SIZE if batch_size is None else batch_size, collate_fn,
-                      0 if num_workers is None else num_workers)
+    return DataSource(data, DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+                      0 if num_workers is None else num_workers, **options)
 
 
 def shard_batches(shard: range, batch_size: int) -> Iterator[List[int]]:
@@ -111,6 +131,8 @@ def to_device(value: Any, device: torch.device) -> Any:
     """``value`` with every tensor in it on ``device`` (without waiting, from pinned memory)."""
     if isinstance(value, Tensor):
         return value.to(device, non_blocking=True)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(to_device(v, device) for v in value))
     if isinstance(value, (tuple, list)):
         return type(value)(to_device(v, device) for v in value)
     if isinstance(value, dict):

@@ -14,63 +14,43 @@ Examples
 'shard-000003.safetensors'
 """
 
-import hashlib
 import json
 import os
 import platform
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor
+from noisegrad.datasets._shard_file import atomic_file
 
-from noisegrad.datasets._shard_file import as_numpy, atomic_file
-
-__all__ = ["FORMAT", "VERSION", "MANIFEST", "shard_file_name", "describe", "differences", "versions",
-           "read_manifest", "write_manifest", "append_journal", "journal_records", "remove_run_files"]
+__all__ = ["FORMAT", "VERSION", "MANIFEST", "shard_file_name", "differences", "versions", "read_manifest",
+           "write_manifest", "append_journal", "journal_records", "is_record", "remove_run_files"]
 
 FORMAT, VERSION = "noisegrad.attribute_dataset", 1
 MANIFEST = "manifest.json"
 _JOURNALS = "journal"
-_RECORD_KEYS = ("shard", "file", "first", "stop", "sha256", "bytes")
+#: What a finished shard's record must hold, and of which type.
+_RECORD_TYPES = {"shard": int, "file": str, "first": int, "stop": int, "sha256": str, "bytes": int}
+#: The manifest's fields a run reads, and their types.
+_MANIFEST_TYPES = {"identity": dict, "seed": int, "examples": int, "shard_size": int, "shards_total": int,
+                   "shards": list, "runs": list}
 
 
 def shard_file_name(index: int) -> str:
     return f"shard-{index:06d}.safetensors"
 
 
-def describe(value: Any) -> Any:
-    """``value`` as JSON: plain values as they are, a tensor by its shape, dtype and SHA-256, a function by name.
-
-    Examples
-    --------
-    >>> describe({"n_steps": 8, "baselines": torch.zeros(2)})["baselines"]["shape"]
-    [2]
-    """
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Tensor):
-        digest = hashlib.sha256(as_numpy(value).tobytes()).hexdigest()
-        return {"shape": list(value.shape), "dtype": str(value.dtype), "sha256": digest}
-    if isinstance(value, (tuple, list)):
-        return [describe(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): describe(v) for k, v in value.items()}
-    if callable(value):
-        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
-    return repr(value)
-
-
-def differences(stored: Any, now: Any, where: str = "") -> List[str]:
+def differences(stored: Any, now: Any, where: str = "", labels: Tuple[str, str] = ("in the folder", "now")
+                ) -> List[str]:
     """What differs between two identities, as ``"key: <stored> in the folder, <now> now"`` lines."""
     if isinstance(stored, dict) and isinstance(now, dict):
         found: List[str] = []
         for key in sorted(set(stored) | set(now)):
-            found += differences(stored.get(key), now.get(key), f"{where}.{key}" if where else key)
+            found += differences(stored.get(key), now.get(key), f"{where}.{key}" if where else key, labels)
         return found
     if stored == now:
         return []
-    return [f"{where}: {_short(stored)} in the folder, {_short(now)} now"]
+    return [f"{where}: {_short(stored)} {labels[0]}, {_short(now)} {labels[1]}"]
 
 
 def _short(value: Any) -> str:
@@ -102,14 +82,30 @@ def read_manifest(folder: Path) -> Optional[Dict[str, Any]]:
         return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
+    except (ValueError, RecursionError) as err:
         raise ValueError(f"{path} is not JSON ({err}); it was not written by noisegrad.attribute_dataset, or is "
                          "damaged: give another folder, or overwrite=True to start afresh") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path} is not a noisegrad.attribute_dataset manifest; give another folder")
     if manifest.get("version") != VERSION:
         raise ValueError(f"{path} has format version {manifest.get('version')!r}; this noisegrad reads {VERSION}")
+    for key, kind in _MANIFEST_TYPES.items():
+        value = manifest.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{path} is damaged: its {key!r} is {_short(value)}, not a {kind.__name__}; give "
+                             "another folder, or overwrite=True to start afresh")
+    bad = [record for record in manifest["shards"] if not is_record(record)]
+    if bad:
+        raise ValueError(f"{path} is damaged: a shard record is {_short(bad[0])}; give another folder, or "
+                         "overwrite=True to start afresh")
     return manifest
+
+
+def is_record(record: Any) -> bool:
+    """Whether ``record`` is a finished shard's record: each of its fields there, of its type."""
+    return isinstance(record, dict) and all(
+        isinstance(record.get(key), kind) and not isinstance(record.get(key), bool)
+        for key, kind in _RECORD_TYPES.items())
 
 
 def write_manifest(folder: Path, manifest: Dict[str, Any]) -> None:
@@ -123,8 +119,14 @@ def append_journal(folder: Path, rank: int, record: Dict[str, Any]) -> None:
     """Append one finished shard's record to this rank's journal, flushed to disk before returning."""
     journals = folder / _JOURNALS
     journals.mkdir(exist_ok=True)
-    with open(journals / f"rank-{rank}.jsonl", "a", encoding="utf-8") as file:
-        file.write(json.dumps(record, sort_keys=True) + "\n")
+    path = journals / f"rank-{rank}.jsonl"
+    with open(path, "a+b") as file:
+        file.seek(0, os.SEEK_END)
+        if file.tell() > 0:  # a line cut short by a kill must not swallow this record
+            file.seek(-1, os.SEEK_END)
+            if file.read(1) != b"\n":
+                file.write(b"\n")
+        file.write(json.dumps(record, sort_keys=True).encode("utf-8") + b"\n")
         file.flush()
         os.fsync(file.fileno())
 
@@ -133,18 +135,33 @@ def journal_records(folder: Path) -> List[Dict[str, Any]]:
     """Every complete record in the journals (a line cut short by a kill is skipped)."""
     records = []
     for path in sorted((folder / _JOURNALS).glob("rank-*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_bytes().split(b"\n"):
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = json.loads(line.decode("utf-8"))
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
                 continue
-            if isinstance(record, dict) and all(key in record for key in _RECORD_KEYS):
+            if is_record(record):
                 records.append(record)
     return records
 
 
 def remove_run_files(folder: Path) -> None:
-    """Delete what a run wrote in ``folder`` (shards, manifest, journals, temporary files), nothing else."""
+    """Delete what a run wrote in ``folder`` (shards, manifest, journals, temporary files), nothing else.
+
+    Raises
+    ------
+    ValueError
+        If ``folder`` holds a ``manifest.json`` that noisegrad did not write (nothing is deleted then).
+    """
+    path = folder / MANIFEST
+    if path.exists():
+        try:
+            ours = json.loads(path.read_bytes()).get("format") == FORMAT
+        except (ValueError, RecursionError, AttributeError):
+            ours = False
+        if not ours:
+            raise ValueError(f"{path} was not written by noisegrad.attribute_dataset: overwrite deletes only a "
+                             "run's own files; give another folder")
     for pattern in ("shard-*.safetensors", ".shard-*.tmp", MANIFEST, f".{MANIFEST}.*.tmp"):
         for path in folder.glob(pattern):
             path.unlink()

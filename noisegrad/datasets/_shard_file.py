@@ -151,26 +151,49 @@ class ShardFile:
             raw = file.read(length)
         try:
             header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as err:
-            raise CorruptShard(f"{self.path}: its header is not JSON ({err})") from None
-        self.metadata: Dict[str, str] = header.pop("__metadata__", {}) if isinstance(header, dict) else {}
-        self._entries = header
+        except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+            raise CorruptShard(f"{self.path}: its header is not JSON ({str(err)[:80]})") from None
+        if not isinstance(header, dict):
+            raise CorruptShard(f"{self.path}: its header is a JSON {type(header).__name__}, not an object")
+        metadata = header.pop("__metadata__", {})
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise CorruptShard(f"{self.path}: its header's __metadata__ is not an object of strings")
+        self.metadata: Dict[str, str] = metadata
+        self._entries = {name: self._checked_entry(name, entry) for name, entry in header.items()}
         self._start = 8 + length
-        ends = [self._check_entry(name, entry) for name, entry in header.items()]
-        if self._start + max(ends, default=0) != size:
-            raise CorruptShard(f"{self.path} is {size} bytes but its header describes "
-                               f"{self._start + max(ends, default=0)}: truncated or damaged")
-        self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+        spans = sorted(entry["data_offsets"] for entry in self._entries.values())
+        end = 0
+        for begin, stop in spans:  # the tensors tile the data: no overlap, no gap
+            if begin != end:
+                raise CorruptShard(f"{self.path}: its tensors' byte ranges {'overlap' if begin < end else 'leave a gap'}"
+                                   f" at byte {min(begin, end)}")
+            end = stop
+        if self._start + end != size:
+            raise CorruptShard(f"{self.path} is {size} bytes but its header describes {self._start + end}: "
+                               "truncated or damaged")
+        self._map = np.memmap(self.path, dtype=np.uint8, mode="r") if size > self._start else np.zeros(0, np.uint8)
 
-    def _check_entry(self, name: str, entry: Any) -> int:
-        try:
-            dtype, shape, (begin, end) = entry["dtype"], [int(n) for n in entry["shape"]], entry["data_offsets"]
-            expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(_NUMPY[dtype]).itemsize
-        except (KeyError, TypeError, ValueError) as err:
-            raise CorruptShard(f"{self.path}: the header's entry for {name!r} is not a tensor's ({err})") from None
-        if end - begin != expected or begin < 0:
-            raise CorruptShard(f"{self.path}: {name!r} has {end - begin} bytes, its shape {shape} needs {expected}")
-        return int(end)
+    def _checked_entry(self, name: str, entry: Any) -> Dict[str, Any]:
+        """A header entry whose dtype is known, shape non-negative ints, offsets two ints as long as the shape."""
+        def ints(value: Any) -> bool:
+            return isinstance(value, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                   for n in value)
+        if not isinstance(entry, dict) or entry.get("dtype") not in _NUMPY or not ints(entry.get("shape")) \
+                or not ints(entry.get("data_offsets")) or len(entry["data_offsets"]) != 2:
+            raise CorruptShard(f"{self.path}: the header's entry for {name!r} is not a tensor's "
+                               "(a known dtype, a shape and two offsets, all integers >= 0)")
+        begin, end = entry["data_offsets"]
+        itemsize = np.dtype(_NUMPY[entry["dtype"]]).itemsize
+        expected = int(np.prod(entry["shape"], dtype=object)) * itemsize  # Python ints: no overflow
+        if end - begin != expected:
+            raise CorruptShard(f"{self.path}: {name!r} has {end - begin} bytes, its shape {entry['shape']} needs "
+                               f"{expected}")
+        return entry
+
+    def close(self) -> None:
+        """Let go of the memory map (the last reference: its file descriptor is closed); rows copied out before
+        stay valid."""
+        self._map = np.zeros(0, np.uint8)
 
     @property
     def names(self) -> List[str]:

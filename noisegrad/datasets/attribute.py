@@ -4,7 +4,9 @@ number of processes.
 The data set is cut into shards of ``shard_size`` consecutive examples; shard ``k`` holds examples
 ``k·shard_size … (k+1)·shard_size − 1`` whoever computes it. A run
 
-1. checks the folder (rank 0): a manifest made with another configuration is refused unless ``overwrite=True``;
+1. checks that every rank computes the same thing (the identity: method and its state, configuration, forward
+   function, extractors, target, model weights, data set), then the folder (rank 0): a manifest with finished shards
+   made with another identity is refused unless ``overwrite=True``;
 2. finds the shards already done: each one the manifest or a journal claims is checked against its SHA-256 (the
    ranks share the reading), and one that is missing, truncated or damaged is computed again;
 3. gives each rank every ``world``-th of the shards still to do, so no example is left out or done twice;
@@ -21,11 +23,12 @@ import secrets
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Set, Union
 
 import torch
 from torch import Tensor
 
+from noisegrad import plan
 from noisegrad._caller import user_stacklevel
 from noisegrad._progress import progress_bar
 from noisegrad._validate import as_int
@@ -33,6 +36,7 @@ from noisegrad.config import SmoothingConfig
 from noisegrad.datasets import _manifest as manifest_io
 from noisegrad.datasets._batches import DataSource, as_data_source, as_fields, to_device
 from noisegrad.datasets._explainer import BatchExplainer, check_target
+from noisegrad.datasets._identity import data_fingerprint
 from noisegrad.datasets._ranks import Ranks, join, my_share
 from noisegrad.datasets._shard_file import file_sha256, write_shard
 from noisegrad.datasets.loader import DatasetAttributions
@@ -71,8 +75,9 @@ def attribute_dataset(
         The model must already be on the device it should run on (under torchrun, ``cuda:LOCAL_RANK``).
     dataset_or_dataloader : Dataset, DataLoader or Tensor
         A map-style data set whose item ``i`` is a tensor or ``(inputs, label, ...)``; a data loader gives its
-        batch size, collate function and workers (its sampler is not used); a tensor is a data set of its rows.
-        Each example's noise is keyed by its index ``i``.
+        batch size, collate function, workers and their options (its sampler is not used); a tensor is a data set
+        of its rows. Each example's noise is keyed by its index ``i``. Its length and first, middle and last
+        examples are part of the folder's identity.
     out : str or path
         The folder of shards and ``manifest.json`` (created if missing; shared by every process of the run).
     config : SmoothingConfig, optional
@@ -81,9 +86,11 @@ def attribute_dataset(
         depends on the batch).
     method_kwargs : dict, optional
         With a Captum method: arguments of its ``attribute`` (``n_steps``, ``baselines``, ...).
-    target : None, int, "label", "pred" or callable
-        What to explain: Captum's ``target`` for every example, each example's label (its second element),
-        the model's top output, or a function of the collated batch. Stored in the shards as ``target``.
+    target : None, int, Tensor, "label", "pred" or callable
+        What to explain: Captum's ``target`` for every example, one class index per example of the data set (a
+        tensor of its length), each example's label (its second element), the model's top output (on the inputs
+        and additional arguments the method sees), or a function of the collated batch. Stored in the shards as
+        ``target``.
     batch_size : int, optional
         Examples per call (default: the data loader's, else 32). Results do not depend on it beyond float
         rounding (with ``nt_samples="auto"``, also on when a batch is checked); keep it fixed to resume bit for bit.
@@ -105,8 +112,9 @@ def attribute_dataset(
     Raises
     ------
     ValueError
-        If ``out`` holds a run made with another method, configuration, seed, model, target, data set size or
-        shard size (the message lists what differs), unless ``overwrite=True``.
+        If ``out`` holds finished shards of a run made with another method (or method state), configuration,
+        seed, model, forward function, extractor, target, data set or shard size (the message lists what
+        differs), unless ``overwrite=True``; or if the ranks of the run compute different things.
 
     Examples
     --------
@@ -122,7 +130,6 @@ def attribute_dataset(
     (torch.Size([4]), [8, 8], True)
     """
     # ---- every argument checked before any work
-    check_target(target)
     explain = BatchExplainer(method_or_config, config, method_kwargs, target)
     source = as_data_source(dataset_or_dataloader,
                             None if batch_size is None else as_int("batch_size", batch_size, least=1),
@@ -132,16 +139,23 @@ def attribute_dataset(
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
     if show_progress is not None and not isinstance(show_progress, bool):
         raise TypeError(f"show_progress must be True, False or None, got {show_progress!r}")
-    if not isinstance(out, (str, os.PathLike)):
-        raise TypeError(f"out must be a folder path (str or os.PathLike), got {type(out).__name__}")
+    if not isinstance(out, (str, os.PathLike)) or not str(out):
+        raise TypeError(f"out must be a folder path (a non-empty str or os.PathLike), got {out!r}")
     examples = len(source)
     if examples == 0:
         raise ValueError("the data set is empty: there is nothing to attribute")
+    check_target(target, examples)
     folder = Path(out)
     device = _model_device(explain.model)
+    identity = dict(explain.identity(explain.config.seed),
+                    data=dict(data_fingerprint(source.dataset), shard_size=shard_size))
     ranks = join(device)
     try:
-        manifest = _open_folder(ranks, folder, explain, examples, shard_size, source, overwrite)
+        _same_on_every_rank(ranks, identity)
+        budgets = ranks.gather(plan._auto_budget(device) if explain.wants_memory_budget() else None)
+        budget = None if budgets[0] is None else min(budgets)
+        manifest = _open_folder(ranks, folder, identity, examples, shard_size, source, budget, overwrite)
+        explain.memory_budget = manifest.get("memory_budget")
         done = _verified_shards(ranks, folder, manifest)
         shards = [range(k * shard_size, min((k + 1) * shard_size, examples))
                   for k in range(-(-examples // shard_size))]
@@ -168,13 +182,24 @@ def _model_device(model: Any) -> torch.device:
 # --------------------------------------------------------------------------- 1. the folder
 
 
-def _open_folder(ranks: Ranks, folder: Path, explain: BatchExplainer, examples: int, shard_size: int,
-                 source: DataSource, overwrite: bool) -> Dict[str, Any]:
+def _same_on_every_rank(ranks: Ranks, identity: Dict[str, Any]) -> None:
+    """Refuse, on every rank, a run whose ranks would compute different things (another model, data, config)."""
+    identities = ranks.gather(identity)
+    for rank, other in enumerate(identities):
+        found = manifest_io.differences(identities[0], other, labels=("on rank 0", f"on rank {rank}"))
+        if found:
+            raise ValueError(f"rank {rank} of {ranks.world} computes something else than rank 0 ("
+                             + "; ".join(found) + "): every process "
+                             "of a run must get the same model, method, configuration, target and data set")
+
+
+def _open_folder(ranks: Ranks, folder: Path, identity: Dict[str, Any], examples: int, shard_size: int,
+                 source: DataSource, budget: Optional[int], overwrite: bool) -> Dict[str, Any]:
     """Rank 0 checks (or starts) the folder's manifest; every rank gets it, or rank 0's refusal as its own."""
     outcome: Any = None
     if ranks.rank == 0:
         try:
-            outcome = _check_folder(folder, explain, examples, shard_size, source, overwrite, ranks.world)
+            outcome = _check_folder(folder, identity, examples, shard_size, source, budget, overwrite, ranks.world)
         except (ValueError, TypeError, OSError) as err:
             outcome = err
     outcome = ranks.share_from_0(outcome)
@@ -183,36 +208,41 @@ def _open_folder(ranks: Ranks, folder: Path, explain: BatchExplainer, examples: 
     return outcome
 
 
-def _check_folder(folder: Path, explain: BatchExplainer, examples: int, shard_size: int, source: DataSource,
-                  overwrite: bool, world: int) -> Dict[str, Any]:
+def _check_folder(folder: Path, identity: Dict[str, Any], examples: int, shard_size: int, source: DataSource,
+                  budget: Optional[int], overwrite: bool, world: int) -> Dict[str, Any]:
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"out '{folder}' exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
-    stored = None if overwrite else manifest_io.read_manifest(folder)
     if overwrite:
         manifest_io.remove_run_files(folder)
+    stored = manifest_io.read_manifest(folder)
+    if stored is not None and not stored["shards"] and not manifest_io.journal_records(folder):
+        stored = None  # a run that failed before finishing any shard: nothing to keep, so nothing to protect
     elif stored is None and any(folder.glob("shard-*.safetensors")):
         raise ValueError(f"out '{folder}' holds shard files but no manifest.json: give another folder, or "
-                         "overwrite=True to delete them and start afresh")
-    seed = explain.config.seed
-    if seed is None:  # chosen once, then the folder's: a resumed run draws the same noise
-        seed = stored["seed"] if stored is not None else secrets.randbits(62)
-    identity = dict(explain.identity(seed), data={"examples": examples, "shard_size": shard_size})
+                         "overwrite=True (--overwrite) to delete them and start afresh")
+    identity = dict(identity)
+    if identity["config"]["seed"] is None:  # chosen once, then the folder's: a resumed run draws the same noise
+        identity["config"] = dict(identity["config"], seed=stored["seed"] if stored is not None
+                                  else secrets.randbits(62))
     if stored is not None:
         found = manifest_io.differences(stored["identity"], identity)
         if found:
             raise ValueError(f"out '{folder}' holds a run made with another configuration ("
-                             + "; ".join(found) + "): give another folder, or overwrite=True to delete its "
-                             "shards and start afresh")
+                             + "; ".join(found) + "): give another folder, or overwrite=True (--overwrite) to "
+                             "delete its shards and start afresh")
+        budget = stored.get("memory_budget", budget)
     run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "world_size": world, "batch_size": source.batch_size,
            "versions": manifest_io.versions()}
     manifest = {
-        "format": manifest_io.FORMAT, "version": manifest_io.VERSION, "identity": identity, "seed": seed,
-        "examples": examples, "shard_size": shard_size, "shards_total": -(-examples // shard_size),
-        "versions": manifest_io.versions(), "complete": False,
+        "format": manifest_io.FORMAT, "version": manifest_io.VERSION, "identity": identity,
+        "seed": identity["config"]["seed"], "examples": examples, "shard_size": shard_size,
+        "shards_total": -(-examples // shard_size), "versions": manifest_io.versions(), "complete": False,
         "shards": stored["shards"] if stored is not None else [],
         "runs": (stored["runs"] if stored is not None else []) + [run],
     }
+    if budget is not None:  # nt_samples_batch_size="auto": the folder's chunking, whatever memory is free later
+        manifest["memory_budget"] = budget
     manifest_io.write_manifest(folder, manifest)
     return manifest
 
@@ -257,28 +287,32 @@ def _compute(ranks: Ranks, folder: Path, explain: BatchExplainer, source: DataSo
     enabled = False if ranks.rank != 0 else show_progress
     cuda = device.type == "cuda"
     parts: List[Dict[str, Tensor]] = []
+    copying: Set[torch.device] = set()  # the CUDA devices whose results are being copied to the host
     started = time.perf_counter()
+    seed = manifest["seed"]
     with progress_bar(total, label, unit="ex", enabled=enabled) as bar:
-        for position, indices, batch in source.batches([shard for _, shard in mine], pin_memory=cuda):
+        for position, indices, batch in source.batches([shard for _, shard in mine], pin_memory=cuda, seed=seed):
             batch = to_device(batch, device)
             ids = torch.tensor(indices, dtype=torch.int64).to(device, non_blocking=True)
-            target = explain.batch_target(batch)
-            result = explain(batch, target, ids, manifest["seed"])
-            parts.append({name: _to_host(value, cuda) for name, value in as_fields(result, ids, target).items()})
+            target = explain.batch_target(batch, ids, seed)
+            result = explain(batch, target, ids, seed)
+            fields = as_fields(result, ids, target)
+            copying.update(value.device for value in fields.values() if value.device.type == "cuda")
+            parts.append({name: _to_host(value) for name, value in fields.items()})
             bar.update(len(indices))
             k, shard = mine[position]
             if indices[-1] == shard.stop - 1:  # the shard's last batch
-                if cuda:
-                    torch.cuda.current_stream(device).synchronize()  # the copies to the host have landed
+                for where in copying:  # the copies to the host have landed, from every device (a split model)
+                    torch.cuda.synchronize(where)
                 records.append(_write(folder, k, shard, parts, manifest, ranks.rank, source.batch_size,
                                       time.perf_counter() - started))
-                parts, started = [], time.perf_counter()
+                parts, copying, started = [], set(), time.perf_counter()
     return records
 
 
-def _to_host(value: Tensor, cuda: bool) -> Tensor:
+def _to_host(value: Tensor) -> Tensor:
     """A batch's result on the host: from CUDA, an asynchronous copy into pinned memory (no wait per batch)."""
-    if not cuda or value.device.type != "cuda":
+    if value.device.type != "cuda":
         return value.detach().to("cpu")
     host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
     return host.copy_(value.detach(), non_blocking=True)
@@ -292,7 +326,9 @@ def _write(folder: Path, k: int, shard: range, parts: List[Dict[str, Tensor]], m
                 "seed": str(manifest["seed"])}
     digest, size = write_shard(folder / name, tensors, metadata)
     record = {"shard": k, "file": name, "first": shard.start, "stop": shard.stop, "sha256": digest, "bytes": size,
-              "rank": rank, "batch_size": batch_size, "seconds": round(seconds, 3)}
+              "rank": rank, "batch_size": batch_size, "seconds": round(seconds, 3),
+              "fields": {field: {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape[1:])}
+                         for field, t in tensors.items()}}
     manifest_io.append_journal(folder, rank, record)
     return record
 
@@ -309,6 +345,9 @@ def _complete(ranks: Ranks, folder: Path, manifest: Dict[str, Any], done: Dict[i
     if ranks.rank == 0:
         manifest["shards"] = [everything[k] for k in sorted(everything)]
         manifest["complete"] = len(everything) == shards_total
-        manifest["runs"][-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        manifest["runs"][-1].update(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), shards_kept=len(done),
+                                    shards_computed=len(everything) - len(done),
+                                    examples_computed=sum(everything[k]["stop"] - everything[k]["first"]
+                                                          for k in everything if k not in done))
         manifest_io.write_manifest(folder, manifest)
     ranks.gather(None)  # a barrier: the manifest is complete when any rank returns

@@ -10,6 +10,7 @@ from noisegrad import _captum
 from noisegrad._call import call_wrapped
 from noisegrad._state import seed_global_rngs
 from noisegrad.expand import ChunkKwargs, select_examples
+from noisegrad.objective import Objective, with_objective
 from noisegrad.perturb.inputs import InputNoise
 from noisegrad.stats.tally import Chunk
 
@@ -40,6 +41,15 @@ class NestedEstimator:
         so what the method draws follows the sample, not the chunk, and the
         result does not depend on the chunk size (nor on out-of-memory
         halving).
+    outputs : tuple of int, optional
+        Several outputs at once: every copy's attribution gets a last dimension K.
+    times_input : {None, "clean", "noisy"}
+        Each copy's attribution times the clean input or its own noisy
+        input, before it is a sample (so every statistic, standard error and
+        stopping rule sees the product).
+    objective : callable, optional
+        ``g(model, inputs, targets)``: the method attributes its scores
+        (:func:`noisegrad.objective.with_objective`).
     """
 
     splits_itself: int
@@ -54,17 +64,22 @@ class NestedEstimator:
         baseline_seed: Optional[int] = None,
         sample_seed: Optional[Callable[[int], int]] = None,
         outputs: Optional[Tuple[int, ...]] = None,
+        times_input: Optional[str] = None,
+        objective: Optional[Objective] = None,
     ) -> None:
         if return_delta:
             kwargs = dict(kwargs, return_convergence_delta=True)
         self.method = perturbation.prepare(_captum.lean(method))
+        if objective is not None:  # around what the perturbation prepared (a private model copy, a watched forward)
+            self.method, kwargs = with_objective(self.method, objective, kwargs, perturbation.inputs,
+                                                 is_inputs_tuple)
         self.is_gradient_method = isinstance(method, GradientAttribution)
         self.perturbation, self.is_inputs_tuple, self.return_delta = perturbation, is_inputs_tuple, return_delta
         self.kwargs, self.baseline_seed, self.sample_seed = kwargs, baseline_seed, sample_seed
         # GradientShap and DeepLiftShap sample or average over their baselines: never one row per example
         self.baseline_distribution = _captum.takes_baseline_distribution(method) or baseline_seed is not None
         self.chunk_kwargs = self._chunk_kwargs()
-        self.outputs = outputs
+        self.outputs, self.times_input = outputs, times_input
         self.rows_per_copy = _captum.rows_per_copy(method, kwargs) * (len(outputs) if outputs else 1)
         if hasattr(perturbation, "rows_per_copy"):  # weight noise: how many rows per draw a forward would hold
             perturbation.rows_per_copy = self.rows_per_copy
@@ -98,6 +113,7 @@ class NestedEstimator:
 
     def _attribute(self, sample_ids: range) -> Chunk:
         rows = self.perturbation.rows(sample_ids)
+        noisy = rows
         n, batch = len(sample_ids), rows[0].shape[0] // len(sample_ids)
         expanded = sample_ids
         if self.outputs is not None:  # every copy once per output, output-major: one forward, K gradients
@@ -122,11 +138,32 @@ class NestedEstimator:
         if self.outputs is not None:
             by_sample = tuple(_outputs_last(a, len(self.outputs)) for a in by_sample)
             deltas = None if deltas is None else _outputs_last(deltas, len(self.outputs)).transpose(2, 3)
+        if self.times_input is not None:
+            by_sample = self._times_input(by_sample, noisy, n, batch)
         return Chunk(
             by_sample,
             deltas,
             tuple(a._base is None for a in by_sample),  # a fresh (non-view) attribution is ours to centre in place
         )
+
+    def _times_input(self, by_sample: Tuple[Tensor, ...], noisy: Tuple[Tensor, ...], n: int, batch: int,
+                     ) -> Tuple[Tensor, ...]:
+        """Each copy's attribution ``(n, batch, ...[, K])`` times the clean inputs or its noisy rows."""
+        if len(by_sample) != len(noisy):
+            raise ValueError(f"times_input multiplies one attribution per input tensor; the method returned "
+                             f"{len(by_sample)} for {len(noisy)} inputs")
+        out = []
+        for a, clean, rows in zip(by_sample, self.perturbation.inputs, noisy):
+            factor = clean.unsqueeze(0) if self.times_input == "clean" else rows.detach().reshape(
+                (n, batch) + tuple(rows.shape[1:]))
+            shape = a.shape[1:a.dim() - 1] if self.outputs is not None else a.shape[1:]
+            if tuple(shape) != tuple(clean.shape):
+                raise ValueError(f"times_input needs attributions shaped like the inputs, got {tuple(shape)} for "
+                                 f"inputs of shape {tuple(clean.shape)}")
+            if self.outputs is not None:
+                factor = factor.unsqueeze(-1)
+            out.append(a * factor)
+        return tuple(out)
 
     def select(self, keep: Tensor) -> None:
         running = self.perturbation.inputs[0].shape[0]

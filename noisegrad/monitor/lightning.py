@@ -36,12 +36,14 @@ class AttributionMonitorCallback(Callback):
     Parameters
     ----------
     method : Captum Attribution, or an Attribution class
-        A class (``Saliency``) is built on the LightningModule being trained.
+        A class (``Saliency``) is built on the LightningModule being trained;
+        an instance must be built on it or a part of it (``Saliency(module.net)``).
     inputs, target
         The probe batch; moved to the module's device when fitting starts.
     every_n_steps : int, optional
-        A snapshot when fitting starts (step 0) and after every
-        ``every_n_steps``-th optimizer step (``trainer.global_step``).
+        A snapshot when fitting starts (step 0: the model before any update)
+        and after every ``every_n_steps``-th optimizer step
+        (``trainer.global_step``).
     at_epoch_end : bool
         Also a snapshot at the end of every training epoch.
     **monitor_kwargs
@@ -85,8 +87,9 @@ class AttributionMonitorCallback(Callback):
             raise ValueError("give every_n_steps= or at_epoch_end=True: otherwise the callback never takes a snapshot")
         taken = sorted({"every", "writer", "log_dir", "sinks"} & set(monitor_kwargs))
         if taken:
-            raise TypeError(f"{taken}: the callback takes snapshots when the trainer says and records through its "
-                            "logger; use every_n_steps= / at_epoch_end=")
+            raise TypeError(f"AttributionMonitorCallback takes no {', '.join(name + '=' for name in taken)}: it takes "
+                            "snapshots when the trainer says and records through its logger; use every_n_steps= / "
+                            "at_epoch_end=")
         self.at_epoch_end = at_epoch_end
         self._method, self._inputs, self._target, self._kwargs = method, inputs, target, monitor_kwargs
         self.monitor: Optional[AttributionMonitor] = None
@@ -101,8 +104,7 @@ class AttributionMonitorCallback(Callback):
         kwargs = dict(self._kwargs)
         if "masks" in kwargs:
             kwargs["masks"] = _to(kwargs["masks"], device)
-        if isinstance(self._method, type):
-            kwargs.setdefault("model", pl_module)
+        kwargs.setdefault("model", pl_module)  # a method built on another model is refused
         self.monitor = AttributionMonitor(self._method, _to(self._inputs, device), _to(self._target, device),
                                           every=self.every_n_steps or 1, sinks=[_logger_sink(trainer, kwargs)],
                                           **kwargs)

@@ -4,8 +4,8 @@ Every function takes attributions shaped ``(batch, ...)`` — a tensor, or a
 tuple of tensors for several inputs, whose elements then count together — and
 returns one float64 value per example. They read magnitudes, ``|attribution|``:
 what the model looks at, whatever the sign. Values that are undefined (the
-concentration of an all-zero map, the rank correlation with a constant map)
-are NaN.
+concentration of an all-zero map, the rank correlation with a constant map,
+the share on an empty mask) are NaN.
 
 A map with a value that is not finite (NaN, ±inf) has no metric: NaN for
 that example, whatever the others hold.
@@ -70,13 +70,17 @@ def mask_share(attributions: Attributions, masks: Attributions) -> Tensor:
     ----------
     attributions : Tensor or tuple of Tensor
     masks : Tensor or tuple of Tensor
-        One per attribution tensor, each broadcasting to it (e.g. ``(batch, 1, H, W)``
-        for ``(batch, C, H, W)`` maps); booleans, or weights in [0, 1].
+        One per attribution tensor, with as many dimensions, each of the
+        attribution's size or 1 (e.g. ``(batch, 1, H, W)`` for ``(batch, C, H,
+        W)`` maps, ``(batch, tokens, 1)`` for ``(batch, tokens, hidden)``);
+        booleans, or numbers that are all 0 or 1.
 
     Returns
     -------
     Tensor
-        ``(batch,)`` float64 in [0, 1]; an example with no attribution at all counts 0.
+        ``(batch,)`` float64 in [0, 1]. An example whose mask is empty has no
+        share: NaN (a mean over examples should leave it out); an example with
+        no attribution at all counts 0.
 
     Examples
     --------
@@ -89,15 +93,40 @@ def mask_share(attributions: Attributions, masks: Attributions) -> Tensor:
         raise ValueError(f"masks must have one tensor per attribution tensor ({len(tensors)}), got {len(mask_tensors)}")
     expanded = []
     for i, (attr, mask) in enumerate(zip(tensors, mask_tensors)):
+        if mask.dim() != attr.dim():
+            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} has {mask.dim()} dimensions and the "
+                             f"attributions' shape {tuple(attr.shape)} {attr.dim()}: give a mask with one dimension "
+                             f"per attribution dimension, of size 1 where it is the same for all (e.g. masks[..., None] "
+                             f"for one mask value per token of (batch, tokens, hidden) attributions)")
         try:
-            expanded.append(mask.to(device=attr.device, dtype=torch.float64).expand_as(attr))
+            expanded.append(zero_one(mask, f"masks[{i}]").to(device=attr.device).expand_as(attr))
         except RuntimeError:
             raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} does not broadcast to the attributions' "
                              f"shape {tuple(attr.shape)}") from None
     mass = magnitudes(tensors)
-    on_mask = (mass * magnitudes(tuple(expanded))).sum(dim=1)
+    on = torch.cat([m.reshape(m.shape[0], -1) for m in expanded], dim=1)
+    on_mask = torch.where(on, mass, torch.zeros_like(mass)).sum(dim=1)
     total = mass.sum(dim=1)
-    return torch.where(total > 0, on_mask / total.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(total))
+    share = torch.where(total > 0, on_mask / total.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(total))
+    return torch.where(on.any(dim=1), share, math.nan)
+
+
+def zero_one(mask: Tensor, name: str) -> Tensor:
+    """``mask`` as booleans, if it holds only 0 and 1; else an error naming ``name`` and what it holds.
+
+    Examples
+    --------
+    >>> zero_one(torch.tensor([0.0, 1.0, 1.0]), "masks")
+    tensor([False,  True,  True])
+    """
+    if mask.dtype == torch.bool:
+        return mask
+    if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+        found = mask.detach().flatten().unique()
+        shown = ", ".join(f"{v:g}" for v in found[:5].tolist()) + (", ..." if found.numel() > 5 else "")
+        raise ValueError(f"{name} must hold only 0 and 1 (or be bool), got values {shown} (dtype {mask.dtype}): "
+                         f"a mask says where the ground truth is, not how much; e.g. give mask > 0 or mask > 0.5")
+    return mask != 0
 
 
 @_undefined_where_not_finite(maps=1)

@@ -14,15 +14,19 @@ snapshots apart (e.g. by ``module.training``) or be removed while monitoring.
 """
 
 import contextlib
+import inspect
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
-from captum.attr import Attribution, LayerAttribution
+import torch
+from captum.attr import Attribution, GradientAttribution, LayerAttribution
 from torch import Tensor, nn
 
 from noisegrad._state import modules_of
 from noisegrad._validate import as_int, validate_inputs
 from noisegrad.config import SmoothingConfig
+from noisegrad.monitor._checks import (check_probe_dtype, check_required_arguments, check_same_model, checked_feature_names,
+                                       checked_masks, checked_tokens, smoothing_fields)
 from noisegrad.monitor._untouched import local_method, training_untouched
 from noisegrad.monitor.figures import figure_kind, snapshot_figure
 from noisegrad.monitor.sinks import FolderSink, TensorBoardSink
@@ -56,10 +60,14 @@ class AttributionMonitor(contextlib.ContextDecorator):
     target : optional
         As for ``NoiseTunnel.attribute`` (e.g. the probe's labels).
     masks : Tensor or tuple of Tensor, optional
-        Ground truth, broadcasting to the attributions (``(batch, 1, H, W)``
-        for images): adds the share of attribution mass on it.
+        Ground truth, bool or 0/1, one per input, with the attributions'
+        dimensions and each of their sizes or 1 (``(batch, 1, H, W)`` for
+        images, ``(batch, tokens, 1)`` for a layer's ``(batch, tokens,
+        hidden)``): adds ``mass_in_mask``, the share of attribution mass on
+        it, averaged over the examples whose mask is not empty.
     model : nn.Module, optional
-        The model being trained; by default the one behind ``method``.
+        The model being trained; by default the one behind ``method``. A
+        method whose model shares no parameter with it is refused.
     every : int
         Steps between snapshots: one at every step divisible by it.
     figures_every : int
@@ -68,7 +76,10 @@ class AttributionMonitor(contextlib.ContextDecorator):
     writer : TensorBoard SummaryWriter, optional
         Record there (``pip install noisegrad[tensorboard]``).
     log_dir : str or Path, optional
-        Record in this folder: ``metrics.jsonl``, ``histograms.jsonl``, ``maps/*.png``.
+        Record in this folder: ``metrics.jsonl``, ``histograms.jsonl``,
+        ``maps/*.png``. The files are appended to, so that a resumed run
+        continues them: a new run into the same folder adds its rows after
+        the old ones (steps 0, 50, ..., 0, 50, ...); give each run its own.
     sinks : sequence, optional
         Other destinations (see :mod:`noisegrad.monitor.sinks`). With none of
         ``writer``, ``log_dir``, ``sinks`` the records are kept in
@@ -76,7 +87,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
     tokens : sequence of sequences of str, optional
         Each probe example's tokens, for text figures.
     feature_names : sequence of str, optional
-        For tabular figures.
+        For tabular figures: one per column of a ``(batch, features)`` probe.
     tag : str
         Prefix of TensorBoard tags (as given) and name of the figures (in a
         folder, as one file name: ``probe/saliency`` is ``probe_saliency``).
@@ -85,11 +96,19 @@ class AttributionMonitor(contextlib.ContextDecorator):
         (SmoothGrad, σ = 15 % of each example's range). A configuration
         without a seed gets seed 0: the monitor never draws from the global RNGs.
     attribute_kwargs : dict, optional
-        More arguments for ``NoiseTunnel.attribute`` (``baselines``,
-        ``abs``, ``n_steps``, ``additional_forward_args``, ``noise_mask``, ...).
+        More arguments for ``NoiseTunnel.attribute`` and the method's
+        ``attribute`` (``baselines``, ``abs``, ``n_steps``,
+        ``sliding_window_shapes``, ``additional_forward_args``,
+        ``noise_mask``, ...); those the method requires are checked for when
+        the monitor is built.
     **config_fields
         Fields of the configuration to change: ``nt_type``, ``nt_samples``,
-        ``noise``, ``noise_level``, ``sampler``, ``seed``, ``noise_layer``, ...
+        ``noise``, ``noise_level``, ``sampler``, ``seed``, ``noise_layer`` (a
+        module of the model, or its dotted name), ...
+
+    The probe's dtype, the masks, the method's required arguments and its
+    model (that it shares parameters with ``model``) are checked when the
+    monitor is built, without a forward pass.
 
     Attributes
     ----------
@@ -135,10 +154,22 @@ class AttributionMonitor(contextlib.ContextDecorator):
         attribute_kwargs: Optional[Dict[str, Any]] = None,
         **config_fields: Any,
     ) -> None:
+        self.method = _method(method, model)
+        behind = modules_of(self.method.forward_func)
+        if model is not None:
+            check_same_model(model, behind, self.method)
+        models = [model] if model is not None else behind
+        if not models or not all(isinstance(m, nn.Module) for m in models):
+            raise ValueError(f"the monitor found no torch.nn.Module behind {self.method.forward_func!r}: give "
+                             "model= (the model being trained), so that its modes and state can be restored")
+        self.models: List[nn.Module] = models
+
         if config is not None and not isinstance(config, SmoothingConfig):
             raise TypeError(f"config must be a noisegrad.SmoothingConfig, got {type(config).__name__}")
         config = config if config is not None else SmoothingConfig().replace(**MONITOR_DEFAULTS)
-        config = config.replace(**config_fields) if config_fields else config
+        if config_fields:
+            own = [name for name in inspect.signature(AttributionMonitor).parameters if name != "config_fields"]
+            config = config.replace(**smoothing_fields(config_fields, self.method, behind, own))
         if config.seed is None:
             config = config.replace(seed=0)
         if config.dtype is not None:
@@ -153,20 +184,14 @@ class AttributionMonitor(contextlib.ContextDecorator):
             raise ValueError(f"tag must be printable, without control characters, got {tag!r}")
         self.tag = tag
 
-        self.method = _method(method, model)
-        models = [model] if model is not None else modules_of(self.method.forward_func)
-        if not models or not all(isinstance(m, nn.Module) for m in models):
-            raise ValueError(f"the monitor found no torch.nn.Module behind {self.method.forward_func!r}: give "
-                             "model= (the model being trained), so that its modes and state can be restored")
-        self.models: List[nn.Module] = models
-
         discrete = self.config.noise_layer is not None or "noise_layer" in (attribute_kwargs or {})
         self.inputs = inputs
         probe = validate_inputs(inputs, discrete=discrete)
-        self.masks = _checked_masks(masks, probe, self.method)
+        check_probe_dtype(probe, self.models)
+        self.masks = checked_masks(masks, probe, self.method)
         self.target = target
-        self.tokens = _checked_tokens(tokens, probe[0].shape[0])
-        self.feature_names = feature_names
+        self.tokens = checked_tokens(tokens, probe[0].shape[0])
+        self.feature_names = checked_feature_names(feature_names, probe, self.method)
         self._kwargs = dict(attribute_kwargs or {})
         for name in ("target", "inputs", "return_stderr", "seed", "generator"):
             if name in self._kwargs:
@@ -176,6 +201,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
             self._kwargs.setdefault("return_convergence_delta", True)
         self._call = dict(self.config.call_kwargs(inputs), **self._kwargs)
         _CheckedOnly(self.method).attribute(inputs, target=target, **self._call)  # every argument, no forward
+        check_required_arguments(self.method, self._call)
 
         self.sinks: List[Any] = list(sinks)
         if writer is not None:
@@ -202,10 +228,16 @@ class AttributionMonitor(contextlib.ContextDecorator):
         ``global_step`` defaults to the number of steps counted so far (one
         per call, per ``with monitor:`` block and per call of a function
         decorated with ``@monitor``). Returns the snapshot, or None.
+
+        The snapshot shows the model as it is when ``step`` is called: called
+        after ``optimizer.step()``, step 0 is the model after one update (as
+        ``with monitor:`` and ``@monitor`` do); called before it, or with
+        ``monitor.snapshot(0)`` before the loop, step 0 is the untrained model
+        (as the Lightning callback does).
         """
         if global_step is None:
             global_step = self._next_step
-        elif type(global_step) is not int:
+        elif type(global_step) is not int or global_step < 0:
             global_step = as_int("global_step", global_step, least=0)
         self._next_step = global_step + 1
         if global_step % self.every:
@@ -224,6 +256,10 @@ class AttributionMonitor(contextlib.ContextDecorator):
 
     def snapshot(self, global_step: int) -> Snapshot:
         """Attribute the probe batch now, record it, and return it (whatever ``every`` says)."""
+        if torch.is_inference_mode_enabled() and isinstance(self.method, GradientAttribution):
+            raise RuntimeError(f"the monitor's {type(self.method).__name__} takes gradients, and none can be taken "
+                               "under torch.inference_mode(): call monitor.step outside it (under torch.no_grad() "
+                               "is fine)")
         start = time.perf_counter()
         try:
             with training_untouched(self.models):
@@ -298,35 +334,3 @@ def _method(method: Any, model: Optional[nn.Module]) -> Attribution:
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return method
-
-
-def _checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[Tuple[Tensor, ...]]:
-    """Masks as a tuple, one per input; for input attributions each must broadcast to its input."""
-    if masks is None:
-        return None
-    given = tuple(masks) if isinstance(masks, (tuple, list)) else (masks,)
-    if not all(isinstance(m, Tensor) for m in given):
-        raise TypeError(f"masks must be a tensor or a tuple of tensors, got {type(masks).__name__}")
-    if isinstance(method, LayerAttribution):
-        return given  # checked against the layer's attributions at the first snapshot
-    if len(given) != len(probe):
-        raise ValueError(f"masks must have one tensor per input ({len(probe)}), got {len(given)}")
-    for i, (mask, x) in enumerate(zip(given, probe)):
-        if mask.dim() != x.dim() or mask.shape[0] != x.shape[0] or not _broadcasts(mask.shape, x.shape):
-            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must broadcast to the probe input's shape "
-                             f"{tuple(x.shape)}, with the same batch size")
-    return given
-
-
-def _broadcasts(shape: Sequence[int], to: Sequence[int]) -> bool:
-    return all(a == b or a == 1 for a, b in zip(shape, to))
-
-
-def _checked_tokens(tokens: Any, batch: int) -> Optional[List[List[str]]]:
-    if tokens is None:
-        return None
-    rows = [list(row) for row in tokens]
-    if len(rows) != batch or not all(isinstance(t, str) for row in rows for t in row):
-        raise ValueError(f"tokens must be one sequence of str per probe example ({batch}), got {len(rows)} rows")
-    return rows
-

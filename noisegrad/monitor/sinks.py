@@ -42,11 +42,12 @@ class FolderSink:
     (``name`` with anything but letters, digits, ``.``, ``-`` and ``_`` made ``_``: ``probe/saliency`` is
     ``probe_saliency``).
 
-    Files are appended to (a resumed run continues them) and closed after
-    every write, so they can be read while training runs::
+    Files are appended to (a resumed run continues them; a new run wants a
+    new folder) and closed after every write, so they can be read while
+    training runs::
 
-        rows = [json.loads(line) for line in open("monitor/metrics.jsonl")]   # or
-        frame = pandas.read_json("monitor/metrics.jsonl", lines=True)
+        rows = [json.loads(line) for line in open("monitor/metrics.jsonl")]   # or, with pandas installed
+        frame = pandas.read_json("monitor/metrics.jsonl", lines=True)          # (noisegrad does not need it)
 
     Examples
     --------

@@ -13,7 +13,7 @@ from noisegrad.result import SmoothedAttribution
 __all__ = ["Snapshot", "summarise", "METRICS"]
 
 #: The scalars of a snapshot, in order (each the mean over the probe examples where it is defined):
-#: share of |attribution| on the masks (with masks), Gini and normalised entropy of |attribution|, Spearman's rank
+#: share of |attribution| on the masks (with masks; examples with an empty mask are left out), Gini and normalised entropy of |attribution|, Spearman's rank
 #: correlation with the previous and the first snapshot, the relative standard error ‖SE‖/‖attribution‖, the mean
 #: |convergence delta| (methods that have one), and the noisy samples per example.
 #: ``abs_mean_delta`` is, per example, |the mean of its noisy copies' convergence deltas| (the completeness gap of
@@ -31,7 +31,8 @@ class Snapshot:
     ----------
     step : int
     result : SmoothedAttribution
-        What ``NoiseTunnel.attribute`` returned (standard errors, delta, ...).
+        What ``NoiseTunnel.attribute`` returned (standard errors, delta, ...);
+        its ``config`` is None, the monitor's configuration is ``monitor.config``.
     per_example : dict of str to Tensor
         Each metric of :data:`METRICS` the snapshot has, ``(batch,)`` float64.
     seconds : float
@@ -55,6 +56,10 @@ class Snapshot:
     def row(self) -> Dict[str, Any]:
         """The record of this snapshot: ``step``, the metrics, ``seconds``."""
         return {"step": self.step, **self.metrics, "seconds": self.seconds}
+
+    def __repr__(self) -> str:
+        means = ", ".join(f"{name}={'None' if v is None else format(v, '.4g')}" for name, v in self.metrics.items())
+        return f"Snapshot(step={self.step}, {means}, seconds={self.seconds:.3g})"
 
     def values(self) -> Tensor:
         """Every finite attribution value, flattened (for histograms; :data:`METRICS`' ``nonfinite_share`` counts

@@ -56,6 +56,17 @@ class WeightNoiseSpec:
         parameter_filter(filter)  # refused now, not at the call
         self.filter = tuple(filter) if isinstance(filter, list) else filter
 
+    def chosen(self, model: nn.Module) -> Tuple[str, ...]:
+        """The names of the parameters of ``model`` this spec perturbs (to check a ``filter`` before a call).
+
+        Examples
+        --------
+        >>> model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+        >>> weight_noise(0.2).chosen(model), weight_noise(0.2, filter="2.*").chosen(model)
+        (('0.weight', '2.weight'), ('2.weight', '2.bias'))
+        """
+        return select_parameters(model, self.filter)
+
     def __repr__(self) -> str:
         shown = "" if self.filter is None else f", filter={self.filter!r}"
         return (f"weight_noise(sigma={self.sigma}, mode={self.mode!r}, draws={self.draws!r}{shown}, "

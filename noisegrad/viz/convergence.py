@@ -195,6 +195,12 @@ def measure_convergence(
     clash = [k for k in _RESERVED if k in attribute_kwargs]
     if clash:
         raise ValueError(f"{clash} are set by measure_convergence (sample_counts=, nt_type=, seed=); remove them")
+    if attribute_kwargs.get("weight_noise") is not None:
+        raise ValueError(
+            "measure_convergence steps nt_samples, which with weight_noise= counts the input draws of each weight "
+            "draw while the weight draws stay fixed, so its curve would not show the error falling with the draws; "
+            'for an estimate that stops when converged, give weight_noise(draws="auto") and tol= to attribute'
+        )
     if stderr not in STDERR_METHODS:
         raise ValueError(f"stderr must be one of {STDERR_METHODS}, got {stderr!r}")
     own_stderr = isinstance(nt, NoiseTunnel)

@@ -1,0 +1,158 @@
+"""The ``explain`` command's options: what each means, how its text is parsed, and which go together."""
+
+import argparse
+from typing import List, Union
+
+from captum.attr import InputXGradient, IntegratedGradients, Saliency
+
+from noisegrad._explained import TIMES_INPUT
+from noisegrad.app import explain_layer
+from noisegrad.app.errors import ExplainError
+from noisegrad.reducers import CHANNEL_REDUCERS
+from noisegrad.sampling.samplers import units_for_stderr
+
+__all__ = ["METHODS", "NT_TYPES", "DEFAULT_IG_STEPS", "MAX_FIGURE_EXAMPLES", "DESCRIPTION", "add_arguments",
+           "positive_int", "non_negative_float", "output_list", "check_options"]
+
+#: ``--method`` choices → Captum class (``ig`` is IntegratedGradients).
+METHODS = {"saliency": Saliency, "input_x_gradient": InputXGradient, "ig": IntegratedGradients}
+
+#: ``--nt-type`` choices; ``none`` runs the method once, without noise.
+NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad", "none")
+
+#: ``--n-steps`` when not given.
+DEFAULT_IG_STEPS = 32
+
+#: Examples drawn per figure, and token figures written.
+MAX_FIGURE_EXAMPLES = 8
+
+DESCRIPTION = """\
+Explain your own model with a Captum method smoothed by noisegrad.NoiseTunnel.
+MODEL is a TorchScript file, a torch.export program file (.pt2, loaded
+without unpickling anything: refused if it would need pickle or calls an
+operator that can reach a file), or package.module:function returning an
+nn.Module (imported from the current folder or the installed packages).
+INPUTS is a file written by torch.save holding a tensor, a tuple of tensors
+(positional arguments of the model) or a dict of tensors (keyword arguments);
+it is read with weights_only=True, so no pickled code is ever run. Writes
+DIR/attributions.pt, a dict readable with torch.load(weights_only=True):
+"attributions" (in the layout of INPUTS), "target", "options", "delta" (one
+IntegratedGradients convergence delta per example, --method ig), and with
+--stderr "stderr" (the Monte-Carlo standard error of every attribution
+element, same layout) and "relative_stderr" (||stderr|| / ||attribution|| per
+example); and one figure per input tensor (image grid for (N, C, H, W) or
+(N, H, W) tensors, feature bars for (N, F) tensors; with --targets one figure
+per output). --targets explains several outputs at once: every attribution
+gets a last dimension, one entry per output, in the order given. Argument
+errors exit with status 2; a folder DIR created by a run that fails is
+removed again.
+
+""" + explain_layer.DESCRIPTION
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``explain`` options."""
+    parser.add_argument("--model", required=True, metavar="MODEL",
+                        help="TorchScript file, torch.export file, or package.module:function")
+    parser.add_argument("--inputs", required=True, metavar="FILE",
+                        help="torch.save file: a tensor, a tuple of tensors or a dict of tensors (batch first)")
+    parser.add_argument("--target", default=None, metavar="T",
+                        help="output index to explain: an int, comma-separated ints (one per example), "
+                             "'pred' (each example's top output, the default) or 'none' (model returns one value "
+                             "per example)")
+    parser.add_argument("--targets", type=output_list, default=None, metavar="K1,K2,...",
+                        help="several outputs explained at once for every example (outputs=): attributions get a "
+                             "last dimension, one entry per output, in this order; not with --target")
+    parser.add_argument("--method", choices=sorted(METHODS), default="saliency", help="Captum method to smooth")
+    parser.add_argument("--nt-type", choices=NT_TYPES, default="smoothgrad",
+                        help="SmoothGrad (mean), SmoothGrad² (mean of squares), VarGrad (variance), or no noise")
+    parser.add_argument("--samples", type=positive_int, default=32, metavar="N", help="noisy copies per example")
+    parser.add_argument("--noise", type=non_negative_float, default=0.15, metavar="FRACTION",
+                        help="noise standard deviation as a fraction of each example's range (noisegrad.relative); "
+                             "with --noise-layer, of the range of that layer's output over the tokens --noise-mask "
+                             "keeps")
+    parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="K",
+                        help="noisy copies per example in one forward pass (nt_samples_batch_size), or 'auto'")
+    parser.add_argument("--n-steps", type=positive_int, default=None, metavar="S",
+                        help=f"IntegratedGradients steps per noisy copy (--method ig only; default {DEFAULT_IG_STEPS})")
+    parser.add_argument("--abs", action="store_true",
+                        help="Saliency of |gradient| (Captum's default) instead of the signed gradient (not with "
+                             "--noise-layer)")
+    parser.add_argument("--reduce", choices=CHANNEL_REDUCERS, default=None,
+                        help="combine the channels (dimension 1) of image attributions (N, C, H, W) into (N, H, W) "
+                             "maps after smoothing (channel_reducer=); other inputs are left as they are")
+    parser.add_argument("--times-input", choices=TIMES_INPUT, default=None,
+                        help="--method saliency only: each noisy gradient times the clean input x (innsight's "
+                             "SmoothGrad x Input, mean(grad f(x+e)) * x) or times its noisy input x+e (Captum's "
+                             "NoiseTunnel over InputXGradient)")
+    parser.add_argument("--stderr", action="store_true",
+                        help="also estimate the Monte-Carlo standard error of every attribution element from the "
+                             "same samples (no extra gradients); saved as 'stderr' and, relative to the "
+                             "attribution, 'relative_stderr'")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the noise; example i is explained with example_ids=[i], so it gets the noise "
+                             "it would get in a batch, independent of the other examples'")
+    parser.add_argument("--out", default="explained/", metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument("--no-figures", action="store_true", help="write attributions.pt only")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no messages")
+    explain_layer.add_arguments(parser)
+
+
+positive_int = explain_layer.int_at_least(1, "a positive integer")
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float ≥ 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _batch_size(text: str) -> Union[int, str]:
+    return "auto" if text == "auto" else positive_int(text)
+
+
+def output_list(text: str) -> List[int]:
+    """argparse type for ``--targets``: distinct output indices >= 0, separated by commas.
+
+    Examples
+    --------
+    >>> output_list("0,3,7")
+    [0, 3, 7]
+    """
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated output indices such as 0,3,7, got {text!r}") from None
+    if any(v < 0 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct output indices >= 0, got {text!r}")
+    return values
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Options that do not go together, refused before any file is read; ``--target`` defaults to ``pred``."""
+    if args.targets is not None and args.target is not None:
+        raise ExplainError("give --target (one output per example) or --targets (several outputs for every "
+                           "example), not both")
+    if args.target is None:
+        args.target = "pred"
+    if args.method != "ig" and args.n_steps is not None:
+        raise ExplainError("--n-steps applies to --method ig only")
+    if args.stderr and args.nt_type == "none":
+        raise ExplainError("--stderr is the Monte-Carlo error of the noise: it needs --nt-type smoothgrad, "
+                           "smoothgrad_sq or vargrad")
+    if args.stderr and args.samples < units_for_stderr(args.nt_type):
+        raise ExplainError(f"--stderr with --nt-type {args.nt_type} needs --samples {units_for_stderr(args.nt_type)} "
+                           "or more")
+    if args.times_input is not None and (args.method != "saliency" or args.noise_layer is not None):
+        raise ExplainError(f"--times-input multiplies input gradients by the inputs: it needs --method saliency "
+                           f"without --noise-layer ({args.method} already multiplies by the inputs)"
+                           if args.noise_layer is None else "--times-input does not apply to --noise-layer, whose "
+                           "attributions belong to the layer's output")
+    if args.reduce is not None and args.noise_layer is not None:
+        raise ExplainError("--reduce combines image channels; with --noise-layer the attributions are the layer's "
+                           "(use --token-reduce for one score per token)")

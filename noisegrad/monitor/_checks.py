@@ -1,0 +1,137 @@
+"""What the monitor checks when it is built, without a forward pass: a mistake should stop the run before training
+starts, not at the first snapshot, hours in."""
+
+import dataclasses
+import difflib
+import inspect
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from captum.attr import Attribution, LayerAttribution
+from torch import Tensor, nn
+
+from noisegrad.config import SmoothingConfig
+from noisegrad.monitor.metrics import zero_one
+from noisegrad.tunnel import NoiseTunnel
+
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(SmoothingConfig))
+
+
+def smoothing_fields(fields: Dict[str, Any], method: Attribution, behind: List[nn.Module],
+                     monitor_arguments: Iterable[str]) -> Dict[str, Any]:
+    """The monitor's ``**config_fields`` checked: each a field of :class:`SmoothingConfig`, ``noise_layer`` as the
+    dotted name of a module behind ``method``."""
+    for name in fields:
+        if name not in _CONFIG_FIELDS:
+            raise TypeError(_unexpected(name, method, monitor_arguments))
+    layer = fields.get("noise_layer")
+    if isinstance(layer, nn.Module):
+        names = [name for root in behind for name, module in root.named_modules() if module is layer]
+        if not names:
+            raise ValueError(f"noise_layer ({type(layer).__name__}) is not a submodule of the model behind method "
+                             f"({', '.join(type(m).__name__ for m in behind) or 'none found'})")
+        fields = dict(fields, noise_layer=names[0])
+    return fields
+
+
+def _unexpected(name: str, method: Attribution, monitor_arguments: Iterable[str]) -> str:
+    """Why ``name=`` is not a keyword argument of the monitor, and the closest one that is."""
+    theirs = set(inspect.signature(method.attribute).parameters)
+    passed_on = (set(inspect.signature(NoiseTunnel.attribute).parameters) | theirs) - _CONFIG_FIELDS - {
+        "self", "inputs", "target"}
+    if name in passed_on:
+        owner = f"{type(method).__name__}.attribute" if name in theirs else "NoiseTunnel.attribute"
+        return f"{name}= is an argument of {owner}, not of the monitor: give attribute_kwargs={{{name!r}: ...}}"
+    close = difflib.get_close_matches(name, sorted(_CONFIG_FIELDS | passed_on | set(monitor_arguments)), n=1)
+    hint = ""
+    if close:
+        hint = (f"did you mean attribute_kwargs={{{close[0]!r}: ...}}? " if close[0] in passed_on
+                else f"did you mean {close[0]}=? ")
+    return (f"unexpected keyword argument {name!r}: {hint}The monitor takes its own arguments, the fields of "
+            f"noisegrad.SmoothingConfig (nt_type, nt_samples, noise_level, ...), and, in attribute_kwargs=, "
+            f"arguments for {type(method).__name__}.attribute")
+
+
+def check_required_arguments(method: Attribution, given: Dict[str, Any]) -> None:
+    """Refuse a call that lacks an argument the method's ``attribute`` requires (GradientShap's ``baselines``)."""
+    signature = inspect.signature(method.attribute)
+    missing = [name for name, parameter in signature.parameters.items()
+               if parameter.default is parameter.empty and name not in ("inputs", *given)
+               and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
+    if missing:
+        raise TypeError(f"{type(method).__name__}.attribute needs {', '.join(missing)}: give "
+                        f"attribute_kwargs={{{', '.join(f'{name!r}: ...' for name in missing)}}}")
+
+
+def check_probe_dtype(probe: Tuple[Tensor, ...], models: List[nn.Module]) -> None:
+    """Refuse a floating-point probe in another dtype than the model's parameters (snapshots run autocast off)."""
+    dtypes = {p.dtype for model in models for p in model.parameters() if p.is_floating_point()}
+    if len(dtypes) != 1:
+        return  # no parameters, or mixed: nothing to compare with
+    (wanted,) = dtypes
+    for i, x in enumerate(probe):
+        if x.is_floating_point() and x.dtype != wanted:
+            where = "inputs" if len(probe) == 1 else f"inputs[{i}]"
+            raise TypeError(f"the probe ({where}) is {x.dtype} and the model's parameters are {wanted}: give "
+                            f"{where}.to({wanted}) (snapshots run in the model's own precision, autocast off)")
+
+
+def check_same_model(model: nn.Module, behind: List[nn.Module], method: Attribution) -> None:
+    """Refuse a method built on another model than the one being trained: its maps would never change."""
+    trained = {id(p) for p in model.parameters()}
+    theirs = [p for m in behind for p in m.parameters()]
+    if theirs and not any(id(p) in trained for p in theirs):
+        raise ValueError(f"the model being trained ({type(model).__name__}) shares no parameter with the model behind "
+                         f"method ({', '.join(type(m).__name__ for m in behind)}): the maps would not follow the "
+                         f"training; build the method on the model being trained, e.g. "
+                         f"{type(method).__name__}(model)")
+
+
+def checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[Tuple[Tensor, ...]]:
+    """Masks as a tuple of bool tensors, one per input (per layer output for a layer method); for input attributions
+    each must broadcast to its input."""
+    if masks is None:
+        return None
+    given = tuple(masks) if isinstance(masks, (tuple, list)) else (masks,)
+    if not all(isinstance(m, Tensor) for m in given):
+        raise TypeError(f"masks must be a tensor or a tuple of tensors, got {type(masks).__name__}")
+    given = tuple(zero_one(mask, f"masks[{i}]") for i, mask in enumerate(given))
+    batch = probe[0].shape[0]
+    if isinstance(method, LayerAttribution):  # their shapes are checked against the layer's at the first snapshot
+        for i, mask in enumerate(given):
+            if mask.dim() == 0 or mask.shape[0] != batch:
+                raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must be shaped like the layer's "
+                                 f"attributions, (probe size {batch}, ...), with size 1 where it is the same for all")
+        return given
+    if len(given) != len(probe):
+        raise ValueError(f"masks must have one tensor per input ({len(probe)}), got {len(given)}")
+    for i, (mask, x) in enumerate(zip(given, probe)):
+        if mask.dim() != x.dim() or mask.shape[0] != x.shape[0] or not _broadcasts(mask.shape, x.shape):
+            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must broadcast to the probe input's shape "
+                             f"{tuple(x.shape)}, with the same batch size")
+    return given
+
+
+def _broadcasts(shape: Sequence[int], to: Sequence[int]) -> bool:
+    return all(a == b or a == 1 for a, b in zip(shape, to))
+
+
+def checked_tokens(tokens: Any, batch: int) -> Optional[List[List[str]]]:
+    if tokens is None:
+        return None
+    rows = [list(row) for row in tokens]
+    if len(rows) != batch or not all(isinstance(t, str) for row in rows for t in row):
+        raise ValueError(f"tokens must be one sequence of str per probe example ({batch}), got {len(rows)} rows")
+    return rows
+
+
+def checked_feature_names(names: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[List[str]]:
+    """Feature names label a tabular figure: one per column of a (batch, features) probe (a layer's: unchecked)."""
+    if names is None or isinstance(method, LayerAttribution):
+        return None if names is None else list(names)
+    if len(probe) != 1 or probe[0].dim() != 2:
+        raise ValueError(f"feature_names are for a tabular probe, (batch, features); the probe is "
+                         f"{', '.join(str(tuple(x.shape)) for x in probe)}")
+    names = list(names)
+    if len(names) != probe[0].shape[1]:
+        raise ValueError(f"feature_names must name the probe's {probe[0].shape[1]} features, got {len(names)}")
+    return names
