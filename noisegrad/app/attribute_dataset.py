@@ -23,7 +23,8 @@ import torch
 import noisegrad
 from noisegrad.app.data_folder import FolderDataset, load_data
 from noisegrad.app.errors import ExplainError
-from noisegrad.app.explain import DEFAULT_IG_STEPS, METHODS, _batch_size, _forward_of, non_negative_float, positive_int
+from noisegrad.app.explain_inputs import forward_of
+from noisegrad.app.explain_options import DEFAULT_IG_STEPS, METHODS, chunk_size, non_negative_float, positive_int
 from noisegrad.app.explain_layer import int_at_least
 from noisegrad.app.models import load_model
 from noisegrad.datasets._ranks import local_device
@@ -72,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stderr", action="store_true",
                         help="also the Monte-Carlo standard error of every element, from the same samples")
     parser.add_argument("--batch-size", type=positive_int, default=32, metavar="B", help="examples per call")
-    parser.add_argument("--chunk", type=_batch_size, default="auto", metavar="K",
+    parser.add_argument("--chunk", type=chunk_size, default="auto", metavar="K",
                         help="noisy copies per example in one forward pass (nt_samples_batch_size), or 'auto'")
     parser.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE, metavar="S",
                         help="examples per shard file: the most work an interrupted process loses")
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         method_kwargs["n_steps"] = args.n_steps or DEFAULT_IG_STEPS
     config = noisegrad.SmoothingConfig(nt_type=args.nt_type, nt_samples=args.samples, noise_level=args.noise,
                                        seed=args.seed, nt_samples_batch_size=args.chunk, return_stderr=args.stderr)
-    explainer = noisegrad.Smoothed(_forward_of(model, None), METHODS[args.method], config,
+    explainer = noisegrad.Smoothed(forward_of(model, None), METHODS[args.method], config,
                                    method_kwargs=method_kwargs)
     say(f"Attributing {len(data)} examples with {args.method} + {args.nt_type} ({args.samples} samples, noise "
         f"{args.noise}) on {device} into {args.out}")

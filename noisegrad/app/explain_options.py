@@ -12,7 +12,7 @@ from noisegrad.reducers import CHANNEL_REDUCERS
 from noisegrad.sampling.samplers import units_for_stderr
 
 __all__ = ["METHODS", "NT_TYPES", "DEFAULT_IG_STEPS", "MAX_FIGURE_EXAMPLES", "DESCRIPTION", "add_arguments",
-           "positive_int", "non_negative_float", "output_list", "check_options"]
+           "positive_int", "non_negative_float", "chunk_size", "output_list", "check_options"]
 
 #: ``--method`` choices → Captum class (``ig`` is IntegratedGradients).
 METHODS = {"saliency": Saliency, "input_x_gradient": InputXGradient, "ig": IntegratedGradients}
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="noise standard deviation as a fraction of each example's range (noisegrad.relative); "
                              "with --noise-layer, of the range of that layer's output over the tokens --noise-mask "
                              "keeps")
-    parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="K",
+    parser.add_argument("--batch-size", type=chunk_size, default="auto", metavar="K",
                         help="noisy copies per example in one forward pass (nt_samples_batch_size), or 'auto'")
     parser.add_argument("--n-steps", type=positive_int, default=None, metavar="S",
                         help=f"IntegratedGradients steps per noisy copy (--method ig only; default {DEFAULT_IG_STEPS})")
@@ -112,7 +112,8 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def _batch_size(text: str) -> Union[int, str]:
+def chunk_size(text: str) -> Union[int, str]:
+    """argparse type for a chunk size: a positive integer or ``auto``."""
     return "auto" if text == "auto" else positive_int(text)
 
 
