@@ -248,7 +248,13 @@ def test_a_method_class_and_the_model_and_a_convergence_delta():
     direct = NoiseTunnel(IntegratedGradients(model)).attribute(
         x, nt_samples=4, stdevs=relative(0.15), sampler="antithetic", target=1, seed=0, n_steps=8,
         return_convergence_delta=True, return_stderr=True)
-    assert row["delta"] == pytest.approx(float(direct.delta.abs().double().mean()), rel=1e-9)
+    assert row["abs_mean_delta"] == pytest.approx(float(direct.delta.abs().double().mean()), rel=1e-9)
+    assert "delta" not in row  # it is not the mean |delta| of the noisy copies, which can be much larger:
+    _, per_copy = NoiseTunnel(IntegratedGradients(model)).attribute(
+        x, nt_samples=4, stdevs=relative(0.15), sampler="antithetic", target=1, seed=0, n_steps=8,
+        return_convergence_delta=True, delta_reduction="none")
+    per_copy = per_copy.double().reshape(3, 4)  # one chunk: (example, copy)
+    assert row["abs_mean_delta"] == pytest.approx(float(per_copy.mean(dim=1).abs().mean()), rel=1e-9)
     assert monitor.figure() is not None  # tabular: feature bars
 
 

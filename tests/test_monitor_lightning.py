@@ -116,3 +116,36 @@ def test_lightning_callback_refuses_what_the_trainer_decides():
         AttributionMonitorCallback(Saliency, x, y, every_n_steps=None)
     with pytest.raises(ValueError, match="every_n_steps must be a positive int"):
         AttributionMonitorCallback(Saliency, x, y, every_n_steps=0)
+
+
+def test_lightning_callback_logs_to_every_logger_and_draws_for_each(tmp_path):
+    x, y, masks = data(4)
+    callback = AttributionMonitorCallback(Saliency, x, y, masks=masks, every_n_steps=None, at_epoch_end=True,
+                                          figures_every=1)
+    csv, board = CSVLogger(str(tmp_path), name="csv"), TensorBoardLogger(str(tmp_path), name="tb")
+    fit(tmp_path, [callback], [csv, board])
+    history = callback.monitor.history
+    assert [row["step"] for row in history] == [4, 8]
+    events = read_events(board.log_dir)
+    assert_scalars_equal_history(events, history, tag="attribution")
+    assert [e.step for e in events.Images("attribution/attribution")] == [4, 8]
+    folder = tmp_path / "csv" / "version_0"
+    header, *rows = (folder / "metrics.csv").read_text().splitlines()
+    column = header.split(",").index("attribution/gini")
+    logged = [float(row.split(",")[column]) for row in rows if row.split(",")[column]]
+    assert logged == pytest.approx([row["gini"] for row in history], rel=1e-12)
+    pictures = sorted(p.name for p in (folder / "attribution_monitor" / "maps").iterdir())
+    assert pictures == ["attribution_00000004.png", "attribution_00000008.png"]
+
+
+def test_a_callback_given_to_a_second_fit_starts_again_with_a_snapshot_at_step_0(tmp_path):
+    x, y, _ = data(4)
+    module = LitNet()
+    callback = AttributionMonitorCallback(Saliency, x, y, every_n_steps=2)
+    for fit_number in range(2):
+        trainer = types.SimpleNamespace(is_global_zero=True, global_step=0, logger=None, loggers=[],
+                                        default_root_dir=str(tmp_path))
+        callback.on_fit_start(trainer, module)
+        callback.on_train_start(trainer, module)
+        assert [row["step"] for row in callback.monitor.history] == [0], fit_number
+    assert len((tmp_path / "attribution_monitor" / "metrics.jsonl").read_text().splitlines()) == 2  # appended

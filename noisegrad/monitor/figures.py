@@ -2,12 +2,16 @@
 
 from typing import Optional, Sequence
 
+import torch
 from torch import Tensor
 
-__all__ = ["FIGURE_KINDS", "figure_kind", "snapshot_figure"]
+__all__ = ["FIGURE_KINDS", "TABULAR_FEATURES", "figure_kind", "snapshot_figure"]
 
 #: What the monitor can draw; ``None`` draws nothing.
 FIGURE_KINDS = ("image", "tabular", "text")
+#: Features drawn per example in a tabular figure: its largest ``|attribution|`` (784 of them made a 156840-pixel
+#: figure taking 50 s to draw).
+TABULAR_FEATURES = 20
 
 
 def figure_kind(attributions: Tensor, tokens: Optional[Sequence[Sequence[str]]]) -> Optional[str]:
@@ -43,7 +47,9 @@ def snapshot_figure(
     ----------
     attributions : Tensor
         ``(batch, ...)``: images ``(batch, C, H, W)`` or ``(batch, H, W)``,
-        features ``(batch, F)``, or tokens ``(batch, tokens, ...)`` (reduced to
+        features ``(batch, F)`` (each example's :data:`TABULAR_FEATURES`
+        largest ``|attribution|`` are drawn, the title says how many are
+        left out), or tokens ``(batch, tokens, ...)`` (reduced to
         one score per token by :func:`noisegrad.token_scores`).
     kind : {"image", "tabular", "text"}
     images : Tensor, optional
@@ -53,6 +59,8 @@ def snapshot_figure(
     feature_names : sequence of str, optional
         Tabular features' names.
     title : str, optional
+        With values that are NaN or infinite (a NaN input gradient), those are
+        drawn as 0 and the title says how many.
 
     Returns
     -------
@@ -70,6 +78,10 @@ def snapshot_figure(
 
     maps = attributions.detach()
     n = maps.shape[0]
+    unfinite = int((~maps.isfinite()).sum()) if maps.is_floating_point() else 0
+    if unfinite:  # drawn as 0, and said so: a monitor's picture must not stop the training
+        maps = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
+        title = f"{title + ': ' if title else ''}{unfinite} values NaN or infinite, drawn as 0"
     if kind == "image":
         overlay = images is not None and tuple(images.shape[-2:]) == tuple(maps.shape[-2:])
         fig, _ = viz.plot_image_attr_grid(maps, images.detach() if overlay else None, ncols=min(n, 8),
@@ -77,9 +89,9 @@ def snapshot_figure(
                                           titles=[f"#{i}" for i in range(n)], panel_size=1.5, suptitle=title)
         return fig
     if kind == "tabular":
-        fig = new_figure((5.0, 0.4 + 0.25 * maps.shape[1] * n))
+        fig = new_figure((5.0, 0.4 + 0.25 * min(maps.shape[1], TABULAR_FEATURES) * n))
         for i, ax in enumerate(fig.subplots(n, 1, squeeze=False)[:, 0]):
-            viz.plot_feature_attr(maps[i], feature_names, ax=ax, title=f"#{i}")
+            viz.plot_feature_attr(maps[i], feature_names, ax=ax, title=f"#{i}", max_features=TABULAR_FEATURES)
         if title:
             fig.suptitle(title)
         return fig

@@ -6,7 +6,7 @@ Imported on first use of ``noisegrad.AttributionMonitorCallback``; needs
 """
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -50,12 +50,16 @@ class AttributionMonitorCallback(Callback):
         The monitor's other arguments (``masks``, ``nt_samples``, ``noise_level``,
         ``figures_every``, ``config``, ...); where to record comes from the trainer.
 
-    Scalars go through ``trainer.logger.log_metrics`` under ``<tag>/<name>``;
-    figures and histograms through the logger's ``SummaryWriter`` when it is a
-    TensorBoard logger, else into ``<logger's log_dir>/attribution_monitor``
-    (without a logger, everything goes into
-    ``<default_root_dir>/attribution_monitor``). Under DDP only global rank 0
-    takes snapshots.
+    Scalars go through every logger's ``log_metrics`` (``trainer.loggers``)
+    under ``<tag>/<name>``; figures and histograms through each logger's
+    ``SummaryWriter`` when it is a TensorBoard logger, else into
+    ``<logger's log_dir>/attribution_monitor`` (without a logger, everything
+    goes into ``<default_root_dir>/attribution_monitor``). Under DDP only
+    global rank 0 takes snapshots.
+
+    Each ``fit`` builds a new monitor: a callback given to a second ``fit``
+    starts its history, its first snapshot (``spearman_first``) and its step
+    count again, and a folder it records in is appended to.
 
     Examples
     --------
@@ -104,6 +108,7 @@ class AttributionMonitorCallback(Callback):
         self.monitor = AttributionMonitor(self._method, _to(self._inputs, device), _to(self._target, device),
                                           every=self.every_n_steps or 1, sinks=[_logger_sink(trainer, kwargs)],
                                           **kwargs)
+        self._last_step = None  # a new fit counts its steps from 0 again
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if self.every_n_steps is not None:
@@ -126,34 +131,46 @@ class AttributionMonitorCallback(Callback):
 
 
 class _LoggerSink:
-    """Scalars through a Lightning logger; figures and histograms through its SummaryWriter, or into files."""
+    """Scalars through every Lightning logger of the trainer; figures and histograms through each one's
+    SummaryWriter, or into each one's folder (one set of files per folder)."""
 
-    def __init__(self, logger: Any, folder: Path, tag: str) -> None:
-        self.logger, self.tag = logger, tag
-        experiment = getattr(logger, "experiment", None)
-        board = all(callable(getattr(experiment, n, None)) for n in ("add_scalar", "add_image", "add_histogram"))
-        self.pictures: Any = TensorBoardSink(experiment, tag) if board else FolderSink(folder)
+    def __init__(self, loggers: List[Any], root: str, tag: str) -> None:
+        self.loggers, self.tag = loggers, tag
+        self.pictures: List[Any] = []
+        folders = set()
+        for logger in loggers:
+            experiment = getattr(logger, "experiment", None)
+            if all(callable(getattr(experiment, n, None)) for n in ("add_scalar", "add_image", "add_histogram")):
+                self.pictures.append(TensorBoardSink(experiment, tag))
+                continue
+            folder = Path(getattr(logger, "log_dir", None) or root) / FOLDER
+            if folder not in folders:
+                folders.add(folder)
+                self.pictures.append(FolderSink(folder))
 
     def scalars(self, step: int, values: Dict[str, Optional[float]]) -> None:
         finite = {f"{self.tag}/{k}": float(v) for k, v in values.items() if v is not None and v == v}
-        self.logger.log_metrics(finite, step=step)
+        for logger in self.loggers:
+            logger.log_metrics(finite, step=step)
 
     def figure(self, step: int, name: str, fig: Any) -> None:
-        self.pictures.figure(step, name, fig)
+        for sink in self.pictures:
+            sink.figure(step, name, fig)
 
     def histogram(self, step: int, name: str, values: Tensor) -> None:
-        self.pictures.histogram(step, name, values)
+        for sink in self.pictures:
+            sink.histogram(step, name, values)
 
     def flush(self) -> None:
-        self.pictures.flush()
+        for sink in self.pictures:
+            sink.flush()
 
 
 def _logger_sink(trainer: Any, kwargs: Dict[str, Any]) -> Any:
-    logger = trainer.logger
-    if logger is None:
+    loggers = list(getattr(trainer, "loggers", None) or ([trainer.logger] if trainer.logger is not None else []))
+    if not loggers:
         return FolderSink(Path(trainer.default_root_dir) / FOLDER)
-    folder = getattr(logger, "log_dir", None) or trainer.default_root_dir
-    return _LoggerSink(logger, Path(folder) / FOLDER, kwargs.get("tag", "attribution"))
+    return _LoggerSink(loggers, trainer.default_root_dir, kwargs.get("tag", "attribution"))
 
 
 def _to(value: Any, device: torch.device) -> Any:

@@ -6,10 +6,14 @@ returns one float64 value per example. They read magnitudes, ``|attribution|``:
 what the model looks at, whatever the sign. Values that are undefined (the
 concentration of an all-zero map, the rank correlation with a constant map,
 the share on an empty mask) are NaN.
+
+A map with a value that is not finite (NaN, ±inf) has no metric: NaN for
+that example, whatever the others hold.
 """
 
+import functools
 import math
-from typing import Sequence, Tuple, Union
+from typing import Any, Callable, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -42,6 +46,23 @@ def magnitudes(attributions: Attributions) -> Tensor:
     return torch.cat([t.detach().abs().double().reshape(t.shape[0], -1) for t in tensors], dim=1)
 
 
+def _undefined_where_not_finite(maps: int) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
+    """The metric's value is NaN for each example where one of its first ``maps`` arguments has a value that is not
+    finite (sorting, sums and ratios would turn a NaN or an infinity into any number, 0 or 1 included)."""
+
+    def decorate(metric: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        @functools.wraps(metric)
+        def defined(*args: Any) -> Tensor:
+            values = metric(*args)
+            finite = torch.stack([magnitudes(m).isfinite().all(dim=1) for m in args[:maps]]).all(dim=0)
+            return torch.where(finite, values, math.nan)
+
+        return defined
+
+    return decorate
+
+
+@_undefined_where_not_finite(maps=1)
 def mask_share(attributions: Attributions, masks: Attributions) -> Tensor:
     """Share of each example's attribution mass, ``sum |a|``, that falls on its mask.
 
@@ -108,6 +129,7 @@ def zero_one(mask: Tensor, name: str) -> Tensor:
     return mask != 0
 
 
+@_undefined_where_not_finite(maps=1)
 def gini(attributions: Attributions) -> Tensor:
     """The Gini coefficient of each example's ``|attribution|``: 0 when spread evenly, towards 1 on one element.
 
@@ -127,6 +149,7 @@ def gini(attributions: Attributions) -> Tensor:
     return (values * weights).sum(dim=1) / (n * total)
 
 
+@_undefined_where_not_finite(maps=1)
 def entropy(attributions: Attributions) -> Tensor:
     """The entropy of each example's normalised ``|attribution|``, divided by its largest value ``log n``.
 
@@ -147,6 +170,7 @@ def entropy(attributions: Attributions) -> Tensor:
     return torch.where(total[:, 0] > 0, spread, math.nan)
 
 
+@_undefined_where_not_finite(maps=2)
 def spearman(attributions: Attributions, others: Attributions) -> Tensor:
     """Spearman's rank correlation of each example's ``|attribution|`` with its ``|other|``: do they look at the same
     places, in the same order?

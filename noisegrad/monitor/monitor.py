@@ -6,6 +6,11 @@ and ``.grad`` (the same tensors), the buffers and every global RNG as it found
 them; its noise comes from its own seed, the same at every snapshot, so the
 maps change only when the model does. Between snapshots ``step`` costs an
 integer test.
+
+A snapshot runs the model's forward (and backward) on the probe's noisy
+copies: forward hooks and pre-hooks the user registered on it fire then too,
+in eval mode, so a hook that collects activations or counts calls should tell
+snapshots apart (e.g. by ``module.training``) or be removed while monitoring.
 """
 
 import contextlib
@@ -22,7 +27,7 @@ from noisegrad._validate import as_int, validate_inputs
 from noisegrad.config import SmoothingConfig
 from noisegrad.monitor._checks import (check_probe_dtype, check_required_arguments, check_same_model, checked_feature_names,
                                        checked_masks, checked_tokens, smoothing_fields)
-from noisegrad.monitor._untouched import training_untouched
+from noisegrad.monitor._untouched import local_method, training_untouched
 from noisegrad.monitor.figures import figure_kind, snapshot_figure
 from noisegrad.monitor.sinks import FolderSink, TensorBoardSink
 from noisegrad.monitor.snapshot import Snapshot, summarise
@@ -45,7 +50,11 @@ class AttributionMonitor(contextlib.ContextDecorator):
     ----------
     method : Captum Attribution, or an Attribution class
         What to smooth, e.g. ``Saliency(model)`` or ``IntegratedGradients``
-        (a class needs ``model=``; a layer method, an instance).
+        (a class needs ``model=``; a layer method, an instance). A model
+        wrapped in ``DistributedDataParallel`` or ``DataParallel`` is run
+        through its ``.module``, whose forward takes no part in collective
+        communication: under DDP, call ``step`` on rank 0 only (or on every
+        rank; each computes the same maps).
     inputs : Tensor or tuple of Tensor
         The probe batch, fixed for the whole training (on the model's device).
     target : optional
@@ -80,7 +89,8 @@ class AttributionMonitor(contextlib.ContextDecorator):
     feature_names : sequence of str, optional
         For tabular figures: one per column of a ``(batch, features)`` probe.
     tag : str
-        Prefix of TensorBoard tags and name of the figures.
+        Prefix of TensorBoard tags (as given) and name of the figures (in a
+        folder, as one file name: ``probe/saliency`` is ``probe_saliency``).
     config : SmoothingConfig, optional
         The smoothing; default :data:`MONITOR_DEFAULTS` on ``SmoothingConfig()``
         (SmoothGrad, σ = 15 % of each example's range). A configuration
@@ -121,7 +131,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
     ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
     ...     _ = monitor.step(step)
     >>> [row["step"] for row in monitor.history], sorted(monitor.history[-1])[:4]
-    ([0, 2, 4], ['entropy', 'gini', 'mass_in_mask', 'nt_samples'])
+    ([0, 2, 4], ['entropy', 'gini', 'mass_in_mask', 'nonfinite_share'])
     """
 
     def __init__(
@@ -170,6 +180,8 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self.figures_every = as_int("figures_every", figures_every, least=0)
         if not isinstance(tag, str) or not tag:
             raise TypeError(f"tag must be a non-empty str, got {tag!r}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in tag):
+            raise ValueError(f"tag must be printable, without control characters, got {tag!r}")
         self.tag = tag
 
         discrete = self.config.noise_layer is not None or "noise_layer" in (attribute_kwargs or {})
@@ -251,7 +263,8 @@ class AttributionMonitor(contextlib.ContextDecorator):
         start = time.perf_counter()
         try:
             with training_untouched(self.models):
-                result = NoiseTunnel(self.method).attribute(self.inputs, target=self.target, **self._call)
+                result = NoiseTunnel(local_method(self.method)).attribute(self.inputs, target=self.target,
+                                                                          **self._call)
                 snap = summarise(result, global_step, self.masks, self.first, self.last)
                 snap.seconds = time.perf_counter() - start
                 self._record(snap)
@@ -271,11 +284,13 @@ class AttributionMonitor(contextlib.ContextDecorator):
         figure = None
         if self.figures_every and len(self.history) % self.figures_every == 0:
             figure = self.figure(snap)
+        values = snap.values()
         for sink in self.sinks:
             sink.scalars(step, row)
             if figure is not None:
                 sink.figure(step, self.tag, figure)
-            sink.histogram(step, "values", snap.values())
+            if values.numel():  # a histogram of nothing: no sink takes one
+                sink.histogram(step, "values", values)
             sink.flush()
 
     def figure(self, snap: Optional[Snapshot] = None) -> Any:

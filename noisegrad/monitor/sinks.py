@@ -7,6 +7,7 @@ them once per snapshot, in that order.
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -30,8 +31,16 @@ def _json_value(value: Any) -> Any:
     return value if isinstance(value, int) or math.isfinite(value) else None
 
 
+def _file_name(name: str) -> str:
+    """``name`` as one file name: every run of characters other than letters, digits, ``.``, ``-`` and ``_`` (path
+    separators, spaces) becomes ``_``, so that ``probe/saliency`` or ``../x`` stays inside the folder."""
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
 class FolderSink:
-    """Records in a folder: ``metrics.jsonl`` (scalars), ``histograms.jsonl`` and ``maps/<name>_<step>.png``.
+    """Records in a folder: ``metrics.jsonl`` (scalars), ``histograms.jsonl`` and ``maps/<name>_<step>.png``
+    (``name`` with anything but letters, digits, ``.``, ``-`` and ``_`` made ``_``: ``probe/saliency`` is
+    ``probe_saliency``).
 
     Files are appended to (a resumed run continues them; a new run wants a
     new folder) and closed after every write, so they can be read while
@@ -66,7 +75,7 @@ class FolderSink:
     def figure(self, step: int, name: str, fig: Any) -> None:
         from noisegrad.viz._canvas import save_figure
 
-        save_figure(fig, self.path / "maps" / f"{name}_{step:08d}.png")
+        save_figure(fig, self.path / "maps" / f"{_file_name(name)}_{step:08d}.png")
 
     def histogram(self, step: int, name: str, values: Tensor) -> None:
         data = values.detach().double().cpu().numpy().ravel()
@@ -112,7 +121,9 @@ class TensorBoardSink:
 
     def histogram(self, step: int, name: str, values: Tensor) -> None:
         data = values.detach().double().cpu().flatten()
-        self.writer.add_histogram(f"{self.tag}/{name}", data[data.isfinite()].numpy(), step)
+        data = data[data.isfinite()]
+        if data.numel():  # TensorBoard refuses an empty histogram
+            self.writer.add_histogram(f"{self.tag}/{name}", data.numpy(), step)
 
     def flush(self) -> None:
         flush = getattr(self.writer, "flush", None)

@@ -16,8 +16,11 @@ __all__ = ["Snapshot", "summarise", "METRICS"]
 #: share of |attribution| on the masks (with masks; examples with an empty mask are left out), Gini and normalised entropy of |attribution|, Spearman's rank
 #: correlation with the previous and the first snapshot, the relative standard error ‖SE‖/‖attribution‖, the mean
 #: |convergence delta| (methods that have one), and the noisy samples per example.
-METRICS = ("mass_in_mask", "gini", "entropy", "spearman_previous", "spearman_first", "relative_stderr", "delta",
-           "nt_samples")
+#: ``abs_mean_delta`` is, per example, |the mean of its noisy copies' convergence deltas| (the completeness gap of
+#: the smoothed map; copies' deltas of opposite signs cancel, so it is not their mean |delta|). ``nonfinite_share``
+#: is the share of attribution values that are NaN or infinite (the metrics leave such maps out).
+METRICS = ("mass_in_mask", "gini", "entropy", "spearman_previous", "spearman_first", "relative_stderr",
+           "abs_mean_delta", "nt_samples", "nonfinite_share")
 
 
 @dataclasses.dataclass
@@ -59,9 +62,11 @@ class Snapshot:
         return f"Snapshot(step={self.step}, {means}, seconds={self.seconds:.3g})"
 
     def values(self) -> Tensor:
-        """Every attribution value, flattened (for histograms)."""
+        """Every finite attribution value, flattened (for histograms; :data:`METRICS`' ``nonfinite_share`` counts
+        the others)."""
         parts = self.attributions if isinstance(self.attributions, tuple) else (self.attributions,)
-        return torch.cat([p.detach().flatten() for p in parts])
+        values = torch.cat([p.detach().flatten() for p in parts])
+        return values[values.isfinite()]
 
 
 def summarise(
@@ -86,10 +91,11 @@ def summarise(
     per_example["spearman_first"] = spearman(attributions, first.attributions) if first else nan
     per_example["relative_stderr"] = result.relative_stderr.detach().double().cpu()
     if result.delta is not None:
-        per_example["delta"] = result.delta.detach().double().abs().cpu()
+        per_example["abs_mean_delta"] = result.delta.detach().double().abs().cpu()
     samples = result.nt_samples
     per_example["nt_samples"] = (samples.double().cpu() if isinstance(samples, Tensor)
                                  else torch.full((batch,), float(samples), dtype=torch.float64))
+    per_example["nonfinite_share"] = _nonfinite_share(attributions)
     per_example = {name: values.cpu() for name, values in per_example.items()}
     return Snapshot(step, result, per_example)
 
@@ -97,3 +103,9 @@ def summarise(
 def _mean(values: Tensor) -> Optional[float]:
     finite = values[torch.isfinite(values)]
     return float(finite.mean()) if finite.numel() else None
+
+
+def _nonfinite_share(attributions: Union[Tensor, Tuple[Tensor, ...]]) -> Tensor:
+    parts = attributions if isinstance(attributions, tuple) else (attributions,)
+    finite = torch.cat([p.detach().isfinite().reshape(p.shape[0], -1) for p in parts], dim=1)
+    return (~finite).double().mean(dim=1)
