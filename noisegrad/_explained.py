@@ -63,11 +63,11 @@ def one_hot_as_indices(target: Any, batch: int) -> Any:
     if target.shape[0] != batch:
         raise ValueError(f"target as one-hot rows needs one row per example ({batch}), got shape "
                          f"{tuple(target.shape)}")
+    if target.shape[1] == 1:  # a column of labels, not one-hot rows of a one-output model (they would all be 1)
+        raise ValueError(f"target has shape {tuple(target.shape)}: a 2-dimensional target is read as one-hot rows, "
+                         "and rows of one output select nothing; for one index per example give target.reshape(-1)")
     ones = target == 1
     if not bool(((target == 0) | ones).all()) or not bool((ones.sum(dim=1) == 1).all()):
-        if target.shape[1] == 1:
-            raise ValueError(f"target has shape {tuple(target.shape)}, read as one-hot rows of one output; for one "
-                             "index per example give target.reshape(-1)")
         raise ValueError("a 2-dimensional target is read as one-hot rows (one 1 per row, 0 elsewhere); to weight "
                          "several outputs, give objective=lambda model, x, y: (model(x) * y).sum(-1) and pass the "
                          "rows as target")

@@ -302,6 +302,9 @@ def test_xplique_one_hot_targets_select_what_their_indices_select():
     torch.testing.assert_close(by_rows.attributions, by_index.attributions, rtol=0, atol=0)
     with pytest.raises(ValueError, match="read as one-hot rows"):
         SmoothGrad(make_mlp(seed=1), config).attribute(X, target=one_hot * 0.5)
+    for column in (labels[:, None], torch.ones(4, 1, dtype=torch.long)):  # labels, even when every label is 1
+        with pytest.raises(ValueError, match=r"rows of one output select nothing.*target.reshape\(-1\)"):
+            SmoothGrad(make_mlp(seed=1), config).attribute(X, target=column)
 
 
 @pytest.mark.parametrize("fields, match", [
