@@ -58,6 +58,11 @@ def token_scores(
         raise ValueError(f"attributions must be a tensor shaped (batch, tokens, ...), got {shape}")
     if reduce not in TOKEN_REDUCTIONS:
         raise ValueError(f"reduce must be one of {TOKEN_REDUCTIONS}, got {reduce!r}")
+    outputs = getattr(attributions, "outputs", None)
+    if outputs is not None and not per_output:
+        raise ValueError(f"the result holds {len(outputs)} outputs (outputs={list(outputs)}) in its last dimension, "
+                         "which a token's score would add together: give per_output=True, or one output's "
+                         "attributions, result.attributions[..., k]")
     if per_output and tensor.dim() < 3:
         raise ValueError(f"per_output=True needs attributions shaped (batch, tokens, ..., K), as outputs= gives "
                          f"them; got {tuple(tensor.shape)}")

@@ -417,6 +417,17 @@ def test_token_scores_sum_or_take_the_norm_over_the_hidden_dimensions():
         token_scores(attr, mask=mask[:, :4])
 
 
+def test_token_scores_of_a_result_with_several_outputs_keep_them_apart():
+    from noisegrad import token_scores
+
+    model = Split()
+    result = NoiseTunnel(LayerGradientXActivation(model, model.embed)).attribute(
+        IDS, nt_samples=4, stdevs=0.1, outputs=[0, 1], seed=SEED, noise_layer=model.embed, return_stderr=True)
+    with pytest.raises(ValueError, match=r"2 outputs \(outputs=\[0, 1\]\).*per_output=True"):
+        token_scores(result)
+    torch.testing.assert_close(token_scores(result, per_output=True), result.attributions.sum(dim=2))
+
+
 def test_integrated_gradients_token_scores_add_up_to_the_change_in_the_output():
     from noisegrad import token_scores
 
