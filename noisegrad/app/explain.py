@@ -114,8 +114,10 @@ def explain(
         if args.stderr:
             stderr, attributions = _as_tuple(out.stderr), _as_tuple(out.attributions)
             errors.append(tuple(None if e is None else e.detach() for e in stderr))
-            relative_errors.append(tuple(None if e is None else relative_stderr([e], [a], per_output=bool(outputs))
-                                         for e, a in zip(stderr, attributions)))
+            # per input; where --reduce combined the channels (no standard error), the library's, of the channels
+            relative_errors.append(tuple(
+                out.relative_stderr.detach() if e is None else relative_stderr([e], [a], per_output=bool(outputs))
+                for e, a in zip(stderr, attributions)))
             out = (out.attributions, out.delta) if with_delta else out.attributions
         if with_delta:
             out, delta = out
@@ -214,6 +216,7 @@ def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor
         say(f"mean |convergence delta| {float(result.delta.abs().mean()):.4g}")
     if result.relative_stderr is not None:
         rel = torch.cat([r.reshape(-1) for r in result.relative_stderr if r is not None] or [torch.zeros(0)])
-        say(f"relative standard error ||SE||/||attr||: mean {float(rel.nanmean()):.3f}")
+        before = " (of the channels, before --reduce combined them)" if args.reduce else ""
+        say(f"relative standard error ||SE||/||attr||{before}: mean {float(rel.nanmean()):.3f}")
     say(f"Wrote {', '.join(str(p) for p in written)} in {result.seconds:.1f} s")
     return 0

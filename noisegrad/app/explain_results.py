@@ -21,7 +21,7 @@ class Explanation:
     attributions: Tuple[Tensor, ...]
     target: Optional[Tensor]
     delta: Optional[Tensor]
-    relative_stderr: Optional[Tuple[Optional[Tensor], ...]]  # None for a tensor whose channels --reduce combined
+    relative_stderr: Optional[Tuple[Optional[Tensor], ...]]  # with --reduce: the channels', before combining
     seconds: float
     stderr: Optional[Tuple[Optional[Tensor], ...]] = None
     token_scores: Optional[Tensor] = None  # --noise-layer: (batch, tokens[, K]), when the layer has a row per token
