@@ -97,8 +97,14 @@ class _ObjectiveModel(nn.Module):
         rows = inputs[0].shape[0]
         if not isinstance(scores, Tensor) or tuple(scores.shape) != (rows,):
             got = f"shape {tuple(scores.shape)}" if isinstance(scores, Tensor) else f"a {type(scores).__name__}"
+            hint = "; for a (rows, 1) score, return score.squeeze(-1)" if got == f"shape ({rows}, 1)" else ""
             raise ValueError(f"objective must return one score per example: a tensor of shape ({rows},) for a "
-                             f"forward of {rows} rows, got {got}")
+                             f"forward of {rows} rows, got {got}{hint}; targets holds one entry per row (select "
+                             "with logits.gather(1, targets[:, None]).squeeze(1), not logits[:, targets])")
+        if torch.is_grad_enabled() and any(x.requires_grad for x in inputs) and not scores.requires_grad:
+            raise ValueError("objective returned a score that does not depend on the inputs through autograd (it was "
+                             "detached, or made by argmax, round or an integer conversion), so it has no gradient; "
+                             "return a differentiable function of model(inputs)")
         return scores
 
 

@@ -124,7 +124,7 @@ def test_several_outputs_with_an_objective_give_its_targets_one_by_one():
 
 @pytest.mark.parametrize("score, shape", [
     (lambda model, x, y: model(x), r"\(3, 3\)"),
-    (lambda model, x, y: model(x)[:, :1], r"\(3, 1\)"),
+    (lambda model, x, y: model(x)[:, :1], r"\(3, 1\); for a \(rows, 1\) score, return score.squeeze\(-1\)"),
     (lambda model, x, y: model(x).sum(), r"\(\)"),
 ])
 def test_a_score_of_the_wrong_shape_is_refused_at_the_first_forward_naming_the_shape_expected(score, shape):
@@ -139,6 +139,15 @@ def test_a_score_of_the_wrong_shape_is_refused_at_the_first_forward_naming_the_s
         NoiseTunnel(Saliency(make_mlp())).attribute(X, nt_samples=4, nt_samples_batch_size=1, stdevs=0.1,
                                                     objective=counted)
     assert calls == [3]  # the first chunk's forward, nothing merged
+
+
+@pytest.mark.parametrize("score", [
+    lambda model, x, y: model(x).detach()[:, 0],
+    lambda model, x, y: model(x).argmax(dim=1).double(),
+])
+def test_a_score_without_a_gradient_is_refused_naming_the_objective(score):
+    with pytest.raises(ValueError, match="objective returned a score that does not depend on the inputs"):
+        NoiseTunnel(Saliency(make_mlp())).attribute(X, nt_samples=2, stdevs=0.1, objective=score)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
