@@ -217,9 +217,11 @@ def output_gradients(outputs: Tuple[int, ...], copies: int) -> Callable[..., Tup
     The estimator gives the method its ``copies`` noisy rows tiled K times
     (output-major), so each forward's rows are ``(steps, K, copies)`` with the
     K blocks equal. The forward runs on one block; the K outputs' gradients
-    are taken together (``is_grads_batched``, or one by one if the model's
-    operations cannot be batched) and laid out as the method expects: block
-    ``k`` holds output ``k``'s gradient.
+    are K vector-Jacobian products through its graph: one by one on a CPU,
+    where that is faster than ``is_grads_batched`` (benchmarks/OUTPUTS.md),
+    batched elsewhere (falling back to one by one for operations without a
+    batching rule), laid out as the method expects: block ``k`` holds output
+    ``k``'s gradient.
     """
     count = len(outputs)
 
@@ -250,13 +252,17 @@ def output_gradients(outputs: Tuple[int, ...], copies: int) -> Callable[..., Tup
                 raise ValueError(f"outputs={list(outputs)} names column {max(outputs)}, but the model returns "
                                  f"{out.shape[1]} outputs per example")
             selected = out[:, list(outputs)]
-            eye = torch.eye(count, dtype=selected.dtype, device=selected.device)
-            weights = eye.unsqueeze(1).expand(count, selected.shape[0], count)
-            try:
-                grads = torch.autograd.grad(selected, block, grad_outputs=weights, is_grads_batched=True,
-                                            retain_graph=True)
-            except RuntimeError:  # an operation without a batching rule: one product per output
-                per_output = [torch.autograd.grad(selected[:, k].sum(), block, retain_graph=True)
+            grads = None
+            if block[0].device.type != "cpu":  # one set of kernels for the K products (unmeasured: no GPU here)
+                eye = torch.eye(count, dtype=selected.dtype, device=selected.device)
+                weights = eye.unsqueeze(1).expand(count, selected.shape[0], count)
+                try:
+                    grads = torch.autograd.grad(selected, block, grad_outputs=weights, is_grads_batched=True,
+                                                retain_graph=True)
+                except RuntimeError:  # an operation without a batching rule
+                    grads = None
+            if grads is None:  # one product per output through the same graph
+                per_output = [torch.autograd.grad(selected[:, k].sum(), block, retain_graph=k < count - 1)
                               for k in range(count)]
                 grads = tuple(torch.stack(parts) for parts in zip(*per_output))
         return tuple(
