@@ -15,7 +15,7 @@ from torch import nn
 
 from noisegrad._caller import user_stacklevel
 
-__all__ = ["modules_of", "tensors_of", "loaded_globals", "preserved_modules", "preserved_global_rngs",
+__all__ = ["modules_of", "tensors_of", "loaded_globals", "filled", "preserved_modules", "preserved_global_rngs",
            "seeded_global_rng", "seed_global_rngs", "guarded"]
 
 #: Held while the process-wide RNGs are seeded for one call: they belong to the process, not to a model.
@@ -84,7 +84,7 @@ def _search(obj: Any, found: Dict[int, Any], seen: set, depth: int, tensors: Opt
     elif isinstance(obj, functools.partial):
         children = [obj.func, *obj.args, *obj.keywords.values()]
     elif inspect.isfunction(obj):
-        children = [cell.cell_contents for cell in obj.__closure__ or () if _filled(cell)]
+        children = [cell.cell_contents for cell in obj.__closure__ or () if filled(cell)]
         children += [obj.__globals__[n] for n in loaded_globals(obj.__code__) if n in obj.__globals__]
     elif isinstance(obj, (list, tuple)):
         children = list(obj)
@@ -103,7 +103,8 @@ def _is_namespace(obj: Any) -> bool:
     return inspect.ismodule(obj) or inspect.isclass(obj)
 
 
-def _filled(cell: Any) -> bool:
+def filled(cell: Any) -> bool:
+    """Whether a closure cell holds a value (an empty cell raises on reading it)."""
     try:
         cell.cell_contents
     except ValueError:  # an empty cell

@@ -21,7 +21,7 @@ from captum.attr import Attribution
 from torch import Tensor, nn
 from torch.nn.modules.module import register_module_forward_pre_hook
 
-from noisegrad._state import loaded_globals, modules_of, tensors_of
+from noisegrad._state import filled, loaded_globals, modules_of, tensors_of
 
 __all__ = ["model_root", "private_copy", "redirect_method", "is_detached_from", "refusing_to_run",
            "refuse_scripted"]
@@ -208,10 +208,10 @@ class _Redirect:
     def _rebuilt(self, function: types.FunctionType, depth: int) -> Any:
         """``function`` rebuilt with closure cells and globals that name the model replaced by the copy."""
         cells = function.__closure__ or ()
-        contents = [self(_contents(c), depth - 1) if _filled(c) else None for c in cells]
+        contents = [self(_contents(c), depth - 1) if filled(c) else None for c in cells]
         new_cells = None
-        if any(_filled(c) and v is not _contents(c) for c, v in zip(cells, contents)):
-            new_cells = tuple(types.CellType(v) if _filled(c) else c for c, v in zip(cells, contents))
+        if any(filled(c) and v is not _contents(c) for c, v in zip(cells, contents)):
+            new_cells = tuple(types.CellType(v) if filled(c) else c for c, v in zip(cells, contents))
         own_globals = function.__globals__
         replaced = {}
         for name in loaded_globals(function.__code__):
@@ -235,14 +235,6 @@ class _Redirect:
 
 def _changed(new: Any, old: Any) -> bool:
     return any(a is not b for a, b in zip(new, old))
-
-
-def _filled(cell: Any) -> bool:
-    try:
-        cell.cell_contents
-    except ValueError:  # an empty cell
-        return False
-    return True
 
 
 def _contents(cell: Any) -> Any:
