@@ -259,6 +259,9 @@ class NoiseTunnel(Attribution):
             chunk runs one forward and the K gradients are taken together
             (batched vector-Jacobian products); other methods run once per
             output (also with ``objective``: its targets are then ``k``).
+            With ``"auto"`` (``nt_samples`` or ``weight_noise(draws=...)``)
+            an example stops when every one of its outputs reached ``tol``
+            (``converged`` is per example, one value for its K outputs).
             Not with ``target``, ``joint`` or ``draw_baseline_from_distrib``.
         objective : callable, optional
             Explain a score of your own instead of a model output:
@@ -384,7 +387,8 @@ class NoiseTunnel(Attribution):
             tally = _tally(estimator, request)
             # the first check: every standard-error group holds two independent units
             first = max(_AUTO_MIN_SAMPLES, 16 * estimator.perturbation.sampler.unit_size)
-            rule = StoppingRule(request.batch, request.tol, request.limit, first) if request.auto else None
+            rule = StoppingRule(request.batch, request.tol, request.limit, first,
+                                per_output=request.outputs is not None) if request.auto else None
             with progress_bar(request.limit, "NoiseTunnel", unit="sample", enabled=show_progress) as bar:
                 run(estimator, plan, tally, request.nt_type, rule, progress=bar.update)
         return _finish(request, estimator, tally, rule)

@@ -6,7 +6,7 @@ from captum.attr import DeepLift, InputXGradient, IntegratedGradients, LayerInte
 from torch import nn
 
 from conftest import WRAPPED_METHODS, make_cnn, make_mlp
-from noisegrad import NoiseTunnel
+from noisegrad import NoiseTunnel, weight_noise
 
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 OUTPUTS = [2, 0]
@@ -105,8 +105,34 @@ def test_auto_stops_each_example_on_the_error_of_all_its_outputs():
     result = NoiseTunnel(Saliency(make_mlp(seed=1))).attribute(
         X, outputs=OUTPUTS, nt_samples="auto", tol=0.1, max_samples=256, stdevs=0.3, seed=0, abs=False)
     assert result.attributions.shape == (3, 5, 2) and result.relative_stderr.shape == (3, 2)
-    norm = lambda t: t.reshape(3, -1).pow(2).sum(1).sqrt()  # noqa: E731
+    norm = lambda t: t.reshape(3, -1, 2).pow(2).sum(1).sqrt()  # noqa: E731
     assert bool((norm(result.stderr) / norm(result.attributions) <= 0.1 + 1e-12).all())
+
+
+class _SteadyAndNoisy(nn.Module):
+    # output 0: a large steady gradient; output 1: a tiny one that the noise makes vary a lot
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones((), dtype=torch.float64))  # something for weight noise to perturb
+
+    def forward(self, x):
+        return self.scale * torch.stack([10 * x.sum(1) + torch.sin(x).sum(1), 0.01 * torch.sin(3 * x).sum(1)], 1)
+
+
+@pytest.mark.parametrize("kwargs", [dict(nt_samples="auto", max_samples=1024),
+                                    dict(nt_samples=2, weight_noise=weight_noise(sigma=0.01, draws="auto", filter="*"),
+                                         max_samples=2048)])
+def test_auto_is_converged_only_when_every_output_reached_tol(kwargs):
+    x = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    nt, common = NoiseTunnel(Saliency(_SteadyAndNoisy())), dict(tol=0.2, stdevs=0.5, seed=0, abs=False, **kwargs)
+    result = nt.attribute(x, outputs=[0, 1], **common)
+    ratio = (result.stderr.pow(2).sum(1) / result.attributions.pow(2).sum(1)).sqrt()  # (batch, K), by hand
+    torch.testing.assert_close(result.relative_stderr, ratio)
+    assert bool(result.converged.all()) and bool((ratio <= 0.2 + 1e-12).all())
+    # the noisy output sets the pace: as many samples as explaining it alone, with the same noise
+    alone = nt.attribute(x, target=1, **common)
+    assert result.nt_samples.tolist() == alone.nt_samples.tolist()
+    assert bool((alone.nt_samples > nt.attribute(x, target=0, **common).nt_samples).all())
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
