@@ -170,9 +170,11 @@ def check_request(
                                    or weight_noise is not None and no_input_noise(stdevs))
     outputs = validate_outputs(outputs, kwargs, is_joint, draw_baseline_from_distrib, delta_reduction)
     objective = check_objective(objective)
-    if outputs is not None and nt_samples == "auto" and (objective is not None or not _captum.batches_outputs(method)):
+    auto_given = ('nt_samples="auto"' if nt_samples == "auto" else
+                  'weight_noise(draws="auto")' if getattr(weight_noise, "draws", None) == "auto" else None)
+    if outputs is not None and auto_given and (objective is not None or not _captum.batches_outputs(method)):
         runs = "an objective" if objective is not None else type(method).__name__
-        raise ValueError(f'outputs= with nt_samples="auto" needs a method that takes all outputs in one pass '
+        raise ValueError(f"outputs= with {auto_given} needs a method that takes all outputs in one pass "
                          f"(Saliency, InputXGradient, IntegratedGradients, without objective=); with {runs} it runs "
                          "once per output, and each run would stop on its own")
     times_input = validate_times_input(times_input, method, noise_layer, is_joint)

@@ -153,6 +153,18 @@ def test_an_output_beyond_the_model_is_named_as_outputs_also_when_run_once_per_o
         NoiseTunnel(DeepLift(make_mlp(seed=1))).attribute(X, outputs=[0, 7], nt_samples=2, stdevs=0.1)
 
 
-def test_auto_with_a_method_run_once_per_output_is_refused():
+def _selected(model, inputs, targets):
+    return model(inputs).gather(1, targets.reshape(-1, 1)).squeeze(1)
+
+
+@pytest.mark.parametrize("method, kwargs", [
+    (DeepLift, dict(nt_samples="auto")),
+    (DeepLift, dict(nt_samples=2, weight_noise=weight_noise(sigma=0.1, draws="auto"))),
+    (Saliency, dict(nt_samples="auto", objective=_selected)),
+    (Saliency, dict(nt_samples=2, weight_noise=weight_noise(sigma=0.1, draws="auto"), objective=_selected)),
+])
+def test_auto_with_a_method_run_once_per_output_is_refused_before_any_forward(method, kwargs):
+    model = make_mlp(seed=1)
+    model.register_forward_hook(lambda *_: pytest.fail("a forward ran before the refusal"))
     with pytest.raises(ValueError, match="needs a method that takes all outputs in one pass"):
-        NoiseTunnel(DeepLift(make_mlp(seed=1))).attribute(X, outputs=[0, 1], nt_samples="auto", stdevs=0.1)
+        NoiseTunnel(method(model)).attribute(X, outputs=[0, 1], stdevs=0.1, **kwargs)
