@@ -361,16 +361,16 @@ class NoiseTunnel(Attribution):
         """plan → run → finish, for a checked request."""
         method = self.attribution_method
         if request.outputs is not None and (request.objective is not None or not _captum.batches_outputs(method)):
-            # one run per output, with the same noise
-            runs = []
-            for k in request.outputs:
+            # one run per output, with the same noise; the highest index first, so that one beyond the model
+            # fails at its first forward, before any other output ran (indices are >= 0 and distinct)
+            runs = {}
+            for k in sorted(request.outputs, reverse=True):
                 try:
-                    runs.append(self._run(dataclasses.replace(request, outputs=None,
-                                                              kwargs=dict(request.kwargs, target=k)),
-                                              show_progress))
+                    runs[k] = self._run(dataclasses.replace(request, outputs=None,
+                                                            kwargs=dict(request.kwargs, target=k)), show_progress)
                 except ValueError as error:  # name the argument the user gave, not the target of one run
                     raise ValueError(f"outputs={list(request.outputs)}, output {k}: {error}") from error
-            return _stack_outputs(runs)
+            return _stack_outputs([runs[k] for k in request.outputs])
         global_seed = request.seeds.derived(0) if request.seeded else None
         with contextlib.ExitStack() as stack:
             if request.weights is None:

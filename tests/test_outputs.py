@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from captum.attr import DeepLift, InputXGradient, IntegratedGradients, LayerIntegratedGradients, Saliency
+from captum.attr import DeepLift, FeatureAblation, InputXGradient, IntegratedGradients, LayerIntegratedGradients, Saliency
 from torch import nn
 
 from conftest import WRAPPED_METHODS, make_cnn, make_mlp
@@ -151,6 +151,16 @@ def test_bad_outputs_are_refused(kwargs, error, match):
 def test_an_output_beyond_the_model_is_named_as_outputs_also_when_run_once_per_output():
     with pytest.raises(ValueError, match=r"outputs=\[0, 7\], output 7: target=7 is out of range"):
         NoiseTunnel(DeepLift(make_mlp(seed=1))).attribute(X, outputs=[0, 7], nt_samples=2, stdevs=0.1)
+
+
+@pytest.mark.parametrize("method", [DeepLift, FeatureAblation])
+def test_an_output_beyond_the_model_is_found_before_the_other_outputs_run(method):
+    model, forwards = make_mlp(seed=1), []
+    model.register_forward_hook(lambda *_: forwards.append(1))
+    with pytest.raises(ValueError, match=r"outputs=\[0, 1, 7\], output 7: target=7 is out of range"):
+        NoiseTunnel(method(model)).attribute(X, outputs=[0, 1, 7], nt_samples=20, nt_samples_batch_size=5,
+                                             stdevs=0.1, seed=0)
+    assert len(forwards) <= 2  # the first chunk of output 7, not 4 chunks of outputs 0 and 1 each
 
 
 def _selected(model, inputs, targets):
