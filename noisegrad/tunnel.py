@@ -162,10 +162,12 @@ class NoiseTunnel(Attribution):
             The most rows any forward of the wrapped method may see; the chunk
             is chosen to fit, and path methods (IG, Conductance) get
             ``internal_batch_size`` to split their steps if one copy per
-            example does not fit.
+            example does not fit. With ``outputs=`` a batched forward holds
+            the rows of one output, as with ``target=``.
         memory_budget : int, optional
             Bytes of activations a forward may keep; converted to rows with the
-            same measurement as ``"auto"``.
+            same measurement as ``"auto"``. With ``outputs=`` each row counts
+            K times (the K gradients taken from it are held together).
         joint : False, True, "antithetic", "qmc" or "lhs"
             For IntegratedGradients and LayerIntegratedGradients: sample noise
             and path point jointly (:func:`noisegrad.joint_integrated_gradients`),
@@ -492,6 +494,7 @@ def _plan(estimator: Any, request: Request, forward_func: Callable[..., Any]) ->
     def measure() -> int:
         per_row = activation_bytes_per_row(forward_func, inputs, request.kwargs.get("additional_forward_args"))
         per_row = per_row if per_row is not None else 4 * sum(x[:1].numel() * x.element_size() for x in inputs)
+        per_row *= getattr(estimator, "gradients_per_row", 1)  # outputs=: K gradients held per forward row
         # the weight draws a chunk holds count as rows too (their share of a sample, spread over its rows)
         extra = getattr(estimator.perturbation, "bytes_per_sample", 0)
         return per_row + -(-extra // (request.batch * estimator.rows_per_copy))

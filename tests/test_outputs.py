@@ -86,6 +86,25 @@ def test_batched_methods_run_one_forward_per_chunk_on_the_copies_only(method, kw
     assert model.rows == [3 * 3 * rows_per_copy] * 2  # two chunks of 3 samples × 3 examples, no output factor
 
 
+@pytest.mark.parametrize("method, kwargs", [(Saliency, {}), (IntegratedGradients, {"n_steps": 4})])
+def test_max_batch_rows_counts_the_one_block_a_forward_holds_not_one_per_output(method, kwargs):
+    model, outputs = Counting(make_mlp(seed=1, classes=10)), list(range(10))
+    common = dict(nt_samples=4, stdevs=0.1, seed=0, max_batch_rows=12, **kwargs)
+    NoiseTunnel(method(model)).attribute(X, target=1, **common)
+    single, model.rows[:] = list(model.rows), []
+    NoiseTunnel(method(model)).attribute(X, outputs=outputs, **common)
+    assert model.rows == single and max(single) <= 12  # 3 examples × (12 // 3 // rows per copy) samples
+
+
+def test_a_memory_budget_still_counts_the_gradients_of_every_output():
+    model, outputs = Counting(make_mlp(seed=1, classes=10)), list(range(10))
+    common = dict(nt_samples=64, stdevs=0.1, seed=0, memory_budget=20_000)
+    NoiseTunnel(Saliency(model)).attribute(X, target=1, **common)
+    single, model.rows[:] = max(model.rows), []
+    NoiseTunnel(Saliency(model)).attribute(X, outputs=outputs, **common)
+    assert max(model.rows) * 10 <= single
+
+
 def test_a_cnn_in_float32_and_a_layer_method_that_runs_once_per_output():
     model = make_cnn(dtype=torch.float32)
     x = torch.randn(2, 2, 5, 5)

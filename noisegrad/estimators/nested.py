@@ -80,7 +80,10 @@ class NestedEstimator:
         self.baseline_distribution = _captum.takes_baseline_distribution(method) or baseline_seed is not None
         self.chunk_kwargs = self._chunk_kwargs()
         self.outputs, self.times_input = outputs, times_input
-        self.rows_per_copy = _captum.rows_per_copy(method, kwargs) * (len(outputs) if outputs else 1)
+        # outputs=: a forward holds one block of rows (the K gradients are taken from it), so max_batch_rows
+        # counts one block; the K gradients it keeps count in the bytes of a row (memory_budget)
+        self.rows_per_copy = _captum.rows_per_copy(method, kwargs)
+        self.gradients_per_row = len(outputs) if outputs else 1
         if hasattr(perturbation, "rows_per_copy"):  # weight noise: how many rows per draw a forward would hold
             perturbation.rows_per_copy = self.rows_per_copy
         self.splits_itself = _captum.rows_per_split_copy(method)
