@@ -96,6 +96,16 @@ def test_max_batch_rows_counts_the_one_block_a_forward_holds_not_one_per_output(
     assert model.rows == single and max(single) <= 12  # 3 examples × (12 // 3 // rows per copy) samples
 
 
+def test_the_convergence_delta_of_several_outputs_runs_its_forwards_on_one_block():
+    model, outputs = Counting(make_mlp(seed=1, classes=10)), list(range(10))
+    common = dict(nt_samples=4, stdevs=0.1, seed=0, n_steps=5, return_convergence_delta=True)
+    _, one = NoiseTunnel(IntegratedGradients(model)).attribute(X, target=3, **common)
+    single, model.rows[:] = list(model.rows), []
+    _, several = NoiseTunnel(IntegratedGradients(model)).attribute(X, outputs=outputs, **common)
+    assert model.rows == single  # the path's forward, then the delta's two, each on the rows of one output
+    torch.testing.assert_close(several[..., 3], one, rtol=1e-10, atol=1e-12)
+
+
 def test_a_memory_budget_still_counts_the_gradients_of_every_output():
     model, outputs = Counting(make_mlp(seed=1, classes=10)), list(range(10))
     common = dict(nt_samples=64, stdevs=0.1, seed=0, memory_budget=20_000)

@@ -123,6 +123,9 @@ class NestedEstimator:
             count = len(self.outputs)
             rows = tuple(x.repeat((count,) + (1,) * (x.dim() - 1)) for x in rows)
             self.method.gradient_func = _captum.output_gradients(self.outputs, n * batch)
+            if self.return_delta:  # the delta's forwards too on one block (IntegratedGradients)
+                self.method.compute_convergence_delta = _captum.output_convergence_delta(
+                    self.method, self.outputs, n * batch)
             expanded = range(0, n * count)  # the per-copy arguments, expanded as for n × K samples
         if self.is_gradient_method:
             rows = tuple(x.requires_grad_() if x.is_floating_point() else x for x in rows)
