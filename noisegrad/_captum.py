@@ -15,6 +15,7 @@ import torch
 from captum._utils.common import _format_additional_forward_args, _run_forward
 from captum._utils.gradient import _forward_layer_eval, compute_gradients
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, SUPPORTED_RIEMANN_METHODS
+from captum.attr._utils.common import _format_input_baseline, _tensorize_baseline
 from captum.attr import (
     Attribution,
     DeepLift,
@@ -226,9 +227,7 @@ def output_gradients(outputs: Tuple[int, ...], copies: int) -> Callable[..., Tup
     count = len(outputs)
 
     def one_block(value: Tensor, rows: int) -> Tensor:
-        steps = rows // (count * copies)
-        return value.reshape((steps, count, copies) + tuple(value.shape[1:]))[:, 0].reshape(
-            (steps * copies,) + tuple(value.shape[1:]))
+        return _one_block(value, rows, count, copies)
 
     def gradient_func(
         forward_fn: Callable[..., Any], inputs: Any, target_ind: Any = None, additional_forward_args: Any = None
@@ -272,6 +271,45 @@ def output_gradients(outputs: Tuple[int, ...], copies: int) -> Callable[..., Tup
         )
 
     return gradient_func
+
+
+def _one_block(value: Tensor, rows: int, count: int, copies: int) -> Tensor:
+    """Of ``rows`` rows laid out ``(steps, count, copies)`` with the ``count`` blocks equal, the first block."""
+    steps = rows // (count * copies)
+    return value.reshape((steps, count, copies) + tuple(value.shape[1:]))[:, 0].reshape(
+        (steps * copies,) + tuple(value.shape[1:]))
+
+
+def output_convergence_delta(method: Attribution, outputs: Tuple[int, ...], copies: int) -> Callable[..., Tensor]:
+    """IG's ``compute_convergence_delta`` for inputs tiled once per output (:func:`output_gradients`).
+
+    Captum's delta, Σ attributions − (F(end) − F(start)) per row, with each
+    point's forward run on one block and block ``k`` reading output ``k``,
+    instead of K forwards of equal rows.
+    """
+    count = len(outputs)
+
+    def delta(attributions: Any, start_point: Any, end_point: Any, target: Any = None,
+              additional_forward_args: Any = None) -> Tensor:
+        end_point, start_point = _format_input_baseline(end_point, start_point)
+        start_point = _tensorize_baseline(end_point, start_point)
+        rows = end_point[0].shape[0]
+        extra = _format_additional_forward_args(additional_forward_args)
+        if extra is not None:
+            extra = tuple(_one_block(a, rows, count, copies) if isinstance(a, Tensor) and a.dim() > 0
+                          and a.shape[0] == rows else a for a in extra)
+
+        def selected(point: Tuple[Tensor, ...]) -> Tensor:  # (rows,): block k's rows read output k
+            out = _run_forward(method.forward_func, tuple(_one_block(x, rows, count, copies) for x in point),
+                               None, extra)
+            return out[:, list(outputs)].transpose(0, 1).reshape(rows)
+
+        attributions = attributions if isinstance(attributions, tuple) else (attributions,)
+        with torch.no_grad():
+            attr_sum = sum(a.reshape(rows, -1).sum(dim=1) for a in attributions)
+            return attr_sum - (selected(end_point) - selected(start_point))
+
+    return delta
 
 
 def attributes_to(method: Attribution, module: Any, to_layer_input: bool) -> bool:

@@ -45,6 +45,15 @@ def validate_outputs(
     return tuple(int(v) for v in values)
 
 
+def check_auto_outputs(outputs: Optional[Tuple[int, ...]], auto_given: Optional[str], run_per_output: Optional[str]
+                       ) -> None:
+    """Refuse ``outputs=`` with "auto" (``auto_given``) when ``run_per_output`` (what runs once per output) is set."""
+    if outputs is not None and auto_given and run_per_output:
+        raise ValueError(f"outputs= with {auto_given} needs a method that takes all outputs in one pass "
+                         f"(Saliency, InputXGradient, IntegratedGradients, without objective=); with {run_per_output} "
+                         "it runs once per output, and each run would stop on its own")
+
+
 def one_hot_as_indices(target: Any, batch: int) -> Any:
     """A ``(batch, n_outputs)`` tensor of one-hot rows (Xplique's targets) as one index per example; else ``target``.
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from noisegrad import _captum
 from noisegrad._explained import (
+    check_auto_outputs,
     one_hot_as_indices,
     validate_channel_reducer,
     validate_outputs,
@@ -170,11 +171,10 @@ def check_request(
                                    or weight_noise is not None and no_input_noise(stdevs))
     outputs = validate_outputs(outputs, kwargs, is_joint, draw_baseline_from_distrib, delta_reduction)
     objective = check_objective(objective)
-    if outputs is not None and nt_samples == "auto" and (objective is not None or not _captum.batches_outputs(method)):
-        runs = "an objective" if objective is not None else type(method).__name__
-        raise ValueError(f'outputs= with nt_samples="auto" needs a method that takes all outputs in one pass '
-                         f"(Saliency, InputXGradient, IntegratedGradients, without objective=); with {runs} it runs "
-                         "once per output, and each run would stop on its own")
+    auto_given = ('nt_samples="auto"' if nt_samples == "auto" else
+                  'weight_noise(draws="auto")' if getattr(weight_noise, "draws", None) == "auto" else None)
+    check_auto_outputs(outputs, auto_given, "an objective" if objective is not None else
+                       None if _captum.batches_outputs(method) else type(method).__name__)
     times_input = validate_times_input(times_input, method, noise_layer, is_joint)
     channel_reducer = validate_channel_reducer(channel_reducer)
     validate_grad_mode(method)

@@ -18,7 +18,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from noisegrad._explained import times_input_choice, validate_channel_reducer, validate_outputs
+from noisegrad._explained import (
+    check_auto_outputs,
+    times_input_choice,
+    validate_channel_reducer,
+    validate_outputs,
+)
 from noisegrad._validate import as_int
 from noisegrad.objective import check_objective
 from noisegrad.perturb.inputs import relative
@@ -153,6 +158,8 @@ class SmoothingConfig:
                              "JSON keeps only its name, and never imports code): pass the function itself, e.g. "
                              "SmoothingConfig.from_dict({**values, 'objective': g})")
         check_objective(self.objective)
+        check_auto_outputs(self.outputs, 'nt_samples="auto"' if self.nt_samples == "auto" else None,
+                           "an objective" if self.objective is not None else None)
         set_(self, "times_input", times_input_choice(self.times_input))
         validate_channel_reducer(self.channel_reducer)
         if self.nt_type not in NT_TYPES:
@@ -434,6 +441,8 @@ class SmoothingConfig:
             indices = [output_idx] if isinstance(output_idx, numbers.Integral) else list(output_idx)
             if any(isinstance(i, bool) or not isinstance(i, numbers.Integral) or i < 1 for i in indices):
                 raise ValueError(f"output_idx holds innsight's (R's) output indices, counted from 1; got {indices!r}")
+            if len(set(indices)) != len(indices):
+                raise ValueError(f"output_idx={indices!r} has repeated indices")
             outputs = tuple(int(i) - 1 for i in indices)
         return cls(nt_samples=_positive_int("n", n), noise_level=noise_level, scope="data", dtype=dtype,
                    outputs=outputs, times_input="clean" if times_input else None)

@@ -36,10 +36,11 @@ def check_objective(objective: Any) -> Optional[Objective]:
 def objective_targets(target: Any, batch: int, device: torch.device) -> Optional[Tensor]:
     """``target`` as the objective sees it: None, or a tensor whose first dimension indexes the examples.
 
-    An int (or a one-element tensor) is every example's target, a tuple an
-    index into multi-dimensional outputs for every example; a list has one
-    entry per example; a tensor with a row per example (indices, one-hot or
-    weight rows, masks) is passed as it is.
+    An int (or a one-element tensor without one row per example) is every
+    example's target, a tuple an index into multi-dimensional outputs for
+    every example; a list has one entry per example; a tensor with a row per
+    example (indices, one-hot or weight rows, masks, a ``(batch, 1)``
+    regression target also when the batch is 1) is passed as it is.
 
     Examples
     --------
@@ -49,11 +50,13 @@ def objective_targets(target: Any, batch: int, device: torch.device) -> Optional
     [[0, 1], [2, 3]]
     >>> objective_targets(torch.eye(3)[[2, 0]], 2, torch.device("cpu")).shape
     torch.Size([2, 3])
+    >>> objective_targets(torch.tensor([[0.5]]), 1, torch.device("cpu")).shape
+    torch.Size([1, 1])
     """
     if target is None:
         return None
     if isinstance(target, Tensor):
-        if target.dim() > 0 and target.shape[0] == batch and target.numel() > 1:
+        if target.dim() > 0 and target.shape[0] == batch:
             return target.to(device)
         if target.numel() == 1:
             return target.reshape(()).to(device).expand(batch).clone()

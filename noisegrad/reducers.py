@@ -77,7 +77,7 @@ def token_scores(
     return scores
 
 
-def reduce_channels(attributions: Tensor, reducer: Optional[str], per_output: bool = False) -> Tensor:
+def reduce_channels(attributions: Any, reducer: Optional[str], per_output: bool = False) -> Tensor:
     """An image attribution ``(batch, C, H, W)`` reduced over its channels to ``(batch, H, W)``.
 
     Applied to a smoothed result, this reduces *after* smoothing: the
@@ -91,12 +91,13 @@ def reduce_channels(attributions: Tensor, reducer: Optional[str], per_output: bo
 
     Parameters
     ----------
-    attributions : Tensor
-        Channels in dimension 1 (torch's layout).
+    attributions : Tensor or SmoothedAttribution
+        Channels in dimension 1 (torch's layout); of a result, its attributions.
     reducer : {"mean", "sum", "max", "min", "abs-sum"} or None
         ``None`` returns the attributions as they are.
     per_output : bool
-        The last dimension indexes outputs (``outputs=``) and is not one of the image's.
+        The last dimension indexes outputs (``outputs=``) and is not one of
+        the image's; a result made with ``outputs=`` says so itself.
 
     Examples
     --------
@@ -104,6 +105,8 @@ def reduce_channels(attributions: Tensor, reducer: Optional[str], per_output: bo
     >>> [reduce_channels(attr, r).item() for r in ("mean", "sum", "max", "min", "abs-sum")]
     [-1.0, -2.0, 1.0, -3.0, 4.0]
     """
+    per_output = per_output or getattr(attributions, "outputs", None) is not None
+    attributions = getattr(attributions, "attributions", attributions)
     if reducer is None:
         return attributions
     if reducer not in CHANNEL_REDUCERS:

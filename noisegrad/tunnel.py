@@ -162,10 +162,12 @@ class NoiseTunnel(Attribution):
             The most rows any forward of the wrapped method may see; the chunk
             is chosen to fit, and path methods (IG, Conductance) get
             ``internal_batch_size`` to split their steps if one copy per
-            example does not fit.
+            example does not fit. With ``outputs=`` a batched forward holds
+            the rows of one output, as with ``target=``.
         memory_budget : int, optional
             Bytes of activations a forward may keep; converted to rows with the
-            same measurement as ``"auto"``.
+            same measurement as ``"auto"``. With ``outputs=`` each row counts
+            K times (the K gradients taken from it are held together).
         joint : False, True, "antithetic", "qmc" or "lhs"
             For IntegratedGradients and LayerIntegratedGradients: sample noise
             and path point jointly (:func:`noisegrad.joint_integrated_gradients`),
@@ -259,6 +261,9 @@ class NoiseTunnel(Attribution):
             chunk runs one forward and the K gradients are taken together
             (batched vector-Jacobian products); other methods run once per
             output (also with ``objective``: its targets are then ``k``).
+            With ``"auto"`` (``nt_samples`` or ``weight_noise(draws=...)``)
+            an example stops when every one of its outputs reached ``tol``
+            (``converged`` is per example, one value for its K outputs).
             Not with ``target``, ``joint`` or ``draw_baseline_from_distrib``.
         objective : callable, optional
             Explain a score of your own instead of a model output:
@@ -358,16 +363,16 @@ class NoiseTunnel(Attribution):
         """plan → run → finish, for a checked request."""
         method = self.attribution_method
         if request.outputs is not None and (request.objective is not None or not _captum.batches_outputs(method)):
-            # one run per output, with the same noise
-            runs = []
-            for k in request.outputs:
+            # one run per output, with the same noise; the highest index first, so that one beyond the model
+            # fails at its first forward, before any other output ran (indices are >= 0 and distinct)
+            runs = {}
+            for k in sorted(request.outputs, reverse=True):
                 try:
-                    runs.append(self._run(dataclasses.replace(request, outputs=None,
-                                                              kwargs=dict(request.kwargs, target=k)),
-                                              show_progress))
+                    runs[k] = self._run(dataclasses.replace(request, outputs=None,
+                                                            kwargs=dict(request.kwargs, target=k)), show_progress)
                 except ValueError as error:  # name the argument the user gave, not the target of one run
                     raise ValueError(f"outputs={list(request.outputs)}, output {k}: {error}") from error
-            return _stack_outputs(runs)
+            return _stack_outputs([runs[k] for k in request.outputs])
         global_seed = request.seeds.derived(0) if request.seeded else None
         with contextlib.ExitStack() as stack:
             if request.weights is None:
@@ -384,7 +389,8 @@ class NoiseTunnel(Attribution):
             tally = _tally(estimator, request)
             # the first check: every standard-error group holds two independent units
             first = max(_AUTO_MIN_SAMPLES, 16 * estimator.perturbation.sampler.unit_size)
-            rule = StoppingRule(request.batch, request.tol, request.limit, first) if request.auto else None
+            rule = StoppingRule(request.batch, request.tol, request.limit, first,
+                                per_output=request.outputs is not None) if request.auto else None
             with progress_bar(request.limit, "NoiseTunnel", unit="sample", enabled=show_progress) as bar:
                 run(estimator, plan, tally, request.nt_type, rule, progress=bar.update)
         return _finish(request, estimator, tally, rule)
@@ -488,6 +494,7 @@ def _plan(estimator: Any, request: Request, forward_func: Callable[..., Any]) ->
     def measure() -> int:
         per_row = activation_bytes_per_row(forward_func, inputs, request.kwargs.get("additional_forward_args"))
         per_row = per_row if per_row is not None else 4 * sum(x[:1].numel() * x.element_size() for x in inputs)
+        per_row *= getattr(estimator, "gradients_per_row", 1)  # outputs=: K gradients held per forward row
         # the weight draws a chunk holds count as rows too (their share of a sample, spread over its rows)
         extra = getattr(estimator.perturbation, "bytes_per_sample", 0)
         return per_row + -(-extra // (request.batch * estimator.rows_per_copy))

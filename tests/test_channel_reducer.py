@@ -3,6 +3,7 @@
 import pytest
 import torch
 from captum.attr import IntegratedGradients, Saliency
+from torch import nn
 
 import noisegrad
 from conftest import make_cnn, make_mlp
@@ -79,3 +80,16 @@ def test_an_unknown_reducer_is_named_before_any_forward():
     with pytest.raises(ValueError, match=r"channel_reducer must be one of \('mean', 'sum', 'max', 'min', "
                                          r"'abs-sum'\) or None, got 'median'"):
         NoiseTunnel(Saliency(make_cnn())).attribute(X, nt_samples=2, target=0, channel_reducer="median")
+
+
+def test_reduce_channels_reads_the_outputs_dimension_from_a_result():
+    torch.manual_seed(0)
+    grey = nn.Sequential(nn.Flatten(), nn.Linear(25, 4)).double()
+    x = torch.randn(2, 5, 5, dtype=torch.float64)  # greyscale maps (batch, H, W): no channels to reduce
+    result = NoiseTunnel(Saliency(grey)).attribute(x, outputs=[0, 3], nt_samples=4, stdevs=0.1, seed=0,
+                                                   return_stderr=True)
+    torch.testing.assert_close(reduce_channels(result, "mean"), result.attributions)
+    rgb = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    result = NoiseTunnel(Saliency(nn.Sequential(nn.Flatten(), nn.Linear(75, 4)).double())).attribute(
+        rgb, outputs=[0, 3], nt_samples=4, stdevs=0.1, seed=0, return_stderr=True)
+    torch.testing.assert_close(reduce_channels(result, "sum"), result.attributions.sum(dim=1))

@@ -285,6 +285,13 @@ def test_innsight_and_xplique_map_their_outputs_operator_reducer_and_times_input
     assert SmoothingConfig.from_innsight().outputs is None and SmoothingConfig.from_innsight().times_input is None
     with pytest.raises(ValueError, match="counted from 1"):
         SmoothingConfig.from_innsight(output_idx=[0])
+    with pytest.raises(ValueError, match=r"output_idx=\[1, 1\] has repeated indices"):
+        SmoothingConfig.from_innsight(output_idx=[1, 1])
+
+
+def test_outputs_with_an_objective_and_auto_are_refused_on_construction():
+    with pytest.raises(ValueError, match='outputs= with nt_samples="auto" needs a method that takes all outputs'):
+        SmoothingConfig(outputs=[0], objective=margin, nt_samples="auto")
     xplique = SmoothingConfig.from_xplique(operator=margin, reducer="max")
     assert (xplique.objective, xplique.channel_reducer) == (margin, "max")
     assert SmoothingConfig.from_xplique().channel_reducer == "mean"  # Xplique's default

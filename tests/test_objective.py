@@ -189,3 +189,20 @@ def test_an_objective_composes_with_joint_sampling_weight_noise_layer_noise_and_
         torch.testing.assert_close(ours[1], expected[1], rtol=0, atol=1e-12)
         ours, expected = ours[0], expected[0]
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-12)
+
+
+def test_a_regression_target_with_one_row_per_example_keeps_its_shape_also_for_a_batch_of_one():
+    model = make_mlp(classes=1)
+    x = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([[0.3], [-0.2]], dtype=torch.float64)
+    seen = []
+
+    def neg_sq_err(model, inputs, targets):
+        seen.append(tuple(targets.shape))
+        return -((model(inputs) - targets) ** 2).sum(dim=1)
+
+    kw = dict(nt_samples=3, stdevs=0.2, seed=0, abs=False, objective=neg_sq_err)
+    both = NoiseTunnel(Saliency(model)).attribute(x, target=y, example_ids=[0, 1], **kw)
+    alone = NoiseTunnel(Saliency(model)).attribute(x[:1], target=y[:1], example_ids=[0], **kw)
+    assert set(seen) == {(6, 1), (3, 1)}
+    torch.testing.assert_close(alone[0], both[0])

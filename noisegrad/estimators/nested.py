@@ -80,7 +80,10 @@ class NestedEstimator:
         self.baseline_distribution = _captum.takes_baseline_distribution(method) or baseline_seed is not None
         self.chunk_kwargs = self._chunk_kwargs()
         self.outputs, self.times_input = outputs, times_input
-        self.rows_per_copy = _captum.rows_per_copy(method, kwargs) * (len(outputs) if outputs else 1)
+        # outputs=: a forward holds one block of rows (the K gradients are taken from it), so max_batch_rows
+        # counts one block; the K gradients it keeps count in the bytes of a row (memory_budget)
+        self.rows_per_copy = _captum.rows_per_copy(method, kwargs)
+        self.gradients_per_row = len(outputs) if outputs else 1
         if hasattr(perturbation, "rows_per_copy"):  # weight noise: how many rows per draw a forward would hold
             perturbation.rows_per_copy = self.rows_per_copy
         self.splits_itself = _captum.rows_per_split_copy(method)
@@ -120,6 +123,9 @@ class NestedEstimator:
             count = len(self.outputs)
             rows = tuple(x.repeat((count,) + (1,) * (x.dim() - 1)) for x in rows)
             self.method.gradient_func = _captum.output_gradients(self.outputs, n * batch)
+            if self.return_delta:  # the delta's forwards too on one block (IntegratedGradients)
+                self.method.compute_convergence_delta = _captum.output_convergence_delta(
+                    self.method, self.outputs, n * batch)
             expanded = range(0, n * count)  # the per-copy arguments, expanded as for n × K samples
         if self.is_gradient_method:
             rows = tuple(x.requires_grad_() if x.is_floating_point() else x for x in rows)

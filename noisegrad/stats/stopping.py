@@ -21,7 +21,9 @@ class StoppingRule:
     the sample count at which the closest example is projected to reach
     ``tol`` (the standard error falls as 1/√n). The values, standard errors,
     degrees of freedom and sample counts of done examples are recorded here,
-    so they can leave the batch and stop consuming compute.
+    so they can leave the batch and stop consuming compute. ``per_output``
+    (``outputs=``: the last dimension of the attributions indexes outputs):
+    every output of an example must reach ``tol``; the worst one sets the pace.
 
     Examples
     --------
@@ -30,8 +32,9 @@ class StoppingRule:
     16
     """
 
-    def __init__(self, batch: int, tol: float, max_samples: int, min_samples: int) -> None:
+    def __init__(self, batch: int, tol: float, max_samples: int, min_samples: int, per_output: bool = False) -> None:
         self.batch, self.tol, self.max_samples, self.min_samples = batch, tol, max_samples, min_samples
+        self.per_output = per_output
         self.projected = min_samples
         self.values: List[Tensor] = []
         self.errors: List[Tensor] = []
@@ -52,9 +55,12 @@ class StoppingRule:
         delta: Optional[Tensor] = None,
     ) -> Tensor:
         """Record the running examples (``examples``, rows of the call's batch) that are done; return their mask."""
-        relative = relative_stderr(errors, values)
+        relative = relative_stderr(errors, values, per_output=self.per_output)
         batch = relative.shape[0]
         finite = torch.stack([torch.isfinite(v.reshape(batch, -1)).all(dim=1) for v in values]).all(dim=0)
+        if self.per_output:  # the worst output of each example; one that is 0 / 0 counts as reached
+            worst = torch.where(torch.isnan(relative), torch.zeros_like(relative), relative).amax(dim=1)
+            relative = torch.where(finite, worst, torch.full_like(worst, float("nan")))
         # 0 / 0 (no attribution and no spread) is converged; NaN or infinite attributions never are
         settled = ((relative <= self.tol) | torch.isnan(relative)) & finite
         done = settled | (count >= self.max_samples)
