@@ -795,7 +795,10 @@ def test_where_the_draws_are_looped_over_they_are_made_one_at_a_time_and_once(mo
     monkeypatch.setattr(weights_module.WeightNoise, "draw", recording)
     model = mlp()
     expected = reference(model, Saliency, XM, 3, 4, 0.3, 0.1, "smoothgrad", target=0, abs=False)
-    for batched, batch_size, draws_made in ((False, None, [1, 1, 1]), (False, 1, [1, 1, 1]), (True, None, [3])):
+    cases = ((False, None, 0, [1, 1, 1]), (False, 1, 0, [1, 1, 1]), (True, None, 0, [3]),
+             (False, None, weights_module.STACKED_MOST_BYTES, [3]))  # small draws: stacked, looped inside the forward
+    for batched, batch_size, most_bytes, draws_made in cases:
+        monkeypatch.setattr(weights_module, "STACKED_MOST_BYTES", most_bytes)
         made.clear()
         got = smoothed(Saliency, model, XM, 3, 4, 0.3, 0.1, "smoothgrad", batch_size=batch_size, batched=batched,
                        target=0, abs=False)

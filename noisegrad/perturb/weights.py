@@ -29,7 +29,12 @@ from noisegrad.perturb.weight_spec import (DEFAULT_MODULES, WeightNoiseSpec, noi
 from noisegrad.sampling.samplers import units_for_stderr
 from noisegrad.sampling.seeding import SampleSeeds
 
-__all__ = ["CheckedWeights", "check_weight_noise", "no_input_noise", "DrawUnits", "WeightNoise"]
+__all__ = ["CheckedWeights", "check_weight_noise", "no_input_noise", "DrawUnits", "WeightNoise",
+           "STACKED_MOST_BYTES"]
+
+#: A chunk's weight draws that are looped over are stacked (one call, the loop inside the forward) up to this many
+#: bytes of perturbed parameters, and made and run one call per draw above it, to bound memory.
+STACKED_MOST_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -219,14 +224,18 @@ class WeightNoise:
     def calls(self, sample_ids: range) -> Tuple[range, ...]:
         """The chunk as the wrapped method is called on it: whole if one vmapped forward holds its draws, else per draw.
 
-        Where the draws would be looped over anyway, a call per draw needs one
-        draw's parameters at a time instead of all of the chunk's.
+        Where the draws are looped over, one call holds all of the chunk's
+        draws' parameters and loops inside the forward (the faster loop); above
+        :data:`STACKED_MOST_BYTES` of them, a call per draw holds one draw's
+        parameters at a time instead (slower: each is a whole call of the
+        wrapped method; benchmarks/WEIGHTS.md).
         """
         draws = self.draws_of(sample_ids)
         whole_draws = sample_ids.start % self.draw_size == 0 and len(sample_ids) % self.draw_size == 0
         rows_per_draw = len(sample_ids) // len(draws) * self.inputs[0].shape[0] * self.rows_per_copy
-        if len(draws) == 1 or (self._forward is not None and whole_draws
-                               and self._forward.batches(rows_per_draw, self.inputs[0].device)):
+        stacked_bytes = len(draws) * self.draw_size * self.bytes_per_sample
+        if len(draws) == 1 or (self._forward is not None and whole_draws and (
+                self._forward.batches(rows_per_draw, self.inputs[0].device) or stacked_bytes <= STACKED_MOST_BYTES)):
             return (sample_ids,)
         return tuple(range(max(sample_ids.start, d * self.draw_size), min(sample_ids.stop, (d + 1) * self.draw_size))
                      for d in draws)
