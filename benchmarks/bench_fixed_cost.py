@@ -26,7 +26,7 @@ from captum.attr import Saliency
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_tunnel import Config, cpu_model, minimal_tunnel, mlp, noisegrad_revision, publish  # noqa: E402
+from bench_tunnel import Config, command_line, cpu_model, minimal_tunnel, mlp, noisegrad_revision, publish  # noqa: E402
 from noisegrad import NoiseTunnel, tunnel  # noqa: E402
 from noisegrad._loop import run  # noqa: E402
 from noisegrad._request import check_request  # noqa: E402
@@ -182,7 +182,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    args.command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    args.command = command_line(argv)
     publish(report(measure(args.batch, args.calls), args), args.out)
 
 

@@ -59,6 +59,7 @@ from torch import Tensor
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import noisegrad  # noqa: E402
 from bench_tunnel import (  # noqa: E402
+    command_line,
     ForeignLoad, build_workloads, cpu_model, device_description, noisegrad_revision, publish, time_interleaved,
 )
 from noisegrad import NoiseTunnel  # noqa: E402
@@ -473,7 +474,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU (models and inputs moved there)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     args = parser.parse_args(argv)
-    args.command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    args.command = command_line(argv)
     return args
 
 

@@ -598,9 +598,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def command_line(argv: Optional[List[str]] = None) -> str:
+    """The command that ran this benchmark, as printed beside its results."""
+    return "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    command = command_line(argv)
     cfg = Config(nt_type=args.nt_type, sanity_samples=32 if args.quick else 64)
     verify_memory_method()
     load = ForeignLoad()

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tunnel import (  # noqa: E402  (the shared timing and memory helpers)
+    command_line,
     ForeignLoad,
     SmallCNN,
     cpu_model,
@@ -357,7 +358,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    command = command_line(argv)
     verify_memory_method()
     load, load_before = ForeignLoad(), os.getloadavg()
     args.revision = noisegrad_revision()
