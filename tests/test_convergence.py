@@ -1,5 +1,6 @@
 """nt_samples="auto": stop each input when its relative standard error meets tol."""
 
+import math
 import statistics
 
 import pytest
@@ -46,6 +47,26 @@ def test_inputs_that_converged_stop_consuming_compute():
     )
     assert int(result.nt_samples[0]) == 32 and int(result.nt_samples[1:].min()) > 32
     assert model.rows[0] == 3 * 16 and model.rows[-1] <= 2 * 16  # example 0 left after the first check
+
+
+def test_checks_come_at_least_an_eighth_apart_when_examples_converge_one_by_one():
+    """Examples with spread noise converge at many different counts; the checks still grow geometrically."""
+    from noisegrad.stats.stopping import LEAST_GROWTH
+
+    model = Rows(make_mlp(seed=3))
+    x = torch.randn(24, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    stdevs = torch.linspace(0.05, 1.0, 24, dtype=torch.float64).unsqueeze(1)
+    result = NoiseTunnel(Saliency(model)).attribute(
+        x, nt_samples="auto", tol=0.02, max_samples=4000, nt_samples_batch_size=4000, stdevs=stdevs, target=0,
+        abs=False, seed=0,
+    )
+    stops = sorted(set(result.nt_samples.tolist()))
+    assert len(stops) >= 3, stops  # the examples did converge at different checks
+    assert LEAST_GROWTH == 1 / 8
+    for before, after in zip(stops, stops[1:]):
+        assert after >= before * 9 / 8, stops
+    # one chunk per check (the chunk size holds every sample): at most one check per growth of 9/8 from 32 on
+    assert len(model.rows) <= 1 + math.log(stops[-1] / 32) / math.log(9 / 8) + 1e-9, (model.rows, stops)
 
 
 def test_the_achieved_error_is_close_to_tol():
