@@ -5,13 +5,13 @@ an absolute σ of 1.0, 5 samples). These functions choose for the user instead:
 noise relative to each example's range (15 %, the SmoothGrad paper's 10–20 %),
 50 samples (where the paper sees diminishing returns), a chunk size from the
 model's memory per row, and the sampler that needed the fewest samples for the
-same error in ``benchmarks/SAMPLERS.md``: a Latin hypercube for SmoothGrad
-(signed or absolute gradients), antithetic pairs for SmoothGrad² (the Latin
-hypercube is as good on average there but unstable on the CNN), i.i.d. noise
-for VarGrad (no sampler beat it reliably). With ``nt_samples="auto"``, which
-cannot fix a hypercube's strata in advance, SmoothGrad takes antithetic pairs,
-the next best.
-"""
+same error in ``benchmarks/SAMPLERS.md`` (16 examples × 8 seeds, on a CNN and
+an MLP): a Latin hypercube for every statistic. With ``nt_samples="auto"``,
+which cannot fix a hypercube's strata in advance, or ``return_stderr=True``,
+whose standard error would rest on the hypercube's 4 replicates (3 degrees of
+freedom), they take the best sampler without that limit instead
+(:data:`FALLBACK_SAMPLER`): antithetic pairs for the SmoothGrads, i.i.d.
+noise for VarGrad, for which antithetic pairs are worse than i.i.d. noise."""
 
 from typing import Any, Callable, Optional, Union
 
@@ -21,17 +21,20 @@ from torch import Tensor
 from noisegrad.perturb.inputs import StdevsType, relative
 from noisegrad.tunnel import NoiseTunnel, TensorOrTuple
 
-__all__ = ["smoothgrad", "smoothgrad_sq", "vargrad", "BEST_SAMPLER"]
+__all__ = ["smoothgrad", "smoothgrad_sq", "vargrad", "BEST_SAMPLER", "FALLBACK_SAMPLER"]
 
-#: (nt_type, absolute gradients?) → the sampler front-ends use by default.
+#: (nt_type, absolute gradients?) → the sampler front-ends use by default (benchmarks/SAMPLERS.md).
 BEST_SAMPLER = {
     ("smoothgrad", False): "lhs",
     ("smoothgrad", True): "lhs",
-    ("smoothgrad_sq", False): "antithetic",
-    ("smoothgrad_sq", True): "antithetic",
-    ("vargrad", False): "iid",
-    ("vargrad", True): "iid",
+    ("smoothgrad_sq", False): "lhs",
+    ("smoothgrad_sq", True): "lhs",
+    ("vargrad", False): "lhs",
+    ("vargrad", True): "lhs",
 }
+
+#: nt_type → the sampler instead of a Latin hypercube with ``nt_samples="auto"`` or ``return_stderr=True``.
+FALLBACK_SAMPLER = {"smoothgrad": "antithetic", "smoothgrad_sq": "antithetic", "vargrad": "iid"}
 
 
 def _smooth(
@@ -53,8 +56,8 @@ def _smooth(
         sampler = BEST_SAMPLER[(nt_type, absolute)]
         if sampler == "lhs" and (nt_samples == "auto" or kwargs.get("return_stderr")):
             # a Latin hypercube needs its sample count up front, and its standard error only has 4 replicates
-            # (3 degrees of freedom); antithetic pairs come close in accuracy and give 8 groups (7)
-            sampler = "antithetic"
+            # (3 degrees of freedom); antithetic pairs come close for the SmoothGrads and give 8 groups (7)
+            sampler = FALLBACK_SAMPLER[nt_type]
     return NoiseTunnel(Saliency(model)).attribute(
         inputs,
         nt_type=nt_type,
@@ -95,9 +98,9 @@ def smoothgrad(
         Average ``|∇f|`` instead of ``∇f`` (Captum's Saliency default).
     sampler : str, optional
         Default: the measured best for this statistic (:data:`BEST_SAMPLER`;
-        antithetic instead of a Latin hypercube with ``nt_samples="auto"``
-        or ``return_stderr=True``, whose standard error would rest on only 4
-        replicates).
+        :data:`FALLBACK_SAMPLER` instead of a Latin hypercube with
+        ``nt_samples="auto"`` or ``return_stderr=True``, whose standard error
+        would rest on only 4 replicates).
     **kwargs
         Passed to ``NoiseTunnel.attribute`` (``seed``, ``return_stderr``,
         ``additional_forward_args``, ``nt_samples_batch_size``, ...), also

@@ -6,7 +6,7 @@ from captum.attr import Saliency
 
 from conftest import make_mlp
 from noisegrad import NoiseTunnel, SmoothedAttribution, relative, smoothgrad, smoothgrad_sq, vargrad
-from noisegrad.frontends import BEST_SAMPLER
+from noisegrad.frontends import BEST_SAMPLER, FALLBACK_SAMPLER
 
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
@@ -34,21 +34,59 @@ def test_the_tunnel_itself_keeps_captums_iid_default():
     assert torch.equal(default, iid)
 
 
+@pytest.mark.parametrize("options", [dict(nt_samples="auto", tol=0.2), dict(return_stderr=True)])
 @pytest.mark.parametrize(
-    "options, sampler", [(dict(nt_samples="auto", tol=0.2), "antithetic"), (dict(return_stderr=True), "antithetic")]
+    "function, nt_type, sampler, dof",
+    [(smoothgrad, "smoothgrad", "antithetic", 7), (smoothgrad_sq, "smoothgrad_sq", "antithetic", 7),
+     (vargrad, "vargrad", "iid", 7)],  # 8 groups: of antithetic pairs, or of i.i.d. samples (the jackknife's)
 )
-def test_auto_samples_and_standard_errors_swap_the_latin_hypercube_for_antithetic_pairs(options, sampler):
+def test_auto_samples_and_standard_errors_swap_the_latin_hypercube_for_the_fallback(function, nt_type, sampler, dof,
+                                                                                   options):
     """A hypercube needs its sample count up front, and its standard error would rest on 4 replicates (3 dof)."""
     model = make_mlp()
-    result = smoothgrad(model, X, target=0, absolute=True, seed=0, **options)
+    extra = {"absolute": True} if function is smoothgrad else {}
+    result = function(model, X, target=0, seed=0, **extra, **options)
     expected = NoiseTunnel(Saliency(model)).attribute(
-        X, **{"nt_samples": 50, **options}, stdevs=relative(0.15), sampler=sampler, target=0, abs=True, seed=0
+        X, **{"nt_samples": 50, **options}, nt_type=nt_type, stdevs=relative(0.15), sampler=sampler, target=0,
+        abs=function is smoothgrad, seed=0,
     )
     assert isinstance(result, SmoothedAttribution)
     torch.testing.assert_close(result.attributions, expected.attributions, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(result.stderr, expected.stderr, rtol=1e-12, atol=1e-15)
     if "return_stderr" in options:
-        assert int(result.dof) == 7  # 8 groups of antithetic pairs
+        assert int(result.dof) == dof
+
+
+def _samples_needed_at_32() -> dict:
+    """benchmarks/SAMPLERS.md's first table: (setting, sampler) → samples needed for i.i.d.'s error at 32, summed
+    over the models."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "SAMPLERS.md").read_text()
+    table = text.split("## Samples needed to match i.i.d. at 32 and 64", 1)[1].split("\n## ", 1)[0]
+    needed: dict = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and re.match(r"^[0-9.]+ \(", cells[3]):
+            key = (cells[1], cells[2])
+            needed[key] = needed.get(key, 0.0) + float(cells[3].split()[0])
+    return needed
+
+
+def test_the_default_samplers_are_the_ones_samplers_md_measured_best():
+    """The front-ends' defaults follow the published measurement: if a re-run of bench_samplers.py changes the
+    winner, this fails until BEST_SAMPLER (and the README) follow it."""
+    needed = _samples_needed_at_32()
+    settings = {("smoothgrad", False): "SmoothGrad, signed", ("smoothgrad", True): "SmoothGrad, absolute",
+                ("smoothgrad_sq", False): "SmoothGrad²", ("vargrad", False): "VarGrad"}
+    assert len(needed) == 12, sorted(needed)  # 4 settings × 3 samplers, each on both models
+    for key, setting in settings.items():
+        best = min(("antithetic", "qmc", "lhs"), key=lambda sampler: needed[(setting, sampler)])
+        assert BEST_SAMPLER[key] == best, (key, {s: needed[(setting, s)] for s in ("antithetic", "qmc", "lhs")})
+        # the fallback: antithetic pairs (8 jackknife groups) where they beat i.i.d. noise (32 per model), else i.i.d.
+        beats_iid = needed[(setting, "antithetic")] < 2 * 32
+        assert FALLBACK_SAMPLER[key[0]] == ("antithetic" if beats_iid else "iid"), needed[(setting, "antithetic")]
 
 
 def test_saliencys_abs_keyword_points_to_absolute():
