@@ -382,8 +382,72 @@ def table(rows: List[Row]) -> List[str]:
     return lines
 
 
+#: Why a row misses the goal: each cause, the rule that finds it in a row's numbers, and the plan, in the order the
+#: plans should be worked on (the first helps the most rows). Written after reading the first idle run.
+CAUSES = {
+    "first check": (
+        "The first check comes after 32 samples",
+        "noisegrad stopped at its first check, after 32 samples, with an error well under the target: Captum "
+        "needed fewer samples than noisegrad's floor. Plan: a first check after 16 "
+        "samples (8 standard-error groups of one antithetic pair or two i.i.d. samples: the same 7 degrees of "
+        "freedom, as the groups stay 8), tested against the achieved-error test in tests/test_convergence.py. "
+        "Even then a call that Captum finishes with about 10 samples in one forward cannot be 3× faster: noisegrad "
+        "would have to need a third of Captum's samples at a per-sample cost no higher than one forward of all of "
+        "them. For such rows the goal is out of reach by design; the plan is to match Captum (ratio ≥ 1).",
+    ),
+    "no hypercube with auto": (
+        "\"auto\" cannot use the Latin hypercube",
+        "noisegrad needed about as many samples as Captum (ratio under 1.5): with nt_samples=\"auto\" the "
+        "front-ends fall back from the Latin hypercube to antithetic pairs (i.i.d. noise for VarGrad), which save "
+        "0–30 % of the samples here, while a fixed-size hypercube needed 0.4–0.6 of i.i.d.'s samples for the "
+        "SmoothGrads in benchmarks/SAMPLERS.md. Plan: \"auto\" over independent hypercubes of doubling size (16, 32, "
+        "64, ...), each an unbiased estimate, combined with weights by their size, the standard error from the "
+        "between-hypercube spread and from the samples within each (the replicates table of SAMPLERS.md measures "
+        "what replication costs: 15.5 samples for i.i.d.'s 32 with 4 replicates against 13.1 with one); and for "
+        "VarGrad, where no sampler saved samples under \"auto\", a control variate (the clean gradient's square) "
+        "to be measured in bench_samplers.py first.",
+    ),
+    "per-sample cost": (
+        "Per sample, noisegrad is not faster than Captum's default",
+        "time per sample, Captum's default / noisegrad's, under 1.5: on the MLP and the transformer Captum's "
+        "all-samples-in-one-forward default is already as fast as its best chunk, so the speed-up has to come "
+        "from samples alone; and under \"auto\" noisegrad paid for its checks. A batch whose examples converged "
+        "one by one was checked after every sample or two (an MLP at batch 64: 40 checks for 114 samples, the call "
+        "2.6× a fixed call of the same samples): since this run a check comes at least 1/8 after the last "
+        "(stopping.LEAST_GROWTH; that call 65 → 33 ms). Plan: the per-check statistics (8 groups' moments and the "
+        "jackknife, a third of an MLP \"auto\" call) in one batched operation over the groups instead of a Python "
+        "loop per group, and the fixed per-call cost (benchmarks/FIXED_COST.md); then re-run this benchmark.",
+    ),
+    "IG path": (
+        "One path point per noise sample is the wrong design here",
+        "the joint estimator (one random path point per noise sample) needed far more gradients than Captum's "
+        "nested Gauss–Legendre quadrature (50 points per noise sample): on this transformer the gradient varies "
+        "along the path much more than across noise, so a random path point costs more variance than it saves. "
+        "Plan: choose between the joint and the nested design per call from a pilot's variance split (along the "
+        "path vs across noise), or stratify the path points of each noise sample on a few Gauss–Legendre nodes; "
+        "the reference's own error is 2.7 % here, so a re-run also needs a longer reference.",
+    ),
+}
+
+
+def causes(r: Row) -> List[str]:
+    """The causes (keys of CAUSES) that a row below the goal shows in its numbers."""
+    samples = r.captum_needed / max(r.ng_samples, 1e-9)
+    per_sample = r.ratio("captum")[0] / samples
+    found = []
+    if "IG" in r.statistic and samples < 0.2:
+        found.append("IG path")
+    if "IG" not in r.statistic and r.ng_samples <= 34 and r.ng_error < 0.9 * r.tol:
+        found.append("first check")
+    if "IG" not in r.statistic and samples < 1.5:
+        found.append("no hypercube with auto")
+    if per_sample < 1.5:
+        found.append("per-sample cost")
+    return found
+
+
 def plans(rows: List[Row]) -> List[str]:
-    """A section per row below the goal: the facts that decide it, and a placeholder for the plan."""
+    """Per row below the goal: the facts that decide it and the causes found in them; then each cause's plan."""
     lines = []
     for r in rows:
         ratio = r.ratio("captum")[0]
@@ -391,6 +455,7 @@ def plans(rows: List[Row]) -> List[str]:
             continue
         samples = r.captum_needed / max(r.ng_samples, 1e-9)
         per_sample = ratio / samples  # speed-up = (samples ratio) × (Captum's time per sample / noisegrad's)
+        found = causes(r)
         lines += [
             f"### {r.workload} / {r.statistic} / {r.tol:.0%}: {ratio:.2f}× (goal {GOAL:.0f}×)",
             "",
@@ -399,10 +464,19 @@ def plans(rows: List[Row]) -> List[str]:
             f"- noisegrad's achieved error {r.ng_error:.3f} for a target of {r.tol:.2f}"
             + (f" (time scaled by {r.scale['noisegrad']:.2f} for the missing samples)" if r.scale["noisegrad"] > 1
                else ""),
-            "- plan: _to be written after reading these results (PLACEHOLDER)_",
+            "- plan: " + ("; ".join(f"{CAUSES[c][0][0].lower() + CAUSES[c][0][1:]} (below)" for c in found) if found
+                          else "_no cause found by the rules in causes(): read this row_"),
             "",
         ]
-    return lines or ["Every row meets the goal.", ""]
+    if not lines:
+        return ["Every row meets the goal.", ""]
+    lines += ["## Causes and plans", ""]
+    for name, (title, text) in CAUSES.items():
+        hits = [f"{r.workload} / {r.statistic} / {r.tol:.0%}" for r in rows
+                if r.ratio("captum")[0] < GOAL and name in causes(r)]
+        if hits:
+            lines += [f"### {title} ({len(hits)} rows)", "", text, "", "Rows: " + "; ".join(hits) + ".", ""]
+    return lines
 
 
 def report(rows: List[Row], args: argparse.Namespace, budget: Budget, elapsed: float) -> str:
@@ -414,7 +488,8 @@ def report(rows: List[Row], args: argparse.Namespace, budget: Budget, elapsed: f
         f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}, {elapsed / 60:.1f} min; torch {torch.__version__}, "
         f"captum {captum.__version__}, noisegrad {noisegrad.__version__} ({args.revision}), "
         f"Python {platform.python_version()}",
-        f"- {device_description(torch.device(args.device))}; CPU: {cpu_model()}, torch.get_num_threads() = {torch.get_num_threads()}"
+        f"- {device_description(torch.device(args.device))}"
+        + ("" if args.device == "cpu" else f"; CPU: {cpu_model()}") + f", torch.get_num_threads() = {torch.get_num_threads()}"
         + (" (set by --threads)" if args.threads else " (torch's default)") + "; load average (1 min) before / "
         f"after: {args.load[0][0]:.2f} / {args.load[1][0]:.2f}"
         + ("; **quick mode: smoke run, not for publication**" if args.quick else ""),
