@@ -32,7 +32,7 @@ def test_every_input_stops_at_tol_or_max_samples_and_reports_its_samples():
     )
     assert isinstance(result, SmoothedAttribution)
     assert result.attributions.shape == x.shape and result.nt_samples.shape == (4,)
-    assert bool((result.nt_samples >= 32).all()) and bool((result.nt_samples <= 600).all())
+    assert bool((result.nt_samples >= 16).all()) and bool((result.nt_samples <= 600).all())
     converged = result.relative_stderr <= 0.02
     assert bool((converged | (result.nt_samples == 600)).all())
 
@@ -45,7 +45,7 @@ def test_inputs_that_converged_stop_consuming_compute():
         x, nt_samples="auto", tol=0.01, max_samples=2000, nt_samples_batch_size=16, stdevs=stdevs, target=0,
         abs=False, seed=0,
     )
-    assert int(result.nt_samples[0]) == 32 and int(result.nt_samples[1:].min()) > 32
+    assert int(result.nt_samples[0]) == 16 and int(result.nt_samples[1:].min()) > 16  # the first check: 16
     assert model.rows[0] == 3 * 16 and model.rows[-1] <= 2 * 16  # example 0 left after the first check
 
 
@@ -65,8 +65,8 @@ def test_checks_come_at_least_an_eighth_apart_when_examples_converge_one_by_one(
     assert LEAST_GROWTH == 1 / 8
     for before, after in zip(stops, stops[1:]):
         assert after >= before * 9 / 8, stops
-    # one chunk per check (the chunk size holds every sample): at most one check per growth of 9/8 from 32 on
-    assert len(model.rows) <= 1 + math.log(stops[-1] / 32) / math.log(9 / 8) + 1e-9, (model.rows, stops)
+    # one chunk per check (the chunk size holds every sample): at most one check per growth of 9/8 from 16 on
+    assert len(model.rows) <= 1 + math.log(stops[-1] / 16) / math.log(9 / 8) + 1e-9, (model.rows, stops)
 
 
 def test_the_achieved_error_is_close_to_tol():

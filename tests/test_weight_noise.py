@@ -456,7 +456,7 @@ def test_auto_adds_weight_draws_until_the_relative_error_meets_tol():
         weight_noise=weight_noise(0.3, draws="auto"))
     assert isinstance(result, SmoothedAttribution)
     assert bool(result.converged.all()) and bool((result.relative_stderr <= 0.1).all())
-    assert bool((result.nt_samples % 2 == 0).all()) and bool((result.nt_samples >= 32).all())
+    assert bool((result.nt_samples % 2 == 0).all()) and bool((result.nt_samples >= 16).all())
 
 
 def test_no_forward_sees_more_rows_than_max_batch_rows(monkeypatch):
