@@ -386,7 +386,7 @@ def table(rows: List[Row]) -> List[str]:
 #: plans should be worked on (the first helps the most rows). Written after reading the first idle run.
 CAUSES = {
     "first check": (
-        "The first check comes after 32 samples",
+        "The first check came too late",
         "noisegrad stopped at its first check with an error well under the target: Captum needed fewer samples "
         "than noisegrad's floor. Since the first run of this benchmark (32 samples then) the first check comes after "
         "16 samples (8 standard-error groups of one antithetic pair or two i.i.d. samples: the same 7 degrees of "
