@@ -6,6 +6,8 @@ import statistics
 import pytest
 import torch
 from captum.attr import IntegratedGradients, Saliency
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from conftest import make_cnn, make_mlp
@@ -67,6 +69,34 @@ def test_checks_come_at_least_an_eighth_apart_when_examples_converge_one_by_one(
         assert after >= before * 9 / 8, stops
     # one chunk per check (the chunk size holds every sample): at most one check per growth of 9/8 from 16 on
     assert len(model.rows) <= 1 + math.log(stops[-1] / 16) / math.log(9 / 8) + 1e-9, (model.rows, stops)
+
+
+@settings(max_examples=12, deadline=None)
+@given(sampler=st.sampled_from(["iid", "antithetic", "qmc"]), chunk=st.integers(1, 40))
+def test_auto_results_do_not_depend_on_the_chunk_size(sampler, chunk):
+    """Checks come at the same sample counts whatever the chunk (a small one used to check after every chunk):
+    the same stops, and the attributions of fixed runs with those counts, to rounding."""
+    from noisegrad.stats.stopping import StoppingRule
+
+    counts = []
+    check = StoppingRule.check
+
+    def recording(rule, values, errors, dof, examples, count, delta=None):
+        counts.append(count)
+        return check(rule, values, errors, dof, examples, count, delta)
+
+    x = torch.randn(12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    stdevs = torch.linspace(0.05, 1.0, 12, dtype=torch.float64).unsqueeze(1)  # examples converge one by one
+    nt = NoiseTunnel(Saliency(make_mlp(seed=3)))
+    common = dict(nt_samples="auto", tol=0.03, max_samples=1000, stdevs=stdevs, target=0, abs=False, seed=0,
+                  sampler=sampler)
+    whole = nt.attribute(x, nt_samples_batch_size=1000, **common)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(StoppingRule, "check", recording)
+        chunked = nt.attribute(x, nt_samples_batch_size=chunk, **common)
+    assert torch.equal(chunked.nt_samples, whole.nt_samples)
+    torch.testing.assert_close(chunked.attributions, whole.attributions, rtol=1e-10, atol=1e-12)
+    assert counts[0] == 16 and all(after >= before * 9 / 8 for before, after in zip(counts, counts[1:])), counts
 
 
 def test_the_achieved_error_is_close_to_tol():

@@ -27,7 +27,11 @@ class StoppingRule:
     would otherwise check after every sample or two, and on a small model the
     checks and chunk set-up cost more than the gradients (an MLP at batch 64:
     40 checks for 114 samples). An example may so run up to 1/8 longer than
-    its projection, never shorter. The values, standard errors,
+    its projection, never shorter. Chunks smaller than the way to that count
+    do not check on the way (:meth:`due`), so the checks, and the counts
+    examples stop at, do not depend on the chunk size or on out-of-memory
+    halving; they can depend on the other examples of the batch, since the
+    closest one sets the pace. The values, standard errors,
     degrees of freedom and sample counts of done examples are recorded here,
     so they can leave the batch and stop consuming compute. ``per_output``
     (``outputs=``: the last dimension of the attributions indexes outputs):
@@ -57,11 +61,13 @@ class StoppingRule:
         self.delta: Optional[Tensor] = None
 
     def next_stop(self, start: int) -> int:
-        """The sample count the next chunk should end at (the chunk size may end it sooner)."""
+        """The sample count the next check comes at (a chunk smaller than the way there ends sooner, unchecked)."""
         return min(max(self.projected, start + 1), self.max_samples)
 
     def due(self, count: int) -> bool:
-        return count >= min(self.min_samples, self.max_samples)
+        """Whether to check at ``count``: the planned stop is reached (a chunk smaller than the way there does not
+        check early, so the checks, and the sample counts examples stop at, do not depend on the chunk size)."""
+        return count >= min(self.projected, self.max_samples)
 
     def check(
         self, values: Sequence[Tensor], errors: Sequence[Tensor], dof: int, examples: Tensor, count: int,
