@@ -6,8 +6,9 @@ noise relative to each example's range (15 %, the SmoothGrad paper's 10–20 %),
 50 samples (where the paper sees diminishing returns), a chunk size from the
 model's memory per row, and the sampler that needed the fewest samples for the
 same error in ``benchmarks/SAMPLERS.md`` (16 examples × 8 seeds, on a CNN and
-an MLP): a Latin hypercube for every statistic. With ``nt_samples="auto"``,
-which cannot fix a hypercube's strata in advance, or ``return_stderr=True``,
+an MLP): a Latin hypercube for every statistic. With ``nt_samples="auto"``
+or ``weight_noise(draws="auto")``, which cannot fix a hypercube's strata in
+advance (nor spread one over independent weight draws), or ``return_stderr=True``,
 whose standard error would rest on the hypercube's 4 replicates (3 degrees of
 freedom), they take the best sampler without that limit instead
 (:data:`FALLBACK_SAMPLER`): antithetic pairs for the SmoothGrads, i.i.d.
@@ -33,7 +34,8 @@ BEST_SAMPLER = {
     ("vargrad", True): "lhs",
 }
 
-#: nt_type → the sampler instead of a Latin hypercube with ``nt_samples="auto"`` or ``return_stderr=True``.
+#: nt_type → the sampler instead of a Latin hypercube with ``nt_samples="auto"``, ``weight_noise(draws="auto")``
+#: or ``return_stderr=True``.
 FALLBACK_SAMPLER = {"smoothgrad": "antithetic", "smoothgrad_sq": "antithetic", "vargrad": "iid"}
 
 
@@ -54,7 +56,8 @@ def _smooth(
     kwargs.setdefault("nt_samples_batch_size", "auto")
     if sampler is None:
         sampler = BEST_SAMPLER[(nt_type, absolute)]
-        if sampler == "lhs" and (nt_samples == "auto" or kwargs.get("return_stderr")):
+        until_converged = nt_samples == "auto" or getattr(kwargs.get("weight_noise"), "draws", None) == "auto"
+        if sampler == "lhs" and (until_converged or kwargs.get("return_stderr")):
             # a Latin hypercube needs its sample count up front, and its standard error only has 4 replicates
             # (3 degrees of freedom); antithetic pairs come close for the SmoothGrads and give 8 groups (7)
             sampler = FALLBACK_SAMPLER[nt_type]
@@ -99,8 +102,9 @@ def smoothgrad(
     sampler : str, optional
         Default: the measured best for this statistic (:data:`BEST_SAMPLER`;
         :data:`FALLBACK_SAMPLER` instead of a Latin hypercube with
-        ``nt_samples="auto"`` or ``return_stderr=True``, whose standard error
-        would rest on only 4 replicates).
+        ``nt_samples="auto"``, ``weight_noise(draws="auto")`` or
+        ``return_stderr=True``, whose standard error would rest on only 4
+        replicates).
     **kwargs
         Passed to ``NoiseTunnel.attribute`` (``seed``, ``return_stderr``,
         ``additional_forward_args``, ``nt_samples_batch_size``, ...), also

@@ -57,6 +57,28 @@ def test_auto_samples_and_standard_errors_swap_the_latin_hypercube_for_the_fallb
         assert int(result.dof) == dof
 
 
+@pytest.mark.parametrize("draws", ["auto", 4])
+@pytest.mark.parametrize("function, nt_type", [(smoothgrad, "smoothgrad"), (smoothgrad_sq, "smoothgrad_sq"),
+                                               (vargrad, "vargrad")])
+def test_weight_draws_until_converged_take_the_fallback_too(function, nt_type, draws):
+    """weight_noise(draws="auto") stops on a standard error as nt_samples="auto" does: a hypercube would spread one
+    design over all draws (refused, naming a sampler the caller never gave); with a fixed number of draws it stays."""
+    from noisegrad import weight_noise
+
+    model = make_mlp()
+    options = dict(nt_samples=2, target=0, seed=0, weight_noise=weight_noise(0.2, draws=draws))
+    if draws == "auto":
+        options.update(tol=0.3, max_samples=64)
+    result = function(model, X, **options)
+    sampler = FALLBACK_SAMPLER[nt_type] if draws == "auto" else BEST_SAMPLER[(nt_type, False)]
+    expected = NoiseTunnel(Saliency(model)).attribute(X, nt_type=nt_type, stdevs=relative(0.15), sampler=sampler,
+                                                      abs=False, **options)
+    if draws == "auto":
+        assert isinstance(result, SmoothedAttribution) and torch.equal(result.nt_samples, expected.nt_samples)
+        result, expected = result.attributions, expected.attributions
+    torch.testing.assert_close(result, expected, rtol=1e-12, atol=1e-15)
+
+
 def _samples_needed_at_32() -> dict:
     """benchmarks/SAMPLERS.md's first table: (setting, sampler) → samples needed for i.i.d.'s error at 32, summed
     over the models."""
