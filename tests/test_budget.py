@@ -200,3 +200,21 @@ def test_out_of_memory_with_gradient_shap_under_a_seed_does_not_change_the_resul
     with pytest.warns(RuntimeWarning, match="retrying with nt_samples_batch_size=2"):
         ours = NoiseTunnel(method).attribute(X, **common)
     torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-15)  # the chunks merge in another order
+
+
+def test_out_of_memory_in_auto_mode_stops_where_a_call_without_it_does():
+    """nt_samples="auto" checks at the counts it planned, whatever the chunks: a chunk halved after running out of
+    memory (so smaller than the way to the next check) changes neither the stops nor the result."""
+    model = make_mlp(seed=3)
+    x = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    stdevs = torch.linspace(0.05, 1.0, 6, dtype=torch.float64).unsqueeze(1)  # examples converge one by one
+    common = dict(nt_samples="auto", tol=0.03, max_samples=1000, nt_samples_batch_size=64, stdevs=stdevs, target=0,
+                  abs=False, seed=0)
+    expected = NoiseTunnel(Saliency(model)).attribute(x, **common)
+    method = Saliency(model)
+    oom = OutOfMemoryAbove(method, rows=6 * 3)  # at most 3 copies of the 6 examples
+    with pytest.warns(RuntimeWarning, match="retrying with nt_samples_batch_size"):
+        result = NoiseTunnel(method).attribute(x, **common)
+    assert oom.failures >= 2 and len(set(expected.nt_samples.tolist())) >= 3
+    assert torch.equal(result.nt_samples, expected.nt_samples)
+    torch.testing.assert_close(result.attributions, expected.attributions, rtol=1e-10, atol=1e-12)
