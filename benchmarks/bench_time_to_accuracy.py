@@ -430,6 +430,10 @@ CAUSES = {
 }
 
 
+#: The sample count of nt_samples="auto"'s second check (16 → 18): a median below it stopped at the first.
+SECOND_CHECK = math.ceil(noisegrad.tunnel._AUTO_MIN_SAMPLES * (1 + noisegrad.stats.stopping.LEAST_GROWTH))
+
+
 def causes(r: Row) -> List[str]:
     """The causes (keys of CAUSES) that a row below the goal shows in its numbers."""
     samples = r.captum_needed / max(r.ng_samples, 1e-9)
@@ -437,7 +441,7 @@ def causes(r: Row) -> List[str]:
     found = []
     if "IG" in r.statistic and samples < 0.2:
         found.append("IG path")
-    if "IG" not in r.statistic and r.ng_samples <= 34 and r.ng_error < 0.9 * r.tol:
+    if "IG" not in r.statistic and r.ng_samples < SECOND_CHECK and r.ng_error < 0.9 * r.tol:
         found.append("first check")
     if "IG" not in r.statistic and samples < 1.5:
         found.append("no hypercube with auto")

@@ -1,0 +1,30 @@
+"""benchmarks/bench_time_to_accuracy.py: the rules that diagnose a row below the goal."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+bench = pytest.importorskip("bench_time_to_accuracy")
+
+
+def row(ng_samples: float, ng_error: float = 0.02, tol: float = 0.1, captum_needed: float = 10.0):
+    """A SmoothGrad row whose timings are equal, so only the sample counts decide."""
+    return bench.Row(
+        workload="MLP", statistic="SmoothGrad", tol=tol, batch=8, captum_needed=captum_needed,
+        captum_needed_examples=(captum_needed, captum_needed), captum_extrapolated=False, captum_chunk=8,
+        ng_approach="auto", ng_samples=ng_samples, ng_samples_examples=(ng_samples, ng_samples), ng_error=ng_error,
+        ng_extrapolated=False, times={"captum": [1.0], "noisegrad": [1.0]}, scale={"captum": 1.0, "noisegrad": 1.0},
+        reps=(1, 1, 1), reference_error=0.0,
+    )
+
+
+def test_the_first_check_cause_is_found_only_where_auto_stopped_at_its_first_check():
+    """noisegrad checks after 16 samples, then 18, 21, 24, 27, 31, ...: 31 samples are the sixth check, not the first
+    (the rule said "first check" up to 34, the first check of the first run)."""
+    assert "first check" in bench.causes(row(16))
+    assert "first check" in bench.causes(row(17))  # the median of examples stopping at 16 and 18
+    for later in (18, 21, 31):
+        assert "first check" not in bench.causes(row(later)), later
+    assert "first check" not in bench.causes(row(16, ng_error=0.095))  # at the target: not too early
