@@ -145,7 +145,8 @@ def _image_figure(maps: Tensor, images: Optional[Tensor], title: Optional[str]) 
 
 
 def strip_pixels(maps: Tensor, images: Optional[Tensor]) -> np.ndarray:
-    """The RGB pixels, ``(height, width, 3)`` in [0, 1], of :func:`snapshot_figure`'s image figure below its title.
+    """The RGBA pixels, ``(height, width, 4)`` uint8 (opaque), of :func:`snapshot_figure`'s image figure below its
+    title.
 
     Each map is coloured as :func:`noisegrad.viz.plot_image_attr_grid`
     colours it (the batch's sign, the panel's own scale at
@@ -168,9 +169,9 @@ def strip_pixels(maps: Tensor, images: Optional[Tensor]) -> np.ndarray:
     panel_h, panel_w = _panel_shape(h, w)
     rows, cols = (np.arange(panel_h) * h) // panel_h, (np.arange(panel_w) * w) // panel_w
     columns = min(n, PANELS_PER_ROW)
-    bottom, right = _panel_corner(n - 1, columns, panel_h, panel_w)
-    canvas = np.ones((bottom + panel_h + _PAD, _panel_corner(columns - 1, columns, panel_h, panel_w)[1] + panel_w
-                      + _PAD, 3))
+    bottom = _panel_corner(n - 1, columns, panel_h, panel_w)[0]
+    width = _panel_corner(columns - 1, columns, panel_h, panel_w)[1] + panel_w + _PAD
+    canvas = np.full((bottom + panel_h + _PAD, width, 4), 255, dtype=np.uint8)  # uint8 RGBA: drawn without a copy
     for i in range(n):
         vmin, vmax = colour_limits(sign, attribution_scale([shown[i]], sign))
         rgb = colours(np.clip((signed_part(shown[i], sign) - vmin) / (vmax - vmin), 0.0, 1.0))[..., :3]
@@ -178,7 +179,7 @@ def strip_pixels(maps: Tensor, images: Optional[Tensor]) -> np.ndarray:
             under = grey(np.clip(image_rgb(pictures[i]).mean(axis=2), 0.0, 1.0))[..., :3]
             rgb = OVERLAY_ALPHA * rgb + (1 - OVERLAY_ALPHA) * under
         top, left = _panel_corner(i, columns, panel_h, panel_w)
-        canvas[top:top + panel_h, left:left + panel_w] = rgb[rows][:, cols]
+        canvas[top:top + panel_h, left:left + panel_w, :3] = np.rint(255 * rgb[rows][:, cols])
     return canvas
 
 
