@@ -114,15 +114,21 @@ def summarise(
     per_example["entropy"] = defined(entropy_of(values))
     per_example["spearman_previous"] = _compared(ranks, finite, previous) if previous else nan
     per_example["spearman_first"] = _compared(ranks, finite, first) if first else nan
-    per_example["relative_stderr"] = result.relative_stderr.detach().to(values)
+    per_example["relative_stderr"] = _one_per_example(result.relative_stderr, values)
     if result.delta is not None:
-        per_example["abs_mean_delta"] = result.delta.detach().to(values).abs()
+        per_example["abs_mean_delta"] = _one_per_example(result.delta, values).abs()
     samples = result.nt_samples
-    per_example["nt_samples"] = (samples.detach().to(values) if isinstance(samples, Tensor)
+    per_example["nt_samples"] = (_one_per_example(samples, values) if isinstance(samples, Tensor)
                                  else values.new_full(nan.shape, float(samples)))
     per_example["nonfinite_share"] = (~finite_values).double().mean(dim=1)
     on_host = torch.stack(list(per_example.values())).cpu().unbind(0)  # one transfer
     return Snapshot(step, result, dict(zip(per_example, on_host)), ranks=(ranks, finite))
+
+
+def _one_per_example(values: Tensor, like: Tensor) -> Tensor:
+    """``(batch,)`` float64 on ``like``'s device: ``values`` itself, or with ``outputs=`` (``(batch, K)``) the mean
+    over each example's outputs."""
+    return values.detach().to(like).reshape(like.shape[0], -1).mean(dim=1)
 
 
 def _compared(ranks: Tensor, finite: Tensor, other: Snapshot) -> Tensor:
