@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FIGURE_KINDS", "TABULAR_FEATURES", "PANEL_PIXELS", "figure_kind", "snapshot_figure"]
+__all__ = ["FIGURE_KINDS", "TABULAR_FEATURES", "PANEL_PIXELS", "PANELS_PER_ROW", "OVERLAY_ALPHA", "figure_kind",
+           "snapshot_figure", "strip_pixels"]
 
 #: What the monitor can draw; ``None`` draws nothing.
 FIGURE_KINDS = ("image", "tabular", "text")
@@ -154,6 +155,12 @@ def strip_pixels(maps: Tensor, images: Optional[Tensor]) -> np.ndarray:
     ``images`` are given), resized by nearest neighbour to
     :data:`PANEL_PIXELS` on its longer side, and placed on white with room
     for a label above it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> strip_pixels(torch.rand(3, 1, 16, 16), None).shape  # 3 panels of 128 pixels, 8 between them
+    (152, 408, 4)
     """
     from matplotlib import colormaps
 
@@ -171,7 +178,7 @@ def strip_pixels(maps: Tensor, images: Optional[Tensor]) -> np.ndarray:
     columns = min(n, PANELS_PER_ROW)
     bottom = _panel_corner(n - 1, columns, panel_h, panel_w)[0]
     width = _panel_corner(columns - 1, columns, panel_h, panel_w)[1] + panel_w + _PAD
-    canvas = np.full((bottom + panel_h + _PAD, width, 4), 255, dtype=np.uint8)  # uint8 RGBA: drawn without a copy
+    canvas = np.full((bottom + panel_h + _PAD, width, 4), 255, dtype=np.uint8)  # uint8 RGBA: matplotlib draws it as it is
     for i in range(n):
         vmin, vmax = colour_limits(sign, attribution_scale([shown[i]], sign))
         rgb = colours(np.clip((signed_part(shown[i], sign) - vmin) / (vmax - vmin), 0.0, 1.0))[..., :3]
