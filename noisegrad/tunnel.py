@@ -2,8 +2,9 @@
 
 import contextlib
 import dataclasses
+import inspect
 import warnings
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import Attribution, GradientAttribution
@@ -14,7 +15,7 @@ from noisegrad import _captum
 from noisegrad._loop import run
 from noisegrad._progress import check_show_progress, progress_bar
 from noisegrad._request import Request, check_request
-from noisegrad._state import guarded, preserved_modules, seeded_global_rng
+from noisegrad._state import guarded, preserved_global_rngs, preserved_modules, seeded_global_rng
 from noisegrad._validate import accepted_keywords
 from noisegrad.estimators.joint_ig import JointEstimator
 from noisegrad.estimators.nested import NestedEstimator
@@ -349,15 +350,55 @@ class NoiseTunnel(Attribution):
             Attributions shaped like the wrapped method's (a tensor or tuple),
             in its dtype; ``delta`` when ``return_convergence_delta=True``.
         """
-        check_show_progress(show_progress)
-        request = check_request(  # validate
-            self.attribution_method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs,
-            draw_baseline_from_distrib, max_batch_rows, memory_budget, joint, sampler, return_stderr, tol,
-            max_samples, seed, generator, delta_reduction, dict(kwargs), accepted=self._accepted_keywords,
-            example_ids=example_ids, noise_layer=noise_layer, noise_mask=noise_mask, outputs=outputs,
-            weight_noise=weight_noise, objective=objective, times_input=times_input, channel_reducer=channel_reducer,
-        )
+        request = self._checked(locals())  # the first statement: locals() holds the arguments, by name, only
         return _reduced(self._run(request, show_progress), request)
+
+    def check_arguments(self, inputs: TensorOrTuple, *args: Any, **kwargs: Any) -> None:
+        """Check the arguments of ``attribute(inputs, *args, **kwargs)`` as it does, without running anything.
+
+        Raises the ``TypeError`` or ``ValueError`` that :meth:`attribute`
+        would raise for these arguments before its first forward pass, and
+        returns None if it would accept them: a call to be made later (at
+        every snapshot of a training monitor, say) can be refused when it is
+        set up. Errors that only the model's forward reveals (a target beyond
+        its outputs) are not found. Nothing is drawn: the global RNGs and a
+        ``generator`` are left as they were.
+
+        Examples
+        --------
+        >>> from captum.attr import Saliency
+        >>> nt = NoiseTunnel(Saliency(torch.nn.Linear(3, 2)))
+        >>> nt.check_arguments(torch.rand(2, 3), nt_samples=4, target=1)
+        >>> nt.check_arguments(torch.rand(2, 3), nt_type="smoothgrad2", target=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: nt_type must be one of ('smoothgrad', 'smoothgrad_sq', 'vargrad'), got 'smoothgrad2'
+        """
+        bound = inspect.signature(self.attribute).bind(inputs, *args, **kwargs)
+        bound.apply_defaults()
+        generator = bound.arguments["generator"]
+        saved = generator.get_state() if isinstance(generator, torch.Generator) else None
+        try:
+            with preserved_global_rngs():  # the unseeded call's base seed is drawn, and given back
+                self._checked(bound.arguments)
+        finally:
+            if saved is not None:
+                generator.set_state(saved)
+
+    def _checked(self, arguments: Dict[str, Any]) -> Request:
+        """The request of a call of :meth:`attribute`, checked, from its arguments by name (``kwargs``: the
+        wrapped method's own)."""
+        a = arguments
+        check_show_progress(a["show_progress"])
+        return check_request(
+            self.attribution_method, a["inputs"], a["nt_type"], a["nt_samples"], a["nt_samples_batch_size"],
+            a["stdevs"], a["draw_baseline_from_distrib"], a["max_batch_rows"], a["memory_budget"], a["joint"],
+            a["sampler"], a["return_stderr"], a["tol"], a["max_samples"], a["seed"], a["generator"],
+            a["delta_reduction"], dict(a["kwargs"]), accepted=self._accepted_keywords, example_ids=a["example_ids"],
+            noise_layer=a["noise_layer"], noise_mask=a["noise_mask"], outputs=a["outputs"],
+            weight_noise=a["weight_noise"], objective=a["objective"], times_input=a["times_input"],
+            channel_reducer=a["channel_reducer"],
+        )
 
     def _run(self, request: Request, show_progress: bool = False) -> Any:
         """plan → run → finish, for a checked request."""

@@ -272,6 +272,17 @@ def test_layer_attributions_and_text_figures():
     assert [t.get_text() for t in fig.axes[0].texts] == tokens[0]
 
 
+def test_several_outputs_give_one_number_per_example_and_metric():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
+    x = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
+    monitor = AttributionMonitor(Saliency(model), x, every=1, attribute_kwargs={"outputs": [0, 2]})
+    snap = monitor.step(0)
+    assert tuple(snap.result.relative_stderr.shape) == (3, 2)
+    assert all(tuple(v.shape) == (3,) for v in snap.per_example.values())
+    expected = snap.result.relative_stderr.double().mean().item()
+    assert monitor.history[0]["relative_stderr"] == pytest.approx(expected, rel=1e-12)
+
+
 def test_mass_in_mask_is_the_mean_over_examples_whose_mask_is_not_empty():
     model = Net().eval()
     x, y, masks = data(3)

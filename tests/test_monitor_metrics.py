@@ -123,3 +123,32 @@ def test_a_per_token_mask_needs_the_layer_attributions_dimensions():
     share = mask_share(a, per_token[..., None])
     for i in range(3):
         assert share[i].item() == pytest.approx(ref_share(a[i], per_token[i][:, None].expand(3, 3)), rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([-2.0, 0.0, 1.0, 3.0, math.nan]), min_size=6, max_size=6), min_size=2,
+                max_size=4), st.data())
+def test_a_snapshot_summary_in_one_pass_equals_each_metric_alone(rows, data):
+    """Ties, all-zero maps and NaN maps; Spearman against snapshots whose ranks are kept and one whose are not."""
+    from types import SimpleNamespace
+
+    from noisegrad.monitor.snapshot import Snapshot, summarise
+
+    def result(values):
+        a = torch.tensor(values, dtype=torch.float32).reshape(len(values), 1, 2, 3)
+        return SimpleNamespace(attributions=a, relative_stderr=torch.rand(len(values)), delta=None, nt_samples=16)
+
+    other = [data.draw(st.lists(st.sampled_from([0.0, 1.0, 2.0, -4.0]), min_size=6, max_size=6)) for _ in rows]
+    masks = (torch.tensor([[True, False, True, False, False, True]] * len(rows)).reshape(len(rows), 1, 2, 3),)
+    first = summarise(result(other), 0, masks, None, None)
+    bare = Snapshot(1, first.result, first.per_example)  # built by hand: no ranks kept
+    snap = summarise(result(rows), 2, masks, bare, first)
+    a, b = snap.attributions, first.attributions
+    expected = {"mass_in_mask": mask_share(a, masks), "gini": gini(a), "entropy": entropy(a),
+                "spearman_previous": spearman(a, b), "spearman_first": spearman(a, b),
+                "nonfinite_share": (~a.isfinite()).flatten(1).double().mean(1)}
+    for name, values in expected.items():
+        torch.testing.assert_close(snap.per_example[name], values, equal_nan=True, rtol=1e-12, atol=1e-12)
+    means = {name: v[v.isfinite()].mean().item() if v.isfinite().any() else None
+             for name, v in snap.per_example.items()}
+    assert snap.metrics == pytest.approx(means, nan_ok=True)

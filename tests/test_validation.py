@@ -71,15 +71,34 @@ BAD_CALLS = {
 }
 
 
+@pytest.mark.parametrize("call", ["attribute", "check_arguments"])
 @pytest.mark.parametrize("name", sorted(BAD_CALLS))
-def test_bad_arguments_raise_before_any_forward_pass(name):
+def test_bad_arguments_raise_before_any_forward_pass(name, call):
     kwargs, error, message = BAD_CALLS[name]
     model = make_mlp()
     counter = ForwardCounter(model)
     kwargs = {"target": 0, **kwargs}
     with pytest.raises(error, match=message):
-        NoiseTunnel(Saliency(model)).attribute(X, **kwargs)
+        getattr(NoiseTunnel(Saliency(model)), call)(X, **kwargs)
     assert counter.calls == 0
+
+
+def test_check_arguments_accepts_what_attribute_runs_and_runs_nothing():
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    nt = NoiseTunnel(Saliency(model))
+    rng = torch.get_rng_state()
+    call = dict(nt_samples_batch_size=2, stdevs=relative(0.1), sampler="antithetic", return_stderr=True, target=1)
+    assert nt.check_arguments(X, "smoothgrad_sq", 4, **call) is None  # positional arguments as attribute takes them
+    assert counter.calls == 0 and torch.equal(torch.get_rng_state(), rng)  # unseeded, and no noise drawn
+    nt.attribute(X, "smoothgrad_sq", 4, **call)
+    assert counter.calls > 0
+    with pytest.raises(TypeError, match="nt_type"):  # a second value for an argument, as attribute refuses it
+        nt.check_arguments(X, "smoothgrad", nt_type="vargrad")
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    nt.check_arguments(X, target=0, generator=generator)
+    assert torch.equal(generator.get_state(), state)  # the draw an unseeded call makes is given back
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.uint8])

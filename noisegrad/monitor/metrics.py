@@ -9,11 +9,15 @@ the share on an empty mask) are NaN.
 
 A map with a value that is not finite (NaN, ±inf) has no metric: NaN for
 that example, whatever the others hold.
+
+The helpers not in ``__all__`` (``share_on``, ``gini_of_ascending``,
+``entropy_of``, ``average_ranks``, ``rank_correlation``) take the rows of
+:func:`magnitudes` computed once, so that a snapshot sorts and ranks its maps
+once for every metric (:func:`noisegrad.monitor.snapshot.summarise`).
 """
 
-import functools
 import math
-from typing import Any, Callable, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -46,23 +50,42 @@ def magnitudes(attributions: Attributions) -> Tensor:
     return torch.cat([t.detach().abs().double().reshape(t.shape[0], -1) for t in tensors], dim=1)
 
 
-def _undefined_where_not_finite(maps: int) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
-    """The metric's value is NaN for each example where one of its first ``maps`` arguments has a value that is not
-    finite (sorting, sums and ratios would turn a NaN or an infinity into any number, 0 or 1 included)."""
-
-    def decorate(metric: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        @functools.wraps(metric)
-        def defined(*args: Any) -> Tensor:
-            values = metric(*args)
-            finite = torch.stack([magnitudes(m).isfinite().all(dim=1) for m in args[:maps]]).all(dim=0)
-            return torch.where(finite, values, math.nan)
-
-        return defined
-
-    return decorate
+def _undefined_where(finite: Tensor, values: Tensor) -> Tensor:
+    """``values``, NaN for each example whose map has a value that is not finite (sorting, sums and ratios would
+    turn a NaN or an infinity into any number, 0 or 1 included)."""
+    return torch.where(finite, values, math.nan)
 
 
-@_undefined_where_not_finite(maps=1)
+def finite_rows(values: Tensor) -> Tensor:
+    """Whether each row of :func:`magnitudes` is finite throughout, ``(batch,)`` bool."""
+    return values.isfinite().all(dim=1)
+
+
+def mask_columns(masks: Attributions, attributions: Attributions) -> Tensor:
+    """The masks as one bool row per example, aligned with the columns of ``magnitudes(attributions)``.
+
+    Each mask is checked: one per attribution tensor, as many dimensions,
+    each of the attribution's size or 1, only 0 and 1 (or bool).
+    """
+    tensors = _tensors(attributions, "attributions")
+    mask_tensors = _tensors(masks, "masks")
+    if len(mask_tensors) != len(tensors):
+        raise ValueError(f"masks must have one tensor per attribution tensor ({len(tensors)}), got {len(mask_tensors)}")
+    expanded = []
+    for i, (attr, mask) in enumerate(zip(tensors, mask_tensors)):
+        if mask.dim() != attr.dim():
+            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} has {mask.dim()} dimensions and the "
+                             f"attributions' shape {tuple(attr.shape)} {attr.dim()}: give a mask with one dimension "
+                             f"per attribution dimension, of size 1 where it is the same for all (e.g. masks[..., None] "
+                             f"for one mask value per token of (batch, tokens, hidden) attributions)")
+        try:
+            expanded.append(zero_one(mask, f"masks[{i}]").to(device=attr.device).expand_as(attr))
+        except RuntimeError:
+            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} does not broadcast to the attributions' "
+                             f"shape {tuple(attr.shape)}") from None
+    return torch.cat([m.reshape(m.shape[0], -1) for m in expanded], dim=1)
+
+
 def mask_share(attributions: Attributions, masks: Attributions) -> Tensor:
     """Share of each example's attribution mass, ``sum |a|``, that falls on its mask.
 
@@ -87,26 +110,15 @@ def mask_share(attributions: Attributions, masks: Attributions) -> Tensor:
     >>> mask_share(torch.tensor([[3.0, -1.0, 0.0, 0.0]]), torch.tensor([[True, False, False, False]]))
     tensor([0.7500], dtype=torch.float64)
     """
-    tensors = _tensors(attributions, "attributions")
-    mask_tensors = _tensors(masks, "masks")
-    if len(mask_tensors) != len(tensors):
-        raise ValueError(f"masks must have one tensor per attribution tensor ({len(tensors)}), got {len(mask_tensors)}")
-    expanded = []
-    for i, (attr, mask) in enumerate(zip(tensors, mask_tensors)):
-        if mask.dim() != attr.dim():
-            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} has {mask.dim()} dimensions and the "
-                             f"attributions' shape {tuple(attr.shape)} {attr.dim()}: give a mask with one dimension "
-                             f"per attribution dimension, of size 1 where it is the same for all (e.g. masks[..., None] "
-                             f"for one mask value per token of (batch, tokens, hidden) attributions)")
-        try:
-            expanded.append(zero_one(mask, f"masks[{i}]").to(device=attr.device).expand_as(attr))
-        except RuntimeError:
-            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} does not broadcast to the attributions' "
-                             f"shape {tuple(attr.shape)}") from None
-    mass = magnitudes(tensors)
-    on = torch.cat([m.reshape(m.shape[0], -1) for m in expanded], dim=1)
-    on_mask = torch.where(on, mass, torch.zeros_like(mass)).sum(dim=1)
-    total = mass.sum(dim=1)
+    on = mask_columns(masks, attributions)
+    values = magnitudes(attributions)
+    return _undefined_where(finite_rows(values), share_on(values, on))
+
+
+def share_on(values: Tensor, on: Tensor) -> Tensor:
+    """:func:`mask_share` of magnitude rows ``values`` on bool rows ``on`` (finite or not)."""
+    on_mask = torch.where(on, values, torch.zeros_like(values)).sum(dim=1)
+    total = values.sum(dim=1)
     share = torch.where(total > 0, on_mask / total.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(total))
     return torch.where(on.any(dim=1), share, math.nan)
 
@@ -129,7 +141,6 @@ def zero_one(mask: Tensor, name: str) -> Tensor:
     return mask != 0
 
 
-@_undefined_where_not_finite(maps=1)
 def gini(attributions: Attributions) -> Tensor:
     """The Gini coefficient of each example's ``|attribution|``: 0 when spread evenly, towards 1 on one element.
 
@@ -142,14 +153,18 @@ def gini(attributions: Attributions) -> Tensor:
     >>> gini(torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, -5.0]]))
     tensor([0.0000, 0.7500], dtype=torch.float64)
     """
-    values = magnitudes(attributions).sort(dim=1).values
-    n = values.shape[1]
-    weights = 2.0 * torch.arange(1, n + 1, dtype=values.dtype, device=values.device) - n - 1
-    total = values.sum(dim=1)
-    return (values * weights).sum(dim=1) / (n * total)
+    values = magnitudes(attributions)
+    return _undefined_where(finite_rows(values), gini_of_ascending(values.sort(dim=1).values))
 
 
-@_undefined_where_not_finite(maps=1)
+def gini_of_ascending(ascending: Tensor) -> Tensor:
+    """:func:`gini` of magnitude rows already sorted ascending."""
+    n = ascending.shape[1]
+    weights = 2.0 * torch.arange(1, n + 1, dtype=ascending.dtype, device=ascending.device) - n - 1
+    total = ascending.sum(dim=1)
+    return (ascending * weights).sum(dim=1) / (n * total)
+
+
 def entropy(attributions: Attributions) -> Tensor:
     """The entropy of each example's normalised ``|attribution|``, divided by its largest value ``log n``.
 
@@ -162,6 +177,11 @@ def entropy(attributions: Attributions) -> Tensor:
     tensor([1., 0.], dtype=torch.float64)
     """
     values = magnitudes(attributions)
+    return _undefined_where(finite_rows(values), entropy_of(values))
+
+
+def entropy_of(values: Tensor) -> Tensor:
+    """:func:`entropy` of magnitude rows."""
     total = values.sum(dim=1, keepdim=True)
     p = values / total
     terms = torch.where(p > 0, p * torch.log(p), torch.zeros_like(p))
@@ -170,7 +190,6 @@ def entropy(attributions: Attributions) -> Tensor:
     return torch.where(total[:, 0] > 0, spread, math.nan)
 
 
-@_undefined_where_not_finite(maps=2)
 def spearman(attributions: Attributions, others: Attributions) -> Tensor:
     """Spearman's rank correlation of each example's ``|attribution|`` with its ``|other|``: do they look at the same
     places, in the same order?
@@ -186,19 +205,34 @@ def spearman(attributions: Attributions, others: Attributions) -> Tensor:
     if first.shape != second.shape:
         raise ValueError(f"the maps to compare must have the same shapes, got {tuple(first.shape)} and "
                          f"{tuple(second.shape)} (examples × elements)")
-    a, b = _average_ranks(first), _average_ranks(second)
+    ranks = [average_ranks(*v.sort(dim=1, stable=True)) for v in (first, second)]
+    return _undefined_where(finite_rows(first) & finite_rows(second), rank_correlation(*ranks))
+
+
+def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson's correlation of each row of ranks ``a`` with the same row of ``b``: :func:`spearman` of the maps
+    ranked."""
     a = a - a.mean(dim=1, keepdim=True)
     b = b - b.mean(dim=1, keepdim=True)
     return (a * b).sum(dim=1) / torch.sqrt((a * a).sum(dim=1) * (b * b).sum(dim=1))
 
 
-def _average_ranks(values: Tensor) -> Tensor:
-    """Ranks 1..n along dimension 1, tied values sharing the average of the ranks they span."""
-    order = values.argsort(dim=1, stable=True)
-    ordered = values.gather(1, order)
-    ranks = torch.empty_like(values)
-    for row in range(values.shape[0]):
-        _, group, counts = torch.unique_consecutive(ordered[row], return_inverse=True, return_counts=True)
-        last = counts.cumsum(0).to(values.dtype)  # the rank of each group's last member
-        ranks[row, order[row]] = (last - (counts.to(values.dtype) - 1) / 2)[group]
-    return ranks
+def average_ranks(ascending: Tensor, order: Tensor) -> Tensor:
+    """Ranks 1..n along dimension 1 of the rows that ``values.sort(dim=1)`` gave as ``(ascending, order)``, tied
+    values sharing the average of the ranks they span: (the run's first rank + its last) / 2, all rows at once;
+    float64.
+
+    Examples
+    --------
+    >>> average_ranks(*torch.tensor([[5.0, 1.0, 5.0, 2.0]]).sort(dim=1, stable=True))
+    tensor([[3.5000, 1.0000, 3.5000, 2.0000]], dtype=torch.float64)
+    """
+    n = ascending.shape[1]
+    positions = torch.arange(1, n + 1, dtype=torch.float64, device=ascending.device).expand(ascending.shape)
+    starts = torch.ones_like(ascending, dtype=torch.bool)
+    starts[:, 1:] = ascending[:, 1:] != ascending[:, :-1]  # a run of ties starts where the value changes
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, positions, 0.0).cummax(dim=1).values
+    last = torch.where(ends, positions, n + 1.0).flip(1).cummin(dim=1).values.flip(1)
+    return torch.empty_like(positions).scatter_(1, order, (first + last) / 2)

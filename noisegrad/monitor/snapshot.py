@@ -1,13 +1,15 @@
 """One snapshot of a probe batch's smoothed attributions, and the numbers recorded from it."""
 
 import dataclasses
+import functools
 import math
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from noisegrad.monitor.metrics import entropy, gini, mask_share, spearman
+from noisegrad.monitor.metrics import (average_ranks, entropy_of, gini_of_ascending, magnitudes, mask_columns,
+                                       rank_correlation, share_on)
 from noisegrad.result import SmoothedAttribution
 
 __all__ = ["Snapshot", "summarise", "METRICS"]
@@ -37,21 +39,32 @@ class Snapshot:
         Each metric of :data:`METRICS` the snapshot has, ``(batch,)`` float64.
     seconds : float
         Time the snapshot took, up to recording it.
+    ranks : tuple of Tensor, optional
+        The maps' average ranks of ``|attribution|``, ``(batch, elements)``,
+        and whether each map is finite, ``(batch,)``: what later snapshots'
+        Spearman correlations compare with (kept so that the maps are ranked
+        once; computed from the attributions when absent).
     """
 
     step: int
     result: SmoothedAttribution
     per_example: Dict[str, Tensor]
     seconds: float = 0.0
+    ranks: Optional[Tuple[Tensor, Tensor]] = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def attributions(self) -> Union[Tensor, Tuple[Tensor, ...]]:
         return self.result.attributions
 
-    @property
+    @functools.cached_property
     def metrics(self) -> Dict[str, Optional[float]]:
         """Each metric's mean over the examples where it is defined (None where it is nowhere)."""
-        return {name: _mean(values) for name, values in self.per_example.items()}
+        stacked = torch.stack(list(self.per_example.values())).double().cpu()
+        defined = stacked.isfinite()
+        counts = defined.sum(dim=1)
+        means = torch.where(defined, stacked, 0.0).sum(dim=1) / counts.clamp_min(1)
+        return {name: mean if count else None
+                for name, mean, count in zip(self.per_example, means.tolist(), counts.tolist())}
 
     def row(self) -> Dict[str, Any]:
         """The record of this snapshot: ``step``, the metrics, ``seconds``."""
@@ -76,36 +89,56 @@ def summarise(
     first: Optional[Snapshot],
     previous: Optional[Snapshot],
 ) -> Snapshot:
-    """A :class:`Snapshot` of ``result``: its metrics, compared with the ``first`` and ``previous`` snapshots."""
+    """A :class:`Snapshot` of ``result``: its metrics, compared with the ``first`` and ``previous`` snapshots.
+
+    The maps' magnitudes are computed, sorted and ranked once for all the
+    metrics, on their device; the metrics reach the host in one transfer.
+    """
     attributions = result.attributions
     if isinstance(attributions, list):
         raise TypeError("the monitor takes one layer's attributions (or one tuple of inputs), not a list of layers")
-    batch = (attributions[0] if isinstance(attributions, tuple) else attributions).shape[0]
-    nan = torch.full((batch,), math.nan, dtype=torch.float64)
+    values = magnitudes(attributions)
+    finite_values = values.isfinite()
+    finite = finite_values.all(dim=1)
+    ascending, order = values.sort(dim=1, stable=True)
+    ranks = average_ranks(ascending, order)
+    nan = values.new_full((values.shape[0],), math.nan)
+
+    def defined(metric: Tensor) -> Tensor:
+        return torch.where(finite, metric, nan)
+
     per_example: Dict[str, Tensor] = {}
     if masks is not None:
-        per_example["mass_in_mask"] = mask_share(attributions, masks)
-    per_example["gini"] = gini(attributions)
-    per_example["entropy"] = entropy(attributions)
-    per_example["spearman_previous"] = spearman(attributions, previous.attributions) if previous else nan
-    per_example["spearman_first"] = spearman(attributions, first.attributions) if first else nan
-    per_example["relative_stderr"] = result.relative_stderr.detach().double().cpu()
+        per_example["mass_in_mask"] = defined(share_on(values, mask_columns(masks, attributions)))
+    per_example["gini"] = defined(gini_of_ascending(ascending))
+    per_example["entropy"] = defined(entropy_of(values))
+    per_example["spearman_previous"] = _compared(ranks, finite, previous) if previous else nan
+    per_example["spearman_first"] = _compared(ranks, finite, first) if first else nan
+    per_example["relative_stderr"] = _one_per_example(result.relative_stderr, values)
     if result.delta is not None:
-        per_example["abs_mean_delta"] = result.delta.detach().double().abs().cpu()
+        per_example["abs_mean_delta"] = _one_per_example(result.delta, values).abs()
     samples = result.nt_samples
-    per_example["nt_samples"] = (samples.double().cpu() if isinstance(samples, Tensor)
-                                 else torch.full((batch,), float(samples), dtype=torch.float64))
-    per_example["nonfinite_share"] = _nonfinite_share(attributions)
-    per_example = {name: values.cpu() for name, values in per_example.items()}
-    return Snapshot(step, result, per_example)
+    per_example["nt_samples"] = (_one_per_example(samples, values) if isinstance(samples, Tensor)
+                                 else values.new_full(nan.shape, float(samples)))
+    per_example["nonfinite_share"] = (~finite_values).double().mean(dim=1)
+    on_host = torch.stack(list(per_example.values())).cpu().unbind(0)  # one transfer
+    return Snapshot(step, result, dict(zip(per_example, on_host)), ranks=(ranks, finite))
 
 
-def _mean(values: Tensor) -> Optional[float]:
-    finite = values[torch.isfinite(values)]
-    return float(finite.mean()) if finite.numel() else None
+def _one_per_example(values: Tensor, like: Tensor) -> Tensor:
+    """``(batch,)`` float64 on ``like``'s device: ``values`` itself, or with ``outputs=`` (``(batch, K)``) the mean
+    over each example's outputs."""
+    return values.detach().to(like).reshape(like.shape[0], -1).mean(dim=1)
 
 
-def _nonfinite_share(attributions: Union[Tensor, Tuple[Tensor, ...]]) -> Tensor:
-    parts = attributions if isinstance(attributions, tuple) else (attributions,)
-    finite = torch.cat([p.detach().isfinite().reshape(p.shape[0], -1) for p in parts], dim=1)
-    return (~finite).double().mean(dim=1)
+def _compared(ranks: Tensor, finite: Tensor, other: Snapshot) -> Tensor:
+    """Spearman's correlation of the maps ranked as ``ranks`` with ``other``'s, NaN where either is not finite."""
+    if other.ranks is None:
+        values = magnitudes(other.attributions)
+        other.ranks = (average_ranks(*values.sort(dim=1, stable=True)), values.isfinite().all(dim=1))
+    other_ranks, other_finite = other.ranks
+    if other_ranks.shape != ranks.shape:
+        raise ValueError(f"the maps to compare must have the same shapes, got {tuple(ranks.shape)} and "
+                         f"{tuple(other_ranks.shape)} (examples × elements)")
+    both = finite & other_finite.to(finite.device)
+    return torch.where(both, rank_correlation(ranks, other_ranks.to(ranks.device)), math.nan)

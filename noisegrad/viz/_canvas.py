@@ -62,9 +62,10 @@ class Plot(tuple):
         return figure._repr_png_() if isinstance(figure, NotebookFigure) else None
 
 
-def new_figure(figsize: Tuple[float, float], dpi: float = 100) -> Figure:
-    """A figure with its own Agg canvas and constrained layout (labels are never clipped), drawn inline in notebooks."""
-    fig = NotebookFigure(figsize=figsize, dpi=dpi, layout="constrained")
+def new_figure(figsize: Tuple[float, float], dpi: float = 100, layout: Optional[str] = "constrained") -> Figure:
+    """A figure with its own Agg canvas and constrained layout (labels are never clipped), drawn inline in notebooks;
+    ``layout=None`` for a figure that places everything itself."""
+    fig = NotebookFigure(figsize=figsize, dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 

@@ -17,11 +17,14 @@ from noisegrad.viz._normalize import (
     signed_part,
 )
 
-__all__ = ["METHODS", "validate_method", "attribution_map", "check_spatial", "draw_panel", "add_colorbar", "bare", "COLORBAR_LABELS"]
+__all__ = ["METHODS", "validate_method", "attribution_map", "check_spatial", "draw_panel", "add_colorbar", "bare", "COLORBAR_LABELS",
+           "image_rgb", "BLENDED_GREY"]
 
 #: Captum's image visualisation methods.
 METHODS = ("heat_map", "blended_heat_map", "original_image", "masked_image", "alpha_scaling")
 _NEEDS_IMAGE = {"blended_heat_map", "original_image", "masked_image", "alpha_scaling"}
+#: The colour map of the image under a blended heat map.
+BLENDED_GREY = "gray"
 COLORBAR_LABELS = {
     "all": "attribution",
     "positive": "attribution (positive part)",
@@ -63,7 +66,8 @@ def check_spatial(attr_shape: Sequence[int], image_shape: Sequence[int], what: s
         )
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
+def image_rgb(image: np.ndarray) -> np.ndarray:
+    """An ``(H, W, C)`` image as ``(H, W, 3)`` RGB in [0, 1] (one channel repeated, an alpha channel dropped)."""
     shown = display_image(image)
     if shown.ndim == 2:
         return np.repeat(shown[:, :, None], 3, axis=2)
@@ -93,14 +97,14 @@ def draw_panel(
     if method == "heat_map":
         mappable = ax.imshow(shown, cmap=colours, vmin=vmin, vmax=vmax, interpolation="nearest")
     elif method == "blended_heat_map":
-        ax.imshow(_rgb(image).mean(axis=2), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(image_rgb(image).mean(axis=2), cmap=BLENDED_GREY, vmin=0.0, vmax=1.0, interpolation="nearest")
         mappable = ax.imshow(shown, cmap=colours, vmin=vmin, vmax=vmax, alpha=alpha_overlay, interpolation="nearest")
     elif method == "original_image":
         picture = display_image(image)
         ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
     else:
         weight = normalize_attr(attr_map, sign, scale)[:, :, None]
-        rgb = _rgb(image)
+        rgb = image_rgb(image)
         picture = rgb * weight if method == "masked_image" else np.concatenate([rgb, weight], axis=2)
         ax.imshow(picture, interpolation="nearest")
     bare(ax)
