@@ -15,6 +15,7 @@ from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
 from conftest import make_mlp, make_two_input
+from test_outputs import Counting
 from noisegrad import NoiseTunnel, _captum
 from noisegrad.estimators._ig_outputs import integrated_gradients_of_outputs
 
@@ -145,16 +146,6 @@ def test_several_outputs_of_tuple_inputs_equal_one_noisegrad_run_per_output(nt_t
     torch.testing.assert_close(first, first_expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(second, second_expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(delta, delta_expected, rtol=1e-10, atol=1e-12)
-
-
-class Counting(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.rows = model, []
-
-    def forward(self, x):
-        self.rows.append(x.shape[0])
-        return self.model(x)
 
 
 def test_with_internal_batch_size_the_path_runs_once_for_all_outputs_in_forwards_of_that_size():
