@@ -3,7 +3,7 @@
 import contextlib
 import functools
 import operator
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import torch
 from captum.attr import Attribution, GradientAttribution
@@ -24,8 +24,12 @@ def chunk_failure_on_oom() -> Iterator[None]:
         raise ChunkOutOfMemory(str(error)) from error
 
 
-def call_wrapped(method: Attribution, inputs: Any, kwargs: Dict[str, Any]) -> Any:
+def call_wrapped(method: Attribution, inputs: Any, kwargs: Dict[str, Any],
+                 attribute: Optional[Callable[..., Any]] = None) -> Any:
     """``method.attribute(inputs, **kwargs)``, raising errors that name the argument at fault.
+
+    ``attribute``: a function to call instead of ``method.attribute`` that
+    evaluates ``method.forward_func`` (IntegratedGradients for several outputs).
 
     A gradient method runs with gradients enabled, whatever the caller's grad
     mode: Captum's enable them themselves, a user-written one may not. Any
@@ -41,7 +45,7 @@ def call_wrapped(method: Attribution, inputs: Any, kwargs: Dict[str, Any]) -> An
     last = _LastOutput()
     try:
         with chunk_failure_on_oom(), grad_mode, _watched(method, last):
-            return method.attribute(inputs, **kwargs)
+            return (attribute or method.attribute)(inputs, **kwargs)
     except ChunkOutOfMemory:
         raise
     except Exception as error:

@@ -9,13 +9,17 @@ checks every assumption against the installed Captum.
 """
 
 import copy
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
-from captum._utils.common import _format_additional_forward_args, _run_forward
+from captum._utils.common import _expand_additional_forward_args, _format_additional_forward_args, _run_forward
 from captum._utils.gradient import _forward_layer_eval, compute_gradients
-from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, SUPPORTED_RIEMANN_METHODS
-from captum.attr._utils.common import _format_input_baseline, _tensorize_baseline
+from captum.attr._utils.approximation_methods import (
+    SUPPORTED_METHODS,
+    SUPPORTED_RIEMANN_METHODS,
+    approximation_parameters,
+)
+from captum.attr._utils.common import _format_input_baseline, _tensorize_baseline, _validate_input
 from captum.attr import (
     Attribution,
     DeepLift,
@@ -54,6 +58,16 @@ __all__ = [
     "run_forward",
     "format_additional_forward_args",
     "forward_layer_eval",
+    "format_input_baseline",
+    "validate_path_input",
+    "tensorize_baseline",
+    "expand_additional_forward_args",
+    "approximation_parameters",
+    "batches_outputs",
+    "output_gradients",
+    "selected_outputs",
+    "output_vjps",
+    "batched_vjps",
     "layer_gradient_func",
     "PATH_METHODS",
     "APPROXIMATION_METHODS",
@@ -83,6 +97,14 @@ _DEFAULT_N_SAMPLES = 5
 run_forward = _run_forward
 format_additional_forward_args = _format_additional_forward_args
 forward_layer_eval = _forward_layer_eval
+#: What IntegratedGradients does with its inputs and baselines before its path (``estimators/_ig_outputs.py``): one
+#: baseline per input (None → 0), checked against the inputs with ``n_steps`` and the approximation; a number or a
+#: one-row baseline as a tensor of the inputs' shape (for the delta's forward); tensor forward arguments repeated
+#: once per step; and the approximation's step sizes and points, ``approximation_parameters(method)``.
+format_input_baseline = _format_input_baseline
+validate_path_input = _validate_input
+tensorize_baseline = _tensorize_baseline
+expand_additional_forward_args = _expand_additional_forward_args
 
 
 def rows_per_copy(method: Attribution, kwargs: Dict[str, Any]) -> int:
@@ -202,8 +224,9 @@ def summed_gradients(
         return torch.autograd.grad(outputs.sum(), inputs)
 
 
-#: Methods whose several outputs (``outputs=``) are one forward and K batched vector-Jacobian products: they take
-#: their gradients from ``gradient_func`` and only apply elementwise steps to them (|·|, × input, IG's path sum).
+#: Methods whose several outputs (``outputs=``) are one forward and K vector-Jacobian products: Saliency and
+#: InputXGradient take them from ``gradient_func`` and apply elementwise steps to them (|·|, × input);
+#: IntegratedGradients' path and step sums are noisegrad's (``estimators/_ig_outputs.py``).
 BATCHED_OUTPUT_METHODS = (Saliency, InputXGradient, IntegratedGradients)
 
 
@@ -212,104 +235,75 @@ def batches_outputs(method: Attribution) -> bool:
     return type(method) in BATCHED_OUTPUT_METHODS and getattr(method, "gradient_func", None) is compute_gradients
 
 
-def output_gradients(outputs: Tuple[int, ...], copies: int) -> Callable[..., Tuple[Tensor, ...]]:
-    """A ``gradient_func`` for inputs tiled once per output: one forward, K vector-Jacobian products.
+def output_gradients(outputs: Tuple[int, ...]) -> Callable[..., Tuple[Tensor, ...]]:
+    """A ``gradient_func`` for several outputs at once: one forward, K vector-Jacobian products.
 
-    The estimator gives the method its ``copies`` noisy rows tiled K times
-    (output-major), so each forward's rows are ``(steps, K, copies)`` with the
-    K blocks equal. The forward runs on one block; the K outputs' gradients
-    are K vector-Jacobian products through its graph: one by one on a CPU,
-    where that is faster than ``is_grads_batched`` (benchmarks/OUTPUTS.md),
-    batched elsewhere (falling back to one by one for operations without a
-    batching rule), laid out as the method expects: block ``k`` holds output
-    ``k``'s gradient.
+    Each of its gradients is ``(K, rows, ...)``: output ``k``'s gradient of
+    the rows the method gives it, which Saliency's ``|·|`` and
+    InputXGradient's ``× inputs`` (broadcast over the first dimension) apply
+    to as they are.
     """
-    count = len(outputs)
-
-    def one_block(value: Tensor, rows: int) -> Tensor:
-        return _one_block(value, rows, count, copies)
 
     def gradient_func(
         forward_fn: Callable[..., Any], inputs: Any, target_ind: Any = None, additional_forward_args: Any = None
     ) -> Tuple[Tensor, ...]:
         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-        rows = inputs[0].shape[0]
-        if rows % (count * copies):
-            raise ValueError(f"a forward of {rows} rows cannot hold {count} outputs × {copies} noisy copies; "
-                             "outputs= needs the method's forwards to keep whole copies (leave internal_batch_size)")
-        extra = _format_additional_forward_args(additional_forward_args)
-        if extra is not None:
-            extra = tuple(one_block(a, rows) if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == rows else a
-                          for a in extra)
         with torch.autograd.set_grad_enabled(True):
-            block = tuple(one_block(x, rows) for x in inputs)
-            out = _run_forward(forward_fn, block, None, extra)
-            if out.dim() != 2:
-                raise ValueError(f"outputs= selects columns of a (batch, outputs) model output; the model returns "
-                                 f"shape {tuple(out.shape)}")
-            if max(outputs) >= out.shape[1]:
-                raise ValueError(f"outputs={list(outputs)} names column {max(outputs)}, but the model returns "
-                                 f"{out.shape[1]} outputs per example")
-            selected = out[:, list(outputs)]
-            grads = None
-            if block[0].device.type != "cpu":  # one set of kernels for the K products (unmeasured: no GPU here)
-                eye = torch.eye(count, dtype=selected.dtype, device=selected.device)
-                weights = eye.unsqueeze(1).expand(count, selected.shape[0], count)
-                try:
-                    grads = torch.autograd.grad(selected, block, grad_outputs=weights, is_grads_batched=True,
-                                                retain_graph=True)
-                except RuntimeError:  # an operation without a batching rule
-                    grads = None
-            if grads is None:  # one product per output through the same graph
-                per_output = [torch.autograd.grad(selected[:, k].sum(), block, retain_graph=k < count - 1)
-                              for k in range(count)]
-                grads = tuple(torch.stack(parts) for parts in zip(*per_output))
-        return tuple(
-            g.reshape((count, rows // (count * copies), copies) + tuple(g.shape[2:])).transpose(0, 1).reshape(
-                (rows,) + tuple(g.shape[2:]))
-            for g in grads
-        )
+            selected = selected_outputs(_run_forward(forward_fn, inputs, None, additional_forward_args), outputs)
+            blocks: List[List[Tensor]] = [[] for _ in inputs]
+            for _, parts in output_vjps(selected, inputs):
+                for block, part in zip(blocks, parts):
+                    block.append(part)
+        return tuple(block[0] if len(block) == 1 else torch.cat(block) for block in blocks)
 
     return gradient_func
 
 
-def _one_block(value: Tensor, rows: int, count: int, copies: int) -> Tensor:
-    """Of ``rows`` rows laid out ``(steps, count, copies)`` with the ``count`` blocks equal, the first block."""
-    steps = rows // (count * copies)
-    return value.reshape((steps, count, copies) + tuple(value.shape[1:]))[:, 0].reshape(
-        (steps * copies,) + tuple(value.shape[1:]))
+def selected_outputs(out: Tensor, outputs: Tuple[int, ...]) -> Tensor:
+    """The ``outputs`` columns of a ``(rows, outputs)`` model output, ``(rows, K)``; a ValueError if it has none."""
+    if out.dim() != 2:
+        raise ValueError(f"outputs= selects columns of a (batch, outputs) model output; the model returns "
+                         f"shape {tuple(out.shape)}")
+    if max(outputs) >= out.shape[1]:
+        raise ValueError(f"outputs={list(outputs)} names column {max(outputs)}, but the model returns "
+                         f"{out.shape[1]} outputs per example")
+    return out[:, list(outputs)]
 
 
-def output_convergence_delta(method: Attribution, outputs: Tuple[int, ...], copies: int) -> Callable[..., Tensor]:
-    """IG's ``compute_convergence_delta`` for inputs tiled once per output (:func:`output_gradients`).
+def output_vjps(selected: Tensor, inputs: Tuple[Tensor, ...]) -> Iterator[Tuple[slice, Tuple[Tensor, ...]]]:
+    """The gradients of each column of ``selected`` w.r.t. ``inputs``, through one graph, a block of columns at a time.
 
-    Captum's delta, Σ attributions − (F(end) − F(start)) per row, with each
-    point's forward run on one block and block ``k`` reading output ``k``,
-    instead of K forwards of equal rows.
+    Yields ``(columns, gradients)``: a slice of the K columns and, per
+    input, their gradients ``(len(columns),) + input.shape``. On a CPU one
+    column at a time, where K plain backward passes are faster than one
+    batched (``is_grads_batched``) product (benchmarks/OUTPUTS.md); elsewhere
+    all K at once, falling back to one at a time for operations without a
+    batching rule (unmeasured: no GPU here). Never ``.backward()``: no
+    parameter's ``.grad`` is touched.
     """
-    count = len(outputs)
+    count = selected.shape[1]
+    grads = batched_vjps(selected, inputs) if inputs[0].device.type != "cpu" else None
+    if grads is not None:
+        yield slice(0, count), grads
+        return
+    for k in range(count):
+        grads = torch.autograd.grad(selected[:, k].sum(), inputs, retain_graph=k < count - 1)
+        yield slice(k, k + 1), tuple(g.unsqueeze(0) for g in grads)
 
-    def delta(attributions: Any, start_point: Any, end_point: Any, target: Any = None,
-              additional_forward_args: Any = None) -> Tensor:
-        end_point, start_point = _format_input_baseline(end_point, start_point)
-        start_point = _tensorize_baseline(end_point, start_point)
-        rows = end_point[0].shape[0]
-        extra = _format_additional_forward_args(additional_forward_args)
-        if extra is not None:
-            extra = tuple(_one_block(a, rows, count, copies) if isinstance(a, Tensor) and a.dim() > 0
-                          and a.shape[0] == rows else a for a in extra)
 
-        def selected(point: Tuple[Tensor, ...]) -> Tensor:  # (rows,): block k's rows read output k
-            out = _run_forward(method.forward_func, tuple(_one_block(x, rows, count, copies) for x in point),
-                               None, extra)
-            return out[:, list(outputs)].transpose(0, 1).reshape(rows)
+def batched_vjps(selected: Tensor, inputs: Tuple[Tensor, ...]) -> Optional[Tuple[Tensor, ...]]:
+    """The gradients of all K columns of ``selected`` as one batched product, ``(K,) + input.shape`` each.
 
-        attributions = attributions if isinstance(attributions, tuple) else (attributions,)
-        with torch.no_grad():
-            attr_sum = sum(a.reshape(rows, -1).sum(dim=1) for a in attributions)
-            return attr_sum - (selected(end_point) - selected(start_point))
-
-    return delta
+    None if an operation of the graph has no batching rule; the graph is kept
+    either way.
+    """
+    count = selected.shape[1]
+    eye = torch.eye(count, dtype=selected.dtype, device=selected.device)
+    try:
+        return torch.autograd.grad(selected, inputs, grad_outputs=eye.unsqueeze(1).expand(
+            count, selected.shape[0], count), is_grads_batched=True, retain_graph=True)
+    except RuntimeError:
+        return None
 
 
 def attributes_to(method: Attribution, module: Any, to_layer_input: bool) -> bool:

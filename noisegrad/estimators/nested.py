@@ -3,12 +3,13 @@
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
-from captum.attr import Attribution, GradientAttribution
+from captum.attr import Attribution, GradientAttribution, IntegratedGradients
 from torch import Tensor
 
 from noisegrad import _captum
 from noisegrad._call import call_wrapped
 from noisegrad._state import seed_global_rngs
+from noisegrad.estimators._ig_outputs import integrated_gradients_of_outputs
 from noisegrad.expand import ChunkKwargs, select_examples
 from noisegrad.objective import Objective, with_objective
 from noisegrad.perturb.inputs import InputNoise
@@ -42,7 +43,9 @@ class NestedEstimator:
         result does not depend on the chunk size (nor on out-of-memory
         halving).
     outputs : tuple of int, optional
-        Several outputs at once: every copy's attribution gets a last dimension K.
+        Several outputs at once: every copy's attribution gets a last
+        dimension K. Only for the methods whose K outputs share one forward
+        (:func:`noisegrad._captum.batches_outputs`).
     times_input : {None, "clean", "noisy"}
         Each copy's attribution times the clean input or its own noisy
         input, before it is a sample (so every statistic, standard error and
@@ -80,6 +83,13 @@ class NestedEstimator:
         self.baseline_distribution = _captum.takes_baseline_distribution(method) or baseline_seed is not None
         self.chunk_kwargs = self._chunk_kwargs()
         self.outputs, self.times_input = outputs, times_input
+        # outputs= (the tunnel runs other methods once per output): one forward per chunk, K gradients, the
+        # attributions (K, rows, ...); IntegratedGradients' path and its step sums are built for it here
+        self.ig_of_outputs: Optional[Callable[..., Any]] = None  # called instead of the method's attribute
+        if outputs is not None and isinstance(method, IntegratedGradients):
+            self.ig_of_outputs = integrated_gradients_of_outputs(self.method, outputs)
+        elif outputs is not None:
+            self.method.gradient_func = _captum.output_gradients(outputs)
         # outputs=: a forward holds one block of rows (the K gradients are taken from it), so max_batch_rows
         # counts one block; the K gradients it keeps count in the bytes of a row (memory_budget)
         self.rows_per_copy = _captum.rows_per_copy(method, kwargs)
@@ -118,39 +128,30 @@ class NestedEstimator:
         rows = self.perturbation.rows(sample_ids)
         noisy = rows
         n, batch = len(sample_ids), rows[0].shape[0] // len(sample_ids)
-        expanded = sample_ids
-        if self.outputs is not None:  # every copy once per output, output-major: one forward, K gradients
-            count = len(self.outputs)
-            rows = tuple(x.repeat((count,) + (1,) * (x.dim() - 1)) for x in rows)
-            self.method.gradient_func = _captum.output_gradients(self.outputs, n * batch)
-            if self.return_delta:  # the delta's forwards too on one block (IntegratedGradients)
-                self.method.compute_convergence_delta = _captum.output_convergence_delta(
-                    self.method, self.outputs, n * batch)
-            expanded = range(0, n * count)  # the per-copy arguments, expanded as for n × K samples
         if self.is_gradient_method:
             rows = tuple(x.requires_grad_() if x.is_floating_point() else x for x in rows)
-        kwargs = self.chunk_kwargs.for_chunk(expanded)
-        if self.outputs is not None:  # each block's output as its target: what the method's delta selects
-            kwargs = dict(kwargs, target=torch.tensor(self.outputs, device=rows[0].device).repeat_interleave(n * batch))
+        kwargs = self.chunk_kwargs.for_chunk(sample_ids)
         with self.perturbation.applied():
-            out = call_wrapped(self.method, rows if self.is_inputs_tuple else rows[0], kwargs)
+            out = call_wrapped(self.method, rows if self.is_inputs_tuple else rows[0], kwargs, self.ig_of_outputs)
         deltas = None
         if self.return_delta:
             out, delta = out
-            deltas = torch.as_tensor(delta).detach().reshape(len(expanded), batch, -1)
+            deltas = torch.as_tensor(delta).detach()
         attributions = out if isinstance(out, tuple) else (out,)
         self.is_attr_tuple = isinstance(out, tuple)
-        by_sample = tuple(_by_sample(a, batch, len(expanded)) for a in attributions)
-        if self.outputs is not None:
-            by_sample = tuple(_outputs_last(a, len(self.outputs)) for a in by_sample)
-            deltas = None if deltas is None else _outputs_last(deltas, len(self.outputs)).transpose(2, 3)
+        if self.outputs is None:
+            by_sample = tuple(_by_sample(a, batch, n) for a in attributions)
+            deltas = None if deltas is None else deltas.reshape(n, batch, -1)
+        else:  # (K, rows, ...) → (n, batch, ..., K)
+            count = len(self.outputs)
+            by_sample = tuple(_outputs_last(a, count, batch, n) for a in attributions)
+            deltas = None if deltas is None else _outputs_last(deltas, count, batch, n).unsqueeze(-1)
         if self.times_input is not None:
             by_sample = self._times_input(by_sample, noisy, n, batch)
-        return Chunk(
-            by_sample,
-            deltas,
-            tuple(a._base is None for a in by_sample),  # a fresh (non-view) attribution is ours to centre in place
-        )
+        # a fresh (non-view) attribution is ours to centre in place; so are those of several outputs (views of
+        # what the method made of the gradients noisegrad took)
+        fresh = tuple(a._base is None or self.outputs is not None for a in by_sample)
+        return Chunk(by_sample, deltas, fresh)
 
     def _times_input(self, by_sample: Tuple[Tensor, ...], noisy: Tuple[Tensor, ...], n: int, batch: int,
                      ) -> Tuple[Tensor, ...]:
@@ -182,11 +183,18 @@ class NestedEstimator:
         return tensors if self.is_attr_tuple else tensors[0]
 
 
-def _outputs_last(by_sample: Tensor, count: int) -> Tensor:
-    """``(K·n, batch, ...)`` rows of K outputs (output-major) as ``(n, batch, ..., K)``, contiguous."""
-    shape = tuple(by_sample.shape)
-    split = by_sample.reshape((count, shape[0] // count) + shape[1:])
-    return split.movedim(0, -1).contiguous()
+def _outputs_last(attribution: Tensor, count: int, batch: int, n: int) -> Tensor:
+    """A chunk's ``(K, rows, ...)`` attribution of K outputs as ``(n, batch, ..., K)``: a view, without a copy.
+
+    Its memory stays output-major; the statistics read it in that order
+    (every operation on it is elementwise or a reduction over samples).
+    """
+    if attribution.dim() < 2 or tuple(attribution.shape[:2]) != (count, batch * n):
+        raise ValueError(
+            f"the wrapped method returned an attribution of shape {tuple(attribution.shape)} for {count} outputs; "
+            f"NoiseTunnel needs dimensions 0 and 1 to index the {count} outputs and the {n} × {batch} noisy copies"
+        )
+    return attribution.detach().reshape((count, n, batch) + tuple(attribution.shape[2:])).movedim(0, -1)
 
 
 def _by_sample(attribution: Tensor, batch: int, n: int) -> Tensor:

@@ -1,0 +1,123 @@
+"""IntegratedGradients for several outputs at once: one path, one forward per step batch, K gradients summed as they come.
+
+Captum's IntegratedGradients, with ``target`` replaced by K output columns:
+the path points ``baseline + α (x − baseline)`` are built once for the
+rows, each forward runs once, and output ``k``'s gradients are summed over
+the steps (weighted by the approximation's step sizes) into ``(K, rows,
+...)`` as they are taken, so neither the path nor its gradients exist K
+times. The convergence delta needs one forward at the inputs and one at the
+baselines for all K outputs.
+"""
+
+from typing import Any, Callable, List, Optional, Tuple, Union
+
+import torch
+from captum.attr import IntegratedGradients
+from torch import Tensor
+
+from noisegrad import _captum
+
+__all__ = ["integrated_gradients_of_outputs"]
+
+
+def integrated_gradients_of_outputs(ig: IntegratedGradients, outputs: Tuple[int, ...]) -> Callable[..., Any]:
+    """``ig.attribute`` for the output columns ``outputs``: attributions ``(K, rows, ...)``, deltas ``(K, rows)``.
+
+    The returned function takes IntegratedGradients' arguments but
+    ``target``, and returns what Captum's ``attribute`` returns for one
+    target, with a first dimension of K added to each attribution and delta.
+    It equals K calls with ``target=k`` (``tests/test_ig_outputs.py``), up to
+    the order in which the step-weighted gradients are summed.
+
+    Examples
+    --------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    >>> x = torch.randn(5, 3)
+    >>> attribute = integrated_gradients_of_outputs(IntegratedGradients(model), (1, 0))
+    >>> attributions, delta = attribute(x, n_steps=8, return_convergence_delta=True)
+    >>> attributions.shape, delta.shape
+    (torch.Size([2, 5, 3]), torch.Size([2, 5]))
+    >>> one = IntegratedGradients(model).attribute(x, target=0, n_steps=8)
+    >>> torch.allclose(attributions[1], one, atol=1e-6)
+    True
+    """
+
+    def attribute(
+        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        baselines: Any = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        return_convergence_delta: bool = False,
+    ) -> Any:
+        is_inputs_tuple = isinstance(inputs, tuple)
+        formatted, formatted_baselines = _captum.format_input_baseline(inputs, baselines)
+        _captum.validate_path_input(formatted, formatted_baselines, n_steps, method)
+        extra = _captum.format_additional_forward_args(additional_forward_args)
+        sums = _path_sums(ig.forward_func, formatted, formatted_baselines, extra, outputs, n_steps, method,
+                          internal_batch_size)
+        if ig.multiplies_by_inputs:
+            for total, x, baseline in zip(sums, formatted, formatted_baselines):
+                total.mul_(x.detach() - baseline)
+        attributions = tuple(sums) if is_inputs_tuple else sums[0]
+        if not return_convergence_delta:
+            return attributions
+        starts = _captum.tensorize_baseline(formatted, formatted_baselines)
+        with torch.no_grad():
+            at_start = _selected(ig.forward_func, starts, extra, outputs)
+            change = _selected(ig.forward_func, formatted, extra, outputs) - at_start
+            total = sum(a.reshape(a.shape[0], a.shape[1], -1).sum(2) for a in sums)
+        return attributions, total - change.transpose(0, 1)
+
+    return attribute
+
+
+def _path_sums(
+    forward_func: Callable[..., Any],
+    inputs: Tuple[Tensor, ...],
+    baselines: Tuple[Any, ...],
+    extra: Optional[Tuple[Any, ...]],
+    outputs: Tuple[int, ...],
+    n_steps: int,
+    approximation: str,
+    internal_batch_size: Optional[int],
+) -> List[Tensor]:
+    """Per input, Σ_steps step size × gradient of each output at the path point: ``(K, rows, ...)``.
+
+    The steps run in batches of ``internal_batch_size // rows`` (at least
+    one), as Captum splits them.
+    """
+    step_sizes_of, alphas_of = _captum.approximation_parameters(approximation)
+    step_sizes, alphas = step_sizes_of(n_steps), alphas_of(n_steps)
+    rows = inputs[0].shape[0]
+    per_forward = n_steps if internal_batch_size is None else max(1, internal_batch_size // rows)
+    sums = [torch.zeros((len(outputs),) + tuple(x.shape), dtype=x.dtype, device=x.device) for x in inputs]
+    spans = [x.detach() - b for x, b in zip(inputs, baselines)]
+    for first in range(0, n_steps, per_forward):
+        steps = range(first, min(first + per_forward, n_steps))
+        with torch.autograd.set_grad_enabled(True):
+            path = tuple(_points(b, span, [alphas[s] for s in steps]).requires_grad_()
+                         for b, span in zip(baselines, spans))
+            # Captum's step sizes are float32 whatever the inputs' dtype: the same weights give the same sums
+            weights = [torch.tensor([step_sizes[s] for s in steps], dtype=torch.float32, device=x.device).to(x.dtype)
+                       for x in inputs]
+            step_extra = None if extra is None else _captum.expand_additional_forward_args(extra, len(steps))
+            selected = _captum.selected_outputs(_captum.run_forward(forward_func, path, None, step_extra), outputs)
+            for which, grads in _captum.output_vjps(selected, path):
+                for total, grad, weight in zip(sums, grads, weights):
+                    per_step = grad.reshape(grad.shape[0], len(steps), -1)
+                    total[which].add_(torch.matmul(weight, per_step).reshape(total[which].shape))
+    return sums
+
+
+def _points(baseline: Any, span: Tensor, alphas: List[float]) -> Tensor:
+    """``baseline + α · span`` for each α, one block of rows per α: ``(len(alphas) · rows, ...)``."""
+    alpha = torch.tensor(alphas, dtype=span.dtype, device=span.device).reshape((-1,) + (1,) * span.dim())
+    return (baseline + alpha * span).reshape((-1,) + tuple(span.shape[1:]))
+
+
+def _selected(forward_func: Callable[..., Any], points: Tuple[Tensor, ...], extra: Any,
+              outputs: Tuple[int, ...]) -> Tensor:
+    """The ``outputs`` columns of the model at ``points``: ``(rows, K)``."""
+    return _captum.selected_outputs(_captum.run_forward(forward_func, points, None, extra), outputs)
