@@ -26,7 +26,7 @@ from noisegrad.perturb.weight_spec import WeightNoiseSpec
 from noisegrad.perturb.weights import WeightNoise
 from noisegrad.objective import Objective, with_objective
 from noisegrad.reducers import reduce_channels
-from noisegrad.plan import ChunkPlan, activation_bytes_per_row
+from noisegrad.plan import ChunkPlan, activation_bytes_per_row, chunk_for_rows
 from noisegrad.result import FIELDS as RESULT_FIELDS
 from noisegrad.result import SmoothedAttribution
 from noisegrad.sampling.samplers import DEFAULT_REPLICATES, NoiseSampler
@@ -380,7 +380,7 @@ class NoiseTunnel(Attribution):
         saved = generator.get_state() if isinstance(generator, torch.Generator) else None
         try:
             with preserved_global_rngs():  # the unseeded call's base seed is drawn, and given back
-                self._checked(bound.arguments)
+                _check_row_budget(self.attribution_method, self._checked(bound.arguments))
         finally:
             if saved is not None:
                 generator.set_state(saved)
@@ -451,6 +451,22 @@ _AUTO_MIN_SAMPLES = 16
 #: Designs whose standard error has fewer groups (QMC: 4 replicates, 3 degrees of freedom) first check here, with
 #: 8 points per replicate: at 4 their tail above 1.5 × tol grew from 1 % to 6 %.
 _AUTO_MIN_SAMPLES_FEW_GROUPS = 32
+
+
+def _check_row_budget(method: Attribution, request: Request) -> None:
+    """The ValueError :func:`_plan` raises for a ``max_batch_rows`` below one noisy copy, without building the
+    estimator; a ``memory_budget`` or "auto" chunk needs a forward to be turned into rows, so it is not checked."""
+    if request.max_batch_rows is None or request.memory_budget is not None or request.batch_size is not None:
+        return
+    if request.joint:  # one row per copy, never split
+        rows_per_copy, splits_itself = 1, 0
+    else:
+        rows_per_copy, splits_itself = _captum.rows_per_copy(method, request.kwargs), _captum.rows_per_split_copy(method)
+    max_rows = request.max_batch_rows
+    internal_batch_size = request.kwargs.get("internal_batch_size")
+    if internal_batch_size is not None:  # as ChunkPlan.choose: the user's own split caps the forwards
+        max_rows = min(max_rows, internal_batch_size)
+    chunk_for_rows(max_rows, request.batch, rows_per_copy, request.limit, splits_itself)
 
 
 def _first_check(sampler: NoiseSampler) -> int:

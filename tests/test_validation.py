@@ -351,3 +351,18 @@ def test_a_column_of_indices_is_told_to_be_flattened_and_weight_rows_to_use_an_o
         nt.attribute(x, nt_samples=2, target=torch.tensor([[0.5, 0.5, 0.0]] * 3))
     with pytest.raises(ValueError, match=r"one row per example \(3\), got shape \(2, 3\)"):
         nt.attribute(x, nt_samples=2, target=torch.eye(3)[:2])
+
+
+@pytest.mark.parametrize("call", [dict(target=0), dict(outputs=[0, 1]), dict(target=0, joint=True)],
+                         ids=["target", "outputs", "joint"])
+def test_check_arguments_refuses_a_row_budget_below_one_copy_as_attribute_does(call):
+    # attribute refuses max_batch_rows below one noisy copy (3 examples × 50 steps, joint: × 1) before any forward;
+    # the check made when a call is set up (the monitor's) has to refuse it too, not the first snapshot
+    model = make_mlp()
+    counter = ForwardCounter(model)
+    nt = NoiseTunnel(IntegratedGradients(model))
+    for run in (nt.attribute, nt.check_arguments):
+        with pytest.raises(ValueError, match="max_batch_rows=2 .* smaller than one noisy copy"):
+            run(X, max_batch_rows=2, **call)
+    assert counter.calls == 0
+    assert nt.check_arguments(X, max_batch_rows=150, **call) is None  # one copy fits (joint: one row per copy)
