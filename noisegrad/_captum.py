@@ -254,9 +254,28 @@ def output_gradients(outputs: Tuple[int, ...]) -> Callable[..., Tuple[Tensor, ..
             for _, parts in output_vjps(selected, inputs):
                 for block, part in zip(blocks, parts):
                     block.append(part)
-        return tuple(block[0] if len(block) == 1 else torch.cat(block) for block in blocks)
+        return _own_memory(tuple(block[0] if len(block) == 1 else torch.cat(block) for block in blocks))
 
     return gradient_func
+
+
+def _own_memory(grads: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+    """``grads``, each copied if it shares memory with an earlier one or is an expanded view (a zero stride).
+
+    Autograd hands the gradient of ``x + y`` to both inputs as one tensor,
+    and that of ``x.sum(1)`` as an expanded view: the estimator's statistics
+    write into these gradients in place (Saliency with ``abs=False`` returns
+    them as they are), which would change another input's gradient or fail.
+    """
+    owned: List[Tensor] = []
+    storages = set()
+    for grad in grads:
+        storage = grad.untyped_storage().data_ptr()
+        if storage in storages or any(stride == 0 and size > 1 for stride, size in zip(grad.stride(), grad.shape)):
+            grad = grad.clone(memory_format=torch.contiguous_format)
+        storages.add(grad.untyped_storage().data_ptr())
+        owned.append(grad)
+    return tuple(owned)
 
 
 def selected_outputs(out: Tensor, outputs: Tuple[int, ...]) -> Tensor:

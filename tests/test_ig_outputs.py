@@ -172,3 +172,33 @@ def test_the_users_method_is_left_as_it_was():
 def test_outputs_the_model_does_not_have_are_refused(model, match):
     with pytest.raises(ValueError, match=match):
         NoiseTunnel(IntegratedGradients(model)).attribute(X, outputs=[0, 5], nt_samples=2, stdevs=0.1, n_steps=3)
+
+
+W = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+ALIASING_MODELS = {  # the same function twice: gradients autograd hands out as one tensor or an expanded view ...
+    "inputs share one gradient": (lambda x, y: torch.tanh((x + y) @ W), lambda x, y: torch.tanh(x @ W + y @ W)),
+    "expanded gradient": (lambda x, y: torch.tanh(x.sum(1, keepdim=True) * W[0] + y @ W),
+                          lambda x, y: torch.tanh(x @ torch.ones(5, 1, dtype=torch.float64) * W[0] + y @ W)),
+}  # ... and the same function with separate gradients of their own
+
+
+@pytest.mark.filterwarnings("ignore:noisegrad found no torch.nn.Module")
+@pytest.mark.parametrize("all_at_once", [False, True], ids=["one output at a time", "batched (other devices)"])
+@pytest.mark.parametrize("outputs", [[1], [1, 2]])
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+@pytest.mark.parametrize("name", sorted(ALIASING_MODELS))
+def test_gradients_autograd_shares_are_not_overwritten_by_the_statistics(name, nt_type, outputs, all_at_once,
+                                                                         monkeypatch):
+    # Saliency(abs=False) returns the gradients themselves, which the statistics may centre in place: a gradient
+    # two inputs share, or an expanded one, must be copied first (one output's gradient is not a fresh concatenation)
+    if all_at_once:
+        monkeypatch.setattr(_captum, "output_vjps", lambda selected, inputs: iter(
+            [(slice(0, selected.shape[1]), _captum.batched_vjps(selected, inputs))]))
+    aliasing, separate = ALIASING_MODELS[name]
+    x, y = X, torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    kwargs = dict(outputs=outputs, nt_type=nt_type, nt_samples=4, nt_samples_batch_size=2, seed=1, abs=False,
+                  return_stderr=True)
+    ours = NoiseTunnel(Saliency(aliasing)).attribute((x, y), **kwargs)
+    expected = NoiseTunnel(Saliency(separate)).attribute((x, y), **kwargs)
+    for got, want in zip(ours.attributions + ours.stderr, expected.attributions + expected.stderr):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
