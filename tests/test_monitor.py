@@ -426,3 +426,19 @@ def test_import_noisegrad_loads_neither_lightning_nor_tensorboard():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert {"AttributionMonitor", "AttributionMonitorCallback"} <= set(noisegrad.__all__)
+
+
+def test_the_delta_of_several_outputs_is_each_outputs_gap_in_size_not_their_signed_mean():
+    # abs_mean_delta is the size of each output's completeness gap: gaps of opposite signs on two outputs of one
+    # example must not cancel (the metric before the one-transfer stack: the mean of |delta| over examples × outputs)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3))
+    x = torch.rand(3, 4, generator=torch.Generator().manual_seed(0)) * 4
+    monitor = AttributionMonitor(IntegratedGradients(model), x, every=1, attribute_kwargs={
+        "outputs": [0, 2], "n_steps": 2, "method": "riemann_left", "return_convergence_delta": True})
+    snap = monitor.step(0)
+    delta = snap.result.delta.double()
+    assert tuple(delta.shape) == (3, 2)
+    assert (delta[:, 0] * delta[:, 1] < 0).any()  # a pair of gaps that a signed mean would cancel
+    assert monitor.history[0]["abs_mean_delta"] == pytest.approx(delta.abs().mean().item(), rel=1e-12)

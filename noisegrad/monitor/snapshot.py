@@ -19,7 +19,8 @@ __all__ = ["Snapshot", "summarise", "METRICS"]
 #: correlation with the previous and the first snapshot, the relative standard error ‖SE‖/‖attribution‖, the mean
 #: |convergence delta| (methods that have one), and the noisy samples per example.
 #: ``abs_mean_delta`` is, per example, |the mean of its noisy copies' convergence deltas| (the completeness gap of
-#: the smoothed map; copies' deltas of opposite signs cancel, so it is not their mean |delta|). ``nonfinite_share``
+#: the smoothed map; copies' deltas of opposite signs cancel, so it is not their mean |delta|); with ``outputs=``
+#: the mean of its outputs' |gaps| (those of two outputs do not cancel). ``nonfinite_share``
 #: is the share of attribution values that are NaN or infinite (the metrics leave such maps out).
 METRICS = ("mass_in_mask", "gini", "entropy", "spearman_previous", "spearman_first", "relative_stderr",
            "abs_mean_delta", "nt_samples", "nonfinite_share")
@@ -116,7 +117,7 @@ def summarise(
     per_example["spearman_first"] = _compared(ranks, finite, first) if first else nan
     per_example["relative_stderr"] = _one_per_example(result.relative_stderr, values)
     if result.delta is not None:
-        per_example["abs_mean_delta"] = _one_per_example(result.delta, values).abs()
+        per_example["abs_mean_delta"] = _one_per_example(result.delta.abs(), values)  # outputs=: each gap's size
     samples = result.nt_samples
     per_example["nt_samples"] = (_one_per_example(samples, values) if isinstance(samples, Tensor)
                                  else values.new_full(nan.shape, float(samples)))
@@ -127,7 +128,7 @@ def summarise(
 
 def _one_per_example(values: Tensor, like: Tensor) -> Tensor:
     """``(batch,)`` float64 on ``like``'s device: ``values`` itself, or with ``outputs=`` (``(batch, K)``) the mean
-    over each example's outputs."""
+    over each example's outputs (so the metric's mean is that of all ``batch × K`` values, as before the stack)."""
     return values.detach().to(like).reshape(like.shape[0], -1).mean(dim=1)
 
 
