@@ -202,12 +202,3 @@ def test_gradients_autograd_shares_are_not_overwritten_by_the_statistics(name, n
     expected = NoiseTunnel(Saliency(separate)).attribute((x, y), **kwargs)
     for got, want in zip(ours.attributions + ours.stderr, expected.attributions + expected.stderr):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
-
-
-def test_target_none_beside_outputs_is_accepted_as_for_saliency():
-    # target=None is "no target" (the monitor always passes its own, None by default): the path of all outputs
-    # must not hand it to a function that takes no target
-    model = make_mlp(seed=1)
-    kwargs = dict(outputs=list(OUTPUTS), nt_samples=3, stdevs=0.2, seed=0, n_steps=5)
-    nt = NoiseTunnel(IntegratedGradients(model))
-    torch.testing.assert_close(nt.attribute(X, target=None, **kwargs), nt.attribute(X, **kwargs), rtol=0, atol=0)

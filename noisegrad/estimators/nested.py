@@ -76,8 +76,6 @@ class NestedEstimator:
         if objective is not None:  # around what the perturbation prepared (a private model copy, a watched forward)
             self.method, kwargs = with_objective(self.method, objective, kwargs, perturbation.inputs,
                                                  is_inputs_tuple)
-        if outputs is not None:  # target=None beside outputs= (anything else is refused): no target to hand on
-            kwargs = {name: value for name, value in kwargs.items() if name != "target"}
         self.is_gradient_method = isinstance(method, GradientAttribution)
         self.perturbation, self.is_inputs_tuple, self.return_delta = perturbation, is_inputs_tuple, return_delta
         self.kwargs, self.baseline_seed, self.sample_seed = kwargs, baseline_seed, sample_seed
