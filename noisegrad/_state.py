@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from noisegrad import _numpy_rng
 from noisegrad._caller import user_stacklevel
 
 __all__ = ["modules_of", "tensors_of", "loaded_globals", "filled", "preserved_modules", "preserved_global_rngs",
@@ -232,7 +233,7 @@ def preserved_global_rngs(cuda_devices: Optional[List[torch.device]] = None) -> 
     with _GLOBAL_RNG_LOCK:
         saved_torch = torch.get_rng_state()
         saved_cuda = [(device, torch.cuda.get_rng_state(device)) for device in cuda_devices]
-        saved_numpy = np.random.get_state()
+        saved_numpy = _numpy_rng.save()
         saved_python = random.getstate()
         try:
             yield
@@ -240,7 +241,7 @@ def preserved_global_rngs(cuda_devices: Optional[List[torch.device]] = None) -> 
             torch.set_rng_state(saved_torch)
             for device, state in saved_cuda:
                 torch.cuda.set_rng_state(state, device)
-            np.random.set_state(saved_numpy)
+            _numpy_rng.restore(saved_numpy)
             random.setstate(saved_python)
 
 

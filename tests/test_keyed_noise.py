@@ -48,8 +48,15 @@ def bits_of(seed, stream_id, example_ids, units, shape):
     return random_bits(keys, shape, out)
 
 
+@pytest.fixture(params=["python", "tensor"])
+def row_key_path(request, monkeypatch):
+    """Both ways of making row keys: Python integers for a small CPU grid, tensor operations otherwise."""
+    monkeypatch.setattr(keyed, "_PYTHON_ROWS", 10**9 if request.param == "python" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", [0, 12345, 2**64 - 1, -7 & M64])
-def test_bits_follow_the_written_construction(seed):
+def test_bits_follow_the_written_construction(seed, row_key_path):
     example_ids, units, shape = [0, 1, -3, 2**62 + 5], [0, 1, 2**31 + 9], (2, 3)
     got = bits_of(seed, stream(Purpose.INPUT_NOISE, 1), example_ids, units, shape)
     for k, unit in enumerate(units):

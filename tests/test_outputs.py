@@ -138,6 +138,28 @@ def test_auto_stops_each_example_on_the_error_of_all_its_outputs():
     assert bool((norm(result.stderr) / norm(result.attributions) <= 0.1 + 1e-12).all())
 
 
+@pytest.mark.parametrize("name", ["Saliency", "InputXGradient", "IntegratedGradients"])
+def test_an_explicit_target_none_beside_outputs_is_no_target(name):
+    """Front-ends, explainers and the CLI pass target=None along; IntegratedGradients' path refused it."""
+    method = {"Saliency": Saliency, "InputXGradient": InputXGradient, "IntegratedGradients": IntegratedGradients}[name]
+    nt = NoiseTunnel(method(make_mlp(seed=1)))
+    common = dict(nt_samples=4, stdevs=0.3, seed=2, outputs=OUTPUTS)
+    torch.testing.assert_close(nt.attribute(X, target=None, **common), nt.attribute(X, **common), rtol=0, atol=0)
+
+
+def test_auto_with_outputs_keeps_a_delta_per_example_and_output():
+    """Each example's delta is that of a fixed run with its own sample count (its noise is its own)."""
+    nt = NoiseTunnel(IntegratedGradients(make_mlp(seed=1)))
+    common = dict(outputs=OUTPUTS, stdevs=0.3, seed=0, n_steps=4, return_convergence_delta=True)
+    result = nt.attribute(X, nt_samples="auto", tol=0.1, max_samples=256, **common)
+    assert result.delta.shape == (3, len(OUTPUTS))
+    assert len(set(result.nt_samples.tolist())) > 1  # the examples stopped at different checks
+    for i in range(3):
+        alone = nt.attribute(X[i:i + 1], nt_samples=int(result.nt_samples[i]), example_ids=[i], **common)
+        torch.testing.assert_close(result.attributions[i:i + 1], alone[0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(result.delta[i:i + 1], alone[1], rtol=1e-10, atol=1e-12)
+
+
 class _SteadyAndNoisy(nn.Module):
     # output 0: a large steady gradient; output 1: a tiny one that the noise makes vary a lot
     def __init__(self):

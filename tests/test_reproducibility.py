@@ -79,6 +79,65 @@ def test_a_seeded_call_leaves_every_global_rng_untouched_even_if_the_method_draw
     assert torch.equal(first, second)
 
 
+class DrawingModel(torch.nn.Module):
+    """A model that draws from numpy's, Python's and torch's global RNGs in its forward (its own noise)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.linear, self.fail = torch.nn.Linear(5, 3), fail
+
+    def forward(self, x):
+        jitter = float(np.random.randn()) + random.random() + float(torch.rand(()))  # one legacy gaussian: odd
+        if self.fail:
+            raise RuntimeError("the forward failed after drawing")
+        return self.linear(x) * (1 + 0.1 * jitter)
+
+
+def full_global_states():
+    """Every part of the global RNGs' states: numpy's position and cached gaussian too, not only its key."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    return torch.get_rng_state(), (kind, key.copy(), pos, has_gauss, gauss), random.getstate()
+
+
+def assert_full_states_equal(a, b):
+    assert torch.equal(a[0], b[0])
+    assert a[1][0] == b[1][0] and np.array_equal(a[1][1], b[1][1]) and a[1][2:] == b[1][2:]
+    assert a[2] == b[2]
+
+
+def test_a_seeded_call_whose_forward_draws_from_every_global_rng_leaves_them_as_they_were_and_is_reproducible():
+    torch.manual_seed(0)
+    nt = NoiseTunnel(Saliency(DrawingModel()))
+    x = torch.randn(2, 5, generator=torch.Generator().manual_seed(2))
+    results = []
+    for user_seed in (0, 1):
+        torch.manual_seed(user_seed), np.random.seed(user_seed), random.seed(user_seed)
+        np.random.randn(3)  # an odd number of legacy gaussians: numpy holds a cached one
+        before = full_global_states()
+        assert before[1][3] == 1
+        results.append(nt.attribute(x, nt_samples=4, nt_samples_batch_size=3, stdevs=0.1, target=0, seed=5))
+        assert_full_states_equal(full_global_states(), before)
+    assert torch.equal(results[0], results[1])  # the forward's own draws follow the seed, not the caller's state
+    assert not torch.equal(results[0], nt.attribute(x, nt_samples=4, stdevs=0.1, target=0, seed=6))
+
+
+def test_a_seeded_call_that_raises_after_its_forward_drew_leaves_every_global_rng_as_it_was():
+    nt = NoiseTunnel(Saliency(DrawingModel(fail=True)))
+    np.random.seed(3), random.seed(3), torch.manual_seed(3)
+    for cached_gaussian in (False, True):
+        if cached_gaussian:
+            np.random.randn(1)
+        before = full_global_states()
+        assert before[1][3] == int(cached_gaussian)
+        try:
+            nt.attribute(torch.zeros(1, 5), nt_samples=2, stdevs=0.1, target=0, seed=1)
+        except RuntimeError as error:
+            assert "failed after drawing" in str(error)
+        else:
+            raise AssertionError("the forward's error was swallowed")
+        assert_full_states_equal(full_global_states(), before)
+
+
 def test_an_unseeded_call_advances_the_global_rng_exactly_like_one_small_torch_draw():
     nt = NoiseTunnel(Saliency(MODEL))
     torch.manual_seed(4)

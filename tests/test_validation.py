@@ -140,6 +140,18 @@ def test_baselines_that_do_not_fit_the_inputs_are_rejected_before_a_forward_pass
     assert counter.calls == 0
 
 
+@pytest.mark.parametrize("stdevs", [1e39, torch.tensor([1.0, 1e39, 1.0, 1.0, 1.0], dtype=torch.float64)],
+                         ids=["number", "float64 tensor"])
+def test_a_sigma_beyond_the_inputs_dtype_is_refused_as_not_finite(stdevs):
+    # σ is used in the input's dtype, where 1e39 is inf for float32; a number is checked in Python, a tensor on
+    # its own device after conversion
+    model = make_mlp(torch.float32)
+    counter = ForwardCounter(model)
+    with pytest.raises(ValueError, match="stdevs for input 0 must be finite and >= 0.*1 invalid value"):
+        NoiseTunnel(Saliency(model)).attribute(X.float(), stdevs=stdevs, target=0)
+    assert counter.calls == 0
+
+
 def test_non_finite_inputs_make_relative_noise_fail_with_a_clear_message():
     x = X.clone()
     x[1, 2] = math.inf

@@ -50,7 +50,10 @@ def integrated_gradients_of_outputs(ig: IntegratedGradients, outputs: Tuple[int,
         method: str = "gausslegendre",
         internal_batch_size: Optional[int] = None,
         return_convergence_delta: bool = False,
+        target: None = None,  # the K outputs take its place (the tunnel refuses a target beside outputs=)
     ) -> Any:
+        if target is not None:
+            raise ValueError(f"outputs= explains its own columns; target={target!r} cannot be given beside it")
         is_inputs_tuple = isinstance(inputs, tuple)
         formatted, formatted_baselines = _captum.format_input_baseline(inputs, baselines)
         _captum.validate_path_input(formatted, formatted_baselines, n_steps, method)

@@ -122,17 +122,18 @@ def resolve_stdevs(stdevs: StdevsType, inputs: Tuple[Tensor, ...]) -> Tuple[Tens
         per_input = tuple(stdevs)
     else:
         per_input = (stdevs,) * len(inputs)
-    sigmas = tuple(_one_sigma(s, x, i) for i, (s, x) in enumerate(zip(per_input, inputs)))
-    for i, sigma in enumerate(sigmas):
-        if not bool((torch.isfinite(sigma) & (sigma >= 0)).all()):
-            source = "the input's spread" if isinstance(per_input[i], Relative) else "stdevs"
-            raise ValueError(f"stdevs for input {i} must be finite and >= 0; {source} gave {_describe(sigma)}")
-    return sigmas
+    return tuple(_one_sigma(s, x, i) for i, (s, x) in enumerate(zip(per_input, inputs)))
 
 
 def _one_sigma(stdev: object, x: Tensor, index: int) -> Tensor:
+    """σ for input ``index``, checked where its values are: a number in Python, a tensor on its own device.
+
+    A number or a CPU tensor is checked without reading the inputs' device (no
+    host synchronisation on a GPU); σ relative to inputs on a GPU, or a σ
+    tensor the user put there, is read once.
+    """
     if isinstance(stdev, Relative):
-        return stdev.sigma(x)
+        return _checked(stdev.sigma(x), index, "the input's spread")
     if isinstance(stdev, Tensor):
         if stdev.is_complex() or stdev.dtype == torch.bool:
             raise TypeError(f"stdevs for input {index} must be a real tensor, got dtype {stdev.dtype}")
@@ -145,13 +146,25 @@ def _one_sigma(stdev: object, x: Tensor, index: int) -> Tensor:
                 f"stdevs for input {index} has shape {tuple(stdev.shape)}, which does not broadcast "
                 f"to the input's shape {tuple(x.shape)}"
             )
-        return stdev.detach().to(device=x.device, dtype=x.dtype)
+        return _checked(stdev.detach().to(dtype=x.dtype), index, "stdevs").to(device=x.device)
     if isinstance(stdev, bool) or not isinstance(stdev, numbers.Real):
         raise TypeError(
             f"stdevs for input {index} must be a float, a tensor or noisegrad.relative(...), "
             f"got {type(stdev).__name__}"
         )
-    return torch.tensor(float(stdev), dtype=x.dtype, device=x.device)
+    value = float(stdev)
+    largest = torch.finfo(x.dtype).max if x.is_floating_point() else math.inf
+    if not (math.isfinite(value) and 0 <= value <= largest):  # nor what would overflow the input's dtype
+        shown = value if value <= largest else f"{value} (beyond {x.dtype}'s largest, {largest})"
+        raise ValueError(f"stdevs for input {index} must be finite and >= 0; stdevs gave 1 invalid value(s), "
+                         f"e.g. {shown}")
+    return torch.tensor(value, dtype=x.dtype, device=x.device)
+
+
+def _checked(sigma: Tensor, index: int, source: str) -> Tensor:
+    if not bool((torch.isfinite(sigma) & (sigma >= 0)).all()):
+        raise ValueError(f"stdevs for input {index} must be finite and >= 0; {source} gave {_describe(sigma)}")
+    return sigma
 
 
 def _describe(sigma: Tensor) -> str:

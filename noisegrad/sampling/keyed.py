@@ -90,6 +90,11 @@ def _halves(keys: Tensor) -> Tuple[Tensor, Tensor]:
     return keys.to(torch.int32), torch.bitwise_right_shift(keys, 32).to(torch.int32)
 
 
+#: Row keys are made with Python integers when a CPU call needs at most this many: two dozen tensor operations on a
+#: small grid cost more than the arithmetic (about 0.6 µs a key; benchmarks/FIXED_COST.md).
+_PYTHON_ROWS = 64
+
+
 def row_keys(seed: int, stream: int, example_ids: Tensor, units: Tensor) -> Tensor:
     """The 64-bit keys of ``(unit, example)`` rows, shape ``(len(units), len(example_ids))``, int64.
 
@@ -104,6 +109,10 @@ def row_keys(seed: int, stream: int, example_ids: Tensor, units: Tensor) -> Tens
     """
     prefix = splitmix64((seed ^ splitmix64(stream & _MASK64)) & _MASK64)
     device = example_ids.device
+    if device.type == "cpu" and len(units) * len(example_ids) <= _PYTHON_ROWS:  # the same keys, fewer operations
+        by_id = [splitmix64((i + prefix) & _MASK64) for i in example_ids.tolist()]
+        keys = [_signed(splitmix64(key ^ (unit & _MASK64)), 64) for unit in units.tolist() for key in by_id]
+        return torch.tensor(keys, dtype=torch.int64).view(len(units), len(by_id))
     by_example = _mix64_(example_ids.to(torch.int64).add(_signed(prefix, 64)))
     return _mix64_(by_example.unsqueeze(0).bitwise_xor(units.to(device=device, dtype=torch.int64).view(-1, 1)))
 

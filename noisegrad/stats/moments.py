@@ -34,6 +34,29 @@ def mean_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def _block_sums(samples: Tensor, dtype: torch.dtype) -> Tensor:
+    """The sum over dim 0 of ``samples``: blocks of ``_SQUARES_BLOCK`` summed in their dtype, the blocks in ``dtype``.
+
+    One float32 sum over a large chunk would round by its length times the
+    float32 epsilon (a device's reduction over the outer dimension adds the
+    samples one after another), and a float64 sum of every sample costs a
+    conversion each (several times slower on a CPU). Four reductions in all,
+    whatever the chunk's length: splitting dimension 0 is always a view.
+
+    Examples
+    --------
+    >>> _block_sums(torch.arange(20.0).view(10, 2), torch.float64)
+    tensor([ 90., 100.], dtype=torch.float64)
+    """
+    whole = samples.shape[0] - samples.shape[0] % _SQUARES_BLOCK
+    if whole == 0:
+        return samples.sum(dim=0).to(dtype)
+    total = samples[:whole].unflatten(0, (-1, _SQUARES_BLOCK)).sum(dim=1).sum(dim=0, dtype=dtype)
+    if whole < samples.shape[0]:
+        total.add_(samples[whole:].sum(dim=0))
+    return total
+
+
 class Moments:
     """Count, mean and sum of squared deviations (M2) of samples that arrive in chunks.
 
@@ -106,31 +129,21 @@ class Moments:
         if not self.track_m2:
             self._merge(n_new, samples.mean(dim=0).to(dtype), None)
             return
-        # Centred on the running mean (the first chunk: on its first sample),
-        # the values are small against their spread, so plain sums give the
-        # chunk's mean and M2 without the cancellation E[a²] − E[a]² suffers on
-        # raw values, and the shift Chan's merge needs is the centred mean
-        # itself. (torch.var_mean would do this in one call, but reducing the
-        # outer dimension it is ~100x slower than a sum.)
+        # Centred on the running mean (the first chunk: on its own mean, in its
+        # dtype), the values are small against their spread and their mean is
+        # small against it too, so plain sums give the chunk's mean and M2
+        # without the cancellation E[a²] − E[a]² suffers on raw values, and the
+        # shift Chan's merge needs is the centred mean itself. (torch.var_mean
+        # would do this in one call, but reducing the outer dimension it is
+        # ~100x slower than a sum.)
         first = self.mean is None
         # The shift is in the chunk's own dtype: subtracting a float64 mean in
         # place would convert the whole chunk to float64 and back. Everything
         # measured from it is small, so only the running state needs float64.
-        shift = samples[0].clone() if first else self.mean.to(samples.dtype)
-        centred = samples.sub_(shift) if overwrite else samples - shift
-        # Squares are summed in the chunk's dtype over blocks of a few samples and the blocks in the accumulation
-        # dtype: one float32 sum over a large chunk would round by its length times the float32 epsilon, and a
-        # float64 sum of every sample costs a conversion each (several times slower on a CPU).
-        total = torch.zeros_like(centred[0], dtype=dtype)
-        sum_sq = torch.zeros_like(centred[0], dtype=dtype)
-        block_sum = torch.empty_like(centred[0])
-        for start in range(0, n_new, _SQUARES_BLOCK):
-            block = centred[start : start + _SQUARES_BLOCK]
-            total.add_(block.sum(dim=0))
-            block_sum.zero_()
-            for sample in block:
-                block_sum.addcmul_(sample, sample)
-            sum_sq.add_(block_sum)
+        shift = samples.mean(dim=0) if first else self.mean.to(samples.dtype)
+        centred = samples.sub_(shift) if overwrite else samples - shift  # ours either way: squared in place below
+        total = _block_sums(centred, dtype)
+        sum_sq = _block_sums(centred.mul_(centred), dtype)
         centred_mean = total.div_(n_new)
         chunk_m2 = sum_sq.sub_(centred_mean.square(), alpha=n_new)
         if first:

@@ -105,7 +105,7 @@ class StoppingRule:
             self.used = torch.zeros(self.batch, dtype=torch.long, device=device)
             self.dof = torch.zeros(self.batch, dtype=torch.long, device=device)
             self.converged = torch.zeros(self.batch, dtype=torch.bool, device=device)
-            self.delta = None if delta is None else delta.new_zeros(self.batch)
+            self.delta = None if delta is None else delta.new_zeros((self.batch,) + tuple(delta.shape[1:]))
         rows = examples[done]
         for store, value in zip(self.values, values):
             store.index_copy_(0, rows, value[done].to(store.dtype))

@@ -1,0 +1,74 @@
+"""numpy's global RNG saved as bytes and restored: exactly what get_state() shows, cached gaussian included."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from noisegrad import _numpy_rng
+
+
+def legacy_state():
+    kind, key, position, has_gauss, gauss = np.random.get_state()
+    return kind, key.copy(), position, has_gauss, gauss
+
+
+def assert_same(a, b):
+    assert a[0] == b[0] and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
+
+
+def disturb(uniforms: int, gaussians: int, reseed: bool) -> None:
+    """What a call may do to the global generator: draw uniforms and gaussians, seed it."""
+    if reseed:
+        np.random.seed(12345)
+    np.random.rand(uniforms)
+    np.random.randn(gaussians)
+
+
+@pytest.fixture(params=["bytes", "get_state"])
+def path(request, monkeypatch):
+    if request.param == "get_state":  # the fallback for a numpy whose state is not laid out as expected
+        monkeypatch.setattr(_numpy_rng, "_state_address", lambda: None)
+    return request.param
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), before=st.integers(0, 1300), gaussians_before=st.integers(0, 3),
+       uniforms=st.integers(0, 1300), gaussians=st.integers(0, 3), reseed=st.booleans())
+def test_restore_gives_back_the_whole_state_after_any_draws(seed, before, gaussians_before, uniforms, gaussians,
+                                                           reseed):
+    for state_path in ("bytes", "get_state"):
+        np.random.seed(seed)
+        np.random.rand(before)  # any position of the twister, across its 624-word refills
+        np.random.randn(gaussians_before)  # an odd count leaves a cached gaussian
+        expected = legacy_state()
+        address = _numpy_rng._state_address
+        if state_path == "get_state":
+            _numpy_rng._state_address = lambda: None
+        try:
+            saved = _numpy_rng.save()
+            assert_same(legacy_state(), expected)  # saving changes nothing
+            disturb(uniforms, gaussians, reseed)
+            _numpy_rng.restore(saved)
+        finally:
+            _numpy_rng._state_address = address
+        assert_same(legacy_state(), expected)
+
+
+def test_the_draws_after_a_restore_are_those_that_would_have_come(path):
+    np.random.seed(3)
+    np.random.randn(1)
+    expected = np.random.randn(5), np.random.rand(3)
+    np.random.seed(3)
+    np.random.randn(1)
+    saved = _numpy_rng.save()
+    disturb(7, 3, reseed=True)
+    _numpy_rng.restore(saved)
+    got = np.random.randn(5), np.random.rand(3)
+    assert all(np.array_equal(g, e) for g, e in zip(got, expected))
+
+
+def test_the_byte_layout_is_used_only_when_it_matches_get_state():
+    assert _numpy_rng._state_address() is not None  # this numpy: the fast path is the one tested above
+    other = np.random.MT19937(5)  # a twister whose bytes are not the global generator's state
+    assert _numpy_rng._checked_address.__wrapped__(other) is None
