@@ -66,8 +66,8 @@ def test_each_output_is_ig_written_by_hand_in_float64(approximation, multiply_by
 def test_the_defaults_are_captums():
     ours = inspect.signature(integrated_gradients_of_outputs(IntegratedGradients(make_mlp()), (0,))).parameters
     captums = inspect.signature(IntegratedGradients.attribute).parameters
-    assert {name: p.default for name, p in ours.items()} == {
-        name: p.default for name, p in captums.items() if name not in ("self", "target")}
+    assert {name: p.default for name, p in ours.items()} == {  # target=None too: outputs= takes its place
+        name: p.default for name, p in captums.items() if name != "self"}
 
 
 TWO = (torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2)),
