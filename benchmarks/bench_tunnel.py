@@ -556,7 +556,8 @@ def write_report(path: Optional[str], command: str, cfg: Config, args: argparse.
         f"- torch {torch.__version__}, captum {captum.__version__}, noisegrad {noisegrad.__version__} "
         f"({args.revision}), "
         f"Python {platform.python_version()}",
-        f"- {device_description(torch.device(args.device))}; CPU: {cpu_model()}, torch.get_num_threads() = "
+        f"- {device_description(torch.device(args.device))}"
+        + ("" if args.device == "cpu" else f"; CPU: {cpu_model()}") + ", torch.get_num_threads() = "
         f"{torch.get_num_threads()} (default, not set)",
         f"- settings: nt_type={cfg.nt_type}, nt_samples={cfg.nt_samples}, "
         f"nt_samples_batch_size={cfg.nt_samples_batch_size}, stdevs={cfg.stdevs}, IG n_steps={cfg.n_steps} "
