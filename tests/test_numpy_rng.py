@@ -72,3 +72,37 @@ def test_the_byte_layout_is_used_only_when_it_matches_get_state():
     assert _numpy_rng._state_address() is not None  # this numpy: the fast path is the one tested above
     other = np.random.MT19937(5)  # a twister whose bytes are not the global generator's state
     assert _numpy_rng._checked_address.__wrapped__(other) is None
+
+
+@pytest.mark.parametrize("replacement", [lambda: np.random.PCG64(1), lambda: np.random.MT19937(2)],
+                         ids=["PCG64", "another MT19937"])
+def test_a_bit_generator_replaced_in_between_is_put_back_with_its_state(replacement):
+    # Before: the twister's bytes were written to whatever generator was global at the restore (a PCG64 gave
+    # a NULL address: segmentation fault; another MT19937 got the state, the user's generator kept the draws).
+    original = np.random.get_bit_generator()
+    np.random.seed(11)
+    np.random.randn(3)
+    expected = legacy_state()
+    saved = _numpy_rng.save()
+    np.random.set_bit_generator(replacement())
+    np.random.rand(5)
+    _numpy_rng.restore(saved)
+    assert np.random.get_bit_generator() is original
+    assert_same(legacy_state(), expected)
+
+
+def test_a_replaced_bit_generator_is_saved_with_its_whole_state():
+    original = np.random.get_bit_generator()
+    try:
+        np.random.set_bit_generator(np.random.PCG64(4))
+        np.random.standard_normal()
+        expected = np.random.get_state(legacy=False)
+        saved = _numpy_rng.save()
+        np.random.seed(3)
+        np.random.randn(3)
+        _numpy_rng.restore(saved)
+        got = np.random.get_state(legacy=False)
+        assert got["state"] == expected["state"] and (got["has_gauss"], got["gauss"]) == (expected["has_gauss"],
+                                                                                          expected["gauss"])
+    finally:
+        np.random.set_bit_generator(original)
