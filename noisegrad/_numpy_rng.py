@@ -26,9 +26,11 @@ Examples
 True
 """
 
+import contextlib
 import ctypes
 import functools
-from typing import Any, Optional, Tuple
+import threading
+from typing import Any, ContextManager, Optional, Tuple
 
 import numpy as np
 
@@ -57,7 +59,7 @@ def restore(saved: Any) -> None:
         return
     twister, cached = state
     address = _state_address()
-    with np.random.get_bit_generator().lock:
+    with _draws_lock():
         if cached is None:
             np.random.seed(0)  # the one cheap way to drop a cached gaussian; the twister is overwritten next
             ctypes.memmove(address, twister, _STATE_BYTES)
@@ -72,7 +74,7 @@ def _save_state() -> Any:
     address = _state_address()
     if address is None:
         return np.random.get_state(legacy=False)
-    with np.random.get_bit_generator().lock:  # the lock numpy's own draws take
+    with _draws_lock():
         twister = ctypes.string_at(address, _STATE_BYTES)
         probe = np.random.standard_normal()
         if ctypes.string_at(address, _STATE_BYTES) == twister:  # a cached gaussian, now taken: put it back
@@ -81,6 +83,21 @@ def _save_state() -> Any:
             state = (twister, None)
         restore((None, state))
     return state
+
+
+def _draws_lock() -> ContextManager[Any]:
+    """The lock numpy's draws from the global generator take, to hold while calling them: only if reentrant.
+
+    numpy 1.25 to 2.3 take a ``threading.Lock`` in every draw, the probe's
+    too, so holding it around the probe would wait for ever; numpy 2.4 made it
+    an ``RLock``. Without it another thread's draw could fall between the
+    probe's two reads (and its draws are undone by the restore anyway).
+    """
+    lock = np.random.get_bit_generator().lock
+    return lock if isinstance(lock, _RLOCK) else contextlib.nullcontext()
+
+
+_RLOCK = type(threading.RLock())
 
 
 def _state_address() -> Optional[int]:

@@ -1,5 +1,7 @@
 """numpy's global RNG saved as bytes and restored: exactly what get_state() shows, cached gaussian included."""
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -106,3 +108,40 @@ def test_a_replaced_bit_generator_is_saved_with_its_whole_state():
                                                                                           expected["gauss"])
     finally:
         np.random.set_bit_generator(original)
+
+
+def taking(lock, draw):
+    """``draw`` as numpy 1.25 to 2.3 make it: it takes the generator's (non-reentrant) lock; failing, not hanging."""
+    def locked(*args, **kwargs):
+        if not lock.acquire(timeout=5):
+            raise AssertionError(f"{draw.__name__} waited for a lock its caller holds: a deadlock")
+        try:
+            return draw(*args, **kwargs)
+        finally:
+            lock.release()
+    return locked
+
+
+@pytest.mark.parametrize("gaussians", [0, 1], ids=["no cached gaussian", "a cached gaussian"])
+def test_numpys_non_reentrant_lock_is_not_held_around_its_own_draws(monkeypatch, gaussians):
+    # numpy 1.25 to 2.3: the global generator's lock is a threading.Lock that every draw takes; saving held it
+    # around the probe's draw, and every seeded call hung (reproduced with numpy 2.3.5)
+    real, lock = np.random.get_bit_generator(), threading.Lock()
+
+    class OldMT19937:  # the global generator as those numpys have it: this state, a non-reentrant lock
+        def __init__(self):
+            self.lock, self.ctypes = lock, real.ctypes
+
+    old = OldMT19937()
+    monkeypatch.setattr(np.random, "MT19937", OldMT19937)
+    monkeypatch.setattr(np.random, "get_bit_generator", lambda: old)
+    for name in ("standard_normal", "seed", "set_state", "get_state", "rand", "randn"):
+        monkeypatch.setattr(np.random, name, taking(lock, getattr(np.random, name)))
+    np.random.seed(5)
+    np.random.randn(1 + 2 * gaussians)  # an odd count before leaves a cached gaussian
+    expected = legacy_state()
+    saved = _numpy_rng.save()
+    assert _numpy_rng._state_address() is not None  # the bytes path, not get_state's
+    disturb(3, 3, reseed=True)
+    _numpy_rng.restore(saved)
+    assert_same(legacy_state(), expected)
