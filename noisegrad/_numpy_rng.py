@@ -26,9 +26,11 @@ Examples
 True
 """
 
+import contextlib
 import ctypes
 import functools
-from typing import Any, Optional, Tuple
+import threading
+from typing import Any, ContextManager, Optional, Tuple
 
 import numpy as np
 
@@ -41,28 +43,23 @@ _STATE_BYTES = 4 * _WORDS + 4
 
 def save() -> Any:
     """The global RandomState's state (opaque), leaving it exactly as it was."""
-    address = _state_address()
-    if address is None:
-        return np.random.get_state(legacy=False)
-    with np.random.get_bit_generator().lock:  # the lock numpy's own draws take
-        twister = ctypes.string_at(address, _STATE_BYTES)
-        probe = np.random.standard_normal()
-        if ctypes.string_at(address, _STATE_BYTES) == twister:  # a cached gaussian, now taken: put it back
-            state: Tuple[bytes, Optional[float]] = (twister, probe)
-        else:  # the probe drew from the twister and cached its pair's second gaussian: forget both
-            state = (twister, None)
-        restore(state)
-    return state
+    get_bit_generator = getattr(np.random, "get_bit_generator", None)
+    if get_bit_generator is None:  # numpy < 1.25: one bit generator for good
+        return None, np.random.get_state(legacy=False)
+    return get_bit_generator(), _save_state()
 
 
-def restore(state: Any) -> None:
-    """Put back what :func:`save` returned."""
-    if not isinstance(state, tuple) or not isinstance(state[0], bytes):
+def restore(saved: Any) -> None:
+    """Put back what :func:`save` returned: the global bit generator (if something replaced it) and its state."""
+    bit_generator, state = saved
+    if bit_generator is not None and np.random.get_bit_generator() is not bit_generator:
+        np.random.set_bit_generator(bit_generator)  # the state below is this generator's, not its replacement's
+    if not isinstance(state, tuple):
         np.random.set_state(state)
         return
     twister, cached = state
     address = _state_address()
-    with np.random.get_bit_generator().lock:
+    with _draws_lock():
         if cached is None:
             np.random.seed(0)  # the one cheap way to drop a cached gaussian; the twister is overwritten next
             ctypes.memmove(address, twister, _STATE_BYTES)
@@ -70,6 +67,37 @@ def restore(state: Any) -> None:
             key = np.frombuffer(twister, dtype=np.uint32, count=_WORDS).copy()
             position = int.from_bytes(twister[4 * _WORDS:], "little", signed=True)
             np.random.set_state(("MT19937", key, position, 1, cached))
+
+
+def _save_state() -> Any:
+    """The current global generator's state: its twister's bytes and cached gaussian, or get_state()'s dict."""
+    address = _state_address()
+    if address is None:
+        return np.random.get_state(legacy=False)
+    with _draws_lock():
+        twister = ctypes.string_at(address, _STATE_BYTES)
+        probe = np.random.standard_normal()
+        if ctypes.string_at(address, _STATE_BYTES) == twister:  # a cached gaussian, now taken: put it back
+            state: Tuple[bytes, Optional[float]] = (twister, probe)
+        else:  # the probe drew from the twister and cached its pair's second gaussian: forget both
+            state = (twister, None)
+        restore((None, state))
+    return state
+
+
+def _draws_lock() -> ContextManager[Any]:
+    """The lock numpy's draws from the global generator take, to hold while calling them: only if reentrant.
+
+    numpy 1.25 to 2.3 take a ``threading.Lock`` in every draw, the probe's
+    too, so holding it around the probe would wait for ever; numpy 2.4 made it
+    an ``RLock``. Without it another thread's draw could fall between the
+    probe's two reads (and its draws are undone by the restore anyway).
+    """
+    lock = np.random.get_bit_generator().lock
+    return lock if isinstance(lock, _RLOCK) else contextlib.nullcontext()
+
+
+_RLOCK = type(threading.RLock())
 
 
 def _state_address() -> Optional[int]:

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import numbers
+import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
@@ -51,7 +52,7 @@ def _positive_int(name: str, value: Any, low: int = 1) -> int:
 def _sigma(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value) or value < 0:
+    if not 0 <= value <= sys.float_info.max:  # compared, not converted: float() of a huge int overflows
         raise ValueError(f"{name} must be finite and >= 0, got {value}")
     return float(value)
 

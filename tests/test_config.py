@@ -323,3 +323,11 @@ def test_xplique_one_hot_targets_select_what_their_indices_select():
 def test_bad_output_fields_are_named(fields, match):
     with pytest.raises((ValueError, TypeError), match=match):
         SmoothingConfig(**fields)
+
+
+@pytest.mark.parametrize("field", ["noise", "noise_level"])
+@pytest.mark.parametrize("value", [10**400, -(10**400), float("nan"), float("inf")], ids=["1e400", "-1e400", "nan", "inf"])
+def test_a_noise_too_large_for_a_float_or_not_finite_is_refused_naming_the_field(field, value):
+    # float() of a huge int raised OverflowError from math.isfinite instead of the field's ValueError
+    with pytest.raises(ValueError, match=f"{field} must be finite and >= 0"):
+        SmoothingConfig(**{field: value})

@@ -1,5 +1,7 @@
 """numpy's global RNG saved as bytes and restored: exactly what get_state() shows, cached gaussian included."""
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -25,10 +27,12 @@ def disturb(uniforms: int, gaussians: int, reseed: bool) -> None:
     np.random.randn(gaussians)
 
 
-@pytest.fixture(params=["bytes", "get_state"])
+@pytest.fixture(params=["bytes", "get_state", "numpy < 1.25"])
 def path(request, monkeypatch):
     if request.param == "get_state":  # the fallback for a numpy whose state is not laid out as expected
         monkeypatch.setattr(_numpy_rng, "_state_address", lambda: None)
+    if request.param == "numpy < 1.25":  # no np.random.get_bit_generator: one bit generator for good
+        monkeypatch.delattr(np.random, "get_bit_generator")
     return request.param
 
 
@@ -72,3 +76,74 @@ def test_the_byte_layout_is_used_only_when_it_matches_get_state():
     assert _numpy_rng._state_address() is not None  # this numpy: the fast path is the one tested above
     other = np.random.MT19937(5)  # a twister whose bytes are not the global generator's state
     assert _numpy_rng._checked_address.__wrapped__(other) is None
+
+
+@pytest.mark.parametrize("replacement", [lambda: np.random.PCG64(1), lambda: np.random.MT19937(2)],
+                         ids=["PCG64", "another MT19937"])
+def test_a_bit_generator_replaced_in_between_is_put_back_with_its_state(replacement):
+    # Before: the twister's bytes were written to whatever generator was global at the restore (a PCG64 gave
+    # a NULL address: segmentation fault; another MT19937 got the state, the user's generator kept the draws).
+    original = np.random.get_bit_generator()
+    np.random.seed(11)
+    np.random.randn(3)
+    expected = legacy_state()
+    saved = _numpy_rng.save()
+    np.random.set_bit_generator(replacement())
+    np.random.rand(5)
+    _numpy_rng.restore(saved)
+    assert np.random.get_bit_generator() is original
+    assert_same(legacy_state(), expected)
+
+
+def test_a_replaced_bit_generator_is_saved_with_its_whole_state():
+    original = np.random.get_bit_generator()
+    try:
+        np.random.set_bit_generator(np.random.PCG64(4))
+        np.random.standard_normal()
+        expected = np.random.get_state(legacy=False)
+        saved = _numpy_rng.save()
+        np.random.seed(3)
+        np.random.randn(3)
+        _numpy_rng.restore(saved)
+        got = np.random.get_state(legacy=False)
+        assert got["state"] == expected["state"] and (got["has_gauss"], got["gauss"]) == (expected["has_gauss"],
+                                                                                          expected["gauss"])
+    finally:
+        np.random.set_bit_generator(original)
+
+
+def taking(lock, draw):
+    """``draw`` as numpy 1.25 to 2.3 make it: it takes the generator's (non-reentrant) lock; failing, not hanging."""
+    def locked(*args, **kwargs):
+        if not lock.acquire(timeout=5):
+            raise AssertionError(f"{draw.__name__} waited for a lock its caller holds: a deadlock")
+        try:
+            return draw(*args, **kwargs)
+        finally:
+            lock.release()
+    return locked
+
+
+@pytest.mark.parametrize("gaussians", [0, 1], ids=["no cached gaussian", "a cached gaussian"])
+def test_numpys_non_reentrant_lock_is_not_held_around_its_own_draws(monkeypatch, gaussians):
+    # numpy 1.25 to 2.3: the global generator's lock is a threading.Lock that every draw takes; saving held it
+    # around the probe's draw, and every seeded call hung (reproduced with numpy 2.3.5)
+    real, lock = np.random.get_bit_generator(), threading.Lock()
+
+    class OldMT19937:  # the global generator as those numpys have it: this state, a non-reentrant lock
+        def __init__(self):
+            self.lock, self.ctypes = lock, real.ctypes
+
+    old = OldMT19937()
+    monkeypatch.setattr(np.random, "MT19937", OldMT19937)
+    monkeypatch.setattr(np.random, "get_bit_generator", lambda: old)
+    for name in ("standard_normal", "seed", "set_state", "get_state", "rand", "randn"):
+        monkeypatch.setattr(np.random, name, taking(lock, getattr(np.random, name)))
+    np.random.seed(5)
+    np.random.randn(1 + 2 * gaussians)  # an odd count before leaves a cached gaussian
+    expected = legacy_state()
+    saved = _numpy_rng.save()
+    assert _numpy_rng._state_address() is not None  # the bytes path, not get_state's
+    disturb(3, 3, reseed=True)
+    _numpy_rng.restore(saved)
+    assert_same(legacy_state(), expected)

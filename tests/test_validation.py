@@ -1,6 +1,7 @@
 """Bad input gets a clear error that names the argument, before any forward pass."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -378,3 +379,24 @@ def test_check_arguments_refuses_a_row_budget_below_one_copy_as_attribute_does(c
             run(X, max_batch_rows=2, **call)
     assert counter.calls == 0
     assert nt.check_arguments(X, max_batch_rows=150, **call) is None  # one copy fits (joint: one row per copy)
+
+
+@pytest.mark.parametrize("stdevs", [10**400, -(10**400), Fraction(10**400, 3)], ids=["int", "negative int", "Fraction"])
+def test_a_real_number_too_large_for_a_float_is_refused_naming_stdevs(stdevs):
+    # float() of these raised OverflowError, from inside the library, instead of the argument's ValueError
+    with pytest.raises(ValueError, match="stdevs for input 0 must be finite and >= 0"):
+        NoiseTunnel(Saliency(make_mlp(torch.float32))).attribute(X.float(), stdevs=stdevs, target=0)
+    with pytest.raises(ValueError, match=r"relative\(fraction=...\) must be finite"):
+        relative(stdevs)
+
+
+def test_a_sigma_tensor_beyond_the_inputs_dtype_is_shown_as_given():
+    # the message showed the converted value, inf, which the user never gave
+    stdevs = torch.tensor([1.0, 1e300], dtype=torch.float64).view(2, 1)
+    with pytest.raises(ValueError, match=r"1 invalid value\(s\), e.g. 1e\+300 \(beyond torch.float32's largest"):
+        NoiseTunnel(Saliency(make_mlp(torch.float32))).attribute(X.float()[:2], stdevs=stdevs, target=0)
+
+
+def test_relative_noise_that_overflows_names_the_fraction():
+    with pytest.raises(ValueError, match=r"relative\(1e\+300, of='range'\) times the input's spread"):
+        NoiseTunnel(Saliency(make_mlp(torch.float32))).attribute(X.float(), stdevs=relative(1e300), target=0)

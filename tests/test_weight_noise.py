@@ -881,3 +881,11 @@ def test_a_vargrad_standard_error_over_weight_draws_is_not_a_fixed_fraction_of_t
                                                     weight_noise=weight_noise(0.3, draws=4))
     ratios = (result.stderr / result.attributions).flatten()
     assert float(ratios.max() - ratios.min()) > 0.05
+
+
+@pytest.mark.parametrize("sigma", [10**400, -(10**400), float("nan"), float("inf"), -0.5],
+                         ids=["1e400", "-1e400", "nan", "inf", "negative"])
+def test_a_weight_sigma_too_large_for_a_float_or_not_finite_is_refused_naming_it(sigma):
+    # float() of a huge int raised OverflowError from math.isfinite instead of the argument's ValueError
+    with pytest.raises(ValueError, match=r"weight_noise\(sigma=...\) must be a finite number >= 0"):
+        weight_noise(sigma=sigma)

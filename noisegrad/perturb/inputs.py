@@ -25,7 +25,7 @@ class Relative:
     def __init__(self, fraction: float, of: str = "range") -> None:
         if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
             raise TypeError(f"relative(fraction=...) must be a real number, got {type(fraction).__name__}")
-        if not math.isfinite(fraction) or fraction < 0:
+        if not math.isfinite(_as_float(fraction)) or fraction < 0:
             raise ValueError(f"relative(fraction=...) must be finite and >= 0, got {fraction}")
         if of not in _RELATIVE_TO:
             raise ValueError(f"relative(of=...) must be one of {_RELATIVE_TO}, got {of!r}")
@@ -133,7 +133,7 @@ def _one_sigma(stdev: object, x: Tensor, index: int) -> Tensor:
     tensor the user put there, is read once.
     """
     if isinstance(stdev, Relative):
-        return _checked(stdev.sigma(x), index, "the input's spread")
+        return _checked(stdev.sigma(x), index, f"{stdev!r} times the input's spread")
     if isinstance(stdev, Tensor):
         if stdev.is_complex() or stdev.dtype == torch.bool:
             raise TypeError(f"stdevs for input {index} must be a real tensor, got dtype {stdev.dtype}")
@@ -146,30 +146,46 @@ def _one_sigma(stdev: object, x: Tensor, index: int) -> Tensor:
                 f"stdevs for input {index} has shape {tuple(stdev.shape)}, which does not broadcast "
                 f"to the input's shape {tuple(x.shape)}"
             )
-        return _checked(stdev.detach().to(dtype=x.dtype), index, "stdevs").to(device=x.device)
+        return _checked(stdev.detach().to(dtype=x.dtype), index, "stdevs", given=stdev).to(device=x.device)
     if isinstance(stdev, bool) or not isinstance(stdev, numbers.Real):
         raise TypeError(
             f"stdevs for input {index} must be a float, a tensor or noisegrad.relative(...), "
             f"got {type(stdev).__name__}"
         )
-    value = float(stdev)
+    value = _as_float(stdev)
     largest = torch.finfo(x.dtype).max if x.is_floating_point() else math.inf
     if not (math.isfinite(value) and 0 <= value <= largest):  # nor what would overflow the input's dtype
-        shown = value if value <= largest else f"{value} (beyond {x.dtype}'s largest, {largest})"
+        shown = f"{stdev} (beyond {x.dtype}'s largest, {largest})" if math.isfinite(value) and value > 0 else value
         raise ValueError(f"stdevs for input {index} must be finite and >= 0; stdevs gave 1 invalid value(s), "
                          f"e.g. {shown}")
     return torch.tensor(value, dtype=x.dtype, device=x.device)
 
 
-def _checked(sigma: Tensor, index: int, source: str) -> Tensor:
+def _as_float(value: numbers.Real) -> float:
+    """``float(value)``, or ±inf for a real too large for a float (a huge int or Fraction raises OverflowError)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _checked(sigma: Tensor, index: int, source: str, given: Optional[Tensor] = None) -> Tensor:
+    """``sigma`` if all finite and >= 0; ``given``: the tensor it was converted from, shown in the error."""
     if not bool((torch.isfinite(sigma) & (sigma >= 0)).all()):
-        raise ValueError(f"stdevs for input {index} must be finite and >= 0; {source} gave {_describe(sigma)}")
+        raise ValueError(f"stdevs for input {index} must be finite and >= 0; {source} gave "
+                         f"{_describe(sigma, given)}")
     return sigma
 
 
-def _describe(sigma: Tensor) -> str:
-    bad = sigma[~(torch.isfinite(sigma) & (sigma >= 0))]
-    return f"{bad.numel()} invalid value(s), e.g. {bad.flatten()[0].item()}"
+def _describe(sigma: Tensor, given: Optional[Tensor] = None) -> str:
+    bad = ~(torch.isfinite(sigma) & (sigma >= 0))
+    first = bad.flatten().nonzero()[0, 0]
+    if given is None:
+        return f"{int(bad.sum())} invalid value(s), e.g. {sigma.flatten()[first].item()}"
+    value = given.detach().broadcast_to(sigma.shape).flatten()[first].item()
+    beyond = f" (beyond {sigma.dtype}'s largest, {torch.finfo(sigma.dtype).max})" if sigma.dtype != given.dtype and \
+        math.isfinite(value) and value > 0 else ""
+    return f"{int(bad.sum())} invalid value(s), e.g. {value}{beyond}"
 
 
 def noisy_copies(

@@ -13,8 +13,8 @@ draws × 10 input draws (input σ = 0.4, absolute) for FusionGrad.
 import fnmatch
 import hashlib
 import inspect
-import math
 import numbers
+import sys
 from typing import Callable, Dict, Sequence, Tuple, Union
 
 import torch
@@ -40,7 +40,8 @@ class WeightNoiseSpec:
 
     def __init__(self, sigma: float = 0.2, mode: str = "multiplicative", draws: Union[int, str] = 25,
                  filter: FilterType = None, sampler: str = "iid", batched: Union[bool, str] = "auto") -> None:
-        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not math.isfinite(sigma) or sigma < 0:
+        # compared, not converted: float() of a huge int raises OverflowError, and NaN fails every comparison
+        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 <= sigma <= sys.float_info.max:
             raise ValueError(f"weight_noise(sigma=...) must be a finite number >= 0, got {sigma!r}")
         if mode not in WEIGHT_MODES:
             raise ValueError(f"weight_noise(mode=...) must be one of {WEIGHT_MODES}, got {mode!r}")
