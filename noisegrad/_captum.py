@@ -12,8 +12,19 @@ import copy
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
-from captum._utils.common import _expand_additional_forward_args, _format_additional_forward_args, _run_forward
-from captum._utils.gradient import _forward_layer_eval, compute_gradients
+from captum._utils.common import (
+    _expand_additional_forward_args,
+    _format_additional_forward_args,
+    _reduce_list,
+    _run_forward,
+    _sort_key_list,
+)
+from captum._utils.gradient import (
+    _extract_device_ids,
+    _forward_layer_distributed_eval,
+    _forward_layer_eval,
+    compute_gradients,
+)
 from captum.attr._utils.approximation_methods import (
     SUPPORTED_METHODS,
     SUPPORTED_RIEMANN_METHODS,
@@ -33,6 +44,7 @@ from captum.attr import (
     LayerConductance,
     LayerDeepLiftShap,
     LayerGradientShap,
+    LayerGradientXActivation,
     LayerIntegratedGradients,
     NeuronConductance,
     NeuronDeepLift,
@@ -67,6 +79,8 @@ __all__ = [
     "output_gradients",
     "selected_outputs",
     "output_vjps",
+    "stacked_vjps",
+    "layer_values_and_output",
     "batched_vjps",
     "layer_gradient_func",
     "PATH_METHODS",
@@ -226,13 +240,32 @@ def summed_gradients(
 
 #: Methods whose several outputs (``outputs=``) are one forward and K vector-Jacobian products: Saliency and
 #: InputXGradient take them from ``gradient_func`` and apply elementwise steps to them (|·|, × input);
-#: IntegratedGradients' path and step sums are noisegrad's (``estimators/_ig_outputs.py``).
-BATCHED_OUTPUT_METHODS = (Saliency, InputXGradient, IntegratedGradients)
+#: IntegratedGradients' path and step sums are noisegrad's (``estimators/_ig_outputs.py``), and so are
+#: LayerGradientXActivation's products (``estimators/_layer_outputs.py``).
+BATCHED_OUTPUT_METHODS = (Saliency, InputXGradient, IntegratedGradients, LayerGradientXActivation)
 
 
-def batches_outputs(method: Attribution) -> bool:
-    """Whether ``outputs=`` runs one forward per chunk for ``method`` (else one run per output)."""
-    return type(method) in BATCHED_OUTPUT_METHODS and getattr(method, "gradient_func", None) is compute_gradients
+def batches_outputs(method: Attribution, kwargs: Optional[Dict[str, Any]] = None) -> bool:
+    """Whether ``outputs=`` runs one forward per chunk for ``method`` called with ``kwargs`` (else one run per output).
+
+    LayerGradientXActivation only on one layer (a list of layers returns a
+    list, which NoiseTunnel takes from no method) and without ``grad_kwargs``
+    (their meaning for K batched products is not Captum's to define).
+
+    Examples
+    --------
+    >>> from captum.attr import LayerGradientXActivation
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    >>> batches_outputs(LayerGradientXActivation(model, model[0]), {"attribute_to_layer_input": True})
+    True
+    >>> batches_outputs(LayerGradientXActivation(model, model[0]), {"grad_kwargs": {"retain_graph": True}})
+    False
+    """
+    if type(method) not in BATCHED_OUTPUT_METHODS:
+        return False
+    if isinstance(method, LayerGradientXActivation):
+        return isinstance(method.layer, torch.nn.Module) and not (kwargs or {}).get("grad_kwargs")
+    return getattr(method, "gradient_func", None) is compute_gradients
 
 
 def output_gradients(outputs: Tuple[int, ...]) -> Callable[..., Tuple[Tensor, ...]]:
@@ -250,13 +283,19 @@ def output_gradients(outputs: Tuple[int, ...]) -> Callable[..., Tuple[Tensor, ..
         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
         with torch.autograd.set_grad_enabled(True):
             selected = selected_outputs(_run_forward(forward_fn, inputs, None, additional_forward_args), outputs)
-            blocks: List[List[Tensor]] = [[] for _ in inputs]
-            for _, parts in output_vjps(selected, inputs):
-                for block, part in zip(blocks, parts):
-                    block.append(part)
-        return _own_memory(tuple(block[0] if len(block) == 1 else torch.cat(block) for block in blocks))
+            return stacked_vjps(selected, inputs)
 
     return gradient_func
+
+
+def stacked_vjps(selected: Tensor, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+    """The gradients of the K columns of ``selected`` w.r.t. each of ``inputs``, ``(K,) + input.shape``, each in memory
+    of its own (:func:`output_vjps`, joined)."""
+    blocks: List[List[Tensor]] = [[] for _ in inputs]
+    for _, parts in output_vjps(selected, inputs):
+        for block, part in zip(blocks, parts):
+            block.append(part)
+    return _own_memory(tuple(block[0] if len(block) == 1 else torch.cat(block) for block in blocks))
 
 
 def _own_memory(grads: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
@@ -308,6 +347,39 @@ def output_vjps(selected: Tensor, inputs: Tuple[Tensor, ...]) -> Iterator[Tuple[
     for k in range(count):
         grads = torch.autograd.grad(selected[:, k].sum(), inputs, retain_graph=k < count - 1)
         yield slice(k, k + 1), tuple(g.unsqueeze(0) for g in grads)
+
+
+def layer_values_and_output(
+    method: LayerGradientXActivation, inputs: Tuple[Tensor, ...], extra: Any, to_layer_input: bool,
+) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...], Tensor, Callable[[List[Tensor]], Tuple[Tensor, ...]]]:
+    """One forward with gradients, as Captum's layer gradient methods run it: the layer's tensors and the output.
+
+    Returns ``(roots, values, output, gather)``: the layer's tensors as the
+    graph holds them (one block per device of a DataParallel model, in
+    device order), to differentiate with respect to; the same gathered into
+    whole batches (Captum's ``layer_evals``, moved to the CPU for a
+    ``memory_efficient`` method); the model's whole output; and ``gather``,
+    which turns one gradient per root into gradients of the gathered values
+    (per device block ``(K, rows, ...)``, joined along the rows).
+    """
+    with torch.autograd.set_grad_enabled(True):
+        saved, output = _forward_layer_distributed_eval(
+            method.forward_func, inputs, method.layer, additional_forward_args=extra,
+            attribute_to_layer_input=to_layer_input, forward_hook_with_return=True, require_layer_grads=True)
+    device_ids = _extract_device_ids(method.forward_func, saved, method.device_ids)
+    per_device = saved[method.layer]
+    devices = _sort_key_list(list(per_device.keys()), device_ids)
+    offload = bool(getattr(method, "_memory_efficient", False))
+    values = _reduce_list([tuple(t.detach().cpu() if offload else t for t in per_device[d]) for d in devices])
+    roots = tuple(t for d in devices for t in per_device[d])
+    count = len(per_device[devices[0]])
+
+    def gather(grads: List[Tensor]) -> Tuple[Tensor, ...]:
+        joined = tuple(torch.cat([grads[i * count + j] for i in range(len(devices))], dim=1)
+                       if len(devices) > 1 else grads[j] for j in range(count))
+        return tuple(g.cpu() for g in joined) if offload else joined
+
+    return roots, values, output, gather
 
 
 def batched_vjps(selected: Tensor, inputs: Tuple[Tensor, ...]) -> Optional[Tuple[Tensor, ...]]:
