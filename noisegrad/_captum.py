@@ -240,17 +240,22 @@ def summed_gradients(
 
 #: Methods whose several outputs (``outputs=``) are one forward and K vector-Jacobian products: Saliency and
 #: InputXGradient take them from ``gradient_func`` and apply elementwise steps to them (|·|, × input);
-#: IntegratedGradients' path and step sums are noisegrad's (``estimators/_ig_outputs.py``), and so are
-#: LayerGradientXActivation's products (``estimators/_layer_outputs.py``).
-BATCHED_OUTPUT_METHODS = (Saliency, InputXGradient, IntegratedGradients, LayerGradientXActivation)
+#: IntegratedGradients' path and step sums are noisegrad's (``estimators/_ig_outputs.py``), and so are the layer
+#: forms' (``estimators/_layer_outputs.py``).
+BATCHED_OUTPUT_METHODS = (Saliency, InputXGradient, IntegratedGradients, LayerGradientXActivation,
+                          LayerIntegratedGradients)
+#: Of these, the layer methods: batched on one layer, without ``grad_kwargs`` (see :func:`batches_outputs`).
+_BATCHED_LAYER_METHODS = (LayerGradientXActivation, LayerIntegratedGradients)
 
 
 def batches_outputs(method: Attribution, kwargs: Optional[Dict[str, Any]] = None) -> bool:
     """Whether ``outputs=`` runs one forward per chunk for ``method`` called with ``kwargs`` (else one run per output).
 
-    LayerGradientXActivation only on one layer (a list of layers returns a
-    list, which NoiseTunnel takes from no method) and without ``grad_kwargs``
-    (their meaning for K batched products is not Captum's to define).
+    The layer methods only on one layer (a list of layers returns a list,
+    which NoiseTunnel takes from no method) and without ``grad_kwargs``
+    (their meaning for K batched products is not Captum's to define);
+    LayerIntegratedGradients also not on a DataParallel model (``device_ids``:
+    Captum scatters its path over the devices).
 
     Examples
     --------
@@ -263,8 +268,10 @@ def batches_outputs(method: Attribution, kwargs: Optional[Dict[str, Any]] = None
     """
     if type(method) not in BATCHED_OUTPUT_METHODS:
         return False
-    if isinstance(method, LayerGradientXActivation):
-        return isinstance(method.layer, torch.nn.Module) and not (kwargs or {}).get("grad_kwargs")
+    if isinstance(method, _BATCHED_LAYER_METHODS):
+        scattered = isinstance(method, LayerIntegratedGradients) and bool(
+            method.device_ids or getattr(method.forward_func, "device_ids", None))
+        return isinstance(method.layer, torch.nn.Module) and not (kwargs or {}).get("grad_kwargs") and not scattered
     return getattr(method, "gradient_func", None) is compute_gradients
 
 

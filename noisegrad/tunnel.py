@@ -258,9 +258,10 @@ class NoiseTunnel(Attribution):
             every result gets a last dimension of size K (attributions
             ``(batch, ..., K)``, deltas and relative standard errors
             ``(batch, K)``), equal to K calls with ``target=k`` and the same
-            seed. For Saliency, InputXGradient, IntegratedGradients and
-            LayerGradientXActivation (one layer, no ``grad_kwargs``) each
-            chunk runs one forward and the K gradients are taken together
+            seed. For Saliency, InputXGradient, IntegratedGradients,
+            LayerGradientXActivation and LayerIntegratedGradients (one layer,
+            no ``grad_kwargs``) each chunk runs one forward (IG: one per step
+            batch) and the K gradients are taken together
             (batched vector-Jacobian products); other methods run once per
             output (also with ``objective``: its targets are then ``k``).
             With ``"auto"`` (``nt_samples`` or ``weight_noise(draws=...)``)

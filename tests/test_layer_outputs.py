@@ -7,15 +7,20 @@ the CPU), against a gradient written by hand in float64, and, through
 NoiseTunnel, against one noisegrad run per output; the forwards are counted.
 """
 
+import inspect
+
 import pytest
 import torch
-from captum.attr import LayerGradientXActivation
+from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 from torch import nn
 
 from conftest import make_cnn, make_mlp, make_two_input
 from test_outputs import Counting
 from noisegrad import NoiseTunnel, _captum, weight_noise
-from noisegrad.estimators._layer_outputs import layer_gradient_x_activation_of_outputs
+from noisegrad.estimators._layer_outputs import (
+    layer_gradient_x_activation_of_outputs,
+    layer_integrated_gradients_of_outputs,
+)
 
 OUTPUTS = (2, 0)
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -204,3 +209,141 @@ def test_outputs_the_model_does_not_have_are_refused():
     with pytest.raises(ValueError, match=r"outputs=\[0, 5\] names column 5, but the model returns 3 outputs"):
         NoiseTunnel(LayerGradientXActivation(model, model[1])).attribute(X, outputs=[0, 5], nt_samples=2,
                                                                           stdevs=0.1)
+
+
+# LayerIntegratedGradients
+
+BASELINE = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+BASELINE_FORMS = {
+    "none": (X, None),
+    "int": (X, 1),
+    "float": (X, -0.25),
+    "per example": (X, BASELINE),
+    "one row": (X, BASELINE[:1]),
+    "tuple: a tensor per example, a number": (TWO, (TWO[0].flip(0), 0.5)),
+    "tuple: one row, none given as zero": (TWO, (TWO[0][1:2], 0)),
+}
+
+
+def _layer_ig_case(inputs, to_layer_input, tupled_layer):
+    if tupled_layer:
+        model = TupleLayerModel()
+        return model, model.split, None
+    if isinstance(inputs, tuple):
+        model = make_two_input(seed=2)
+        return model, model.act, SCALE
+    model = make_mlp(seed=2)
+    return model, model[0] if to_layer_input else model[1], None
+
+
+LAYER_IG_VARIANTS = {  # approximation, attribute_to_layer_input, a tuple layer output, multiply_by_inputs
+    "riemann_left": ("riemann_left", False, False, True),
+    "riemann_trapezoid, layer input, not times inputs": ("riemann_trapezoid", True, False, False),
+    "gausslegendre, tuple layer": ("gausslegendre", False, True, True),
+}
+
+
+@pytest.mark.parametrize("form, variant", [
+    (form, variant) for form in BASELINE_FORMS for variant in LAYER_IG_VARIANTS
+    if not (LAYER_IG_VARIANTS[variant][2] and isinstance(BASELINE_FORMS[form][0], tuple))  # one-input model
+])
+def test_each_output_is_captums_layer_integrated_gradients(form, variant):
+    inputs, baselines = BASELINE_FORMS[form]
+    approximation, to_layer_input, tupled_layer, multiply = LAYER_IG_VARIANTS[variant]
+    model, layer, extra = _layer_ig_case(inputs, to_layer_input, tupled_layer)
+    method = LayerIntegratedGradients(model, layer, multiply_by_inputs=multiply)
+    common = dict(baselines=baselines, additional_forward_args=extra, n_steps=5, method=approximation,
+                  internal_batch_size=9, return_convergence_delta=True, attribute_to_layer_input=to_layer_input)
+    attributions, delta = layer_integrated_gradients_of_outputs(method, OUTPUTS)(inputs, **common)
+    for i, k in enumerate(OUTPUTS):
+        expected, expected_delta = method.attribute(inputs, target=k, **common)
+        assert isinstance(attributions, tuple) == isinstance(expected, tuple)
+        for got, want in zip(_as_tuple(attributions), _as_tuple(expected)):
+            torch.testing.assert_close(got[i], want, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(delta[i], expected_delta, rtol=1e-10, atol=1e-12)
+
+
+def test_the_defaults_are_captums():
+    ours = inspect.signature(layer_integrated_gradients_of_outputs(
+        LayerIntegratedGradients(make_mlp(), make_mlp()[1]), (0,))).parameters
+    captums = inspect.signature(LayerIntegratedGradients.attribute).parameters
+    assert {name: p.default for name, p in ours.items()} == {
+        name: p.default for name, p in captums.items() if name != "self"}
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_layer_ig_of_several_outputs_equals_one_noisegrad_run_per_output(nt_type, batch_size):
+    model = make_two_input(seed=4)
+    nt = NoiseTunnel(LayerIntegratedGradients(model, model.act, multiply_by_inputs=nt_type != "vargrad"))
+    common = dict(nt_type=nt_type, nt_samples=5, nt_samples_batch_size=batch_size, stdevs=0.3, seed=7, n_steps=4,
+                  baselines=(TWO[0].flip(0), 0.25), additional_forward_args=SCALE, internal_batch_size=30,
+                  return_convergence_delta=True)
+    ours, delta = nt.attribute(TWO, outputs=[1, 2, 0], **common)
+    runs = [nt.attribute(TWO, target=k, **common) for k in [1, 2, 0]]
+    assert ours.shape == (3, 6, 3) and delta.shape == (3, 3)
+    torch.testing.assert_close(ours, torch.stack([r[0] for r in runs], -1), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(delta, torch.stack([r[1] for r in runs], -1), rtol=1e-10, atol=1e-12)
+
+
+def test_layer_ig_without_noise_is_captums_own():
+    model = make_mlp(seed=2)
+    method = LayerIntegratedGradients(model, model[1])
+    common = dict(baselines=BASELINE, n_steps=6, return_convergence_delta=True)
+    ours, delta = NoiseTunnel(method).attribute(X, outputs=list(OUTPUTS), nt_samples=2, stdevs=0.0, seed=0,
+                                                **common)
+    for i, k in enumerate(OUTPUTS):
+        expected, expected_delta = method.attribute(X, target=k, **common)
+        torch.testing.assert_close(ours[..., i], expected, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(delta[..., i], expected_delta, rtol=1e-10, atol=1e-12)
+
+
+def test_layer_ig_runs_the_forwards_of_one_output_for_all_of_them():
+    model = Counting(make_mlp(seed=1, classes=6))
+    common = dict(nt_samples=4, nt_samples_batch_size=2, stdevs=0.1, seed=0, n_steps=5, internal_batch_size=13,
+                  return_convergence_delta=True)
+    nt = NoiseTunnel(LayerIntegratedGradients(model, model.model[1]))
+    single = nt.attribute(X, target=4, **common)
+    rows, model.rows[:] = list(model.rows), []
+    several = nt.attribute(X, outputs=list(range(6)), **common)
+    # per chunk of 2 samples × 3 examples: the layer at the inputs and at the baselines, 2 + 2 + 1 of the 5 steps,
+    # the delta's forwards at the baselines and the inputs
+    assert model.rows == rows == [6, 6, 12, 12, 6, 6, 6] * 2
+    torch.testing.assert_close(several[0][..., 4], single[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(several[1][..., 4], single[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", ["0", "1"])  # the attributed layer itself: noise on the inputs' values only
+def test_layer_ig_with_noise_at_a_layer_equals_one_run_per_output(layer):
+    model = make_mlp(seed=1)
+    nt = NoiseTunnel(LayerIntegratedGradients(model, model[0]))
+    common = dict(nt_samples=4, nt_samples_batch_size=2, stdevs=0.2, seed=3, n_steps=4, noise_layer=layer,
+                  baselines=BASELINE, return_convergence_delta=True)
+    ours, delta = nt.attribute(X, outputs=list(OUTPUTS), **common)
+    runs = [nt.attribute(X, target=k, **common) for k in OUTPUTS]
+    torch.testing.assert_close(ours, torch.stack([r[0] for r in runs], -1), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(delta, torch.stack([r[1] for r in runs], -1), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Multiple layers provided")
+def test_what_layer_ig_cannot_batch_keeps_one_run_per_output():
+    model = make_mlp(seed=1)
+    assert _captum.batches_outputs(LayerIntegratedGradients(model, model[1]), {})
+    assert not _captum.batches_outputs(LayerIntegratedGradients(model, model[1]), {"grad_kwargs": {"a": 1}})
+    assert not _captum.batches_outputs(LayerIntegratedGradients(model, model[1], device_ids=[0]), {})
+    assert not _captum.batches_outputs(LayerIntegratedGradients(model, [model[0], model[1]]), {})
+    counting = Counting(model)
+    nt = NoiseTunnel(LayerIntegratedGradients(counting, model[1]))
+    common = dict(nt_samples=2, stdevs=0.1, seed=0, n_steps=3, grad_kwargs={"retain_graph": False})
+    ours = nt.attribute(X, outputs=list(OUTPUTS), **common)
+    assert counting.rows == [6, 6, 18] * 2  # the layer's two forwards and the path, once per output
+    torch.testing.assert_close(ours, separate_runs(nt, X, OUTPUTS, **common), rtol=0, atol=0)
+
+
+def test_the_users_layer_ig_is_left_as_it_was():
+    model = make_mlp(seed=1)
+    method = LayerIntegratedGradients(model, model[1])
+    before = dict(vars(method))
+    NoiseTunnel(method).attribute(X, outputs=list(OUTPUTS), nt_samples=2, stdevs=0.1, seed=0, n_steps=3)
+    assert vars(method) == before and method.device_ids is None
+    assert not model[1]._forward_hooks and not model[1]._forward_pre_hooks
