@@ -313,12 +313,16 @@ def test_layer_ig_runs_the_forwards_of_one_output_for_all_of_them():
     torch.testing.assert_close(several[1][..., 4], single[1], rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("layer", ["0", "1"])  # the attributed layer itself: noise on the inputs' values only
-def test_layer_ig_with_noise_at_a_layer_equals_one_run_per_output(layer):
+@pytest.mark.parametrize("noise", [
+    dict(noise_layer="0", stdevs=0.2),  # the attributed layer itself: noise on the inputs' layer values only
+    dict(noise_layer="1", stdevs=0.2),
+    dict(weight_noise=weight_noise(sigma=0.05, draws=2), stdevs=0.1),
+])
+def test_layer_ig_with_noise_at_a_layer_or_on_the_weights_equals_one_run_per_output(noise):
     model = make_mlp(seed=1)
     nt = NoiseTunnel(LayerIntegratedGradients(model, model[0]))
-    common = dict(nt_samples=4, nt_samples_batch_size=2, stdevs=0.2, seed=3, n_steps=4, noise_layer=layer,
-                  baselines=BASELINE, return_convergence_delta=True)
+    common = dict(nt_samples=4, nt_samples_batch_size=2, seed=3, n_steps=4, baselines=BASELINE,
+                  return_convergence_delta=True, **noise)
     ours, delta = nt.attribute(X, outputs=list(OUTPUTS), **common)
     runs = [nt.attribute(X, target=k, **common) for k in OUTPUTS]
     torch.testing.assert_close(ours, torch.stack([r[0] for r in runs], -1), rtol=1e-10, atol=1e-12)
