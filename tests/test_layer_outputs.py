@@ -15,6 +15,7 @@ from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 from torch import nn
 
 from conftest import make_cnn, make_mlp, make_two_input
+from test_ig_outputs import BASELINE, BASELINE_FORMS, SCALE, TWO, X  # every form of baselines Captum takes
 from test_outputs import Counting
 from noisegrad import NoiseTunnel, _captum, weight_noise
 from noisegrad.estimators._layer_outputs import (
@@ -23,10 +24,6 @@ from noisegrad.estimators._layer_outputs import (
 )
 
 OUTPUTS = (2, 0)
-X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-TWO = (torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2)),
-       torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
-SCALE = torch.tensor([[0.5], [2.0], [-1.0]], dtype=torch.float64)
 
 
 class Split(nn.Module):
@@ -212,18 +209,6 @@ def test_outputs_the_model_does_not_have_are_refused():
 
 
 # LayerIntegratedGradients
-
-BASELINE = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-BASELINE_FORMS = {
-    "none": (X, None),
-    "int": (X, 1),
-    "float": (X, -0.25),
-    "per example": (X, BASELINE),
-    "one row": (X, BASELINE[:1]),
-    "tuple: a tensor per example, a number": (TWO, (TWO[0].flip(0), 0.5)),
-    "tuple: one row, none given as zero": (TWO, (TWO[0][1:2], 0)),
-}
-
 
 def _layer_ig_case(inputs, to_layer_input, tupled_layer):
     if tupled_layer:
