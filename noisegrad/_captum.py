@@ -12,19 +12,8 @@ import copy
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
-from captum._utils.common import (
-    _expand_additional_forward_args,
-    _format_additional_forward_args,
-    _reduce_list,
-    _run_forward,
-    _sort_key_list,
-)
-from captum._utils.gradient import (
-    _extract_device_ids,
-    _forward_layer_distributed_eval,
-    _forward_layer_eval,
-    compute_gradients,
-)
+from captum._utils.common import _expand_additional_forward_args, _format_additional_forward_args, _run_forward
+from captum._utils.gradient import _forward_layer_distributed_eval, _forward_layer_eval, compute_gradients
 from captum.attr._utils.approximation_methods import (
     SUPPORTED_METHODS,
     SUPPORTED_RIEMANN_METHODS,
@@ -252,10 +241,10 @@ def batches_outputs(method: Attribution, kwargs: Optional[Dict[str, Any]] = None
     """Whether ``outputs=`` runs one forward per chunk for ``method`` called with ``kwargs`` (else one run per output).
 
     The layer methods only on one layer (a list of layers returns a list,
-    which NoiseTunnel takes from no method) and without ``grad_kwargs``
-    (their meaning for K batched products is not Captum's to define);
-    LayerIntegratedGradients also not on a DataParallel model (``device_ids``:
-    Captum scatters its path over the devices).
+    which NoiseTunnel takes from no method), without ``grad_kwargs`` (their
+    meaning for K batched products is not Captum's to define) and not on a
+    DataParallel model (``device_ids``: Captum gathers or scatters the layer
+    over the devices; unmeasured here, no GPU).
 
     Examples
     --------
@@ -269,8 +258,7 @@ def batches_outputs(method: Attribution, kwargs: Optional[Dict[str, Any]] = None
     if type(method) not in BATCHED_OUTPUT_METHODS:
         return False
     if isinstance(method, _BATCHED_LAYER_METHODS):
-        scattered = isinstance(method, LayerIntegratedGradients) and bool(
-            method.device_ids or getattr(method.forward_func, "device_ids", None))
+        scattered = bool(method.device_ids or getattr(method.forward_func, "device_ids", None))
         return isinstance(method.layer, torch.nn.Module) and not (kwargs or {}).get("grad_kwargs") and not scattered
     return getattr(method, "gradient_func", None) is compute_gradients
 
@@ -358,35 +346,22 @@ def output_vjps(selected: Tensor, inputs: Tuple[Tensor, ...]) -> Iterator[Tuple[
 
 def layer_values_and_output(
     method: LayerGradientXActivation, inputs: Tuple[Tensor, ...], extra: Any, to_layer_input: bool,
-) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...], Tensor, Callable[[List[Tensor]], Tuple[Tensor, ...]]]:
+) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...], Tensor]:
     """One forward with gradients, as Captum's layer gradient methods run it: the layer's tensors and the output.
 
-    Returns ``(roots, values, output, gather)``: the layer's tensors as the
-    graph holds them (one block per device of a DataParallel model, in
-    device order), to differentiate with respect to; the same gathered into
-    whole batches (Captum's ``layer_evals``, moved to the CPU for a
-    ``memory_efficient`` method); the model's whole output; and ``gather``,
-    which turns one gradient per root into gradients of the gathered values
-    (per device block ``(K, rows, ...)``, joined along the rows).
+    Returns ``(roots, values, output)``: the layer's tensors as the graph
+    holds them, to differentiate with respect to; the same as Captum's
+    ``layer_evals`` (detached and moved to the CPU for a ``memory_efficient``
+    method); and the model's whole output. One device only
+    (:func:`batches_outputs` leaves DataParallel models to Captum).
     """
     with torch.autograd.set_grad_enabled(True):
         saved, output = _forward_layer_distributed_eval(
             method.forward_func, inputs, method.layer, additional_forward_args=extra,
             attribute_to_layer_input=to_layer_input, forward_hook_with_return=True, require_layer_grads=True)
-    device_ids = _extract_device_ids(method.forward_func, saved, method.device_ids)
-    per_device = saved[method.layer]
-    devices = _sort_key_list(list(per_device.keys()), device_ids)
-    offload = bool(getattr(method, "_memory_efficient", False))
-    values = _reduce_list([tuple(t.detach().cpu() if offload else t for t in per_device[d]) for d in devices])
-    roots = tuple(t for d in devices for t in per_device[d])
-    count = len(per_device[devices[0]])
-
-    def gather(grads: List[Tensor]) -> Tuple[Tensor, ...]:
-        joined = tuple(torch.cat([grads[i * count + j] for i in range(len(devices))], dim=1)
-                       if len(devices) > 1 else grads[j] for j in range(count))
-        return tuple(g.cpu() for g in joined) if offload else joined
-
-    return roots, values, output, gather
+    (roots,) = saved[method.layer].values()
+    offloads = bool(getattr(method, "_memory_efficient", False))
+    return roots, tuple(t.detach().cpu() for t in roots) if offloads else roots, output
 
 
 def batched_vjps(selected: Tensor, inputs: Tuple[Tensor, ...]) -> Optional[Tuple[Tensor, ...]]:

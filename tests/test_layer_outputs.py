@@ -320,6 +320,8 @@ def test_what_layer_ig_cannot_batch_keeps_one_run_per_output():
     assert _captum.batches_outputs(LayerIntegratedGradients(model, model[1]), {})
     assert not _captum.batches_outputs(LayerIntegratedGradients(model, model[1]), {"grad_kwargs": {"a": 1}})
     assert not _captum.batches_outputs(LayerIntegratedGradients(model, model[1], device_ids=[0]), {})
+    assert not _captum.batches_outputs(LayerGradientXActivation(model, model[1], device_ids=[0]), {})
+    assert not _captum.batches_outputs(LayerGradientXActivation(model, [model[0], model[1]]), {})
     assert not _captum.batches_outputs(LayerIntegratedGradients(model, [model[0], model[1]]), {})
     counting = Counting(model)
     nt = NoiseTunnel(LayerIntegratedGradients(counting, model[1]))

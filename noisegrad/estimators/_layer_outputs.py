@@ -2,8 +2,8 @@
 
 Captum's LayerGradientXActivation, with ``target`` replaced by K output
 columns: the layer's values are captured in one forward over the rows (by
-Captum's own hook, so a layer's input, a tuple of tensors and a
-DataParallel model are seen as Captum sees them), the gradients of the K
+Captum's own hook, so a layer's input and a tuple of tensors are seen as
+Captum sees them), the gradients of the K
 selected outputs with respect to them are taken through that one graph
 (:func:`noisegrad._captum.output_vjps`), and each is multiplied by the
 layer's values if the method multiplies by inputs.
@@ -32,7 +32,8 @@ def layer_gradient_x_activation_of_outputs(method: LayerGradientXActivation,
     """``method.attribute`` for the output columns ``outputs``: each layer tensor's attribution ``(K, rows, ...)``.
 
     The returned function takes LayerGradientXActivation's arguments
-    (``grad_kwargs`` only as None: see :func:`noisegrad._captum.batches_outputs`)
+    (``grad_kwargs`` only as None, one layer, no DataParallel: see
+    :func:`noisegrad._captum.batches_outputs`)
     and returns what Captum returns for one target, with a first dimension
     of K added to each tensor. It equals K calls with ``target=k``
     (``tests/test_layer_outputs.py``).
@@ -62,10 +63,11 @@ def layer_gradient_x_activation_of_outputs(method: LayerGradientXActivation,
             raise ValueError("grad_kwargs cannot be given beside outputs= (the tunnel runs once per output then)")
         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
         extra = _captum.format_additional_forward_args(additional_forward_args)
-        roots, values, output, gather = _captum.layer_values_and_output(method, inputs, extra,
-                                                                        attribute_to_layer_input)
+        roots, values, output = _captum.layer_values_and_output(method, inputs, extra, attribute_to_layer_input)
         with torch.autograd.set_grad_enabled(True):
-            grads = gather(list(_captum.stacked_vjps(_captum.selected_outputs(output, outputs), roots)))
+            grads = _captum.stacked_vjps(_captum.selected_outputs(output, outputs), roots)
+        if values[0].device != grads[0].device:  # memory_efficient: Captum's attributions are on the CPU
+            grads = tuple(g.cpu() for g in grads)
         if method.multiplies_by_inputs:
             grads = tuple(g * v for g, v in zip(grads, values))
         return grads if len(grads) > 1 else grads[0]
