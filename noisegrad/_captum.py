@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from captum._utils.common import _expand_additional_forward_args, _format_additional_forward_args, _run_forward
-from captum._utils.gradient import _forward_layer_eval, compute_gradients
+from captum._utils.gradient import _forward_layer_distributed_eval, _forward_layer_eval, compute_gradients
 from captum.attr._utils.approximation_methods import (
     SUPPORTED_METHODS,
     SUPPORTED_RIEMANN_METHODS,
@@ -33,6 +33,7 @@ from captum.attr import (
     LayerConductance,
     LayerDeepLiftShap,
     LayerGradientShap,
+    LayerGradientXActivation,
     LayerIntegratedGradients,
     NeuronConductance,
     NeuronDeepLift,
@@ -67,6 +68,8 @@ __all__ = [
     "output_gradients",
     "selected_outputs",
     "output_vjps",
+    "stacked_vjps",
+    "layer_values_and_output",
     "batched_vjps",
     "layer_gradient_func",
     "PATH_METHODS",
@@ -226,13 +229,38 @@ def summed_gradients(
 
 #: Methods whose several outputs (``outputs=``) are one forward and K vector-Jacobian products: Saliency and
 #: InputXGradient take them from ``gradient_func`` and apply elementwise steps to them (|·|, × input);
-#: IntegratedGradients' path and step sums are noisegrad's (``estimators/_ig_outputs.py``).
-BATCHED_OUTPUT_METHODS = (Saliency, InputXGradient, IntegratedGradients)
+#: IntegratedGradients' path and step sums are noisegrad's (``estimators/_ig_outputs.py``), and so are the layer
+#: forms' (``estimators/_layer_outputs.py``).
+BATCHED_OUTPUT_METHODS = (Saliency, InputXGradient, IntegratedGradients, LayerGradientXActivation,
+                          LayerIntegratedGradients)
+#: Of these, the layer methods: batched on one layer, without ``grad_kwargs`` (see :func:`batches_outputs`).
+_BATCHED_LAYER_METHODS = (LayerGradientXActivation, LayerIntegratedGradients)
 
 
-def batches_outputs(method: Attribution) -> bool:
-    """Whether ``outputs=`` runs one forward per chunk for ``method`` (else one run per output)."""
-    return type(method) in BATCHED_OUTPUT_METHODS and getattr(method, "gradient_func", None) is compute_gradients
+def batches_outputs(method: Attribution, kwargs: Optional[Dict[str, Any]] = None) -> bool:
+    """Whether ``outputs=`` runs one forward per chunk for ``method`` called with ``kwargs`` (else one run per output).
+
+    The layer methods only on one layer (a list of layers returns a list,
+    which NoiseTunnel takes from no method), without ``grad_kwargs`` (their
+    meaning for K batched products is not Captum's to define) and not on a
+    DataParallel model (``device_ids``: Captum gathers or scatters the layer
+    over the devices; unmeasured here, no GPU).
+
+    Examples
+    --------
+    >>> from captum.attr import LayerGradientXActivation
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    >>> batches_outputs(LayerGradientXActivation(model, model[0]), {"attribute_to_layer_input": True})
+    True
+    >>> batches_outputs(LayerGradientXActivation(model, model[0]), {"grad_kwargs": {"retain_graph": True}})
+    False
+    """
+    if type(method) not in BATCHED_OUTPUT_METHODS:
+        return False
+    if isinstance(method, _BATCHED_LAYER_METHODS):
+        scattered = bool(method.device_ids or getattr(method.forward_func, "device_ids", None))
+        return isinstance(method.layer, torch.nn.Module) and not (kwargs or {}).get("grad_kwargs") and not scattered
+    return getattr(method, "gradient_func", None) is compute_gradients
 
 
 def output_gradients(outputs: Tuple[int, ...]) -> Callable[..., Tuple[Tensor, ...]]:
@@ -250,13 +278,19 @@ def output_gradients(outputs: Tuple[int, ...]) -> Callable[..., Tuple[Tensor, ..
         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
         with torch.autograd.set_grad_enabled(True):
             selected = selected_outputs(_run_forward(forward_fn, inputs, None, additional_forward_args), outputs)
-            blocks: List[List[Tensor]] = [[] for _ in inputs]
-            for _, parts in output_vjps(selected, inputs):
-                for block, part in zip(blocks, parts):
-                    block.append(part)
-        return _own_memory(tuple(block[0] if len(block) == 1 else torch.cat(block) for block in blocks))
+            return stacked_vjps(selected, inputs)
 
     return gradient_func
+
+
+def stacked_vjps(selected: Tensor, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+    """The gradients of the K columns of ``selected`` w.r.t. each of ``inputs``, ``(K,) + input.shape``, each in memory
+    of its own (:func:`output_vjps`, joined)."""
+    blocks: List[List[Tensor]] = [[] for _ in inputs]
+    for _, parts in output_vjps(selected, inputs):
+        for block, part in zip(blocks, parts):
+            block.append(part)
+    return _own_memory(tuple(block[0] if len(block) == 1 else torch.cat(block) for block in blocks))
 
 
 def _own_memory(grads: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
@@ -308,6 +342,26 @@ def output_vjps(selected: Tensor, inputs: Tuple[Tensor, ...]) -> Iterator[Tuple[
     for k in range(count):
         grads = torch.autograd.grad(selected[:, k].sum(), inputs, retain_graph=k < count - 1)
         yield slice(k, k + 1), tuple(g.unsqueeze(0) for g in grads)
+
+
+def layer_values_and_output(
+    method: LayerGradientXActivation, inputs: Tuple[Tensor, ...], extra: Any, to_layer_input: bool,
+) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...], Tensor]:
+    """One forward with gradients, as Captum's layer gradient methods run it: the layer's tensors and the output.
+
+    Returns ``(roots, values, output)``: the layer's tensors as the graph
+    holds them, to differentiate with respect to; the same as Captum's
+    ``layer_evals`` (detached and moved to the CPU for a ``memory_efficient``
+    method); and the model's whole output. One device only
+    (:func:`batches_outputs` leaves DataParallel models to Captum).
+    """
+    with torch.autograd.set_grad_enabled(True):
+        saved, output = _forward_layer_distributed_eval(
+            method.forward_func, inputs, method.layer, additional_forward_args=extra,
+            attribute_to_layer_input=to_layer_input, forward_hook_with_return=True, require_layer_grads=True)
+    (roots,) = saved[method.layer].values()
+    offloads = bool(getattr(method, "_memory_efficient", False))
+    return roots, tuple(t.detach().cpu() for t in roots) if offloads else roots, output
 
 
 def batched_vjps(selected: Tensor, inputs: Tuple[Tensor, ...]) -> Optional[Tuple[Tensor, ...]]:

@@ -50,8 +50,9 @@ def check_auto_outputs(outputs: Optional[Tuple[int, ...]], auto_given: Optional[
     """Refuse ``outputs=`` with "auto" (``auto_given``) when ``run_per_output`` (what runs once per output) is set."""
     if outputs is not None and auto_given and run_per_output:
         raise ValueError(f"outputs= with {auto_given} needs a method that takes all outputs in one pass "
-                         f"(Saliency, InputXGradient, IntegratedGradients, without objective=); with {run_per_output} "
-                         "it runs once per output, and each run would stop on its own")
+                         "(Saliency, InputXGradient, IntegratedGradients, their layer forms on one layer, without "
+                         f"objective=); with {run_per_output} it runs once per output, and each run would stop on its "
+                         "own")
 
 
 def one_hot_as_indices(target: Any, batch: int) -> Any:

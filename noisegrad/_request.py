@@ -174,7 +174,7 @@ def check_request(
     auto_given = ('nt_samples="auto"' if nt_samples == "auto" else
                   'weight_noise(draws="auto")' if getattr(weight_noise, "draws", None) == "auto" else None)
     check_auto_outputs(outputs, auto_given, "an objective" if objective is not None else
-                       None if _captum.batches_outputs(method) else type(method).__name__)
+                       None if _captum.batches_outputs(method, kwargs) else type(method).__name__)
     times_input = validate_times_input(times_input, method, noise_layer, is_joint)
     channel_reducer = validate_channel_reducer(channel_reducer)
     validate_grad_mode(method)

@@ -258,8 +258,10 @@ class NoiseTunnel(Attribution):
             every result gets a last dimension of size K (attributions
             ``(batch, ..., K)``, deltas and relative standard errors
             ``(batch, K)``), equal to K calls with ``target=k`` and the same
-            seed. For Saliency, InputXGradient and IntegratedGradients each
-            chunk runs one forward and the K gradients are taken together
+            seed. For Saliency, InputXGradient, IntegratedGradients,
+            LayerGradientXActivation and LayerIntegratedGradients (one layer,
+            no ``grad_kwargs``) each chunk runs one forward (IG: one per step
+            batch) and the K gradients are taken together
             (batched vector-Jacobian products); other methods run once per
             output (also with ``objective``: its targets are then ``k``).
             With ``"auto"`` (``nt_samples`` or ``weight_noise(draws=...)``)
@@ -403,7 +405,7 @@ class NoiseTunnel(Attribution):
     def _run(self, request: Request, show_progress: bool = False) -> Any:
         """plan → run → finish, for a checked request."""
         method = self.attribution_method
-        if request.outputs is not None and (request.objective is not None or not _captum.batches_outputs(method)):
+        if request.outputs is not None and (request.objective is not None or not _captum.batches_outputs(method, request.kwargs)):
             # one run per output, with the same noise; the highest index first, so that one beyond the model
             # fails at its first forward, before any other output ran (indices are >= 0 and distinct)
             runs = {}

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from captum.attr import DeepLift, FeatureAblation, InputXGradient, IntegratedGradients, LayerIntegratedGradients, Saliency
+from captum.attr import DeepLift, FeatureAblation, InputXGradient, IntegratedGradients, LayerConductance, Saliency
 from torch import nn
 
 from conftest import WRAPPED_METHODS, make_cnn, make_mlp
@@ -123,7 +123,7 @@ def test_a_cnn_in_float32_and_a_layer_method_that_runs_once_per_output():
     expected = torch.stack([nt.attribute(x, target=k, nt_samples=4, stdevs=0.1, seed=2) for k in (3, 1)], -1)
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
     mlp = make_mlp(seed=1)
-    layer = NoiseTunnel(LayerIntegratedGradients(mlp, mlp[0]))
+    layer = NoiseTunnel(LayerConductance(mlp, mlp[0]))  # the layer forms of the batched methods: test_layer_outputs
     ours = layer.attribute(X, outputs=[1, 2], nt_samples=3, stdevs=0.1, seed=2, n_steps=4)
     expected = torch.stack([layer.attribute(X, target=k, nt_samples=3, stdevs=0.1, seed=2, n_steps=4)
                             for k in (1, 2)], -1)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from noisegrad import _captum
 
-__all__ = ["integrated_gradients_of_outputs"]
+__all__ = ["integrated_gradients_of_outputs", "path_sums", "convergence_deltas"]
 
 
 def integrated_gradients_of_outputs(ig: IntegratedGradients, outputs: Tuple[int, ...]) -> Callable[..., Any]:
@@ -58,7 +58,7 @@ def integrated_gradients_of_outputs(ig: IntegratedGradients, outputs: Tuple[int,
         formatted, formatted_baselines = _captum.format_input_baseline(inputs, baselines)
         _captum.validate_path_input(formatted, formatted_baselines, n_steps, method)
         extra = _captum.format_additional_forward_args(additional_forward_args)
-        sums = _path_sums(ig.forward_func, formatted, formatted_baselines, extra, outputs, n_steps, method,
+        sums = path_sums(ig.forward_func, formatted, formatted_baselines, extra, outputs, n_steps, method,
                           internal_batch_size)
         if ig.multiplies_by_inputs:
             for total, x, baseline in zip(sums, formatted, formatted_baselines):
@@ -67,16 +67,12 @@ def integrated_gradients_of_outputs(ig: IntegratedGradients, outputs: Tuple[int,
         if not return_convergence_delta:
             return attributions
         starts = _captum.tensorize_baseline(formatted, formatted_baselines)
-        with torch.no_grad():
-            at_start = _selected(ig.forward_func, starts, extra, outputs)
-            change = _selected(ig.forward_func, formatted, extra, outputs) - at_start
-            total = sum(a.reshape(a.shape[0], a.shape[1], -1).sum(2) for a in sums)
-        return attributions, total - change.transpose(0, 1)
+        return attributions, convergence_deltas(ig.forward_func, sums, formatted, starts, extra, outputs)
 
     return attribute
 
 
-def _path_sums(
+def path_sums(
     forward_func: Callable[..., Any],
     inputs: Tuple[Tensor, ...],
     baselines: Tuple[Any, ...],
@@ -112,6 +108,26 @@ def _path_sums(
                     per_step = grad.reshape(grad.shape[0], len(steps), -1)
                     total[which].add_(torch.matmul(weight, per_step).reshape(total[which].shape))
     return sums
+
+
+def convergence_deltas(
+    forward_func: Callable[..., Any],
+    attributions: List[Tensor],
+    inputs: Tuple[Tensor, ...],
+    starts: Tuple[Tensor, ...],
+    extra: Any,
+    outputs: Tuple[int, ...],
+) -> Tensor:
+    """Captum's convergence delta of each output, ``(K, rows)``: the attributions' sum per row minus f(x) − f(start).
+
+    ``attributions``: ``(K, rows, ...)`` each; the model runs at ``starts``,
+    then at ``inputs``, as Captum's ``compute_convergence_delta`` does.
+    """
+    with torch.no_grad():
+        at_start = _selected(forward_func, starts, extra, outputs)
+        change = _selected(forward_func, inputs, extra, outputs) - at_start
+        total = sum(a.reshape(a.shape[0], a.shape[1], -1).sum(2) for a in attributions)
+    return total - change.transpose(0, 1)
 
 
 def _points(baseline: Any, span: Tensor, alphas: List[float]) -> Tensor:

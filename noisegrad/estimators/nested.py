@@ -3,13 +3,23 @@
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
-from captum.attr import Attribution, GradientAttribution, IntegratedGradients
+from captum.attr import (
+    Attribution,
+    GradientAttribution,
+    IntegratedGradients,
+    LayerGradientXActivation,
+    LayerIntegratedGradients,
+)
 from torch import Tensor
 
 from noisegrad import _captum
 from noisegrad._call import call_wrapped
 from noisegrad._state import seed_global_rngs
 from noisegrad.estimators._ig_outputs import integrated_gradients_of_outputs
+from noisegrad.estimators._layer_outputs import (
+    layer_gradient_x_activation_of_outputs,
+    layer_integrated_gradients_of_outputs,
+)
 from noisegrad.expand import ChunkKwargs, select_examples
 from noisegrad.objective import Objective, with_objective
 from noisegrad.perturb.inputs import InputNoise
@@ -84,10 +94,15 @@ class NestedEstimator:
         self.chunk_kwargs = self._chunk_kwargs()
         self.outputs, self.times_input = outputs, times_input
         # outputs= (the tunnel runs other methods once per output): one forward per chunk, K gradients, the
-        # attributions (K, rows, ...); IntegratedGradients' path and its step sums are built for it here
-        self.ig_of_outputs: Optional[Callable[..., Any]] = None  # called instead of the method's attribute
+        # attributions (K, rows, ...); IntegratedGradients' path and its step sums, and the layer forms', are built for
+        # it here
+        self.attribute_outputs: Optional[Callable[..., Any]] = None  # called instead of the method's attribute
         if outputs is not None and isinstance(method, IntegratedGradients):
-            self.ig_of_outputs = integrated_gradients_of_outputs(self.method, outputs)
+            self.attribute_outputs = integrated_gradients_of_outputs(self.method, outputs)
+        elif outputs is not None and isinstance(method, LayerGradientXActivation):
+            self.attribute_outputs = layer_gradient_x_activation_of_outputs(self.method, outputs)
+        elif outputs is not None and isinstance(method, LayerIntegratedGradients):
+            self.attribute_outputs = layer_integrated_gradients_of_outputs(self.method, outputs)
         elif outputs is not None:
             self.method.gradient_func = _captum.output_gradients(outputs)
         # outputs=: a forward holds one block of rows (the K gradients are taken from it), so max_batch_rows
@@ -132,7 +147,7 @@ class NestedEstimator:
             rows = tuple(x.requires_grad_() if x.is_floating_point() else x for x in rows)
         kwargs = self.chunk_kwargs.for_chunk(sample_ids)
         with self.perturbation.applied():
-            out = call_wrapped(self.method, rows if self.is_inputs_tuple else rows[0], kwargs, self.ig_of_outputs)
+            out = call_wrapped(self.method, rows if self.is_inputs_tuple else rows[0], kwargs, self.attribute_outputs)
         deltas = None
         if self.return_delta:
             out, delta = out
