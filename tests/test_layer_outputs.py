@@ -8,6 +8,7 @@ NoiseTunnel, against one noisegrad run per output; the forwards are counted.
 """
 
 import inspect
+import threading
 
 import pytest
 import torch
@@ -338,3 +339,29 @@ def test_the_users_layer_ig_is_left_as_it_was():
     NoiseTunnel(method).attribute(X, outputs=list(OUTPUTS), nt_samples=2, stdevs=0.1, seed=0, n_steps=3)
     assert vars(method) == before and method.device_ids is None
     assert not model[1]._forward_hooks and not model[1]._forward_pre_hooks
+
+
+class _OtherThreadsForward(nn.Module):
+    """Identity that, on the attributing thread's path forwards, runs ``layer`` on ``probe`` in another thread."""
+
+    def __init__(self, layer, probe):
+        super().__init__()
+        self.layer, self.probe, self.seen = layer, probe, []
+
+    def forward(self, h):
+        if threading.current_thread() is threading.main_thread() and torch.is_grad_enabled():
+            worker = threading.Thread(target=lambda: self.seen.append(self.layer(self.probe)))
+            worker.start()
+            worker.join()
+        return h
+
+
+def test_layer_ig_leaves_other_threads_forwards_through_the_layer_alone():
+    # the path's points replace the layer's output in this thread's forwards only: another thread running the same
+    # layer meanwhile (a shared model) gets the layer's own output
+    model = make_mlp(seed=2)
+    probe = torch.full((2, 8), 0.5, dtype=torch.float64)
+    watcher = _OtherThreadsForward(model[1], probe)
+    watched = nn.Sequential(model[0], model[1], watcher, model[2])
+    layer_integrated_gradients_of_outputs(LayerIntegratedGradients(watched, model[1]), OUTPUTS)(X, n_steps=3)
+    assert watcher.seen and all(torch.equal(seen, torch.tanh(probe)) for seen in watcher.seen)

@@ -15,6 +15,7 @@ path between them in the layer's space, each step batch one forward of the
 inputs with the layer's output replaced by the path's points.
 """
 
+import threading
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
@@ -132,9 +133,12 @@ def layer_integrated_gradients_of_outputs(layer_ig: LayerIntegratedGradients,
             points, model_args = args[:len(at_inputs)], args[len(at_inputs):]
 
             def replace(_module: Any, hook_inputs: Any, hook_outputs: Any = None) -> Any:
+                if threading.get_ident() != owner:  # another thread's forward through a shared model: its own values
+                    return None
                 is_tuple = isinstance(hook_inputs if attribute_to_layer_input else hook_outputs, tuple)
                 return tuple(points) if is_tuple else points[0]
 
+            owner = threading.get_ident()
             handle = (layer.register_forward_pre_hook(replace) if attribute_to_layer_input
                       else layer.register_forward_hook(replace))
             try:
