@@ -9,11 +9,12 @@ checks every assumption against the installed Captum.
 """
 
 import copy
+import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from captum._utils.common import _expand_additional_forward_args, _format_additional_forward_args, _run_forward
-from captum._utils.gradient import _forward_layer_distributed_eval, _forward_layer_eval, compute_gradients
+from captum._utils.gradient import _forward_layer_eval, apply_gradient_requirements, compute_gradients
 from captum.attr._utils.approximation_methods import (
     SUPPORTED_METHODS,
     SUPPORTED_RIEMANN_METHODS,
@@ -70,6 +71,7 @@ __all__ = [
     "output_vjps",
     "stacked_vjps",
     "layer_values_and_output",
+    "own_layer_forward",
     "batched_vjps",
     "layer_gradient_func",
     "PATH_METHODS",
@@ -353,15 +355,52 @@ def layer_values_and_output(
     holds them, to differentiate with respect to; the same as Captum's
     ``layer_evals`` (detached and moved to the CPU for a ``memory_efficient``
     method); and the model's whole output. One device only
-    (:func:`batches_outputs` leaves DataParallel models to Captum).
+    (:func:`batches_outputs` leaves DataParallel models to Captum); this
+    thread's forward only (:func:`own_layer_forward`).
     """
     with torch.autograd.set_grad_enabled(True):
-        saved, output = _forward_layer_distributed_eval(
-            method.forward_func, inputs, method.layer, additional_forward_args=extra,
-            attribute_to_layer_input=to_layer_input, forward_hook_with_return=True, require_layer_grads=True)
-    (roots,) = saved[method.layer].values()
+        roots, output = own_layer_forward(method.forward_func, inputs, method.layer, extra, to_layer_input, True)
     offloads = bool(getattr(method, "_memory_efficient", False))
     return roots, tuple(t.detach().cpu() for t in roots) if offloads else roots, output
+
+
+def own_layer_forward(
+    forward_func: Callable[..., Any], inputs: Tuple[Tensor, ...], layer: torch.nn.Module, extra: Any,
+    to_layer_input: bool, in_graph: bool,
+) -> Tuple[Tuple[Tensor, ...], Any]:
+    """Captum's ``_forward_layer_distributed_eval`` on one device, seeing this thread's calls of ``layer`` only.
+
+    Returns ``(values, output)``: the layer's input or output tensors at its
+    last call in this forward, and the model's output. ``in_graph``: the
+    tensors as the graph holds them (made to require gradients, the forward
+    going on with clones, as Captum's ``forward_hook_with_return``); else
+    detached clones. Captum's hook takes every thread's call of a shared
+    model's layer: another thread's values for this one's, and its tensors
+    made to require gradients.
+    """
+    owner, saved = threading.get_ident(), []
+
+    def hook(_module: Any, hook_inputs: Any, hook_outputs: Any = None) -> Any:
+        if threading.get_ident() != owner:
+            return None
+        found = hook_inputs if to_layer_input else hook_outputs
+        tensors = tuple(found) if isinstance(found, (tuple, list)) else (found,)
+        if not in_graph:
+            saved[:] = [tuple(t.detach().clone() for t in tensors)]
+            return None
+        apply_gradient_requirements(tensors, warn=False)
+        saved[:] = [tensors]
+        clones = [t.clone() for t in tensors]
+        return type(found)(clones) if isinstance(found, (tuple, list)) else clones[0]
+
+    handle = layer.register_forward_pre_hook(hook) if to_layer_input else layer.register_forward_hook(hook)
+    try:
+        output = _run_forward(forward_func, inputs, None, extra)
+    finally:
+        handle.remove()
+    if not saved:
+        raise AssertionError(f"the forward function did not run the layer {type(layer).__name__}")
+    return saved[0], output
 
 
 def batched_vjps(selected: Tensor, inputs: Tuple[Tensor, ...]) -> Optional[Tuple[Tensor, ...]]:

@@ -365,3 +365,45 @@ def test_layer_ig_leaves_other_threads_forwards_through_the_layer_alone():
     watched = nn.Sequential(model[0], model[1], watcher, model[2])
     layer_integrated_gradients_of_outputs(LayerIntegratedGradients(watched, model[1]), OUTPUTS)(X, n_steps=3)
     assert watcher.seen and all(torch.equal(seen, torch.tanh(probe)) for seen in watcher.seen)
+
+
+class _OtherThreadsLayerCall(nn.Module):
+    """Identity that, on each forward of the attributing thread, runs ``layer`` on ``probe`` in another thread."""
+
+    def __init__(self, layer, probe):
+        super().__init__()
+        self.layer, self.probe, self.calls = layer, probe, 0
+
+    def forward(self, h):
+        if threading.current_thread() is threading.main_thread():
+            worker = threading.Thread(target=lambda: self.layer(self.probe))
+            worker.start()
+            worker.join()
+            self.calls += 1
+        return h
+
+
+@pytest.mark.parametrize("to_layer_input", [False, True])
+@pytest.mark.parametrize("kind", ["gradient x activation", "integrated gradients"])
+def test_the_layers_values_are_this_threads_own(kind, to_layer_input):
+    # another thread running the shared layer between this thread's layer call and the end of its forward: its values
+    # are not taken for this thread's, and its tensors are not made to require gradients
+    model = make_mlp(seed=2)
+    layer = model[2] if to_layer_input else model[1]
+    probe = torch.full((X.shape[0], 8), 0.5, dtype=torch.float64)
+    watcher = _OtherThreadsLayerCall(layer, probe)
+    watched = nn.Sequential(model[0], model[1], model[2], watcher) if to_layer_input else \
+        nn.Sequential(model[0], model[1], watcher, model[2])
+    if kind == "gradient x activation":
+        ours = layer_gradient_x_activation_of_outputs(LayerGradientXActivation(watched, layer), OUTPUTS)(
+            X, attribute_to_layer_input=to_layer_input)
+        theirs = [LayerGradientXActivation(model, layer).attribute(X, target=k, attribute_to_layer_input=to_layer_input)
+                  for k in OUTPUTS]
+    else:
+        ours = layer_integrated_gradients_of_outputs(LayerIntegratedGradients(watched, layer), OUTPUTS)(
+            X, n_steps=3, attribute_to_layer_input=to_layer_input)
+        theirs = [LayerIntegratedGradients(model, layer).attribute(X, target=k, n_steps=3,
+                                                                   attribute_to_layer_input=to_layer_input)
+                  for k in OUTPUTS]
+    assert watcher.calls and not probe.requires_grad
+    torch.testing.assert_close(ours, torch.stack(theirs), rtol=1e-10, atol=1e-12)

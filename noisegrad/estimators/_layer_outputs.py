@@ -124,8 +124,9 @@ def layer_integrated_gradients_of_outputs(layer_ig: LayerIntegratedGradients,
         forward_func, layer = layer_ig.forward_func, layer_ig.layer
 
         def values_at(points: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
-            return _captum.forward_layer_eval(forward_func, points, layer, additional_forward_args=extra,
-                                              attribute_to_layer_input=attribute_to_layer_input)
+            with torch.no_grad():
+                return _captum.own_layer_forward(forward_func, points, layer, extra, attribute_to_layer_input,
+                                                 False)[0]
 
         at_inputs, at_starts = values_at(formatted), values_at(starts)
 
