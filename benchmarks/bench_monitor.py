@@ -1,11 +1,11 @@
 """What the training monitor costs: a training loop with and without ``AttributionMonitor``, timed in one run.
 
-    python benchmarks/bench_monitor.py --out benchmarks/MONITOR.md     # ~3-5 min on 2 idle cores
+    python benchmarks/bench_monitor.py --out benchmarks/MONITOR.md     # ~2 min on 2 idle cores
     python benchmarks/bench_monitor.py --quick                         # ~30 s smoke run
 
 The loop trains the shapes CNN of the demo (``noisegrad.app.shapes.make_cnn``) from scratch with Adam, batch 64,
 on CPU; the monitor explains a probe batch of 8 held-out images (with their shape masks) every 50 steps with its
-defaults (SmoothGrad of the plain gradient, 16 antithetic samples, σ = 15 % of each image's range, a figure at
+defaults (SmoothGrad of the plain gradient, 8 antithetic samples, σ = 15 % of each image's range, a figure at
 every 10th snapshot). Variants, run round-robin so that load from other processes falls on all of them:
 
 * ``off``:      no monitor (the reference);
@@ -68,7 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--every", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="100 steps, 2 rounds")
     parser.add_argument("--out", help="write the markdown table here")
     args = parser.parse_args(argv)

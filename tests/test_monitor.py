@@ -164,7 +164,7 @@ def test_records_equal_direct_calls_and_the_metrics_file_loads_in_one_line(tmp_p
     for step in range(7):
         if step % 3 == 0:
             result = NoiseTunnel(Saliency(model)).attribute(
-                x, nt_type="smoothgrad", nt_samples=16, stdevs=relative(0.15), sampler="antithetic", target=y,
+                x, nt_type="smoothgrad", nt_samples=8, stdevs=relative(0.15), sampler="antithetic", target=y,
                 seed=0, return_stderr=True)
             direct.append(result)
         monitor.step(step)
@@ -182,7 +182,7 @@ def test_records_equal_direct_calls_and_the_metrics_file_loads_in_one_line(tmp_p
             "gini": np.mean([ref_gini(a[i]) for i in range(4)]),
             "entropy": np.mean([ref_entropy(a[i]) for i in range(4)]),
             "relative_stderr": float(result.relative_stderr.double().mean()),
-            "nt_samples": 16,
+            "nt_samples": 8,
         }
         if k:
             previous = direct[k - 1].attributions.double().numpy().reshape(4, -1)
