@@ -200,14 +200,14 @@ def check_request(
                          f"with nt_samples={nt_samples!r} every example gets exactly that many samples")
     if auto:
         tol = _DEFAULT_TOL if tol is None else tol
-        max_samples = validate_auto(tol, _DEFAULT_MAX_SAMPLES if max_samples is None else max_samples, sampler,
+        max_samples = validate_auto(tol, _DEFAULT_MAX_SAMPLES if max_samples is None else max_samples,
                                     delta_reduction)
     seed = validate_seed(seed, generator)
     validate_delta(return_delta, method, delta_reduction)
     limit = max_samples if auto else nt_samples
     # with "auto", max_samples must leave room for a standard error: stopping is decided by it
     if weights is None:
-        validate_stderr_units(return_stderr or auto, nt_type, sampler, limit)
+        validate_stderr_units(return_stderr or auto, nt_type, sampler, limit, auto)
     else:
         limit = weights.limit(max_samples if auto else None, nt_type, return_stderr or auto)
     validate_keywords(method, accepted if accepted is not None else accepted_keywords(method), kwargs)

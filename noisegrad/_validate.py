@@ -89,14 +89,11 @@ def validate_counts(
     return nt_samples, nt_samples_batch_size, budgets[0], budgets[1]
 
 
-def validate_auto(tol: object, max_samples: object, sampler: str, delta_reduction: str) -> int:
+def validate_auto(tol: object, max_samples: object, delta_reduction: str) -> int:
     """The arguments of nt_samples="auto"; returns ``max_samples`` as a Python int."""
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < float("inf")):
         raise ValueError(f"tol must be a positive finite number, got {tol!r}")
     max_samples = as_int("max_samples", max_samples)
-    if sampler == "lhs":
-        raise ValueError('nt_samples="auto" cannot use sampler="lhs": a Latin hypercube needs its sample count '
-                         'up front; use "qmc", "antithetic" or "iid"')
     if delta_reduction != "mean":
         raise ValueError('nt_samples="auto" returns deltas averaged per input only (delta_reduction="mean"): '
                          "inputs stop after different numbers of samples")
@@ -329,15 +326,16 @@ def validate_grad_mode(method: Attribution) -> None:
         )
 
 
-def validate_stderr_units(return_stderr: bool, nt_type: str, sampler: str, nt_samples: int) -> None:
-    """A standard error needs independent units (samples, antithetic pairs or replicates) to compare.
+def validate_stderr_units(return_stderr: bool, nt_type: str, sampler: str, nt_samples: int, auto: bool = False) -> None:
+    """A standard error needs independent units (samples, antithetic pairs, replicates or blocks) to compare.
 
     The joint estimator's stratified standard error compares two neighbouring
     strata, one unit each, so it needs the same 2 units as its unstratified one.
+    With ``auto`` a Latin hypercube comes in blocks (:data:`noisegrad.sampling.samplers.AUTO_BLOCK`).
     """
     if not return_stderr:
         return
-    needed, units = units_for_stderr(nt_type), independent_units(sampler, nt_samples)
+    needed, units = units_for_stderr(nt_type), independent_units(sampler, nt_samples, blocks=auto)
     if units < needed:
         raise ValueError(
             f"return_stderr=True with nt_type={nt_type!r} needs at least {needed} independent units of samples; "

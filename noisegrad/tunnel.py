@@ -431,8 +431,8 @@ class NoiseTunnel(Attribution):
             plan = _plan(estimator, request, forward_func)
             tally = _tally(estimator, request)
             first = _first_check(estimator.perturbation.sampler)
-            rule = StoppingRule(request.batch, request.tol, request.limit, first,
-                                per_output=request.outputs is not None) if request.auto else None
+            rule = StoppingRule(request.batch, request.tol, request.limit, first, per_output=request.outputs is not None,
+                                unit=_stopping_unit(estimator.perturbation.sampler)) if request.auto else None
             if not show_progress:  # a disabled tqdm bar still costs tens of microseconds per call
                 run(estimator, plan, tally, request.nt_type, rule)
             else:
@@ -481,10 +481,17 @@ def _first_check(sampler: NoiseSampler) -> int:
     return max(_AUTO_MIN_SAMPLES, 8 * sampler.unit_size)
 
 
+def _stopping_unit(sampler: NoiseSampler) -> int:
+    """Checks of ``nt_samples="auto"`` come after whole Latin hypercube blocks, whose stratification a partial
+    block would lose; other samplers' stops stay where they were."""
+    return sampler.unit_size if sampler.block is not None else 1
+
+
 def _estimator(method: Attribution, request: Request) -> Any:
     """The estimator of the request, with its input noise."""
     replicates = DEFAULT_REPLICATES if request.needs_groups else 1
-    sampler = NoiseSampler(request.sampler, request.seeds, request.limit, replicates)
+    # "auto": a Latin hypercube cannot know its sample count, so it comes in blocks of independent hypercubes
+    sampler = NoiseSampler(request.sampler, request.seeds, request.limit, replicates, blocks=request.auto)
     if request.noise_layer is not None:
         # layer IG attributing to the noise layer itself perturbs the inputs' layer values only (Captum perturbs
         # inputs, not baselines); in every other case each copy is the model with its noise at the layer

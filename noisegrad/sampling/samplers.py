@@ -8,7 +8,11 @@ examples share the batch. Samples are
 organised in ``groups`` of independent units, from which standard errors are
 estimated: single samples (i.i.d.), pairs (antithetic), or independently
 randomised replicates of the design (QMC, LHS: sample ``k`` belongs to
-replicate ``k mod R`` and is point ``k div R`` of it).
+replicate ``k mod R`` and is point ``k div R`` of it). A Latin hypercube
+drawn until converged (``nt_samples="auto"``), whose sample count is not known
+up front, is instead a run of independent hypercubes of :data:`AUTO_BLOCK`
+samples each (sample ``k`` is point ``k mod B`` of block ``k div B``): the
+blocks are its units.
 """
 
 import functools
@@ -23,27 +27,33 @@ from noisegrad.sampling.keyed import random_bits, row_keys, standard_normal, uni
 from noisegrad.sampling.seeding import SampleSeeds
 from noisegrad.sampling.streams import Purpose, stream
 
-__all__ = ["SAMPLERS", "DEFAULT_REPLICATES", "NoiseSampler", "independent_units", "units_for_stderr"]
+__all__ = ["SAMPLERS", "DEFAULT_REPLICATES", "AUTO_BLOCK", "NoiseSampler", "independent_units", "units_for_stderr"]
 
 SAMPLERS = ("iid", "antithetic", "qmc", "lhs")
 #: Independently randomised replicates of a QMC or LHS design: the units of its standard error.
 DEFAULT_REPLICATES = 4
+#: Samples per independent Latin hypercube when the sample count is not known up front (``nt_samples="auto"``).
+AUTO_BLOCK = 4
 
 _SOBOL_BITS = 30
 _SOBOL_MAX_DIM = torch.quasirandom.SobolEngine.MAXDIM
 _GOLDEN = (math.sqrt(5) - 1) / 2
 
 
-def independent_units(kind: str, nt_samples: int) -> int:
-    """Independent units among ``nt_samples`` samples of ``kind``: samples, pairs, or replicates.
+def independent_units(kind: str, nt_samples: int, blocks: bool = False) -> int:
+    """Independent units among ``nt_samples`` samples of ``kind``: samples, pairs, replicates, or ``blocks``.
 
     Examples
     --------
     >>> independent_units("iid", 5), independent_units("antithetic", 5), independent_units("lhs", 5)
     (5, 3, 4)
+    >>> independent_units("lhs", 9, blocks=True)  # hypercubes of AUTO_BLOCK samples, the last one partial
+    3
     """
     if kind == "antithetic":
         return (nt_samples + 1) // 2
+    if kind == "lhs" and blocks:
+        return -(-nt_samples // AUTO_BLOCK)
     if kind in ("qmc", "lhs"):
         return min(nt_samples, DEFAULT_REPLICATES)
     return nt_samples
@@ -93,6 +103,14 @@ class NoiseSampler:
     replicates : int
         Independent randomisations of the QMC / LHS design (the units of the
         standard error); ignored by ``"iid"`` and ``"antithetic"``.
+    blocks : bool
+        For ``"lhs"`` with no sample count up front (``nt_samples="auto"``):
+        consecutive blocks of :data:`AUTO_BLOCK` samples, each an
+        independently randomised hypercube of that many strata (keyed by
+        the block's index), instead of ``replicates`` hypercubes spread over
+        ``nt_samples``. The blocks are the units of the standard error, dealt
+        round-robin into 8 groups; ``nt_samples`` and ``replicates`` are
+        then ignored.
 
     Examples
     --------
@@ -103,26 +121,31 @@ class NoiseSampler:
     True
     """
 
-    def __init__(self, kind: str, seeds: SampleSeeds, nt_samples: int, replicates: int = DEFAULT_REPLICATES) -> None:
+    def __init__(
+        self, kind: str, seeds: SampleSeeds, nt_samples: int, replicates: int = DEFAULT_REPLICATES, blocks: bool = False
+    ) -> None:
         if kind not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {kind!r}")
         self.kind, self.seeds, self.nt_samples = kind, seeds, nt_samples
-        self.replicates = replicates if kind in ("qmc", "lhs") else 1
+        self.block = AUTO_BLOCK if blocks and kind == "lhs" else None
+        self.replicates = replicates if kind in ("qmc", "lhs") and self.block is None else 1
         self._randomisation: Dict[Tuple[int, int], Tuple[Tensor, Tuple[Tensor, ...]]] = {}
 
     @property
     def unit_size(self) -> int:
-        """Consecutive samples per independent unit: 2 for antithetic pairs, else 1.
+        """Consecutive samples per independent unit: 2 for antithetic pairs, a block of LHS ``blocks``, else 1.
 
         Units are dealt round-robin into standard-error groups: sample ``k``
-        belongs to group ``(k // unit_size) mod groups`` (for QMC and LHS,
-        with ``groups = replicates``, that is its replicate).
+        belongs to group ``(k // unit_size) mod groups`` (for QMC and LHS
+        replicates, with ``groups = replicates``, that is its replicate).
         """
+        if self.block is not None:
+            return self.block
         return 2 if self.kind == "antithetic" else 1
 
     def standard_error_groups(self, default: int = 8) -> int:
         """How many independent groups the standard error is estimated from."""
-        return self.replicates if self.kind in ("qmc", "lhs") else default
+        return self.replicates if self.kind in ("qmc", "lhs") and self.block is None else default
 
     def fill(self, out: Tensor, sample_ids: range, example_ids: Tensor, input_index: int) -> None:
         """Write the standard-normal draws of ``sample_ids`` for ``example_ids`` into ``out[j, i]``.
@@ -148,8 +171,10 @@ class NoiseSampler:
             return
         work = out if out.dtype in (torch.float32, torch.float64) else torch.empty_like(out, dtype=torch.float32)
         flat = work.reshape(len(sample_ids), out.shape[1], -1)
+        if self.block is not None:
+            self._blocks_centred_uniform(flat, sample_ids, shape, input_index, example_ids)
         # The samples of one replicate are every R-th row of the chunk: handle them together.
-        for replicate in range(self.replicates):
+        for replicate in range(self.replicates if self.block is None else 0):
             first = (replicate - sample_ids.start) % self.replicates
             rows = sample_ids[first :: self.replicates]
             if len(rows):
@@ -195,6 +220,23 @@ class NoiseSampler:
         advance = torch.arange(points.start, points.stop, dtype=out.dtype, device=out.device).mul_(_GOLDEN).frac_()
         out.add_(advance.view(-1, 1, 1).add(phase).frac_()).mul_(2 / strata).sub_(1 + 1 / strata)
 
+    def _blocks_centred_uniform(
+        self, out: Tensor, sample_ids: range, shape: Tuple[int, ...], input_index: int, example_ids: Tensor
+    ) -> None:
+        """:meth:`_centred_uniform` for ``blocks``: every block of the chunk at once (its rows are contiguous)."""
+        size, device = self.block, out.device
+        blocks = range(sample_ids.start // size, (sample_ids.stop - 1) // size + 1)
+        multiplier, offset, phase = self._lhs_randomisation(shape, out.dtype, blocks, size, input_index, example_ids)
+        ids = torch.arange(sample_ids.start, sample_ids.stop, device=device)
+        block = ids.div(size, rounding_mode="floor").sub_(blocks.start)
+        point = ids.remainder(size).view(-1, 1, 1)
+        # the stratum (a·i + b) mod B, exact in float32 (see _centred_uniform); the jitter frac(c + i·φ)
+        position = torch.addcmul(offset[block], multiplier[block], point.float())
+        position.sub_(torch.mul(position, 1 / size).floor_(), alpha=size)
+        out.copy_(position)
+        advance = point.to(out.dtype).mul_(_GOLDEN).frac_()
+        out.add_(phase[block].add_(advance).frac_()).mul_(2 / size).sub_(1 + 1 / size)
+
     def _strata(self, replicate: int) -> int:
         """Samples in replicate ``r`` of the Latin hypercube: those ``k < nt_samples`` with ``k mod R == r``."""
         return max(1, math.ceil((self.nt_samples - replicate) / self.replicates))
@@ -221,18 +263,34 @@ class NoiseSampler:
             random_bits(keys(Purpose.QMC_SHIFT, replicate), shape, bits)
             randomisation: Tuple[Tensor, ...] = (bits.view(batch, -1).bitwise_and(2**_SOBOL_BITS - 1),)
         else:
-            strata = self._strata(replicate)
-            units = torch.tensor([a for a in range(1, strata + 1) if math.gcd(a, strata) == 1], device=example_ids.device)
-            pick = uniform(keys(Purpose.LHS_PERMUTATION, 2 * replicate), shape).mul_(len(units)).long().view(batch, -1)
-            offset = uniform(keys(Purpose.LHS_PERMUTATION, 2 * replicate + 1), shape).mul_(strata).long()
-            phase = uniform(keys(Purpose.LHS_PHASE, replicate), shape, dtype).view(batch, -1)
-            offset = offset.view(batch, -1)
-            if strata <= 1024:  # see _centred_uniform
-                randomisation = (units[pick].float(), offset.float().add_(0.5), phase)
-            else:
-                randomisation = (units[pick], offset, phase)
+            randomisation = tuple(r.view(batch, -1) for r in self._lhs_randomisation(
+                shape, dtype, range(replicate, replicate + 1), self._strata(replicate), input_index, example_ids))
         self._randomisation[cache_key] = (example_ids, randomisation)
         return randomisation
+
+    def _lhs_randomisation(
+        self, shape: Tuple[int, ...], dtype: torch.dtype, replicates: range, strata: int, input_index: int,
+        example_ids: Tensor,
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """The affine permutations ``(a, b)`` and jitter phases of some hypercubes of ``strata`` points, keyed by
+        their index (a replicate, or a block of ``blocks``), each ``(len(replicates), examples, elements)``.
+
+        Up to 1024 strata ``a`` and ``b + ½`` come as float32 (see :meth:`_centred_uniform`), else as int64.
+        """
+        seed, batch, device = self.seeds.base_seed, example_ids.shape[0], example_ids.device
+        shape_out = (len(replicates), batch, -1)
+        index = torch.arange(replicates.start, replicates.stop, device=device)
+
+        def draw(purpose: Purpose, units: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+            return uniform(row_keys(seed, stream(purpose, input_index), example_ids, units), shape, dtype)
+
+        units = torch.tensor([a for a in range(1, strata + 1) if math.gcd(a, strata) == 1], device=device)
+        pick = draw(Purpose.LHS_PERMUTATION, 2 * index).mul_(len(units)).long().view(shape_out)
+        offset = draw(Purpose.LHS_PERMUTATION, 2 * index + 1).mul_(strata).long().view(shape_out)
+        phase = draw(Purpose.LHS_PHASE, index, dtype).view(shape_out)
+        if strata <= 1024:
+            return units[pick].float(), offset.float().add_(0.5), phase
+        return units[pick], offset, phase
 
 
 @functools.lru_cache(maxsize=4)

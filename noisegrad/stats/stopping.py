@@ -36,6 +36,8 @@ class StoppingRule:
     so they can leave the batch and stop consuming compute. ``per_output``
     (``outputs=``: the last dimension of the attributions indexes outputs):
     every output of an example must reach ``tol``; the worst one sets the pace.
+    ``unit``: checks come at multiples of it (whole Latin hypercube blocks),
+    rounded up (and ``max_samples``, where the last unit may be partial).
 
     Examples
     --------
@@ -49,9 +51,10 @@ class StoppingRule:
     18
     """
 
-    def __init__(self, batch: int, tol: float, max_samples: int, min_samples: int, per_output: bool = False) -> None:
+    def __init__(self, batch: int, tol: float, max_samples: int, min_samples: int, per_output: bool = False,
+                 unit: int = 1) -> None:
         self.batch, self.tol, self.max_samples, self.min_samples = batch, tol, max_samples, min_samples
-        self.per_output = per_output
+        self.per_output, self.unit = per_output, unit
         self.projected = min_samples
         self.values: List[Tensor] = []
         self.errors: List[Tensor] = []
@@ -91,7 +94,8 @@ class StoppingRule:
             closest = float(running.min()) / self.tol  # the closest one to converging sets the pace
             # an all-zero attribution with some spread (inf) or a NaN one: go on to max_samples in chunks
             projected = math.ceil(count * closest**2) if math.isfinite(closest) else self.max_samples
-            self.projected = max(projected, math.ceil(count * (1 + LEAST_GROWTH)))
+            projected = max(projected, math.ceil(count * (1 + LEAST_GROWTH)))
+            self.projected = -(-projected // self.unit) * self.unit
         return done
 
     def _record(
