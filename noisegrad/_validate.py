@@ -12,7 +12,7 @@ from torch import Tensor
 
 from noisegrad._captum import APPROXIMATION_METHODS, RIEMANN_METHODS, is_path_method, path_points
 from noisegrad.stats.deltas import DELTA_REDUCTIONS
-from noisegrad.sampling.samplers import independent_units, units_for_stderr
+from noisegrad.sampling.samplers import AUTO_BLOCK, independent_units, units_for_stderr
 
 
 def as_int(name: str, value: object, least: Optional[int] = 1, extra: str = "") -> int:
@@ -337,9 +337,11 @@ def validate_stderr_units(return_stderr: bool, nt_type: str, sampler: str, nt_sa
         return
     needed, units = units_for_stderr(nt_type), independent_units(sampler, nt_samples, blocks=auto)
     if units < needed:
+        asked, count = ('nt_samples="auto"', "max_samples") if auto else ("return_stderr=True", "nt_samples")
+        blocks = f" (hypercubes of {AUTO_BLOCK} samples)" if auto and sampler == "lhs" else ""
         raise ValueError(
-            f"return_stderr=True with nt_type={nt_type!r} needs at least {needed} independent units of samples; "
-            f"sampler={sampler!r} with nt_samples={nt_samples} has {units}"
+            f"{asked} with nt_type={nt_type!r} needs at least {needed} independent units of samples; "
+            f"sampler={sampler!r}{blocks} with {count}={nt_samples} has {units}"
         )
 
 

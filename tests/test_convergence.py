@@ -72,7 +72,7 @@ def test_checks_come_at_least_an_eighth_apart_when_examples_converge_one_by_one(
 
 
 @settings(max_examples=12, deadline=None)
-@given(sampler=st.sampled_from(["iid", "antithetic", "qmc"]), chunk=st.integers(1, 40))
+@given(sampler=st.sampled_from(["iid", "antithetic", "qmc", "lhs"]), chunk=st.integers(1, 40))
 def test_auto_results_do_not_depend_on_the_chunk_size(sampler, chunk):
     """Checks come at the same sample counts whatever the chunk (a small one used to check after every chunk):
     the same stops, and the attributions of fixed runs with those counts, to rounding."""
@@ -96,8 +96,11 @@ def test_auto_results_do_not_depend_on_the_chunk_size(sampler, chunk):
         chunked = nt.attribute(x, nt_samples_batch_size=chunk, **common)
     assert torch.equal(chunked.nt_samples, whole.nt_samples)
     torch.testing.assert_close(chunked.attributions, whole.attributions, rtol=1e-10, atol=1e-12)
-    first = 32 if sampler == "qmc" else 16  # QMC's 4 replicates (3 dof) get 8 points each first
+    # QMC's 4 replicates (3 dof) get 8 points each first; LHS blocks of 4: one in each of 8 groups
+    first = 32 if sampler in ("qmc", "lhs") else 16
     assert counts[0] == first and all(after >= before * 9 / 8 for before, after in zip(counts, counts[1:])), counts
+    if sampler == "lhs":  # checks after whole hypercubes only
+        assert all(count % 4 == 0 for count in counts), counts
 
 
 def test_the_achieved_error_is_close_to_tol():
@@ -128,7 +131,9 @@ def test_auto_mode_is_reproducible_and_averages_deltas_per_input():
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (dict(sampler="lhs"), 'cannot use sampler="lhs"'),
+        (dict(sampler="lhs", nt_type="vargrad", max_samples=8),
+         r"nt_samples=\"auto\" with nt_type='vargrad' needs at least 3 independent units of samples; "
+         r"sampler='lhs' \(hypercubes of 4 samples\) with max_samples=8 has 2"),
         (dict(tol=0), "tol must be a positive finite number"),
         (dict(max_samples=0), "max_samples must be a positive int"),
         (dict(delta_reduction="none"), "averaged per input only"),
@@ -236,3 +241,29 @@ def test_nan_attributions_never_count_as_converged_and_zero_ones_with_spread_do_
     with pytest.warns(RuntimeWarning, match="did not reach tol"):
         NoiseTunnel(Saliency(kink)).attribute(torch.zeros(2, 3), nt_samples="auto", max_samples=64, stdevs=0.1,
                                               target=0, abs=False, seed=823, tol=1e-9)
+
+
+def test_auto_hypercube_blocks_are_unbiased_and_their_standard_error_matches_the_spread_over_seeds():
+    """With a tol every example meets at the first check, "auto" with sampler="lhs" is 8 independent hypercubes of
+    4 samples: their mean over seeds meets a long float64 i.i.d. reference within its Monte-Carlo error, and the
+    mean squared standard error is the variance of the estimate over seeds (within sampling error)."""
+    model = make_mlp(seed=3)
+    x = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    nt = NoiseTunnel(Saliency(model))
+    common = dict(stdevs=0.8, target=1, abs=True)
+    reference = nt.attribute(x, nt_samples=20000, nt_samples_batch_size=5000, seed=12345, **common)
+    reference_stderr = nt.attribute(x, nt_samples=20000, nt_samples_batch_size=5000, seed=12345,
+                                    return_stderr=True, **common).stderr
+    runs = [nt.attribute(x, nt_samples="auto", tol=1e9, sampler="lhs", seed=s, **common) for s in range(300)]
+    assert all(int(r.nt_samples.max()) == 32 and int(r.dof.min()) == 7 for r in runs)
+    estimates = torch.stack([r.attributions for r in runs])
+    mean, stderr = estimates.mean(0), estimates.std(0) / math.sqrt(len(runs))
+    z = (mean - reference) / (stderr**2 + reference_stderr**2).sqrt()
+    assert float(z.abs().max()) < 4.5
+    # summed over elements: Var over seeds (±8 % at 300 seeds) against the mean of stderr² (7 dof per run)
+    spread = float(estimates.var(0).sum())
+    claimed = float(torch.stack([r.stderr.pow(2) for r in runs]).mean(0).sum())
+    assert 0.75 < claimed / spread < 1.33, (claimed, spread)
+    # and the hypercubes did reduce the variance: i.i.d. noise at the same 32 samples spreads more
+    iid = torch.stack([nt.attribute(x, nt_samples=32, seed=s, **common) for s in range(300)])
+    assert spread < 0.8 * float(iid.var(0).sum()), (spread, float(iid.var(0).sum()))

@@ -11,7 +11,7 @@ from torch import nn
 
 from conftest import make_mlp
 from noisegrad import NoiseTunnel, SampleSeeds, plan_chunks
-from noisegrad.sampling.samplers import SAMPLERS, NoiseSampler
+from noisegrad.sampling.samplers import AUTO_BLOCK, SAMPLERS, NoiseSampler
 
 
 def draw(kind, nt_samples, shape=(3, 4), seed=0, chunk=None, replicates=4):
@@ -56,6 +56,45 @@ def test_latin_hypercube_uses_every_stratum_once_per_replicate_and_dimension(nt_
         strata = (rows * m).floor().long().sort(dim=0).values
         expected = torch.arange(m).view(m, 1, 1).expand_as(strata)
         assert torch.equal(strata, expected)
+
+
+def draw_blocks(nt_samples, example_ids, shape=(6,), seed=0, chunk=None, dtype=torch.float64):
+    """LHS as nt_samples="auto" draws it: independent hypercubes of AUTO_BLOCK samples."""
+    sampler = NoiseSampler("lhs", SampleSeeds(seed), 10**6, blocks=True)  # nt_samples does not matter
+    out = torch.empty((nt_samples, len(example_ids)) + shape, dtype=dtype)
+    for ids in plan_chunks(nt_samples, chunk):
+        sampler.fill(out[ids.start : ids.stop], ids, torch.tensor(example_ids), input_index=0)
+    return out
+
+
+def test_auto_hypercube_blocks_use_every_stratum_once_per_block_example_and_dimension():
+    size = AUTO_BLOCK
+    values = draw_blocks(5 * size + 2, [0, 1, 2], shape=(2, 7), chunk=3)  # chunks across block boundaries
+    strata = (torch.special.ndtr(values) * size).floor().long()
+    for block in range(5):
+        rows = strata[block * size : (block + 1) * size].sort(dim=0).values
+        assert torch.equal(rows, torch.arange(size).view(size, 1, 1, 1).expand_as(rows)), block
+    last = strata[5 * size :]  # a partial block: distinct strata
+    assert bool((last[0] != last[1]).all())
+    # the blocks are randomised independently: not the same permutation in every block
+    assert not torch.equal(strata[:size], strata[size : 2 * size])
+
+
+@settings(max_examples=30, deadline=None)
+@given(nt_samples=st.integers(1, 30), chunk=st.integers(1, 30), seed=st.integers(0, 99),
+       subset=st.lists(st.integers(0, 4), min_size=1, max_size=5, unique=True))
+def test_auto_hypercube_draws_do_not_depend_on_the_chunk_or_the_other_examples(nt_samples, chunk, seed, subset):
+    whole = draw_blocks(nt_samples, list(range(5)), seed=seed)
+    part = draw_blocks(nt_samples, subset, seed=seed, chunk=chunk)
+    assert torch.equal(part, whole[:, subset])
+
+
+def test_auto_hypercube_draws_are_standard_normal():
+    values = draw_blocks(64, list(range(8)), shape=(50,), seed=1).flatten()
+    n = values.numel()
+    assert abs(float(values.mean())) < 4 / math.sqrt(n)
+    assert abs(float(values.std()) - 1) < 0.03
+    assert abs(float((values < -1).double().mean()) - 0.1587) < 0.02
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
