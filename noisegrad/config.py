@@ -167,8 +167,6 @@ class SmoothingConfig:
             raise ValueError(f"nt_type must be one of {tuple(NT_TYPES)}, got {self.nt_type!r}")
         if self.nt_samples != "auto":
             set_(self, "nt_samples", _positive_int("nt_samples", self.nt_samples))
-        elif self.sampler == "lhs":
-            raise ValueError('nt_samples="auto" cannot use sampler="lhs": a Latin hypercube needs its sample count')
         if self.nt_samples != "auto" and (self.tol is not None or self.max_samples is not None):
             raise ValueError('tol and max_samples apply to nt_samples="auto" only')
         if self.tol is not None and (isinstance(self.tol, bool) or not (isinstance(self.tol, numbers.Real)
@@ -373,8 +371,7 @@ class SmoothingConfig:
                 tunables["noise_level"] = {"type": "float", "low": 0.01, "high": 0.5, "log": True}
         if self.nt_samples != "auto":
             tunables["nt_samples"] = {"type": "int", "low": 4, "high": 256, "log": True}
-        samplers = [s for s in SAMPLERS if not (s == "lhs" and self.nt_samples == "auto")]
-        tunables["sampler"] = {"type": "categorical", "choices": samplers}
+        tunables["sampler"] = {"type": "categorical", "choices": list(SAMPLERS)}
         return tunables
 
     # other libraries' parameter names (noisegrad/_foreign_configs.py)
