@@ -147,8 +147,11 @@ class NoiseTunnel(Attribution):
             compute. Returns a :class:`noisegrad.SmoothedAttribution` whose
             ``nt_samples`` holds the samples each example used and
             ``converged`` whether it reached ``tol`` (a ``RuntimeWarning``
-            names those that stopped at ``max_samples``). Not with
-            ``sampler="lhs"``, whose design needs the sample count up front.
+            names those that stopped at ``max_samples``). With
+            ``sampler="lhs"``, whose design would need the sample count up
+            front, the samples are consecutive independent Latin hypercubes
+            of 4 (:data:`noisegrad.sampling.samplers.AUTO_BLOCK`), and the
+            checks come after whole hypercubes.
         nt_samples_batch_size : int, "auto" or None
             Copies per example attributed together (>= 1); ``None``: all at
             once (Captum's default). The forward batch of a chunk is
@@ -190,9 +193,13 @@ class NoiseTunnel(Attribution):
             about half the samples for signed SmoothGrad, the Latin hypercube
             with 0.4–0.6 of them for SmoothGrad of absolute gradients and
             SmoothGrad²; none beats i.i.d. reliably for VarGrad. With
-            ``return_stderr`` or ``nt_samples="auto"``, QMC and LHS designs are
-            split into 4 independently randomised replicates (the units of the
-            standard error), which costs them some of that gain.
+            ``return_stderr``, QMC and LHS designs are split into 4
+            independently randomised replicates (the units of the standard
+            error), which costs them some of that gain; so is QMC with
+            ``nt_samples="auto"``. LHS with ``"auto"`` draws blocks of 4
+            samples, each an independently randomised hypercube of 4 strata
+            (every dimension stratified within a block; the blocks are the
+            units of the standard error, dealt into 8 groups).
         return_stderr : bool
             Return a :class:`noisegrad.SmoothedAttribution` with the
             Monte-Carlo standard error of every element and, per example,
@@ -200,8 +207,9 @@ class NoiseTunnel(Attribution):
             forward or backward). For SmoothGrad with i.i.d. noise it is the
             textbook standard error of a mean, ``√(M2 / (n (n − 1)))``;
             otherwise the delete-one-group jackknife over the sampler's
-            independent units (8 groups of i.i.d. samples or of antithetic
-            pairs; the 4 randomised replicates of QMC / LHS). Needs 2
+            independent units (8 groups of i.i.d. samples, of antithetic
+            pairs or, with ``nt_samples="auto"``, of LHS blocks; otherwise
+            the 4 randomised replicates of QMC / LHS). Needs 2
             independent units (3 for VarGrad). Its degrees of freedom are in
             ``.dof`` and ``.interval(level)`` gives Student-t intervals. With
             ``joint=``, also the delta's standard error (``delta_stderr``).
@@ -448,7 +456,7 @@ class NoiseTunnel(Attribution):
 #: Samples per chunk in nt_samples="auto" mode unless a chunk size or budget is given.
 _AUTO_MODE_CHUNK = 64
 #: The first convergence check: by then every standard-error group holds a unit (2 i.i.d. samples or 1 antithetic
-#: pair in each of 8 groups). At 16 instead of 32 the median achieved error stays within 25 % of tol
+#: pair in each of 8 groups; a Latin hypercube block of 4 in each makes it 32). At 16 instead of 32 the median achieved error stays within 25 % of tol
 #: (tests/test_convergence.py), and a call that needs about 10 samples is not made to draw 32
 #: (benchmarks/TIME_TO_ACCURACY.md, the transformer); with few features more inputs end above 1.5 × tol (3.5–7 %
 #: instead of 1.5–3 % of those stopping at the first check, measured on 2–5 feature MLPs).
