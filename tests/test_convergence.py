@@ -96,8 +96,7 @@ def test_auto_results_do_not_depend_on_the_chunk_size(sampler, chunk):
         chunked = nt.attribute(x, nt_samples_batch_size=chunk, **common)
     assert torch.equal(chunked.nt_samples, whole.nt_samples)
     torch.testing.assert_close(chunked.attributions, whole.attributions, rtol=1e-10, atol=1e-12)
-    # QMC's 4 replicates (3 dof) get 8 points each first; LHS blocks of 4: one in each of 8 groups
-    first = 32 if sampler in ("qmc", "lhs") else 16
+    first = 32 if sampler == "qmc" else 16  # QMC's 4 replicates (3 dof) get 8 points each first; LHS: 4 blocks
     assert counts[0] == first and all(after >= before * 9 / 8 for before, after in zip(counts, counts[1:])), counts
     if sampler == "lhs":  # checks after whole hypercubes only
         assert all(count % 4 == 0 for count in counts), counts
@@ -244,8 +243,8 @@ def test_nan_attributions_never_count_as_converged_and_zero_ones_with_spread_do_
 
 
 def test_auto_hypercube_blocks_are_unbiased_and_their_standard_error_matches_the_spread_over_seeds():
-    """With a tol every example meets at the first check, "auto" with sampler="lhs" is 8 independent hypercubes of
-    4 samples: their mean over seeds meets a long float64 i.i.d. reference within its Monte-Carlo error, and the
+    """With max_samples=32 (and a tol no check meets), "auto" with sampler="lhs" is 8 independent hypercubes of 4
+    samples: their mean over seeds meets a long float64 i.i.d. reference within its Monte-Carlo error, and the
     mean squared standard error is the variance of the estimate over seeds (within sampling error)."""
     model = make_mlp(seed=3)
     x = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
@@ -254,7 +253,8 @@ def test_auto_hypercube_blocks_are_unbiased_and_their_standard_error_matches_the
     reference = nt.attribute(x, nt_samples=20000, nt_samples_batch_size=5000, seed=12345, **common)
     reference_stderr = nt.attribute(x, nt_samples=20000, nt_samples_batch_size=5000, seed=12345,
                                     return_stderr=True, **common).stderr
-    runs = [nt.attribute(x, nt_samples="auto", tol=1e9, sampler="lhs", seed=s, **common) for s in range(300)]
+    runs = [nt.attribute(x, nt_samples="auto", tol=1e-9, max_samples=32, sampler="lhs", seed=s, **common)
+            for s in range(300)]
     assert all(int(r.nt_samples.max()) == 32 and int(r.dof.min()) == 7 for r in runs)
     estimates = torch.stack([r.attributions for r in runs])
     mean, stderr = estimates.mean(0), estimates.std(0) / math.sqrt(len(runs))
