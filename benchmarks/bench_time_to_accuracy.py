@@ -325,9 +325,8 @@ def measure_rows(setting: Setting, budget: Budget, load: ForeignLoad) -> List[Ro
             per_example = np.median(used, axis=0)
             ng_range = (per_example.min(), per_example.max())
             scale_ng = max(1.0, (ng_error / tol) ** 2)
-            sampler = noisegrad.frontends.BEST_SAMPLER[(s.nt_type, s.absolute)]
-            if sampler == "lhs":  # what the front-ends take with "auto"
-                sampler = noisegrad.frontends.FALLBACK_SAMPLER[s.nt_type]
+            sampler = noisegrad.frontends.AUTO_SAMPLER[(s.nt_type, s.absolute)]  # what the front-ends take with "auto"
+            sampler = "lhs (blocks of 4)" if sampler == "lhs" else sampler
             approach = f'{FRONTENDS[s.nt_type].__name__}(nt_samples="auto", tol={tol}), sampler {sampler}'
             ng_call = lambda: setting.noisegrad_auto(tol, next(counter), budget.max_samples)  # noqa: E731
         variants = {

@@ -6,13 +6,16 @@ noise relative to each example's range (15 %, the SmoothGrad paper's 10–20 %),
 50 samples (where the paper sees diminishing returns), a chunk size from the
 model's memory per row, and the sampler that needed the fewest samples for the
 same error in ``benchmarks/SAMPLERS.md`` (16 examples × 8 seeds, on a CNN and
-an MLP): a Latin hypercube for every statistic. With ``nt_samples="auto"``
-or ``weight_noise(draws="auto")``, which cannot fix a hypercube's strata in
-advance (nor spread one over independent weight draws), or ``return_stderr=True``,
-whose standard error would rest on the hypercube's 4 replicates (3 degrees of
-freedom), they take the best sampler without that limit instead
-(:data:`FALLBACK_SAMPLER`): antithetic pairs for the SmoothGrads, i.i.d.
-noise for VarGrad, for which antithetic pairs are worse than i.i.d. noise."""
+an MLP): a Latin hypercube for every statistic. With ``weight_noise(draws="auto")``,
+which cannot spread a hypercube over independent weight draws, or
+``return_stderr=True``, whose standard error would rest on the hypercube's 4
+replicates (3 degrees of freedom), they take the best sampler without that
+limit instead (:data:`FALLBACK_SAMPLER`): antithetic pairs for the SmoothGrads,
+i.i.d. noise for VarGrad, for which antithetic pairs are worse than i.i.d.
+noise. With ``nt_samples="auto"`` a hypercube comes as independent blocks of 4
+samples, which keeps less of its gain; they take it where it needed fewer
+samples than the fallback for the same error on the time-to-accuracy workloads
+(:data:`AUTO_SAMPLER`, ``benchmarks/AUTO_LHS.md``)."""
 
 from typing import Any, Callable, Optional, Union
 
@@ -22,7 +25,7 @@ from torch import Tensor
 from noisegrad.perturb.inputs import StdevsType, relative
 from noisegrad.tunnel import NoiseTunnel, TensorOrTuple
 
-__all__ = ["smoothgrad", "smoothgrad_sq", "vargrad", "BEST_SAMPLER", "FALLBACK_SAMPLER"]
+__all__ = ["smoothgrad", "smoothgrad_sq", "vargrad", "BEST_SAMPLER", "FALLBACK_SAMPLER", "AUTO_SAMPLER"]
 
 #: (nt_type, absolute gradients?) → the sampler front-ends use by default (benchmarks/SAMPLERS.md).
 BEST_SAMPLER = {
@@ -34,9 +37,19 @@ BEST_SAMPLER = {
     ("vargrad", True): "lhs",
 }
 
-#: nt_type → the sampler instead of a Latin hypercube with ``nt_samples="auto"``, ``weight_noise(draws="auto")``
-#: or ``return_stderr=True``.
+#: nt_type → the sampler instead of a Latin hypercube with ``weight_noise(draws="auto")`` or ``return_stderr=True``.
 FALLBACK_SAMPLER = {"smoothgrad": "antithetic", "smoothgrad_sq": "antithetic", "vargrad": "iid"}
+
+#: (nt_type, absolute gradients?) → the sampler with ``nt_samples="auto"``: Latin hypercubes in blocks of 4 where
+#: they needed fewer samples than :data:`FALLBACK_SAMPLER` for the same error (benchmarks/AUTO_LHS.md), else that.
+AUTO_SAMPLER = {
+    ("smoothgrad", False): "antithetic",
+    ("smoothgrad", True): "lhs",
+    ("smoothgrad_sq", False): "lhs",
+    ("smoothgrad_sq", True): "lhs",
+    ("vargrad", False): "iid",
+    ("vargrad", True): "iid",
+}
 
 
 def _smooth(
@@ -55,12 +68,15 @@ def _smooth(
                         "paper), not Saliency's abs=")
     kwargs.setdefault("nt_samples_batch_size", "auto")
     if sampler is None:
-        sampler = BEST_SAMPLER[(nt_type, absolute)]
-        until_converged = nt_samples == "auto" or getattr(kwargs.get("weight_noise"), "draws", None) == "auto"
-        if sampler == "lhs" and (until_converged or kwargs.get("return_stderr")):
-            # a Latin hypercube needs its sample count up front, and its standard error only has 4 replicates
-            # (3 degrees of freedom); antithetic pairs come close for the SmoothGrads and give 8 groups (7)
-            sampler = FALLBACK_SAMPLER[nt_type]
+        weight_draws_until_converged = getattr(kwargs.get("weight_noise"), "draws", None) == "auto"
+        if nt_samples == "auto" and not weight_draws_until_converged:
+            sampler = AUTO_SAMPLER[(nt_type, absolute)]
+        else:
+            sampler = BEST_SAMPLER[(nt_type, absolute)]
+            if sampler == "lhs" and (weight_draws_until_converged or kwargs.get("return_stderr")):
+                # one hypercube cannot span independent weight draws, and its standard error only has 4 replicates
+                # (3 degrees of freedom); antithetic pairs come close for the SmoothGrads and give 8 groups (7)
+                sampler = FALLBACK_SAMPLER[nt_type]
     return NoiseTunnel(Saliency(model)).attribute(
         inputs,
         nt_type=nt_type,
@@ -102,9 +118,9 @@ def smoothgrad(
     sampler : str, optional
         Default: the measured best for this statistic (:data:`BEST_SAMPLER`;
         :data:`FALLBACK_SAMPLER` instead of a Latin hypercube with
-        ``nt_samples="auto"``, ``weight_noise(draws="auto")`` or
-        ``return_stderr=True``, whose standard error would rest on only 4
-        replicates).
+        ``weight_noise(draws="auto")`` or ``return_stderr=True``, whose
+        standard error would rest on only 4 replicates; with
+        ``nt_samples="auto"``, :data:`AUTO_SAMPLER`).
     **kwargs
         Passed to ``NoiseTunnel.attribute`` (``seed``, ``return_stderr``,
         ``additional_forward_args``, ``nt_samples_batch_size``, ...), also

@@ -6,7 +6,7 @@ from captum.attr import Saliency
 
 from conftest import make_mlp
 from noisegrad import NoiseTunnel, SmoothedAttribution, relative, smoothgrad, smoothgrad_sq, vargrad
-from noisegrad.frontends import BEST_SAMPLER, FALLBACK_SAMPLER
+from noisegrad.frontends import AUTO_SAMPLER, BEST_SAMPLER, FALLBACK_SAMPLER
 
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
@@ -34,27 +34,38 @@ def test_the_tunnel_itself_keeps_captums_iid_default():
     assert torch.equal(default, iid)
 
 
-@pytest.mark.parametrize("options", [dict(nt_samples="auto", tol=0.2), dict(return_stderr=True)])
-@pytest.mark.parametrize(
-    "function, nt_type, sampler, dof",
-    [(smoothgrad, "smoothgrad", "antithetic", 7), (smoothgrad_sq, "smoothgrad_sq", "antithetic", 7),
-     (vargrad, "vargrad", "iid", 7)],  # 8 groups: of antithetic pairs, or of i.i.d. samples (the jackknife's)
-)
-def test_auto_samples_and_standard_errors_swap_the_latin_hypercube_for_the_fallback(function, nt_type, sampler, dof,
-                                                                                   options):
-    """A hypercube needs its sample count up front, and its standard error would rest on 4 replicates (3 dof)."""
+FUNCTIONS = [(smoothgrad, "smoothgrad", False), (smoothgrad, "smoothgrad", True),
+             (smoothgrad_sq, "smoothgrad_sq", False), (vargrad, "vargrad", False)]
+
+
+def _front_end_and_tunnel(function, nt_type, absolute, sampler, **options):
     model = make_mlp()
-    extra = {"absolute": True} if function is smoothgrad else {}
+    extra = {"absolute": absolute} if function is smoothgrad else {}
     result = function(model, X, target=0, seed=0, **extra, **options)
     expected = NoiseTunnel(Saliency(model)).attribute(
         X, **{"nt_samples": 50, **options}, nt_type=nt_type, stdevs=relative(0.15), sampler=sampler, target=0,
-        abs=function is smoothgrad, seed=0,
+        abs=absolute, seed=0,
     )
     assert isinstance(result, SmoothedAttribution)
     torch.testing.assert_close(result.attributions, expected.attributions, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(result.stderr, expected.stderr, rtol=1e-12, atol=1e-15)
-    if "return_stderr" in options:
-        assert int(result.dof) == dof
+    return result
+
+
+@pytest.mark.parametrize("function, nt_type, absolute", FUNCTIONS)
+def test_standard_errors_swap_the_latin_hypercube_for_the_fallback(function, nt_type, absolute):
+    """A fixed-count hypercube's standard error would rest on 4 replicates (3 dof); the fallback's has 8 groups."""
+    result = _front_end_and_tunnel(function, nt_type, absolute, FALLBACK_SAMPLER[nt_type], return_stderr=True)
+    assert int(result.dof) == 7  # 8 groups: of antithetic pairs, or of i.i.d. samples (the jackknife's)
+
+
+@pytest.mark.parametrize("function, nt_type, absolute", FUNCTIONS)
+def test_auto_samples_take_the_auto_sampler(function, nt_type, absolute):
+    result = _front_end_and_tunnel(function, nt_type, absolute, AUTO_SAMPLER[(nt_type, absolute)],
+                                   nt_samples="auto", tol=0.2)
+    assert AUTO_SAMPLER[(nt_type, absolute)] in ("lhs", FALLBACK_SAMPLER[nt_type])
+    if AUTO_SAMPLER[(nt_type, absolute)] == "lhs":  # blocks of 4: checks after whole blocks
+        assert bool((result.nt_samples % 4 == 0).all())
 
 
 @pytest.mark.parametrize("draws", ["auto", 4])
@@ -109,6 +120,42 @@ def test_the_default_samplers_are_the_ones_samplers_md_measured_best():
         # the fallback: antithetic pairs (8 jackknife groups) where they beat i.i.d. noise (32 per model), else i.i.d.
         beats_iid = needed[(setting, "antithetic")] < 2 * 32
         assert FALLBACK_SAMPLER[key[0]] == ("antithetic" if beats_iid else "iid"), needed[(setting, "antithetic")]
+
+
+def _auto_lhs_table() -> dict:
+    """benchmarks/AUTO_LHS.md: (statistic, sampler) → [(samples, error)] over its workloads and targets."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "AUTO_LHS.md").read_text()
+    rows: dict = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[5].isdigit():
+            rows.setdefault((cells[1], cells[4]), []).append((float(cells[5]), float(cells[6])))
+    return rows
+
+
+def test_the_auto_samplers_are_the_ones_auto_lhs_md_measured_better():
+    """The hypercube blocks as shipped (B = AUTO_BLOCK, first check as tunnel._first_check) are the default with
+    "auto" exactly where benchmarks/AUTO_LHS.md has them needing fewer samples in total than the fallback over its
+    workloads and targets, with no more samples × error² (the samples for a given error, as error² ∝ 1/n)."""
+    from noisegrad.sampling.samplers import AUTO_BLOCK, NoiseSampler
+    from noisegrad.tunnel import _first_check
+    from noisegrad import SampleSeeds
+
+    rows = _auto_lhs_table()
+    shipped = f"lhs, B = {AUTO_BLOCK}, first check {_first_check(NoiseSampler('lhs', SampleSeeds(0), 1, blocks=True))}"
+    settings = {("smoothgrad", False): "SmoothGrad, signed", ("smoothgrad", True): "SmoothGrad, absolute",
+                ("smoothgrad_sq", False): "SmoothGrad²", ("vargrad", False): "VarGrad"}
+    for key, setting in settings.items():
+        fallback, blocks = rows[(setting, FALLBACK_SAMPLER[key[0]])], rows[(setting, shipped)]
+        assert len(fallback) == len(blocks) >= 3, (setting, fallback, blocks)  # every workload and target
+        fewer = sum(n for n, _ in blocks) < sum(n for n, _ in fallback)
+        no_worse = sum(n * e**2 for n, e in blocks) <= sum(n * e**2 for n, e in fallback)
+        assert AUTO_SAMPLER[key] == ("lhs" if fewer and no_worse else FALLBACK_SAMPLER[key[0]]), (setting, blocks,
+                                                                                                  fallback)
+    assert AUTO_SAMPLER[("smoothgrad_sq", True)] == AUTO_SAMPLER[("smoothgrad_sq", False)]  # abs changes nothing
+    assert AUTO_SAMPLER[("vargrad", True)] == AUTO_SAMPLER[("vargrad", False)]
 
 
 def test_saliencys_abs_keyword_points_to_absolute():
