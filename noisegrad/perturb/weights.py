@@ -161,6 +161,7 @@ class DrawUnits:
     """
 
     kind = "weights"  # not "iid": no textbook standard error over single samples
+    block = None  # not Latin hypercube blocks (their first check and stops: noisegrad.tunnel)
 
     def __init__(self, draw_size: int, sampler: str) -> None:
         self.unit_size = draw_size * (2 if sampler == "antithetic" else 1)
