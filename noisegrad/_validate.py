@@ -73,7 +73,7 @@ def validate_counts(
 ) -> Tuple[Any, Any, Optional[int], Optional[int]]:
     """The four counts, with every integer as a Python int (``"auto"`` and ``None`` kept where allowed)."""
     if nt_samples != "auto":
-        nt_samples = as_int("nt_samples", nt_samples)
+        nt_samples = as_int("nt_samples", nt_samples, extra=' or "auto"')
     if nt_samples_batch_size is not None and nt_samples_batch_size != "auto":
         nt_samples_batch_size = as_int("nt_samples_batch_size", nt_samples_batch_size, extra=', "auto" or None')
     budgets = []
