@@ -309,6 +309,43 @@ def test_a_per_token_mask_of_layer_attributions_is_refused_until_it_has_their_di
     assert snap.row()["mass_in_mask"] == pytest.approx(sum(shares) / 3, rel=1e-12)
 
 
+@pytest.mark.parametrize("given", ["config", "attribute_kwargs"])
+def test_with_several_outputs_a_mask_without_their_dimension_is_refused_when_the_monitor_is_built(given):
+    # outputs= gives the attributions a last dimension: a mask shaped like the probe was accepted and failed at the
+    # first snapshot, hours into training; one with that dimension was refused when the monitor was built
+    model = Net().eval()
+    x, y, masks = data(3)
+    outputs = {"outputs": [0, 2]} if given == "config" else {"attribute_kwargs": {"outputs": [0, 2]}}
+    forwards = ForwardCounter(model)
+    with pytest.raises(ValueError, match=r"masks\[0\] of shape \(3, 1, 6, 6\) must broadcast to the attributions' "
+                                         r"shape \(3, 1, 6, 6, 2\).*outputs=\[0, 2\] adds a last dimension of 2\); "
+                                         r"give masks\[0\]\[\.\.\., None\]"):
+        AttributionMonitor(Saliency(model), x, masks=masks, nt_samples=4, **outputs)
+    assert forwards.calls == 0
+    snap = AttributionMonitor(Saliency(model), x, masks=masks[..., None], nt_samples=4, **outputs).snapshot(0)
+    assert snap.attributions.shape == (3, 1, 6, 6, 2)
+    shares = [ref_share(snap.attributions[i], masks[i][..., None].expand(1, 6, 6, 2)) for i in range(3)]
+    assert snap.row()["mass_in_mask"] == pytest.approx(sum(shares) / 3, rel=1e-12)
+
+
+def test_with_channels_combined_a_mask_with_a_channel_dimension_is_refused_when_the_monitor_is_built():
+    model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)).eval()
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    masks = x[:, :1] > 0.5
+    forwards = ForwardCounter(model)
+    with pytest.raises(ValueError, match=r"masks\[0\] of shape \(3, 1, 6, 6\) must broadcast to the attributions' "
+                                         r"shape \(3, 6, 6\).*channel_reducer='mean' combines its channels\); "
+                                         r"give masks\[0\]\[:, 0\]"):
+        AttributionMonitor(Saliency(model), x, 0, masks=masks, nt_samples=4, channel_reducer="mean")
+    with pytest.raises(ValueError, match=r"shape \(3, 6, 6, 2\).*give masks\[0\]\[:, 0\]\[\.\.\., None\]"):
+        AttributionMonitor(Saliency(model), x, masks=masks, nt_samples=4, channel_reducer="sum", outputs=[0, 1])
+    assert forwards.calls == 0
+    snap = AttributionMonitor(Saliency(model), x, 0, masks=masks[:, 0], nt_samples=4,
+                              channel_reducer="mean").snapshot(0)
+    shares = [ref_share(snap.attributions[i], masks[i, 0]) for i in range(3)]
+    assert snap.row()["mass_in_mask"] == pytest.approx(sum(shares) / 3, rel=1e-12)
+
+
 def test_a_method_built_on_another_model_is_refused_and_one_on_a_part_of_it_is_taken():
     model, other = Net(), Net()
     x, y, _ = data(3)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from noisegrad.config import SmoothingConfig
 from noisegrad.monitor.metrics import zero_one
+from noisegrad.reducers import reduce_channels
 from noisegrad.tunnel import NoiseTunnel
 
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(SmoothingConfig))
@@ -86,9 +87,11 @@ def check_same_model(model: nn.Module, behind: List[nn.Module], method: Attribut
                          f"{type(method).__name__}(model)")
 
 
-def checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[Tuple[Tensor, ...]]:
+def checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution,
+                  call: Dict[str, Any]) -> Optional[Tuple[Tensor, ...]]:
     """Masks as a tuple of bool tensors, one per input (per layer output for a layer method); for input attributions
-    each must broadcast to its input."""
+    each must broadcast to the attributions of its input as ``call`` (the monitor's ``NoiseTunnel.attribute``
+    arguments) shapes them: ``channel_reducer=`` combines an image's channels, ``outputs=`` adds a last dimension."""
     if masks is None:
         return None
     given = tuple(masks) if isinstance(masks, (tuple, list)) else (masks,)
@@ -104,11 +107,32 @@ def checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution) ->
         return given
     if len(given) != len(probe):
         raise ValueError(f"masks must have one tensor per input ({len(probe)}), got {len(given)}")
+    outputs, reducer = call.get("outputs"), call.get("channel_reducer")
     for i, (mask, x) in enumerate(zip(given, probe)):
-        if mask.dim() != x.dim() or mask.shape[0] != x.shape[0] or not _broadcasts(mask.shape, x.shape):
-            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must broadcast to the probe input's shape "
-                             f"{tuple(x.shape)}, with the same batch size")
+        shape = tuple(reduce_channels(x.new_empty(x.shape + ((len(outputs),) if outputs is not None else ()),
+                                                   device="meta"), reducer, per_output=outputs is not None).shape)
+        if mask.dim() != len(shape) or mask.shape[0] != batch or not _broadcasts(mask.shape, shape):
+            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must broadcast to "
+                             f"{_shaped(i, mask, x, shape, reducer, outputs)}")
     return given
+
+
+def _shaped(i: int, mask: Tensor, x: Tensor, shape: Tuple[int, ...], reducer: Any, outputs: Any) -> str:
+    """The end of the error for ``masks[i]``: the attributions' shape, what made it, and the mask that fits."""
+    reduced = len(shape) < x.dim() + (outputs is not None)
+    made = [f"channel_reducer={reducer!r} combines its channels"] if reduced else []
+    made += [f"outputs={list(outputs)} adds a last dimension of {len(outputs)}"] if outputs is not None else []
+    if not made:
+        return f"the probe input's shape {shape}, with the same batch size"
+    fits = []
+    if reduced and mask.dim() > 1 and mask.shape[1] == 1:
+        fits.append(("[:, 0]", mask[:, 0]))
+    if outputs is not None:
+        fits += [(f"{index}[..., None]", fit[..., None]) for index, fit in [("", mask), *fits]]
+    hint = next((f"; give masks[{i}]{index}" for index, fit in fits
+                 if fit.dim() == len(shape) and _broadcasts(fit.shape, shape)), "")
+    return (f"the attributions' shape {shape}, with the same batch size (the probe input is {tuple(x.shape)}; "
+            f"{' and '.join(made)}){hint}")
 
 
 def _broadcasts(shape: Sequence[int], to: Sequence[int]) -> bool:

@@ -190,7 +190,6 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self.inputs = inputs
         probe = validate_inputs(inputs, discrete=discrete)
         check_probe_dtype(probe, self.models)
-        self.masks = checked_masks(masks, probe, self.method)
         self.target = target
         self.tokens = checked_tokens(tokens, probe[0].shape[0])
         self.feature_names = checked_feature_names(feature_names, probe, self.method)
@@ -205,6 +204,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self._tunnel = NoiseTunnel(local_method(self.method))
         self._tunnel.check_arguments(inputs, target=target, **self._call)  # every argument, no forward
         check_required_arguments(self.method, self._call)
+        self.masks = checked_masks(masks, probe, self.method, self._call)
 
         self.sinks: List[Any] = list(sinks)
         if writer is not None:
