@@ -272,6 +272,28 @@ def test_layer_attributions_and_text_figures():
     assert [t.get_text() for t in fig.axes[0].texts] == tokens[0]
 
 
+def test_tokens_are_checked_when_the_monitor_is_built_and_padding_may_be_left_out(tmp_path):
+    # a row longer than the probe's tokens, or a str where a list of tokens belongs, made the text figure fail at
+    # the first snapshot drawn, inside training
+    torch.manual_seed(0)
+    embed = nn.Embedding(10, 4)
+    model = nn.Sequential(embed, nn.Flatten(), nn.Linear(3 * 4, 2))
+    ids = torch.tensor([[1, 2, 3], [4, 5, 0]])
+    method = LayerGradientXActivation(model, embed)
+    forwards = ForwardCounter(model)
+    options = dict(nt_samples=4, noise_level=0.1, noise_layer="0", log_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"tokens\[1\] has 4 tokens and the probe \(2, 3\) has 3 per example"):
+        AttributionMonitor(method, ids, 0, tokens=[["a", "b", "c"], ["d", "e", "f", "g"]], **options)
+    with pytest.raises(TypeError, match=r"tokens must be one sequence of str per probe example \(a list of lists\)"):
+        AttributionMonitor(method, ids, 0, tokens=["a b c", "d e"], **options)
+    assert forwards.calls == 0
+    tokens = [["a", "b", "c"], ["d", "e"]]  # the second example's padding left out
+    monitor = AttributionMonitor(method, ids, 0, tokens=tokens, **options)
+    monitor.snapshot(0)
+    assert [t.get_text() for t in monitor.figure().axes[1].texts] == tokens[1]
+    assert len(list((tmp_path / "maps").glob("*.png"))) == 1
+
+
 def test_several_outputs_give_one_number_per_example_and_metric():
     model = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
     x = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))

@@ -139,12 +139,23 @@ def _broadcasts(shape: Sequence[int], to: Sequence[int]) -> bool:
     return all(a == b or a == 1 for a, b in zip(shape, to))
 
 
-def checked_tokens(tokens: Any, batch: int) -> Optional[List[List[str]]]:
+def checked_tokens(tokens: Any, probe: Tuple[Tensor, ...]) -> Optional[List[List[str]]]:
+    """Each probe example's tokens, as many as its tokens dimension (the probe's dimension 1) or fewer (padding is
+    left out of the figure): a text figure drawn at a snapshot must not fail."""
     if tokens is None:
         return None
+    batch = probe[0].shape[0]
+    if isinstance(tokens, str) or any(isinstance(row, str) for row in tokens):
+        raise TypeError("tokens must be one sequence of str per probe example (a list of lists), got a str where a "
+                        "sequence of tokens belongs")
     rows = [list(row) for row in tokens]
     if len(rows) != batch or not all(isinstance(t, str) for row in rows for t in row):
         raise ValueError(f"tokens must be one sequence of str per probe example ({batch}), got {len(rows)} rows")
+    most = probe[0].shape[1] if probe[0].dim() > 1 else None
+    longer = [i for i, row in enumerate(rows) if most is not None and len(row) > most]
+    if longer:
+        raise ValueError(f"tokens[{longer[0]}] has {len(rows[longer[0]])} tokens and the probe "
+                         f"{tuple(probe[0].shape)} has {most} per example: give at most {most} (padding may be left out)")
     return rows
 
 

@@ -191,7 +191,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
         probe = validate_inputs(inputs, discrete=discrete)
         check_probe_dtype(probe, self.models)
         self.target = target
-        self.tokens = checked_tokens(tokens, probe[0].shape[0])
+        self.tokens = checked_tokens(tokens, probe)
         self.feature_names = checked_feature_names(feature_names, probe, self.method)
         self._kwargs = dict(attribute_kwargs or {})
         for name in ("target", "inputs", "return_stderr", "seed", "generator"):
