@@ -420,7 +420,12 @@ def test_errors_at_a_snapshot_speak_of_the_monitor_and_the_probe():
         monitor.step(0)
     with pytest.raises(ValueError, match=r"global_step must be an int >= 0, got -3"):
         monitor.step(-3)
+    for step in ("7", 7.0, -7):  # snapshot() took any of them as the step of a record
+        with pytest.raises((TypeError, ValueError), match=r"global_step must be an int >= 0"):
+            monitor.snapshot(step)
     assert monitor.history == []
+    monitor.snapshot(np.int64(7))
+    assert type(monitor.history[0]["step"]) is int and json.dumps(monitor.history[0]["step"]) == "7"
 
 
 def test_a_snapshot_prints_in_one_line_with_its_means():
@@ -451,6 +456,8 @@ def test_feature_names_are_refused_for_a_probe_that_is_not_tabular():
     (dict(masks=torch.ones(3, 1, 6, 6, dtype=torch.uint8) * 255), ValueError, r"masks\[0\] must hold only 0 and 1"),
     (dict(writer=object()), TypeError, "writer must be a TensorBoard SummaryWriter"),
     (dict(sinks=[object()]), TypeError, "sinks must have scalars"),
+    (dict(sinks=object()), TypeError, r"sinks must be a list or tuple of sinks, got object \(for one sink, give "
+                                      r"sinks=\[sink\]\)"),
     (dict(config=SmoothingConfig(dtype="double")), ValueError, "dtype='double'"),
     (dict(attribute_kwargs={"seed": 3}), TypeError, "attribute_kwargs may not set 'seed'"),
     (dict(nt_samples=0), ValueError, "nt_samples must be >= 1"),

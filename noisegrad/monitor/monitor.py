@@ -206,6 +206,9 @@ class AttributionMonitor(contextlib.ContextDecorator):
         check_required_arguments(self.method, self._call)
         self.masks = checked_masks(masks, probe, self.method, self._call)
 
+        if not isinstance(sinks, (list, tuple)):
+            raise TypeError(f"sinks must be a list or tuple of sinks, got {type(sinks).__name__} (for one sink, give "
+                            f"sinks=[sink])")
         self.sinks: List[Any] = list(sinks)
         if writer is not None:
             self.sinks.append(TensorBoardSink(writer, tag))
@@ -242,10 +245,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
         ``monitor.snapshot(0)`` before the loop, step 0 is the untrained model
         (as the Lightning callback does).
         """
-        if global_step is None:
-            global_step = self._next_step
-        elif type(global_step) is not int or global_step < 0:
-            global_step = as_int("global_step", global_step, least=0)
+        global_step = self._next_step if global_step is None else _checked_step(global_step)
         self._next_step = global_step + 1
         if global_step % self.every:
             return None
@@ -263,6 +263,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
 
     def snapshot(self, global_step: int) -> Snapshot:
         """Attribute the probe batch now, record it, and return it (whatever ``every`` says)."""
+        global_step = _checked_step(global_step)
         if torch.is_inference_mode_enabled() and isinstance(self.method, GradientAttribution):
             raise RuntimeError(f"the monitor's {type(self.method).__name__} takes gradients, and none can be taken "
                                "under torch.inference_mode(): call monitor.step outside it (under torch.no_grad() "
@@ -316,6 +317,11 @@ class AttributionMonitor(contextlib.ContextDecorator):
     def __repr__(self) -> str:
         return (f"AttributionMonitor({type(self.method).__name__}, every={self.every}, "
                 f"snapshots={len(self.history)}, sinks={self.sinks})")
+
+
+def _checked_step(global_step: Any) -> int:
+    """A step number: an int >= 0 (numpy's integers too), checked at the cost of a type test when it is one."""
+    return global_step if type(global_step) is int and global_step >= 0 else as_int("global_step", global_step, least=0)
 
 
 def _method(method: Any, model: Optional[nn.Module]) -> Attribution:
