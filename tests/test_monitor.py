@@ -224,6 +224,23 @@ def test_between_snapshots_step_runs_no_forward_and_the_counter_counts_blocks_an
     assert [row["step"] for row in counted.history] == [0, 2]
 
 
+def test_after_a_snapshot_of_the_untrained_model_the_counted_steps_go_on_from_1_and_a_step_recorded_again_warns():
+    # monitor.snapshot(0) before the loop, as the README says, then `with monitor:` (or step(i) after the i-th
+    # update) recorded a second step 0, the model after one update, with no word
+    model = Net().eval()
+    x, y, _ = data(2)
+    monitor = AttributionMonitor(Saliency(model), x, y, every=2, nt_samples=4)
+    monitor.snapshot(0)
+    for _ in range(4):
+        with monitor:
+            pass
+    assert [row["step"] for row in monitor.history] == [0, 2, 4]
+    with pytest.warns(UserWarning, match=r"step 4 recorded after step 4: the records go back") as caught:
+        monitor.step(4)
+    assert caught[0].filename == __file__
+    assert [row["step"] for row in monitor.history] == [0, 2, 4, 4]
+
+
 def test_without_a_seed_the_monitor_uses_its_own_and_leaves_the_global_rng_alone():
     model = Net().eval()
     x, y, _ = data(3)

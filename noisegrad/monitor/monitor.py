@@ -16,12 +16,14 @@ snapshots apart (e.g. by ``module.training``) or be removed while monitoring.
 import contextlib
 import inspect
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from captum.attr import Attribution, GradientAttribution, LayerAttribution
 from torch import Tensor, nn
 
+from noisegrad._caller import user_stacklevel
 from noisegrad._state import modules_of
 from noisegrad._validate import as_int, validate_inputs
 from noisegrad.config import SmoothingConfig
@@ -239,11 +241,15 @@ class AttributionMonitor(contextlib.ContextDecorator):
         per call, per ``with monitor:`` block and per call of a function
         decorated with ``@monitor``). Returns the snapshot, or None.
 
-        The snapshot shows the model as it is when ``step`` is called: called
-        after ``optimizer.step()``, step 0 is the model after one update (as
-        ``with monitor:`` and ``@monitor`` do); called before it, or with
-        ``monitor.snapshot(0)`` before the loop, step 0 is the untrained model
-        (as the Lightning callback does).
+        The snapshot shows the model as it is when ``step`` is called. Called
+        before the update (at the top of the loop), step ``k`` is the model
+        after ``k`` updates, step 0 the untrained one, as in the Lightning
+        callback. Called after ``optimizer.step()`` (as ``with monitor:`` and
+        ``@monitor`` do), step 0 is the model after one update; to record the
+        untrained model too, call ``monitor.snapshot(0)`` before the loop:
+        the counted steps then go on from 1 (so step ``k`` is again the model
+        after ``k`` updates), and explicit ones should too, ``step(i + 1)``
+        (a step recorded twice is warned about).
         """
         global_step = self._next_step if global_step is None else _checked_step(global_step)
         self._next_step = global_step + 1
@@ -280,7 +286,13 @@ class AttributionMonitor(contextlib.ContextDecorator):
         if self.first is None:
             self.first = snap
         self.last = snap
+        if self.history and global_step <= self.history[-1]["step"]:
+            warnings.warn(f"step {global_step} recorded after step {self.history[-1]['step']}: the records go back "
+                          f"(a TensorBoard curve turns back on itself); after monitor.snapshot(0) before the loop, "
+                          f"call monitor.step(i + 1) after the i-th update, or monitor.step(i) before it",
+                          stacklevel=user_stacklevel())
         self.history.append(snap.row())
+        self._next_step = max(self._next_step, global_step + 1)
         return snap
 
     def _record(self, snap: Snapshot) -> None:
