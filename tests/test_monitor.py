@@ -256,6 +256,21 @@ def test_without_a_seed_the_monitor_uses_its_own_and_leaves_the_global_rng_alone
     assert torch.equal(torch.get_rng_state(), before)
 
 
+@pytest.mark.parametrize("joint", [True, "antithetic"])
+def test_joint_sampling_is_taken_with_the_monitors_defaults_and_equals_the_direct_call(joint):
+    # the monitor's default sampler="antithetic" is the nested estimator's: with attribute_kwargs={"joint": True}
+    # the monitor was refused, the error naming a sampler the user never gave
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2))
+    x = torch.rand(3, 5, generator=torch.Generator().manual_seed(0))
+    snap = AttributionMonitor(IntegratedGradients(model), x, 1, attribute_kwargs={"joint": joint}).snapshot(0)
+    direct = NoiseTunnel(IntegratedGradients(model)).attribute(
+        x, target=1, nt_samples=8, stdevs=relative(0.15), seed=0, joint=joint, return_stderr=True,
+        nt_samples_batch_size=None, return_convergence_delta=True)
+    assert torch.equal(snap.attributions, direct.attributions)
+    with pytest.raises(ValueError, match="sampler='antithetic' applies to the nested estimator"):  # when asked for
+        AttributionMonitor(IntegratedGradients(model), x, 1, sampler="antithetic", attribute_kwargs={"joint": joint})
+
+
 def test_a_method_class_and_the_model_and_a_convergence_delta():
     model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2))
     x = torch.rand(3, 5)

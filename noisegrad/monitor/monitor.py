@@ -170,7 +170,11 @@ class AttributionMonitor(contextlib.ContextDecorator):
 
         if config is not None and not isinstance(config, SmoothingConfig):
             raise TypeError(f"config must be a noisegrad.SmoothingConfig, got {type(config).__name__}")
-        config = config if config is not None else SmoothingConfig().replace(**MONITOR_DEFAULTS)
+        if config is None:
+            # joint sampling (SmoothGrad × IG) chooses its noise with joint= ("antithetic" too): the nested
+            # estimator's default sampler is not for it, and was refused as if the user had asked for it
+            joint = (attribute_kwargs or {}).get("joint") not in (None, False)
+            config = SmoothingConfig().replace(**dict(MONITOR_DEFAULTS, **({"sampler": "iid"} if joint else {})))
         if config_fields:
             own = [name for name in inspect.signature(AttributionMonitor).parameters if name != "config_fields"]
             config = config.replace(**smoothing_fields(config_fields, self.method, behind, own))
