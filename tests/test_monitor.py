@@ -2,6 +2,7 @@
 nothing between snapshots; bad arguments fail before any forward pass."""
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -488,6 +489,8 @@ def test_feature_names_are_refused_for_a_probe_that_is_not_tabular():
     (dict(masks=torch.ones(3, 1, 6, 6, dtype=torch.uint8) * 255), ValueError, r"masks\[0\] must hold only 0 and 1"),
     (dict(writer=object()), TypeError, "writer must be a TensorBoard SummaryWriter"),
     (dict(sinks=[object()]), TypeError, "sinks must have scalars"),
+    (dict(inputs=torch.where(torch.arange(3)[:, None, None, None] == 1, math.nan, torch.ones(3, 1, 6, 6))),
+     ValueError, r"the probe \(inputs\) holds 36 NaN or infinite value\(s\), in examples \[1\]"),
     (dict(sinks=object()), TypeError, r"sinks must be a list or tuple of sinks, got object \(for one sink, give "
                                       r"sinks=\[sink\]\)"),
     (dict(config=SmoothingConfig(dtype="double")), ValueError, "dtype='double'"),
@@ -504,6 +507,8 @@ def test_bad_arguments_fail_before_any_forward(kwargs, error, words):
     model = Net().eval()
     x, y, _ = data(3)
     forwards = ForwardCounter(model)
+    kwargs = dict(kwargs)
+    x = kwargs.pop("inputs", x)
     with pytest.raises(error, match=words):
         AttributionMonitor(Saliency(model), x, y, **kwargs)
     with pytest.raises(TypeError, match="needs model="):

@@ -76,6 +76,19 @@ def check_probe_dtype(probe: Tuple[Tensor, ...], models: List[nn.Module]) -> Non
                             f"{where}.to({wanted}) (snapshots run in the model's own precision, autocast off)")
 
 
+def check_probe_finite(probe: Tuple[Tensor, ...]) -> None:
+    """Refuse a probe with NaN or infinite values: its noise scale and every map would be NaN (the error came from
+    the noise scale, naming ``stdevs`` the monitor's user never gave)."""
+    for i, x in enumerate(probe):
+        if x.is_floating_point():
+            bad = ~x.isfinite()
+            if bool(bad.any()):
+                where = "inputs" if len(probe) == 1 else f"inputs[{i}]"
+                examples = bad.reshape(x.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+                raise ValueError(f"the probe ({where}) holds {int(bad.sum())} NaN or infinite value(s), in examples "
+                                 f"{examples[:5]}{' ...' if len(examples) > 5 else ''}: give a finite probe batch")
+
+
 def check_same_model(model: nn.Module, behind: List[nn.Module], method: Attribution) -> None:
     """Refuse a method built on another model than the one being trained: its maps would never change."""
     trained = {id(p) for p in model.parameters()}

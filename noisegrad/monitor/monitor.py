@@ -14,6 +14,7 @@ snapshots apart (e.g. by ``module.training``) or be removed while monitoring.
 """
 
 import contextlib
+import importlib
 import inspect
 import time
 import warnings
@@ -27,8 +28,8 @@ from noisegrad._caller import user_stacklevel
 from noisegrad._state import modules_of
 from noisegrad._validate import as_int, validate_inputs
 from noisegrad.config import SmoothingConfig
-from noisegrad.monitor._checks import (check_probe_dtype, check_required_arguments, check_same_model, checked_feature_names,
-                                       checked_masks, checked_tokens, smoothing_fields)
+from noisegrad.monitor._checks import (check_probe_dtype, check_probe_finite, check_required_arguments, check_same_model,
+                                       checked_feature_names, checked_masks, checked_tokens, smoothing_fields)
 from noisegrad.monitor._untouched import local_method, training_untouched
 from noisegrad.monitor.figures import figure_kind, snapshot_figure
 from noisegrad.monitor.sinks import FolderSink, TensorBoardSink
@@ -196,6 +197,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self.inputs = inputs
         probe = validate_inputs(inputs, discrete=discrete)
         check_probe_dtype(probe, self.models)
+        check_probe_finite(probe)
         self.target = target
         self.tokens = checked_tokens(tokens, probe)
         self.feature_names = checked_feature_names(feature_names, probe, self.method)
@@ -228,7 +230,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
         if self.sinks and self.figures_every:
             # The drawing code is loaded now (about 20-90 ms, once per process): a broken matplotlib fails here,
             # before training starts, and the first snapshot does not pay for the import.
-            import noisegrad.viz  # noqa: F401
+            importlib.import_module("noisegrad.viz")
 
         self.history: List[Dict[str, Any]] = []
         self.first: Optional[Snapshot] = None
