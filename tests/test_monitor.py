@@ -242,6 +242,19 @@ def test_after_a_snapshot_of_the_untrained_model_the_counted_steps_go_on_from_1_
     assert [row["step"] for row in monitor.history] == [0, 2, 4, 4]
 
 
+def test_the_probe_its_labels_and_masks_stay_as_given_when_the_data_set_they_were_sliced_from_changes_in_place():
+    model = Net().eval()
+    x, y, masks = data(6)
+    monitor = AttributionMonitor(Saliency(model), x[:3], y[:3], masks=masks[:3], every=1, nt_samples=4)
+    before = monitor.snapshot(0)
+    x.mul_(-2.0).add_(1.0)  # the training normalises its data in place; relabels; new masks
+    y.copy_((y + 1) % 3)
+    masks.logical_not_()
+    after = monitor.snapshot(1)
+    assert torch.equal(before.attributions, after.attributions)
+    assert before.row()["mass_in_mask"] == after.row()["mass_in_mask"]
+
+
 def test_without_a_seed_the_monitor_uses_its_own_and_leaves_the_global_rng_alone():
     model = Net().eval()
     x, y, _ = data(3)

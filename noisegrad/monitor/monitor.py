@@ -194,8 +194,11 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self.tag = tag
 
         discrete = self.config.noise_layer is not None or "noise_layer" in (attribute_kwargs or {})
-        self.inputs = inputs
+        # the probe, its labels and masks are copied: slices of a data set that the training changes in place
+        # (normalised, augmented) would change the probe between snapshots, and the maps with it
+        inputs, target = _kept(inputs), _kept(target)
         probe = validate_inputs(inputs, discrete=discrete)
+        self.inputs = inputs
         check_probe_dtype(probe, self.models)
         check_probe_finite(probe)
         self.target = target
@@ -212,7 +215,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self._tunnel = NoiseTunnel(local_method(self.method))
         self._tunnel.check_arguments(inputs, target=target, **self._call)  # every argument, no forward
         check_required_arguments(self.method, self._call)
-        self.masks = checked_masks(masks, probe, self.method, self._call)
+        self.masks = _kept(checked_masks(masks, probe, self.method, self._call))
 
         if not isinstance(sinks, (list, tuple)):
             raise TypeError(f"sinks must be a list or tuple of sinks, got {type(sinks).__name__} (for one sink, give "
@@ -335,6 +338,15 @@ class AttributionMonitor(contextlib.ContextDecorator):
     def __repr__(self) -> str:
         return (f"AttributionMonitor({type(self.method).__name__}, every={self.every}, "
                 f"snapshots={len(self.history)}, sinks={self.sinks})")
+
+
+def _kept(value: Any) -> Any:
+    """A tensor, or each tensor of a tuple, copied (detached); anything else as it is."""
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, tuple):
+        return tuple(_kept(v) for v in value)
+    return value
 
 
 def _checked_step(global_step: Any) -> int:
