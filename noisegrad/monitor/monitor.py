@@ -60,15 +60,20 @@ class AttributionMonitor(contextlib.ContextDecorator):
         communication: under DDP, call ``step`` on rank 0 only (or on every
         rank; each computes the same maps).
     inputs : Tensor or tuple of Tensor
-        The probe batch, fixed for the whole training (on the model's device).
+        The probe batch (on the model's device), copied when the monitor is
+        built, as are ``target`` and ``masks``: it stays as given for the
+        whole training.
     target : optional
         As for ``NoiseTunnel.attribute`` (e.g. the probe's labels).
     masks : Tensor or tuple of Tensor, optional
         Ground truth, bool or 0/1, one per input, with the attributions'
         dimensions and each of their sizes or 1 (``(batch, 1, H, W)`` for
         images, ``(batch, tokens, 1)`` for a layer's ``(batch, tokens,
-        hidden)``): adds ``mass_in_mask``, the share of attribution mass on
-        it, averaged over the examples whose mask is not empty.
+        hidden)``; with ``outputs=`` one more, last dimension,
+        ``masks[..., None]``; with ``channel_reducer=`` none for an image's
+        channels, ``masks[:, 0]``): adds ``mass_in_mask``, the share of
+        attribution mass on it, averaged over the examples whose mask is not
+        empty.
     model : nn.Module, optional
         The model being trained; by default the one behind ``method``. A
         method whose model shares no parameter with it is refused.
@@ -90,7 +95,8 @@ class AttributionMonitor(contextlib.ContextDecorator):
         ``writer``, ``log_dir``, ``sinks`` the records are kept in
         :attr:`history` only.
     tokens : sequence of sequences of str, optional
-        Each probe example's tokens, for text figures.
+        Each probe example's tokens, for text figures: at most as many as
+        its tokens dimension (the probe's dimension 1); padding may be left out.
     feature_names : sequence of str, optional
         For tabular figures: one per column of a ``(batch, features)`` probe.
     tag : str
