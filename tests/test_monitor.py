@@ -236,7 +236,7 @@ def test_after_a_snapshot_of_the_untrained_model_the_counted_steps_go_on_from_1_
         with monitor:
             pass
     assert [row["step"] for row in monitor.history] == [0, 2, 4]
-    with pytest.warns(UserWarning, match=r"step 4 recorded after step 4: the records go back") as caught:
+    with pytest.warns(UserWarning, match=r"step 4 recorded after step 4: the records repeat or go back") as caught:
         monitor.step(4)
     assert caught[0].filename == __file__
     assert [row["step"] for row in monitor.history] == [0, 2, 4, 4]

@@ -302,8 +302,8 @@ class AttributionMonitor(contextlib.ContextDecorator):
             self.first = snap
         self.last = snap
         if self.history and global_step <= self.history[-1]["step"]:
-            warnings.warn(f"step {global_step} recorded after step {self.history[-1]['step']}: the records go back "
-                          f"(a TensorBoard curve turns back on itself); after monitor.snapshot(0) before the loop, "
+            warnings.warn(f"step {global_step} recorded after step {self.history[-1]['step']}: the records repeat or go "
+                          f"back (a TensorBoard curve turns back on itself); after monitor.snapshot(0) before the loop, "
                           f"call monitor.step(i + 1) after the i-th update, or monitor.step(i) before it",
                           stacklevel=user_stacklevel())
         self.history.append(snap.row())
