@@ -7,7 +7,7 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 import numpy as np
 import torch
-from captum.attr import Attribution, GradientAttribution
+from captum.attr import Attribution, GradientAttribution, LayerAttribution
 from torch import Tensor
 
 from noisegrad._captum import APPROXIMATION_METHODS, RIEMANN_METHODS, is_path_method, path_points
@@ -327,6 +327,24 @@ def validate_grad_mode(method: Attribution) -> None:
             "call attribute outside inference mode (under torch.no_grad() is fine: gradients are enabled "
             "where they are needed)"
         )
+
+
+def validate_differentiable_inputs(method: Attribution, inputs: Tuple[Tensor, ...]) -> None:
+    """An input-gradient method needs floating-point inputs: token ids (with ``noise_layer=``) have no gradient.
+
+    Refused here, naming the way out, instead of autograd's "One of the
+    differentiated Tensors does not require grad" at the first backward.
+    """
+    if not isinstance(method, GradientAttribution) or isinstance(method, LayerAttribution):
+        return
+    for i, x in enumerate(inputs):
+        if not x.is_floating_point():
+            raise TypeError(
+                f"input {i} has dtype {x.dtype}, and {type(method).__name__} takes gradients with respect to its "
+                f"inputs, which {x.dtype} values do not have: attribute the embedding's output with a layer method "
+                "instead, e.g. LayerIntegratedGradients(model, model.embeddings) or "
+                "LayerGradientXActivation(model, model.embeddings), with noise_layer= that module"
+            )
 
 
 def validate_stderr_units(return_stderr: bool, nt_type: str, sampler: str, nt_samples: int) -> None:
