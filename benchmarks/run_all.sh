@@ -28,7 +28,7 @@ run python benchmarks/bench_fixed_cost.py --out $B/FIXED_COST.md
 run python benchmarks/bench_chunks.py --repeats 5 --out $B/CHUNKS.md $QUICK
 # Weight noise: batched draws vs a deep copy per draw, vmap vs a loop (~8 min).
 run python benchmarks/bench_weights.py --repeats 10 --out $B/WEIGHTS.md $QUICK
-# The training monitor's overhead on a training loop (~4 min).
+# The training monitor's overhead on a training loop (~2 min).
 run python benchmarks/bench_monitor.py --out $B/MONITOR.md $QUICK
 # Several outputs at once against one run per output (~3 min).
 run python benchmarks/bench_outputs.py --repeats 9 --out $B/OUTPUTS.md $QUICK

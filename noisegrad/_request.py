@@ -22,6 +22,7 @@ from noisegrad._validate import (
     validate_baselines,
     validate_counts,
     validate_delta,
+    validate_differentiable_inputs,
     validate_feature_mask,
     validate_grad_mode,
     validate_inputs,
@@ -169,6 +170,7 @@ def check_request(
     # token ids: repeated, never perturbed, when the noise goes on a layer or only on the weights (NoiseGrad)
     inputs_tuple = validate_inputs(inputs, discrete=noise_layer is not None
                                    or weight_noise is not None and no_input_noise(stdevs))
+    validate_differentiable_inputs(method, inputs_tuple)
     outputs = validate_outputs(outputs, kwargs, is_joint, draw_baseline_from_distrib, delta_reduction)
     objective = check_objective(objective)
     auto_given = ('nt_samples="auto"' if nt_samples == "auto" else

@@ -7,7 +7,7 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 import numpy as np
 import torch
-from captum.attr import Attribution, GradientAttribution
+from captum.attr import Attribution, GradientAttribution, LayerAttribution
 from torch import Tensor
 
 from noisegrad._captum import APPROXIMATION_METHODS, RIEMANN_METHODS, is_path_method, path_points
@@ -73,7 +73,7 @@ def validate_counts(
 ) -> Tuple[Any, Any, Optional[int], Optional[int]]:
     """The four counts, with every integer as a Python int (``"auto"`` and ``None`` kept where allowed)."""
     if nt_samples != "auto":
-        nt_samples = as_int("nt_samples", nt_samples)
+        nt_samples = as_int("nt_samples", nt_samples, extra=' or "auto"')
     if nt_samples_batch_size is not None and nt_samples_batch_size != "auto":
         nt_samples_batch_size = as_int("nt_samples_batch_size", nt_samples_batch_size, extra=', "auto" or None')
     budgets = []
@@ -324,6 +324,24 @@ def validate_grad_mode(method: Attribution) -> None:
             "call attribute outside inference mode (under torch.no_grad() is fine: gradients are enabled "
             "where they are needed)"
         )
+
+
+def validate_differentiable_inputs(method: Attribution, inputs: Tuple[Tensor, ...]) -> None:
+    """An input-gradient method needs floating-point inputs: token ids (with ``noise_layer=``) have no gradient.
+
+    Refused here, naming the way out, instead of autograd's "One of the
+    differentiated Tensors does not require grad" at the first backward.
+    """
+    if not isinstance(method, GradientAttribution) or isinstance(method, LayerAttribution):
+        return
+    for i, x in enumerate(inputs):
+        if not x.is_floating_point():
+            raise TypeError(
+                f"input {i} has dtype {x.dtype}, and {type(method).__name__} takes gradients with respect to its "
+                f"inputs, which {x.dtype} values do not have: attribute the embedding's output with a layer method "
+                "instead, e.g. LayerIntegratedGradients(model, model.embeddings) or "
+                "LayerGradientXActivation(model, model.embeddings), with noise_layer= that module"
+            )
 
 
 def validate_stderr_units(return_stderr: bool, nt_type: str, sampler: str, nt_samples: int, auto: bool = False) -> None:

@@ -2,6 +2,7 @@
 nothing between snapshots; bad arguments fail before any forward pass."""
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -224,6 +225,36 @@ def test_between_snapshots_step_runs_no_forward_and_the_counter_counts_blocks_an
     assert [row["step"] for row in counted.history] == [0, 2]
 
 
+def test_after_a_snapshot_of_the_untrained_model_the_counted_steps_go_on_from_1_and_a_step_recorded_again_warns():
+    # monitor.snapshot(0) before the loop, as the README says, then `with monitor:` (or step(i) after the i-th
+    # update) recorded a second step 0, the model after one update, with no word
+    model = Net().eval()
+    x, y, _ = data(2)
+    monitor = AttributionMonitor(Saliency(model), x, y, every=2, nt_samples=4)
+    monitor.snapshot(0)
+    for _ in range(4):
+        with monitor:
+            pass
+    assert [row["step"] for row in monitor.history] == [0, 2, 4]
+    with pytest.warns(UserWarning, match=r"step 4 recorded after step 4: the records repeat or go back") as caught:
+        monitor.step(4)
+    assert caught[0].filename == __file__
+    assert [row["step"] for row in monitor.history] == [0, 2, 4, 4]
+
+
+def test_the_probe_its_labels_and_masks_stay_as_given_when_the_data_set_they_were_sliced_from_changes_in_place():
+    model = Net().eval()
+    x, y, masks = data(6)
+    monitor = AttributionMonitor(Saliency(model), x[:3], y[:3], masks=masks[:3], every=1, nt_samples=4)
+    before = monitor.snapshot(0)
+    x.mul_(-2.0).add_(1.0)  # the training normalises its data in place; relabels; new masks
+    y.copy_((y + 1) % 3)
+    masks.logical_not_()
+    after = monitor.snapshot(1)
+    assert torch.equal(before.attributions, after.attributions)
+    assert before.row()["mass_in_mask"] == after.row()["mass_in_mask"]
+
+
 def test_without_a_seed_the_monitor_uses_its_own_and_leaves_the_global_rng_alone():
     model = Net().eval()
     x, y, _ = data(3)
@@ -237,6 +268,21 @@ def test_without_a_seed_the_monitor_uses_its_own_and_leaves_the_global_rng_alone
     torch.set_rng_state(before)
     AttributionMonitor(Saliency(model), x, y, config=config).snapshot(0)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("joint", [True, "antithetic"])
+def test_joint_sampling_is_taken_with_the_monitors_defaults_and_equals_the_direct_call(joint):
+    # the monitor's default sampler="antithetic" is the nested estimator's: with attribute_kwargs={"joint": True}
+    # the monitor was refused, the error naming a sampler the user never gave
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2))
+    x = torch.rand(3, 5, generator=torch.Generator().manual_seed(0))
+    snap = AttributionMonitor(IntegratedGradients(model), x, 1, attribute_kwargs={"joint": joint}).snapshot(0)
+    direct = NoiseTunnel(IntegratedGradients(model)).attribute(
+        x, target=1, nt_samples=8, stdevs=relative(0.15), seed=0, joint=joint, return_stderr=True,
+        nt_samples_batch_size=None, return_convergence_delta=True)
+    assert torch.equal(snap.attributions, direct.attributions)
+    with pytest.raises(ValueError, match="sampler='antithetic' applies to the nested estimator"):  # when asked for
+        AttributionMonitor(IntegratedGradients(model), x, 1, sampler="antithetic", attribute_kwargs={"joint": joint})
 
 
 def test_a_method_class_and_the_model_and_a_convergence_delta():
@@ -270,6 +316,28 @@ def test_layer_attributions_and_text_figures():
     assert snap.attributions.shape == (2, 3, 4)
     fig = monitor.figure()
     assert [t.get_text() for t in fig.axes[0].texts] == tokens[0]
+
+
+def test_tokens_are_checked_when_the_monitor_is_built_and_padding_may_be_left_out(tmp_path):
+    # a row longer than the probe's tokens, or a str where a list of tokens belongs, made the text figure fail at
+    # the first snapshot drawn, inside training
+    torch.manual_seed(0)
+    embed = nn.Embedding(10, 4)
+    model = nn.Sequential(embed, nn.Flatten(), nn.Linear(3 * 4, 2))
+    ids = torch.tensor([[1, 2, 3], [4, 5, 0]])
+    method = LayerGradientXActivation(model, embed)
+    forwards = ForwardCounter(model)
+    options = dict(nt_samples=4, noise_level=0.1, noise_layer="0", log_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"tokens\[1\] has 4 tokens and the probe \(2, 3\) has 3 per example"):
+        AttributionMonitor(method, ids, 0, tokens=[["a", "b", "c"], ["d", "e", "f", "g"]], **options)
+    with pytest.raises(TypeError, match=r"tokens must be one sequence of str per probe example \(a list of lists\)"):
+        AttributionMonitor(method, ids, 0, tokens=["a b c", "d e"], **options)
+    assert forwards.calls == 0
+    tokens = [["a", "b", "c"], ["d", "e"]]  # the second example's padding left out
+    monitor = AttributionMonitor(method, ids, 0, tokens=tokens, **options)
+    monitor.snapshot(0)
+    assert [t.get_text() for t in monitor.figure().axes[1].texts] == tokens[1]
+    assert len(list((tmp_path / "maps").glob("*.png"))) == 1
 
 
 def test_several_outputs_give_one_number_per_example_and_metric():
@@ -306,6 +374,43 @@ def test_a_per_token_mask_of_layer_attributions_is_refused_until_it_has_their_di
                                  nt_samples=4, noise_level=0.1, noise_layer="0")
     snap = monitor.snapshot(0)
     shares = [ref_share(snap.attributions[i], per_token[i][:, None].expand(3, 3)) for i in range(3)]
+    assert snap.row()["mass_in_mask"] == pytest.approx(sum(shares) / 3, rel=1e-12)
+
+
+@pytest.mark.parametrize("given", ["config", "attribute_kwargs"])
+def test_with_several_outputs_a_mask_without_their_dimension_is_refused_when_the_monitor_is_built(given):
+    # outputs= gives the attributions a last dimension: a mask shaped like the probe was accepted and failed at the
+    # first snapshot, hours into training; one with that dimension was refused when the monitor was built
+    model = Net().eval()
+    x, y, masks = data(3)
+    outputs = {"outputs": [0, 2]} if given == "config" else {"attribute_kwargs": {"outputs": [0, 2]}}
+    forwards = ForwardCounter(model)
+    with pytest.raises(ValueError, match=r"masks\[0\] of shape \(3, 1, 6, 6\) must broadcast to the attributions' "
+                                         r"shape \(3, 1, 6, 6, 2\).*outputs=\[0, 2\] adds a last dimension of 2\); "
+                                         r"give masks\[0\]\[\.\.\., None\]"):
+        AttributionMonitor(Saliency(model), x, masks=masks, nt_samples=4, **outputs)
+    assert forwards.calls == 0
+    snap = AttributionMonitor(Saliency(model), x, masks=masks[..., None], nt_samples=4, **outputs).snapshot(0)
+    assert snap.attributions.shape == (3, 1, 6, 6, 2)
+    shares = [ref_share(snap.attributions[i], masks[i][..., None].expand(1, 6, 6, 2)) for i in range(3)]
+    assert snap.row()["mass_in_mask"] == pytest.approx(sum(shares) / 3, rel=1e-12)
+
+
+def test_with_channels_combined_a_mask_with_a_channel_dimension_is_refused_when_the_monitor_is_built():
+    model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)).eval()
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    masks = x[:, :1] > 0.5
+    forwards = ForwardCounter(model)
+    with pytest.raises(ValueError, match=r"masks\[0\] of shape \(3, 1, 6, 6\) must broadcast to the attributions' "
+                                         r"shape \(3, 6, 6\).*channel_reducer='mean' combines its channels\); "
+                                         r"give masks\[0\]\[:, 0\]"):
+        AttributionMonitor(Saliency(model), x, 0, masks=masks, nt_samples=4, channel_reducer="mean")
+    with pytest.raises(ValueError, match=r"shape \(3, 6, 6, 2\).*give masks\[0\]\[:, 0\]\[\.\.\., None\]"):
+        AttributionMonitor(Saliency(model), x, masks=masks, nt_samples=4, channel_reducer="sum", outputs=[0, 1])
+    assert forwards.calls == 0
+    snap = AttributionMonitor(Saliency(model), x, 0, masks=masks[:, 0], nt_samples=4,
+                              channel_reducer="mean").snapshot(0)
+    shares = [ref_share(snap.attributions[i], masks[i, 0]) for i in range(3)]
     assert snap.row()["mass_in_mask"] == pytest.approx(sum(shares) / 3, rel=1e-12)
 
 
@@ -361,7 +466,12 @@ def test_errors_at_a_snapshot_speak_of_the_monitor_and_the_probe():
         monitor.step(0)
     with pytest.raises(ValueError, match=r"global_step must be an int >= 0, got -3"):
         monitor.step(-3)
+    for step in ("7", 7.0, -7):  # snapshot() took any of them as the step of a record
+        with pytest.raises((TypeError, ValueError), match=r"global_step must be an int >= 0"):
+            monitor.snapshot(step)
     assert monitor.history == []
+    monitor.snapshot(np.int64(7))
+    assert type(monitor.history[0]["step"]) is int and json.dumps(monitor.history[0]["step"]) == "7"
 
 
 def test_a_snapshot_prints_in_one_line_with_its_means():
@@ -392,6 +502,10 @@ def test_feature_names_are_refused_for_a_probe_that_is_not_tabular():
     (dict(masks=torch.ones(3, 1, 6, 6, dtype=torch.uint8) * 255), ValueError, r"masks\[0\] must hold only 0 and 1"),
     (dict(writer=object()), TypeError, "writer must be a TensorBoard SummaryWriter"),
     (dict(sinks=[object()]), TypeError, "sinks must have scalars"),
+    (dict(inputs=torch.where(torch.arange(3)[:, None, None, None] == 1, math.nan, torch.ones(3, 1, 6, 6))),
+     ValueError, r"the probe \(inputs\) holds 36 NaN or infinite value\(s\), in examples \[1\]"),
+    (dict(sinks=object()), TypeError, r"sinks must be a list or tuple of sinks, got object \(for one sink, give "
+                                      r"sinks=\[sink\]\)"),
     (dict(config=SmoothingConfig(dtype="double")), ValueError, "dtype='double'"),
     (dict(attribute_kwargs={"seed": 3}), TypeError, "attribute_kwargs may not set 'seed'"),
     (dict(nt_samples=0), ValueError, "nt_samples must be >= 1"),
@@ -406,6 +520,8 @@ def test_bad_arguments_fail_before_any_forward(kwargs, error, words):
     model = Net().eval()
     x, y, _ = data(3)
     forwards = ForwardCounter(model)
+    kwargs = dict(kwargs)
+    x = kwargs.pop("inputs", x)
     with pytest.raises(error, match=words):
         AttributionMonitor(Saliency(model), x, y, **kwargs)
     with pytest.raises(TypeError, match="needs model="):

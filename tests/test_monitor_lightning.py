@@ -20,7 +20,7 @@ lightning = pytest.importorskip("lightning.pytorch", reason="pip install -e '.[t
 pytest.importorskip("tensorboard", reason="pip install -e '.[test]' installs tensorboard")
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 
-from noisegrad import AttributionMonitorCallback  # noqa: E402
+from noisegrad import AttributionMonitor, AttributionMonitorCallback  # noqa: E402
 from test_monitor_tensorboard import assert_scalars_equal_history, read_events  # noqa: E402
 
 
@@ -40,12 +40,12 @@ class LitNet(lightning.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
 
 
-def fit(tmp_path, callbacks=(), logger=False):
+def fit(tmp_path, callbacks=(), logger=False, precision="bf16-mixed"):
     x, y, _ = data(64)
     lightning.seed_everything(0, verbose=False)
     module = LitNet()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)
-    trainer = lightning.Trainer(max_epochs=2, accelerator="cpu", devices=1, precision="bf16-mixed", logger=logger,
+    trainer = lightning.Trainer(max_epochs=2, accelerator="cpu", devices=1, precision=precision, logger=logger,
                                 callbacks=list(callbacks), enable_checkpointing=False, enable_progress_bar=False,
                                 enable_model_summary=False, default_root_dir=str(tmp_path), log_every_n_steps=1)
     with warnings.catch_warnings():
@@ -149,3 +149,20 @@ def test_a_callback_given_to_a_second_fit_starts_again_with_a_snapshot_at_step_0
         callback.on_train_start(trainer, module)
         assert [row["step"] for row in callback.monitor.history] == [0], fit_number
     assert len((tmp_path / "attribution_monitor" / "metrics.jsonl").read_text().splitlines()) == 2  # appended
+
+
+def test_the_probe_and_the_methods_tensors_are_put_in_the_precision_the_trainer_gives_the_module(tmp_path):
+    # precision="64-true" makes the module float64: a float32 probe (as given, like the batches, which the trainer
+    # converts) was refused when fitting started, and float32 baselines would have met float64 inputs in Captum
+    from captum.attr import IntegratedGradients
+
+    x, y, masks = data(4)
+    callback = AttributionMonitorCallback(IntegratedGradients, x, y, masks=masks, every_n_steps=4, nt_samples=4,
+                                          attribute_kwargs={"baselines": torch.zeros_like(x), "n_steps": 4})
+    module, trainer = fit(tmp_path, [callback], precision="64-true")
+    assert [row["step"] for row in callback.monitor.history] == [0, 4, 8]
+    last = callback.monitor.last.attributions
+    assert last.dtype == torch.float64
+    direct = AttributionMonitor(IntegratedGradients(module), x.double(), y, masks=masks, nt_samples=4,
+                                attribute_kwargs={"baselines": torch.zeros_like(x).double(), "n_steps": 4})
+    assert torch.equal(direct.snapshot(8).attributions, last)

@@ -46,3 +46,16 @@ def test_a_wide_tabular_probe_is_drawn_with_each_examples_largest_features_only(
     for i, ax in enumerate(fig.axes):
         drawn = {label.get_text() for label in ax.get_yticklabels()}
         assert drawn == {names[j] for j in maps[i].abs().topk(TABULAR_FEATURES).indices.tolist()}
+
+
+@pytest.mark.parametrize("features", [1, 2])
+def test_a_tabular_probe_of_one_or_two_features_is_laid_out_without_a_warning(features, tmp_path):
+    # a panel a quarter inch per bar was too small for matplotlib's layout, which warned at every figure drawn
+    import warnings
+
+    from noisegrad.monitor.figures import snapshot_figure
+
+    maps = torch.randn(3, features, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        snapshot_figure(maps, "tabular", feature_names=list("ab")[:features], title="step 0").savefig(tmp_path / "f.png")

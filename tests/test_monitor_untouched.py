@@ -125,3 +125,47 @@ def test_a_data_parallel_model_is_attributed_through_its_module_without_the_wrap
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_two_monitors_of_one_model_in_two_threads_leave_it_in_training_mode_with_the_serial_maps():
+    # Thread B starts its snapshot while A's has the model in eval mode, and is held inside its forward until A is
+    # done. Recorded outside the snapshots' lock, B took A's eval mode for the user's, ran on after A restored the
+    # training mode (Dropout on in its maps) and left the model in eval mode for the rest of training. Serialised,
+    # A's wait for B times out and B starts after A.
+    import threading
+
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2))
+    monitors = {name: AttributionMonitor(Saliency(model), X, Y, every=1) for name in "AB"}
+    serial = AttributionMonitor(Saliency(model), X, Y, every=1).snapshot(0).attributions
+    a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
+    first_forward = set()
+
+    def hold(module, inputs):
+        name = threading.current_thread().name
+        if name not in first_forward:
+            first_forward.add(name)
+            if name == "A":
+                a_inside.set()
+                b_inside.wait(0.5)
+            elif name == "B":
+                b_inside.set()
+                a_done.wait(0.5)
+
+    maps = {}
+
+    def run(name):
+        if name == "B":
+            a_inside.wait(5)
+        maps[name] = monitors[name].snapshot(0).attributions
+        if name == "A":
+            a_done.set()
+
+    handle = model[0].register_forward_pre_hook(hold)
+    threads = [threading.Thread(target=run, args=(name,), name=name) for name in "AB"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handle.remove()
+    assert all(module.training for module in model.modules())
+    assert torch.equal(maps["A"], serial) and torch.equal(maps["B"], serial)

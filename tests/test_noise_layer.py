@@ -498,3 +498,19 @@ def test_a_noise_layer_that_runs_twice_per_forward_with_other_shapes_is_named():
     with pytest.raises(ValueError, match="runs more than once per forward"):
         NoiseTunnel(Saliency(model)).attribute(torch.randn(4, 5, dtype=torch.float64), nt_samples=2, target=0,
                                                noise_layer=model.act)
+
+
+@pytest.mark.parametrize("method", [Saliency, InputXGradient, IntegratedGradients])
+def test_token_ids_with_an_input_gradient_method_are_refused_before_any_forward_naming_the_layer_methods(method):
+    # the noise goes on the embedding, but the method differentiates the ids: autograd's "One of the differentiated
+    # Tensors does not require grad" came at the first backward (at a training monitor's first snapshot)
+    model = Split()
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    tunnel = NoiseTunnel(method(model))
+    for call in (tunnel.check_arguments, tunnel.attribute):
+        with pytest.raises(TypeError, match=rf"input 0 has dtype torch.int64, and {method.__name__} takes gradients "
+                                            r"with respect to its inputs.*LayerIntegratedGradients\(model, "
+                                            r"model.embeddings\)"):
+            call(IDS, target=0, nt_samples=2, stdevs=0.1, seed=SEED, noise_layer="embed")
+    assert calls == []

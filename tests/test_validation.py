@@ -25,11 +25,12 @@ from noisegrad.estimators.joint_ig import joint_integrated_gradients
 X = torch.randn(3, 5, dtype=torch.float64)
 
 BAD_CALLS = {
-    "nt_samples zero": (dict(nt_samples=0), ValueError, "nt_samples must be a positive int, got 0"),
+    "nt_samples zero": (dict(nt_samples=0), ValueError, 'nt_samples must be a positive int or "auto", got 0'),
+    "nt_samples Auto": (dict(nt_samples="Auto"), TypeError, 'nt_samples must be a positive int or "auto", got \'Auto\''),
     "nt_samples float": (dict(nt_samples=2.0), TypeError, "nt_samples must be a positive int"),
     "nt_samples bool": (dict(nt_samples=True), TypeError, "nt_samples"),
     "nt_samples numpy float": (dict(nt_samples=np.float64(2.0)), TypeError, "nt_samples must be a positive int"),
-    "nt_samples numpy zero": (dict(nt_samples=np.int64(0)), ValueError, "nt_samples must be a positive int, got 0"),
+    "nt_samples numpy zero": (dict(nt_samples=np.int64(0)), ValueError, 'nt_samples must be a positive int or "auto", got 0'),
     "max_batch_rows bool": (dict(max_batch_rows=True), TypeError, "max_batch_rows must be a positive int"),
     "memory_budget float": (dict(memory_budget=1e6), TypeError, "memory_budget must be a positive int"),
     "max_samples numpy float": (

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from noisegrad.config import SmoothingConfig
 from noisegrad.monitor.metrics import zero_one
+from noisegrad.reducers import reduce_channels
 from noisegrad.tunnel import NoiseTunnel
 
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(SmoothingConfig))
@@ -75,6 +76,19 @@ def check_probe_dtype(probe: Tuple[Tensor, ...], models: List[nn.Module]) -> Non
                             f"{where}.to({wanted}) (snapshots run in the model's own precision, autocast off)")
 
 
+def check_probe_finite(probe: Tuple[Tensor, ...]) -> None:
+    """Refuse a probe with NaN or infinite values: its noise scale and every map would be NaN (the error came from
+    the noise scale, naming ``stdevs`` the monitor's user never gave)."""
+    for i, x in enumerate(probe):
+        if x.is_floating_point():
+            bad = ~x.isfinite()
+            if bool(bad.any()):
+                where = "inputs" if len(probe) == 1 else f"inputs[{i}]"
+                examples = bad.reshape(x.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+                raise ValueError(f"the probe ({where}) holds {int(bad.sum())} NaN or infinite value(s), in examples "
+                                 f"{examples[:5]}{' ...' if len(examples) > 5 else ''}: give a finite probe batch")
+
+
 def check_same_model(model: nn.Module, behind: List[nn.Module], method: Attribution) -> None:
     """Refuse a method built on another model than the one being trained: its maps would never change."""
     trained = {id(p) for p in model.parameters()}
@@ -86,9 +100,11 @@ def check_same_model(model: nn.Module, behind: List[nn.Module], method: Attribut
                          f"{type(method).__name__}(model)")
 
 
-def checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution) -> Optional[Tuple[Tensor, ...]]:
+def checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution,
+                  call: Dict[str, Any]) -> Optional[Tuple[Tensor, ...]]:
     """Masks as a tuple of bool tensors, one per input (per layer output for a layer method); for input attributions
-    each must broadcast to its input."""
+    each must broadcast to the attributions of its input as ``call`` (the monitor's ``NoiseTunnel.attribute``
+    arguments) shapes them: ``channel_reducer=`` combines an image's channels, ``outputs=`` adds a last dimension."""
     if masks is None:
         return None
     given = tuple(masks) if isinstance(masks, (tuple, list)) else (masks,)
@@ -104,23 +120,55 @@ def checked_masks(masks: Any, probe: Tuple[Tensor, ...], method: Attribution) ->
         return given
     if len(given) != len(probe):
         raise ValueError(f"masks must have one tensor per input ({len(probe)}), got {len(given)}")
+    outputs, reducer = call.get("outputs"), call.get("channel_reducer")
     for i, (mask, x) in enumerate(zip(given, probe)):
-        if mask.dim() != x.dim() or mask.shape[0] != x.shape[0] or not _broadcasts(mask.shape, x.shape):
-            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must broadcast to the probe input's shape "
-                             f"{tuple(x.shape)}, with the same batch size")
+        shape = tuple(reduce_channels(x.new_empty(x.shape + ((len(outputs),) if outputs is not None else ()),
+                                                   device="meta"), reducer, per_output=outputs is not None).shape)
+        if mask.dim() != len(shape) or mask.shape[0] != batch or not _broadcasts(mask.shape, shape):
+            raise ValueError(f"masks[{i}] of shape {tuple(mask.shape)} must broadcast to "
+                             f"{_shaped(i, mask, x, shape, reducer, outputs)}")
     return given
+
+
+def _shaped(i: int, mask: Tensor, x: Tensor, shape: Tuple[int, ...], reducer: Any, outputs: Any) -> str:
+    """The end of the error for ``masks[i]``: the attributions' shape, what made it, and the mask that fits."""
+    reduced = len(shape) < x.dim() + (outputs is not None)
+    made = [f"channel_reducer={reducer!r} combines its channels"] if reduced else []
+    made += [f"outputs={list(outputs)} adds a last dimension of {len(outputs)}"] if outputs is not None else []
+    if not made:
+        return f"the probe input's shape {shape}, with the same batch size"
+    fits = []
+    if reduced and mask.dim() > 1 and mask.shape[1] == 1:
+        fits.append(("[:, 0]", mask[:, 0]))
+    if outputs is not None:
+        fits += [(f"{index}[..., None]", fit[..., None]) for index, fit in [("", mask), *fits]]
+    hint = next((f"; give masks[{i}]{index}" for index, fit in fits
+                 if fit.dim() == len(shape) and _broadcasts(fit.shape, shape)), "")
+    return (f"the attributions' shape {shape}, with the same batch size (the probe input is {tuple(x.shape)}; "
+            f"{' and '.join(made)}){hint}")
 
 
 def _broadcasts(shape: Sequence[int], to: Sequence[int]) -> bool:
     return all(a == b or a == 1 for a, b in zip(shape, to))
 
 
-def checked_tokens(tokens: Any, batch: int) -> Optional[List[List[str]]]:
+def checked_tokens(tokens: Any, probe: Tuple[Tensor, ...]) -> Optional[List[List[str]]]:
+    """Each probe example's tokens, as many as its tokens dimension (the probe's dimension 1) or fewer (padding is
+    left out of the figure): a text figure drawn at a snapshot must not fail."""
     if tokens is None:
         return None
+    batch = probe[0].shape[0]
+    if isinstance(tokens, str) or any(isinstance(row, str) for row in tokens):
+        raise TypeError("tokens must be one sequence of str per probe example (a list of lists), got a str where a "
+                        "sequence of tokens belongs")
     rows = [list(row) for row in tokens]
     if len(rows) != batch or not all(isinstance(t, str) for row in rows for t in row):
         raise ValueError(f"tokens must be one sequence of str per probe example ({batch}), got {len(rows)} rows")
+    most = probe[0].shape[1] if probe[0].dim() > 1 else None
+    longer = [i for i, row in enumerate(rows) if most is not None and len(row) > most]
+    if longer:
+        raise ValueError(f"tokens[{longer[0]}] has {len(rows[longer[0]])} tokens and the probe "
+                         f"{tuple(probe[0].shape)} has {most} per example: give at most {most} (padding may be left out)")
     return rows
 
 

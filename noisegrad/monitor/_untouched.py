@@ -27,15 +27,18 @@ def training_untouched(models: List[nn.Module]) -> Iterator[None]:
     CPU and CUDA, numpy's and Python's global RNG states. Optimizers are never
     seen.
     """
-    submodules = list({id(m): m for root in models for m in root.modules()}.values())
-    modes = [m.training for m in submodules]
-    bindings = [(m, slots, name, value) for m in submodules for slots in (m._parameters, m._buffers)
-                for name, value in slots.items()]
-    params = list({id(p): p for m in submodules for p in m._parameters.values() if p is not None}.values())
-    requires = [p.requires_grad for p in params]
-    buffers = list({id(b): b for m in submodules for b in m._buffers.values() if b is not None}.values())
-    saved = [b.detach().clone() for b in buffers]
+    # Recorded under the process-wide RNG lock that the whole snapshot holds: a snapshot in another thread (a second
+    # monitor of the same model) cannot record the eval mode this one set, nor restore the training mode while
+    # this one still runs, and leave the model in eval mode for the rest of training.
     with preserved_global_rngs(), _autocast_off():
+        submodules = list({id(m): m for root in models for m in root.modules()}.values())
+        modes = [m.training for m in submodules]
+        bindings = [(m, slots, name, value) for m in submodules for slots in (m._parameters, m._buffers)
+                    for name, value in slots.items()]
+        params = list({id(p): p for m in submodules for p in m._parameters.values() if p is not None}.values())
+        requires = [p.requires_grad for p in params]
+        buffers = list({id(b): b for m in submodules for b in m._buffers.values() if b is not None}.values())
+        saved = [b.detach().clone() for b in buffers]
         try:
             for root in models:
                 root.eval()

@@ -99,7 +99,8 @@ def snapshot_figure(
         overlay = images is not None and tuple(images.shape[-2:]) == tuple(maps.shape[-2:])
         return _image_figure(maps, images.detach() if overlay else None, title)
     if kind == "tabular":
-        fig = new_figure((5.0, 0.4 + 0.25 * min(maps.shape[1], TABULAR_FEATURES) * n))
+        # a quarter inch a bar, room for three at least: one or two made a panel too small to lay out
+        fig = new_figure((5.0, 0.4 + 0.25 * max(3, min(maps.shape[1], TABULAR_FEATURES)) * n))
         for i, ax in enumerate(fig.subplots(n, 1, squeeze=False)[:, 0]):
             viz.plot_feature_attr(maps[i], feature_names, ax=ax, title=f"#{i}", max_features=TABULAR_FEATURES)
         if title:

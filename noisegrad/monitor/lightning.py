@@ -39,7 +39,10 @@ class AttributionMonitorCallback(Callback):
         A class (``Saliency``) is built on the LightningModule being trained;
         an instance must be built on it or a part of it (``Saliency(module.net)``).
     inputs, target
-        The probe batch; moved to the module's device when fitting starts.
+        The probe batch; put where the trainer puts a batch when fitting
+        starts (the module's device; floating point in the trainer's
+        precision, e.g. float64 with ``precision="64-true"``), as are the
+        masks and the tensors in ``attribute_kwargs``.
     every_n_steps : int, optional
         A snapshot when fitting starts (step 0: the model before any update)
         and after every ``every_n_steps``-th optimizer step
@@ -100,12 +103,20 @@ class AttributionMonitorCallback(Callback):
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.is_global_zero:
             return
-        device = pl_module.device
+        # where the trainer puts a batch: on the module's device, floating point in its precision ("64-true",
+        # "bf16-true" convert the module; "-mixed" ones leave both in float32)
+        convert = getattr(getattr(trainer, "precision_plugin", None), "convert_input", None) or (lambda data: data)
+
+        def placed(value: Any) -> Any:
+            return _to(convert(value), pl_module.device)
+
         kwargs = dict(self._kwargs)
         if "masks" in kwargs:
-            kwargs["masks"] = _to(kwargs["masks"], device)
+            kwargs["masks"] = placed(kwargs["masks"])
+        if isinstance(kwargs.get("attribute_kwargs"), dict):  # baselines, additional_forward_args, noise_mask, ...
+            kwargs["attribute_kwargs"] = {name: placed(value) for name, value in kwargs["attribute_kwargs"].items()}
         kwargs.setdefault("model", pl_module)  # a method built on another model is refused
-        self.monitor = AttributionMonitor(self._method, _to(self._inputs, device), _to(self._target, device),
+        self.monitor = AttributionMonitor(self._method, placed(self._inputs), placed(self._target),
                                           every=self.every_n_steps or 1, sinks=[_logger_sink(trainer, kwargs)],
                                           **kwargs)
         self._last_step = None  # a new fit counts its steps from 0 again

@@ -14,19 +14,22 @@ snapshots apart (e.g. by ``module.training``) or be removed while monitoring.
 """
 
 import contextlib
+import importlib
 import inspect
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from captum.attr import Attribution, GradientAttribution, LayerAttribution
 from torch import Tensor, nn
 
+from noisegrad._caller import user_stacklevel
 from noisegrad._state import modules_of
 from noisegrad._validate import as_int, validate_inputs
 from noisegrad.config import SmoothingConfig
-from noisegrad.monitor._checks import (check_probe_dtype, check_required_arguments, check_same_model, checked_feature_names,
-                                       checked_masks, checked_tokens, smoothing_fields)
+from noisegrad.monitor._checks import (check_probe_dtype, check_probe_finite, check_required_arguments, check_same_model,
+                                       checked_feature_names, checked_masks, checked_tokens, smoothing_fields)
 from noisegrad.monitor._untouched import local_method, training_untouched
 from noisegrad.monitor.figures import figure_kind, snapshot_figure
 from noisegrad.monitor.sinks import FolderSink, TensorBoardSink
@@ -57,15 +60,20 @@ class AttributionMonitor(contextlib.ContextDecorator):
         communication: under DDP, call ``step`` on rank 0 only (or on every
         rank; each computes the same maps).
     inputs : Tensor or tuple of Tensor
-        The probe batch, fixed for the whole training (on the model's device).
+        The probe batch (on the model's device), copied when the monitor is
+        built, as are ``target`` and ``masks``: it stays as given for the
+        whole training.
     target : optional
         As for ``NoiseTunnel.attribute`` (e.g. the probe's labels).
     masks : Tensor or tuple of Tensor, optional
         Ground truth, bool or 0/1, one per input, with the attributions'
         dimensions and each of their sizes or 1 (``(batch, 1, H, W)`` for
         images, ``(batch, tokens, 1)`` for a layer's ``(batch, tokens,
-        hidden)``): adds ``mass_in_mask``, the share of attribution mass on
-        it, averaged over the examples whose mask is not empty.
+        hidden)``; with ``outputs=`` one more, last dimension,
+        ``masks[..., None]``; with ``channel_reducer=`` none for an image's
+        channels, ``masks[:, 0]``): adds ``mass_in_mask``, the share of
+        attribution mass on it, averaged over the examples whose mask is not
+        empty.
     model : nn.Module, optional
         The model being trained; by default the one behind ``method``. A
         method whose model shares no parameter with it is refused.
@@ -87,7 +95,8 @@ class AttributionMonitor(contextlib.ContextDecorator):
         ``writer``, ``log_dir``, ``sinks`` the records are kept in
         :attr:`history` only.
     tokens : sequence of sequences of str, optional
-        Each probe example's tokens, for text figures.
+        Each probe example's tokens, for text figures: at most as many as
+        its tokens dimension (the probe's dimension 1); padding may be left out.
     feature_names : sequence of str, optional
         For tabular figures: one per column of a ``(batch, features)`` probe.
     tag : str
@@ -168,7 +177,11 @@ class AttributionMonitor(contextlib.ContextDecorator):
 
         if config is not None and not isinstance(config, SmoothingConfig):
             raise TypeError(f"config must be a noisegrad.SmoothingConfig, got {type(config).__name__}")
-        config = config if config is not None else SmoothingConfig().replace(**MONITOR_DEFAULTS)
+        if config is None:
+            # joint sampling (SmoothGrad × IG) chooses its noise with joint= ("antithetic" too): the nested
+            # estimator's default sampler is not for it, and was refused as if the user had asked for it
+            joint = (attribute_kwargs or {}).get("joint") not in (None, False)
+            config = SmoothingConfig().replace(**dict(MONITOR_DEFAULTS, **({"sampler": "iid"} if joint else {})))
         if config_fields:
             own = [name for name in inspect.signature(AttributionMonitor).parameters if name != "config_fields"]
             config = config.replace(**smoothing_fields(config_fields, self.method, behind, own))
@@ -187,12 +200,15 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self.tag = tag
 
         discrete = self.config.noise_layer is not None or "noise_layer" in (attribute_kwargs or {})
-        self.inputs = inputs
+        # the probe, its labels and masks are copied: slices of a data set that the training changes in place
+        # (normalised, augmented) would change the probe between snapshots, and the maps with it
+        inputs, target = _kept(inputs), _kept(target)
         probe = validate_inputs(inputs, discrete=discrete)
+        self.inputs = inputs
         check_probe_dtype(probe, self.models)
-        self.masks = checked_masks(masks, probe, self.method)
+        check_probe_finite(probe)
         self.target = target
-        self.tokens = checked_tokens(tokens, probe[0].shape[0])
+        self.tokens = checked_tokens(tokens, probe)
         self.feature_names = checked_feature_names(feature_names, probe, self.method)
         self._kwargs = dict(attribute_kwargs or {})
         for name in ("target", "inputs", "return_stderr", "seed", "generator"):
@@ -205,7 +221,11 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self._tunnel = NoiseTunnel(local_method(self.method))
         self._tunnel.check_arguments(inputs, target=target, **self._call)  # every argument, no forward
         check_required_arguments(self.method, self._call)
+        self.masks = _kept(checked_masks(masks, probe, self.method, self._call))
 
+        if not isinstance(sinks, (list, tuple)):
+            raise TypeError(f"sinks must be a list or tuple of sinks, got {type(sinks).__name__} (for one sink, give "
+                            f"sinks=[sink])")
         self.sinks: List[Any] = list(sinks)
         if writer is not None:
             self.sinks.append(TensorBoardSink(writer, tag))
@@ -219,7 +239,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
         if self.sinks and self.figures_every:
             # The drawing code is loaded now (about 20-90 ms, once per process): a broken matplotlib fails here,
             # before training starts, and the first snapshot does not pay for the import.
-            import noisegrad.viz  # noqa: F401
+            importlib.import_module("noisegrad.viz")
 
         self.history: List[Dict[str, Any]] = []
         self.first: Optional[Snapshot] = None
@@ -236,16 +256,17 @@ class AttributionMonitor(contextlib.ContextDecorator):
         per call, per ``with monitor:`` block and per call of a function
         decorated with ``@monitor``). Returns the snapshot, or None.
 
-        The snapshot shows the model as it is when ``step`` is called: called
-        after ``optimizer.step()``, step 0 is the model after one update (as
-        ``with monitor:`` and ``@monitor`` do); called before it, or with
-        ``monitor.snapshot(0)`` before the loop, step 0 is the untrained model
-        (as the Lightning callback does).
+        The snapshot shows the model as it is when ``step`` is called. Called
+        before the update (at the top of the loop), step ``k`` is the model
+        after ``k`` updates, step 0 the untrained one, as in the Lightning
+        callback. Called after ``optimizer.step()`` (as ``with monitor:`` and
+        ``@monitor`` do), step 0 is the model after one update; to record the
+        untrained model too, call ``monitor.snapshot(0)`` before the loop:
+        the counted steps then go on from 1 (so step ``k`` is again the model
+        after ``k`` updates), and explicit ones should too, ``step(i + 1)``
+        (a step recorded twice is warned about).
         """
-        if global_step is None:
-            global_step = self._next_step
-        elif type(global_step) is not int or global_step < 0:
-            global_step = as_int("global_step", global_step, least=0)
+        global_step = self._next_step if global_step is None else _checked_step(global_step)
         self._next_step = global_step + 1
         if global_step % self.every:
             return None
@@ -263,6 +284,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
 
     def snapshot(self, global_step: int) -> Snapshot:
         """Attribute the probe batch now, record it, and return it (whatever ``every`` says)."""
+        global_step = _checked_step(global_step)
         if torch.is_inference_mode_enabled() and isinstance(self.method, GradientAttribution):
             raise RuntimeError(f"the monitor's {type(self.method).__name__} takes gradients, and none can be taken "
                                "under torch.inference_mode(): call monitor.step outside it (under torch.no_grad() "
@@ -279,7 +301,13 @@ class AttributionMonitor(contextlib.ContextDecorator):
         if self.first is None:
             self.first = snap
         self.last = snap
+        if self.history and global_step <= self.history[-1]["step"]:
+            warnings.warn(f"step {global_step} recorded after step {self.history[-1]['step']}: the records repeat or go "
+                          f"back (a TensorBoard curve turns back on itself); after monitor.snapshot(0) before the loop, "
+                          f"call monitor.step(i + 1) after the i-th update, or monitor.step(i) before it",
+                          stacklevel=user_stacklevel())
         self.history.append(snap.row())
+        self._next_step = max(self._next_step, global_step + 1)
         return snap
 
     def _record(self, snap: Snapshot) -> None:
@@ -316,6 +344,20 @@ class AttributionMonitor(contextlib.ContextDecorator):
     def __repr__(self) -> str:
         return (f"AttributionMonitor({type(self.method).__name__}, every={self.every}, "
                 f"snapshots={len(self.history)}, sinks={self.sinks})")
+
+
+def _kept(value: Any) -> Any:
+    """A tensor, or each tensor of a tuple, copied (detached); anything else as it is."""
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, tuple):
+        return tuple(_kept(v) for v in value)
+    return value
+
+
+def _checked_step(global_step: Any) -> int:
+    """A step number: an int >= 0 (numpy's integers too), checked at the cost of a type test when it is one."""
+    return global_step if type(global_step) is int and global_step >= 0 else as_int("global_step", global_step, least=0)
 
 
 def _method(method: Any, model: Optional[nn.Module]) -> Attribution:
