@@ -394,17 +394,19 @@ CAUSES = {
         "would have to need a third of Captum's samples at a per-sample cost no higher than one forward of all of "
         "them. For such rows the goal is out of reach by design; the plan is to match Captum (ratio ≥ 1).",
     ),
-    "no hypercube with auto": (
-        "\"auto\" cannot use the Latin hypercube",
-        "noisegrad needed about as many samples as Captum (ratio under 1.5): with nt_samples=\"auto\" the "
-        "front-ends fall back from the Latin hypercube to antithetic pairs (i.i.d. noise for VarGrad), which save "
-        "0–30 % of the samples here, while a fixed-size hypercube needed 0.4–0.6 of i.i.d.'s samples for the "
-        "SmoothGrads in benchmarks/SAMPLERS.md. Plan: \"auto\" over independent hypercubes of doubling size (16, 32, "
-        "64, ...), each an unbiased estimate, combined with weights by their size, the standard error from the "
-        "between-hypercube spread and from the samples within each (the replicates table of SAMPLERS.md measures "
-        "what replication costs: 15.5 samples for i.i.d.'s 32 with 4 replicates against 13.1 with one); and for "
-        "VarGrad, where no sampler saved samples under \"auto\", a control variate (the clean gradient's square) "
-        "to be measured in bench_samplers.py first.",
+    "few samples saved": (
+        "The sampler saves few samples under \"auto\"",
+        "noisegrad needed about as many samples as Captum (ratio under 1.5). Under nt_samples=\"auto\" the front-ends "
+        "draw antithetic pairs (signed SmoothGrad), i.i.d. noise (VarGrad) or, since the run of 31affe0, consecutive "
+        "Latin hypercubes of 4 samples (absolute SmoothGrad, SmoothGrad²), which need 6–9 % fewer samples than "
+        "antithetic pairs (benchmarks/AUTO_LHS.md), far from the 0.4–0.6 of i.i.d.'s samples that one fixed-size "
+        "hypercube needs in benchmarks/SAMPLERS.md: a hypercube of 4 stratifies each dimension into 4 strata only. "
+        "Hypercubes of 8 saved the most samples × error² in AUTO_LHS.md but their first check at 64 samples is too "
+        "late for cheap targets. Plan: blocks that grow once the first check has projected the count (4 up to "
+        "the first check, then blocks of 16 or more, switched at a whole round of the 8 groups so that every "
+        "group holds the same mix of block sizes); for VarGrad and SmoothGrad², a control variate (the clean "
+        "gradient and its square, whose noisy means are known to second order), to be measured in "
+        "bench_samplers.py first.",
     ),
     "per-sample cost": (
         "Per sample, noisegrad is not faster than Captum's default",
@@ -443,7 +445,7 @@ def causes(r: Row) -> List[str]:
     if "IG" not in r.statistic and r.ng_samples < SECOND_CHECK and r.ng_error < 0.9 * r.tol:
         found.append("first check")
     if "IG" not in r.statistic and samples < 1.5:
-        found.append("no hypercube with auto")
+        found.append("few samples saved")
     if per_sample < 1.5:
         found.append("per-sample cost")
     return found
