@@ -127,13 +127,18 @@ def row_keys(seed: int, stream: int, example_ids: Tensor, units: Tensor) -> Tens
     return _mix64_(by_example.unsqueeze(0).bitwise_xor(units.to(device=device, dtype=torch.int64).view(-1, 1)))
 
 
+_GAMMA_NUMPY = np.uint64(_GAMMA)
+_MIX64_NUMPY = tuple((np.uint64(shift), None if multiplier is None else np.uint64(multiplier))
+                     for shift, multiplier in _MIX64)
+
+
 def _mix64_numpy(x: np.ndarray) -> np.ndarray:
     """:func:`splitmix64` of every element of a uint64 array, in place (numpy's array arithmetic wraps)."""
-    x += np.uint64(_GAMMA)
-    for shift, multiplier in _MIX64:
-        x ^= x >> np.uint64(shift)
+    x += _GAMMA_NUMPY
+    for shift, multiplier in _MIX64_NUMPY:
+        x ^= x >> shift
         if multiplier is not None:
-            x *= np.uint64(multiplier)
+            x *= multiplier
     return x
 
 
@@ -211,8 +216,8 @@ def standard_normal(keys: Tensor, shape: Tuple[int, ...], out: Tensor) -> Tensor
         # the top 24 bits s ∈ [−2^23, 2^23) as 2u − 1 = (s + ½)·2^-23, exact in float32, never ±1
         bits.bitwise_right_shift_(8)
         work = target if target.dtype in (torch.float32, torch.float64) else torch.empty_like(target, dtype=torch.float32)
-        torch.mul(bits, 2.0**-23, out=work)
-        work.add_(2.0**-24).erfinv_().mul_(math.sqrt(2))
+        work.copy_(bits)  # converted as copied: a mixed-type product would convert into a temporary first
+        work.mul_(2.0**-23).add_(2.0**-24).erfinv_().mul_(math.sqrt(2))
         if work is not target:
             target.copy_(work)
 
@@ -242,11 +247,11 @@ def _each_block(keys: Tensor, shape: Tuple[int, ...], out: Tensor, finish) -> No
     rows, elements = math.prod(keys.shape), math.prod(shape)
     flat = out.view(rows, elements)
     if keys.device.type == "cpu" and rows * elements <= _NUMPY_ELEMENTS:  # one block, hashed with numpy
-        unsigned = keys.reshape(-1).numpy().view(np.uint64)
-        row_low = (unsigned & np.uint64(0xFFFFFFFF)).astype(np.uint32)[:, None]
-        row_high = (unsigned >> np.uint64(32)).astype(np.uint32)[:, None]
+        halves = keys.reshape(-1).numpy().view(np.uint32).reshape(rows, 2)  # each key's two words, in memory order
+        low, high = (0, 1) if np.little_endian else (1, 0)
         x = np.empty((rows, elements), dtype=np.uint32)
-        _hash_block_numpy(*_element_keys_numpy(tuple(shape)), row_low, row_high, x, np.empty_like(x))
+        _hash_block_numpy(*_element_keys_numpy(tuple(shape)), halves[:, low:low + 1], halves[:, high:high + 1], x,
+                          np.empty_like(x))
         finish(torch.from_numpy(x.view(np.int32)), flat)
         return
     low, high = _halves(keys.reshape(-1))
