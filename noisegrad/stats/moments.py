@@ -176,12 +176,16 @@ class Moments:
         self.mean.add_(shift, alpha=n_new / total)
         self.count = total
 
-    def select(self, examples: Tensor) -> "Moments":
-        """The moments of some examples only (rows of the state's first dimension)."""
+    def select(self, examples: Any, dim: int = 0) -> "Moments":
+        """The moments of some examples only: ``examples`` indexes the state's dimension ``dim``.
+
+        An integer index gives views of the state (its updates then change this state too).
+        """
+        index = (slice(None),) * dim + (examples,)
         part = Moments(self.dtype, self.track_m2)
         part.count = self.count
-        part.mean = None if self.mean is None else self.mean[examples]
-        part.m2 = None if self.m2 is None else self.m2[examples]
+        part.mean = None if self.mean is None else self.mean[index]
+        part.m2 = None if self.m2 is None else self.m2[index]
         return part
 
     def without(self, part: "Moments") -> "Moments":
