@@ -69,8 +69,11 @@ def test_each_group_gets_the_moments_of_its_own_samples_in_any_chunking(groups, 
         assert part.count == count
         torch.testing.assert_close(part.mean, mean, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(part.m2, m2, rtol=1e-5, atol=1e-5)
-    all_samples = samples.double()
-    torch.testing.assert_close(grouped.total().mean, all_samples.mean(dim=0), rtol=1e-6, atol=1e-6)
+    all_samples, total = samples.double(), grouped.total()
+    assert total.count == samples.shape[0]
+    torch.testing.assert_close(total.mean, all_samples.mean(dim=0), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(total.m2, ((all_samples - all_samples.mean(dim=0)) ** 2).sum(dim=0), rtol=1e-5,
+                               atol=1e-5)
 
 
 @settings(max_examples=25, deadline=None)

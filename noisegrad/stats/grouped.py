@@ -115,6 +115,8 @@ class GroupedMoments:
         """All groups merged: the moments of every sample."""
         if self.groups == 1:
             return self.parts[0]
+        if self._stacked is not None:
+            return self._stacked.merged_over(0)
         total = Moments(track_m2=self.track_m2)
         for part in self.parts:
             total.merge(part)
@@ -123,16 +125,21 @@ class GroupedMoments:
     def stderr(self, nt_type: str) -> Tuple[Tensor, int]:
         """The standard error of ``smooth(total, nt_type)`` and its degrees of freedom."""
         total = self.total()
-        filled = [part for part in self.parts if part.count]
         if nt_type == "smoothgrad" and self.textbook_mean and total.m2 is not None and total.count > 1:
             return (total.m2.clamp(min=0) / (total.count * (total.count - 1))).sqrt(), total.count - 1
-        if len(filled) < 2:
-            raise ValueError("a standard error needs samples in at least two independent groups")
-        if nt_type == "smoothgrad" and self.collapsed_mean:
-            return _collapsed(filled, total.count)
-        leave_one_out = torch.stack([smooth(total.without(part), nt_type) for part in filled])
+        collapsed = nt_type == "smoothgrad" and self.collapsed_mean
+        if self._stacked is not None and self._stacked.count and not collapsed:
+            # every group alike: the statistics without each one, all at once
+            leave_one_out, g = smooth(total.without(self._stacked), nt_type), self.groups
+        else:
+            filled = [part for part in self.parts if part.count]
+            if len(filled) < 2:
+                raise ValueError("a standard error needs samples in at least two independent groups")
+            if collapsed:
+                return _collapsed(filled, total.count)
+            leave_one_out = torch.stack([smooth(total.without(part), nt_type) for part in filled])
+            g = len(filled)
         spread = leave_one_out - leave_one_out.mean(dim=0)
-        g = len(filled)
         return ((g - 1) / g * (spread * spread).sum(dim=0)).sqrt(), g - 1
 
 
