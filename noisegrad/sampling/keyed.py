@@ -247,7 +247,7 @@ def _each_block(keys: Tensor, shape: Tuple[int, ...], out: Tensor, finish) -> No
     rows, elements = math.prod(keys.shape), math.prod(shape)
     flat = out.view(rows, elements)
     if keys.device.type == "cpu" and rows * elements <= _NUMPY_ELEMENTS:  # one block, hashed with numpy
-        halves = keys.reshape(-1).numpy().view(np.uint32).reshape(rows, 2)  # each key's two words, in memory order
+        halves = keys.reshape(-1).contiguous().numpy().view(np.uint32).reshape(rows, 2)  # each key's two words
         low, high = (0, 1) if np.little_endian else (1, 0)
         x = np.empty((rows, elements), dtype=np.uint32)
         _hash_block_numpy(*_element_keys_numpy(tuple(shape)), halves[:, low:low + 1], halves[:, high:high + 1], x,
