@@ -9,11 +9,18 @@ checks every assumption against the installed Captum.
 """
 
 import copy
+import inspect
 import threading
+import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
-from captum._utils.common import _expand_additional_forward_args, _format_additional_forward_args, _run_forward
+from captum._utils.common import (
+    _expand_additional_forward_args,
+    _format_additional_forward_args,
+    _format_inputs,
+    _select_targets,
+)
 from captum._utils.gradient import _forward_layer_eval, apply_gradient_requirements, compute_gradients
 from captum.attr._utils.approximation_methods import (
     SUPPORTED_METHODS,
@@ -99,7 +106,6 @@ RIEMANN_METHODS = tuple(SUPPORTED_RIEMANN_METHODS)
 _DEFAULT_N_STEPS = 50
 _DEFAULT_N_SAMPLES = 5
 
-run_forward = _run_forward
 format_additional_forward_args = _format_additional_forward_args
 forward_layer_eval = _forward_layer_eval
 #: What IntegratedGradients does with its inputs and baselines before its path (``estimators/_ig_outputs.py``): one
@@ -193,6 +199,46 @@ def draws_from_global_rng(method: Attribution) -> bool:
 BLACK_BOX_METHODS = (Saliency, InputXGradient, IntegratedGradients, FeatureAblation)
 
 
+#: Whether a forward function takes parameters, by the function (weakly held: an entry goes with its function).
+_TAKES_ARGUMENTS: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def _takes_arguments(forward_func: Callable[..., Any]) -> bool:
+    """Whether ``inspect.signature(forward_func)`` has parameters, looked up once per function (15 µs for a module).
+
+    A bound method is a new object at each attribute access, so it is looked up each time.
+    """
+    try:
+        return _TAKES_ARGUMENTS[forward_func]
+    except (KeyError, TypeError):  # not seen yet, or not weakly referable or hashable
+        pass
+    takes = len(inspect.signature(forward_func).parameters) > 0
+    try:
+        _TAKES_ARGUMENTS[forward_func] = takes
+    except TypeError:
+        pass
+    return takes
+
+
+def run_forward(forward_func: Callable[..., Any], inputs: Any, target: Any = None,
+                additional_forward_args: Optional[object] = None) -> Any:
+    """Captum's ``_run_forward`` (the outputs ``target`` selects from ``forward_func(*inputs, *additional args)``),
+    without its signature lookup at every call.
+
+    As Captum's: a forward function without parameters is called without
+    arguments, and a ``torch.futures.Future`` output selects its targets
+    when it completes.
+    """
+    if not _takes_arguments(forward_func):
+        output = forward_func()
+        return output if target is None else _select_targets(output, target)
+    extra = _format_additional_forward_args(additional_forward_args)
+    output = forward_func(*_format_inputs(inputs), *(extra if extra is not None else ()))
+    if isinstance(output, torch.futures.Future):
+        return output.then(lambda done: _select_targets(done.value(), target))
+    return _select_targets(output, target)
+
+
 def calls_model_as_black_box(method: Attribution) -> bool:
     """Whether every forward of the method is ``forward_func`` on whole blocks of its input rows.
 
@@ -219,7 +265,7 @@ def summed_gradients(
     parameter's ``.grad`` is touched.
     """
     with torch.autograd.set_grad_enabled(True):
-        outputs = _run_forward(forward_fn, inputs, target_ind, additional_forward_args)
+        outputs = run_forward(forward_fn, inputs, target_ind, additional_forward_args)
         if outputs[0].numel() != 1:
             raise ValueError(
                 f"target is needed: the model returns {outputs[0].numel()} outputs per example (shape "
@@ -279,7 +325,7 @@ def output_gradients(outputs: Tuple[int, ...]) -> Callable[..., Tuple[Tensor, ..
     ) -> Tuple[Tensor, ...]:
         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
         with torch.autograd.set_grad_enabled(True):
-            selected = selected_outputs(_run_forward(forward_fn, inputs, None, additional_forward_args), outputs)
+            selected = selected_outputs(run_forward(forward_fn, inputs, None, additional_forward_args), outputs)
             return stacked_vjps(selected, inputs)
 
     return gradient_func
@@ -395,7 +441,7 @@ def own_layer_forward(
 
     handle = layer.register_forward_pre_hook(hook) if to_layer_input else layer.register_forward_hook(hook)
     try:
-        output = _run_forward(forward_func, inputs, None, extra)
+        output = run_forward(forward_func, inputs, None, extra)
     finally:
         handle.remove()
     if not saved:

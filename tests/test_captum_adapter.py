@@ -6,9 +6,11 @@ assumption fails with the class in the test id.
 
 import contextlib
 import copy
+import gc
 import inspect
 import random
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
 
@@ -341,6 +343,31 @@ def test_run_forward_calls_the_model_with_inputs_then_extra_args_and_selects_tar
         out = _captum.run_forward(model, (a, b), target, extra)
         assert torch.equal(out, expected), target
     assert torch.equal(_captum.run_forward(model, (a, b), None, extra), full)
+
+
+def test_run_forward_gives_what_captums_run_forward_gives_and_holds_no_model():
+    """The signature is looked up once per forward function, with Captum's result in every case it distinguishes."""
+    from captum._utils.common import _run_forward as captums
+
+    model, a = ScaledNet(), inputs()
+    b = torch.tensor([[0.3, -0.2], [1.0, 0.5]], dtype=torch.float64)
+    scale = torch.tensor([[2.0], [0.5]], dtype=torch.float64)
+    constant = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    cases = [
+        (model, (a, b), scale),
+        (lambda *args: model(*args), [a, b], (scale,)),
+        (lambda: constant, (a,), None),  # no parameters: called without the inputs, as Captum does
+        (nn.Linear(FEATURES, CLASSES).double(), a, None),
+    ]
+    for forward, given, extra in cases:
+        for target in (None, 1, [2, 0]):
+            for _ in range(2):  # the second call uses the cached lookup
+                assert torch.equal(_captum.run_forward(forward, given, target, extra),
+                                   captums(forward, given, target, extra))
+    dead = weakref.ref(cases[3][0])
+    del cases, forward
+    gc.collect()
+    assert dead() is None
 
 
 def test_format_additional_forward_args_makes_a_tuple_to_append_to_the_inputs():

@@ -9,6 +9,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from noisegrad.sampling import keyed
 from noisegrad.sampling.keyed import random_bits, row_keys, standard_normal, uniform
@@ -48,15 +50,22 @@ def bits_of(seed, stream_id, example_ids, units, shape):
     return random_bits(keys, shape, out)
 
 
-@pytest.fixture(params=["python", "tensor"])
+@pytest.fixture(params=["numpy", "tensor"])
 def row_key_path(request, monkeypatch):
-    """Both ways of making row keys: Python integers for a small CPU grid, tensor operations otherwise."""
-    monkeypatch.setattr(keyed, "_PYTHON_ROWS", 10**9 if request.param == "python" else 0)
+    """Both ways of making row keys: numpy's unsigned integers for a small CPU grid, tensor operations otherwise."""
+    monkeypatch.setattr(keyed, "_NUMPY_ROWS", 10**9 if request.param == "numpy" else -1)
+    return request.param
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def hash_path(request, monkeypatch):
+    """Both ways of hashing a block: numpy's unsigned integers for a small CPU block, torch operations otherwise."""
+    monkeypatch.setattr(keyed, "_NUMPY_ELEMENTS", 10**9 if request.param == "numpy" else -1)
     return request.param
 
 
 @pytest.mark.parametrize("seed", [0, 12345, 2**64 - 1, -7 & M64])
-def test_bits_follow_the_written_construction(seed, row_key_path):
+def test_bits_follow_the_written_construction(seed, row_key_path, hash_path):
     example_ids, units, shape = [0, 1, -3, 2**62 + 5], [0, 1, 2**31 + 9], (2, 3)
     got = bits_of(seed, stream(Purpose.INPUT_NOISE, 1), example_ids, units, shape)
     for k, unit in enumerate(units):
@@ -79,11 +88,25 @@ def test_normals_are_the_inverse_normal_cdf_of_the_top_24_bits():
     assert float(expected.abs().max()) < 5.4
 
 
-def test_blocks_do_not_change_the_bits(monkeypatch):
+def test_blocks_do_not_change_the_bits(monkeypatch, hash_path):
     keys = row_keys(1, 1, torch.arange(37), torch.arange(5))
     whole = random_bits(keys, (3, 11), torch.empty(5, 37, 3, 11, dtype=torch.int32))
     monkeypatch.setattr(keyed, "_CPU_BLOCK", 100)  # 3 rows per block, and a ragged last block
     assert torch.equal(random_bits(keys, (3, 11), torch.empty(5, 37, 3, 11, dtype=torch.int32)), whole)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**64 - 1), rows=st.integers(1, 9), shape=st.lists(st.integers(1, 6), max_size=3),
+       first_id=st.integers(-2**62, 2**62))
+def test_numpy_and_torch_hash_the_same_bits(seed, rows, shape, first_id):
+    """The small-block CPU path (numpy) and the torch path give every element the same 32 bits."""
+    keys = row_keys(seed, 1, torch.arange(first_id, first_id + rows + 1), torch.arange(3))[:, 1:]  # not contiguous
+    out = {}
+    for path, limit in (("numpy", 10**9), ("torch", -1)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(keyed, "_NUMPY_ELEMENTS", limit)
+            out[path] = random_bits(keys, tuple(shape), torch.empty((3, rows) + tuple(shape), dtype=torch.int32))
+    assert torch.equal(out["numpy"], out["torch"])
 
 
 def test_an_elements_bits_do_not_depend_on_the_size_of_any_dimension():

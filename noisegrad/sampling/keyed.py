@@ -12,7 +12,8 @@ the tensor's own device:
   much padding a batch adds along any dimension;
 * the 32 random bits of an element are two rounds of a 32-bit integer hash
   (Wellons' ``lowbias32``) of the keys' halves, over the full tensor in blocks
-  that stay in cache.
+  that stay in cache (small blocks on a CPU with numpy's unsigned integers,
+  whose operations cost a fraction of torch's: the same bits).
 
 Integer arithmetic is exact, so the bits are the same on every device and in
 any batch, chunk or process. Normals are ``√2·erfinv(2u − 1)`` of a 24-bit
@@ -31,6 +32,7 @@ import functools
 import math
 from typing import Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -76,6 +78,13 @@ def _mix64_(x: Tensor) -> Tensor:
     return x
 
 
+#: At most this many elements of a CPU call are hashed with numpy, in one block: the hash's two dozen operations cost
+#: about a microsecond each there against several in torch, which wins on more elements with its thread pool
+#: (benchmarks/FIXED_COST.md).
+_NUMPY_ELEMENTS = 1 << 16
+_MIX32_NUMPY = tuple((shift, None if multiplier is None else np.uint32(multiplier)) for shift, multiplier in _MIX32)
+
+
 def _hash32_(x: Tensor, scratch: Tensor) -> None:
     """lowbias32 of every element of an int32 tensor, in place (right shifts made logical by a mask)."""
     for shift, multiplier in _MIX32:
@@ -90,9 +99,9 @@ def _halves(keys: Tensor) -> Tuple[Tensor, Tensor]:
     return keys.to(torch.int32), torch.bitwise_right_shift(keys, 32).to(torch.int32)
 
 
-#: Row keys are made with Python integers when a CPU call needs at most this many: two dozen tensor operations on a
-#: small grid cost more than the arithmetic (about 0.6 µs a key; benchmarks/FIXED_COST.md).
-_PYTHON_ROWS = 64
+#: Row keys are made with numpy's unsigned integers when a CPU call needs at most this many: a dozen numpy operations
+#: cost less than two dozen tensor operations on a small grid (benchmarks/FIXED_COST.md).
+_NUMPY_ROWS = 1 << 16
 
 
 def row_keys(seed: int, stream: int, example_ids: Tensor, units: Tensor) -> Tensor:
@@ -109,12 +118,28 @@ def row_keys(seed: int, stream: int, example_ids: Tensor, units: Tensor) -> Tens
     """
     prefix = splitmix64((seed ^ splitmix64(stream & _MASK64)) & _MASK64)
     device = example_ids.device
-    if device.type == "cpu" and len(units) * len(example_ids) <= _PYTHON_ROWS:  # the same keys, fewer operations
-        by_id = [splitmix64((i + prefix) & _MASK64) for i in example_ids.tolist()]
-        keys = [_signed(splitmix64(key ^ (unit & _MASK64)), 64) for unit in units.tolist() for key in by_id]
-        return torch.tensor(keys, dtype=torch.int64).view(len(units), len(by_id))
+    if device.type == "cpu" and len(units) * len(example_ids) <= _NUMPY_ROWS:  # the same keys, fewer operations
+        by_example = example_ids.numpy().astype(np.uint64)  # negative ids wrap modulo 2^64, as in int64 below
+        by_example += np.uint64(prefix)
+        rows = np.bitwise_xor(_mix64_numpy(by_example)[None, :], units.cpu().numpy().astype(np.uint64)[:, None])
+        return torch.from_numpy(_mix64_numpy(rows).view(np.int64))
     by_example = _mix64_(example_ids.to(torch.int64).add(_signed(prefix, 64)))
     return _mix64_(by_example.unsqueeze(0).bitwise_xor(units.to(device=device, dtype=torch.int64).view(-1, 1)))
+
+
+_GAMMA_NUMPY = np.uint64(_GAMMA)
+_MIX64_NUMPY = tuple((np.uint64(shift), None if multiplier is None else np.uint64(multiplier))
+                     for shift, multiplier in _MIX64)
+
+
+def _mix64_numpy(x: np.ndarray) -> np.ndarray:
+    """:func:`splitmix64` of every element of a uint64 array, in place (numpy's array arithmetic wraps)."""
+    x += _GAMMA_NUMPY
+    for shift, multiplier in _MIX64_NUMPY:
+        x ^= x >> shift
+        if multiplier is not None:
+            x *= multiplier
+    return x
 
 
 #: Shapes of at most this many elements keep their element keys in a process-wide cache (8 bytes per element, on
@@ -131,6 +156,12 @@ def _element_keys(shape: Tuple[int, ...], device: torch.device) -> Tuple[Tensor,
         keys = _mix64_(keys.unsqueeze(-1).bitwise_xor(torch.arange(size, dtype=torch.int64, device=device)))
     low, high = _halves(_mix64_(keys.reshape(-1).clone()))
     return low, high
+
+
+@functools.lru_cache(maxsize=16)
+def _element_keys_numpy(shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`_element_keys` of a CPU tensor as uint32 arrays (views of the cached tensors)."""
+    return tuple(half.numpy().view(np.uint32) for half in _element_keys(shape, torch.device("cpu")))
 
 
 def _element_keys_between(shape: Tuple[int, ...], start: int, stop: int, device: torch.device) -> Tuple[Tensor, Tensor]:
@@ -185,8 +216,8 @@ def standard_normal(keys: Tensor, shape: Tuple[int, ...], out: Tensor) -> Tensor
         # the top 24 bits s ∈ [−2^23, 2^23) as 2u − 1 = (s + ½)·2^-23, exact in float32, never ±1
         bits.bitwise_right_shift_(8)
         work = target if target.dtype in (torch.float32, torch.float64) else torch.empty_like(target, dtype=torch.float32)
-        torch.mul(bits, 2.0**-23, out=work)
-        work.add_(2.0**-24).erfinv_().mul_(math.sqrt(2))
+        work.copy_(bits)  # converted as copied: a mixed-type product would convert into a temporary first
+        work.mul_(2.0**-23).add_(2.0**-24).erfinv_().mul_(math.sqrt(2))
         if work is not target:
             target.copy_(work)
 
@@ -213,9 +244,17 @@ def _each_block(keys: Tensor, shape: Tuple[int, ...], out: Tensor, finish) -> No
     expected = tuple(keys.shape) + tuple(shape)
     if tuple(out.shape) != expected or not out.is_contiguous():
         raise ValueError(f"out must be contiguous with shape {expected}, got {tuple(out.shape)}")
-    low, high = _halves(keys.reshape(-1))
-    rows, elements = low.shape[0], math.prod(shape)
+    rows, elements = math.prod(keys.shape), math.prod(shape)
     flat = out.view(rows, elements)
+    if keys.device.type == "cpu" and rows * elements <= _NUMPY_ELEMENTS:  # one block, hashed with numpy
+        halves = keys.reshape(-1).contiguous().numpy().view(np.uint32).reshape(rows, 2)  # each key's two words
+        low, high = (0, 1) if np.little_endian else (1, 0)
+        x = np.empty((rows, elements), dtype=np.uint32)
+        _hash_block_numpy(*_element_keys_numpy(tuple(shape)), halves[:, low:low + 1], halves[:, high:high + 1], x,
+                          np.empty_like(x))
+        finish(torch.from_numpy(x.view(np.int32)), flat)
+        return
+    low, high = _halves(keys.reshape(-1))
     most = _CPU_BLOCK if keys.device.type == "cpu" else _DEVICE_BLOCK
     if elements > _CACHED_ELEMENTS:  # a block of elements at a time, each row in turn: the keys never at full size
         bits = torch.empty((1, min(most, elements)), dtype=torch.int32, device=keys.device)
@@ -247,3 +286,22 @@ def _hash_block(element_low: Tensor, element_high: Tensor, row_low: Tensor, row_
     _hash32_(x, scratch)
     x.bitwise_xor_(row_high).bitwise_xor_(element_high)
     _hash32_(x, scratch)
+
+
+def _hash_block_numpy(element_low: np.ndarray, element_high: np.ndarray, row_low: np.ndarray, row_high: np.ndarray,
+                      x: np.ndarray, scratch: np.ndarray) -> None:
+    """:func:`_hash_block` on uint32 arrays (views of the tensors' memory): shifts are logical, products wrap."""
+    np.bitwise_xor(element_low, row_low, out=x)
+    _hash32_numpy(x, scratch)
+    np.bitwise_xor(x, row_high, out=x)
+    np.bitwise_xor(x, element_high, out=x)
+    _hash32_numpy(x, scratch)
+
+
+def _hash32_numpy(x: np.ndarray, scratch: np.ndarray) -> None:
+    """:func:`_hash32_` of a uint32 array, in place."""
+    for shift, multiplier in _MIX32_NUMPY:
+        np.right_shift(x, shift, out=scratch)
+        np.bitwise_xor(x, scratch, out=x)
+        if multiplier is not None:
+            np.multiply(x, multiplier, out=x)

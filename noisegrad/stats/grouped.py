@@ -1,6 +1,6 @@
 """Moments kept per independent group of samples: the smoothed value and its standard error from one run."""
 
-from typing import Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -37,6 +37,11 @@ class GroupedMoments:
     slightly conservative), with ``groups / 2`` degrees of freedom; the
     spread of all group means would count the strata's differences too.
 
+    While every chunk starts a round of the groups and holds whole rounds,
+    the groups share one accumulator over a leading group dimension, so a
+    chunk costs the operations of one update whatever the number of groups;
+    another chunk splits it into one accumulator per group.
+
     Examples
     --------
     >>> grouped = GroupedMoments(groups=4)
@@ -55,11 +60,22 @@ class GroupedMoments:
         self.groups, self.unit_size, self.textbook_mean, self.collapsed_mean = (
             groups, unit_size, textbook_mean, collapsed_mean
         )
-        self.parts = [Moments(track_m2=track_m2) for _ in range(groups)]
+        self._track_m2 = track_m2
+        #: All groups' moments in one accumulator, state (groups, ...), while every chunk has held whole rounds;
+        #: else None, and ``_split`` holds one accumulator per group.
+        self._stacked: Optional[Moments] = Moments(track_m2=track_m2) if groups > 1 else None
+        self._split: List[Moments] = [] if groups > 1 else [Moments(track_m2=track_m2)]
 
     @property
     def track_m2(self) -> bool:
-        return self.parts[0].track_m2
+        return self._track_m2
+
+    @property
+    def parts(self) -> List[Moments]:
+        """One accumulator per group (views of the shared state while there is one)."""
+        if self._stacked is None:
+            return self._split
+        return [self._stacked.select(group) for group in range(self.groups)]
 
     def update(self, samples: Tensor, sample_ids: range, overwrite: bool = False) -> None:
         """Merge a chunk (samples along dim 0, in the order of ``sample_ids``).
@@ -69,11 +85,19 @@ class GroupedMoments:
         centre them in place.
         """
         if self.groups == 1:
-            self.parts[0].update(samples, dim=0, overwrite=overwrite)
+            self._split[0].update(samples, dim=0, overwrite=overwrite)
             return
         size = self.unit_size
         period = size * self.groups
-        for group, part in enumerate(self.parts):
+        if self._stacked is not None and sample_ids.start % period == 0 and samples.shape[0] % period == 0:
+            # Whole rounds: row (round, group, offset) of the chunk, every group's rows at once.
+            rounds = samples.unflatten(0, (-1, self.groups, size))
+            for offset in range(size):
+                self._stacked.update(rounds[:, :, offset], dim=0, overwrite=overwrite)
+            return
+        if self._stacked is not None:
+            self._split, self._stacked = self.parts, None
+        for group, part in enumerate(self._split):
             for offset in range(size):
                 first = (group * size + offset - sample_ids.start) % period
                 part.update(samples[first::period], dim=0, overwrite=overwrite)
@@ -81,13 +105,18 @@ class GroupedMoments:
     def select(self, examples: Tensor) -> "GroupedMoments":
         """The groups' moments of some examples only."""
         part = GroupedMoments(self.groups, self.unit_size, self.track_m2, self.textbook_mean, self.collapsed_mean)
-        part.parts = [p.select(examples) for p in self.parts]
+        if self._stacked is not None:
+            part._stacked = self._stacked.select(examples, dim=1)
+        else:
+            part._stacked, part._split = None, [p.select(examples) for p in self._split]
         return part
 
     def total(self) -> Moments:
         """All groups merged: the moments of every sample."""
         if self.groups == 1:
             return self.parts[0]
+        if self._stacked is not None:
+            return self._stacked.merged_over(0)
         total = Moments(track_m2=self.track_m2)
         for part in self.parts:
             total.merge(part)
@@ -96,16 +125,21 @@ class GroupedMoments:
     def stderr(self, nt_type: str) -> Tuple[Tensor, int]:
         """The standard error of ``smooth(total, nt_type)`` and its degrees of freedom."""
         total = self.total()
-        filled = [part for part in self.parts if part.count]
         if nt_type == "smoothgrad" and self.textbook_mean and total.m2 is not None and total.count > 1:
             return (total.m2.clamp(min=0) / (total.count * (total.count - 1))).sqrt(), total.count - 1
-        if len(filled) < 2:
-            raise ValueError("a standard error needs samples in at least two independent groups")
-        if nt_type == "smoothgrad" and self.collapsed_mean:
-            return _collapsed(filled, total.count)
-        leave_one_out = torch.stack([smooth(total.without(part), nt_type) for part in filled])
+        collapsed = nt_type == "smoothgrad" and self.collapsed_mean
+        if self._stacked is not None and self._stacked.count and not collapsed:
+            # every group alike: the statistics without each one, all at once
+            leave_one_out, g = smooth(total.without(self._stacked), nt_type), self.groups
+        else:
+            filled = [part for part in self.parts if part.count]
+            if len(filled) < 2:
+                raise ValueError("a standard error needs samples in at least two independent groups")
+            if collapsed:
+                return _collapsed(filled, total.count)
+            leave_one_out = torch.stack([smooth(total.without(part), nt_type) for part in filled])
+            g = len(filled)
         spread = leave_one_out - leave_one_out.mean(dim=0)
-        g = len(filled)
         return ((g - 1) / g * (spread * spread).sum(dim=0)).sqrt(), g - 1
 
 

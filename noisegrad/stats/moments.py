@@ -176,16 +176,50 @@ class Moments:
         self.mean.add_(shift, alpha=n_new / total)
         self.count = total
 
-    def select(self, examples: Tensor) -> "Moments":
-        """The moments of some examples only (rows of the state's first dimension)."""
+    def select(self, examples: Any, dim: int = 0) -> "Moments":
+        """The moments of some examples only: ``examples`` indexes the state's dimension ``dim``.
+
+        An integer index gives views of the state (its updates then change this state too).
+        """
+        index = (slice(None),) * dim + (examples,)
         part = Moments(self.dtype, self.track_m2)
         part.count = self.count
-        part.mean = None if self.mean is None else self.mean[examples]
-        part.m2 = None if self.m2 is None else self.m2[examples]
+        part.mean = None if self.mean is None else self.mean[index]
+        part.m2 = None if self.m2 is None else self.m2[index]
         return part
 
+    def merged_over(self, dim: int) -> "Moments":
+        """The moments of the parts this state holds along ``dim`` (``count`` samples each), merged into one.
+
+        The mean of the parts' means, and the parts' M2 plus ``count`` times
+        their means' squared deviations from it (Chan et al.'s merge of
+        equal parts, exact).
+
+        Examples
+        --------
+        >>> m = Moments()
+        >>> m.update(torch.tensor([[1.0, 5.0], [3.0, 9.0]]), dim=0)  # two parts (columns), two samples each
+        >>> merged = m.merged_over(0)
+        >>> merged.count, merged.mean, merged.variance()
+        (4, tensor(4.5000, dtype=torch.float64), tensor(8.7500, dtype=torch.float64))
+        """
+        merged = Moments(self.dtype, self.track_m2)
+        if self.count == 0:
+            return merged
+        merged.count = self.count * self.mean.shape[dim]
+        merged.mean = self.mean.mean(dim=dim)
+        if self.m2 is not None:
+            deviation = self.mean - merged.mean.unsqueeze(dim)
+            merged.m2 = self.m2.sum(dim=dim).add_((deviation * deviation).sum(dim=dim), alpha=self.count)
+        return merged
+
     def without(self, part: "Moments") -> "Moments":
-        """The moments of these samples with ``part``'s samples taken out (Chan's update, inverted)."""
+        """The moments of these samples with ``part``'s samples taken out (Chan's update, inverted).
+
+        ``part``'s state may hold several parts along a leading dimension
+        (each of ``part.count`` samples): the result then holds each one's
+        complement.
+        """
         rest = Moments(self.dtype, self.track_m2)
         if part.count == 0:  # nothing to take out (merge skips an empty part the same way)
             rest.merge(self)

@@ -1,0 +1,122 @@
+"""Moments in standard-error groups: every group's moments as a float64 computation over its own samples.
+
+GroupedMoments updates all groups at once while chunks hold whole rounds of the groups, and one group at a
+time otherwise; both must give each group the moments of exactly its samples, in any chunking.
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from noisegrad.stats.grouped import GroupedMoments
+from noisegrad.stats.moments import Moments
+
+
+def group_of(sample: int, groups: int, unit_size: int) -> int:
+    """The group of sample ``k`` as GroupedMoments documents it."""
+    return (sample // unit_size) % groups
+
+
+def reference(samples: torch.Tensor, groups: int, unit_size: int):
+    """Per group: float64 count, mean and sum of squared deviations of its samples (dim 0 = sample id)."""
+    out = []
+    for group in range(groups):
+        rows = [k for k in range(samples.shape[0]) if group_of(k, groups, unit_size) == group]
+        mine = samples[rows].double()
+        mean = mine.mean(dim=0)
+        out.append((len(rows), mean, ((mine - mean) ** 2).sum(dim=0)))
+    return out
+
+
+def one_group_at_a_time(samples: torch.Tensor, edges, groups: int, unit_size: int):
+    """The groups' moments updated group by group (the unbatched path), as independent Moments."""
+    parts = [Moments() for _ in range(groups)]
+    for start, stop in zip(edges, edges[1:]):
+        for k in range(start, stop):
+            parts[group_of(k, groups, unit_size)].update(samples[k:k + 1], dim=0)
+    return parts
+
+
+def chunks(draw_cuts, total):
+    return [0, *sorted(set(draw_cuts)), total]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    groups=st.integers(2, 5),
+    unit_size=st.integers(1, 2),
+    rounds=st.lists(st.integers(1, 3), min_size=1, max_size=4),
+    ragged=st.lists(st.integers(1, 40), max_size=2),
+    seed=st.integers(0, 2**31 - 1),
+    overwrite=st.booleans(),
+)
+def test_each_group_gets_the_moments_of_its_own_samples_in_any_chunking(groups, unit_size, rounds, ragged, seed,
+                                                                         overwrite):
+    """Chunks of whole rounds (the batched update), then possibly chunks that split rounds (one group at a time)."""
+    period = groups * unit_size
+    edges = [0]
+    for count in rounds:
+        edges.append(edges[-1] + count * period)
+    for extra in ragged:
+        edges.append(edges[-1] + extra)
+    generator = torch.Generator().manual_seed(seed)
+    samples = (3.0 + torch.randn(edges[-1], 2, 3, generator=generator)).float()
+    grouped = GroupedMoments(groups, unit_size)
+    for start, stop in zip(edges, edges[1:]):
+        grouped.update(samples[start:stop].clone(), range(start, stop), overwrite=overwrite)
+    for part, (count, mean, m2) in zip(grouped.parts, reference(samples, groups, unit_size)):
+        assert part.count == count
+        torch.testing.assert_close(part.mean, mean, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(part.m2, m2, rtol=1e-5, atol=1e-5)
+    all_samples, total = samples.double(), grouped.total()
+    assert total.count == samples.shape[0]
+    torch.testing.assert_close(total.mean, all_samples.mean(dim=0), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(total.m2, ((all_samples - all_samples.mean(dim=0)) ** 2).sum(dim=0), rtol=1e-5,
+                               atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(groups=st.integers(2, 6), unit_size=st.integers(1, 2), rounds=st.integers(1, 4), chunk_rounds=st.integers(1, 2),
+       seed=st.integers(0, 2**31 - 1))
+def test_the_batched_update_equals_updating_the_groups_one_at_a_time(groups, unit_size, rounds, chunk_rounds, seed):
+    """Whole rounds (the batched path) against the same samples merged group by group, and the standard errors."""
+    period = groups * unit_size
+    total = rounds * chunk_rounds * period
+    edges = list(range(0, total + 1, chunk_rounds * period))
+    samples = torch.randn(total, 4, generator=torch.Generator().manual_seed(seed)).float()
+    grouped = GroupedMoments(groups, unit_size)
+    for start, stop in zip(edges, edges[1:]):
+        grouped.update(samples[start:stop], range(start, stop))
+    assert grouped._stacked is not None  # the batched path was taken throughout
+    separate = one_group_at_a_time(samples, edges, groups, unit_size)
+    for batched, alone in zip(grouped.parts, separate):
+        assert batched.count == alone.count
+        torch.testing.assert_close(batched.mean, alone.mean, rtol=1e-7, atol=1e-7)
+        torch.testing.assert_close(batched.m2, alone.m2, rtol=1e-6, atol=1e-6)
+    split = GroupedMoments(groups, unit_size)
+    split.update(samples[:1], range(0, 1))  # one sample alone splits the groups: every later chunk goes one by one
+    split.update(samples[1:], range(1, total))
+    assert split._stacked is None
+    for nt_type in ("smoothgrad", "smoothgrad_sq", "vargrad"):
+        if rounds * chunk_rounds * unit_size < 2 and nt_type == "vargrad":
+            continue
+        (ours, dof), (theirs, their_dof) = grouped.stderr(nt_type), split.stderr(nt_type)
+        assert dof == their_dof == groups - 1
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "one-group-at-a-time"])
+def test_selecting_examples_keeps_their_moments_and_later_updates_add_to_them(batched):
+    groups, samples = 3, torch.randn(12, 5, 2, generator=torch.Generator().manual_seed(0)).double()
+    grouped = GroupedMoments(groups)
+    first = 6 if batched else 5
+    grouped.update(samples[:first], range(0, first))
+    keep = torch.tensor([True, False, True, True, False])
+    grouped = grouped.select(keep)
+    assert (grouped._stacked is not None) == batched
+    grouped.update(samples[first:, keep], range(first, 12))
+    for part, (count, mean, m2) in zip(grouped.parts, reference(samples[:, keep], groups, 1)):
+        assert part.count == count
+        torch.testing.assert_close(part.mean, mean)
+        torch.testing.assert_close(part.m2, m2)
