@@ -258,3 +258,33 @@ def test_command_line_help_and_exit_code(tmp_path):
                            "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, cwd=tmp_path,
                           timeout=120)
     assert proc.returncode == 2 and "nope.pt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_samples_auto_stops_each_example_as_the_library_does_and_saves_its_count(workdir):
+    folder, model, x = workdir
+    out = folder / "auto"
+    assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--target", "1",
+                 "--samples", "auto", "--tol", "0.2", "--max-samples", "256", "--out", str(out), "--quiet"]) == 0
+    saved = torch.load(out / "attributions.pt", weights_only=True)
+    # each example alone, with its own id, as the command explains it
+    direct = [noisegrad.NoiseTunnel(Saliency(model)).attribute(
+        x[i:i + 1], nt_samples="auto", tol=0.2, max_samples=256, stdevs=noisegrad.relative(0.15), seed=0, target=1,
+        abs=False, example_ids=[i]) for i in range(x.shape[0])]
+    torch.testing.assert_close(saved["attributions"], torch.cat([d.attributions for d in direct]))
+    assert saved["nt_samples"].tolist() == [int(d.nt_samples) for d in direct]
+    assert all(16 <= n <= 256 for n in saved["nt_samples"].tolist())
+    assert saved["options"]["samples"] == "auto" and saved["options"]["tol"] == 0.2
+
+
+def test_tol_without_samples_auto_and_auto_without_noise_are_refused(workdir, capsys):
+    folder, _, _ = workdir
+    for argv, expected in ((["--samples", "8", "--tol", "0.1"], "--tol applies to --samples auto only"),
+                           (["--max-samples", "64"], "--max-samples applies to --samples auto only"),
+                           (["--samples", "auto", "--nt-type", "none"], "needs --nt-type smoothgrad"),
+                           (["--samples", "auto", "--tol", "1.5"], "between 0 and 1")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", *argv,
+                  "--out", str(folder / "refused"), "--quiet"])
+        assert exit_info.value.code == 2, argv
+        assert expected in capsys.readouterr().err, argv
+        assert not (folder / "refused").exists()  # refused before anything was written

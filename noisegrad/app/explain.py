@@ -98,6 +98,9 @@ def explain(
     relative_errors: List[Tuple[Tensor, ...]] = []
     start = time.perf_counter()
     outputs = None if args.targets is None else list(args.targets)
+    until = {} if args.samples != "auto" else {
+        name: value for name, value in (("tol", args.tol), ("max_samples", args.max_samples)) if value is not None}
+    samples: List[Tensor] = []
     for i in range(batch):
         one, method_kwargs, smoothing = setup.example(inputs, i)
         kwargs = dict(extra, **method_kwargs, target=None if target is None else target[i : i + 1].tolist())
@@ -105,12 +108,16 @@ def explain(
             kwargs.update(target=None, outputs=outputs)
         # --nt-type none: one copy without noise, which is the method itself, with every option above
         noise = dict(nt_type="smoothgrad", nt_samples=1, stdevs=0.0) if args.nt_type == "none" else dict(
-            nt_type=args.nt_type, nt_samples=args.samples, stdevs=noisegrad.relative(args.noise))
+            nt_type=args.nt_type, nt_samples=args.samples, stdevs=noisegrad.relative(args.noise), **until)
         # example i alone, with its own id: the noise it gets in a batch, not that of every example's first row
         out = noisegrad.NoiseTunnel(method).attribute(
             one, **noise, nt_samples_batch_size=args.batch_size, seed=args.seed, example_ids=[i],
             return_stderr=args.stderr, channel_reducer=args.reduce, times_input=args.times_input, **smoothing,
             **kwargs, **({"return_convergence_delta": True} if with_delta else {}))
+        if args.samples == "auto":  # a SmoothedAttribution, with the samples this example used
+            samples.append(out.nt_samples.detach().reshape(1))
+            if not args.stderr:
+                out = (out.attributions, out.delta) if with_delta else out.attributions
         if args.stderr:
             stderr, attributions = _as_tuple(out.stderr), _as_tuple(out.attributions)
             errors.append(tuple(None if e is None else e.detach() for e in stderr))
@@ -134,7 +141,8 @@ def explain(
                      for k in range(len(per_example[0])))
 
     result = Explanation(attributions, target, torch.cat(deltas) if deltas else None, joined(relative_errors),
-                         time.perf_counter() - start, stderr=joined(errors), outputs=outputs)
+                         time.perf_counter() - start, stderr=joined(errors), outputs=outputs,
+                         nt_samples=torch.cat(samples) if samples else None)
     if layered:
         result.tokens = explain_layer.token_ids(setup, inputs, attributions[0])
         if result.tokens is not None:
@@ -183,6 +191,12 @@ def run(args: argparse.Namespace) -> int:
         return _explain_into(out_dir, model, inputs, names, single, args, say, vocab)
 
 
+def _samples_text(args: argparse.Namespace) -> str:
+    if args.samples != "auto":
+        return f"{args.samples} samples"
+    return f"samples until the relative standard error is {args.tol if args.tol is not None else 'the default'}"
+
+
 def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor, ...], names: Optional[List[str]],
                   single: bool, args: argparse.Namespace, say: Callable[[str], None],
                   vocab: Optional[List[str]] = None) -> int:
@@ -198,7 +212,7 @@ def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor
     where = "" if args.noise_layer is None else f" at {args.noise_layer}"
     which = "" if args.targets is None else f" for outputs {args.targets}"
     say(f"Explaining {inputs[0].shape[0]} example(s) {[tuple(t.shape[1:]) for t in inputs]}{which} with {args.method}"
-        f"{'' if args.nt_type == 'none' else f' + {args.nt_type} ({args.samples} samples, noise {args.noise})'}"
+        f"{'' if args.nt_type == 'none' else f' + {args.nt_type} ({_samples_text(args)}, noise {args.noise})'}"
         f"{where}")
     with progress_bar(inputs[0].shape[0], "explaining", unit="ex", enabled=False if args.quiet else None) as bar:
         try:
@@ -214,6 +228,10 @@ def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor
     written = save_outputs(out_dir, result, names, single, inputs, args, vocab)
     if result.delta is not None:
         say(f"mean |convergence delta| {float(result.delta.abs().mean()):.4g}")
+    if result.nt_samples is not None:
+        used = result.nt_samples.float()
+        say(f"noisy copies used per example (--samples auto): median {float(used.median()):.0f}, "
+            f"{int(used.min())} to {int(used.max())}")
     if result.relative_stderr is not None:
         rel = torch.cat([r.reshape(-1) for r in result.relative_stderr if r is not None] or [torch.zeros(0)])
         before = " (of the channels, before --reduce combined them)" if args.reduce else ""

@@ -66,7 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=sorted(METHODS), default="saliency", help="Captum method to smooth")
     parser.add_argument("--nt-type", choices=NT_TYPES, default="smoothgrad",
                         help="SmoothGrad (mean), SmoothGrad² (mean of squares), VarGrad (variance), or no noise")
-    parser.add_argument("--samples", type=positive_int, default=32, metavar="N", help="noisy copies per example")
+    parser.add_argument("--samples", type=sample_count, default=32, metavar="N",
+                        help="noisy copies per example, or 'auto': draw until each example's relative standard "
+                             "error reaches --tol (the count each used is saved as 'nt_samples')")
+    parser.add_argument("--tol", type=open_unit_float, default=None, metavar="TOL",
+                        help="with --samples auto: the relative standard error to reach (default 0.05)")
+    parser.add_argument("--max-samples", type=positive_int, default=None, metavar="N",
+                        help="with --samples auto: the most noisy copies any example gets (default 1024)")
     parser.add_argument("--noise", type=non_negative_float, default=0.15, metavar="FRACTION",
                         help="noise standard deviation as a fraction of each example's range (noisegrad.relative); "
                              "with --noise-layer, of the range of that layer's output over the tokens --noise-mask "
@@ -112,6 +118,22 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def sample_count(text: str) -> Union[int, str]:
+    """argparse type for ``--samples``: a positive integer or ``auto``."""
+    return "auto" if text == "auto" else positive_int(text)
+
+
+def open_unit_float(text: str) -> float:
+    """argparse type: a float strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {value}")
+    return value
+
+
 def chunk_size(text: str) -> Union[int, str]:
     """argparse type for a chunk size: a positive integer or ``auto``."""
     return "auto" if text == "auto" else positive_int(text)
@@ -146,7 +168,15 @@ def check_options(args: argparse.Namespace) -> None:
     if args.stderr and args.nt_type == "none":
         raise ExplainError("--stderr is the Monte-Carlo error of the noise: it needs --nt-type smoothgrad, "
                            "smoothgrad_sq or vargrad")
-    if args.stderr and args.samples < units_for_stderr(args.nt_type):
+    auto = args.samples == "auto"
+    if not auto and (args.tol is not None or args.max_samples is not None):
+        given = " and ".join(f"--{n.replace('_', '-')}" for n in ("tol", "max_samples") if getattr(args, n) is not None)
+        raise ExplainError(f"{given} applies to --samples auto only (drawing until the error reaches --tol), "
+                           f"not to --samples {args.samples}")
+    if auto and args.nt_type == "none":
+        raise ExplainError("--samples auto draws noisy copies until they agree: it needs --nt-type smoothgrad, "
+                           "smoothgrad_sq or vargrad")
+    if args.stderr and not auto and args.samples < units_for_stderr(args.nt_type):
         raise ExplainError(f"--stderr with --nt-type {args.nt_type} needs --samples {units_for_stderr(args.nt_type)} "
                            "or more")
     if args.times_input is not None and (args.method != "saliency" or args.noise_layer is not None):

@@ -28,6 +28,7 @@ class Explanation:
     tokens: Optional[Tensor] = None  # the token ids those scores belong to
     token_mask: Optional[Tensor] = None  # the --noise-mask input: tokens not drawn where it is 0
     outputs: Optional[List[int]] = None  # --targets: the outputs the attributions' last dimension holds
+    nt_samples: Optional[Tensor] = None  # --samples auto: (batch,) noisy copies each example used
 
 
 def save_outputs(out_dir: Path, result: Explanation, names: Optional[Sequence[str]], single: bool,
@@ -52,6 +53,8 @@ def save_outputs(out_dir: Path, result: Explanation, names: Optional[Sequence[st
         payload["stderr"] = layout(result.stderr)
     if result.relative_stderr is not None:
         payload["relative_stderr"] = layout(result.relative_stderr)
+    if result.nt_samples is not None:
+        payload["nt_samples"] = result.nt_samples
     if result.token_scores is not None:
         payload["token_scores"] = result.token_scores
     if result.outputs is not None:
