@@ -174,3 +174,25 @@ def test_variance_reduced_samplers_beat_iid_on_a_smooth_model(kind):
 def test_an_unknown_sampler_is_rejected_before_any_forward_pass():
     with pytest.raises(ValueError, match=r"sampler must be one of \('iid', 'antithetic', 'qmc', 'lhs'\), got 'sobol'"):
         NoiseTunnel(Saliency(make_mlp())).attribute(torch.zeros(2, 5, dtype=torch.float64), target=0, sampler="sobol")
+
+
+def test_auto_hypercube_blocks_are_randomised_a_slice_at_a_time(monkeypatch):
+    """A chunk of many blocks of a large input is filled a slice of blocks at a time, so the per-block
+    permutations and phases (several times the noise's own size when made for every block at once) stay bounded:
+    the same draws, at most _BLOCK_SLICE_ELEMENTS values of randomisation per slice."""
+    import noisegrad.sampling.samplers as samplers
+
+    whole = draw_blocks(4 * AUTO_BLOCK + 3, [0, 1], shape=(3, 5), chunk=None)
+    sizes = []
+    original = NoiseSampler._lhs_randomisation
+
+    def recording(self, shape, dtype, replicates, strata, input_index, example_ids):
+        sizes.append(len(replicates) * len(example_ids) * math.prod(shape))
+        return original(self, shape, dtype, replicates, strata, input_index, example_ids)
+
+    monkeypatch.setattr(NoiseSampler, "_lhs_randomisation", recording)
+    monkeypatch.setattr(samplers, "_BLOCK_SLICE_ELEMENTS", 2 * 2 * 15)  # two blocks' randomisation per slice
+    for chunk in (None, 3, 7):
+        sizes.clear()
+        assert torch.equal(draw_blocks(4 * AUTO_BLOCK + 3, [0, 1], shape=(3, 5), chunk=chunk), whole), chunk
+        assert max(sizes) <= 2 * 2 * 15, (chunk, sizes)
