@@ -18,8 +18,8 @@ fi
 
 run() { echo "+ $*" >&2; local start=$SECONDS; "$@"; echo "  ($((SECONDS - start)) s)" >&2; }
 
-# Timing and memory: noisegrad vs Captum vs a minimal loop (~15 min).
-run python benchmarks/bench_tunnel.py --repeats 20 --out $B/RESULTS.md $QUICK
+# Timing and memory: noisegrad vs Captum vs a minimal loop (~10 min).
+run python benchmarks/bench_tunnel.py --repeats 40 --out $B/RESULTS.md $QUICK
 # Time to a map within 10 % / 5 % relative error: noisegrad's defaults vs Captum's (~30 min).
 run python benchmarks/bench_time_to_accuracy.py --out $B/TIME_TO_ACCURACY.md $QUICK
 # Where a batch-1 call's fixed cost goes (~1 min).
