@@ -38,10 +38,6 @@ def one_group_at_a_time(samples: torch.Tensor, edges, groups: int, unit_size: in
     return parts
 
 
-def chunks(draw_cuts, total):
-    return [0, *sorted(set(draw_cuts)), total]
-
-
 @settings(max_examples=40, deadline=None)
 @given(
     groups=st.integers(2, 5),

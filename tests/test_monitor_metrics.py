@@ -134,18 +134,25 @@ def test_a_snapshot_summary_in_one_pass_equals_each_metric_alone(rows, data):
 
     from noisegrad.monitor.snapshot import Snapshot, summarise
 
+    errors = torch.Generator().manual_seed(0)
+
     def result(values):
         a = torch.tensor(values, dtype=torch.float32).reshape(len(values), 1, 2, 3)
-        return SimpleNamespace(attributions=a, relative_stderr=torch.rand(len(values)), delta=None, nt_samples=16)
+        return SimpleNamespace(attributions=a, relative_stderr=torch.rand(len(values), generator=errors), delta=None,
+                               nt_samples=16)
 
-    other = [data.draw(st.lists(st.sampled_from([0.0, 1.0, 2.0, -4.0]), min_size=6, max_size=6)) for _ in rows]
+    def draw_maps():
+        return [data.draw(st.lists(st.sampled_from([0.0, 1.0, 2.0, -4.0]), min_size=6, max_size=6)) for _ in rows]
+
     masks = (torch.tensor([[True, False, True, False, False, True]] * len(rows)).reshape(len(rows), 1, 2, 3),)
-    first = summarise(result(other), 0, masks, None, None)
-    bare = Snapshot(1, first.result, first.per_example)  # built by hand: no ranks kept
-    snap = summarise(result(rows), 2, masks, bare, first)
-    a, b = snap.attributions, first.attributions
+    first = summarise(result(draw_maps()), 0, masks, None, None)
+    between = summarise(result(draw_maps()), 1, masks, None, None)
+    bare = Snapshot(1, between.result, between.per_example)  # built by hand: no ranks kept
+    snap = summarise(result(rows), 2, masks, first, bare)  # first (ranks kept), previous (not)
+    a = snap.attributions
+    # previous and first differ, so a summary that mixed them up would fail
     expected = {"mass_in_mask": mask_share(a, masks), "gini": gini(a), "entropy": entropy(a),
-                "spearman_previous": spearman(a, b), "spearman_first": spearman(a, b),
+                "spearman_previous": spearman(a, between.attributions), "spearman_first": spearman(a, first.attributions),
                 "nonfinite_share": (~a.isfinite()).flatten(1).double().mean(1)}
     for name, values in expected.items():
         torch.testing.assert_close(snap.per_example[name], values, equal_nan=True, rtol=1e-12, atol=1e-12)
