@@ -37,15 +37,19 @@ def path(request, monkeypatch):
        uniforms=st.integers(0, 1300), gaussians=st.integers(0, 3), reseed=st.booleans())
 def test_restore_gives_back_the_whole_state_after_any_draws(seed, before, gaussians_before, uniforms, gaussians,
                                                            reseed):
-    np.random.seed(seed)
-    np.random.rand(before)  # any position of the twister, across its 624-word refills
-    np.random.randn(gaussians_before)  # an odd count leaves a cached gaussian
-    expected = legacy_state()
-    saved = _numpy_rng.save()
-    assert_same(legacy_state(), expected)  # saving changes nothing
-    disturb(uniforms, gaussians, reseed)
-    _numpy_rng.restore(saved)
-    assert_same(legacy_state(), expected)
+    for old_numpy in (False, True):  # both ways of saving: with and without np.random.get_bit_generator
+        with pytest.MonkeyPatch.context() as patch:
+            if old_numpy:
+                patch.delattr(np.random, "get_bit_generator", raising=False)
+            np.random.seed(seed)
+            np.random.rand(before)  # any position of the twister, across its 624-word refills
+            np.random.randn(gaussians_before)  # an odd count leaves a cached gaussian
+            expected = legacy_state()
+            saved = _numpy_rng.save()
+            assert_same(legacy_state(), expected)  # saving changes nothing
+            disturb(uniforms, gaussians, reseed)
+            _numpy_rng.restore(saved)
+            assert_same(legacy_state(), expected)
 
 
 def test_the_draws_after_a_restore_are_those_that_would_have_come(path):
