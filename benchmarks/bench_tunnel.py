@@ -2,6 +2,7 @@
 
     python benchmarks/bench_tunnel.py --repeats 20 --out benchmarks/RESULTS.md   # full run, ~3-10 min on 2 cores
     python benchmarks/bench_tunnel.py --quick                                    # ~1 min smoke run
+    python benchmarks/bench_tunnel.py --repeats 40 --processes 8 --out benchmarks/RESULTS.md  # rows over 8 fresh processes
     python benchmarks/bench_tunnel.py --device cuda --out RESULTS_cuda.md       # on a GPU (benchmarks/gpu_run.sh)
 
 Three implementations of the same smoothing are timed side by side in one
@@ -39,6 +40,7 @@ import cProfile
 import datetime
 import gc
 import io
+import json
 import os
 import platform
 import pstats
@@ -285,12 +287,21 @@ class ForeignLoad:
 class Timings:
     times: Dict[str, List[float]]  # seconds per call, one entry per repetition (all repetitions)
     clean: List[bool]  # per repetition: no other process used the CPU meanwhile
+    process: Optional[List[int]] = None  # per repetition: which worker process ran it (``--processes``)
+
+    def _kept(self) -> List[bool]:
+        return self.clean if sum(self.clean) >= 3 else [True] * len(self.clean)
 
     def used(self) -> Dict[str, List[float]]:
         """The clean repetitions if there are at least 3 of them, else all."""
-        if sum(self.clean) >= 3:
-            return {k: [t for t, ok in zip(v, self.clean) if ok] for k, v in self.times.items()}
-        return self.times
+        keep = self._kept()
+        return {k: [t for t, ok in zip(v, keep) if ok] for k, v in self.times.items()}
+
+    def used_processes(self) -> Optional[List[int]]:
+        """The worker process of each repetition :meth:`used` keeps, or None when one process ran them all."""
+        if self.process is None:
+            return None
+        return [p for p, ok in zip(self.process, self._kept()) if ok]
 
 
 def time_interleaved(variants: Dict[str, Callable[[], Tensor]], repeats: int, warmup: int,
@@ -326,6 +337,42 @@ def time_interleaved(variants: Dict[str, Callable[[], Tensor]], repeats: int, wa
     return Timings(times, clean)
 
 
+def time_in_processes(workload: str, method: str, args: argparse.Namespace) -> Timings:
+    """:func:`time_interleaved` in ``args.processes`` fresh worker processes, one after another, pooled.
+
+    Each worker builds the workloads anew, warms up and runs its share of the
+    repetitions (the same interleaving); the repetitions keep their worker's
+    number, so that :func:`ratio_stats` can resample whole processes. A
+    process's own state (where the allocator put the buffers, which core the
+    threads landed on) then counts as the run-to-run noise it is, instead of
+    being pinned down in a single process.
+    """
+    per_process = -(-args.repeats // args.processes)
+    command = [sys.executable, os.path.abspath(__file__), "--worker", f"{workload},{method}", "--repeats",
+               str(per_process), "--warmup", str(args.warmup), "--nt-type", args.nt_type, "--device", args.device]
+    if args.quick:
+        command.append("--quick")
+    pooled = Timings({}, [], [])
+    for index in range(args.processes):
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        part = json.loads(done.stdout.strip().splitlines()[-1])
+        for name, seconds in part["times"].items():
+            pooled.times.setdefault(name, []).extend(seconds)
+        pooled.clean.extend(part["clean"])
+        pooled.process.extend([index] * len(part["clean"]))
+    return pooled
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """One worker of :func:`time_in_processes`: its timings as JSON on the last line of stdout."""
+    workload_name, method = args.worker.split(",")
+    cfg = Config(nt_type=args.nt_type)
+    workload = next(w for w in build_workloads(args.quick, args.device) if w.name == workload_name)
+    timings = time_interleaved(make_variants(workload, method, cfg, cfg.nt_type, cfg.nt_samples), args.repeats,
+                               args.warmup, ForeignLoad())
+    print(json.dumps({"times": timings.times, "clean": timings.clean}))
+
+
 def settle() -> None:
     """Wait for the GPU's queued work, if CUDA is in use, so that a call's time includes its kernels."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -351,12 +398,28 @@ def device_description(device: torch.device) -> str:
     return f"CPU: {cpu_model()}"
 
 
-def ratio_stats(numerator: List[float], denominator: List[float]) -> Tuple[float, float, float, float, float]:
+def ratio_stats(numerator: List[float], denominator: List[float],
+                processes: Optional[List[int]] = None) -> Tuple[float, float, float, float, float]:
     """Median, min and max of the per-repetition ratios, and a 95 % percentile-bootstrap interval of the median
-    (2000 resamples of the repetitions, a fixed seed): how far this run pins the median down."""
+    (2000 resamples, a fixed seed): how far this run pins the median down.
+
+    With ``processes`` (the worker of each repetition) the bootstrap is
+    two-stage: it draws the processes with replacement, then repetitions
+    within each drawn process, so the interval also covers how much a fresh
+    process moves the ratio, not only the repetitions' scatter.
+    """
     ratios = [a / b for a, b in zip(numerator, denominator)]
     draw = random.Random(0)
-    medians = sorted(statistics.median(draw.choices(ratios, k=len(ratios))) for _ in range(2000))
+    if processes is None:
+        groups = [ratios]
+        resample = lambda: draw.choices(ratios, k=len(ratios))  # noqa: E731
+    else:
+        by_process: Dict[int, List[float]] = {}
+        for ratio, process in zip(ratios, processes):
+            by_process.setdefault(process, []).append(ratio)
+        groups = list(by_process.values())
+        resample = lambda: [r for g in draw.choices(groups, k=len(groups)) for r in draw.choices(g, k=len(g))]  # noqa: E731
+    medians = sorted(statistics.median(resample()) for _ in range(2000))
     return statistics.median(ratios), min(ratios), max(ratios), medians[49], medians[1949]
 
 
@@ -576,7 +639,11 @@ def write_report(path: Optional[str], command: str, cfg: Config, args: argparse.
         f"nt_samples_batch_size={cfg.nt_samples_batch_size}, stdevs={cfg.stdevs}, IG n_steps={cfg.n_steps} "
         f"(gausslegendre), Saliency abs=True, float32, random-init models in eval mode, per-example targets; "
         f"{args.warmup} warm-up call(s) per variant, then {args.repeats} repetitions interleaved round-robin "
-        "(rotating order); time.perf_counter; ratios computed per repetition.",
+        "(rotating order); time.perf_counter; ratios computed per repetition."
+        + ("" if args.processes == 1 else
+           f" The repetitions of each row ran in {args.processes} fresh processes one after another "
+           f"({-(-args.repeats // args.processes)} each, after their own warm-up), pooled; the 95 % intervals "
+           "resample processes, then repetitions within them."),
         "- shared machine: a repetition counts as clean when other processes used at most 5 % of a core "
         "(from /proc/stat) while it ran; contended repetitions are redone (up to 3 × repeats) and left out "
         "of the statistics (\"reps used\" = clean repetitions). "
@@ -614,10 +681,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--workloads", default="cnn,resnet,mlp,transformer")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU (models and inputs moved there)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="time each (workload, method) in this many fresh processes, one after another, and pool "
+                             "them (the repetitions are shared out; the confidence intervals resample processes)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one process of --processes
     parser.add_argument("--profile", action="store_true",
                         help="print cProfile top functions of noisegrad and minimal for rows slower than 1.05x minimal")
     args = parser.parse_args(argv)
-    if args.quick:
+    if args.processes < 1:
+        parser.error(f"--processes must be at least 1, got {args.processes}")
+    if args.quick and args.worker is None:
         args.repeats, args.warmup = min(args.repeats, 5), 1
     return args
 
@@ -629,6 +702,9 @@ def command_line(argv: Optional[List[str]] = None) -> str:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    if args.worker is not None:
+        _worker(args)
+        return
     command = command_line(argv)
     cfg = Config(nt_type=args.nt_type, sanity_samples=32 if args.quick else 64)
     verify_memory_method()
@@ -643,17 +719,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     for workload in workloads:
         for method in args.methods.split(","):
             variants = make_variants(workload, method, cfg, cfg.nt_type, cfg.nt_samples)
-            timings = time_interleaved(variants, args.repeats, args.warmup, load)
-            times = timings.used()
+            if args.processes > 1:
+                timings = time_in_processes(workload.name, method, args)
+            else:
+                timings = time_interleaved(variants, args.repeats, args.warmup, load)
+            times, processes = timings.used(), timings.used_processes()
             peaks = {name: peak_bytes(fn, torch.device(args.device)) for name, fn in variants.items()}
             sanity = sanity_check(make_variants(workload, method, cfg, "smoothgrad", cfg.sanity_samples))
             row = {
                 "workload": workload.name, "method": method, "batch": workload.batch_for(method),
                 "times": times, "peaks": peaks, "sanity": sanity,
                 "reps": (len(times["captum"]), sum(timings.clean), len(timings.clean)),
-                "vs_captum": ratio_stats(times["noisegrad"], times["captum"]),
-                "vs_minimal": ratio_stats(times["noisegrad"], times["minimal"]),
-                "unseeded_vs_minimal": ratio_stats(times["unseeded"], times["minimal"]),
+                "vs_captum": ratio_stats(times["noisegrad"], times["captum"], processes),
+                "vs_minimal": ratio_stats(times["noisegrad"], times["minimal"], processes),
+                "unseeded_vs_minimal": ratio_stats(times["unseeded"], times["minimal"], processes),
             }
             results.append(row)
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
