@@ -81,6 +81,18 @@ class Recorder(nn.Module):
         return self.model(x)
 
 
+class Counting(nn.Module):
+    """Wraps a one-input model and records the rows of every forward (to count the forwards a chunk plan runs)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.rows = model, []
+
+    def forward(self, x):
+        self.rows.append(x.shape[0])
+        return self.model(x)
+
+
 class ForwardCounter:
     """Counts forward calls of a module (to prove that errors come before any forward pass)."""
 

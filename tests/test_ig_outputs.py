@@ -15,8 +15,7 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
-from conftest import make_mlp, make_two_input, separate_runs
-from test_outputs import Counting
+from conftest import Counting, make_mlp, make_two_input, separate_runs
 from noisegrad import NoiseTunnel
 from noisegrad.estimators._ig_outputs import integrated_gradients_of_outputs
 

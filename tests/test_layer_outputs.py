@@ -15,9 +15,8 @@ import torch
 from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 from torch import nn
 
-from conftest import as_tuple, make_cnn, make_mlp, make_two_input, separate_runs
+from conftest import Counting, as_tuple, make_cnn, make_mlp, make_two_input, separate_runs
 from test_ig_outputs import BASELINE, BASELINE_FORMS, SCALE, TWO, X  # every form of baselines Captum takes
-from test_outputs import Counting
 from noisegrad import NoiseTunnel, _captum, weight_noise
 from noisegrad.estimators._layer_outputs import (
     layer_gradient_x_activation_of_outputs,

@@ -5,7 +5,7 @@ import torch
 from captum.attr import DeepLift, FeatureAblation, InputXGradient, IntegratedGradients, LayerConductance, Saliency
 from torch import nn
 
-from conftest import WRAPPED_METHODS, make_cnn, make_mlp, separate_runs
+from conftest import WRAPPED_METHODS, Counting, make_cnn, make_mlp, separate_runs
 from noisegrad import NoiseTunnel, weight_noise
 
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -57,16 +57,6 @@ def test_standard_errors_and_tuple_inputs_carry_an_output_dimension():
         torch.testing.assert_close(ours.stderr[i], torch.stack([r.stderr[i] for r in runs], -1))
     torch.testing.assert_close(ours.relative_stderr, torch.stack([r.relative_stderr for r in runs], -1))
     assert ours.relative_stderr.shape == (3, 2)
-
-
-class Counting(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.rows = model, []
-
-    def forward(self, x):
-        self.rows.append(x.shape[0])
-        return self.model(x)
 
 
 @pytest.mark.parametrize("method, kwargs, rows_per_copy", [
