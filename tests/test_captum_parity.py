@@ -27,7 +27,7 @@ from captum.attr import (
     Saliency,
 )
 
-from conftest import make_cnn, make_mlp, make_two_input
+from conftest import as_tuple, make_cnn, make_mlp, make_two_input
 from noisegrad import NoiseTunnel, SampleSeeds, plan_chunks
 from noisegrad.perturb.inputs import noisy_copies, resolve_stdevs
 
@@ -73,10 +73,6 @@ def captum_with_our_noise(monkeypatch, method, inputs, nt_samples, batch_size, s
     )
     assert not queue, "Captum drew a different number of noisy chunks"
     return result
-
-
-def as_tuple(value):
-    return value if isinstance(value, tuple) else (value,)
 
 
 def assert_same(ours, theirs, scale=None):

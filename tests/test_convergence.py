@@ -11,20 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from conftest import make_cnn, make_mlp
+from conftest import Counting, make_cnn, make_mlp
 from noisegrad import NoiseTunnel, SmoothedAttribution, relative
-
-
-class Rows(nn.Module):
-    """A model that records the rows of every forward."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.rows = model, []
-
-    def forward(self, x):
-        self.rows.append(x.shape[0])
-        return self.model(x)
 
 
 def test_every_input_stops_at_tol_or_max_samples_and_reports_its_samples():
@@ -41,7 +29,7 @@ def test_every_input_stops_at_tol_or_max_samples_and_reports_its_samples():
 
 
 def test_inputs_that_converged_stop_consuming_compute():
-    model = Rows(make_mlp(seed=2))
+    model = Counting(make_mlp(seed=2))
     x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     stdevs = torch.tensor([[0.01], [0.8], [0.8]], dtype=torch.float64)  # example 0 barely varies
     result = NoiseTunnel(Saliency(model)).attribute(
@@ -56,7 +44,7 @@ def test_checks_come_at_least_an_eighth_apart_when_examples_converge_one_by_one(
     """Examples with spread noise converge at many different counts; the checks still grow geometrically."""
     from noisegrad.stats.stopping import LEAST_GROWTH
 
-    model = Rows(make_mlp(seed=3))
+    model = Counting(make_mlp(seed=3))
     x = torch.randn(24, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     stdevs = torch.linspace(0.05, 1.0, 24, dtype=torch.float64).unsqueeze(1)
     result = NoiseTunnel(Saliency(model)).attribute(
@@ -153,7 +141,7 @@ def test_a_per_feature_sigma_as_long_as_the_batch_stays_per_feature_after_inputs
     features, also after converged examples have left the batch (before the fix, σ was then indexed by
     example and other features got noise).
     """
-    model = Rows(make_mlp(seed=3))
+    model = Counting(make_mlp(seed=3))
     seen = []
     model.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach().clone()))
     x = torch.randn(5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))

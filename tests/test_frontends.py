@@ -11,11 +11,11 @@ from noisegrad.frontends import AUTO_SAMPLER, BEST_SAMPLER, FALLBACK_SAMPLER
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize(
-    "function, nt_type, absolute",
-    [(smoothgrad, "smoothgrad", False), (smoothgrad, "smoothgrad", True), (smoothgrad_sq, "smoothgrad_sq", False),
-     (vargrad, "vargrad", False)],
-)
+FUNCTIONS = [(smoothgrad, "smoothgrad", False), (smoothgrad, "smoothgrad", True),
+             (smoothgrad_sq, "smoothgrad_sq", False), (vargrad, "vargrad", False)]
+
+
+@pytest.mark.parametrize("function, nt_type, absolute", FUNCTIONS)
 def test_front_ends_are_the_tunnel_with_relative_noise_50_samples_and_the_best_sampler(function, nt_type, absolute):
     model = make_mlp()
     extra = {"absolute": absolute} if function is smoothgrad else {}
@@ -32,10 +32,6 @@ def test_the_tunnel_itself_keeps_captums_iid_default():
     default = NoiseTunnel(Saliency(model)).attribute(X, target=0, seed=1)
     iid = NoiseTunnel(Saliency(model)).attribute(X, target=0, seed=1, sampler="iid")
     assert torch.equal(default, iid)
-
-
-FUNCTIONS = [(smoothgrad, "smoothgrad", False), (smoothgrad, "smoothgrad", True),
-             (smoothgrad_sq, "smoothgrad_sq", False), (vargrad, "vargrad", False)]
 
 
 def _front_end_and_tunnel(function, nt_type, absolute, sampler, **options):
@@ -90,6 +86,11 @@ def test_weight_draws_until_converged_take_the_fallback_too(function, nt_type, d
     torch.testing.assert_close(result, expected, rtol=1e-12, atol=1e-15)
 
 
+#: Each front-end setting, (nt_type, absolute), as the benchmark tables name it.
+SETTINGS = {("smoothgrad", False): "SmoothGrad, signed", ("smoothgrad", True): "SmoothGrad, absolute",
+            ("smoothgrad_sq", False): "SmoothGrad²", ("vargrad", False): "VarGrad"}
+
+
 def _samples_needed_at_32() -> dict:
     """benchmarks/SAMPLERS.md's first table: (setting, sampler) → samples needed for i.i.d.'s error at 32, summed
     over the models."""
@@ -111,10 +112,8 @@ def test_the_default_samplers_are_the_ones_samplers_md_measured_best():
     """The front-ends' defaults follow the published measurement: if a re-run of bench_samplers.py changes the
     winner, this fails until BEST_SAMPLER (and the README) follow it."""
     needed = _samples_needed_at_32()
-    settings = {("smoothgrad", False): "SmoothGrad, signed", ("smoothgrad", True): "SmoothGrad, absolute",
-                ("smoothgrad_sq", False): "SmoothGrad²", ("vargrad", False): "VarGrad"}
     assert len(needed) == 12, sorted(needed)  # 4 settings × 3 samplers, each on both models
-    for key, setting in settings.items():
+    for key, setting in SETTINGS.items():
         best = min(("antithetic", "qmc", "lhs"), key=lambda sampler: needed[(setting, sampler)])
         assert BEST_SAMPLER[key] == best, (key, {s: needed[(setting, s)] for s in ("antithetic", "qmc", "lhs")})
         # the fallback: antithetic pairs (8 jackknife groups) where they beat i.i.d. noise (32 per model), else i.i.d.
@@ -145,9 +144,7 @@ def test_the_auto_samplers_are_the_ones_auto_lhs_md_measured_better():
 
     rows = _auto_lhs_table()
     shipped = f"lhs, B = {AUTO_BLOCK}, first check {_first_check(NoiseSampler('lhs', SampleSeeds(0), 1, blocks=True))}"
-    settings = {("smoothgrad", False): "SmoothGrad, signed", ("smoothgrad", True): "SmoothGrad, absolute",
-                ("smoothgrad_sq", False): "SmoothGrad²", ("vargrad", False): "VarGrad"}
-    for key, setting in settings.items():
+    for key, setting in SETTINGS.items():
         fallback, blocks = rows[(setting, FALLBACK_SAMPLER[key[0]])], rows[(setting, shipped)]
         assert len(fallback) == len(blocks) >= 3, (setting, fallback, blocks)  # every workload and target
         fewer = sum(n for n, _ in blocks) < sum(n for n, _ in fallback)

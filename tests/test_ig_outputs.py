@@ -6,6 +6,7 @@ for every form of baselines it takes, and, through NoiseTunnel, against one
 noisegrad run per output.
 """
 
+import contextlib
 import inspect
 
 import numpy as np
@@ -14,9 +15,8 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
-from conftest import make_mlp, make_two_input
-from test_outputs import Counting
-from noisegrad import NoiseTunnel, _captum
+from conftest import Counting, make_mlp, make_two_input, separate_runs
+from noisegrad import NoiseTunnel
 from noisegrad.estimators._ig_outputs import integrated_gradients_of_outputs
 
 OUTPUTS = (2, 0)
@@ -102,34 +102,16 @@ def test_every_form_of_baselines_gives_captums_ig_of_each_output(form, approxima
         torch.testing.assert_close(delta[i], expected_delta, rtol=1e-10, atol=1e-12)
 
 
-def test_the_batched_products_of_other_devices_give_the_same_sums(monkeypatch):
+def test_the_batched_products_of_other_devices_give_the_same_sums(all_outputs_at_once):
     model = make_mlp(seed=1)
     attribute = integrated_gradients_of_outputs(IntegratedGradients(model), OUTPUTS)
-    one_by_one = attribute(X, baselines=BASELINE, n_steps=6, internal_batch_size=6)
-
-    def all_at_once(selected, inputs):
-        grads = _captum.batched_vjps(selected, inputs)
-        assert grads is not None
-        yield slice(0, selected.shape[1]), grads
-
-    monkeypatch.setattr(_captum, "output_vjps", all_at_once)
-    torch.testing.assert_close(attribute(X, baselines=BASELINE, n_steps=6, internal_batch_size=6), one_by_one,
-                               rtol=1e-12, atol=1e-14)
-    saliency = NoiseTunnel(Saliency(model)).attribute(X, outputs=list(OUTPUTS), nt_samples=3, stdevs=0.2, seed=0)
-    monkeypatch.undo()
-    torch.testing.assert_close(
-        saliency, NoiseTunnel(Saliency(model)).attribute(X, outputs=list(OUTPUTS), nt_samples=3, stdevs=0.2, seed=0),
-        rtol=1e-12, atol=1e-14)
-
-
-def separate_runs(nt, x, outputs, **kwargs):
-    runs = [nt.attribute(x, target=k, **kwargs) for k in outputs]
-    attributions = [r[0] if kwargs.get("return_convergence_delta") else r for r in runs]
-    stacked = (tuple(torch.stack(parts, -1) for parts in zip(*attributions)) if isinstance(x, tuple)
-               else torch.stack(attributions, -1))
-    if kwargs.get("return_convergence_delta"):
-        return stacked, torch.stack([r[1] for r in runs], -1)
-    return stacked
+    ig = dict(baselines=BASELINE, n_steps=6, internal_batch_size=6)
+    saliency = dict(outputs=list(OUTPUTS), nt_samples=3, stdevs=0.2, seed=0)
+    one_by_one = attribute(X, **ig), NoiseTunnel(Saliency(model)).attribute(X, **saliency)
+    with all_outputs_at_once():
+        batched = attribute(X, **ig), NoiseTunnel(Saliency(model)).attribute(X, **saliency)
+    for got, want in zip(batched, one_by_one):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
@@ -188,17 +170,15 @@ ALIASING_MODELS = {  # the same function twice: gradients autograd hands out as 
 @pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
 @pytest.mark.parametrize("name", sorted(ALIASING_MODELS))
 def test_gradients_autograd_shares_are_not_overwritten_by_the_statistics(name, nt_type, outputs, all_at_once,
-                                                                         monkeypatch):
+                                                                         all_outputs_at_once):
     # Saliency(abs=False) returns the gradients themselves, which the statistics may centre in place: a gradient
     # two inputs share, or an expanded one, must be copied first (one output's gradient is not a fresh concatenation)
-    if all_at_once:
-        monkeypatch.setattr(_captum, "output_vjps", lambda selected, inputs: iter(
-            [(slice(0, selected.shape[1]), _captum.batched_vjps(selected, inputs))]))
     aliasing, separate = ALIASING_MODELS[name]
     x, y = X, torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     kwargs = dict(outputs=outputs, nt_type=nt_type, nt_samples=4, nt_samples_batch_size=2, seed=1, abs=False,
                   return_stderr=True)
-    ours = NoiseTunnel(Saliency(aliasing)).attribute((x, y), **kwargs)
-    expected = NoiseTunnel(Saliency(separate)).attribute((x, y), **kwargs)
+    with all_outputs_at_once() if all_at_once else contextlib.nullcontext():
+        ours = NoiseTunnel(Saliency(aliasing)).attribute((x, y), **kwargs)
+        expected = NoiseTunnel(Saliency(separate)).attribute((x, y), **kwargs)
     for got, want in zip(ours.attributions + ours.stderr, expected.attributions + expected.stderr):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from conftest import make_mlp, make_two_input
+from conftest import Counting, make_mlp, make_two_input
 from noisegrad import NoiseTunnel, SampleSeeds
 from noisegrad import SmoothedAttribution
 from noisegrad.estimators.joint_ig import joint_integrated_gradients
@@ -412,21 +412,11 @@ def test_joint_out_of_memory_halves_the_chunk_and_gives_the_smaller_chunks_resul
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
-class RowCounter(nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net, self.rows = net, []
-
-    def forward(self, x):
-        self.rows.append(x.shape[0])
-        return self.net(x)
-
-
 @pytest.mark.parametrize("budget", [dict(max_batch_rows=6), dict(nt_samples_batch_size="auto"),
                                     dict(memory_budget=4096)])
 def test_joint_takes_row_and_memory_budgets_and_automatic_chunks(budget):
     net = make_mlp()
-    counter = RowCounter(net)
+    counter = Counting(net)
     common = dict(nt_samples=10, stdevs=0.3, target=1, seed=2)
     ours = NoiseTunnel(IntegratedGradients(counter)).attribute(X, joint=True, **common, **budget)
     whole = NoiseTunnel(IntegratedGradients(net)).attribute(X, joint=True, **common)

@@ -15,9 +15,8 @@ import torch
 from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 from torch import nn
 
-from conftest import make_cnn, make_mlp, make_two_input
+from conftest import Counting, as_tuple, make_cnn, make_mlp, make_two_input, separate_runs
 from test_ig_outputs import BASELINE, BASELINE_FORMS, SCALE, TWO, X  # every form of baselines Captum takes
-from test_outputs import Counting
 from noisegrad import NoiseTunnel, _captum, weight_noise
 from noisegrad.estimators._layer_outputs import (
     layer_gradient_x_activation_of_outputs,
@@ -60,10 +59,6 @@ def _cases():
 CASES = _cases()
 
 
-def _as_tuple(value):
-    return value if isinstance(value, tuple) else (value,)
-
-
 @pytest.mark.parametrize("multiply_by_inputs", [True, False])
 @pytest.mark.parametrize("memory_efficient", [False, True])
 @pytest.mark.parametrize("case", CASES)
@@ -79,7 +74,7 @@ def test_each_output_is_captums_layer_gradient_x_activation(case, multiply_by_in
     for i, k in enumerate(OUTPUTS):
         theirs = method.attribute(inputs, target=k, additional_forward_args=extra, **kwargs)
         assert isinstance(ours, tuple) == isinstance(theirs, tuple)
-        for got, want in zip(_as_tuple(ours), _as_tuple(theirs)):
+        for got, want in zip(as_tuple(ours), as_tuple(theirs)):
             assert got.shape == (len(OUTPUTS),) + want.shape
             torch.testing.assert_close(got[i], want, rtol=1e-12, atol=1e-14)
 
@@ -96,12 +91,6 @@ def test_the_hidden_layer_of_an_mlp_by_hand_in_float64():
             torch.testing.assert_close(ours[i], expected, rtol=1e-12, atol=1e-14)
 
 
-def separate_runs(nt, inputs, outputs, **kwargs):
-    runs = [_as_tuple(nt.attribute(inputs, target=k, **kwargs)) for k in outputs]
-    stacked = tuple(torch.stack(parts, -1) for parts in zip(*runs))
-    return stacked if len(stacked) > 1 else stacked[0]
-
-
 @pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
 @pytest.mark.parametrize("batch_size", [None, 2])
 @pytest.mark.parametrize("case", ["tuple inputs, extra argument", "first layer's input", "a tuple layer output"])
@@ -112,7 +101,7 @@ def test_several_outputs_equal_one_noisegrad_run_per_output(case, nt_type, batch
                   additional_forward_args=extra, **kwargs)
     ours = nt.attribute(inputs, outputs=[1, 2, 0], **common)
     expected = separate_runs(nt, inputs, [1, 2, 0], **common)
-    for got, want in zip(_as_tuple(ours), _as_tuple(expected)):
+    for got, want in zip(as_tuple(ours), as_tuple(expected)):
         assert got.shape[-1] == 3
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
@@ -148,15 +137,15 @@ def test_grad_kwargs_keep_one_run_per_output():
     torch.testing.assert_close(ours, separate_runs(nt, X, OUTPUTS, **common), rtol=0, atol=0)
 
 
-def test_the_batched_products_of_other_devices_give_the_same_attributions(monkeypatch):
+def test_the_batched_products_of_other_devices_give_the_same_attributions(all_outputs_at_once):
     model, layer, inputs, extra, _ = CASES["a tuple layer output"]
     nt = NoiseTunnel(LayerGradientXActivation(model, layer, multiply_by_inputs=False))
     common = dict(outputs=list(OUTPUTS), nt_samples=4, nt_samples_batch_size=2, stdevs=0.2, seed=1,
                   nt_type="smoothgrad_sq")
     one_by_one = nt.attribute(inputs, **common)
-    monkeypatch.setattr(_captum, "output_vjps", lambda selected, roots: iter(
-        [(slice(0, selected.shape[1]), _captum.batched_vjps(selected, roots))]))
-    for got, want in zip(nt.attribute(inputs, **common), one_by_one):
+    with all_outputs_at_once():
+        batched = nt.attribute(inputs, **common)
+    for got, want in zip(batched, one_by_one):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
 
 
@@ -246,7 +235,7 @@ def test_each_output_is_captums_layer_integrated_gradients(form, variant):
     for i, k in enumerate(OUTPUTS):
         expected, expected_delta = method.attribute(inputs, target=k, **common)
         assert isinstance(attributions, tuple) == isinstance(expected, tuple)
-        for got, want in zip(_as_tuple(attributions), _as_tuple(expected)):
+        for got, want in zip(as_tuple(attributions), as_tuple(expected)):
             torch.testing.assert_close(got[i], want, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(delta[i], expected_delta, rtol=1e-10, atol=1e-12)
 
@@ -268,10 +257,10 @@ def test_layer_ig_of_several_outputs_equals_one_noisegrad_run_per_output(nt_type
                   baselines=(TWO[0].flip(0), 0.25), additional_forward_args=SCALE, internal_batch_size=30,
                   return_convergence_delta=True)
     ours, delta = nt.attribute(TWO, outputs=[1, 2, 0], **common)
-    runs = [nt.attribute(TWO, target=k, **common) for k in [1, 2, 0]]
+    expected, expected_delta = separate_runs(nt, TWO, [1, 2, 0], **common)
     assert ours.shape == (3, 6, 3) and delta.shape == (3, 3)
-    torch.testing.assert_close(ours, torch.stack([r[0] for r in runs], -1), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(delta, torch.stack([r[1] for r in runs], -1), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(delta, expected_delta, rtol=1e-10, atol=1e-12)
 
 
 def test_layer_ig_without_noise_is_captums_own():
@@ -312,9 +301,9 @@ def test_layer_ig_with_noise_at_a_layer_or_on_the_weights_equals_one_run_per_out
     common = dict(nt_samples=4, nt_samples_batch_size=2, seed=3, n_steps=4, baselines=BASELINE,
                   return_convergence_delta=True, **noise)
     ours, delta = nt.attribute(X, outputs=list(OUTPUTS), **common)
-    runs = [nt.attribute(X, target=k, **common) for k in OUTPUTS]
-    torch.testing.assert_close(ours, torch.stack([r[0] for r in runs], -1), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(delta, torch.stack([r[1] for r in runs], -1), rtol=1e-10, atol=1e-12)
+    expected, expected_delta = separate_runs(nt, X, OUTPUTS, **common)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(delta, expected_delta, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.filterwarnings("ignore:Multiple layers provided")

@@ -5,20 +5,13 @@ import torch
 from captum.attr import DeepLift, FeatureAblation, InputXGradient, IntegratedGradients, LayerConductance, Saliency
 from torch import nn
 
-from conftest import WRAPPED_METHODS, make_cnn, make_mlp
+from conftest import WRAPPED_METHODS, Counting, make_cnn, make_mlp, separate_runs
 from noisegrad import NoiseTunnel, weight_noise
 
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 OUTPUTS = [2, 0]
 
 METHODS = WRAPPED_METHODS  # DeepLift and FeatureAblation run once per output
-
-
-def separate_runs(nt, x, **kwargs):
-    runs = [nt.attribute(x, target=k, **kwargs) for k in OUTPUTS]
-    if kwargs.get("return_convergence_delta"):
-        return torch.stack([r[0] for r in runs], -1), torch.stack([r[1] for r in runs], -1)
-    return torch.stack(runs, -1)
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -29,7 +22,7 @@ def test_several_outputs_equal_one_run_per_output(name, nt_type, batch_size):
     nt = NoiseTunnel(method(make_mlp(seed=1)))
     common = dict(nt_type=nt_type, nt_samples=6, nt_samples_batch_size=batch_size, stdevs=0.3, seed=4, **kwargs)
     ours = nt.attribute(X, outputs=OUTPUTS, **common)
-    expected = separate_runs(nt, X, **common)
+    expected = separate_runs(nt, X, OUTPUTS, **common)
     if kwargs.get("return_convergence_delta"):
         torch.testing.assert_close(ours[1], expected[1], rtol=1e-10, atol=1e-12)
         ours, expected = ours[0], expected[0]
@@ -64,16 +57,6 @@ def test_standard_errors_and_tuple_inputs_carry_an_output_dimension():
         torch.testing.assert_close(ours.stderr[i], torch.stack([r.stderr[i] for r in runs], -1))
     torch.testing.assert_close(ours.relative_stderr, torch.stack([r.relative_stderr for r in runs], -1))
     assert ours.relative_stderr.shape == (3, 2)
-
-
-class Counting(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.rows = model, []
-
-    def forward(self, x):
-        self.rows.append(x.shape[0])
-        return self.model(x)
 
 
 @pytest.mark.parametrize("method, kwargs, rows_per_copy", [
@@ -120,14 +103,13 @@ def test_a_cnn_in_float32_and_a_layer_method_that_runs_once_per_output():
     x = torch.randn(2, 2, 5, 5)
     nt = NoiseTunnel(Saliency(model))
     ours = nt.attribute(x, outputs=[3, 1], nt_samples=4, stdevs=0.1, seed=2)
-    expected = torch.stack([nt.attribute(x, target=k, nt_samples=4, stdevs=0.1, seed=2) for k in (3, 1)], -1)
-    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(ours, separate_runs(nt, x, [3, 1], nt_samples=4, stdevs=0.1, seed=2),
+                               rtol=1e-5, atol=1e-7)
     mlp = make_mlp(seed=1)
     layer = NoiseTunnel(LayerConductance(mlp, mlp[0]))  # the layer forms of the batched methods: test_layer_outputs
     ours = layer.attribute(X, outputs=[1, 2], nt_samples=3, stdevs=0.1, seed=2, n_steps=4)
-    expected = torch.stack([layer.attribute(X, target=k, nt_samples=3, stdevs=0.1, seed=2, n_steps=4)
-                            for k in (1, 2)], -1)
-    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ours, separate_runs(layer, X, [1, 2], nt_samples=3, stdevs=0.1, seed=2, n_steps=4),
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_auto_stops_each_example_on_the_error_of_all_its_outputs():
