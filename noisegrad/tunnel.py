@@ -11,7 +11,7 @@ from captum.attr import Attribution, GradientAttribution
 from torch import Tensor, nn
 
 from noisegrad._caller import user_stacklevel
-from noisegrad import _captum
+from noisegrad import _captum, _gradients
 from noisegrad._loop import run
 from noisegrad._progress import check_show_progress, progress_bar
 from noisegrad._request import Request, check_request
@@ -516,7 +516,7 @@ def _estimator(method: Attribution, request: Request) -> Any:
                                 request.noise_mask, only_own_forwards=own)
         extra = request.kwargs.get("additional_forward_args")
         with torch.random.fork_rng(devices=_cuda_devices(request.inputs)):  # a dropout in training mode draws nothing
-            noise.measure(lambda inputs: _captum.run_forward(method.forward_func, inputs, None, extra))
+            noise.measure(lambda inputs: _gradients.run_forward(method.forward_func, inputs, None, extra))
     else:
         noise = InputNoise(request.inputs, request.sigmas, sampler, request.example_ids)
     if request.weights is not None:

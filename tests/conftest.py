@@ -7,7 +7,7 @@ import torch
 from captum.attr import DeepLift, FeatureAblation, InputXGradient, IntegratedGradients, Saliency
 from torch import nn
 
-from noisegrad import _captum
+from noisegrad import _gradients
 
 #: One method of each kind noisegrad wraps, with the arguments the tests call it with: gradient methods that take
 #: several outputs in one pass, a method with its own hooks (DeepLift) and a perturbation method.
@@ -140,7 +140,7 @@ def separate_runs(nt, inputs, outputs, **kwargs):
 
 @pytest.fixture
 def all_outputs_at_once():
-    """A context manager: within it, the gradients of all outputs are one batched product, as ``_captum.output_vjps``
+    """A context manager: within it, the gradients of all outputs are one batched product, as ``_gradients.output_vjps``
     takes them on devices other than the CPU (on a CPU it takes one output at a time).
 
     Leaving the block fails unless the batched product ran, and a product that finds no batching rule fails at once,
@@ -152,13 +152,13 @@ def all_outputs_at_once():
         columns = []
 
         def all_at_once(selected, inputs):
-            grads = _captum.batched_vjps(selected, inputs)
+            grads = _gradients.batched_vjps(selected, inputs)
             assert grads is not None, "the batched product found no batching rule: one output at a time instead"
             columns.append(selected.shape[1])
             yield slice(0, selected.shape[1]), grads
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(_captum, "output_vjps", all_at_once)
+            patch.setattr(_gradients, "output_vjps", all_at_once)
             yield
         assert columns, "no gradient went through the batched product"
 

@@ -44,7 +44,7 @@ from captum.attr import (
 )
 from torch import nn
 
-from noisegrad import _captum
+from noisegrad import _captum, _gradients
 
 BATCH, FEATURES, HIDDEN, CLASSES = 2, 4, 6, 3
 
@@ -289,7 +289,7 @@ def test_lean_copies_the_method_with_summed_gradients_that_equal_captums_exactly
 
     twin = _captum.lean(method)
     assert twin is not method and type(twin) is cls
-    assert twin.gradient_func is _captum.summed_gradients
+    assert twin.gradient_func is _gradients.summed_gradients
     assert method.gradient_func is compute_gradients
     with global_seed(0):
         theirs = method.attribute(inputs(), **kwargs)
@@ -306,7 +306,7 @@ def test_lean_copies_a_method_without_captums_gradient_and_keeps_its_own():
     twin = _captum.lean(ablation)
     assert twin is not ablation and twin.forward_func is ablation.forward_func
     custom = Saliency(model)
-    own = lambda *args, **kwargs: _captum.summed_gradients(*args, **kwargs)  # noqa: E731
+    own = lambda *args, **kwargs: _gradients.summed_gradients(*args, **kwargs)  # noqa: E731
     custom.gradient_func = own
     assert _captum.lean(custom).gradient_func is own and custom.gradient_func is own
 
@@ -340,9 +340,9 @@ def test_run_forward_calls_the_model_with_inputs_then_extra_args_and_selects_tar
         ([2, 0], torch.stack([full[0, 2], full[1, 0]])),
         (torch.tensor([0, 2]), torch.stack([full[0, 0], full[1, 2]])),
     ]:
-        out = _captum.run_forward(model, (a, b), target, extra)
+        out = _gradients.run_forward(model, (a, b), target, extra)
         assert torch.equal(out, expected), target
-    assert torch.equal(_captum.run_forward(model, (a, b), None, extra), full)
+    assert torch.equal(_gradients.run_forward(model, (a, b), None, extra), full)
 
 
 def test_run_forward_gives_what_captums_run_forward_gives_and_holds_no_model():
@@ -362,7 +362,7 @@ def test_run_forward_gives_what_captums_run_forward_gives_and_holds_no_model():
     for forward, given, extra in cases:
         for target in (None, 1, [2, 0]):
             for _ in range(2):  # the second call uses the cached lookup
-                assert torch.equal(_captum.run_forward(forward, given, target, extra),
+                assert torch.equal(_gradients.run_forward(forward, given, target, extra),
                                    captums(forward, given, target, extra))
     dead = weakref.ref(cases[3][0])
     del cases, forward

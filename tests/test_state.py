@@ -7,7 +7,7 @@ from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
 from noisegrad import NoiseTunnel
-from noisegrad._captum import summed_gradients
+from noisegrad._gradients import summed_gradients
 
 
 class FlakyNet(nn.Module):

@@ -15,7 +15,7 @@ import torch
 from captum.attr import IntegratedGradients
 from torch import Tensor
 
-from noisegrad import _captum
+from noisegrad import _captum, _gradients
 
 __all__ = ["integrated_gradients_of_outputs", "path_sums", "convergence_deltas"]
 
@@ -102,8 +102,8 @@ def path_sums(
             weights = [torch.tensor([step_sizes[s] for s in steps], dtype=torch.float32, device=x.device).to(x.dtype)
                        for x in inputs]
             step_extra = None if extra is None else _captum.expand_additional_forward_args(extra, len(steps))
-            selected = _captum.selected_outputs(_captum.run_forward(forward_func, path, None, step_extra), outputs)
-            for which, grads in _captum.output_vjps(selected, path):
+            selected = _gradients.selected_outputs(_gradients.run_forward(forward_func, path, None, step_extra), outputs)
+            for which, grads in _gradients.output_vjps(selected, path):
                 for total, grad, weight in zip(sums, grads, weights):
                     per_step = grad.reshape(grad.shape[0], len(steps), -1)
                     total[which].add_(torch.matmul(weight, per_step).reshape(total[which].shape))
@@ -139,4 +139,4 @@ def _points(baseline: Any, span: Tensor, alphas: List[float]) -> Tensor:
 def _selected(forward_func: Callable[..., Any], points: Tuple[Tensor, ...], extra: Any,
               outputs: Tuple[int, ...]) -> Tensor:
     """The ``outputs`` columns of the model at ``points``: ``(rows, K)``."""
-    return _captum.selected_outputs(_captum.run_forward(forward_func, points, None, extra), outputs)
+    return _gradients.selected_outputs(_gradients.run_forward(forward_func, points, None, extra), outputs)

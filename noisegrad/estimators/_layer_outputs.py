@@ -5,7 +5,7 @@ columns: the layer's values are captured in one forward over the rows (by
 Captum's own hook, so a layer's input and a tuple of tensors are seen as
 Captum sees them), the gradients of the K
 selected outputs with respect to them are taken through that one graph
-(:func:`noisegrad._captum.output_vjps`), and each is multiplied by the
+(:func:`noisegrad._gradients.output_vjps`), and each is multiplied by the
 layer's values if the method multiplies by inputs.
 
 Captum's LayerIntegratedGradients likewise: the layer's values at the
@@ -22,7 +22,7 @@ import torch
 from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 from torch import Tensor
 
-from noisegrad import _captum
+from noisegrad import _captum, _gradients
 from noisegrad.estimators._ig_outputs import convergence_deltas, path_sums
 
 __all__ = ["layer_gradient_x_activation_of_outputs", "layer_integrated_gradients_of_outputs"]
@@ -64,9 +64,9 @@ def layer_gradient_x_activation_of_outputs(method: LayerGradientXActivation,
             raise ValueError("grad_kwargs cannot be given beside outputs= (the tunnel runs once per output then)")
         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
         extra = _captum.format_additional_forward_args(additional_forward_args)
-        roots, values, output = _captum.layer_values_and_output(method, inputs, extra, attribute_to_layer_input)
+        roots, values, output = _gradients.layer_values_and_output(method, inputs, extra, attribute_to_layer_input)
         with torch.autograd.set_grad_enabled(True):
-            grads = _captum.stacked_vjps(_captum.selected_outputs(output, outputs), roots)
+            grads = _gradients.stacked_vjps(_gradients.selected_outputs(output, outputs), roots)
         if values[0].device != grads[0].device:  # memory_efficient: Captum's attributions are on the CPU
             grads = tuple(g.cpu() for g in grads)
         if method.multiplies_by_inputs:
@@ -125,7 +125,7 @@ def layer_integrated_gradients_of_outputs(layer_ig: LayerIntegratedGradients,
 
         def values_at(points: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
             with torch.no_grad():
-                return _captum.own_layer_forward(forward_func, points, layer, extra, attribute_to_layer_input,
+                return _gradients.own_layer_forward(forward_func, points, layer, extra, attribute_to_layer_input,
                                                  False)[0]
 
         at_inputs, at_starts = values_at(formatted), values_at(starts)
@@ -143,7 +143,7 @@ def layer_integrated_gradients_of_outputs(layer_ig: LayerIntegratedGradients,
             handle = (layer.register_forward_pre_hook(replace) if attribute_to_layer_input
                       else layer.register_forward_hook(replace))
             try:
-                return _captum.run_forward(forward_func, (), None, model_args)
+                return _gradients.run_forward(forward_func, (), None, model_args)
             finally:
                 handle.remove()
 

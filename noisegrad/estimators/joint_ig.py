@@ -20,9 +20,8 @@ from noisegrad._captum import (
     format_additional_forward_args,
     forward_layer_eval,
     layer_gradient_func,
-    run_forward,
-    summed_gradients,
 )
+from noisegrad._gradients import run_forward, summed_gradients
 from noisegrad.expand import ChunkKwargs
 from noisegrad.perturb.inputs import InputNoise, StdevsType
 from noisegrad.sampling.samplers import SAMPLERS

@@ -12,7 +12,7 @@ from captum.attr import (
 )
 from torch import Tensor
 
-from noisegrad import _captum
+from noisegrad import _captum, _gradients
 from noisegrad._call import call_wrapped
 from noisegrad._state import seed_global_rngs
 from noisegrad.estimators._ig_outputs import integrated_gradients_of_outputs
@@ -104,7 +104,7 @@ class NestedEstimator:
         elif outputs is not None and isinstance(method, LayerIntegratedGradients):
             self.attribute_outputs = layer_integrated_gradients_of_outputs(self.method, outputs)
         elif outputs is not None:
-            self.method.gradient_func = _captum.output_gradients(outputs)
+            self.method.gradient_func = _gradients.output_gradients(outputs)
         # outputs=: a forward holds one block of rows (the K gradients are taken from it), so max_batch_rows
         # counts one block; the K gradients it keeps count in the bytes of a row (memory_budget)
         self.rows_per_copy = _captum.rows_per_copy(method, kwargs)
