@@ -44,6 +44,7 @@ from torch import Tensor
 
 import noisegrad
 from noisegrad._progress import progress_bar
+from noisegrad._request import DEFAULT_TOL
 from noisegrad.app import explain_layer
 from noisegrad.app.errors import ExplainError
 from noisegrad.app.explain_inputs import forward_of, load_inputs, model_outputs, parse_target
@@ -194,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
 def _samples_text(args: argparse.Namespace) -> str:
     if args.samples != "auto":
         return f"{args.samples} samples"
-    return f"samples until the relative standard error is {args.tol if args.tol is not None else 'the default'}"
+    tol = args.tol if args.tol is not None else f"{DEFAULT_TOL} (the default)"
+    return f"samples until the relative standard error is {tol}"
 
 
 def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor, ...], names: Optional[List[str]],
