@@ -58,7 +58,7 @@ def validate_layer_stdevs(stdevs: Any) -> None:
 
 #: nt_samples="auto" defaults: the relative standard error to reach, and the most samples per example.
 DEFAULT_TOL = 0.05
-_DEFAULT_MAX_SAMPLES = 1024
+DEFAULT_MAX_SAMPLES = 1024
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def check_request(
                          f"with nt_samples={nt_samples!r} every example gets exactly that many samples")
     if auto:
         tol = DEFAULT_TOL if tol is None else tol
-        max_samples = validate_auto(tol, _DEFAULT_MAX_SAMPLES if max_samples is None else max_samples,
+        max_samples = validate_auto(tol, DEFAULT_MAX_SAMPLES if max_samples is None else max_samples,
                                     delta_reduction)
     seed = validate_seed(seed, generator)
     validate_delta(return_delta, method, delta_reduction)

@@ -6,7 +6,7 @@ from typing import List, Union
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 
 from noisegrad._explained import TIMES_INPUT
-from noisegrad._request import DEFAULT_TOL
+from noisegrad._request import DEFAULT_MAX_SAMPLES, DEFAULT_TOL
 from noisegrad.app import explain_layer
 from noisegrad.app.errors import ExplainError
 from noisegrad.reducers import CHANNEL_REDUCERS
@@ -69,11 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SmoothGrad (mean), SmoothGrad² (mean of squares), VarGrad (variance), or no noise")
     parser.add_argument("--samples", type=count_or_auto, default=32, metavar="N",
                         help="noisy copies per example, or 'auto': draw until each example's relative standard "
-                             "error reaches --tol (the count each used is saved as 'nt_samples')")
+                             "error reaches --tol (the count each used is saved as 'nt_samples', "
+                             "whether it got there within --max-samples as 'converged')")
     parser.add_argument("--tol", type=open_unit_float, default=None, metavar="TOL",
                         help=f"with --samples auto: the relative standard error to reach (default {DEFAULT_TOL})")
     parser.add_argument("--max-samples", type=positive_int, default=None, metavar="N",
-                        help="with --samples auto: the most noisy copies any example gets (default 1024)")
+                        help=f"with --samples auto: the most noisy copies any example gets (default {DEFAULT_MAX_SAMPLES})")
     parser.add_argument("--noise", type=non_negative_float, default=0.15, metavar="FRACTION",
                         help="noise standard deviation as a fraction of each example's range (noisegrad.relative); "
                              "with --noise-layer, of the range of that layer's output over the tokens --noise-mask "
