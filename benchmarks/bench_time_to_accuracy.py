@@ -517,7 +517,7 @@ def report(rows: List[Row], args: argparse.Namespace, budget: Budget, elapsed: f
         '(`nt_samples="auto"`, `tol` = the target, `max_samples` = '
         f"{budget.max_samples}); their samples are the median over examples and seeds. Times marked ~ were "
         "measured at fewer samples and scaled linearly (a call over "
-        f"{budget.call_cap:.0f} s, or an all-at-once forward over {budget.memory_cap / 2**30:.1f} GiB of "
+        f"{budget.call_cap:g} s, or an all-at-once forward over {budget.memory_cap / 2**30:.1f} GiB of "
         "activations), or, for noisegrad, scaled by (achieved error / target)² where it ended above the target.",
         "",
         f"Goal: Captum's default / noisegrad ≥ {GOAL:.0f}× on every row — met in {met}/{len(rows)} rows.",

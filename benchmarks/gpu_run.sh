@@ -8,13 +8,19 @@
 #
 # The folder gets: environment.txt (nvidia-smi, torch, CUDA), cuda_tests.txt (pytest's report; a CUDA test that
 # skips is a failure here), RESULTS_cuda.md (bench_tunnel.py: noisegrad vs Captum vs a minimal loop) and
-# TIME_TO_ACCURACY_cuda.md (bench_time_to_accuracy.py). Without a GPU it stops at once with exit status 2.
+# TIME_TO_ACCURACY_cuda.md (bench_time_to_accuracy.py). Without a GPU, or with a Python that cannot import
+# torch, it stops at once with exit status 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python}
 OUT=${1:-gpu_results/$(date +%Y%m%d-%H%M%S)}
 
+if ! "$PY" -c 'import torch' > /dev/null 2>&1; then
+  echo "gpu_run.sh: $PY cannot import torch: run it with the Python that has noisegrad's dependencies" \
+       "(PYTHON=/path/to/python bash benchmarks/gpu_run.sh)." >&2
+  exit 2
+fi
 if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   echo "gpu_run.sh: no CUDA GPU: torch.cuda.is_available() is False for $PY" \
        "(torch $("$PY" -c 'import torch; print(torch.__version__, "built for CUDA", torch.version.cuda)'))." >&2

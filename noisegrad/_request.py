@@ -57,8 +57,8 @@ def validate_layer_stdevs(stdevs: Any) -> None:
         raise ValueError(f"stdevs must be finite and >= 0, got {stdevs}")
 
 #: nt_samples="auto" defaults: the relative standard error to reach, and the most samples per example.
-_DEFAULT_TOL = 0.05
-_DEFAULT_MAX_SAMPLES = 1024
+DEFAULT_TOL = 0.05
+DEFAULT_MAX_SAMPLES = 1024
 
 
 @dataclass(frozen=True)
@@ -201,8 +201,8 @@ def check_request(
         raise ValueError(f'{given} {verb} only to nt_samples="auto" (stopping when converged); '
                          f"with nt_samples={nt_samples!r} every example gets exactly that many samples")
     if auto:
-        tol = _DEFAULT_TOL if tol is None else tol
-        max_samples = validate_auto(tol, _DEFAULT_MAX_SAMPLES if max_samples is None else max_samples,
+        tol = DEFAULT_TOL if tol is None else tol
+        max_samples = validate_auto(tol, DEFAULT_MAX_SAMPLES if max_samples is None else max_samples,
                                     delta_reduction)
     seed = validate_seed(seed, generator)
     validate_delta(return_delta, method, delta_reduction)
@@ -243,7 +243,7 @@ def check_request(
     seeded = seed is not None or generator is not None
     return Request(
         inputs=inputs_tuple, is_inputs_tuple=isinstance(inputs, tuple), nt_type=nt_type, needs_m2=needs_m2,
-        auto=auto, limit=limit, tol=float(tol) if auto else _DEFAULT_TOL, batch_size=nt_samples_batch_size, max_batch_rows=max_batch_rows,
+        auto=auto, limit=limit, tol=float(tol) if auto else DEFAULT_TOL, batch_size=nt_samples_batch_size, max_batch_rows=max_batch_rows,
         memory_budget=memory_budget, sampler=sampler, joint=is_joint, stratify=stratify,
         return_stderr=bool(return_stderr), return_delta=return_delta, delta_reduction=delta_reduction,
         draw_baseline_from_distrib=bool(draw_baseline_from_distrib), sigmas=sigmas,

@@ -89,10 +89,27 @@ def validate_counts(
     return nt_samples, nt_samples_batch_size, budgets[0], budgets[1]
 
 
+def validate_tol(tol: object) -> None:
+    """``tol`` of ``nt_samples="auto"``: a relative standard error strictly between 0 and 1.
+
+    1 or more (an error as large as the attribution) is refused: it is almost always a percentage
+    (``tol=5`` for 5 %), which would stop every example at the first check.
+
+    Examples
+    --------
+    >>> validate_tol(0.05)
+    >>> validate_tol(5)
+    Traceback (most recent call last):
+    ...
+    ValueError: tol must be a relative standard error between 0 and 1 (0.05 for 5 %), got 5
+    """
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
+        raise ValueError(f"tol must be a relative standard error between 0 and 1 (0.05 for 5 %), got {tol!r}")
+
+
 def validate_auto(tol: object, max_samples: object, delta_reduction: str) -> int:
     """The arguments of nt_samples="auto"; returns ``max_samples`` as a Python int."""
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < float("inf")):
-        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    validate_tol(tol)
     max_samples = as_int("max_samples", max_samples)
     if delta_reduction != "mean":
         raise ValueError('nt_samples="auto" returns deltas averaged per input only (delta_reduction="mean"): '

@@ -11,7 +11,6 @@ pnpxai and Xplique with their defaults and ranges (``docs/migration.md``).
 
 import dataclasses
 import json
-import math
 import numbers
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
@@ -26,7 +25,7 @@ from noisegrad._explained import (
     validate_outputs,
 )
 from noisegrad._foreign_configs import from_innsight, from_pnpxai, from_vertex, from_xplique
-from noisegrad._validate import as_int
+from noisegrad._validate import as_int, validate_tol
 from noisegrad.objective import check_objective
 from noisegrad.perturb.inputs import relative
 from noisegrad.sampling.samplers import SAMPLERS
@@ -169,9 +168,8 @@ class SmoothingConfig:
             set_(self, "nt_samples", _positive_int("nt_samples", self.nt_samples))
         if self.nt_samples != "auto" and (self.tol is not None or self.max_samples is not None):
             raise ValueError('tol and max_samples apply to nt_samples="auto" only')
-        if self.tol is not None and (isinstance(self.tol, bool) or not (isinstance(self.tol, numbers.Real)
-                                                                        and 0 < self.tol < math.inf)):
-            raise ValueError(f"tol must be a positive number, got {self.tol!r}")
+        if self.tol is not None:
+            validate_tol(self.tol)
         if self.max_samples is not None:
             set_(self, "max_samples", _positive_int("max_samples", self.max_samples, low=2))
         given = [name for name in ("noise", "feature_noise", "noise_level") if getattr(self, name) is not None]

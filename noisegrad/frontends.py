@@ -17,7 +17,7 @@ samples, which keeps less of its gain; they take it where it needed fewer
 samples than the fallback for the same error on the time-to-accuracy workloads
 (:data:`AUTO_SAMPLER`, ``benchmarks/AUTO_LHS.md``)."""
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from captum.attr import Saliency
 from torch import Tensor
@@ -154,7 +154,8 @@ def smoothgrad_sq(
 ) -> Any:
     """SmoothGrad² / SquareGrad: the mean squared gradient over noisy copies (Hooker et al. 2019).
 
-    Parameters are those of :func:`smoothgrad`; the result is unsigned.
+    Parameters are those of :func:`smoothgrad` but ``absolute`` (the square of ``|∇f|`` is that of
+    ``∇f``); the result is unsigned.
 
     Examples
     --------
@@ -163,6 +164,7 @@ def smoothgrad_sq(
     >>> bool((smoothgrad_sq(model, torch.rand(2, 4), target=1, seed=0) >= 0).all())
     True
     """
+    _refuse_absolute("smoothgrad_sq", kwargs, "the square of |∇f| is that of ∇f")
     return _smooth("smoothgrad_sq", model, inputs, target, nt_samples, stdevs, False, sampler, **kwargs)
 
 
@@ -177,7 +179,9 @@ def vargrad(
 ) -> Any:
     """VarGrad: the variance of the gradient over noisy copies (Adebayo et al. 2018).
 
-    Parameters are those of :func:`smoothgrad`; the result is unsigned.
+    Parameters are those of :func:`smoothgrad` but ``absolute``: this is the variance of the signed
+    gradient, as in the paper, whereas ``NoiseTunnel(Saliency(model))`` with ``nt_type="vargrad"`` takes
+    that of ``|∇f|`` (Saliency's default ``abs=True``). The result is unsigned.
 
     Examples
     --------
@@ -186,4 +190,11 @@ def vargrad(
     >>> vargrad(model, torch.rand(2, 4), target=1, seed=0).shape
     torch.Size([2, 4])
     """
+    _refuse_absolute("vargrad", kwargs, "it is the variance of the signed gradient; for that of |∇f|, "
+                     'NoiseTunnel(Saliency(model)).attribute(x, nt_type="vargrad", abs=True)')
     return _smooth("vargrad", model, inputs, target, nt_samples, stdevs, False, sampler, **kwargs)
+
+
+def _refuse_absolute(name: str, kwargs: Dict[str, Any], why: str) -> None:
+    if "absolute" in kwargs:
+        raise TypeError(f"{name}() takes no absolute= ({why}); got absolute={kwargs['absolute']!r}")

@@ -28,3 +28,17 @@ def test_the_first_check_cause_is_found_only_where_auto_stopped_at_its_first_che
     for later in (18, 21, 31):
         assert "first check" not in bench.causes(row(later)), later
     assert "first check" not in bench.causes(row(16, ng_error=0.095))  # at the target: not too early
+
+
+def test_the_report_gives_the_call_cap_it_used_also_below_a_second():
+    """--quick caps a timed call at 0.2 s; the report said "a call over 0 s"."""
+    import argparse
+    import dataclasses
+
+    args = argparse.Namespace(command="bench", revision="git r", device="cpu", threads=1, load=((0.0,), (0.0,)),
+                              quick=True)
+    budget = bench.Budget(seeds=2, sweep_seconds=1.0, call_cap=0.2, memory_cap=2.0 * 2**30, repeats=1, warmup=1,
+                          max_samples=512, reference_divisor=1)
+    timed = dataclasses.replace(row(16), times={name: [1.0] for name in ("captum", "captum-best", "noisegrad")},
+                                scale={name: 1.0 for name in ("captum", "captum-best", "noisegrad")})
+    assert "(a call over 0.2 s, or an all-at-once forward over 2.0 GiB" in bench.report([timed], args, budget, 1.0)

@@ -215,6 +215,8 @@ def test_no_noise_runs_the_method_once(workdir):
         ({"--stderr": None, "--nt-type": "none"}, "needs --nt-type smoothgrad, smoothgrad_sq or vargrad"),
         ({"--out": "notes.txt"}, "not a directory"),
         ({"--samples": "0"}, "positive integer"),
+        ({"--samples": "Auto"}, "expected a positive integer or 'auto', got 'Auto'"),
+        ({"--batch-size": "1.5"}, "expected a positive integer or 'auto', got '1.5'"),
         ({"--noise": "-1"}, "number >= 0"),
         ({"--method": "lime"}, "invalid choice"),
     ],
@@ -274,6 +276,29 @@ def test_samples_auto_stops_each_example_as_the_library_does_and_saves_its_count
     assert saved["nt_samples"].tolist() == [int(d.nt_samples) for d in direct]
     assert all(16 <= n <= 256 for n in saved["nt_samples"].tolist())
     assert saved["options"]["samples"] == "auto" and saved["options"]["tol"] == 0.2
+    assert saved["converged"].tolist() == [bool(d.converged) for d in direct]
+
+
+def test_samples_auto_saves_and_counts_the_examples_that_stopped_at_max_samples(workdir, capsys):
+    """The library's per-example warning (once, naming a result.converged the command has not) is replaced."""
+    folder, _, _ = workdir
+    out = folder / "capped"
+    assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--target", "1",
+                 "--samples", "auto", "--tol", "0.001", "--max-samples", "16", "--out", str(out),
+                 "--no-figures"]) == 0
+    saved = torch.load(out / "attributions.pt", weights_only=True)
+    assert saved["converged"].tolist() == [False] * 4 and saved["nt_samples"].tolist() == [16] * 4
+    err = capsys.readouterr().err
+    assert ("4 of 4 examples did not reach --tol 0.001 within --max-samples 16 (saved as 'converged')" in err
+            and "result.converged" not in err)
+
+
+def test_samples_auto_says_the_tol_it_stops_at_also_by_default(workdir, capsys):
+    folder, _, _ = workdir
+    assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--target", "1",
+                 "--samples", "auto", "--max-samples", "32", "--out", str(folder / "default_tol"),
+                 "--no-figures"]) == 0
+    assert "samples until the relative standard error is 0.05 (the default)" in capsys.readouterr().err
 
 
 def test_tol_without_samples_auto_and_auto_without_noise_are_refused(workdir, capsys):

@@ -234,8 +234,9 @@ def test_numpy_scalars_become_python_values_and_layer_noise_must_be_measurable_o
                                                                                   noise_layer="emb")):
         with pytest.raises(ValueError, match="with noise_layer, give noise="):
             SmoothingConfig(**fields)
-    with pytest.raises(ValueError, match="tol must be a positive number"):
-        SmoothingConfig(nt_samples="auto", tol=True)
+    for tol in (True, 0, 2.0):  # the same rule as NoiseTunnel.attribute(tol=) and explain --tol
+        with pytest.raises(ValueError, match=r"tol must be a relative standard error between 0 and 1"):
+            SmoothingConfig(nt_samples="auto", tol=tol)
 
 
 def test_an_additional_argument_extractor_may_return_a_list():

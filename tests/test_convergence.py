@@ -122,7 +122,10 @@ def test_auto_mode_is_reproducible_and_averages_deltas_per_input():
         (dict(sampler="lhs", nt_type="vargrad", max_samples=8),
          r"nt_samples=\"auto\" with nt_type='vargrad' needs at least 3 independent units of samples; "
          r"sampler='lhs' \(hypercubes of 4 samples\) with max_samples=8 has 2"),
-        (dict(tol=0), "tol must be a positive finite number"),
+        (dict(tol=0), r"tol must be a relative standard error between 0 and 1 \(0.05 for 5 %\), got 0"),
+        (dict(tol=1), r"between 0 and 1 \(0.05 for 5 %\), got 1"),
+        (dict(tol=5), r"between 0 and 1 \(0.05 for 5 %\), got 5"),  # 5 meant as 5 %: would stop at the first check
+        (dict(tol=float("nan")), r"between 0 and 1 \(0.05 for 5 %\), got nan"),
         (dict(max_samples=0), "max_samples must be a positive int"),
         (dict(delta_reduction="none"), "averaged per input only"),
     ],

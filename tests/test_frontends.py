@@ -162,3 +162,10 @@ def test_saliencys_abs_keyword_points_to_absolute():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3))
     with pytest.raises(TypeError, match="absolute=True"):
         smoothgrad(model, torch.rand(2, 4), target=0, abs=True)
+
+
+@pytest.mark.parametrize("function, wanted", [(smoothgrad_sq, "the square"), (vargrad, r"NoiseTunnel\(Saliency")])
+def test_absolute_given_to_a_front_end_without_it_is_refused_naming_it(function, wanted):
+    """smoothgrad_sq and vargrad square the signed gradient; absolute= used to fail inside a private function."""
+    with pytest.raises(TypeError, match=rf"{function.__name__}\(\) takes no absolute=.*{wanted}"):
+        function(make_mlp(), X, target=0, absolute=True)

@@ -24,7 +24,7 @@ import noisegrad
 from noisegrad.app.data_folder import FolderDataset, load_data
 from noisegrad.app.errors import ExplainError
 from noisegrad.app.explain_inputs import forward_of
-from noisegrad.app.explain_options import DEFAULT_IG_STEPS, METHODS, chunk_size, non_negative_float, positive_int
+from noisegrad.app.explain_options import DEFAULT_IG_STEPS, METHODS, count_or_auto, non_negative_float, positive_int
 from noisegrad.app.explain_layer import int_at_least
 from noisegrad.app.models import load_model
 from noisegrad.datasets._ranks import local_device
@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stderr", action="store_true",
                         help="also the Monte-Carlo standard error of every element, from the same samples")
     parser.add_argument("--batch-size", type=positive_int, default=32, metavar="B", help="examples per call")
-    parser.add_argument("--chunk", type=chunk_size, default="auto", metavar="K",
+    parser.add_argument("--chunk", type=count_or_auto, default="auto", metavar="K",
                         help="noisy copies per example in one forward pass (nt_samples_batch_size), or 'auto'")
     parser.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE, metavar="S",
                         help="examples per shard file: the most work an interrupted process loses")

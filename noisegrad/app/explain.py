@@ -36,6 +36,7 @@ Examples
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -44,6 +45,7 @@ from torch import Tensor
 
 import noisegrad
 from noisegrad._progress import progress_bar
+from noisegrad._request import DEFAULT_MAX_SAMPLES, DEFAULT_TOL
 from noisegrad.app import explain_layer
 from noisegrad.app.errors import ExplainError
 from noisegrad.app.explain_inputs import forward_of, load_inputs, model_outputs, parse_target
@@ -101,6 +103,7 @@ def explain(
     until = {} if args.samples != "auto" else {
         name: value for name, value in (("tol", args.tol), ("max_samples", args.max_samples)) if value is not None}
     samples: List[Tensor] = []
+    converged: List[Tensor] = []
     for i in range(batch):
         one, method_kwargs, smoothing = setup.example(inputs, i)
         kwargs = dict(extra, **method_kwargs, target=None if target is None else target[i : i + 1].tolist())
@@ -110,12 +113,15 @@ def explain(
         noise = dict(nt_type="smoothgrad", nt_samples=1, stdevs=0.0) if args.nt_type == "none" else dict(
             nt_type=args.nt_type, nt_samples=args.samples, stdevs=noisegrad.relative(args.noise), **until)
         # example i alone, with its own id: the noise it gets in a batch, not that of every example's first row
-        out = noisegrad.NoiseTunnel(method).attribute(
-            one, **noise, nt_samples_batch_size=args.batch_size, seed=args.seed, example_ids=[i],
-            return_stderr=args.stderr, channel_reducer=args.reduce, times_input=args.times_input, **smoothing,
-            **kwargs, **({"return_convergence_delta": True} if with_delta else {}))
+        with warnings.catch_warnings():  # an example that stops at max_samples is counted below, not warned about
+            warnings.filterwarnings("ignore", message='nt_samples="auto": ', category=RuntimeWarning)
+            out = noisegrad.NoiseTunnel(method).attribute(
+                one, **noise, nt_samples_batch_size=args.batch_size, seed=args.seed, example_ids=[i],
+                return_stderr=args.stderr, channel_reducer=args.reduce, times_input=args.times_input, **smoothing,
+                **kwargs, **({"return_convergence_delta": True} if with_delta else {}))
         if args.samples == "auto":  # a SmoothedAttribution, with the samples this example used
             samples.append(out.nt_samples.detach().reshape(1))
+            converged.append(out.converged.detach().reshape(1))
             if not args.stderr:
                 out = (out.attributions, out.delta) if with_delta else out.attributions
         if args.stderr:
@@ -142,7 +148,8 @@ def explain(
 
     result = Explanation(attributions, target, torch.cat(deltas) if deltas else None, joined(relative_errors),
                          time.perf_counter() - start, stderr=joined(errors), outputs=outputs,
-                         nt_samples=torch.cat(samples) if samples else None)
+                         nt_samples=torch.cat(samples) if samples else None,
+                         converged=torch.cat(converged) if converged else None)
     if layered:
         result.tokens = explain_layer.token_ids(setup, inputs, attributions[0])
         if result.tokens is not None:
@@ -194,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
 def _samples_text(args: argparse.Namespace) -> str:
     if args.samples != "auto":
         return f"{args.samples} samples"
-    return f"samples until the relative standard error is {args.tol if args.tol is not None else 'the default'}"
+    tol = args.tol if args.tol is not None else f"{DEFAULT_TOL} (the default)"
+    return f"samples until the relative standard error is {tol}"
 
 
 def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor, ...], names: Optional[List[str]],
@@ -232,6 +240,11 @@ def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor
         used = result.nt_samples.float()
         say(f"noisy copies used per example (--samples auto): median {float(used.median()):.0f}, "
             f"{int(used.min())} to {int(used.max())}")
+    if result.converged is not None and not bool(result.converged.all()):
+        tol = DEFAULT_TOL if args.tol is None else args.tol
+        most = DEFAULT_MAX_SAMPLES if args.max_samples is None else args.max_samples
+        say(f"{int((~result.converged).sum())} of {result.converged.numel()} examples did not reach --tol {tol} "
+            f"within --max-samples {most} (saved as 'converged')")
     if result.relative_stderr is not None:
         rel = torch.cat([r.reshape(-1) for r in result.relative_stderr if r is not None] or [torch.zeros(0)])
         before = " (of the channels, before --reduce combined them)" if args.reduce else ""

@@ -6,13 +6,14 @@ from typing import List, Union
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 
 from noisegrad._explained import TIMES_INPUT
+from noisegrad._request import DEFAULT_MAX_SAMPLES, DEFAULT_TOL
 from noisegrad.app import explain_layer
 from noisegrad.app.errors import ExplainError
 from noisegrad.reducers import CHANNEL_REDUCERS
 from noisegrad.sampling.samplers import units_for_stderr
 
 __all__ = ["METHODS", "NT_TYPES", "DEFAULT_IG_STEPS", "MAX_FIGURE_EXAMPLES", "DESCRIPTION", "add_arguments",
-           "positive_int", "non_negative_float", "chunk_size", "output_list", "check_options"]
+           "positive_int", "non_negative_float", "count_or_auto", "output_list", "check_options"]
 
 #: ``--method`` choices → Captum class (``ig`` is IntegratedGradients).
 METHODS = {"saliency": Saliency, "input_x_gradient": InputXGradient, "ig": IntegratedGradients}
@@ -66,18 +67,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=sorted(METHODS), default="saliency", help="Captum method to smooth")
     parser.add_argument("--nt-type", choices=NT_TYPES, default="smoothgrad",
                         help="SmoothGrad (mean), SmoothGrad² (mean of squares), VarGrad (variance), or no noise")
-    parser.add_argument("--samples", type=sample_count, default=32, metavar="N",
+    parser.add_argument("--samples", type=count_or_auto, default=32, metavar="N",
                         help="noisy copies per example, or 'auto': draw until each example's relative standard "
-                             "error reaches --tol (the count each used is saved as 'nt_samples')")
+                             "error reaches --tol (the count each used is saved as 'nt_samples', "
+                             "whether it got there within --max-samples as 'converged')")
     parser.add_argument("--tol", type=open_unit_float, default=None, metavar="TOL",
-                        help="with --samples auto: the relative standard error to reach (default 0.05)")
+                        help=f"with --samples auto: the relative standard error to reach (default {DEFAULT_TOL})")
     parser.add_argument("--max-samples", type=positive_int, default=None, metavar="N",
-                        help="with --samples auto: the most noisy copies any example gets (default 1024)")
+                        help=f"with --samples auto: the most noisy copies any example gets (default {DEFAULT_MAX_SAMPLES})")
     parser.add_argument("--noise", type=non_negative_float, default=0.15, metavar="FRACTION",
                         help="noise standard deviation as a fraction of each example's range (noisegrad.relative); "
                              "with --noise-layer, of the range of that layer's output over the tokens --noise-mask "
                              "keeps")
-    parser.add_argument("--batch-size", type=chunk_size, default="auto", metavar="K",
+    parser.add_argument("--batch-size", type=count_or_auto, default="auto", metavar="K",
                         help="noisy copies per example in one forward pass (nt_samples_batch_size), or 'auto'")
     parser.add_argument("--n-steps", type=positive_int, default=None, metavar="S",
                         help=f"IntegratedGradients steps per noisy copy (--method ig only; default {DEFAULT_IG_STEPS})")
@@ -118,11 +120,6 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def sample_count(text: str) -> Union[int, str]:
-    """argparse type for ``--samples``: a positive integer or ``auto``."""
-    return "auto" if text == "auto" else positive_int(text)
-
-
 def open_unit_float(text: str) -> float:
     """argparse type: a float strictly between 0 and 1."""
     try:
@@ -134,9 +131,12 @@ def open_unit_float(text: str) -> float:
     return value
 
 
-def chunk_size(text: str) -> Union[int, str]:
-    """argparse type for a chunk size: a positive integer or ``auto``."""
-    return "auto" if text == "auto" else positive_int(text)
+_positive_count = explain_layer.int_at_least(1, "a positive integer or 'auto'")
+
+
+def count_or_auto(text: str) -> Union[int, str]:
+    """argparse type for ``--samples``, ``--batch-size`` and ``--chunk``: a positive integer or ``auto``."""
+    return "auto" if text == "auto" else _positive_count(text)
 
 
 def output_list(text: str) -> List[int]:

@@ -29,6 +29,7 @@ class Explanation:
     token_mask: Optional[Tensor] = None  # the --noise-mask input: tokens not drawn where it is 0
     outputs: Optional[List[int]] = None  # --targets: the outputs the attributions' last dimension holds
     nt_samples: Optional[Tensor] = None  # --samples auto: (batch,) noisy copies each example used
+    converged: Optional[Tensor] = None  # --samples auto: (batch,) whether each example reached --tol
 
 
 def save_outputs(out_dir: Path, result: Explanation, names: Optional[Sequence[str]], single: bool,
@@ -55,6 +56,8 @@ def save_outputs(out_dir: Path, result: Explanation, names: Optional[Sequence[st
         payload["relative_stderr"] = layout(result.relative_stderr)
     if result.nt_samples is not None:
         payload["nt_samples"] = result.nt_samples
+    if result.converged is not None:
+        payload["converged"] = result.converged
     if result.token_scores is not None:
         payload["token_scores"] = result.token_scores
     if result.outputs is not None:

@@ -1,0 +1,34 @@
+"""benchmarks/gpu_run.sh on a machine where it cannot run: it stops at once, says why, and writes nothing."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_run.sh"
+
+
+def run_script(python: str, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), str(out)], env=dict(os.environ, PYTHON=python),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the script would run")
+def test_without_a_gpu_it_stops_with_status_2_and_says_so(tmp_path):
+    proc = run_script(sys.executable, tmp_path / "out")
+    assert proc.returncode == 2
+    assert "no CUDA GPU: torch.cuda.is_available() is False" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_python_without_torch_is_named_as_such_not_as_a_missing_gpu(tmp_path):
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
+    python.chmod(0o755)
+    proc = run_script(str(python), tmp_path / "out")
+    assert proc.returncode == 2
+    assert f"{python} cannot import torch" in proc.stderr and "no CUDA GPU" not in proc.stderr
+    assert not (tmp_path / "out").exists()
