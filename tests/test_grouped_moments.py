@@ -86,9 +86,11 @@ def test_the_batched_update_equals_updating_the_groups_one_at_a_time(groups, uni
         grouped.update(samples[start:stop], range(start, stop))
     assert grouped._stacked is not None  # the batched path was taken throughout
     separate = one_group_at_a_time(samples, edges, groups, unit_size)
+    ulp = torch.finfo(torch.float32).eps * float(samples.abs().max())
     for batched, alone in zip(grouped.parts, separate):
         assert batched.count == alone.count
-        torch.testing.assert_close(batched.mean, alone.mean, rtol=1e-7, atol=1e-7)
+        # both paths centre on a float32 shift: they may differ by its rounding (an ulp of the samples' size)
+        torch.testing.assert_close(batched.mean, alone.mean, rtol=0, atol=2 * ulp)
         torch.testing.assert_close(batched.m2, alone.m2, rtol=1e-6, atol=1e-6)
     split = GroupedMoments(groups, unit_size)
     split.update(samples[:1], range(0, 1))  # one sample alone splits the groups: every later chunk goes one by one
