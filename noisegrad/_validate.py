@@ -71,7 +71,14 @@ def validate_inputs(inputs: object, discrete: bool = False) -> Tuple[Tensor, ...
 def validate_counts(
     nt_samples: object, nt_samples_batch_size: object, max_batch_rows: object, memory_budget: object
 ) -> Tuple[Any, Any, Optional[int], Optional[int]]:
-    """The four counts, with every integer as a Python int (``"auto"`` and ``None`` kept where allowed)."""
+    """The four counts, with every integer as a Python int (``"auto"`` and ``None`` kept where allowed).
+
+    A misspelt ``"auto"`` (``"Auto"``, ``" auto"``) is a ValueError saying how it is spelt; other wrong types
+    are TypeErrors.
+    """
+    for name, value in (("nt_samples", nt_samples), ("nt_samples_batch_size", nt_samples_batch_size)):
+        if isinstance(value, str) and value != "auto" and value.strip().lower() == "auto":
+            raise ValueError(f'{name} must be a positive int or "auto", got {value!r} (spelt "auto", lower case)')
     if nt_samples != "auto":
         nt_samples = as_int("nt_samples", nt_samples, extra=' or "auto"')
     if nt_samples_batch_size is not None and nt_samples_batch_size != "auto":
