@@ -3,7 +3,7 @@
 # the GPU, every table written into one folder, in under 10 minutes.
 #
 #     bash benchmarks/gpu_run.sh                 # results in gpu_results/<date>-<time>/
-#     bash benchmarks/gpu_run.sh path/to/folder
+#     bash benchmarks/gpu_run.sh path/to/folder    # relative to where you call it from
 #     PYTHON=/path/to/python bash benchmarks/gpu_run.sh
 #
 # The folder gets: environment.txt (nvidia-smi, torch, CUDA), cuda_tests.txt (pytest's report; a CUDA test that
@@ -11,10 +11,16 @@
 # TIME_TO_ACCURACY_cuda.md (bench_time_to_accuracy.py). Without a GPU, or with a Python that cannot import
 # torch, it stops at once with exit status 2.
 set -euo pipefail
+# A folder given relative to where the script was called from stays there, after the cd to the repository.
+case "${1:-}" in
+  "") OUT="" ;;
+  /*) OUT=$1 ;;
+  *) OUT="$PWD/$1" ;;
+esac
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python}
-OUT=${1:-gpu_results/$(date +%Y%m%d-%H%M%S)}
+OUT=${OUT:-gpu_results/$(date +%Y%m%d-%H%M%S)}
 
 if ! "$PY" -c 'import torch' > /dev/null 2>&1; then
   echo "gpu_run.sh: $PY cannot import torch: run it with the Python that has noisegrad's dependencies" \

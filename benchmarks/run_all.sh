@@ -18,8 +18,10 @@ fi
 
 run() { echo "+ $*" >&2; local start=$SECONDS; "$@"; echo "  ($((SECONDS - start)) s)" >&2; }
 
-# Timing and memory: noisegrad vs Captum vs a minimal loop (~10 min).
-run python benchmarks/bench_tunnel.py --repeats 40 --out $B/RESULTS.md $QUICK
+# Timing and memory: noisegrad vs Captum vs a minimal loop, each row over 8 fresh processes (~15 min).
+run python benchmarks/bench_tunnel.py --repeats 40 --processes 8 --out $B/RESULTS.md $QUICK
+# Where a stock call's time goes beyond the minimal loop's (~3 min; no quick mode).
+if [[ -z "$QUICK" ]]; then run python benchmarks/bench_call_phases.py --out $B/CALL_PHASES.md; fi
 # Time to a map within 10 % / 5 % relative error: noisegrad's defaults vs Captum's (~30 min).
 run python benchmarks/bench_time_to_accuracy.py --out $B/TIME_TO_ACCURACY.md $QUICK
 # Where a batch-1 call's fixed cost goes (~1 min).

@@ -32,3 +32,15 @@ def test_a_python_without_torch_is_named_as_such_not_as_a_missing_gpu(tmp_path):
     assert proc.returncode == 2
     assert f"{python} cannot import torch" in proc.stderr and "no CUDA GPU" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_relative_folder_is_taken_from_where_the_script_is_called(tmp_path):
+    """The script changes to the repository; a folder given as ``out`` still lands under the caller's directory."""
+    python = tmp_path / "python"  # a stand-in that reports a GPU and runs every step as a no-op
+    python.write_text("#!/bin/sh\nexit 0\n")
+    python.chmod(0o755)
+    proc = subprocess.run(["bash", str(SCRIPT), "rel/out"], cwd=tmp_path, env=dict(os.environ, PYTHON=str(python)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "rel" / "out" / "environment.txt").exists()
+    assert not (SCRIPT.parents[1] / "rel").exists()
