@@ -3,7 +3,7 @@
 # README figures in docs/figures/. Run from anywhere on an otherwise idle machine (the timing benchmarks redo
 # repetitions disturbed by other processes, so a busy machine makes them slow, not wrong):
 #
-#     bash benchmarks/run_all.sh            # everything, about 80 minutes on 2 cores
+#     bash benchmarks/run_all.sh            # everything, about 90 minutes on 2 cores
 #     bash benchmarks/run_all.sh --quick    # smoke run of the same scripts, written to a temporary folder
 #
 # Each step prints the command it runs; the first failure stops the script.
