@@ -48,9 +48,9 @@ def _block_sums(samples: Tensor, dtype: torch.dtype) -> Tensor:
     >>> _block_sums(torch.arange(20.0).view(10, 2), torch.float64)
     tensor([ 90., 100.], dtype=torch.float64)
     """
-    whole = samples.shape[0] - samples.shape[0] % _SQUARES_BLOCK
-    if whole == 0:
+    if samples.shape[0] <= _SQUARES_BLOCK:  # one block: the same sum, two operations fewer
         return samples.sum(dim=0).to(dtype)
+    whole = samples.shape[0] - samples.shape[0] % _SQUARES_BLOCK
     total = samples[:whole].unflatten(0, (-1, _SQUARES_BLOCK)).sum(dim=1).sum(dim=0, dtype=dtype)
     if whole < samples.shape[0]:
         total.add_(samples[whole:].sum(dim=0))
@@ -121,7 +121,7 @@ class Moments:
         n_new = samples.shape[dim]
         if n_new == 0:
             return
-        samples = samples.movedim(dim, 0)
+        samples = samples.movedim(dim, 0) if dim != 0 else samples
         if samples.dtype in (torch.float16, torch.bfloat16):
             # Half precision would round the chunk statistics themselves.
             samples, overwrite = samples.float(), True
