@@ -73,9 +73,10 @@ def workdir(tmp_path, monkeypatch):
     sys.modules.pop("user_models", None)
 
 
-def _expected(model, x, target):
+def _expected(model, x, target, sampler="iid"):
     return noisegrad.NoiseTunnel(Saliency(model)).attribute(
-        x, nt_type="smoothgrad", nt_samples=6, stdevs=noisegrad.relative(0.15), seed=0, target=target, abs=False)
+        x, nt_type="smoothgrad", nt_samples=6, stdevs=noisegrad.relative(0.15), seed=0, target=target, abs=False,
+        sampler=sampler)
 
 
 @pytest.mark.parametrize("model_arg", ["model_script.pt", "model_export.pt2", "user_models:make_model"])
@@ -92,6 +93,19 @@ def test_each_kind_of_model_gives_the_library_result_and_a_figure(workdir, model
     # each example is explained on its own with seed 0 and its own id: what the library gives the whole batch
     assert torch.allclose(attr, _expected(model, x, 2), atol=1e-5)
     assert (out / "attributions.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("sampler", ["antithetic", "qmc", "lhs"])
+def test_a_sampler_gives_the_library_result_with_that_sampler(workdir, sampler):
+    folder, model, x = workdir
+    out = folder / sampler
+    assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--target", "2",
+                 "--samples", "6", "--sampler", sampler, "--out", str(out), "--no-figures", "--quiet"]) == 0
+    saved = torch.load(out / "attributions.pt", weights_only=True)
+    expected = _expected(model, x, 2, sampler)
+    assert torch.allclose(saved["attributions"], expected, atol=1e-5)
+    assert not torch.allclose(expected, _expected(model, x, 2), atol=1e-5)  # the sampler changed the noise
+    assert saved["options"]["sampler"] == sampler
 
 
 def test_pred_target_ig_delta_and_stderr(workdir):
@@ -219,6 +233,12 @@ def test_no_noise_runs_the_method_once(workdir):
         ({"--batch-size": "1.5"}, "expected a positive integer or 'auto', got '1.5'"),
         ({"--noise": "-1"}, "number >= 0"),
         ({"--method": "lime"}, "invalid choice"),
+        ({"--sampler": "sobol"}, "invalid choice"),
+        ({"--sampler": "antithetic", "--samples": "5"}, "needs an even --samples, got 5"),
+        ({"--sampler": "lhs", "--nt-type": "none"}, "--sampler lhs draws the noise"),
+        ({"--sampler": "antithetic", "--stderr": None, "--samples": "2"},
+         "needs 2 independent units of samples; --sampler antithetic with --samples 2 has 1"),
+        ({"--stderr": None, "--samples": "1"}, "needs 2 independent units of samples; --sampler iid with --samples 1"),
     ],
 )
 def test_bad_arguments_exit_with_2_and_say_why(workdir, capsys, change, message):
@@ -262,20 +282,23 @@ def test_command_line_help_and_exit_code(tmp_path):
     assert proc.returncode == 2 and "nope.pt" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_samples_auto_stops_each_example_as_the_library_does_and_saves_its_count(workdir):
+@pytest.mark.parametrize("sampler", ["iid", "antithetic", "lhs"])
+def test_samples_auto_stops_each_example_as_the_library_does_and_saves_its_count(workdir, sampler):
     folder, model, x = workdir
     out = folder / "auto"
     assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--target", "1",
-                 "--samples", "auto", "--tol", "0.2", "--max-samples", "256", "--out", str(out), "--quiet"]) == 0
+                 "--samples", "auto", "--tol", "0.2", "--max-samples", "256", "--sampler", sampler, "--out", str(out),
+                 "--quiet"]) == 0
     saved = torch.load(out / "attributions.pt", weights_only=True)
     # each example alone, with its own id, as the command explains it
     direct = [noisegrad.NoiseTunnel(Saliency(model)).attribute(
         x[i:i + 1], nt_samples="auto", tol=0.2, max_samples=256, stdevs=noisegrad.relative(0.15), seed=0, target=1,
-        abs=False, example_ids=[i]) for i in range(x.shape[0])]
+        abs=False, example_ids=[i], sampler=sampler) for i in range(x.shape[0])]
     torch.testing.assert_close(saved["attributions"], torch.cat([d.attributions for d in direct]))
     assert saved["nt_samples"].tolist() == [int(d.nt_samples) for d in direct]
     assert all(16 <= n <= 256 for n in saved["nt_samples"].tolist())
     assert saved["options"]["samples"] == "auto" and saved["options"]["tol"] == 0.2
+    assert saved["options"]["sampler"] == sampler
     assert saved["converged"].tolist() == [bool(d.converged) for d in direct]
 
 

@@ -111,7 +111,8 @@ def explain(
             kwargs.update(target=None, outputs=outputs)
         # --nt-type none: one copy without noise, which is the method itself, with every option above
         noise = dict(nt_type="smoothgrad", nt_samples=1, stdevs=0.0) if args.nt_type == "none" else dict(
-            nt_type=args.nt_type, nt_samples=args.samples, stdevs=noisegrad.relative(args.noise), **until)
+            nt_type=args.nt_type, nt_samples=args.samples, stdevs=noisegrad.relative(args.noise), sampler=args.sampler,
+            **until)
         # example i alone, with its own id: the noise it gets in a batch, not that of every example's first row
         with warnings.catch_warnings():  # an example that stops at max_samples is counted below, not warned about
             warnings.filterwarnings("ignore", message='nt_samples="auto": ', category=RuntimeWarning)

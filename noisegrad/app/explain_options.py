@@ -10,7 +10,7 @@ from noisegrad._request import DEFAULT_MAX_SAMPLES, DEFAULT_TOL
 from noisegrad.app import explain_layer
 from noisegrad.app.errors import ExplainError
 from noisegrad.reducers import CHANNEL_REDUCERS
-from noisegrad.sampling.samplers import units_for_stderr
+from noisegrad.sampling.samplers import SAMPLERS, independent_units, units_for_stderr
 
 __all__ = ["METHODS", "NT_TYPES", "DEFAULT_IG_STEPS", "MAX_FIGURE_EXAMPLES", "DESCRIPTION", "add_arguments",
            "positive_int", "non_negative_float", "count_or_auto", "output_list", "check_options"]
@@ -75,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"with --samples auto: the relative standard error to reach (default {DEFAULT_TOL})")
     parser.add_argument("--max-samples", type=positive_int, default=None, metavar="N",
                         help=f"with --samples auto: the most noisy copies any example gets (default {DEFAULT_MAX_SAMPLES})")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="iid",
+                        help="how the noise is drawn: iid (NoiseTunnel's default), antithetic pairs (an even "
+                             "--samples), qmc or lhs; under --samples auto, antithetic pairs or lhs need fewer "
+                             "samples for the same error (README: 'Fewer samples for the same accuracy')")
     parser.add_argument("--noise", type=non_negative_float, default=0.15, metavar="FRACTION",
                         help="noise standard deviation as a fraction of each example's range (noisegrad.relative); "
                              "with --noise-layer, of the range of that layer's output over the tokens --noise-mask "
@@ -173,12 +177,19 @@ def check_options(args: argparse.Namespace) -> None:
         given = " and ".join(f"--{n.replace('_', '-')}" for n in ("tol", "max_samples") if getattr(args, n) is not None)
         raise ExplainError(f"{given} applies to --samples auto only (drawing until the error reaches --tol), "
                            f"not to --samples {args.samples}")
+    if args.sampler != "iid" and args.nt_type == "none":
+        raise ExplainError(f"--sampler {args.sampler} draws the noise: it needs --nt-type smoothgrad, smoothgrad_sq "
+                           "or vargrad")
+    if args.sampler == "antithetic" and not auto and args.samples % 2:
+        raise ExplainError(f"--sampler antithetic pairs each noise with its negative: it needs an even --samples, "
+                           f"got {args.samples}")
     if auto and args.nt_type == "none":
         raise ExplainError("--samples auto draws noisy copies until they agree: it needs --nt-type smoothgrad, "
                            "smoothgrad_sq or vargrad")
-    if args.stderr and not auto and args.samples < units_for_stderr(args.nt_type):
-        raise ExplainError(f"--stderr with --nt-type {args.nt_type} needs --samples {units_for_stderr(args.nt_type)} "
-                           "or more")
+    if args.stderr and not auto and independent_units(args.sampler, args.samples) < units_for_stderr(args.nt_type):
+        raise ExplainError(f"--stderr with --nt-type {args.nt_type} needs {units_for_stderr(args.nt_type)} "
+                           f"independent units of samples; --sampler {args.sampler} with --samples {args.samples} "
+                           f"has {independent_units(args.sampler, args.samples)}")
     if args.times_input is not None and (args.method != "saliency" or args.noise_layer is not None):
         raise ExplainError(f"--times-input multiplies input gradients by the inputs: it needs --method saliency "
                            f"without --noise-layer ({args.method} already multiplies by the inputs)"
