@@ -23,6 +23,7 @@ from captum.attr import Saliency
 from torch import Tensor
 
 from noisegrad.perturb.inputs import StdevsType, relative
+from noisegrad.result import SmoothedAttribution
 from noisegrad.tunnel import NoiseTunnel, TensorOrTuple
 
 __all__ = ["smoothgrad", "smoothgrad_sq", "vargrad", "BEST_SAMPLER", "FALLBACK_SAMPLER", "AUTO_SAMPLER"]
@@ -77,7 +78,7 @@ def _smooth(
                 # one hypercube cannot span independent weight draws, and its standard error only has 4 replicates
                 # (3 degrees of freedom); antithetic pairs come close for the SmoothGrads and give 8 groups (7)
                 sampler = FALLBACK_SAMPLER[nt_type]
-    return NoiseTunnel(Saliency(model)).attribute(
+    out = NoiseTunnel(Saliency(model)).attribute(
         inputs,
         nt_type=nt_type,
         nt_samples=nt_samples,
@@ -87,6 +88,9 @@ def _smooth(
         abs=absolute,
         **kwargs,
     )
+    if isinstance(out, SmoothedAttribution):  # say which sampler the front-end chose (saved with the result)
+        out.config = {"nt_type": nt_type, "absolute": absolute, "sampler": sampler}
+    return out
 
 
 def smoothgrad(

@@ -169,3 +169,17 @@ def test_absolute_given_to_a_front_end_without_it_is_refused_naming_it(function,
     """smoothgrad_sq and vargrad square the signed gradient; absolute= used to fail inside a private function."""
     with pytest.raises(TypeError, match=rf"{function.__name__}\(\) takes no absolute=.*{wanted}"):
         function(make_mlp(), X, target=0, absolute=True)
+
+
+@pytest.mark.parametrize("call, expected", [
+    (dict(nt_samples="auto", tol=0.2), AUTO_SAMPLER[("smoothgrad", False)]),
+    (dict(nt_samples="auto", tol=0.2, absolute=True), AUTO_SAMPLER[("smoothgrad", True)]),
+    (dict(nt_samples=8, return_stderr=True), FALLBACK_SAMPLER["smoothgrad"]),
+    (dict(nt_samples=8, return_stderr=True, sampler="qmc"), "qmc"),
+])
+def test_a_front_end_result_says_which_sampler_it_drew_with(call, expected, tmp_path):
+    model = make_mlp()
+    result = smoothgrad(model, torch.randn(3, 5, dtype=torch.float64), target=0, seed=0, **call)
+    assert result.config == {"nt_type": "smoothgrad", "absolute": call.get("absolute", False), "sampler": expected}
+    result.save(tmp_path / "r")
+    assert SmoothedAttribution.load(tmp_path / "r").config == result.config
