@@ -109,8 +109,13 @@ def validate_tol(tol: object) -> None:
     Traceback (most recent call last):
     ...
     ValueError: tol must be a relative standard error between 0 and 1 (0.05 for 5 %), got 5
+
+    Any real number type is accepted (numpy's, ``Fraction``); anything else (a string, a tensor, a bool) is a
+    TypeError naming its type, whose value may well read as in range.
     """
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a number between 0 and 1 (0.05 for 5 %), got {tol!r} ({type(tol).__name__})")
+    if not 0 < tol < 1:
         raise ValueError(f"tol must be a relative standard error between 0 and 1 (0.05 for 5 %), got {tol!r}")
 
 

@@ -234,7 +234,7 @@ def test_numpy_scalars_become_python_values_and_layer_noise_must_be_measurable_o
                                                                                   noise_layer="emb")):
         with pytest.raises(ValueError, match="with noise_layer, give noise="):
             SmoothingConfig(**fields)
-    for tol in (True, 0, 2.0):  # the same rule as NoiseTunnel.attribute(tol=) and explain --tol
+    for tol in (0, 2.0, float("nan")):  # the same rule as NoiseTunnel.attribute(tol=) and explain --tol
         with pytest.raises(ValueError, match=r"tol must be a relative standard error between 0 and 1"):
             SmoothingConfig(nt_samples="auto", tol=tol)
 
