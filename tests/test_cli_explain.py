@@ -301,6 +301,20 @@ def test_samples_auto_says_the_tol_it_stops_at_also_by_default(workdir, capsys):
     assert "samples until the relative standard error is 0.05 (the default)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("nt_type, most, needed", [("smoothgrad", "1", 2), ("smoothgrad_sq", "1", 2), ("vargrad", "2", 3)])
+def test_a_max_samples_too_few_for_a_standard_error_is_refused_before_any_file_is_read(workdir, capsys, nt_type, most,
+                                                                                      needed):
+    # --samples auto stops on a standard error; the library refused it only inside the first example's call
+    folder, _, _ = workdir
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--model", "missing.pt", "--inputs", "images.pt", "--samples", "auto", "--nt-type", nt_type,
+              "--max-samples", most, "--out", str(folder / "refused"), "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--samples auto with --nt-type {nt_type} needs --max-samples {needed} or more" in err, err
+    assert not (folder / "refused").exists()
+
+
 def test_tol_without_samples_auto_and_auto_without_noise_are_refused(workdir, capsys):
     folder, _, _ = workdir
     for argv, expected in ((["--samples", "8", "--tol", "0.1"], "--tol applies to --samples auto only"),

@@ -176,6 +176,9 @@ def check_options(args: argparse.Namespace) -> None:
     if auto and args.nt_type == "none":
         raise ExplainError("--samples auto draws noisy copies until they agree: it needs --nt-type smoothgrad, "
                            "smoothgrad_sq or vargrad")
+    if auto and args.max_samples is not None and args.max_samples < units_for_stderr(args.nt_type):
+        raise ExplainError(f"--samples auto with --nt-type {args.nt_type} needs --max-samples "
+                           f"{units_for_stderr(args.nt_type)} or more (it stops on a standard error)")
     if args.stderr and not auto and args.samples < units_for_stderr(args.nt_type):
         raise ExplainError(f"--stderr with --nt-type {args.nt_type} needs --samples {units_for_stderr(args.nt_type)} "
                            "or more")
