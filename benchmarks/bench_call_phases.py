@@ -27,7 +27,6 @@ the whole.)
 """
 
 import argparse
-import contextlib
 import datetime
 import functools
 import os
@@ -36,7 +35,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -74,24 +73,39 @@ class Clock:
         setattr(owner, name, timed)
 
     def wrap_context(self, owner: object, name: str, phase: str) -> None:
-        """As :meth:`wrap` for a context-manager function: its entry and its exit count, not its body."""
-        inner = getattr(owner, name)
-        clock = self
+        """As :meth:`wrap` for a context-manager function: its entry and its exit count, not its body.
 
-        @contextlib.contextmanager
+        The exit gets the body's exception, as without the clock (a guard may act on it, or suppress it).
+        """
+        inner = getattr(owner, name)
+
+        @functools.wraps(inner)
         def timed(*args, **kwargs):
-            start = time.perf_counter()
-            manager = inner(*args, **kwargs)
-            manager.__enter__()
-            clock.seconds[phase] += time.perf_counter() - start
-            try:
-                yield
-            finally:
-                start = time.perf_counter()
-                manager.__exit__(None, None, None)
-                clock.seconds[phase] += time.perf_counter() - start
+            return _TimedManager(self, phase, lambda: inner(*args, **kwargs))
 
         setattr(owner, name, timed)
+
+
+class _TimedManager:
+    """A context manager made by ``make`` on entry, its entry (with the making) and exit timed into ``phase``."""
+
+    def __init__(self, clock: Clock, phase: str, make: Callable[[], Any]) -> None:
+        self.clock, self.phase, self.make = clock, phase, make
+
+    def __enter__(self) -> Any:
+        start = time.perf_counter()
+        try:
+            self.manager = self.make()
+            return self.manager.__enter__()
+        finally:
+            self.clock.seconds[self.phase] += time.perf_counter() - start
+
+    def __exit__(self, *exception: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.manager.__exit__(*exception)
+        finally:
+            self.clock.seconds[self.phase] += time.perf_counter() - start
 
 
 def instrument(clock: Clock) -> None:

@@ -354,7 +354,10 @@ def time_in_processes(workload: str, method: str, args: argparse.Namespace) -> T
         command.append("--quick")
     pooled = Timings({}, [], [])
     for index in range(args.processes):
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:  # its traceback is on the stderr captured here: shown, not dropped
+            raise SystemExit(f"worker process {index + 1} of {args.processes} ({workload}, {method}) failed with "
+                             f"exit status {done.returncode}: {' '.join(command)}\n{done.stderr.strip()}")
         part = json.loads(done.stdout.strip().splitlines()[-1])
         for name, seconds in part["times"].items():
             pooled.times.setdefault(name, []).extend(seconds)

@@ -11,15 +11,20 @@
 # TIME_TO_ACCURACY_cuda.md (bench_time_to_accuracy.py). Without a GPU, or with a Python that cannot import
 # torch, it stops at once with exit status 2.
 set -euo pipefail
-# A folder given relative to where the script was called from stays there, after the cd to the repository.
+# A folder, or a Python path, given relative to where the script was called from stays there, after the cd to the
+# repository (a bare command name such as python is looked up on PATH).
 case "${1:-}" in
   "") OUT="" ;;
   /*) OUT=$1 ;;
   *) OUT="$PWD/$1" ;;
 esac
+PY=${PYTHON:-python}
+case "$PY" in
+  /*) ;;
+  */*) PY="$PWD/$PY" ;;
+esac
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python}
 OUT=${OUT:-gpu_results/$(date +%Y%m%d-%H%M%S)}
 
 if ! "$PY" -c 'import torch' > /dev/null 2>&1; then

@@ -76,13 +76,9 @@ def validate_counts(
     A misspelt ``"auto"`` (``"Auto"``, ``" auto"``) is a ValueError saying how it is spelt; other wrong types
     are TypeErrors.
     """
-    for name, value in (("nt_samples", nt_samples), ("nt_samples_batch_size", nt_samples_batch_size)):
-        if isinstance(value, str) and value != "auto" and value.strip().lower() == "auto":
-            raise ValueError(f'{name} must be a positive int or "auto", got {value!r} (spelt "auto", lower case)')
-    if nt_samples != "auto":
-        nt_samples = as_int("nt_samples", nt_samples, extra=' or "auto"')
-    if nt_samples_batch_size is not None and nt_samples_batch_size != "auto":
-        nt_samples_batch_size = as_int("nt_samples_batch_size", nt_samples_batch_size, extra=', "auto" or None')
+    nt_samples = count_or_auto("nt_samples", nt_samples)
+    if nt_samples_batch_size is not None:
+        nt_samples_batch_size = count_or_auto("nt_samples_batch_size", nt_samples_batch_size, ', "auto" or None')
     budgets = []
     for name, value in (("max_batch_rows", max_batch_rows), ("memory_budget", memory_budget)):
         if value is not None:
@@ -94,6 +90,25 @@ def validate_counts(
                 )
         budgets.append(value)
     return nt_samples, nt_samples_batch_size, budgets[0], budgets[1]
+
+
+def count_or_auto(name: str, value: object, allowed: str = ' or "auto"') -> Any:
+    """``value`` as a positive Python int, or ``"auto"``; a misspelt ``"auto"`` is a ValueError saying how it is spelt.
+
+    Examples
+    --------
+    >>> count_or_auto("nt_samples", "auto"), count_or_auto("nt_samples", 8)
+    ('auto', 8)
+    >>> count_or_auto("nt_samples", "Auto")
+    Traceback (most recent call last):
+    ...
+    ValueError: nt_samples must be a positive int or "auto", got 'Auto' (spelt "auto", lower case)
+    """
+    if isinstance(value, str) and value == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        raise ValueError(f'{name} must be a positive int{allowed}, got {value!r} (spelt "auto", lower case)')
+    return as_int(name, value, extra=allowed)
 
 
 def validate_tol(tol: object) -> None:
@@ -109,8 +124,13 @@ def validate_tol(tol: object) -> None:
     Traceback (most recent call last):
     ...
     ValueError: tol must be a relative standard error between 0 and 1 (0.05 for 5 %), got 5
+
+    Any real number type is accepted (numpy's, ``Fraction``); anything else (a string, a tensor, a bool) is a
+    TypeError naming its type, whose value may well read as in range.
     """
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a number between 0 and 1 (0.05 for 5 %), got {tol!r} ({type(tol).__name__})")
+    if not 0 < tol < 1:
         raise ValueError(f"tol must be a relative standard error between 0 and 1 (0.05 for 5 %), got {tol!r}")
 
 

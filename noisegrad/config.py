@@ -25,7 +25,7 @@ from noisegrad._explained import (
     validate_outputs,
 )
 from noisegrad._foreign_configs import from_innsight, from_pnpxai, from_vertex, from_xplique
-from noisegrad._validate import as_int, validate_tol
+from noisegrad._validate import as_int, count_or_auto, validate_tol
 from noisegrad.objective import check_objective
 from noisegrad.perturb.inputs import relative
 from noisegrad.sampling.samplers import SAMPLERS
@@ -164,8 +164,7 @@ class SmoothingConfig:
         validate_channel_reducer(self.channel_reducer)
         if self.nt_type not in NT_TYPES:
             raise ValueError(f"nt_type must be one of {tuple(NT_TYPES)}, got {self.nt_type!r}")
-        if self.nt_samples != "auto":
-            set_(self, "nt_samples", _positive_int("nt_samples", self.nt_samples))
+        set_(self, "nt_samples", count_or_auto("nt_samples", self.nt_samples))
         if self.nt_samples != "auto" and (self.tol is not None or self.max_samples is not None):
             raise ValueError('tol and max_samples apply to nt_samples="auto" only')
         if self.tol is not None:
@@ -192,9 +191,9 @@ class SmoothingConfig:
             set_(self, "feature_noise", self._checked_feature_noise(self.feature_noise))
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
-        batch = self.nt_samples_batch_size
-        if batch is not None and batch != "auto":
-            set_(self, "nt_samples_batch_size", _positive_int("nt_samples_batch_size", batch))
+        if self.nt_samples_batch_size is not None:
+            set_(self, "nt_samples_batch_size", count_or_auto("nt_samples_batch_size", self.nt_samples_batch_size,
+                                                              ', "auto" or None'))
         for name in ("max_batch_rows", "memory_budget"):
             if getattr(self, name) is not None:
                 set_(self, name, _positive_int(name, getattr(self, name)))

@@ -62,11 +62,9 @@ def _smooth(
     stdevs: Optional[StdevsType],
     absolute: bool,
     sampler: Optional[str],
-    **kwargs: Any,
+    kwargs: Dict[str, Any],
 ) -> Any:
-    if "abs" in kwargs:
-        raise TypeError("the front-ends take absolute=True / False (signed gradients by default, as the SmoothGrad "
-                        "paper), not Saliency's abs=")
+    _check_keywords(nt_type, kwargs)
     kwargs.setdefault("nt_samples_batch_size", "auto")
     if sampler is None:
         weight_draws_until_converged = getattr(kwargs.get("weight_noise"), "draws", None) == "auto"
@@ -144,7 +142,7 @@ def smoothgrad(
     >>> smoothgrad(model, torch.rand(2, 4), outputs=[0, 2], times_input="clean", seed=0).shape
     torch.Size([2, 4, 2])
     """
-    return _smooth("smoothgrad", model, inputs, target, nt_samples, stdevs, absolute, sampler, **kwargs)
+    return _smooth("smoothgrad", model, inputs, target, nt_samples, stdevs, absolute, sampler, kwargs)
 
 
 def smoothgrad_sq(
@@ -168,8 +166,7 @@ def smoothgrad_sq(
     >>> bool((smoothgrad_sq(model, torch.rand(2, 4), target=1, seed=0) >= 0).all())
     True
     """
-    _refuse_absolute("smoothgrad_sq", kwargs, "the square of |∇f| is that of ∇f")
-    return _smooth("smoothgrad_sq", model, inputs, target, nt_samples, stdevs, False, sampler, **kwargs)
+    return _smooth("smoothgrad_sq", model, inputs, target, nt_samples, stdevs, False, sampler, kwargs)
 
 
 def vargrad(
@@ -194,11 +191,26 @@ def vargrad(
     >>> vargrad(model, torch.rand(2, 4), target=1, seed=0).shape
     torch.Size([2, 4])
     """
-    _refuse_absolute("vargrad", kwargs, "it is the variance of the signed gradient; for that of |∇f|, "
-                     'NoiseTunnel(Saliency(model)).attribute(x, nt_type="vargrad", abs=True)')
-    return _smooth("vargrad", model, inputs, target, nt_samples, stdevs, False, sampler, **kwargs)
+    return _smooth("vargrad", model, inputs, target, nt_samples, stdevs, False, sampler, kwargs)
 
 
-def _refuse_absolute(name: str, kwargs: Dict[str, Any], why: str) -> None:
-    if "absolute" in kwargs:
-        raise TypeError(f"{name}() takes no absolute= ({why}); got absolute={kwargs['absolute']!r}")
+#: The front-ends without ``absolute=`` (neither it nor Saliency's ``abs=``), and why.
+_WITHOUT_ABSOLUTE = {
+    "smoothgrad_sq": "the square of |∇f| is that of ∇f",
+    "vargrad": "it is the variance of the signed gradient; for that of |∇f|, "
+               'NoiseTunnel(Saliency(model)).attribute(x, nt_type="vargrad", abs=True)',
+}
+
+
+def _check_keywords(name: str, kwargs: Dict[str, Any]) -> None:
+    """Refuse, naming front-end ``name``, the keywords it sets itself or has not."""
+    if "nt_type" in kwargs:
+        raise TypeError(f"{name}() takes no nt_type= (it is nt_type={name!r}); got nt_type={kwargs['nt_type']!r}: "
+                        "call that front-end, or NoiseTunnel(Saliency(model)).attribute(x, nt_type=...)")
+    why = _WITHOUT_ABSOLUTE.get(name)
+    for key in ("absolute", "abs") if why else ():
+        if key in kwargs:
+            raise TypeError(f"{name}() takes no {key}= ({why}); got {key}={kwargs[key]!r}")
+    if "abs" in kwargs:
+        raise TypeError(f"{name}() takes absolute=True / False (signed gradients by default, as the SmoothGrad "
+                        "paper), not Saliency's abs=")

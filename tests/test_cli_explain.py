@@ -324,6 +324,24 @@ def test_samples_auto_says_the_tol_it_stops_at_also_by_default(workdir, capsys):
     assert "samples until the relative standard error is 0.05 (the default)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("nt_type, sampler, most, units, needed", [
+    ("smoothgrad", "iid", "1", 1, 2), ("vargrad", "iid", "2", 2, 3), ("smoothgrad", "antithetic", "2", 1, 2),
+    ("vargrad", "lhs", "8", 2, 3),
+])
+def test_a_max_samples_too_few_for_a_standard_error_is_refused_before_any_file_is_read(workdir, capsys, nt_type,
+                                                                                      sampler, most, units, needed):
+    # --samples auto stops on a standard error; the library refused it only inside the first example's call
+    folder, _, _ = workdir
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--model", "missing.pt", "--inputs", "images.pt", "--samples", "auto", "--nt-type", nt_type,
+              "--sampler", sampler, "--max-samples", most, "--out", str(folder / "refused"), "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert (f"with --nt-type {nt_type} needs {needed} independent units of samples; --sampler {sampler} with "
+            f"--max-samples {most} has {units}") in err, err
+    assert not (folder / "refused").exists()
+
+
 def test_tol_without_samples_auto_and_auto_without_noise_are_refused(workdir, capsys):
     folder, _, _ = workdir
     for argv, expected in ((["--samples", "8", "--tol", "0.1"], "--tol applies to --samples auto only"),

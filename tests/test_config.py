@@ -68,7 +68,7 @@ def test_a_zero_feature_sigma_by_index_leaves_that_feature_noise_free():
     (dict(feature_noise={"age": 0.1}), ValueError, "give feature_names="),
     (dict(feature_noise={"agee": 0.1}, feature_names=["age"]), ValueError, "unknown feature 'agee'"),
     (dict(dtype="half"), ValueError, "dtype must be one of"),
-    (dict(nt_samples=0), ValueError, "nt_samples must be >= 1"),
+    (dict(nt_samples=0), ValueError, r"nt_samples must be a positive int or \"auto\", got 0"),
     (dict(nt_samples="auto", max_samples=1), ValueError, "max_samples must be >= 2"),
     (dict(tol=0.1), ValueError, "apply to nt_samples=\"auto\" only"),
     (dict(noise=-1.0), ValueError, "noise must be finite and >= 0"),
@@ -234,7 +234,7 @@ def test_numpy_scalars_become_python_values_and_layer_noise_must_be_measurable_o
                                                                                   noise_layer="emb")):
         with pytest.raises(ValueError, match="with noise_layer, give noise="):
             SmoothingConfig(**fields)
-    for tol in (True, 0, 2.0):  # the same rule as NoiseTunnel.attribute(tol=) and explain --tol
+    for tol in (0, 2.0, float("nan")):  # the same rule as NoiseTunnel.attribute(tol=) and explain --tol
         with pytest.raises(ValueError, match=r"tol must be a relative standard error between 0 and 1"):
             SmoothingConfig(nt_samples="auto", tol=tol)
 
@@ -332,3 +332,16 @@ def test_a_noise_too_large_for_a_float_or_not_finite_is_refused_naming_the_field
     # float() of a huge int raised OverflowError from math.isfinite instead of the field's ValueError
     with pytest.raises(ValueError, match=f"{field} must be finite and >= 0"):
         SmoothingConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["nt_samples", "nt_samples_batch_size"])
+@pytest.mark.parametrize("text", ["Auto", " auto", "many"])
+def test_a_misspelt_auto_is_refused_as_noise_tunnel_refuses_it(field, text):
+    # the configuration is NoiseTunnel.attribute's arguments kept for later: the same error for the same mistake
+    error = ValueError if text.strip().lower() == "auto" else TypeError
+    with pytest.raises(error) as by_the_tunnel:
+        NoiseTunnel(Saliency(make_mlp())).attribute(X, target=0, **{"nt_samples": 4, field: text})
+    assert '"auto"' in str(by_the_tunnel.value)
+    with pytest.raises(error) as by_the_configuration:
+        SmoothingConfig(**{field: text})
+    assert str(by_the_configuration.value) == str(by_the_tunnel.value)

@@ -3,6 +3,7 @@
 import math
 import statistics
 import warnings
+from decimal import Decimal
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from conftest import Counting, make_cnn, make_mlp
-from noisegrad import NoiseTunnel, SmoothedAttribution, relative
+from noisegrad import NoiseTunnel, SmoothedAttribution, SmoothingConfig, relative
 
 
 def test_every_input_stops_at_tol_or_max_samples_and_reports_its_samples():
@@ -135,6 +136,20 @@ def test_auto_mode_rejects_what_it_cannot_do(extra, message):
         NoiseTunnel(Saliency(make_mlp())).attribute(
             torch.zeros(2, 5, dtype=torch.float64), nt_samples="auto", target=0, **extra
         )
+
+
+@pytest.mark.parametrize("tol", ["0.05", torch.tensor(0.05), Decimal("0.05"), True],
+                         ids=["str", "tensor", "Decimal", "bool"])
+def test_a_tol_that_is_no_number_is_a_type_error_naming_its_type_before_any_forward(tol):
+    # its value may read as in range ("got '0.05'"): the message says what is wrong with it, its type
+    model = Counting(make_mlp())
+    for check in (lambda: NoiseTunnel(Saliency(model)).attribute(torch.zeros(2, 5, dtype=torch.float64), target=0,
+                                                                nt_samples="auto", tol=tol),
+                  lambda: SmoothingConfig(nt_samples="auto", tol=tol)):
+        with pytest.raises(TypeError, match=rf"tol must be a number between 0 and 1 \(0.05 for 5 %\), "
+                                            rf"got .* \({type(tol).__name__}\)"):
+            check()
+    assert model.rows == []
 
 
 def test_a_per_feature_sigma_as_long_as_the_batch_stays_per_feature_after_inputs_leave():

@@ -1,5 +1,7 @@
 """smoothgrad / smoothgrad_sq / vargrad: NoiseTunnel(Saliency) with the best measured defaults."""
 
+import re
+
 import pytest
 import torch
 from captum.attr import Saliency
@@ -183,3 +185,21 @@ def test_a_front_end_result_says_which_sampler_it_drew_with(call, expected, tmp_
     assert result.config == {"nt_type": "smoothgrad", "absolute": call.get("absolute", False), "sampler": expected}
     result.save(tmp_path / "r")
     assert SmoothedAttribution.load(tmp_path / "r").config == result.config
+
+
+@pytest.mark.parametrize("function, wanted", [(smoothgrad_sq, "the square"), (vargrad, r"NoiseTunnel\(Saliency")])
+def test_abs_given_to_a_front_end_without_absolute_does_not_point_to_absolute(function, wanted):
+    # pointing to absolute=, which the same front-end then refuses, sends the user in a circle
+    with pytest.raises(TypeError) as refused:
+        function(make_mlp(), X, target=0, abs=True)
+    assert "absolute=True" not in str(refused.value)
+    assert re.search(rf"{function.__name__}\(\) takes no abs=.*{wanted}", str(refused.value))
+
+
+@pytest.mark.parametrize("function", [smoothgrad, smoothgrad_sq, vargrad])
+def test_nt_type_given_to_a_front_end_is_refused_naming_the_front_end(function):
+    # each front-end is one nt_type; the error used to name a private function (_smooth() got multiple values)
+    with pytest.raises(TypeError, match=rf"{function.__name__}\(\) takes no nt_type= \(it is nt_type="
+                                        rf"'{function.__name__}'\); got nt_type='vargrad'") as refused:
+        function(make_mlp(), X, target=0, nt_type="vargrad")
+    assert "_smooth" not in str(refused.value)

@@ -44,3 +44,16 @@ def test_a_relative_folder_is_taken_from_where_the_script_is_called(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "rel" / "out" / "environment.txt").exists()
     assert not (SCRIPT.parents[1] / "rel").exists()
+
+
+def test_a_relative_python_is_taken_from_where_the_script_is_called(tmp_path):
+    """PYTHON=venv/bin/python names a file under the caller's directory, as the folder does, not under the
+    repository the script changes to (it was then reported as a Python that cannot import torch)."""
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    python = tmp_path / "venv" / "bin" / "python"  # a stand-in that reports a GPU and runs every step as a no-op
+    python.write_text("#!/bin/sh\nexit 0\n")
+    python.chmod(0o755)
+    proc = subprocess.run(["bash", str(SCRIPT), "out dir"], cwd=tmp_path, env=dict(os.environ, PYTHON="venv/bin/python"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out dir" / "environment.txt").exists()

@@ -508,7 +508,7 @@ def test_feature_names_are_refused_for_a_probe_that_is_not_tabular():
                                       r"sinks=\[sink\]\)"),
     (dict(config=SmoothingConfig(dtype="double")), ValueError, "dtype='double'"),
     (dict(attribute_kwargs={"seed": 3}), TypeError, "attribute_kwargs may not set 'seed'"),
-    (dict(nt_samples=0), ValueError, "nt_samples must be >= 1"),
+    (dict(nt_samples=0), ValueError, r"nt_samples must be a positive int or \"auto\", got 0"),
     (dict(nt_samples=2), ValueError, "return_stderr=True with nt_type='smoothgrad' needs at least 2"),
     (dict(attribute_kwargs={"abs": False, "n_steps": 3}), TypeError, "n_steps"),
     (dict(tokens=[["a"]]), ValueError, "tokens must be one sequence of str per probe example"),

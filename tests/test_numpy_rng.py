@@ -1,5 +1,7 @@
 """numpy's global RNG saved and restored: exactly what get_state() shows, cached gaussian included."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -100,5 +102,29 @@ def test_a_replaced_bit_generator_is_saved_with_its_whole_state():
         got = np.random.get_state(legacy=False)
         assert got["state"] == expected["state"] and (got["has_gauss"], got["gauss"]) == (expected["has_gauss"],
                                                                                           expected["gauss"])
+    finally:
+        np.random.set_bit_generator(original)
+
+
+@needs_bit_generators
+def test_a_subclass_of_the_twister_is_saved_without_a_warning_and_restored_exactly():
+    # its state dictionary names the subclass, so numpy has no legacy tuple for it (it would warn and fall back)
+    class Twister(np.random.MT19937):
+        pass
+
+    original = np.random.get_bit_generator()
+    try:
+        np.random.set_bit_generator(Twister(5))
+        np.random.randn(3)  # a cached gaussian
+        expected = np.random.randn(4), np.random.rand(2)
+        np.random.set_bit_generator(Twister(5))
+        np.random.randn(3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            saved = _numpy_rng.save()
+        disturb(9, 1, reseed=True)
+        _numpy_rng.restore(saved)
+        got = np.random.randn(4), np.random.rand(2)
+        assert all(np.array_equal(g, e) for g, e in zip(got, expected))
     finally:
         np.random.set_bit_generator(original)

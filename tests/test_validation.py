@@ -29,7 +29,7 @@ BAD_CALLS = {
     "nt_samples Auto": (dict(nt_samples="Auto"), ValueError,
                         'nt_samples must be a positive int or "auto", got \'Auto\' \\(spelt "auto", lower case\\)'),
     "batch size AUTO": (dict(nt_samples_batch_size="AUTO"), ValueError,
-                        'nt_samples_batch_size must be a positive int or "auto", got \'AUTO\' \\(spelt "auto"'),
+                        'nt_samples_batch_size must be a positive int, "auto" or None, got \'AUTO\' \\(spelt "auto"'),
     "nt_samples float": (dict(nt_samples=2.0), TypeError, "nt_samples must be a positive int"),
     "nt_samples bool": (dict(nt_samples=True), TypeError, "nt_samples"),
     "nt_samples numpy float": (dict(nt_samples=np.float64(2.0)), TypeError, "nt_samples must be a positive int"),

@@ -186,6 +186,12 @@ def check_options(args: argparse.Namespace) -> None:
     if auto and args.nt_type == "none":
         raise ExplainError("--samples auto draws noisy copies until they agree: it needs --nt-type smoothgrad, "
                            "smoothgrad_sq or vargrad")
+    if auto and args.max_samples is not None:
+        units = independent_units(args.sampler, args.max_samples, blocks=args.sampler == "lhs")
+        if units < units_for_stderr(args.nt_type):
+            raise ExplainError(f"--samples auto stops on a standard error, which with --nt-type {args.nt_type} needs "
+                               f"{units_for_stderr(args.nt_type)} independent units of samples; --sampler "
+                               f"{args.sampler} with --max-samples {args.max_samples} has {units}")
     if args.stderr and not auto and independent_units(args.sampler, args.samples) < units_for_stderr(args.nt_type):
         raise ExplainError(f"--stderr with --nt-type {args.nt_type} needs {units_for_stderr(args.nt_type)} "
                            f"independent units of samples; --sampler {args.sampler} with --samples {args.samples} "
