@@ -565,6 +565,8 @@ def build_rows(results: List[dict]) -> Tuple[List[str], List[str]]:
         vs_captum, vs_minimal, unseeded = r["vs_captum"], r["vs_minimal"], r["unseeded_vs_minimal"]
         used, n_clean, n_total = r["reps"]
         reps = f"{used}" if used == n_clean else f"{used} (all; only {n_clean} clean)"
+        if r.get("processes") is not None:
+            reps += f" in {r['processes']} processes"
         time_lines.append(
             f"| {r['workload']} | {r['method']} | {r['batch']} | {med['captum']:.1f} | {med['noisegrad']:.1f} "
             f"| {med['minimal']:.1f} | {vs_captum[0]:.3f} [{vs_captum[1]:.3f}–{vs_captum[2]:.3f}] "
@@ -733,6 +735,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 "workload": workload.name, "method": method, "batch": workload.batch_for(method),
                 "times": times, "peaks": peaks, "sanity": sanity,
                 "reps": (len(times["captum"]), sum(timings.clean), len(timings.clean)),
+                "processes": None if processes is None else len(set(processes)),  # those the repetitions came from
                 "vs_captum": ratio_stats(times["noisegrad"], times["captum"], processes),
                 "vs_minimal": ratio_stats(times["noisegrad"], times["minimal"], processes),
                 "unseeded_vs_minimal": ratio_stats(times["unseeded"], times["minimal"], processes),

@@ -33,3 +33,22 @@ def test_the_workers_repetitions_are_pooled_with_their_process_number(monkeypatc
     pooled = bench.time_in_processes("mlp", "Saliency", bench.parse_args(["--quick", "--processes", "2"]))
     assert pooled.times == {"a": [1.0, 2.0, 3.0]} and pooled.clean == [True, False, True]
     assert pooled.process == [0, 0, 1]
+
+
+def test_the_interval_resamples_processes_and_the_table_says_how_many_gave_repetitions():
+    # one slow process among fast ones: resampling processes widens the interval beyond the repetitions' own
+    ratios_by_process = [[1.0, 1.01, 0.99, 1.0]] * 3 + [[1.3, 1.31, 1.29, 1.3]]
+    numerator = [r for part in ratios_by_process for r in part]
+    processes = [i for i, part in enumerate(ratios_by_process) for _ in part]
+    flat = bench.ratio_stats(numerator, [1.0] * len(numerator))
+    clustered = bench.ratio_stats(numerator, [1.0] * len(numerator), processes)
+    assert flat[0] == clustered[0] and clustered[4] - clustered[3] > flat[4] - flat[3]
+    timings = bench.Timings({"a": numerator}, [p != 3 for p in processes], processes)
+    assert set(timings.used_processes()) == {0, 1, 2}  # the repetitions of process 3 were all disturbed
+    stats = (1.0, 1.0, 1.0, 1.0, 1.0)
+    row = {"workload": "mlp", "method": "Saliency", "batch": 4, "reps": (12, 12, 16), "processes": 3,
+           "times": {k: [0.01] for k in ("captum", "noisegrad", "unseeded", "minimal")},
+           "peaks": {k: 1 for k in ("captum", "noisegrad", "minimal")},
+           "vs_captum": stats, "vs_minimal": stats, "unseeded_vs_minimal": stats}
+    time_lines, _ = bench.build_rows([row])
+    assert "| 12 in 3 processes |" in time_lines[-1]
