@@ -14,7 +14,7 @@ import copy
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
-from captum._utils.common import _expand_additional_forward_args, _format_additional_forward_args
+from captum._utils.common import _expand_additional_forward_args, _expand_target, _format_additional_forward_args
 from captum._utils.gradient import _forward_layer_eval, compute_gradients
 from captum.attr._utils.approximation_methods import (
     SUPPORTED_METHODS,
@@ -67,6 +67,8 @@ __all__ = [
     "expand_additional_forward_args",
     "approximation_parameters",
     "batches_outputs",
+    "builds_ig_path",
+    "expand_target",
     "layer_gradient_func",
     "PATH_METHODS",
     "APPROXIMATION_METHODS",
@@ -98,11 +100,13 @@ forward_layer_eval = _forward_layer_eval
 #: What IntegratedGradients does with its inputs and baselines before its path (``estimators/_ig_outputs.py``): one
 #: baseline per input (None → 0), checked against the inputs with ``n_steps`` and the approximation; a number or a
 #: one-row baseline as a tensor of the inputs' shape (for the delta's forward); tensor forward arguments repeated
-#: once per step; and the approximation's step sizes and points, ``approximation_parameters(method)``.
+#: once per step, and a target once per step (``expand_target``); and the approximation's step sizes and points,
+#: ``approximation_parameters(method)``.
 format_input_baseline = _format_input_baseline
 validate_path_input = _validate_input
 tensorize_baseline = _tensorize_baseline
 expand_additional_forward_args = _expand_additional_forward_args
+expand_target = _expand_target
 
 
 def rows_per_copy(method: Attribution, kwargs: Dict[str, Any]) -> int:
@@ -205,6 +209,17 @@ BATCHED_OUTPUT_METHODS = (Saliency, InputXGradient, IntegratedGradients, LayerGr
                           LayerIntegratedGradients)
 #: Of these, the layer methods: batched on one layer, without ``grad_kwargs`` (see :func:`batches_outputs`).
 _BATCHED_LAYER_METHODS = (LayerGradientXActivation, LayerIntegratedGradients)
+
+
+def builds_ig_path(method: Attribution) -> bool:
+    """Whether noisegrad builds ``method``'s IntegratedGradients path itself (``estimators/_ig_outputs.py``).
+
+    Only a plain ``IntegratedGradients`` with Captum's gradient function and
+    its class's ``attribute``: a subclass, a gradient function of the user's
+    or an ``attribute`` replaced on the instance keeps the method's own.
+    """
+    return (type(method) is IntegratedGradients and getattr(method, "gradient_func", None) is compute_gradients
+            and "attribute" not in vars(method))
 
 
 def batches_outputs(method: Attribution, kwargs: Optional[Dict[str, Any]] = None) -> bool:

@@ -17,7 +17,7 @@ from torch import nn
 
 from conftest import Counting, make_mlp, make_two_input, separate_runs
 from noisegrad import NoiseTunnel
-from noisegrad.estimators._ig_outputs import integrated_gradients_of_outputs
+from noisegrad.estimators._ig_outputs import integrated_gradients_of_outputs, integrated_gradients_of_target
 
 OUTPUTS = (2, 0)
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -182,3 +182,55 @@ def test_gradients_autograd_shares_are_not_overwritten_by_the_statistics(name, n
         expected = NoiseTunnel(Saliency(separate)).attribute((x, y), **kwargs)
     for got, want in zip(ours.attributions + ours.stderr, expected.attributions + expected.stderr):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+TARGET_FORMS = {
+    "int": 1,
+    "per example": torch.tensor([2, 0, 1]),
+    "list": [0, 2, 2],
+    "one-element tensor": torch.tensor(2),
+}
+
+
+@pytest.mark.parametrize("target", TARGET_FORMS)
+@pytest.mark.parametrize("form", BASELINE_FORMS)
+@pytest.mark.parametrize("approximation", ["riemann_trapezoid", "gausslegendre"])
+@pytest.mark.parametrize("internal_batch_size", [None, 9])
+def test_the_target_path_gives_captums_ig_for_every_form_of_target_and_baselines(target, form, approximation,
+                                                                                 internal_batch_size):
+    """The path NoiseTunnel builds for a plain IntegratedGradients: Captum's attributions and delta."""
+    inputs, baselines = BASELINE_FORMS[form]
+    model = make_mlp(seed=2) if isinstance(inputs, torch.Tensor) else make_two_input(seed=2)
+    extra = None if isinstance(inputs, torch.Tensor) else SCALE
+    common = dict(baselines=baselines, target=TARGET_FORMS[target], additional_forward_args=extra, n_steps=5,
+                  method=approximation, internal_batch_size=internal_batch_size, return_convergence_delta=True)
+    ours, delta = integrated_gradients_of_target(IntegratedGradients(model))(inputs, **common)
+    theirs, their_delta = IntegratedGradients(model).attribute(inputs, **common)
+    assert isinstance(ours, tuple) == isinstance(inputs, tuple)
+    for a, b in zip(ours if isinstance(ours, tuple) else (ours,), theirs if isinstance(theirs, tuple) else (theirs,)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(delta, their_delta, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("multiply_by_inputs", [True, False])
+def test_noise_tunnel_builds_a_plain_igs_path_itself_and_leaves_others_to_captum(monkeypatch, multiply_by_inputs):
+    calls = []
+    original = IntegratedGradients.attribute
+
+    def counted(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(IntegratedGradients, "attribute", counted)
+    model = make_mlp(seed=3)
+    common = dict(nt_samples=4, stdevs=0.2, target=1, n_steps=6, seed=0, return_convergence_delta=True)
+    plain = NoiseTunnel(IntegratedGradients(model, multiply_by_inputs)).attribute(X, **common)
+    assert calls == []  # the path was built by noisegrad
+
+    class Subclass(IntegratedGradients):
+        pass
+
+    via_captum = NoiseTunnel(Subclass(model, multiply_by_inputs)).attribute(X, **common)
+    assert calls and set(calls) == {"Subclass"}  # a subclass keeps its own attribute
+    for ours, theirs in zip(plain, via_captum):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)

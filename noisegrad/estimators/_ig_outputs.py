@@ -1,15 +1,21 @@
-"""IntegratedGradients for several outputs at once: one path, one forward per step batch, K gradients summed as they come.
+"""IntegratedGradients' path built once: for several outputs at once, or for one target.
 
-Captum's IntegratedGradients, with ``target`` replaced by K output columns:
-the path points ``baseline + α (x − baseline)`` are built once for the
-rows, each forward runs once, and output ``k``'s gradients are summed over
-the steps (weighted by the approximation's step sizes) into ``(K, rows,
-...)`` as they are taken, so neither the path nor its gradients exist K
-times. The convergence delta needs one forward at the inputs and one at the
-baselines for all K outputs.
+Captum's IntegratedGradients builds its path one step at a time and sums
+the step-weighted gradients in passes of its own. Here the path points
+``baseline + α (x − baseline)`` are built in one broadcast for the rows, each
+forward runs once, and the gradients are summed over the steps (weighted by
+the approximation's step sizes) as they are taken:
+
+* with K output columns in place of ``target``, output ``k``'s gradients go
+  into ``(K, rows, ...)``, so neither the path nor its gradients exist K
+  times; the convergence delta needs one forward at the inputs and one at
+  the baselines for all K outputs;
+* with ``target`` (what NoiseTunnel wraps every plain IntegratedGradients
+  with), the same numbers as Captum's ``attribute`` (``tests/test_ig_outputs.py``),
+  without its per-step passes; the convergence delta is Captum's own.
 """
 
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import torch
 from captum.attr import IntegratedGradients
@@ -17,7 +23,7 @@ from torch import Tensor
 
 from noisegrad import _captum, _gradients
 
-__all__ = ["integrated_gradients_of_outputs", "path_sums", "convergence_deltas"]
+__all__ = ["integrated_gradients_of_outputs", "integrated_gradients_of_target", "path_sums", "convergence_deltas"]
 
 
 def integrated_gradients_of_outputs(ig: IntegratedGradients, outputs: Tuple[int, ...]) -> Callable[..., Any]:
@@ -72,26 +78,75 @@ def integrated_gradients_of_outputs(ig: IntegratedGradients, outputs: Tuple[int,
     return attribute
 
 
+def integrated_gradients_of_target(ig: IntegratedGradients) -> Callable[..., Any]:
+    """``ig.attribute`` with the path built once (module docstring): the same arguments and results.
+
+    For a plain ``IntegratedGradients`` using Captum's gradient function
+    (:func:`noisegrad._captum.builds_ig_path`); equal to Captum's up to the
+    order in which the step-weighted gradients are summed.
+
+    Examples
+    --------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    >>> x = torch.randn(5, 3)
+    >>> ours, delta = integrated_gradients_of_target(IntegratedGradients(model))(
+    ...     x, target=1, n_steps=8, return_convergence_delta=True)
+    >>> theirs = IntegratedGradients(model).attribute(x, target=1, n_steps=8)
+    >>> torch.allclose(ours, theirs, atol=1e-6), delta.shape
+    (True, torch.Size([5]))
+    """
+
+    def attribute(
+        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        baselines: Any = None,
+        target: Any = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        return_convergence_delta: bool = False,
+    ) -> Any:
+        is_inputs_tuple = isinstance(inputs, tuple)
+        formatted, formatted_baselines = _captum.format_input_baseline(inputs, baselines)
+        _captum.validate_path_input(formatted, formatted_baselines, n_steps, method)
+        extra = _captum.format_additional_forward_args(additional_forward_args)
+        sums = [total[0] for total in path_sums(ig.forward_func, formatted, formatted_baselines, extra, None, n_steps,
+                                                 method, internal_batch_size, target=target)]
+        if ig.multiplies_by_inputs:
+            for total, x, baseline in zip(sums, formatted, formatted_baselines):
+                total.mul_(x.detach() - baseline)
+        attributions = tuple(sums) if is_inputs_tuple else sums[0]
+        if not return_convergence_delta:
+            return attributions
+        return attributions, ig.compute_convergence_delta(tuple(sums), baselines, inputs, target=target,
+                                                          additional_forward_args=additional_forward_args)
+
+    return attribute
+
+
 def path_sums(
     forward_func: Callable[..., Any],
     inputs: Tuple[Tensor, ...],
     baselines: Tuple[Any, ...],
     extra: Optional[Tuple[Any, ...]],
-    outputs: Tuple[int, ...],
+    outputs: Optional[Tuple[int, ...]],
     n_steps: int,
     approximation: str,
     internal_batch_size: Optional[int],
+    target: Any = None,
 ) -> List[Tensor]:
     """Per input, Σ_steps step size × gradient of each output at the path point: ``(K, rows, ...)``.
 
-    The steps run in batches of ``internal_batch_size // rows`` (at least
-    one), as Captum splits them.
+    ``outputs=None``: the gradient of ``target``'s output (K = 1), as Captum
+    selects it. The steps run in batches of ``internal_batch_size // rows``
+    (at least one), as Captum splits them.
     """
     step_sizes_of, alphas_of = _captum.approximation_parameters(approximation)
     step_sizes, alphas = step_sizes_of(n_steps), alphas_of(n_steps)
     rows = inputs[0].shape[0]
     per_forward = n_steps if internal_batch_size is None else max(1, internal_batch_size // rows)
-    sums = [torch.zeros((len(outputs),) + tuple(x.shape), dtype=x.dtype, device=x.device) for x in inputs]
+    count = 1 if outputs is None else len(outputs)
+    sums = [torch.zeros((count,) + tuple(x.shape), dtype=x.dtype, device=x.device) for x in inputs]
     spans = [x.detach() - b for x, b in zip(inputs, baselines)]
     for first in range(0, n_steps, per_forward):
         steps = range(first, min(first + per_forward, n_steps))
@@ -102,12 +157,22 @@ def path_sums(
             weights = [torch.tensor([step_sizes[s] for s in steps], dtype=torch.float32, device=x.device).to(x.dtype)
                        for x in inputs]
             step_extra = None if extra is None else _captum.expand_additional_forward_args(extra, len(steps))
-            selected = _gradients.selected_outputs(_gradients.run_forward(forward_func, path, None, step_extra), outputs)
-            for which, grads in _gradients.output_vjps(selected, path):
+            for which, grads in _step_gradients(forward_func, path, step_extra, outputs, target, len(steps)):
                 for total, grad, weight in zip(sums, grads, weights):
                     per_step = grad.reshape(grad.shape[0], len(steps), -1)
                     total[which].add_(torch.matmul(weight, per_step).reshape(total[which].shape))
     return sums
+
+
+def _step_gradients(forward_func: Callable[..., Any], path: Tuple[Tensor, ...], extra: Any,
+                    outputs: Optional[Tuple[int, ...]], target: Any, steps: int) -> Iterator[Tuple[slice, Tuple[Tensor, ...]]]:
+    """``(columns, gradients)`` at a batch of path points: the K outputs' products, or ``target``'s one gradient."""
+    if outputs is None:
+        grads = _gradients.summed_gradients(forward_func, path, _captum.expand_target(target, steps), extra)
+        yield slice(0, 1), tuple(g.unsqueeze(0) for g in grads)
+        return
+    selected = _gradients.selected_outputs(_gradients.run_forward(forward_func, path, None, extra), outputs)
+    yield from _gradients.output_vjps(selected, path)
 
 
 def convergence_deltas(

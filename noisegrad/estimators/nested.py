@@ -15,7 +15,7 @@ from torch import Tensor
 from noisegrad import _captum, _gradients
 from noisegrad._call import call_wrapped
 from noisegrad._state import seed_global_rngs
-from noisegrad.estimators._ig_outputs import integrated_gradients_of_outputs
+from noisegrad.estimators._ig_outputs import integrated_gradients_of_outputs, integrated_gradients_of_target
 from noisegrad.estimators._layer_outputs import (
     layer_gradient_x_activation_of_outputs,
     layer_integrated_gradients_of_outputs,
@@ -95,16 +95,18 @@ class NestedEstimator:
         self.outputs, self.times_input = outputs, times_input
         # outputs= (the tunnel runs other methods once per output): one forward per chunk, K gradients, the
         # attributions (K, rows, ...); IntegratedGradients' path and its step sums, and the layer forms', are built for
-        # it here
-        self.attribute_outputs: Optional[Callable[..., Any]] = None  # called instead of the method's attribute
+        # it here; a plain IntegratedGradients' path is built here for its target too
+        self.own_attribute: Optional[Callable[..., Any]] = None  # called instead of the method's attribute
         if outputs is not None and isinstance(method, IntegratedGradients):
-            self.attribute_outputs = integrated_gradients_of_outputs(self.method, outputs)
+            self.own_attribute = integrated_gradients_of_outputs(self.method, outputs)
         elif outputs is not None and isinstance(method, LayerGradientXActivation):
-            self.attribute_outputs = layer_gradient_x_activation_of_outputs(self.method, outputs)
+            self.own_attribute = layer_gradient_x_activation_of_outputs(self.method, outputs)
         elif outputs is not None and isinstance(method, LayerIntegratedGradients):
-            self.attribute_outputs = layer_integrated_gradients_of_outputs(self.method, outputs)
+            self.own_attribute = layer_integrated_gradients_of_outputs(self.method, outputs)
         elif outputs is not None:
             self.method.gradient_func = _gradients.output_gradients(outputs)
+        elif objective is None and _captum.builds_ig_path(method):  # the same numbers without Captum's step passes
+            self.own_attribute = integrated_gradients_of_target(self.method)
         # outputs=: a forward holds one block of rows (the K gradients are taken from it), so max_batch_rows
         # counts one block; the K gradients it keeps count in the bytes of a row (memory_budget)
         self.rows_per_copy = _captum.rows_per_copy(method, kwargs)
@@ -147,7 +149,7 @@ class NestedEstimator:
             rows = tuple(x.requires_grad_() if x.is_floating_point() else x for x in rows)
         kwargs = self.chunk_kwargs.for_chunk(sample_ids)
         with self.perturbation.applied():
-            out = call_wrapped(self.method, rows if self.is_inputs_tuple else rows[0], kwargs, self.attribute_outputs)
+            out = call_wrapped(self.method, rows if self.is_inputs_tuple else rows[0], kwargs, self.own_attribute)
         deltas = None
         if self.return_delta:
             out, delta = out
