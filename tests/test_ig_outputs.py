@@ -234,3 +234,18 @@ def test_noise_tunnel_builds_a_plain_igs_path_itself_and_leaves_others_to_captum
     assert calls and set(calls) == {"Subclass"}  # a subclass keeps its own attribute
     for ours, theirs in zip(plain, via_captum):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("internal_batch_size", [None, 6])
+def test_the_target_path_of_a_half_precision_model_sums_in_float32_as_captum_does(dtype, internal_batch_size):
+    """Captum weights the steps with float32 step sizes, so a half model's IG is summed (and returned) in float32."""
+    model = make_mlp(dtype, seed=4)
+    x = X.to(dtype)
+    common = dict(target=1, n_steps=7, internal_batch_size=internal_batch_size, return_convergence_delta=True)
+    ours, delta = integrated_gradients_of_target(IntegratedGradients(model))(x, baselines=0.25, **common)
+    theirs, their_delta = IntegratedGradients(model).attribute(x, baselines=0.25, **common)
+    assert ours.dtype == theirs.dtype == torch.float32
+    # the same path points and gradients; only the order of the float32 step sums differs
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(delta, their_delta, rtol=1e-6, atol=1e-6)

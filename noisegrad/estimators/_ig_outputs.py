@@ -146,7 +146,9 @@ def path_sums(
     rows = inputs[0].shape[0]
     per_forward = n_steps if internal_batch_size is None else max(1, internal_batch_size // rows)
     count = 1 if outputs is None else len(outputs)
-    sums = [torch.zeros((count,) + tuple(x.shape), dtype=x.dtype, device=x.device) for x in inputs]
+    # Captum weights the gradients with float32 step sizes: a half-precision input's sums are float32, a wider one's
+    # keep its dtype
+    sums = [torch.zeros((count,) + tuple(x.shape), dtype=_summed_dtype(x), device=x.device) for x in inputs]
     spans = [x.detach() - b for x, b in zip(inputs, baselines)]
     for first in range(0, n_steps, per_forward):
         steps = range(first, min(first + per_forward, n_steps))
@@ -154,12 +156,12 @@ def path_sums(
             path = tuple(_points(b, span, [alphas[s] for s in steps]).requires_grad_()
                          for b, span in zip(baselines, spans))
             # Captum's step sizes are float32 whatever the inputs' dtype: the same weights give the same sums
-            weights = [torch.tensor([step_sizes[s] for s in steps], dtype=torch.float32, device=x.device).to(x.dtype)
-                       for x in inputs]
+            weights = [torch.tensor([step_sizes[s] for s in steps], dtype=torch.float32, device=x.device).to(total.dtype)
+                       for x, total in zip(inputs, sums)]
             step_extra = None if extra is None else _captum.expand_additional_forward_args(extra, len(steps))
             for which, grads in _step_gradients(forward_func, path, step_extra, outputs, target, len(steps)):
                 for total, grad, weight in zip(sums, grads, weights):
-                    per_step = grad.reshape(grad.shape[0], len(steps), -1)
+                    per_step = grad.reshape(grad.shape[0], len(steps), -1).to(weight.dtype)
                     total[which].add_(torch.matmul(weight, per_step).reshape(total[which].shape))
     return sums
 
@@ -196,9 +198,19 @@ def convergence_deltas(
 
 
 def _points(baseline: Any, span: Tensor, alphas: List[float]) -> Tensor:
-    """``baseline + α · span`` for each α, one block of rows per α: ``(len(alphas) · rows, ...)``."""
-    alpha = torch.tensor(alphas, dtype=span.dtype, device=span.device).reshape((-1,) + (1,) * span.dim())
-    return (baseline + alpha * span).reshape((-1,) + tuple(span.shape[1:]))
+    """``baseline + α · span`` for each α, one block of rows per α: ``(len(alphas) · rows, ...)``.
+
+    ``α · span`` is taken with α in float32 or wider and rounded to the
+    span's dtype, as PyTorch multiplies a half-precision tensor by Captum's
+    Python float α: the same path points as Captum's.
+    """
+    alpha = torch.tensor(alphas, dtype=_summed_dtype(span), device=span.device).reshape((-1,) + (1,) * span.dim())
+    return (baseline + (alpha * span).to(span.dtype)).reshape((-1,) + tuple(span.shape[1:]))
+
+
+def _summed_dtype(x: Tensor) -> torch.dtype:
+    """float32 for a half-precision tensor, its own dtype for a wider one: the dtype Captum's step sums come in."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 def _selected(forward_func: Callable[..., Any], points: Tuple[Tensor, ...], extra: Any,
