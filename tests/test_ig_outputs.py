@@ -8,6 +8,7 @@ noisegrad run per output.
 
 import contextlib
 import inspect
+import warnings
 
 import numpy as np
 import pytest
@@ -249,3 +250,21 @@ def test_the_target_path_of_a_half_precision_model_sums_in_float32_as_captum_doe
     # the same path points and gradients; only the order of the float32 step sums differs
     torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(delta, their_delta, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("internal_batch_size", [2, 3])
+def test_the_target_path_warns_as_captum_does_when_internal_batch_size_is_below_the_rows(internal_batch_size):
+    """Captum warns that a step batch below the rows holds all rows anyway; the path built for it says so too."""
+    model = make_mlp(seed=5)
+    ig_target = integrated_gradients_of_target(IntegratedGradients(model))
+    common = dict(target=1, n_steps=4, internal_batch_size=internal_batch_size)
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        IntegratedGradients(model).attribute(X, **common)
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        ig_target(X, **common)
+    assert len(theirs) == (1 if internal_batch_size < len(X) else 0)
+    assert [w.category for w in ours] == [w.category for w in theirs]
+    if ours:
+        assert f"internal_batch_size={internal_batch_size}" in str(ours[0].message)

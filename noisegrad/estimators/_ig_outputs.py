@@ -15,6 +15,7 @@ the approximation's step sizes) as they are taken:
   without its per-step passes; the convergence delta is Captum's own.
 """
 
+import warnings
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import torch
@@ -110,6 +111,10 @@ def integrated_gradients_of_target(ig: IntegratedGradients) -> Callable[..., Any
         formatted, formatted_baselines = _captum.format_input_baseline(inputs, baselines)
         _captum.validate_path_input(formatted, formatted_baselines, n_steps, method)
         extra = _captum.format_additional_forward_args(additional_forward_args)
+        rows = formatted[0].shape[0]
+        if internal_batch_size is not None and internal_batch_size < rows:  # Captum warns of this too
+            warnings.warn(f"internal_batch_size={internal_batch_size} is below the {rows} rows attributed together; "
+                          f"each forward holds one path step of all {rows} rows", stacklevel=2)
         sums = [total[0] for total in path_sums(ig.forward_func, formatted, formatted_baselines, extra, None, n_steps,
                                                  method, internal_batch_size, target=target)]
         if ig.multiplies_by_inputs:
