@@ -268,3 +268,30 @@ def test_noisegrad_is_a_captum_attribution_with_captums_surface(mlp):
     assert NoiseTunnel(Saliency(mlp)).has_convergence_delta() is False
     with pytest.raises(NotImplementedError):
         nt.attribute_future()
+
+
+class GridOutput(torch.nn.Module):
+    """(N, 3, 4) outputs scaled by a per-example tensor and a Python number: targets are tuples, both args forwarded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(6)
+        self.linear = torch.nn.Linear(5, 12).double()
+
+    def forward(self, x, scale, power):
+        return torch.tanh(self.linear(x)).reshape(-1, 3, 4) * scale.reshape(-1, 1, 1) ** power
+
+
+@pytest.mark.parametrize("target", [(1, 2), [(0, 1), (2, 3), (1, 0)]])
+@pytest.mark.parametrize("internal_batch_size", [None, 6])
+def test_integrated_gradients_of_a_multi_dimensional_output_matches_captum(monkeypatch, target, internal_batch_size):
+    """The path noisegrad builds for a plain IntegratedGradients: Captum's NoiseTunnel's attributions and deltas."""
+    model = GridOutput()
+    x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    kwargs = dict(target=target, additional_forward_args=(torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64), 2),
+                  baselines=0.2, n_steps=3, internal_batch_size=internal_batch_size, return_convergence_delta=True)
+    theirs, their_delta = captum_with_our_noise(monkeypatch, IntegratedGradients(model), x, 4, 2, 0.3, **kwargs)
+    ours, delta = NoiseTunnel(IntegratedGradients(model)).attribute(
+        x, nt_samples=4, nt_samples_batch_size=2, stdevs=0.3, seed=SEED, delta_reduction="none", **kwargs)
+    assert_same(ours, theirs)
+    torch.testing.assert_close(delta, their_delta, rtol=0, atol=1e-12)
