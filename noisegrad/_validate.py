@@ -271,7 +271,8 @@ def _validate_per_example_targets(targets: list) -> None:
 
 
 def validate_method_arguments(method: Attribution, kwargs: Dict[str, Any]) -> None:
-    """A path method's ``method`` (the integral's approximation) and ``n_steps``, as given or defaulted."""
+    """A path method's ``method`` (the integral's approximation) and ``n_steps``, as given or defaulted; its
+    ``internal_batch_size`` if given."""
     if not is_path_method(method):
         return
     parameters = inspect.signature(method.attribute).parameters
@@ -280,6 +281,8 @@ def validate_method_arguments(method: Attribution, kwargs: Dict[str, Any]) -> No
     if ("method" in kwargs or "method" in defaults) and approximation not in APPROXIMATION_METHODS:
         error = ValueError if isinstance(approximation, str) else TypeError
         raise error(f"method must be one of {APPROXIMATION_METHODS}, got {approximation!r}")
+    if kwargs.get("internal_batch_size") is not None:  # Captum takes 0 or 2.5 silently, and fails deep inside on 30.0
+        as_int("internal_batch_size", kwargs["internal_batch_size"])
     if "n_steps" not in kwargs and "n_steps" not in defaults:
         return
     n_steps = as_int("n_steps", kwargs.get("n_steps", defaults.get("n_steps")))

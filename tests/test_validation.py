@@ -236,6 +236,11 @@ BAD_PATH_ARGUMENTS = {
     "n_steps bool": (dict(n_steps=True), TypeError, "n_steps must be a positive int"),
     "unknown method": (dict(method="riemann"), ValueError, r"method must be one of \(.*'gausslegendre'\), got 'riemann"),
     "method None": (dict(method=None), TypeError, "method must be one of .*, got None"),
+    "internal_batch_size zero": (dict(internal_batch_size=0), ValueError,
+                                 "internal_batch_size must be a positive int, got 0"),
+    "internal_batch_size float": (dict(internal_batch_size=30.0), TypeError,
+                                  r"internal_batch_size must be a positive int, got 30.0 \(float\)"),
+    "internal_batch_size bool": (dict(internal_batch_size=True), TypeError, "internal_batch_size must be a positive int"),
 }
 
 
