@@ -61,16 +61,9 @@ def integrated_gradients_of_outputs(ig: IntegratedGradients, outputs: Tuple[int,
     ) -> Any:
         if target is not None:
             raise ValueError(f"outputs= explains its own columns; target={target!r} cannot be given beside it")
-        is_inputs_tuple = isinstance(inputs, tuple)
-        formatted, formatted_baselines = _captum.format_input_baseline(inputs, baselines)
-        _captum.validate_path_input(formatted, formatted_baselines, n_steps, method)
-        extra = _captum.format_additional_forward_args(additional_forward_args)
-        sums = path_sums(ig.forward_func, formatted, formatted_baselines, extra, outputs, n_steps, method,
-                          internal_batch_size)
-        if ig.multiplies_by_inputs:
-            for total, x, baseline in zip(sums, formatted, formatted_baselines):
-                total.mul_(x.detach() - baseline)
-        attributions = tuple(sums) if is_inputs_tuple else sums[0]
+        formatted, formatted_baselines, extra, sums = _path_attributions(
+            ig, inputs, baselines, additional_forward_args, n_steps, method, internal_batch_size, outputs, None)
+        attributions = tuple(sums) if isinstance(inputs, tuple) else sums[0]
         if not return_convergence_delta:
             return attributions
         starts = _captum.tensorize_baseline(formatted, formatted_baselines)
@@ -107,26 +100,38 @@ def integrated_gradients_of_target(ig: IntegratedGradients) -> Callable[..., Any
         internal_batch_size: Optional[int] = None,
         return_convergence_delta: bool = False,
     ) -> Any:
-        is_inputs_tuple = isinstance(inputs, tuple)
-        formatted, formatted_baselines = _captum.format_input_baseline(inputs, baselines)
-        _captum.validate_path_input(formatted, formatted_baselines, n_steps, method)
-        extra = _captum.format_additional_forward_args(additional_forward_args)
+        formatted, _, _, sums = _path_attributions(ig, inputs, baselines, additional_forward_args, n_steps, method,
+                                                   internal_batch_size, None, target)
         rows = formatted[0].shape[0]
         if internal_batch_size is not None and internal_batch_size < rows:  # Captum warns of this too
             warnings.warn(f"internal_batch_size={internal_batch_size} is below the {rows} rows attributed together; "
                           f"each forward holds one path step of all {rows} rows", stacklevel=2)
-        sums = [total[0] for total in path_sums(ig.forward_func, formatted, formatted_baselines, extra, None, n_steps,
-                                                 method, internal_batch_size, target=target)]
-        if ig.multiplies_by_inputs:
-            for total, x, baseline in zip(sums, formatted, formatted_baselines):
-                total.mul_(x.detach() - baseline)
-        attributions = tuple(sums) if is_inputs_tuple else sums[0]
+        sums = [total[0] for total in sums]
+        attributions = tuple(sums) if isinstance(inputs, tuple) else sums[0]
         if not return_convergence_delta:
             return attributions
         return attributions, ig.compute_convergence_delta(tuple(sums), baselines, inputs, target=target,
                                                           additional_forward_args=additional_forward_args)
 
     return attribute
+
+
+def _path_attributions(
+    ig: IntegratedGradients, inputs: Any, baselines: Any, additional_forward_args: Any, n_steps: int, method: str,
+    internal_batch_size: Optional[int], outputs: Optional[Tuple[int, ...]], target: Any,
+) -> Tuple[Tuple[Tensor, ...], Tuple[Any, ...], Any, List[Tensor]]:
+    """Captum's checks of IntegratedGradients' arguments, then :func:`path_sums` (times ``x − baseline`` if the method
+    multiplies by its inputs): ``(inputs, baselines, forward arguments, sums)``, the first three as Captum formats
+    them."""
+    formatted, formatted_baselines = _captum.format_input_baseline(inputs, baselines)
+    _captum.validate_path_input(formatted, formatted_baselines, n_steps, method)
+    extra = _captum.format_additional_forward_args(additional_forward_args)
+    sums = path_sums(ig.forward_func, formatted, formatted_baselines, extra, outputs, n_steps, method,
+                     internal_batch_size, target=target)
+    if ig.multiplies_by_inputs:
+        for total, x, baseline in zip(sums, formatted, formatted_baselines):
+            total.mul_(x.detach() - baseline)
+    return formatted, formatted_baselines, extra, sums
 
 
 def path_sums(
