@@ -192,10 +192,12 @@ def check_options(args: argparse.Namespace) -> None:
             raise ExplainError(f"--samples auto stops on a standard error, which with --nt-type {args.nt_type} needs "
                                f"{units_for_stderr(args.nt_type)} independent units of samples; --sampler "
                                f"{args.sampler} with --max-samples {args.max_samples} has {units}")
-    if args.stderr and not auto and independent_units(args.sampler, args.samples) < units_for_stderr(args.nt_type):
-        raise ExplainError(f"--stderr with --nt-type {args.nt_type} needs {units_for_stderr(args.nt_type)} "
-                           f"independent units of samples; --sampler {args.sampler} with --samples {args.samples} "
-                           f"has {independent_units(args.sampler, args.samples)}")
+    if args.stderr and not auto:
+        units = independent_units(args.sampler, args.samples)
+        if units < units_for_stderr(args.nt_type):
+            raise ExplainError(f"--stderr with --nt-type {args.nt_type} needs {units_for_stderr(args.nt_type)} "
+                               f"independent units of samples; --sampler {args.sampler} with --samples {args.samples} "
+                               f"has {units}")
     if args.times_input is not None and (args.method != "saliency" or args.noise_layer is not None):
         raise ExplainError(f"--times-input multiplies input gradients by the inputs: it needs --method saliency "
                            f"without --noise-layer ({args.method} already multiplies by the inputs)"
