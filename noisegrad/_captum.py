@@ -68,6 +68,7 @@ __all__ = [
     "approximation_parameters",
     "batches_outputs",
     "builds_ig_path",
+    "returns_new_tensors",
     "expand_target",
     "layer_gradient_func",
     "PATH_METHODS",
@@ -209,6 +210,26 @@ BATCHED_OUTPUT_METHODS = (Saliency, InputXGradient, IntegratedGradients, LayerGr
                           LayerIntegratedGradients)
 #: Of these, the layer methods: batched on one layer, without ``grad_kwargs`` (see :func:`batches_outputs`).
 _BATCHED_LAYER_METHODS = (LayerGradientXActivation, LayerIntegratedGradients)
+
+
+def returns_new_tensors(method: Attribution) -> bool:
+    """Whether ``method``'s attributions are tensors made in the call that nothing else holds (noisegrad may centre
+    them in place).
+
+    Saliency, InputXGradient and IntegratedGradients with Captum's gradient
+    function and their class's ``attribute``: what they return is a gradient
+    autograd made, or arithmetic on one. Any other method may return a tensor
+    it keeps, or one of the model's (a layer whose output is a parameter).
+
+    Examples
+    --------
+    >>> from captum.attr import LayerActivation, Saliency
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    >>> returns_new_tensors(Saliency(model)), returns_new_tensors(LayerActivation(model, model[0]))
+    (True, False)
+    """
+    return (type(method) in (Saliency, InputXGradient, IntegratedGradients)
+            and getattr(method, "gradient_func", None) is compute_gradients and "attribute" not in vars(method))
 
 
 def builds_ig_path(method: Attribution) -> bool:

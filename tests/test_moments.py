@@ -42,6 +42,53 @@ def test_chunked_moments_equal_a_float64_two_pass_for_any_chunking(cuts, offset,
     assert bool((moments.variance() >= 0).all())
 
 
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(1, 47), unique=True, max_size=5), reads=st.lists(st.booleans(), min_size=6,
+       max_size=6), seed=st.integers(0, 2**31 - 1))
+def test_reading_the_state_between_chunks_does_not_change_it(cuts, reads, seed):
+    """Reading settles the chunks' sums and re-centres later chunks: the same moments, to float64 rounding."""
+    samples = (5.0 + torch.randn(2, 48, 3, generator=torch.Generator().manual_seed(seed))).float()
+    edges = [0, *sorted(cuts), 48]
+    read, unread = Moments(), Moments()
+    for (start, stop), look in zip(zip(edges, edges[1:]), reads):
+        read.update(samples[:, start:stop])
+        unread.update(samples[:, start:stop])
+        if look:
+            assert read.count == stop and read.mean is not None
+    mean, var = two_pass(samples)
+    for moments in (read, unread):
+        assert moments.count == 48
+        assert rel_l2(moments.mean, mean) < 1e-7
+        assert rel_l2(moments.variance(), var) < 1e-6
+
+
+@pytest.mark.parametrize("read_between", [False, True])
+def test_a_stream_whose_mean_drifts_by_many_spreads_keeps_an_accurate_variance(read_between):
+    """Float32 chunks whose means move 100 spreads a chunk, all centred on the first chunk's mean (or the running
+    mean when read): a float64 two-pass on the same float32 values is matched to float32 rounding."""
+    generator = torch.Generator().manual_seed(4)
+    chunks = [(100.0 * k + torch.randn(2, 8, 50, generator=generator, dtype=torch.float64)).float() for k in range(8)]
+    moments = Moments()
+    for chunk in chunks:
+        moments.update(chunk)
+        if read_between:
+            assert moments.mean is not None
+    mean, var = two_pass(torch.cat(chunks, dim=1))
+    assert rel_l2(moments.mean, mean) < 1e-7
+    assert rel_l2(moments.variance(), var) < 1e-6
+
+
+def test_chunks_of_another_dtype_are_centred_in_their_own():
+    samples = 7.0 + torch.randn(2, 20, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    moments = Moments()
+    moments.update(samples[:, :8].float())
+    moments.update(samples[:, 8:14])
+    moments.update(samples[:, 14:].float())
+    mean, var = two_pass(samples.float())
+    assert rel_l2(moments.mean, mean) < 1e-7
+    assert rel_l2(moments.variance(), var) < 1e-6
+
+
 def test_merge_of_two_accumulators_equals_one_that_saw_everything():
     samples = torch.randn(2, 30, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     left, right, whole = Moments(), Moments(), Moments()

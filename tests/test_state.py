@@ -229,3 +229,45 @@ def test_automatic_chunks_measure_a_model_with_batchnorm_in_training_mode():
         out = NoiseTunnel(Saliency(model)).attribute(torch.randn(3, 5), nt_samples=4, target=0, seed=0,
                                                      nt_samples_batch_size="auto")
     assert out.shape == (3, 5)
+
+
+class RowsOfWeight(nn.Module):
+    """A layer whose output is a view of its own parameter: rows of ``table`` picked by nothing but position."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(64, 4, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x):
+        return self.table[: x.shape[0]]
+
+
+class KeepsItsAttribution(Saliency):
+    """A method that returns a tensor it keeps (a cache, say): it must find it unchanged."""
+
+    def __init__(self, model, store):
+        super().__init__(model)
+        self.store = store  # shared with the copy noisegrad calls
+
+    def attribute(self, inputs, **kwargs):
+        self.store["kept"] = torch.full_like(inputs, 3.0)
+        return self.store["kept"]
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+def test_attributions_that_are_the_models_or_the_methods_own_tensors_are_never_written(nt_type):
+    """The statistics centre a chunk in place only when it is known to be new (Saliency's, say): a layer output
+    that is a view of a parameter, or a tensor the method keeps, stays as it was."""
+    from captum.attr import LayerActivation
+
+    layer = RowsOfWeight().eval()
+    model = nn.Sequential(layer, nn.Linear(4, 2)).eval()
+    before = layer.table.detach().clone()
+    NoiseTunnel(LayerActivation(model, layer)).attribute(torch.rand(3, 5), nt_type=nt_type, nt_samples=8,
+                                                          nt_samples_batch_size=4, seed=0)
+    assert torch.equal(layer.table.detach(), before)
+
+    store = {}
+    NoiseTunnel(KeepsItsAttribution(nn.Linear(5, 2), store)).attribute(
+        torch.rand(3, 5), nt_type=nt_type, nt_samples=8, nt_samples_batch_size=4, seed=0)
+    assert torch.equal(store["kept"], torch.full((3 * 4, 5), 3.0))

@@ -114,6 +114,10 @@ class NestedEstimator:
         if hasattr(perturbation, "rows_per_copy"):  # weight noise: how many rows per draw a forward would hold
             perturbation.rows_per_copy = self.rows_per_copy
         self.splits_itself = _captum.rows_per_split_copy(method)
+        # attributions that are ours to centre in place: what known methods made of gradients, those of several
+        # outputs (views of what the method made of the gradients noisegrad took), products with the inputs
+        self.owns_attributions = (_captum.returns_new_tensors(method) or outputs is not None
+                                  or times_input is not None)
 
     def set_internal_batch_size(self, rows: int) -> None:
         """Let the method split its own forwards into ``rows`` rows (path methods)."""
@@ -165,10 +169,7 @@ class NestedEstimator:
             deltas = None if deltas is None else _outputs_last(deltas, count, batch, n).unsqueeze(-1)
         if self.times_input is not None:
             by_sample = self._times_input(by_sample, noisy, n, batch)
-        # a fresh (non-view) attribution is ours to centre in place; so are those of several outputs (views of
-        # what the method made of the gradients noisegrad took)
-        fresh = tuple(a._base is None or self.outputs is not None for a in by_sample)
-        return Chunk(by_sample, deltas, fresh)
+        return Chunk(by_sample, deltas, (self.owns_attributions,) * len(by_sample))
 
     def _times_input(self, by_sample: Tuple[Tensor, ...], noisy: Tuple[Tensor, ...], n: int, batch: int,
                      ) -> Tuple[Tensor, ...]:

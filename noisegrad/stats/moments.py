@@ -34,38 +34,46 @@ def mean_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def _block_sums(samples: Tensor, dtype: torch.dtype) -> Tensor:
-    """The sum over dim 0 of ``samples``: blocks of ``_SQUARES_BLOCK`` summed in their dtype, the blocks in ``dtype``.
+def _add_sums(total: Optional[Tensor], samples: Tensor, dtype: torch.dtype) -> Tensor:
+    """``total`` plus the sum over dim 0 of ``samples`` (in place), or that sum in ``dtype`` when ``total`` is None.
 
-    One float32 sum over a large chunk would round by its length times the
-    float32 epsilon (a device's reduction over the outer dimension adds the
-    samples one after another), and a float64 sum of every sample costs a
-    conversion each (several times slower on a CPU). Four reductions in all,
-    whatever the chunk's length: splitting dimension 0 is always a view.
+    Blocks of ``_SQUARES_BLOCK`` samples are summed in their own dtype, the
+    blocks in ``dtype``: one float32 sum over a large chunk would round by its
+    length times the float32 epsilon (a device's reduction over the outer
+    dimension adds the samples one after another), and a float64 sum of every
+    sample costs a conversion each (several times slower on a CPU). A few
+    reductions whatever the chunk's length: splitting dimension 0 is a view.
 
     Examples
     --------
-    >>> _block_sums(torch.arange(20.0).view(10, 2), torch.float64)
+    >>> _add_sums(None, torch.arange(20.0).view(10, 2), torch.float64)
     tensor([ 90., 100.], dtype=torch.float64)
     """
-    if samples.shape[0] <= _SQUARES_BLOCK:  # one block: the same sum, two operations fewer
-        return samples.sum(dim=0).to(dtype)
-    whole = samples.shape[0] - samples.shape[0] % _SQUARES_BLOCK
-    total = samples[:whole].unflatten(0, (-1, _SQUARES_BLOCK)).sum(dim=1).sum(dim=0, dtype=dtype)
-    if whole < samples.shape[0]:
-        total.add_(samples[whole:].sum(dim=0))
-    return total
+    n = samples.shape[0]
+    if n <= _SQUARES_BLOCK:  # one block: one reduction
+        part = samples.sum(dim=0)
+        return part.to(dtype) if total is None else total.add_(part)
+    whole = n - n % _SQUARES_BLOCK
+    part = samples[:whole].unflatten(0, (-1, _SQUARES_BLOCK)).sum(dim=1).sum(dim=0, dtype=dtype)
+    if whole < n:
+        part.add_(samples[whole:].sum(dim=0))
+    return part if total is None else total.add_(part)
 
 
 class Moments:
     """Count, mean and sum of squared deviations (M2) of samples that arrive in chunks.
 
-    Each chunk is centred on the running mean, reduced on its own, and merged
-    into the running state with the pairwise update of Chan, Golub and
-    LeVeque, so the variance is never computed from raw ``E[a²] − E[a]²``
+    Chunks given to :meth:`update` are centred on a *pivot* (the first
+    chunk's own mean, later the running mean) in their own dtype, and their
+    sums and sums of squares are added up in the accumulation dtype: two
+    additions of the state's size per chunk. Reading the state (``mean``,
+    ``m2``, any other method) settles those sums into the mean and M2 with
+    the pairwise update of Chan, Golub and LeVeque, which is also how other
+    states are merged, and the next chunk is centred on the new running
+    mean. The variance is therefore never computed from raw ``E[a²] − E[a]²``
     (which cancels catastrophically), is never negative, and memory does not
-    grow with the number of samples: the state is one mean and one M2 tensor
-    the size of a single sample. The same object serves the chunks of one
+    grow with the number of samples: the state is a few tensors the size of a
+    single sample. The same object serves the chunks of one
     call (:meth:`update`), independent groups and other runs (:meth:`merge`),
     examples leaving the batch (:meth:`select`), checkpoints
     (:meth:`state_dict`) and several processes (:meth:`all_reduce`).
@@ -108,12 +116,40 @@ class Moments:
 
     def reset(self) -> None:
         """Forget every sample seen."""
-        self.count = 0
-        self.mean: Optional[Tensor] = None
-        self.m2: Optional[Tensor] = None
+        self._settled = 0  # samples in _mean and _m2
+        self._mean: Optional[Tensor] = None
+        self._m2: Optional[Tensor] = None
+        self._pending = 0  # samples in _sum and _sum_sq, not yet in _mean and _m2
+        self._pivot: Optional[Tensor] = None  # what the pending samples were centred on (a chunk's dtype)
+        self._sum: Optional[Tensor] = None
+        self._sum_sq: Optional[Tensor] = None
+
+    @classmethod
+    def _of(cls, dtype: Optional[torch.dtype], track_m2: bool, count: int, mean: Optional[Tensor],
+            m2: Optional[Tensor]) -> "Moments":
+        moments = cls(dtype, track_m2)
+        moments._settled, moments._mean, moments._m2 = count, mean, m2
+        return moments
+
+    @property
+    def count(self) -> int:
+        """The number of samples seen."""
+        return self._settled + self._pending
+
+    @property
+    def mean(self) -> Optional[Tensor]:
+        """The samples' mean (None before any sample)."""
+        self._settle()
+        return self._mean
+
+    @property
+    def m2(self) -> Optional[Tensor]:
+        """The samples' sum of squared deviations from their mean (None before any sample or without M2)."""
+        self._settle()
+        return self._m2
 
     def update(self, samples: Tensor, dim: int = 1, overwrite: bool = False) -> None:
-        """Merge a chunk whose samples run along ``dim``.
+        """Add a chunk whose samples run along ``dim``.
 
         With ``overwrite=True`` the chunk is centred in place (its values are
         then lost), which saves a temporary of the chunk's size.
@@ -126,32 +162,35 @@ class Moments:
             # Half precision would round the chunk statistics themselves.
             samples, overwrite = samples.float(), True
         dtype = self.dtype or mean_dtype(samples.device)
-        if not self.track_m2:
-            self._merge(n_new, samples.mean(dim=0).to(dtype), None)
+        if not self.track_m2:  # plain sums: no centre is needed for a mean
+            self._sum = _add_sums(self._sum, samples, dtype)
+            self._pending += n_new
             return
-        # Centred on the running mean (the first chunk: on its own mean, in its
-        # dtype), the values are small against their spread and their mean is
-        # small against it too, so plain sums give the chunk's mean and M2
-        # without the cancellation E[a²] − E[a]² suffers on raw values, and the
-        # shift Chan's merge needs is the centred mean itself. (torch.var_mean
-        # would do this in one call, but reducing the outer dimension it is
-        # ~100x slower than a sum.)
-        first = self.mean is None
-        # The shift is in the chunk's own dtype: subtracting a float64 mean in
-        # place would convert the whole chunk to float64 and back. Everything
-        # measured from it is small, so only the running state needs float64.
-        shift = samples.mean(dim=0) if first else self.mean.to(samples.dtype)
-        centred = samples.sub_(shift) if overwrite else samples - shift  # ours either way: squared in place below
-        total = _block_sums(centred, dtype)
-        sum_sq = _block_sums(centred.mul_(centred), dtype)
-        centred_mean = total.div_(n_new)
-        chunk_m2 = sum_sq.sub_(centred_mean.square(), alpha=n_new)
-        if first:
-            self.count, self.m2 = n_new, chunk_m2
-            self.mean = shift.to(dtype).add_(centred_mean)
-        else:
-            # chunk mean − running mean = centred mean + (shift − running mean)
-            self._merge_centred(n_new, centred_mean.add_(shift.to(dtype) - self.mean), chunk_m2)
+        if self._pivot is None or self._pivot.dtype != samples.dtype:
+            # Centred on the running mean (the first chunk: on its own mean), the values are small against their
+            # spread and their mean is small against it too, so plain sums give the chunks' mean and M2 without
+            # the cancellation E[a²] − E[a]² suffers on raw values. The pivot is in the chunk's own dtype:
+            # subtracting a float64 one would convert every chunk to float64 and back. (torch.var_mean would
+            # centre each chunk on its own mean in one call, but reducing the outer dimension it is ~100x slower
+            # than a sum.)
+            self._settle()
+            self._pivot = samples.mean(dim=0) if self._mean is None else self._mean.to(samples.dtype)
+        centred = samples.sub_(self._pivot) if overwrite else samples - self._pivot  # ours: squared in place
+        self._sum = _add_sums(self._sum, centred, dtype)
+        self._sum_sq = _add_sums(self._sum_sq, centred.mul_(centred), dtype)
+        self._pending += n_new
+
+    def _settle(self) -> None:
+        """Merge the pending sums into the mean and M2 (Chan et al.'s update); the next chunk gets a new pivot."""
+        n_new = self._pending
+        if n_new == 0:
+            return
+        mean = self._sum.div_(n_new)  # of the centred samples
+        m2 = None if self._sum_sq is None else self._sum_sq.addcmul_(mean, mean, value=-n_new)
+        if self._pivot is not None:
+            mean.add_(self._pivot)
+        self._pending, self._pivot, self._sum, self._sum_sq = 0, None, None, None
+        self._merge(n_new, mean, m2, copy=False)
 
     def merge(self, other: "Moments") -> None:
         """Merge the state of another accumulator (another chunk, group, process or run)."""
@@ -160,33 +199,30 @@ class Moments:
         if other.count:
             self._merge(other.count, other.mean, other.m2 if self.track_m2 else None)
 
-    def _merge(self, n_new: int, mean: Tensor, m2: Optional[Tensor]) -> None:
-        if self.count == 0:
+    def _merge(self, n_new: int, mean: Tensor, m2: Optional[Tensor], copy: bool = True) -> None:
+        """Chan et al.'s update with a part of ``n_new`` samples; ``copy=False``: its tensors are ours to keep."""
+        self._settle()
+        if self._settled == 0:
             dtype = self.dtype or mean_dtype(mean.device)
-            self.count, self.mean = n_new, mean.to(dtype, copy=True)
-            self.m2 = None if m2 is None else m2.to(dtype, copy=True)
+            self._settled, self._mean = n_new, mean.to(dtype, copy=copy)
+            self._m2 = None if m2 is None else m2.to(dtype, copy=copy)
             return
-        self._merge_centred(n_new, mean.to(self.mean.dtype) - self.mean, m2)
-
-    def _merge_centred(self, n_new: int, shift: Tensor, m2: Optional[Tensor]) -> None:
-        """Chan et al.'s update, given the new part's mean minus the running mean."""
-        total = self.count + n_new
-        if self.m2 is not None:
-            self.m2.add_(m2.to(self.m2.dtype)).add_(shift * shift, alpha=self.count * n_new / total)
-        self.mean.add_(shift, alpha=n_new / total)
-        self.count = total
+        shift = mean.to(self._mean.dtype) - self._mean
+        total = self._settled + n_new
+        if self._m2 is not None:
+            self._m2.add_(m2.to(self._m2.dtype)).add_(shift * shift, alpha=self._settled * n_new / total)
+        self._mean.add_(shift, alpha=n_new / total)
+        self._settled = total
 
     def select(self, examples: Any, dim: int = 0) -> "Moments":
         """The moments of some examples only: ``examples`` indexes the state's dimension ``dim``.
 
-        An integer index gives views of the state (its updates then change this state too).
+        An integer index gives views of the state: update either the part or this state afterwards, not both.
         """
         index = (slice(None),) * dim + (examples,)
-        part = Moments(self.dtype, self.track_m2)
-        part.count = self.count
-        part.mean = None if self.mean is None else self.mean[index]
-        part.m2 = None if self.m2 is None else self.m2[index]
-        return part
+        mean, m2 = self.mean, self.m2
+        return Moments._of(self.dtype, self.track_m2, self.count, None if mean is None else mean[index],
+                           None if m2 is None else m2[index])
 
     def merged_over(self, dim: int) -> "Moments":
         """The moments of the parts this state holds along ``dim`` (``count`` samples each), merged into one.
@@ -203,15 +239,15 @@ class Moments:
         >>> merged.count, merged.mean, merged.variance()
         (4, tensor(4.5000, dtype=torch.float64), tensor(8.7500, dtype=torch.float64))
         """
-        merged = Moments(self.dtype, self.track_m2)
         if self.count == 0:
-            return merged
-        merged.count = self.count * self.mean.shape[dim]
-        merged.mean = self.mean.mean(dim=dim)
-        if self.m2 is not None:
-            deviation = self.mean - merged.mean.unsqueeze(dim)
-            merged.m2 = self.m2.sum(dim=dim).add_((deviation * deviation).sum(dim=dim), alpha=self.count)
-        return merged
+            return Moments(self.dtype, self.track_m2)
+        mean, m2 = self.mean, self.m2
+        merged_mean = mean.mean(dim=dim)
+        merged_m2 = None
+        if m2 is not None:
+            deviation = mean - merged_mean.unsqueeze(dim)
+            merged_m2 = m2.sum(dim=dim).add_((deviation * deviation).sum(dim=dim), alpha=self.count)
+        return Moments._of(self.dtype, self.track_m2, self.count * mean.shape[dim], merged_mean, merged_m2)
 
     def without(self, part: "Moments") -> "Moments":
         """The moments of these samples with ``part``'s samples taken out (Chan's update, inverted).
@@ -226,12 +262,13 @@ class Moments:
             return rest
         if part.count == self.count:  # everything taken out: no mean to divide by zero for
             return rest
-        rest.count = self.count - part.count
-        rest.mean = (self.mean * self.count - part.mean * part.count) / rest.count
+        count = self.count - part.count
+        mean = (self.mean * self.count - part.mean * part.count) / count
+        m2 = None
         if self.m2 is not None:
-            shift = part.mean - rest.mean
-            rest.m2 = (self.m2 - part.m2 - shift * shift * (rest.count * part.count / self.count)).clamp(min=0)
-        return rest
+            shift = part.mean - mean
+            m2 = (self.m2 - part.m2 - shift * shift * (count * part.count / self.count)).clamp(min=0)
+        return Moments._of(self.dtype, self.track_m2, count, mean, m2)
 
     def state_dict(self) -> Dict[str, Any]:
         """A copy of the state as plain values and tensors (``torch.save``-able with ``weights_only=True``).
@@ -247,9 +284,10 @@ class Moments:
             raise ValueError(f"state has track_m2={state['track_m2']}, this accumulator {self.track_m2}")
         # Copies: updates merge in place, and must not reach the dict (or the accumulator) the state came from.
         mean, m2 = state["mean"], state["m2"]
-        self.count = int(state["count"])
-        self.mean = None if mean is None else mean.clone()
-        self.m2 = None if m2 is None else m2.clone()
+        self.reset()
+        self._settled = int(state["count"])
+        self._mean = None if mean is None else mean.clone()
+        self._m2 = None if m2 is None else m2.clone()
 
     def all_reduce(self, group: Any = None) -> None:
         """Make every process's state the moments of all processes' samples (``torch.distributed``).
@@ -274,8 +312,8 @@ class Moments:
             deviation = self.mean - mean
             m2 = self.m2 + deviation * deviation * self.count
             dist.all_reduce(m2, group=group)
-            self.m2 = m2
-        self.count, self.mean = total, mean
+            self._m2 = m2
+        self._settled, self._mean = total, mean
 
     def variance(self, correction: int = 0) -> Tensor:
         """Variance of the samples, dividing M2 by ``count - correction``."""
