@@ -212,22 +212,29 @@ BATCHED_OUTPUT_METHODS = (Saliency, InputXGradient, IntegratedGradients, LayerGr
 _BATCHED_LAYER_METHODS = (LayerGradientXActivation, LayerIntegratedGradients)
 
 
-def returns_new_tensors(method: Attribution) -> bool:
-    """Whether ``method``'s attributions are tensors made in the call that nothing else holds (noisegrad may centre
-    them in place).
+def returns_new_tensors(method: Attribution, kwargs: Dict[str, Any]) -> bool:
+    """Whether ``method``'s attributions, called with ``kwargs``, are tensors made in the call that nothing else holds
+    (noisegrad may centre them in place).
 
     Saliency, InputXGradient and IntegratedGradients with Captum's gradient
-    function and their class's ``attribute``: what they return is a gradient
-    autograd made, or arithmetic on one. Any other method may return a tensor
-    it keeps, or one of the model's (a layer whose output is a parameter).
+    function and their class's ``attribute``: what they return is arithmetic
+    on a gradient autograd made. Not Saliency with ``abs=False``, which
+    returns the gradients as autograd hands them: one tensor for two inputs
+    (``x + y``), an expanded view (``x.sum(1)``), or whatever a custom
+    backward returns. Any other method may return a tensor it keeps, or one
+    of the model's (a layer whose output is a parameter).
 
     Examples
     --------
     >>> from captum.attr import LayerActivation, Saliency
     >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2))
-    >>> returns_new_tensors(Saliency(model)), returns_new_tensors(LayerActivation(model, model[0]))
+    >>> returns_new_tensors(Saliency(model), {}), returns_new_tensors(Saliency(model), {"abs": False})
     (True, False)
+    >>> returns_new_tensors(LayerActivation(model, model[0]), {})
+    False
     """
+    if type(method) is Saliency and not kwargs.get("abs", True):
+        return False
     return (type(method) in (Saliency, InputXGradient, IntegratedGradients)
             and getattr(method, "gradient_func", None) is compute_gradients and "attribute" not in vars(method))
 

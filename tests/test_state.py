@@ -271,3 +271,47 @@ def test_attributions_that_are_the_models_or_the_methods_own_tensors_are_never_w
     NoiseTunnel(KeepsItsAttribution(nn.Linear(5, 2), store)).attribute(
         torch.rand(3, 5), nt_type=nt_type, nt_samples=8, nt_samples_batch_size=4, seed=0)
     assert torch.equal(store["kept"], torch.full((3 * 4, 5), 3.0))
+
+
+class SummedInputs(nn.Module):
+    """``lin(a + b)``: autograd hands both inputs one and the same gradient tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, a, b):
+        return self.lin(a + b)
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad_sq", "vargrad"])
+def test_saliency_without_abs_of_two_inputs_sharing_a_gradient_gives_each_its_own_statistics(nt_type):
+    """Both inputs' gradient is the first row of the weight for every sample: SmoothGrad² is its square for both,
+    VarGrad zero for both (centring one input's samples in place must not reach the other's)."""
+    model = SummedInputs().eval()
+    a, b = torch.rand(3, 4), torch.rand(3, 4)
+    out = NoiseTunnel(Saliency(model)).attribute((a, b), nt_type=nt_type, nt_samples=6, nt_samples_batch_size=3,
+                                                 target=0, abs=False, seed=0)
+    weight = model.lin.weight.detach()[0].expand(3, 4)
+    expected = weight * weight if nt_type == "smoothgrad_sq" else torch.zeros(3, 4)
+    for attribution in out:
+        torch.testing.assert_close(attribution, expected, rtol=1e-6, atol=1e-7)
+
+
+class SquaredSum(nn.Module):
+    """``(Σ x)²``: the gradient w.r.t. ``x`` is autograd's expanded view (a zero stride) of one value per row."""
+
+    def forward(self, x):
+        total = x.sum(1)
+        return torch.stack([total * total, total], 1)
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad_sq", "vargrad"])
+def test_saliency_without_abs_of_an_expanded_gradient_equals_its_absolute_value(nt_type):
+    """Positive inputs and little noise: every gradient 2 Σ x is positive, so abs=False and abs=True (a new
+    tensor) must give the same statistics, not fail writing into a view whose elements share memory."""
+    x = 1.0 + torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
+    options = dict(nt_type=nt_type, nt_samples=6, nt_samples_batch_size=3, stdevs=0.01, target=0, seed=0)
+    signed = NoiseTunnel(Saliency(SquaredSum())).attribute(x, abs=False, **options)
+    absolute = NoiseTunnel(Saliency(SquaredSum())).attribute(x, abs=True, **options)
+    torch.testing.assert_close(signed, absolute, rtol=0, atol=0)

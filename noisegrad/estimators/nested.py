@@ -116,7 +116,7 @@ class NestedEstimator:
         self.splits_itself = _captum.rows_per_split_copy(method)
         # attributions that are ours to centre in place: what known methods made of gradients, those of several
         # outputs (views of what the method made of the gradients noisegrad took), products with the inputs
-        self.owns_attributions = (_captum.returns_new_tensors(method) or outputs is not None
+        self.owns_attributions = (_captum.returns_new_tensors(method, kwargs) or outputs is not None
                                   or times_input is not None)
 
     def set_internal_batch_size(self, rows: int) -> None:
