@@ -78,6 +78,23 @@ def test_a_stream_whose_mean_drifts_by_many_spreads_keeps_an_accurate_variance(r
     assert rel_l2(moments.variance(), var) < 1e-6
 
 
+@pytest.mark.parametrize("dtype, tolerance", [(None, 1e-5), (torch.float32, 1e-4)])
+def test_a_first_sample_far_from_the_rest_does_not_stay_the_centre_of_every_later_chunk(dtype, tolerance):
+    """One sample 1e4 spreads below the 10 000 after it, in chunks of 100, never read in between: centred on that
+    sample for good, every chunk's squares (~1e8, rounded in float32) would cancel against the mean's; centred on
+    the running mean, only the second chunk is measured from it. Also with float32 sums (Apple's MPS)."""
+    generator = torch.Generator().manual_seed(6)
+    rest = 1e4 + torch.randn(1, 10_000, 20, generator=generator, dtype=torch.float64)
+    samples = torch.cat([torch.zeros(1, 1, 20, dtype=torch.float64), rest], dim=1).float()
+    moments = Moments(dtype)
+    moments.update(samples[:, :1])
+    for start in range(1, 10_001, 100):
+        moments.update(samples[:, start:start + 100])
+    mean, var = two_pass(samples)
+    assert rel_l2(moments.mean, mean) < 1e-6
+    assert rel_l2(moments.variance(), var) < tolerance
+
+
 def test_chunks_of_another_dtype_are_centred_in_their_own():
     samples = 7.0 + torch.randn(2, 20, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     moments = Moments()

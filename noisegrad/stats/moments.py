@@ -70,7 +70,9 @@ class Moments:
     ``m2``, any other method) settles those sums into the mean and M2 with
     the pairwise update of Chan, Golub and LeVeque, which is also how other
     states are merged, and the next chunk is centred on the new running
-    mean. The variance is therefore never computed from raw ``E[a²] − E[a]²``
+    mean (at the latest when the chunks since the last pivot outnumber the
+    samples before it, so a first chunk far from the rest is not the centre
+    of all later ones). The variance is therefore never computed from raw ``E[a²] − E[a]²``
     (which cancels catastrophically), is never negative, and memory does not
     grow with the number of samples: the state is a few tensors the size of a
     single sample. The same object serves the chunks of one
@@ -166,13 +168,15 @@ class Moments:
             self._sum = _add_sums(self._sum, samples, dtype)
             self._pending += n_new
             return
-        if self._pivot is None or self._pivot.dtype != samples.dtype:
+        if self._pivot is None or self._pivot.dtype != samples.dtype or self._pending >= self._settled:
             # Centred on the running mean (the first chunk: on its own mean), the values are small against their
             # spread and their mean is small against it too, so plain sums give the chunks' mean and M2 without
-            # the cancellation E[a²] − E[a]² suffers on raw values. The pivot is in the chunk's own dtype:
-            # subtracting a float64 one would convert every chunk to float64 and back. (torch.var_mean would
-            # centre each chunk on its own mean in one call, but reducing the outer dimension it is ~100x slower
-            # than a sum.)
+            # the cancellation E[a²] − E[a]² suffers on raw values. A new pivot whenever the pending samples
+            # outnumber the settled ones: the pivot is then the mean of at least half the samples before the
+            # chunk (not a first chunk of one sample far from the rest), at the cost of log2(chunks) merges. The
+            # pivot is in the chunk's own dtype: subtracting a float64 one would convert every chunk to float64
+            # and back. (torch.var_mean would centre each chunk on its own mean in one call, but reducing the
+            # outer dimension it is ~100x slower than a sum.)
             self._settle()
             self._pivot = samples.mean(dim=0) if self._mean is None else self._mean.to(samples.dtype)
         centred = samples.sub_(self._pivot) if overwrite else samples - self._pivot  # ours: squared in place
