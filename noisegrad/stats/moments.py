@@ -70,15 +70,16 @@ class Moments:
     ``m2``, any other method) settles those sums into the mean and M2 with
     the pairwise update of Chan, Golub and LeVeque, which is also how other
     states are merged, and the next chunk is centred on the new running
-    mean (at the latest when the chunks since the last pivot outnumber the
-    samples before it, so a first chunk far from the rest is not the centre
-    of all later ones). The variance is therefore never computed from raw ``E[a²] − E[a]²``
-    (which cancels catastrophically), is never negative, and memory does not
-    grow with the number of samples: the state is a few tensors the size of a
-    single sample. The same object serves the chunks of one
-    call (:meth:`update`), independent groups and other runs (:meth:`merge`),
-    examples leaving the batch (:meth:`select`), checkpoints
-    (:meth:`state_dict`) and several processes (:meth:`all_reduce`).
+    mean; so is the next chunk once the chunks since the last pivot
+    outnumber the samples before it (a first chunk far from the rest is not
+    the centre of all later ones). The variance is therefore never computed
+    from raw ``E[a²] − E[a]²`` (which cancels catastrophically), is never
+    negative, and memory does not grow with the number of samples: the
+    state is a few tensors the size of a single sample. The same object
+    serves the chunks of one call (:meth:`update`), independent groups and
+    other runs (:meth:`merge`), examples leaving the batch (:meth:`select`),
+    checkpoints (:meth:`state_dict`) and several processes
+    (:meth:`all_reduce`).
 
     Parameters
     ----------
