@@ -27,7 +27,9 @@ class GroupedMoments:
     the smooth statistics SmoothGrad² and VarGrad alike, with
     ``groups − 1`` degrees of freedom. For the mean of i.i.d. samples, when
     ``textbook_mean`` is set, it is ``√(M2 / (n (n − 1)))`` instead, with
-    all ``n − 1`` degrees of freedom. Memory: one mean and one M2 per group.
+    all ``n − 1`` degrees of freedom. Memory per group: a mean and an M2,
+    and between reads the sums of the chunks since (two more) and the pivot
+    they were centred on (:class:`~noisegrad.stats.moments.Moments`).
 
     With ``collapsed_mean``, for the mean of a stratified design whose unit
     ``u`` has a stratum of its own (the joint estimator's path points), the
