@@ -339,3 +339,62 @@ def test_a_state_taken_earlier_is_not_changed_by_later_updates():
     mean = state["mean"].clone()
     moments.update(torch.randn(2, 6, 3, dtype=torch.float64))
     assert torch.equal(state["mean"], mean) and state["count"] == 4
+
+
+# A user's own streaming statistics: samples stacked in rows (dim=0), read mid-stream, and mistakes named.
+
+
+def test_a_stream_of_rows_with_dim_0_read_between_chunks_equals_a_float64_two_pass():
+    rows = (100 + 3 * torch.randn(200, 7, generator=torch.Generator().manual_seed(0))).float()
+    moments = Moments()
+    for chunk in rows.split(37):
+        moments.update(chunk, dim=0)
+        moments.variance()  # reading mid-stream is allowed
+    mean, var = two_pass(rows.T)
+    assert moments.count == 200
+    assert rel_l2(moments.mean, mean) < 1e-9 and rel_l2(moments.variance(), var) < 1e-6
+
+
+@pytest.mark.parametrize("later", [(3, 5), (3, 1), (3, 7, 1)])
+def test_a_chunk_whose_sample_shape_differs_from_the_state_is_refused_not_broadcast(later):
+    moments = Moments()
+    moments.update(torch.randn(4, 7), dim=0)
+    with pytest.raises(ValueError, match=r"samples.*\(7,\)"):
+        moments.update(torch.randn(*later), dim=0)
+    assert moments.count == 4
+
+
+def test_merging_a_state_of_another_shape_is_refused_not_broadcast():
+    moments, other = Moments(), Moments()
+    moments.update(torch.randn(4, 7), dim=0)
+    other.update(torch.randn(4, 1), dim=0)
+    with pytest.raises(ValueError, match=r"merge.*\(1,\).*\(7,\)"):
+        moments.merge(other)
+    assert moments.count == 4
+
+
+@pytest.mark.parametrize("dim", [1, -2, 5])
+def test_a_dim_the_samples_do_not_have_is_named(dim):
+    with pytest.raises(ValueError, match=rf"dim={dim}.*\(7,\)"):
+        Moments().update(torch.randn(7), dim=dim)
+
+
+def test_samples_that_are_not_a_tensor_are_a_type_error():
+    with pytest.raises(TypeError, match="samples"):
+        Moments().update([[1.0, 2.0]], dim=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_integer_samples_are_accumulated_exactly(dtype):
+    values = torch.tensor([[3, 0], [1, 1], [4, 1], [1, 0], [5, 1]]).to(dtype)
+    moments = Moments()
+    moments.update(values[:2], dim=0)
+    moments.update(values[2:], dim=0)
+    mean, var = two_pass(values.T)
+    assert torch.equal(moments.mean, mean) and torch.allclose(moments.variance(), var, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("read", ["variance", "mean_of_squares"])
+def test_reading_the_variance_before_any_sample_says_there_is_none(read):
+    with pytest.raises(ValueError, match="no samples"):
+        getattr(Moments(), read)()
