@@ -154,16 +154,51 @@ class Moments:
     def update(self, samples: Tensor, dim: int = 1, overwrite: bool = False) -> None:
         """Add a chunk whose samples run along ``dim``.
 
-        With ``overwrite=True`` the chunk is centred in place (its values are
-        then lost), which saves a temporary of the chunk's size.
+        The state may be read (``mean``, ``variance()``, ``state_dict()``...)
+        between any two chunks: the result is the same as reading it once at
+        the end, to rounding.
+
+        Parameters
+        ----------
+        samples : Tensor
+            The chunk: the samples stacked along ``dim``. The other dimensions
+            are the shape of one sample, which is the state's shape and must be
+            the same in every chunk (a chunk of another shape is refused, never
+            broadcast). Integer and boolean samples are accumulated as floats.
+        dim : int
+            The dimension the samples run along. The default, 1, is the layout
+            ``(examples, samples, ...)`` of the tunnel's chunks, which keeps one
+            mean per example; for a stream of samples stacked in rows (as
+            ``x.mean(dim=0)`` reads them) pass ``dim=0``, and give a single
+            sample as ``x.unsqueeze(0)``.
+        overwrite : bool
+            Centre the chunk in place (its values are then lost), which saves
+            a temporary of the chunk's size.
+
+        Examples
+        --------
+        >>> m = Moments()
+        >>> for rows in torch.tensor([[1.0, 10.0], [3.0, 10.0], [5.0, 40.0]]).split(2):
+        ...     m.update(rows, dim=0)  # samples in rows: one mean per column
+        >>> m.count, m.mean, m.variance(correction=1)
+        (3, tensor([ 3., 20.], dtype=torch.float64), tensor([  4., 300.], dtype=torch.float64))
         """
+        if not isinstance(samples, Tensor):
+            raise TypeError(f"samples must be a torch.Tensor, got {type(samples).__name__}")
+        if not -samples.dim() <= dim < samples.dim():
+            raise ValueError(
+                f"dim={dim} is not a dimension of samples of shape {tuple(samples.shape)}: the samples must be "
+                "stacked along dim (give a single sample as x.unsqueeze(0) with dim=0)")
         n_new = samples.shape[dim]
+        samples = samples.movedim(dim, 0) if dim != 0 else samples
+        self._check_shape(samples.shape[1:], "samples")
         if n_new == 0:
             return
-        samples = samples.movedim(dim, 0) if dim != 0 else samples
         if samples.dtype in (torch.float16, torch.bfloat16):
             # Half precision would round the chunk statistics themselves.
             samples, overwrite = samples.float(), True
+        elif not samples.is_floating_point():  # integers and booleans: exact in float64 up to 2**53
+            samples, overwrite = samples.to(self.dtype or mean_dtype(samples.device)), True
         dtype = self.dtype or mean_dtype(samples.device)
         if not self.track_m2:  # plain sums: no centre is needed for a mean
             self._sum = _add_sums(self._sum, samples, dtype)
@@ -185,6 +220,14 @@ class Moments:
         self._sum_sq = _add_sums(self._sum_sq, centred.mul_(centred), dtype)
         self._pending += n_new
 
+    def _check_shape(self, shape: torch.Size, what: str) -> None:
+        """Refuse a sample shape other than the state's: in-place sums would broadcast it silently."""
+        state = self._mean if self._mean is not None else self._sum
+        if state is not None and shape != state.shape:
+            raise ValueError(
+                f"{what} shape per sample {tuple(shape)} differs from this accumulator's {tuple(state.shape)} "
+                "(every chunk must hold samples of one shape; check update's dim)")
+
     def _settle(self) -> None:
         """Merge the pending sums into the mean and M2 (Chan et al.'s update); the next chunk gets a new pivot."""
         n_new = self._pending
@@ -202,6 +245,7 @@ class Moments:
         if other.track_m2 < self.track_m2:
             raise ValueError("cannot merge an accumulator without M2 into one that tracks M2")
         if other.count:
+            self._check_shape(other.mean.shape, "merge: the other accumulator's")
             self._merge(other.count, other.mean, other.m2 if self.track_m2 else None)
 
     def _merge(self, n_new: int, mean: Tensor, m2: Optional[Tensor], copy: bool = True) -> None:
@@ -322,6 +366,8 @@ class Moments:
 
     def variance(self, correction: int = 0) -> Tensor:
         """Variance of the samples, dividing M2 by ``count - correction``."""
+        if self.count == 0:
+            raise ValueError("no samples yet: the variance needs at least one update")
         if self.m2 is None:
             raise ValueError("the variance needs Moments(track_m2=True)")
         # M2 is a sum of squares; only rounding could take it below zero.
