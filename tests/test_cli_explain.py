@@ -354,3 +354,12 @@ def test_tol_without_samples_auto_and_auto_without_noise_are_refused(workdir, ca
         assert exit_info.value.code == 2, argv
         assert expected in capsys.readouterr().err, argv
         assert not (folder / "refused").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("sampler", ["iid", "lhs"])
+def test_the_run_says_which_sampler_draws_the_noise(workdir, capsys, sampler):
+    """Four runs that differ only by --sampler printed the same line; the saved options were the only way to tell."""
+    folder, _, _ = workdir
+    assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--target", "1",
+                 "--samples", "8", "--sampler", sampler, "--out", str(folder / sampler), "--no-figures"]) == 0
+    assert f"(8 samples, {sampler} noise, σ = 0.15 of each example's range)" in capsys.readouterr().err
