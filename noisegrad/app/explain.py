@@ -220,9 +220,10 @@ def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor
                            f"{tuple(outputs.shape)}; every index must name a column of its (batch, outputs) output")
     where = "" if args.noise_layer is None else f" at {args.noise_layer}"
     which = "" if args.targets is None else f" for outputs {args.targets}"
+    noise = "" if args.nt_type == "none" else (
+        f" + {args.nt_type} ({_samples_text(args)}, {args.sampler} noise, σ = {args.noise} of each example's range)")
     say(f"Explaining {inputs[0].shape[0]} example(s) {[tuple(t.shape[1:]) for t in inputs]}{which} with {args.method}"
-        f"{'' if args.nt_type == 'none' else f' + {args.nt_type} ({_samples_text(args)}, noise {args.noise})'}"
-        f"{where}")
+        f"{noise}{where}")
     with progress_bar(inputs[0].shape[0], "explaining", unit="ex", enabled=False if args.quiet else None) as bar:
         try:
             result = explain(model, inputs, names, target, args, progress=bar)
