@@ -268,3 +268,13 @@ def test_the_target_path_warns_as_captum_does_when_internal_batch_size_is_below_
     assert [w.category for w in ours] == [w.category for w in theirs]
     if ours:
         assert f"internal_batch_size={internal_batch_size}" in str(ours[0].message)
+
+
+def test_the_internal_batch_size_warning_points_at_the_users_line():
+    """It named noisegrad/_call.py, a line the user cannot change; a user's NoiseTunnel call is where to look."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        NoiseTunnel(IntegratedGradients(make_mlp(seed=5))).attribute(
+            X, nt_samples=3, stdevs=0.1, target=1, n_steps=4, internal_batch_size=2, seed=0)
+    below = [w for w in caught if "internal_batch_size=2" in str(w.message)]
+    assert below and all(w.filename == __file__ for w in below)
