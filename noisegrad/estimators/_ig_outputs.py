@@ -23,6 +23,7 @@ from captum.attr import IntegratedGradients
 from torch import Tensor
 
 from noisegrad import _captum, _gradients
+from noisegrad._caller import user_stacklevel
 
 __all__ = ["integrated_gradients_of_outputs", "integrated_gradients_of_target", "path_sums", "convergence_deltas"]
 
@@ -105,7 +106,7 @@ def integrated_gradients_of_target(ig: IntegratedGradients) -> Callable[..., Any
         rows = formatted[0].shape[0]
         if internal_batch_size is not None and internal_batch_size < rows:  # Captum warns of this too
             warnings.warn(f"internal_batch_size={internal_batch_size} is below the {rows} rows attributed together; "
-                          f"each forward holds one path step of all {rows} rows", stacklevel=2)
+                          f"each forward holds one path step of all {rows} rows", stacklevel=user_stacklevel())
         sums = [total[0] for total in sums]
         attributions = tuple(sums) if isinstance(inputs, tuple) else sums[0]
         if not return_convergence_delta:
