@@ -17,12 +17,13 @@ samples, which keeps less of its gain; they take it where it needed fewer
 samples than the fallback for the same error on the time-to-accuracy workloads
 (:data:`AUTO_SAMPLER`, ``benchmarks/AUTO_LHS.md``)."""
 
+import numbers
 from typing import Any, Callable, Dict, Optional, Union
 
 from captum.attr import Saliency
 from torch import Tensor
 
-from noisegrad.perturb.inputs import StdevsType, relative
+from noisegrad.perturb.inputs import Relative, StdevsType, relative
 from noisegrad.result import SmoothedAttribution
 from noisegrad.tunnel import NoiseTunnel, TensorOrTuple
 
@@ -76,19 +77,38 @@ def _smooth(
                 # one hypercube cannot span independent weight draws, and its standard error only has 4 replicates
                 # (3 degrees of freedom); antithetic pairs come close for the SmoothGrads and give 8 groups (7)
                 sampler = FALLBACK_SAMPLER[nt_type]
+    stdevs = relative(0.15) if stdevs is None else stdevs
     out = NoiseTunnel(Saliency(model)).attribute(
         inputs,
         nt_type=nt_type,
         nt_samples=nt_samples,
-        stdevs=relative(0.15) if stdevs is None else stdevs,
+        stdevs=stdevs,
         sampler=sampler,
         target=target,
         abs=absolute,
         **kwargs,
     )
-    if isinstance(out, SmoothedAttribution):  # say which sampler the front-end chose (saved with the result)
-        out.config = {"nt_type": nt_type, "absolute": absolute, "sampler": sampler}
+    if isinstance(out, SmoothedAttribution):  # what the call was, the sampler it chose included (saved with it)
+        # JSON values (numpy integers, which the tunnel takes, as ints); an unseeded or generator call: seed None
+        out.config = {"nt_type": nt_type, "absolute": absolute, "sampler": sampler,
+                      "nt_samples": nt_samples if nt_samples == "auto" else int(nt_samples),
+                      "stdevs": _noise_record(stdevs), "seed": _json_number(kwargs.get("seed"), int)}
+        out.config.update({k: _json_number(kwargs[k], t) for k, t in (("tol", float), ("max_samples", int))
+                           if k in kwargs})
     return out
+
+
+def _noise_record(stdevs: StdevsType) -> Any:
+    """``stdevs`` as JSON: a number, ``{"relative": fraction, "of": ...}``, or a note that it was a tensor or tuple."""
+    if isinstance(stdevs, Relative):
+        return {"relative": stdevs.fraction, "of": stdevs.of}
+    if isinstance(stdevs, numbers.Real) and not isinstance(stdevs, bool):
+        return float(stdevs)
+    return "per input or feature (not recorded)"
+
+
+def _json_number(value: Any, kind: type) -> Any:
+    return kind(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
 
 
 def smoothgrad(
