@@ -363,3 +363,20 @@ def test_the_run_says_which_sampler_draws_the_noise(workdir, capsys, sampler):
     assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--target", "1",
                  "--samples", "8", "--sampler", sampler, "--out", str(folder / sampler), "--no-figures"]) == 0
     assert f"(8 samples, {sampler} noise, σ = 0.15 of each example's range)" in capsys.readouterr().err
+
+
+def test_samples_auto_saves_the_relative_standard_error_each_example_reached(workdir, capsys):
+    """--samples auto computed each example's error to stop on it, then dropped it unless --stderr was given."""
+    folder, model, x = workdir
+    out = folder / "reached"
+    assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--target", "1",
+                 "--samples", "auto", "--tol", "0.2", "--max-samples", "64", "--out", str(out), "--no-figures"]) == 0
+    saved = torch.load(out / "attributions.pt", weights_only=True)
+    direct = [noisegrad.NoiseTunnel(Saliency(model)).attribute(
+        x[i:i + 1], nt_samples="auto", tol=0.2, max_samples=64, stdevs=noisegrad.relative(0.15), seed=0, target=1,
+        abs=False, example_ids=[i]) for i in range(x.shape[0])]
+    reached = torch.cat([d.relative_stderr for d in direct])
+    torch.testing.assert_close(saved["relative_stderr"].reshape(-1).double(), reached.double())
+    assert "stderr" not in saved  # the per-element errors only with --stderr, as before
+    assert bool((saved["relative_stderr"].reshape(-1)[saved["converged"]] <= 0.2).all())
+    assert "relative standard error ||SE||/||attr||: mean" in capsys.readouterr().err
