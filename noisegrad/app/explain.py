@@ -123,11 +123,10 @@ def explain(
         if args.samples == "auto":  # a SmoothedAttribution, with the samples this example used
             samples.append(out.nt_samples.detach().reshape(1))
             converged.append(out.converged.detach().reshape(1))
-            if not args.stderr:
-                out = (out.attributions, out.delta) if with_delta else out.attributions
-        if args.stderr:
+        if args.stderr or args.samples == "auto":  # "auto" keeps the relative error it stopped at, too
             stderr, attributions = _as_tuple(out.stderr), _as_tuple(out.attributions)
-            errors.append(tuple(None if e is None else e.detach() for e in stderr))
+            if args.stderr:
+                errors.append(tuple(None if e is None else e.detach() for e in stderr))
             # per input; where --reduce combined the channels (no standard error), the library's, of the channels
             relative_errors.append(tuple(
                 out.relative_stderr.detach() if e is None else relative_stderr([e], [a], per_output=bool(outputs))

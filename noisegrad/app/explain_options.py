@@ -70,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=count_or_auto, default=32, metavar="N",
                         help="noisy copies per example, or 'auto': draw until each example's relative standard "
                              "error reaches --tol (the count each used is saved as 'nt_samples', "
-                             "whether it got there within --max-samples as 'converged')")
+                             "whether it got there within --max-samples as 'converged', the relative "
+                             "standard error it stopped at as 'relative_stderr')")
     parser.add_argument("--tol", type=open_unit_float, default=None, metavar="TOL",
                         help=f"with --samples auto: the relative standard error to reach (default {DEFAULT_TOL})")
     parser.add_argument("--max-samples", type=positive_int, default=None, metavar="N",
