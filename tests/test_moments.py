@@ -384,6 +384,11 @@ def test_samples_that_are_not_a_tensor_are_a_type_error():
         Moments().update([[1.0, 2.0]], dim=0)
 
 
+def test_complex_samples_are_refused_not_cast_to_their_real_part():
+    with pytest.raises(TypeError, match="complex"):
+        Moments().update(torch.randn(3, 2, dtype=torch.complex64), dim=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
 def test_integer_samples_are_accumulated_exactly(dtype):
     values = torch.tensor([[3, 0], [1, 1], [4, 1], [1, 0], [5, 1]]).to(dtype)
