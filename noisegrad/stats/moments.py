@@ -185,6 +185,9 @@ class Moments:
         """
         if not isinstance(samples, Tensor):
             raise TypeError(f"samples must be a torch.Tensor, got {type(samples).__name__}")
+        if samples.is_complex():
+            raise TypeError(f"samples must be real (floating, integer or bool), got {samples.dtype}: the moments of "
+                            "complex values are not defined here; pass .real and .imag separately")
         if not -samples.dim() <= dim < samples.dim():
             raise ValueError(
                 f"dim={dim} is not a dimension of samples of shape {tuple(samples.shape)}: the samples must be "
