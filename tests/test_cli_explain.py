@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from captum.attr import Saliency
+from captum.attr import IntegratedGradients, Saliency
 
 import noisegrad
 from noisegrad.app.cli import main
@@ -380,3 +380,40 @@ def test_samples_auto_saves_the_relative_standard_error_each_example_reached(wor
     assert "stderr" not in saved  # the per-element errors only with --stderr, as before
     assert bool((saved["relative_stderr"].reshape(-1)[saved["converged"]] <= 0.2).all())
     assert "relative standard error ||SE||/||attr||: mean" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sampler", ["iid", "antithetic"])
+def test_joint_gives_the_library_joint_estimator_with_that_noise(workdir, capsys, sampler):
+    """--method ig ran only the nested estimator (samples x steps gradients); the README's joint one was not reachable."""
+    folder, model, x = workdir
+    out = folder / f"joint_{sampler}"
+    assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--target", "1",
+                 "--method", "ig", "--joint", "--samples", "16", "--sampler", sampler, "--stderr", "--out", str(out),
+                 "--no-figures"]) == 0
+    assert f"with ig + smoothgrad jointly (16 samples, {sampler} noise" in capsys.readouterr().err
+    saved = torch.load(out / "attributions.pt", weights_only=True)
+    direct = [noisegrad.NoiseTunnel(IntegratedGradients(model)).attribute(
+        x[i:i + 1], nt_samples=16, stdevs=noisegrad.relative(0.15), seed=0, target=1, example_ids=[i],
+        joint=True if sampler == "iid" else sampler, return_convergence_delta=True, return_stderr=True)
+        for i in range(x.shape[0])]
+    torch.testing.assert_close(saved["attributions"], torch.cat([d.attributions for d in direct]))
+    torch.testing.assert_close(saved["delta"], torch.cat([d.delta for d in direct]))
+    torch.testing.assert_close(saved["stderr"], torch.cat([d.stderr for d in direct]))
+    assert saved["options"]["joint"] is True
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--method", "saliency"], "--joint needs --method ig"),
+    (["--method", "ig", "--n-steps", "8"], "--n-steps"),
+    (["--method", "ig", "--samples", "auto"], "--samples auto"),
+    (["--method", "ig", "--nt-type", "vargrad"], "--nt-type smoothgrad"),
+    (["--method", "ig", "--targets", "0,1"], "--targets"),
+])
+def test_joint_refuses_what_the_joint_estimator_cannot_do_before_reading_files(workdir, capsys, change, message):
+    folder, _, _ = workdir
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--model", "missing.pt", "--inputs", "missing.pt", "--joint", *change,
+              "--out", str(folder / "o")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "missing.pt" not in err and "Traceback" not in err
