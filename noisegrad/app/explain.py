@@ -90,7 +90,7 @@ def explain(
     extra: Dict[str, Any] = {}
     if args.method == "saliency" and not layered:
         extra["abs"] = args.abs
-    if args.method == "ig":
+    if args.method == "ig" and not args.joint:
         extra["n_steps"] = args.n_steps or DEFAULT_IG_STEPS
     with_delta = args.method == "ig"
     batch = inputs[0].shape[0]
@@ -111,8 +111,9 @@ def explain(
             kwargs.update(target=None, outputs=outputs)
         # --nt-type none: one copy without noise, which is the method itself, with every option above
         noise = dict(nt_type="smoothgrad", nt_samples=1, stdevs=0.0) if args.nt_type == "none" else dict(
-            nt_type=args.nt_type, nt_samples=args.samples, stdevs=noisegrad.relative(args.noise), sampler=args.sampler,
-            **until)
+            nt_type=args.nt_type, nt_samples=args.samples, stdevs=noisegrad.relative(args.noise), **until,
+            # joint: one gradient per (noise, path point), the noise drawn by the sampler the estimator is named by
+            **({"joint": True if args.sampler == "iid" else args.sampler} if args.joint else {"sampler": args.sampler}))
         # example i alone, with its own id: the noise it gets in a batch, not that of every example's first row
         with warnings.catch_warnings():  # an example that stops at max_samples is counted below, not warned about
             warnings.filterwarnings("ignore", message='nt_samples="auto": ', category=RuntimeWarning)
@@ -220,7 +221,8 @@ def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor
     where = "" if args.noise_layer is None else f" at {args.noise_layer}"
     which = "" if args.targets is None else f" for outputs {args.targets}"
     noise = "" if args.nt_type == "none" else (
-        f" + {args.nt_type} ({_samples_text(args)}, {args.sampler} noise, σ = {args.noise} of each example's range)")
+        f" + {args.nt_type}{' jointly' if args.joint else ''} ({_samples_text(args)}, {args.sampler} noise, "
+        f"σ = {args.noise} of each example's range)")
     say(f"Explaining {inputs[0].shape[0]} example(s) {[tuple(t.shape[1:]) for t in inputs]}{which} with {args.method}"
         f"{noise}{where}")
     with progress_bar(inputs[0].shape[0], "explaining", unit="ex", enabled=False if args.quiet else None) as bar:

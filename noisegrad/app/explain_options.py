@@ -88,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="noisy copies per example in one forward pass (nt_samples_batch_size), or 'auto'")
     parser.add_argument("--n-steps", type=positive_int, default=None, metavar="S",
                         help=f"IntegratedGradients steps per noisy copy (--method ig only; default {DEFAULT_IG_STEPS})")
+    parser.add_argument("--joint", action="store_true",
+                        help="--method ig only: SmoothGrad x IntegratedGradients sampled jointly, one gradient per "
+                             "(noise, path point) sample (NoiseTunnel's joint=, with --sampler's noise), so --samples "
+                             "counts gradients per example instead of noisy copies of --n-steps gradients each; "
+                             "--nt-type smoothgrad and a fixed --samples (README: 'SmoothGrad x Integrated "
+                             "Gradients, jointly')")
     parser.add_argument("--abs", action="store_true",
                         help="Saliency of |gradient| (Captum's default) instead of the signed gradient (not with "
                              "--noise-layer)")
@@ -170,6 +176,8 @@ def check_options(args: argparse.Namespace) -> None:
         args.target = "pred"
     if args.method != "ig" and args.n_steps is not None:
         raise ExplainError("--n-steps applies to --method ig only")
+    if args.joint:
+        _check_joint(args)
     if args.stderr and args.nt_type == "none":
         raise ExplainError("--stderr is the Monte-Carlo error of the noise: it needs --nt-type smoothgrad, "
                            "smoothgrad_sq or vargrad")
@@ -207,3 +215,23 @@ def check_options(args: argparse.Namespace) -> None:
     if args.reduce is not None and args.noise_layer is not None:
         raise ExplainError("--reduce combines image channels; with --noise-layer the attributions are the layer's "
                            "(use --token-reduce for one score per token)")
+
+
+def _check_joint(args: argparse.Namespace) -> None:
+    """What the joint SmoothGrad x IG estimator cannot do (NoiseTunnel refuses the same), said up front."""
+    if args.method != "ig":
+        raise ExplainError(f"--joint needs --method ig (it samples IntegratedGradients' path), "
+                           f"got --method {args.method}")
+    refused = [
+        (args.n_steps is not None, "--n-steps: each joint sample is one gradient at a random path point, so --samples "
+                                   "alone sets the cost"),
+        (args.samples == "auto", "--samples auto: the joint estimator takes a fixed --samples (--stderr reports the "
+                                 "error it reaches)"),
+        (args.nt_type != "smoothgrad", f"--nt-type {args.nt_type}: the joint estimator needs --nt-type smoothgrad "
+                                       "(SmoothGrad² and VarGrad need whole per-noise IG values)"),
+        (args.targets is not None, "--targets: the joint estimator explains one --target per example"),
+        (args.noise_layer is not None, "--noise-layer: the joint estimator adds its noise to the inputs"),
+    ]
+    for given, why in refused:
+        if given:
+            raise ExplainError(f"--joint does not take {why}")
