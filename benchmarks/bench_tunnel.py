@@ -2,7 +2,7 @@
 
     python benchmarks/bench_tunnel.py --repeats 20 --out benchmarks/RESULTS.md   # full run, ~3-10 min on 2 cores
     python benchmarks/bench_tunnel.py --quick                                    # ~1 min smoke run
-    python benchmarks/bench_tunnel.py --repeats 40 --processes 8 --out benchmarks/RESULTS.md  # rows over 8 fresh processes
+    python benchmarks/bench_tunnel.py --repeats 80 --processes 16 --out benchmarks/RESULTS.md  # rows over 16 fresh processes
     python benchmarks/bench_tunnel.py --device cuda --out RESULTS_cuda.md       # on a GPU (benchmarks/gpu_run.sh)
 
 Three implementations of the same smoothing are timed side by side in one

@@ -18,9 +18,9 @@ fi
 
 run() { echo "+ $*" >&2; local start=$SECONDS; "$@"; echo "  ($((SECONDS - start)) s)" >&2; }
 
-# Timing and memory: noisegrad vs Captum vs a minimal loop, each row over 8 fresh processes (~15 min).
-if [[ -z "$QUICK" ]]; then PROCESSES=8; else PROCESSES=1; fi  # a smoke run stays in one process
-run python benchmarks/bench_tunnel.py --repeats 40 --processes $PROCESSES --out $B/RESULTS.md $QUICK
+# Timing and memory: noisegrad vs Captum vs a minimal loop, each row over 16 fresh processes (~18 min).
+if [[ -z "$QUICK" ]]; then PROCESSES=16 REPEATS=80; else PROCESSES=1 REPEATS=5; fi  # a smoke run stays in one process
+run python benchmarks/bench_tunnel.py --repeats $REPEATS --processes $PROCESSES --out $B/RESULTS.md $QUICK
 # Where a stock call's time goes beyond the minimal loop's (~3 min; no quick mode).
 if [[ -z "$QUICK" ]]; then run python benchmarks/bench_call_phases.py --out $B/CALL_PHASES.md; fi
 # Time to a map within 10 % / 5 % relative error: noisegrad's defaults vs Captum's (~30 min).
