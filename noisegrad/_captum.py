@@ -235,8 +235,7 @@ def returns_new_tensors(method: Attribution, kwargs: Dict[str, Any]) -> bool:
     """
     if type(method) is Saliency and not kwargs.get("abs", True):
         return False
-    return (type(method) in (Saliency, InputXGradient, IntegratedGradients)
-            and getattr(method, "gradient_func", None) is compute_gradients and "attribute" not in vars(method))
+    return type(method) in (Saliency, InputXGradient, IntegratedGradients) and _as_captum_wrote_it(method)
 
 
 def builds_ig_path(method: Attribution) -> bool:
@@ -246,8 +245,12 @@ def builds_ig_path(method: Attribution) -> bool:
     its class's ``attribute``: a subclass, a gradient function of the user's
     or an ``attribute`` replaced on the instance keeps the method's own.
     """
-    return (type(method) is IntegratedGradients and getattr(method, "gradient_func", None) is compute_gradients
-            and "attribute" not in vars(method))
+    return type(method) is IntegratedGradients and _as_captum_wrote_it(method)
+
+
+def _as_captum_wrote_it(method: Attribution) -> bool:
+    """Whether ``method`` uses Captum's gradient function and its class's ``attribute`` (none replaced on it)."""
+    return getattr(method, "gradient_func", None) is compute_gradients and "attribute" not in vars(method)
 
 
 def batches_outputs(method: Attribution, kwargs: Optional[Dict[str, Any]] = None) -> bool:

@@ -197,12 +197,12 @@ class Moments:
         self._check_shape(samples.shape[1:], "samples")
         if n_new == 0:
             return
+        dtype = self.dtype or mean_dtype(samples.device)
         if samples.dtype in (torch.float16, torch.bfloat16):
             # Half precision would round the chunk statistics themselves.
             samples, overwrite = samples.float(), True
         elif not samples.is_floating_point():  # integers and booleans: exact in float64 up to 2**53
-            samples, overwrite = samples.to(self.dtype or mean_dtype(samples.device)), True
-        dtype = self.dtype or mean_dtype(samples.device)
+            samples, overwrite = samples.to(dtype), True
         if not self.track_m2:  # plain sums: no centre is needed for a mean
             self._sum = _add_sums(self._sum, samples, dtype)
             self._pending += n_new
