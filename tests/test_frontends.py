@@ -225,3 +225,32 @@ def test_a_front_end_results_config_is_enough_to_redo_the_call(function, call, t
                      **({"absolute": config["absolute"]} if function is smoothgrad else {}),
                      **{k: config[k] for k in ("tol", "max_samples") if k in config})
     assert torch.equal(again.attributions, result.attributions) and torch.equal(again.stderr, result.stderr)
+
+
+def test_a_front_end_config_from_numpy_scalars_is_plain_json(tmp_path):
+    """absolute=np.bool_ (which the tunnel takes) went into the config as is: not JSON, so save() failed."""
+    np = pytest.importorskip("numpy")
+    model, x = make_mlp(), torch.randn(3, 5, dtype=torch.float64)
+    result = smoothgrad(model, x, target=0, nt_samples=np.int64(4), seed=np.int64(2), stdevs=np.float64(0.25),
+                        absolute=np.bool_(True), return_stderr=True)
+    expected = {"nt_type": "smoothgrad", "absolute": True, "nt_samples": 4, "stdevs": 0.25, "seed": 2}
+    assert expected.items() <= result.config.items()
+    assert all(type(result.config[k]) is type(v) for k, v in expected.items())
+    result.save(tmp_path / "r")
+    assert SmoothedAttribution.load(tmp_path / "r").config == result.config
+
+
+@pytest.mark.parametrize("stdevs, recorded", [
+    (torch.tensor(0.25, dtype=torch.float64), 0.25),
+    ((0.25, relative(0.1, of="std")), [0.25, {"relative": 0.1, "of": "std"}]),
+])
+def test_a_front_end_config_records_a_scalar_tensor_or_per_input_noise(stdevs, recorded, tmp_path):
+    """A 0-d tensor or one σ per input was 'not recorded': the saved result no longer said how to redo the call."""
+    model = make_mlp()
+    x = (torch.randn(3, 5, dtype=torch.float64),)
+    x = x * len(stdevs) if isinstance(stdevs, tuple) else x
+    twice = (lambda a, b: model(a + b)) if len(x) == 2 else model
+    result = smoothgrad(twice, x, target=0, nt_samples=4, seed=0, stdevs=stdevs, return_stderr=True)
+    assert result.config["stdevs"] == recorded
+    result.save(tmp_path / "r")
+    assert SmoothedAttribution.load(tmp_path / "r").config["stdevs"] == recorded
