@@ -90,7 +90,7 @@ def _smooth(
     )
     if isinstance(out, SmoothedAttribution):  # what the call was, the sampler it chose included (saved with it)
         # JSON values (numpy integers, which the tunnel takes, as ints); an unseeded or generator call: seed None
-        out.config = {"nt_type": nt_type, "absolute": absolute, "sampler": sampler,
+        out.config = {"nt_type": nt_type, "absolute": bool(absolute), "sampler": sampler,
                       "nt_samples": nt_samples if nt_samples == "auto" else int(nt_samples),
                       "stdevs": _noise_record(stdevs), "seed": _json_number(kwargs.get("seed"), int)}
         out.config.update({k: _json_number(kwargs[k], t) for k, t in (("tol", float), ("max_samples", int))
@@ -99,12 +99,17 @@ def _smooth(
 
 
 def _noise_record(stdevs: StdevsType) -> Any:
-    """``stdevs`` as JSON: a number, ``{"relative": fraction, "of": ...}``, or a note that it was a tensor or tuple."""
+    """``stdevs`` as JSON: a number, ``{"relative": fraction, "of": ...}``, a list of those (one per input), or a
+    note that it was a tensor of several values."""
+    if isinstance(stdevs, tuple):
+        return [_noise_record(s) for s in stdevs]
     if isinstance(stdevs, Relative):
-        return {"relative": stdevs.fraction, "of": stdevs.of}
+        return {"relative": float(stdevs.fraction), "of": stdevs.of}
+    if isinstance(stdevs, Tensor) and stdevs.dim() == 0:
+        stdevs = stdevs.item()  # once per call, after the attributions
     if isinstance(stdevs, numbers.Real) and not isinstance(stdevs, bool):
         return float(stdevs)
-    return "per input or feature (not recorded)"
+    return "per feature (not recorded)"
 
 
 def _json_number(value: Any, kind: type) -> Any:
