@@ -1,6 +1,7 @@
 """Streaming statistics: equal to a float64 two-pass computation, whatever the chunking."""
 
 import io
+import re
 
 import pytest
 import torch
@@ -403,3 +404,12 @@ def test_integer_samples_are_accumulated_exactly(dtype):
 def test_reading_the_variance_before_any_sample_says_there_is_none(read):
     with pytest.raises(ValueError, match="no samples"):
         getattr(Moments(), read)()
+
+
+@pytest.mark.parametrize("dim", [1.0, True, "1", None])
+def test_update_refuses_a_dim_that_is_not_an_int_naming_it(dim):
+    """A float or string dim fell through to torch's movedim/indexing errors; True was taken as 1."""
+    moments = Moments()
+    with pytest.raises(TypeError, match=rf"dim must be an int, got {re.escape(repr(dim))}"):
+        moments.update(torch.zeros(2, 3), dim=dim)
+    assert moments.count == 0 and moments.mean is None
