@@ -1,5 +1,6 @@
 """Running count, mean and sum of squared deviations: one object for chunks, groups, stopping and processes."""
 
+import numbers
 from typing import Any, Dict, Optional
 
 import torch
@@ -188,6 +189,9 @@ class Moments:
         if samples.is_complex():
             raise TypeError(f"samples must be real (floating, integer or bool), got {samples.dtype}: the moments of "
                             "complex values are not defined here; pass .real and .imag separately")
+        if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
+            raise TypeError(f"dim must be an int, got {dim!r} ({type(dim).__name__})")
+        dim = int(dim)
         if not -samples.dim() <= dim < samples.dim():
             raise ValueError(
                 f"dim={dim} is not a dimension of samples of shape {tuple(samples.shape)}: the samples must be "
