@@ -417,3 +417,16 @@ def test_joint_refuses_what_the_joint_estimator_cannot_do_before_reading_files(w
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "missing.pt" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("method", [["--method", "ig"], ["--method", "ig", "--joint", "--samples", "4"],
+                                    ["--method", "input_x_gradient"]])
+def test_abs_with_a_method_other_than_saliency_is_refused_before_reading_files(workdir, capsys, method):
+    """--abs was silently ignored by every method but saliency (attribute-dataset refuses it)."""
+    folder, _, _ = workdir
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--model", "missing.pt", "--inputs", "missing.pt", "--abs", *method, "--out", str(folder / "o")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--abs applies to --method saliency only, got --method {method[1]}" in err
+    assert "missing.pt" not in err and not (folder / "o").exists()
