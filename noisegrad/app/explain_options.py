@@ -95,8 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--nt-type smoothgrad and a fixed --samples (README: 'SmoothGrad x Integrated "
                              "Gradients, jointly')")
     parser.add_argument("--abs", action="store_true",
-                        help="Saliency of |gradient| (Captum's default) instead of the signed gradient (not with "
-                             "--noise-layer)")
+                        help="Saliency of |gradient| (Captum's default) instead of the signed gradient (--method "
+                             "saliency only, not with --noise-layer)")
     parser.add_argument("--reduce", choices=CHANNEL_REDUCERS, default=None,
                         help="combine the channels (dimension 1) of image attributions (N, C, H, W) into (N, H, W) "
                              "maps after smoothing (channel_reducer=); other inputs are left as they are")
@@ -176,6 +176,9 @@ def check_options(args: argparse.Namespace) -> None:
         args.target = "pred"
     if args.method != "ig" and args.n_steps is not None:
         raise ExplainError("--n-steps applies to --method ig only")
+    if args.abs and args.method != "saliency":
+        raise ExplainError(f"--abs applies to --method saliency only, got --method {args.method} (whose "
+                           "attributions are signed)")
     if args.joint:
         _check_joint(args)
     if args.stderr and args.nt_type == "none":
