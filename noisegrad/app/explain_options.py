@@ -40,8 +40,9 @@ DIR/attributions.pt, a dict readable with torch.load(weights_only=True):
 "attributions" (in the layout of INPUTS), "target", "options", "delta" (one
 IntegratedGradients convergence delta per example, --method ig), and with
 --stderr "stderr" (the Monte-Carlo standard error of every attribution
-element, same layout) and "relative_stderr" (||stderr|| / ||attribution|| per
-example); and one figure per input tensor (image grid for (N, C, H, W) or
+element, same layout) and, with --stderr or --samples auto,
+"relative_stderr" (||stderr|| / ||attribution|| per example, one per input
+tensor; --samples auto stops on that of all input tensors together); and one figure per input tensor (image grid for (N, C, H, W) or
 (N, H, W) tensors, feature bars for (N, F) tensors; with --targets one figure
 per output). --targets explains several outputs at once: every attribution
 gets a last dimension, one entry per output, in the order given. Argument
@@ -71,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="noisy copies per example, or 'auto': draw until each example's relative standard "
                              "error reaches --tol (the count each used is saved as 'nt_samples', "
                              "whether it got there within --max-samples as 'converged', the relative "
-                             "standard error it stopped at as 'relative_stderr')")
+                             "standard error it stopped at as 'relative_stderr', per input tensor)")
     parser.add_argument("--tol", type=open_unit_float, default=None, metavar="TOL",
                         help=f"with --samples auto: the relative standard error to reach (default {DEFAULT_TOL})")
     parser.add_argument("--max-samples", type=positive_int, default=None, metavar="N",
