@@ -413,3 +413,23 @@ def test_update_refuses_a_dim_that_is_not_an_int_naming_it(dim):
     with pytest.raises(TypeError, match=rf"dim must be an int, got {re.escape(repr(dim))}"):
         moments.update(torch.zeros(2, 3), dim=dim)
     assert moments.count == 0 and moments.mean is None
+
+
+@pytest.mark.parametrize("dim", [-1, 1])
+def test_select_along_a_negative_dim_is_that_dimension_counted_from_the_end(dim):
+    """select(..., dim=-1) indexed dimension 0 instead: the moments of the wrong examples, silently."""
+    samples = torch.randn(3, 5, 4, dtype=torch.float64)  # (rows, samples, columns)
+    moments = Moments()
+    moments.update(samples, dim=1)
+    chosen = moments.select(torch.tensor([3, 1]), dim=dim)
+    kept = samples[:, :, [3, 1]]
+    torch.testing.assert_close(chosen.mean, kept.mean(dim=1))
+    torch.testing.assert_close(chosen.variance(), kept.var(dim=1, correction=0))
+
+
+def test_select_names_a_dim_the_state_does_not_have():
+    moments = Moments()
+    moments.update(torch.zeros(3, 2, 4))
+    for dim in (2, -3):
+        with pytest.raises(ValueError, match=rf"dim={dim} is not a dimension of this accumulator's state \(3, 4\)"):
+            moments.select(0, dim=dim)
