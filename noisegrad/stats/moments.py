@@ -275,8 +275,12 @@ class Moments:
 
         An integer index gives views of the state: update either the part or this state afterwards, not both.
         """
-        index = (slice(None),) * dim + (examples,)
         mean, m2 = self.mean, self.m2
+        if mean is not None:
+            if not -mean.dim() <= dim < mean.dim():
+                raise ValueError(f"dim={dim} is not a dimension of this accumulator's state {tuple(mean.shape)}")
+            dim %= mean.dim()  # (slice(None),) * -1 would index dimension 0
+        index = (slice(None),) * dim + (examples,)
         return Moments._of(self.dtype, self.track_m2, self.count, None if mean is None else mean[index],
                            None if m2 is None else m2[index])
 
