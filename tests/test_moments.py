@@ -433,3 +433,11 @@ def test_select_names_a_dim_the_state_does_not_have():
     for dim in (2, -3):
         with pytest.raises(ValueError, match=rf"dim={dim} is not a dimension of this accumulator's state \(3, 4\)"):
             moments.select(0, dim=dim)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64, "float32", float])
+def test_an_accumulation_dtype_that_is_not_a_real_floating_torch_dtype_is_refused_naming_it(dtype):
+    """Moments(dtype="float32") or an integer dtype failed at the first update with torch's cast/device errors."""
+    with pytest.raises(TypeError, match=rf"dtype must be a floating torch\.dtype \(e\.g\. torch\.float64\) or None, "
+                                        rf"got {re.escape(repr(dtype))}"):
+        Moments(dtype=dtype)
