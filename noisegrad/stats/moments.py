@@ -114,6 +114,8 @@ class Moments:
     """
 
     def __init__(self, dtype: Optional[torch.dtype] = None, track_m2: bool = True) -> None:
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float64) or None, got {dtype!r}")
         self.dtype = dtype
         self.track_m2 = track_m2
         self.reset()
