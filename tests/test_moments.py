@@ -441,3 +441,16 @@ def test_an_accumulation_dtype_that_is_not_a_real_floating_torch_dtype_is_refuse
     with pytest.raises(TypeError, match=rf"dtype must be a floating torch\.dtype \(e\.g\. torch\.float64\) or None, "
                                         rf"got {re.escape(repr(dtype))}"):
         Moments(dtype=dtype)
+
+
+@pytest.mark.parametrize("state, message", [
+    ({"count": 3, "mean": torch.zeros(2), "m2": torch.zeros(3), "track_m2": True}, r"m2 of shape \(3,\) .* mean's \(2,\)"),
+    ({"count": 3, "mean": None, "m2": None, "track_m2": False}, r"count=3 but no mean"),
+    ({"count": 3, "mean": torch.zeros(2), "m2": None, "track_m2": True}, r"track_m2=True but no m2"),
+])
+def test_load_state_dict_refuses_a_state_whose_parts_disagree(state, message):
+    """A mean and M2 of different shapes loaded silently, and variance() broadcast them into a wrong shape."""
+    moments = Moments(track_m2=state["track_m2"])
+    with pytest.raises(ValueError, match=message):
+        moments.load_state_dict(state)
+    assert moments.count == 0 and moments.mean is None
