@@ -345,9 +345,16 @@ class Moments:
         if bool(state["track_m2"]) != self.track_m2:
             raise ValueError(f"state has track_m2={state['track_m2']}, this accumulator {self.track_m2}")
         # Copies: updates merge in place, and must not reach the dict (or the accumulator) the state came from.
-        mean, m2 = state["mean"], state["m2"]
+        mean, m2, count = state["mean"], state["m2"], int(state["count"])
+        if count and mean is None:
+            raise ValueError(f"state has count={count} but no mean")
+        if count and self.track_m2 and m2 is None:
+            raise ValueError("state has track_m2=True but no m2")
+        if mean is not None and m2 is not None and m2.shape != mean.shape:
+            raise ValueError(f"state has an m2 of shape {tuple(m2.shape)} and a mean of another, the mean's "
+                             f"{tuple(mean.shape)}")
         self.reset()
-        self._settled = int(state["count"])
+        self._settled = count
         self._mean = None if mean is None else mean.clone()
         self._m2 = None if m2 is None else m2.clone()
 
