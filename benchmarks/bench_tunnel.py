@@ -337,6 +337,11 @@ def time_interleaved(variants: Dict[str, Callable[[], Tensor]], repeats: int, wa
     return Timings(times, clean)
 
 
+#: glibc's thresholds that keep freed memory in the process (``--keep-freed-memory``, benchmarks/ALLOCATOR.md): the
+#: next call reuses pages it has instead of faulting fresh ones in, which removes most of the run-to-run noise.
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+
+
 def time_in_processes(workload: str, method: str, args: argparse.Namespace) -> Timings:
     """:func:`time_interleaved` in ``args.processes`` fresh worker processes, one after another, pooled.
 
@@ -345,16 +350,20 @@ def time_in_processes(workload: str, method: str, args: argparse.Namespace) -> T
     number, so that :func:`ratio_stats` can resample whole processes. A
     process's own state (where the allocator put the buffers, which core the
     threads landed on) then counts as the run-to-run noise it is, instead of
-    being pinned down in a single process.
+    being pinned down in a single process. With ``args.keep_freed_memory``
+    the workers start with :data:`KEEP_FREED_MEMORY` in their environment.
     """
     per_process = -(-args.repeats // args.processes)
     command = [sys.executable, os.path.abspath(__file__), "--worker", f"{workload},{method}", "--repeats",
                str(per_process), "--warmup", str(args.warmup), "--nt-type", args.nt_type, "--device", args.device]
     if args.quick:
         command.append("--quick")
+    env = {k: v for k, v in os.environ.items() if k not in KEEP_FREED_MEMORY}
+    if args.keep_freed_memory:
+        env.update(KEEP_FREED_MEMORY)
     pooled = Timings({}, [], [])
     for index in range(args.processes):
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0:  # its traceback is on the stderr captured here: shown, not dropped
             raise SystemExit(f"worker process {index + 1} of {args.processes} ({workload}, {method}) failed with "
                              f"exit status {done.returncode}: {' '.join(command)}\n{done.stderr.strip()}")
@@ -648,7 +657,10 @@ def write_report(path: Optional[str], command: str, cfg: Config, args: argparse.
         + ("" if args.processes == 1 else
            f" The repetitions of each row ran in {args.processes} fresh processes one after another "
            f"({-(-args.repeats // args.processes)} each, after their own warm-up), pooled; the 95 % intervals "
-           "resample processes, then repetitions within them."),
+           "resample processes, then repetitions within them.")
+        + ("" if not args.keep_freed_memory else
+           " The timing processes ran with " + " ".join(f"`{k}={v}`" for k, v in KEEP_FREED_MEMORY.items())
+           + ": glibc keeps freed memory, so no call faults its activations in afresh (ALLOCATOR.md)."),
         "- shared machine: a repetition counts as clean when other processes used at most 5 % of a core "
         "(from /proc/stat) while it ran; contended repetitions are redone (up to 3 × repeats) and left out "
         "of the statistics (\"reps used\" = clean repetitions). "
@@ -689,6 +701,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=1,
                         help="time each (workload, method) in this many fresh processes, one after another, and pool "
                              "them (the repetitions are shared out; the confidence intervals resample processes)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="time in worker processes started with glibc's MALLOC_MMAP_THRESHOLD_ and "
+                             "MALLOC_TRIM_THRESHOLD_ at 4 GiB: freed memory stays in the process, so calls do not "
+                             "fault their activations in afresh (Linux; see benchmarks/ALLOCATOR.md)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one process of --processes
     parser.add_argument("--profile", action="store_true",
                         help="print cProfile top functions of noisegrad and minimal for rows slower than 1.05x minimal")
@@ -724,7 +740,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     for workload in workloads:
         for method in args.methods.split(","):
             variants = make_variants(workload, method, cfg, cfg.nt_type, cfg.nt_samples)
-            if args.processes > 1:
+            if args.processes > 1 or args.keep_freed_memory:
                 timings = time_in_processes(workload.name, method, args)
             else:
                 timings = time_interleaved(variants, args.repeats, args.warmup, load)
