@@ -1,6 +1,10 @@
 """Where a stock call's time beyond the minimal loop goes: its phases timed inside the call, against the loop's.
 
-    python benchmarks/bench_call_phases.py --out benchmarks/CALL_PHASES.md    # ~5 min on 2 cores, idle
+    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 \
+        python benchmarks/bench_call_phases.py --out benchmarks/CALL_PHASES.md    # ~5 min on 2 cores, idle
+
+(The two variables keep freed memory in the process, benchmarks/ALLOCATOR.md: without them every call faults its
+activations in afresh, as many pages as glibc happened to give back, and that noise is larger than most phases.)
 
 bench_tunnel.py times whole calls; this script splits them. Each workload of
 bench_tunnel.py (its stock batch, VarGrad, 16 samples in chunks of 8, seeded)
@@ -42,7 +46,7 @@ from torch import Tensor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tunnel import (  # noqa: E402
-    Config, build_workloads, command_line, cpu_model, make_variants, minimal_attribution, noisegrad_revision, publish,
+    KEEP_FREED_MEMORY, Config, build_workloads, command_line, cpu_model, make_variants, minimal_attribution, noisegrad_revision, publish,
 )
 from noisegrad import tunnel  # noqa: E402
 from noisegrad.estimators import nested  # noqa: E402
@@ -178,7 +182,8 @@ def report(rows: List[dict], args: argparse.Namespace, command: str) -> str:
         f"- command: `{command}`",
         f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; noisegrad {noisegrad_revision()}, torch "
         f"{torch.__version__}, Python {platform.python_version()}; CPU: {cpu_model()}, torch.get_num_threads() = "
-        f"{torch.get_num_threads()}; load average (1 min) at the end: {os.getloadavg()[0]:.2f}",
+        f"{torch.get_num_threads()}; load average (1 min) at the end: {os.getloadavg()[0]:.2f}; glibc keeps freed "
+        f"memory: {'yes' if all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items()) else 'no'}",
         f"- the calls of bench_tunnel.py: VarGrad, nt_samples=16, chunks of 8, σ = 0.1, seeded; {args.calls} calls "
         "of each, alternating; every number is a median over the calls, in ms per call; \"excess\" is noisegrad's "
         "phase minus the loop's, in % of the loop's whole call",

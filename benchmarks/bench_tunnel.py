@@ -355,7 +355,8 @@ def time_in_processes(workload: str, method: str, args: argparse.Namespace) -> T
     """
     per_process = -(-args.repeats // args.processes)
     command = [sys.executable, os.path.abspath(__file__), "--worker", f"{workload},{method}", "--repeats",
-               str(per_process), "--warmup", str(args.warmup), "--nt-type", args.nt_type, "--device", args.device]
+               str(per_process), "--warmup", str(args.warmup), "--nt-type", args.nt_type, "--device", args.device,
+               "--stdevs", repr(args.stdevs)]
     if args.quick:
         command.append("--quick")
     env = {k: v for k, v in os.environ.items() if k not in KEEP_FREED_MEMORY}
@@ -378,7 +379,7 @@ def time_in_processes(workload: str, method: str, args: argparse.Namespace) -> T
 def _worker(args: argparse.Namespace) -> None:
     """One worker of :func:`time_in_processes`: its timings as JSON on the last line of stdout."""
     workload_name, method = args.worker.split(",")
-    cfg = Config(nt_type=args.nt_type)
+    cfg = Config(nt_type=args.nt_type, stdevs=args.stdevs)
     workload = next(w for w in build_workloads(args.quick, args.device) if w.name == workload_name)
     timings = time_interleaved(make_variants(workload, method, cfg, cfg.nt_type, cfg.nt_samples), args.repeats,
                                args.warmup, ForeignLoad())
@@ -695,6 +696,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="half batches, 5 repeats, 1 warm-up, 32 sanity samples: ~1 minute")
     parser.add_argument("--nt-type", default="vargrad", choices=("smoothgrad", "smoothgrad_sq", "vargrad"),
                         help="timed nt_type (vargrad: every variant needs both moments)")
+    parser.add_argument("--stdevs", type=float, default=Config.stdevs,
+                        help="the noise σ of every variant (inputs are standard normal; the stock 0.1 is about 1.5 %% "
+                             "of their range, and nearly identical copies make max pooling faster in Captum's row "
+                             "order: benchmarks/ROW_ORDER.md)")
     parser.add_argument("--workloads", default="cnn,resnet,mlp,transformer")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU (models and inputs moved there)")
@@ -727,7 +732,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         _worker(args)
         return
     command = command_line(argv)
-    cfg = Config(nt_type=args.nt_type, sanity_samples=32 if args.quick else 64)
+    cfg = Config(nt_type=args.nt_type, stdevs=args.stdevs, sanity_samples=32 if args.quick else 64)
     verify_memory_method()
     load = ForeignLoad()
     load_before = os.getloadavg()

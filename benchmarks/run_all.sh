@@ -3,7 +3,7 @@
 # README figures in docs/figures/. Run from anywhere on an otherwise idle machine (the timing benchmarks redo
 # repetitions disturbed by other processes, so a busy machine makes them slow, not wrong):
 #
-#     bash benchmarks/run_all.sh            # everything, about 90 minutes on 2 cores
+#     bash benchmarks/run_all.sh            # everything, about 115 minutes on 2 cores
 #     bash benchmarks/run_all.sh --quick    # smoke run of the same scripts, written to a temporary folder
 #
 # Each step prints the command it runs; the first failure stops the script.
@@ -21,8 +21,18 @@ run() { echo "+ $*" >&2; local start=$SECONDS; "$@"; echo "  ($((SECONDS - start
 # Timing and memory: noisegrad vs Captum vs a minimal loop, each row over 16 fresh processes (~18 min).
 if [[ -z "$QUICK" ]]; then PROCESSES=16 REPEATS=80; else PROCESSES=1 REPEATS=5; fi  # a smoke run stays in one process
 run python benchmarks/bench_tunnel.py --repeats $REPEATS --processes $PROCESSES --out $B/RESULTS.md $QUICK
-# Where a stock call's time goes beyond the minimal loop's (~3 min; no quick mode).
-if [[ -z "$QUICK" ]]; then run python benchmarks/bench_call_phases.py --out $B/CALL_PHASES.md; fi
+# The same with glibc keeping freed memory: no page faults between calls, so the 5 % target is decided (~8 min).
+if [[ -z "$QUICK" ]]; then PROCESSES=4 REPEATS=40; fi
+run python benchmarks/bench_tunnel.py --keep-freed-memory --repeats $REPEATS --processes $PROCESSES \
+  --out $B/RESULTS_KEPT_MEMORY.md $QUICK
+# What keeping freed memory saves Captum, noisegrad and the minimal loop (~12 min; no quick mode).
+if [[ -z "$QUICK" ]]; then run python benchmarks/bench_allocator.py --out $B/ALLOCATOR.md; fi
+# These two run in this process: glibc must keep freed memory from the start (~5 min and ~20 s).
+KEEP=(env MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296)
+# Where a stock call's time goes beyond the minimal loop's (no quick mode).
+if [[ -z "$QUICK" ]]; then run "${KEEP[@]}" python benchmarks/bench_call_phases.py --out $B/CALL_PHASES.md; fi
+# Does the row order (Captum's example-major, noisegrad's sample-major) change the model's own time?
+run "${KEEP[@]}" python benchmarks/bench_row_order.py --out $B/ROW_ORDER.md ${QUICK:+--repeats 5}
 # Time to a map within 10 % / 5 % relative error: noisegrad's defaults vs Captum's (~30 min).
 run python benchmarks/bench_time_to_accuracy.py --out $B/TIME_TO_ACCURACY.md $QUICK
 # Where a batch-1 call's fixed cost goes (~1 min).

@@ -52,3 +52,40 @@ def test_the_interval_resamples_processes_and_the_table_says_how_many_gave_repet
            "vs_captum": stats, "vs_minimal": stats, "unseeded_vs_minimal": stats}
     time_lines, _ = bench.build_rows([row])
     assert "| 12 in 3 processes |" in time_lines[-1]
+
+
+def _captured_worker_environments(monkeypatch, argv, environ):
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    seen = []
+
+    def worker(command, env=None, **kwargs):
+        seen.append((command, env))
+        return subprocess.CompletedProcess(command, 0, stdout='{"times": {"a": [1.0]}, "clean": [true]}\n', stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", worker)
+    bench.time_in_processes("mlp", "Saliency", bench.parse_args(argv))
+    return seen
+
+
+def test_keep_freed_memory_starts_the_workers_with_both_glibc_thresholds(monkeypatch):
+    # one of the two alone is worse than neither (MALLOC_TRIM_THRESHOLD_ alone pins the mmap threshold at 128 KiB)
+    seen = _captured_worker_environments(monkeypatch, ["--quick", "--processes", "2", "--keep-freed-memory"], {})
+    assert len(seen) == 2
+    for _, env in seen:
+        assert env["MALLOC_MMAP_THRESHOLD_"] == env["MALLOC_TRIM_THRESHOLD_"] == str(4 * 2**30)
+
+
+def test_without_keep_freed_memory_the_workers_get_glibcs_defaults_whatever_the_parent_has(monkeypatch):
+    seen = _captured_worker_environments(monkeypatch, ["--quick", "--processes", "2"],
+                                         {"MALLOC_TRIM_THRESHOLD_": "1", "SOMETHING_ELSE": "kept"})
+    for _, env in seen:
+        assert "MALLOC_TRIM_THRESHOLD_" not in env and "MALLOC_MMAP_THRESHOLD_" not in env
+        assert env["SOMETHING_ELSE"] == "kept"
+
+
+def test_the_workers_draw_the_noise_sigma_they_are_given(monkeypatch):
+    seen = _captured_worker_environments(monkeypatch, ["--quick", "--processes", "1", "--keep-freed-memory",
+                                                       "--stdevs", "1.0"], {})
+    command = seen[0][0]
+    assert bench.parse_args(command[2:]).stdevs == 1.0
