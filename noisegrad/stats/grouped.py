@@ -95,8 +95,10 @@ class GroupedMoments:
         if self._stacked is not None and sample_ids.start % period == 0 and samples.shape[0] % period == 0:
             # Whole rounds: row (round, group, offset) of the chunk, every group's rows at once.
             rounds = samples.unflatten(0, (-1, self.groups, size))
-            for offset in range(size):
-                self._stacked.update(rounds[:, :, offset], dim=0, overwrite=overwrite)
+            if size == 1:
+                self._stacked.update(rounds[:, :, 0], dim=0, overwrite=overwrite)
+            else:  # every group's rows at all offsets, gathered (a copy, ours to centre): one update, not one each
+                self._stacked.update(torch.cat(rounds.unbind(2)), dim=0, overwrite=True)
             return
         if self._stacked is not None:
             self._split, self._stacked = self.parts, None
