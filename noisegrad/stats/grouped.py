@@ -42,8 +42,7 @@ class GroupedMoments:
     While every chunk starts a round of the groups and holds whole rounds,
     the groups share one accumulator over a leading group dimension, so a
     chunk costs the operations of one update whatever the number of groups;
-    another chunk splits it into one accumulator per group, and a chunk
-    then costs one update per group that has samples in it.
+    another chunk splits it into one accumulator per group.
 
     Examples
     --------
@@ -95,21 +94,15 @@ class GroupedMoments:
         if self._stacked is not None and sample_ids.start % period == 0 and samples.shape[0] % period == 0:
             # Whole rounds: row (round, group, offset) of the chunk, every group's rows at once.
             rounds = samples.unflatten(0, (-1, self.groups, size))
-            if size == 1:
-                self._stacked.update(rounds[:, :, 0], dim=0, overwrite=overwrite)
-            else:  # every group's rows at all offsets, gathered (a copy, ours to centre): one update, not one each
-                self._stacked.update(torch.cat(rounds.unbind(2)), dim=0, overwrite=True)
+            for offset in range(size):
+                self._stacked.update(rounds[:, :, offset], dim=0, overwrite=overwrite)
             return
         if self._stacked is not None:
             self._split, self._stacked = self.parts, None
         for group, part in enumerate(self._split):
-            # the group's rows at each offset of its units are every period-th row from the first
-            rows = [samples[(group * size + offset - sample_ids.start) % period::period] for offset in range(size)]
-            rows = [r for r in rows if r.shape[0]]
-            if len(rows) == 1:
-                part.update(rows[0], dim=0, overwrite=overwrite)
-            elif rows:  # one update of the group's rows gathered (a copy, ours to centre) instead of one per offset
-                part.update(torch.cat(rows), dim=0, overwrite=True)
+            for offset in range(size):
+                first = (group * size + offset - sample_ids.start) % period
+                part.update(samples[first::period], dim=0, overwrite=overwrite)
 
     def select(self, examples: Tensor) -> "GroupedMoments":
         """The groups' moments of some examples only."""
