@@ -722,8 +722,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def command_line(argv: Optional[List[str]] = None) -> str:
-    """The command that ran this benchmark, as printed beside its results."""
-    return "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    """The command that ran this benchmark, as printed beside its results (with glibc's thresholds, if set)."""
+    allocator = [f"{name}={os.environ[name]}" for name in KEEP_FREED_MEMORY if name in os.environ]
+    return " ".join(allocator + ["python", sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

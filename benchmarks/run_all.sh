@@ -3,7 +3,7 @@
 # README figures in docs/figures/. Run from anywhere on an otherwise idle machine (the timing benchmarks redo
 # repetitions disturbed by other processes, so a busy machine makes them slow, not wrong):
 #
-#     bash benchmarks/run_all.sh            # everything, about 115 minutes on 2 cores
+#     bash benchmarks/run_all.sh            # everything, about 135 minutes on 2 cores
 #     bash benchmarks/run_all.sh --quick    # smoke run of the same scripts, written to a temporary folder
 #
 # Each step prints the command it runs; the first failure stops the script.
@@ -35,6 +35,8 @@ if [[ -z "$QUICK" ]]; then run "${KEEP[@]}" python benchmarks/bench_call_phases.
 run "${KEEP[@]}" python benchmarks/bench_row_order.py --out $B/ROW_ORDER.md ${QUICK:+--repeats 5}
 # Time to a map within 10 % / 5 % relative error: noisegrad's defaults vs Captum's (~30 min).
 run python benchmarks/bench_time_to_accuracy.py --out $B/TIME_TO_ACCURACY.md $QUICK
+# The same with freed memory kept, where Captum's all-at-once default no longer faults (~20 min).
+run "${KEEP[@]}" python benchmarks/bench_time_to_accuracy.py --out $B/TIME_TO_ACCURACY_KEPT_MEMORY.md $QUICK
 # Where a batch-1 call's fixed cost goes (~1 min).
 run python benchmarks/bench_fixed_cost.py --out $B/FIXED_COST.md
 # Chunk sizes: the sweep, "auto", Captum's default (~10 min).

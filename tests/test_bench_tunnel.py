@@ -89,3 +89,14 @@ def test_the_workers_draw_the_noise_sigma_they_are_given(monkeypatch):
                                                        "--stdevs", "1.0"], {})
     command = seen[0][0]
     assert bench.parse_args(command[2:]).stdevs == 1.0
+
+
+def test_the_printed_command_carries_glibcs_thresholds_when_they_were_set(monkeypatch):
+    monkeypatch.setattr(bench.sys, "argv", ["benchmarks/bench_row_order.py", "--out", "x.md"])
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert bench.command_line() == "python benchmarks/bench_row_order.py --out x.md"
+    for name, value in bench.KEEP_FREED_MEMORY.items():
+        monkeypatch.setenv(name, value)
+    assert bench.command_line() == ("MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 "
+                                    "python benchmarks/bench_row_order.py --out x.md")
