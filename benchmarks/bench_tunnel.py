@@ -50,7 +50,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import captum
 import torch
@@ -340,6 +340,41 @@ def time_interleaved(variants: Dict[str, Callable[[], Tensor]], repeats: int, wa
 #: glibc's thresholds that keep freed memory in the process (``--keep-freed-memory``, benchmarks/ALLOCATOR.md): the
 #: next call reuses pages it has instead of faulting fresh ones in, which removes most of the run-to-run noise.
 KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+#: Setting any of these (``man mallopt``) also turns off glibc's dynamic mmap threshold: no longer its default.
+_MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+_MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold", "glibc.malloc.top_pad",
+                    "glibc.malloc.mmap_max")
+
+
+def _malloc_settings(environ: Mapping[str, str]) -> Dict[str, str]:
+    """The variables of ``environ`` that move glibc's allocator off its default thresholds (as set)."""
+    settings = {k: environ[k] for k in _MALLOC_VARIABLES if k in environ}
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if any(entry.split("=")[0] in _MALLOC_TUNABLES for entry in tunables.split(":")):
+        settings["GLIBC_TUNABLES"] = tunables
+    return settings
+
+
+def allocator_environment(keep_freed_memory: bool, environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """``environ`` (the process's own by default) for a child with glibc's default thresholds, or with exactly
+    :data:`KEEP_FREED_MEMORY`: the parent's own allocator settings never reach it."""
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in _MALLOC_VARIABLES}
+    tunables = [e for e in env.pop("GLIBC_TUNABLES", "").split(":") if e and e.split("=")[0] not in _MALLOC_TUNABLES]
+    if tunables:
+        env["GLIBC_TUNABLES"] = ":".join(tunables)
+    if keep_freed_memory:
+        env.update(KEEP_FREED_MEMORY)
+    return env
+
+
+def freed_memory_kept(environ: Optional[Mapping[str, str]] = None) -> str:
+    """For a report's header: does glibc keep freed memory in a process started with ``environ``?"""
+    settings = _malloc_settings(os.environ if environ is None else environ)
+    if settings == KEEP_FREED_MEMORY:
+        return "yes"
+    if not settings:
+        return "no (glibc's default)"
+    return "no, and not glibc's default either: " + " ".join(f"{k}={v}" for k, v in sorted(settings.items()))
 
 
 def time_in_processes(workload: str, method: str, args: argparse.Namespace) -> Timings:
@@ -359,9 +394,7 @@ def time_in_processes(workload: str, method: str, args: argparse.Namespace) -> T
                "--stdevs", repr(args.stdevs)]
     if args.quick:
         command.append("--quick")
-    env = {k: v for k, v in os.environ.items() if k not in KEEP_FREED_MEMORY}
-    if args.keep_freed_memory:
-        env.update(KEEP_FREED_MEMORY)
+    env = allocator_environment(args.keep_freed_memory)
     pooled = Timings({}, [], [])
     for index in range(args.processes):
         done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -716,6 +749,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, got {args.processes}")
+    settings = _malloc_settings(os.environ)
+    if args.worker is None and args.processes > 1 and settings and not args.keep_freed_memory:
+        parser.error(f"the worker processes of --processes {args.processes} start with glibc's default allocator, "
+                     f"not with this environment's {' '.join(sorted(settings))}: unset them, or pass "
+                     "--keep-freed-memory to time with glibc keeping freed memory")
     if args.quick and args.worker is None:
         args.repeats, args.warmup = min(args.repeats, 5), 1
     return args
