@@ -23,8 +23,10 @@ variant, the per-repetition ratios noisegrad/Captum and noisegrad/minimal
 allocation events of ``torch.profiler``; the method is checked on toy cases at
 start-up; on a GPU, torch.cuda.max_memory_allocated above what was allocated
 before the call), and whether the targets are met. A sanity check compares the
-smoothgrad means of the three variants (same shape, relative L2 difference
-< 0.2 despite the different noise).
+smoothgrad means of the three variants (same shape, and an L2 difference from
+Captum's at most 1.5 times what two independent runs differ by: the noise
+differs, so a fixed tolerance would fail at a large ``--stdevs`` and let a bias
+through at a small one).
 
 The timed ``nt_type`` is ``vargrad`` by default (``--nt-type`` to change it):
 Captum always accumulates the sum and the sum of squares, so with vargrad all
@@ -65,7 +67,9 @@ import noisegrad
 
 VARIANTS = ("captum", "noisegrad", "minimal")
 METHODS = ("Saliency", "InputXGradient", "IntegratedGradients")
-SANITY_TOLERANCE = 0.2  # relative L2 difference of smoothgrad means, independent noise
+#: How far a variant's smoothgrad mean may lie from Captum's, in units of the L2 distance two independent runs have
+#: (sqrt(2 Σ var / n)); measured: 0.97–1.10 of it on the CNN and the transformer at σ = 0.1 and 1.0.
+SANITY_TOLERANCE = 1.5
 TIME_TOLERANCE_VS_MINIMAL = 1.05
 
 
@@ -526,14 +530,22 @@ def verify_memory_method() -> None:
 # --------------------------------------------------------------------------- sanity check
 
 
-def sanity_check(variants: Dict[str, Callable[[], Tensor]]) -> Dict[str, object]:
-    """Shapes equal and smoothgrad means close (relative L2 vs Captum) despite independent noise."""
+def sanity_check(variants: Dict[str, Callable[[], Tensor]], variance: Callable[[], Tensor],
+                 samples: int) -> Dict[str, object]:
+    """Shapes equal and smoothgrad means of ``samples`` samples as close to Captum's as independent noise allows.
+
+    Two independent means of ``n`` samples differ by about ``sqrt(2 Σ var / n)``
+    in L2, ``var`` the per-element variance of one sample's attribution
+    (``variance``: Captum's VarGrad on as many samples). ``rel`` and ``noise``
+    are that difference and that yardstick relative to Captum's mean.
+    """
     results = {name: fn().detach() for name, fn in variants.items()}
     reference = results["captum"]
     shapes_ok = all(r.shape == reference.shape for r in results.values())
     rel = {name: float((r - reference).norm() / reference.norm()) for name, r in results.items() if name != "captum"}
-    return {"shapes_ok": shapes_ok, "shape": tuple(reference.shape), "rel": rel,
-            "ok": shapes_ok and all(v < SANITY_TOLERANCE for v in rel.values())}
+    noise = float((2 * variance().detach().double().clamp_min(0).sum() / samples).sqrt() / reference.norm())
+    return {"shapes_ok": shapes_ok, "shape": tuple(reference.shape), "rel": rel, "noise": noise,
+            "ok": shapes_ok and all(v <= SANITY_TOLERANCE * noise for v in rel.values())}
 
 
 # --------------------------------------------------------------------------- profiling (optional)
@@ -630,16 +642,19 @@ def build_rows(results: List[dict]) -> Tuple[List[str], List[str]]:
 def sanity_lines(results: List[dict], cfg: Config) -> List[str]:
     lines = [
         f"Sanity check (nt_type=smoothgrad, nt_samples={cfg.sanity_samples}, independent noise per variant): "
-        f"relative L2 difference of each variant's mean to Captum's, must be < {SANITY_TOLERANCE}.",
+        "relative L2 difference of each variant's mean to Captum's, must be at most "
+        f"{SANITY_TOLERANCE} times what two independent runs differ by (sqrt(2 Σ var / n) over the norm of "
+        "Captum's mean, the variance from Captum's VarGrad on as many samples).",
         "",
-        "| workload | method | shape (all variants) | noisegrad vs Captum | minimal vs Captum | ok |",
-        "|---|---|---|---:|---:|---|",
+        "| workload | method | shape (all variants) | noisegrad vs Captum | minimal vs Captum | independent runs "
+        "differ by | ok |",
+        "|---|---|---|---:|---:|---:|---|",
     ]
     for r in results:
         s = r["sanity"]
         shape = "×".join(map(str, s["shape"])) if s["shapes_ok"] else "MISMATCH"
         lines.append(f"| {r['workload']} | {r['method']} | {shape} | {s['rel']['noisegrad']:.3f} "
-                     f"| {s['rel']['minimal']:.3f} | {'yes' if s['ok'] else '**no**'} |")
+                     f"| {s['rel']['minimal']:.3f} | {s['noise']:.3f} | {'yes' if s['ok'] else '**no**'} |")
     return lines
 
 
@@ -790,7 +805,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                 timings = time_interleaved(variants, args.repeats, args.warmup, load)
             times, processes = timings.used(), timings.used_processes()
             peaks = {name: peak_bytes(fn, torch.device(args.device)) for name, fn in variants.items()}
-            sanity = sanity_check(make_variants(workload, method, cfg, "smoothgrad", cfg.sanity_samples))
+            sanity = sanity_check(make_variants(workload, method, cfg, "smoothgrad", cfg.sanity_samples),
+                                  make_variants(workload, method, cfg, "vargrad", cfg.sanity_samples)["captum"],
+                                  cfg.sanity_samples)
             row = {
                 "workload": workload.name, "method": method, "batch": workload.batch_for(method),
                 "times": times, "peaks": peaks, "sanity": sanity,

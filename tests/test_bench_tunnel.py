@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 bench = pytest.importorskip("bench_tunnel")
@@ -143,3 +144,27 @@ def test_timing_workers_of_a_parent_with_glibc_settings_is_refused_without_keep_
         bench.parse_args(["--processes", "2"])
     assert bench.parse_args(["--processes", "2", "--keep-freed-memory"]).keep_freed_memory
     assert bench.parse_args(["--processes", "1"]).processes == 1  # timed in this process, as its command says
+
+
+def _means(reference, other, variance):
+    variants = {name: (lambda t=t: t) for name, t in
+                (("captum", reference), ("noisegrad", other), ("unseeded", other), ("minimal", other))}
+    return variants, lambda: variance
+
+
+def test_the_sanity_check_allows_the_difference_two_independent_runs_have_at_any_noise_level():
+    # 16 samples of per-element variance 0.5: two independent means differ by sqrt(2 * 100 * 0.5 / 16) = 2.5 in L2;
+    # a difference of 3.0 (30 % of the mean's norm 10, beyond the old fixed 20 %) is Monte Carlo noise at a large σ
+    reference = torch.ones(100)
+    variants, variance = _means(reference, reference + 0.3, torch.full((100,), 0.5))
+    result = bench.sanity_check(variants, variance, samples=16)
+    assert result["ok"]
+    assert result["rel"]["noisegrad"] == pytest.approx(0.3)
+    assert result["noise"] == pytest.approx(0.25)
+
+
+def test_the_sanity_check_catches_a_bias_far_beyond_the_monte_carlo_noise():
+    # variance 1e-4 over 16 samples: independent means differ by 0.035 in L2; a bias of 1.0 (10 %) is no noise
+    reference = torch.ones(100)
+    variants, variance = _means(reference, reference + 0.1, torch.full((100,), 1e-4))
+    assert not bench.sanity_check(variants, variance, samples=16)["ok"]
