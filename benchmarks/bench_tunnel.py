@@ -775,8 +775,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def command_line(argv: Optional[List[str]] = None) -> str:
-    """The command that ran this benchmark, as printed beside its results (with glibc's thresholds, if set)."""
-    allocator = [f"{name}={os.environ[name]}" for name in KEEP_FREED_MEMORY if name in os.environ]
+    """The command that ran this benchmark, as printed beside its results (with glibc's malloc settings, if any)."""
+    allocator = [f"{name}={value}" for name, value in _malloc_settings(os.environ).items()]
     return " ".join(allocator + ["python", sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
 
 

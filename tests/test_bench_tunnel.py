@@ -168,3 +168,14 @@ def test_the_sanity_check_catches_a_bias_far_beyond_the_monte_carlo_noise():
     reference = torch.ones(100)
     variants, variance = _means(reference, reference + 0.1, torch.full((100,), 1e-4))
     assert not bench.sanity_check(variants, variance, samples=16)["ok"]
+
+
+def test_the_printed_command_carries_every_malloc_setting_of_the_process(monkeypatch):
+    # MALLOC_TOP_PAD_ or a glibc.malloc tunable also moves glibc off its default: the command must show it
+    monkeypatch.setattr(bench.sys, "argv", ["benchmarks/bench_row_order.py"])
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "1")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
+    assert bench.command_line() == ("MALLOC_TOP_PAD_=1 GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 "
+                                    "python benchmarks/bench_row_order.py")
