@@ -24,7 +24,8 @@ def test_example_major_repeats_each_example_and_sample_major_is_the_same_rows_co
 
 
 def test_the_report_does_not_call_the_trim_threshold_alone_glibcs_default(monkeypatch):
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "4294967296")  # alone: every activation mapped afresh
     result = {"workload": "mlp", "rows": 8, "sigma": 0.1, "ms": {"example-major": 1.0, "sample-major": 1.0},
               "ratios": [1.0]}

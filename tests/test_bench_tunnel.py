@@ -11,6 +11,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 bench = pytest.importorskip("bench_tunnel")
 
 
+@pytest.fixture(autouse=True)
+def _glibcs_default_allocator(monkeypatch):
+    """The suite may run in a shell that exported the README's allocator tip: each test sets what it needs."""
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
+                 "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_a_failing_worker_process_is_reported_with_its_own_error(monkeypatch):
     # the worker's traceback is on its stderr, captured: it used to be dropped for "returned non-zero exit status 1"
     def failing(command, **kwargs):
