@@ -45,7 +45,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tunnel import (  # noqa: E402
-    KEEP_FREED_MEMORY, Config, build_workloads, command_line, cpu_model, make_variants, noisegrad_revision, publish,
+    KEEP_FREED_MEMORY, Config, allocator_environment, build_workloads, command_line, cpu_model, make_variants,
+    noisegrad_revision, publish,
 )
 VARIANTS = ("captum", "noisegrad", "unseeded", "minimal")
 LABELS = {"captum": "Captum", "noisegrad": "noisegrad (seeded)", "unseeded": "noisegrad (unseeded)",
@@ -75,17 +76,16 @@ def _worker(row: str, repeats: int, warmup: int) -> None:
 
 
 def _run_process(row: str, args: argparse.Namespace, keep: bool) -> dict:
-    env = dict(os.environ)
-    for name in KEEP_FREED_MEMORY:
-        env.pop(name, None)
-    if keep:
-        env.update(KEEP_FREED_MEMORY)
+    env = allocator_environment(keep)  # nothing of the parent's own malloc settings, in either process
     command = [sys.executable, os.path.abspath(__file__), "--worker", row, "--repeats", str(args.repeats),
                "--warmup", str(args.warmup)]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"worker {' '.join(command)} failed with exit status {done.returncode}:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise SystemExit(f"worker {' '.join(command)} printed no result:\n{done.stderr}")
+    return json.loads(lines[-1])
 
 
 def measure(row: str, args: argparse.Namespace) -> dict:

@@ -32,7 +32,9 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_tunnel import KEEP_FREED_MEMORY, build_workloads, command_line, cpu_model, noisegrad_revision, publish  # noqa: E402
+from bench_tunnel import (  # noqa: E402
+    build_workloads, command_line, cpu_model, freed_memory_kept, noisegrad_revision, publish,
+)
 
 COPIES = 8
 ORDERS = ("example-major", "sample-major")
@@ -80,14 +82,13 @@ def measure(repeats: int, warmup: int, sigmas: List[float]) -> List[dict]:
 
 
 def report(results: List[dict], args: argparse.Namespace, command: str) -> str:
-    kept = all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items())
     lines = [
         "# Row order: the model's own time on Captum's example-major rows and on noisegrad's sample-major rows",
         "",
         f"- command: `{command}`",
         f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}; noisegrad {noisegrad_revision()}, torch "
         f"{torch.__version__}, Python {platform.python_version()}; CPU: {cpu_model()}, torch.get_num_threads() = "
-        f"{torch.get_num_threads()}; glibc keeps freed memory: {'yes' if kept else 'no'}",
+        f"{torch.get_num_threads()}; glibc keeps freed memory: {freed_memory_kept()}",
         f"- one chunk of bench_tunnel.py's stock batch, {COPIES} copies per example; a forward and an autograd.grad "
         f"of the summed target outputs; {args.warmup} warm-up calls, then {args.repeats} repetitions of both orders, "
         "alternating; the ratio is per repetition, the median [min–max]",

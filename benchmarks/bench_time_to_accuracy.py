@@ -59,7 +59,7 @@ from torch import Tensor
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import noisegrad  # noqa: E402
 from bench_tunnel import (  # noqa: E402
-    KEEP_FREED_MEMORY, command_line,
+    command_line, freed_memory_kept,
     ForeignLoad, build_workloads, cpu_model, device_description, noisegrad_revision, publish, time_interleaved,
 )
 from noisegrad import NoiseTunnel  # noqa: E402
@@ -497,7 +497,7 @@ def report(rows: List[Row], args: argparse.Namespace, budget: Budget, elapsed: f
         + ("" if args.device == "cpu" else f"; CPU: {cpu_model()}") + f", torch.get_num_threads() = {torch.get_num_threads()}"
         + (" (set by --threads)" if args.threads else " (torch's default)") + "; load average (1 min) before / "
         f"after: {args.load[0][0]:.2f} / {args.load[1][0]:.2f}; glibc keeps freed memory: "
-        + ("yes" if all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items()) else "no (its default)")
+        + freed_memory_kept()
         + ("; **quick mode: smoke run, not for publication**" if args.quick else ""),
         f"- seeds per setting: {budget.seeds}; timing: {budget.warmup} warm-up call(s), then {budget.repeats} "
         "repetitions interleaved round-robin (bench_tunnel's time_interleaved; disturbed repetitions redone and "

@@ -10,6 +10,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The published files say which allocator they ran under; those not run with ${KEEP[@]} below are glibc's default,
+# also in a shell that exported the README's tip (any of these four turns glibc's dynamic thresholds off).
+unset MALLOC_MMAP_THRESHOLD_ MALLOC_TRIM_THRESHOLD_ MALLOC_TOP_PAD_ MALLOC_MMAP_MAX_
+if [[ "${GLIBC_TUNABLES:-}" == *glibc.malloc.* ]]; then
+  echo "GLIBC_TUNABLES=$GLIBC_TUNABLES sets glibc's allocator: unset its glibc.malloc entries first" >&2
+  exit 2
+fi
+
 QUICK="" B=benchmarks D=docs F=docs/figures
 if [[ "${1:-}" == "--quick" ]]; then
   QUICK="--quick" B=$(mktemp -d) D=$B F=$B

@@ -21,3 +21,14 @@ def test_example_major_repeats_each_example_and_sample_major_is_the_same_rows_co
             assert torch.equal(example_major[i * k + j], sample_major[j * batch + i])
             assert abs(float(example_major[i * k + j]) - 100 * i) < 10
     assert sample_major.is_contiguous()
+
+
+def test_the_report_does_not_call_the_trim_threshold_alone_glibcs_default(monkeypatch):
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "4294967296")  # alone: every activation mapped afresh
+    result = {"workload": "mlp", "rows": 8, "sigma": 0.1, "ms": {"example-major": 1.0, "sample-major": 1.0},
+              "ratios": [1.0]}
+    args = bench.argparse.Namespace(warmup=0, repeats=1)
+    report = bench.report([result], args, "cmd")
+    assert "glibc keeps freed memory: no, and not glibc's default either: MALLOC_TRIM_THRESHOLD_=4294967296" in report

@@ -5,9 +5,18 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 bench = pytest.importorskip("bench_tunnel")
+
+
+@pytest.fixture(autouse=True)
+def _glibcs_default_allocator(monkeypatch):
+    """The suite may run in a shell that exported the README's allocator tip: each test sets what it needs."""
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
+                 "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_a_failing_worker_process_is_reported_with_its_own_error(monkeypatch):
@@ -55,6 +64,7 @@ def test_the_interval_resamples_processes_and_the_table_says_how_many_gave_repet
 
 
 def _captured_worker_environments(monkeypatch, argv, environ):
+    args = bench.parse_args(argv)  # before the parent's environment is set: parse_args refuses some of it
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     seen = []
@@ -64,7 +74,7 @@ def _captured_worker_environments(monkeypatch, argv, environ):
         return subprocess.CompletedProcess(command, 0, stdout='{"times": {"a": [1.0]}, "clean": [true]}\n', stderr="")
 
     monkeypatch.setattr(bench.subprocess, "run", worker)
-    bench.time_in_processes("mlp", "Saliency", bench.parse_args(argv))
+    bench.time_in_processes("mlp", "Saliency", args)
     return seen
 
 
@@ -100,3 +110,80 @@ def test_the_printed_command_carries_glibcs_thresholds_when_they_were_set(monkey
         monkeypatch.setenv(name, value)
     assert bench.command_line() == ("MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 "
                                     "python benchmarks/bench_row_order.py --out x.md")
+
+
+def test_a_default_worker_gets_none_of_glibcs_other_malloc_settings_either(monkeypatch):
+    # any of the four (or their GLIBC_TUNABLES names) also pins the mmap threshold: not glibc's default any more
+    seen = _captured_worker_environments(monkeypatch, ["--quick", "--processes", "2"], {
+        "MALLOC_TOP_PAD_": "1", "MALLOC_MMAP_MAX_": "0",
+        "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1:glibc.rtld.nns=2:glibc.malloc.mmap_threshold=9"})
+    for _, env in seen:
+        assert "MALLOC_TOP_PAD_" not in env and "MALLOC_MMAP_MAX_" not in env
+        assert env["GLIBC_TUNABLES"] == "glibc.rtld.nns=2"
+
+
+def test_the_kept_workers_get_the_two_thresholds_and_nothing_else_of_the_parents_allocator(monkeypatch):
+    seen = _captured_worker_environments(monkeypatch, ["--quick", "--processes", "1", "--keep-freed-memory"],
+                                         {"MALLOC_TOP_PAD_": "1", "GLIBC_TUNABLES": "glibc.malloc.top_pad=1"})
+    env = seen[0][1]
+    assert "MALLOC_TOP_PAD_" not in env and "GLIBC_TUNABLES" not in env
+    assert all(env[k] == v for k, v in bench.KEEP_FREED_MEMORY.items())
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, "no (glibc's default)"),
+    (bench.KEEP_FREED_MEMORY, "yes"),
+    ({"MALLOC_TRIM_THRESHOLD_": "4294967296"}, "no, and not glibc's default either: MALLOC_TRIM_THRESHOLD_=4294967296"),
+    ({**bench.KEEP_FREED_MEMORY, "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"},
+     "no, and not glibc's default either: GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 "
+     "MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296"),
+])
+def test_the_reports_say_whether_glibc_keeps_freed_memory_and_never_call_a_partial_setting_the_default(
+        environ, expected):
+    # MALLOC_TRIM_THRESHOLD_ alone (the worst case measured) used to be reported as "no (its default)"
+    assert bench.freed_memory_kept(environ) == expected
+
+
+def test_timing_workers_of_a_parent_with_glibc_settings_is_refused_without_keep_freed_memory(monkeypatch):
+    # the workers start with glibc's default, while the printed command showed the parent's settings
+    for name, value in bench.KEEP_FREED_MEMORY.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--processes", "2"])
+    assert bench.parse_args(["--processes", "2", "--keep-freed-memory"]).keep_freed_memory
+    assert bench.parse_args(["--processes", "1"]).processes == 1  # timed in this process, as its command says
+
+
+def _means(reference, other, variance):
+    variants = {name: (lambda t=t: t) for name, t in
+                (("captum", reference), ("noisegrad", other), ("unseeded", other), ("minimal", other))}
+    return variants, lambda: variance
+
+
+def test_the_sanity_check_allows_the_difference_two_independent_runs_have_at_any_noise_level():
+    # 16 samples of per-element variance 0.5: two independent means differ by sqrt(2 * 100 * 0.5 / 16) = 2.5 in L2;
+    # a difference of 3.0 (30 % of the mean's norm 10, beyond the old fixed 20 %) is Monte Carlo noise at a large σ
+    reference = torch.ones(100)
+    variants, variance = _means(reference, reference + 0.3, torch.full((100,), 0.5))
+    result = bench.sanity_check(variants, variance, samples=16)
+    assert result["ok"]
+    assert result["rel"]["noisegrad"] == pytest.approx(0.3)
+    assert result["noise"] == pytest.approx(0.25)
+
+
+def test_the_sanity_check_catches_a_bias_far_beyond_the_monte_carlo_noise():
+    # variance 1e-4 over 16 samples: independent means differ by 0.035 in L2; a bias of 1.0 (10 %) is no noise
+    reference = torch.ones(100)
+    variants, variance = _means(reference, reference + 0.1, torch.full((100,), 1e-4))
+    assert not bench.sanity_check(variants, variance, samples=16)["ok"]
+
+
+def test_the_printed_command_carries_every_malloc_setting_of_the_process(monkeypatch):
+    # MALLOC_TOP_PAD_ or a glibc.malloc tunable also moves glibc off its default: the command must show it
+    monkeypatch.setattr(bench.sys, "argv", ["benchmarks/bench_row_order.py"])
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "1")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
+    assert bench.command_line() == ("MALLOC_TOP_PAD_=1 GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 "
+                                    "python benchmarks/bench_row_order.py")
