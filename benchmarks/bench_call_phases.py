@@ -31,10 +31,8 @@ the whole.)
 """
 
 import argparse
-import datetime
 import functools
 import os
-import platform
 import statistics
 import sys
 import time
@@ -46,8 +44,7 @@ from torch import Tensor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tunnel import (  # noqa: E402
-    Config, build_workloads, command_line, cpu_model, freed_memory_kept, make_variants, minimal_attribution,
-    noisegrad_revision, publish,
+    Config, build_workloads, command_line, machine_line, make_variants, minimal_attribution, publish,
 )
 from noisegrad import tunnel  # noqa: E402
 from noisegrad.estimators import nested  # noqa: E402
@@ -181,10 +178,7 @@ def report(rows: List[dict], args: argparse.Namespace, command: str) -> str:
         "# Where a stock call's time goes: noisegrad's phases against the minimal loop's",
         "",
         f"- command: `{command}`",
-        f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; noisegrad {noisegrad_revision()}, torch "
-        f"{torch.__version__}, Python {platform.python_version()}; CPU: {cpu_model()}, torch.get_num_threads() = "
-        f"{torch.get_num_threads()}; load average (1 min) at the end: {os.getloadavg()[0]:.2f}; glibc keeps freed "
-        f"memory: {freed_memory_kept()}",
+        machine_line(),
         f"- the calls of bench_tunnel.py: VarGrad, nt_samples=16, chunks of 8, σ = 0.1, seeded; {args.calls} calls "
         "of each, alternating; every number is a median over the calls, in ms per call; \"excess\" is noisegrad's "
         "phase minus the loop's, in % of the loop's whole call",

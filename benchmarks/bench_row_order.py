@@ -20,9 +20,7 @@ them, page faults add a noise of their own.
 """
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,7 +31,7 @@ from torch import Tensor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tunnel import (  # noqa: E402
-    build_workloads, command_line, cpu_model, freed_memory_kept, noisegrad_revision, publish,
+    build_workloads, command_line, machine_line, publish,
 )
 
 COPIES = 8
@@ -86,9 +84,7 @@ def report(results: List[dict], args: argparse.Namespace, command: str) -> str:
         "# Row order: the model's own time on Captum's example-major rows and on noisegrad's sample-major rows",
         "",
         f"- command: `{command}`",
-        f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}; noisegrad {noisegrad_revision()}, torch "
-        f"{torch.__version__}, Python {platform.python_version()}; CPU: {cpu_model()}, torch.get_num_threads() = "
-        f"{torch.get_num_threads()}; glibc keeps freed memory: {freed_memory_kept()}",
+        machine_line(),
         f"- one chunk of bench_tunnel.py's stock batch, {COPIES} copies per example; a forward and an autograd.grad "
         f"of the summed target outputs; {args.warmup} warm-up calls, then {args.repeats} repetitions of both orders, "
         "alternating; the ratio is per repetition, the median [min–max]",

@@ -381,6 +381,14 @@ def freed_memory_kept(environ: Optional[Mapping[str, str]] = None) -> str:
     return "no, and not glibc's default either: " + " ".join(f"{k}={v}" for k, v in sorted(settings.items()))
 
 
+def machine_line() -> str:
+    """A report's "- date: ..." line: when, which code and versions, which CPU and threads, which allocator."""
+    return (f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}; noisegrad {noisegrad_revision()}, torch "
+            f"{torch.__version__}, Python {platform.python_version()}; CPU: {cpu_model()}, torch.get_num_threads() = "
+            f"{torch.get_num_threads()}; load average (1 min): {os.getloadavg()[0]:.2f}; glibc keeps freed memory: "
+            f"{freed_memory_kept()}")
+
+
 def time_in_processes(workload: str, method: str, args: argparse.Namespace) -> Timings:
     """:func:`time_interleaved` in ``args.processes`` fresh worker processes, one after another, pooled.
 
