@@ -173,6 +173,16 @@ def test_integer_inputs_without_a_noise_layer_are_refused_naming_it(textdir, cap
     assert not (folder / "o").exists()
 
 
+def test_integer_inputs_with_joint_are_told_to_leave_out_joint_not_just_to_add_a_noise_layer(textdir, capsys):
+    # --joint refuses --noise-layer, so a hint naming only --noise-layer sent the user in a circle
+    folder, _ = textdir
+    err = _fails_with_2(capsys, ["explain", "--model", "text_models:make_text", "--inputs", "ids.pt", "--method",
+                                 "ig", "--joint", "--out", str(folder / "o")])
+    assert "floating point" in err and "--joint adds its noise to the inputs" in err
+    assert "without --joint" in err and "--noise-layer NAME" in err
+    assert not (folder / "o").exists()
+
+
 def test_a_noise_layer_is_refused_for_torchscript_and_exported_models(textdir, capsys):
     folder, model = textdir
     torch.jit.save(torch.jit.script(model), folder / "text_script.pt")
