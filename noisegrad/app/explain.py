@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     model_is_file = is_model_file(args.model)  # a mistyped --model fails before anything is read
     explain_layer.check_layer_options(args, model_is_file)
     with output_folder(args.out) as out_dir:
-        inputs, names, single = load_inputs(args.inputs, discrete=args.noise_layer is not None)
+        inputs, names, single = load_inputs(args.inputs, discrete=args.noise_layer is not None, joint=args.joint)
         vocab = None
         if args.noise_layer is not None:  # a wrong --noise-mask or --vocab fails before the model is loaded
             tokens, _, _ = explain_layer.input_roles(names, len(inputs), args.noise_mask)

@@ -11,11 +11,14 @@ from noisegrad.app.errors import ExplainError
 __all__ = ["load_inputs", "parse_target", "forward_of", "model_outputs"]
 
 
-def load_inputs(path_text: str, discrete: bool = False) -> Tuple[Tuple[Tensor, ...], Optional[List[str]], bool]:
+def load_inputs(path_text: str, discrete: bool = False,
+                joint: bool = False) -> Tuple[Tuple[Tensor, ...], Optional[List[str]], bool]:
     """The ``--inputs`` file as (tensors, keyword names or None, was a single tensor).
 
     ``discrete``: the noise goes on a layer (``--noise-layer``), so integer and
-    boolean tensors (token ids, masks) are accepted.
+    boolean tensors (token ids, masks) are accepted. ``joint``: ``--joint``,
+    which adds its noise to the inputs and cannot take ``--noise-layer``; the
+    error for integer inputs says to leave it out.
 
     Raises
     ------
@@ -49,10 +52,12 @@ def load_inputs(path_text: str, discrete: bool = False) -> Tuple[Tuple[Tensor, .
         raise ExplainError(f"--inputs '{path}': complex tensors cannot be explained (got "
                            f"{[str(t.dtype) for t in tensors]})")
     if not (discrete or all(t.is_floating_point() for t in tensors)):
+        layer = "add the noise at the embedding layer instead with --noise-layer NAME (a package.module:function model)"
         raise ExplainError(f"--inputs '{path}': every input tensor must be floating point to add noise and take "
-                           f"gradients (got {[str(t.dtype) for t in tensors]}); for integer inputs such as token "
-                           "ids, add the noise at the embedding layer instead with --noise-layer NAME "
-                           "(a package.module:function model)")
+                           f"gradients (got {[str(t.dtype) for t in tensors]}); "
+                           + (f"--joint adds its noise to the inputs, so for integer inputs such as token ids run "
+                              f"without --joint and {layer}" if joint else
+                              f"for integer inputs such as token ids, {layer}"))
     if any(t.dim() == 0 for t in tensors) or len({t.shape[0] for t in tensors}) != 1:
         raise ExplainError(f"--inputs '{path}': every tensor needs the same batch size as its first dimension "
                            f"(got shapes {[tuple(t.shape) for t in tensors]})")
