@@ -187,3 +187,14 @@ def test_the_printed_command_carries_every_malloc_setting_of_the_process(monkeyp
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
     assert bench.command_line() == ("MALLOC_TOP_PAD_=1 GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 "
                                     "python benchmarks/bench_row_order.py")
+
+
+def test_a_worker_process_that_prints_no_result_is_reported_with_its_stderr(monkeypatch):
+    # it raised a bare IndexError from the empty output (bench_allocator's workers already said so)
+    def silent(command, **kwargs):
+        return subprocess.CompletedProcess(command, 0, stdout="", stderr="Killed\n")
+
+    monkeypatch.setattr(bench.subprocess, "run", silent)
+    args = bench.parse_args(["--quick", "--processes", "2"])
+    with pytest.raises(SystemExit, match=r"worker process 1 of 2 \(mlp, Saliency\) printed no result[\s\S]*Killed"):
+        bench.time_in_processes("mlp", "Saliency", args)
