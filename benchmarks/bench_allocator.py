@@ -36,7 +36,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
@@ -46,7 +45,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tunnel import (  # noqa: E402
     KEEP_FREED_MEMORY, Config, allocator_environment, build_workloads, command_line, cpu_model, make_variants,
-    noisegrad_revision, publish,
+    noisegrad_revision, publish, worker_result,
 )
 VARIANTS = ("captum", "noisegrad", "unseeded", "minimal")
 LABELS = {"captum": "Captum", "noisegrad": "noisegrad (seeded)", "unseeded": "noisegrad (unseeded)",
@@ -79,13 +78,7 @@ def _run_process(row: str, args: argparse.Namespace, keep: bool) -> dict:
     env = allocator_environment(keep)  # nothing of the parent's own malloc settings, in either process
     command = [sys.executable, os.path.abspath(__file__), "--worker", row, "--repeats", str(args.repeats),
                "--warmup", str(args.warmup)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"worker {' '.join(command)} failed with exit status {done.returncode}:\n{done.stderr}")
-    lines = done.stdout.strip().splitlines()
-    if not lines:
-        raise SystemExit(f"worker {' '.join(command)} printed no result:\n{done.stderr}")
-    return json.loads(lines[-1])
+    return worker_result(command, env, f"worker ({row}, {'kept' if keep else 'default'} allocator)")
 
 
 def measure(row: str, args: argparse.Namespace) -> dict:

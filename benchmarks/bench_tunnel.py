@@ -409,16 +409,25 @@ def time_in_processes(workload: str, method: str, args: argparse.Namespace) -> T
     env = allocator_environment(args.keep_freed_memory)
     pooled = Timings({}, [], [])
     for index in range(args.processes):
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
-        if done.returncode != 0:  # its traceback is on the stderr captured here: shown, not dropped
-            raise SystemExit(f"worker process {index + 1} of {args.processes} ({workload}, {method}) failed with "
-                             f"exit status {done.returncode}: {' '.join(command)}\n{done.stderr.strip()}")
-        part = json.loads(done.stdout.strip().splitlines()[-1])
+        part = worker_result(command, env, f"worker process {index + 1} of {args.processes} ({workload}, {method})")
         for name, seconds in part["times"].items():
             pooled.times.setdefault(name, []).extend(seconds)
         pooled.clean.extend(part["clean"])
         pooled.process.extend([index] * len(part["clean"]))
     return pooled
+
+
+def worker_result(command: List[str], env: Dict[str, str], label: str) -> dict:
+    """Run a worker process; its result is the JSON on the last line of its stdout. A worker that fails or prints
+    nothing stops the benchmark with its own stderr (its traceback is there: shown, not dropped)."""
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{label} failed with exit status {done.returncode}: {' '.join(command)}\n"
+                         f"{done.stderr.strip()}")
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise SystemExit(f"{label} printed no result: {' '.join(command)}\n{done.stderr.strip()}")
+    return json.loads(lines[-1])
 
 
 def _worker(args: argparse.Namespace) -> None:

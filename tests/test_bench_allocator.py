@@ -27,7 +27,7 @@ def test_a_pair_gives_the_kept_processs_median_call_over_the_default_processs(mo
         return subprocess.CompletedProcess(command, 0, stdout=json.dumps(out) + "\n", stderr="")
 
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1")  # the parent's setting never reaches a default process
-    monkeypatch.setattr(bench.subprocess, "run", worker)
+    monkeypatch.setattr(subprocess, "run", worker)
     args = bench.argparse.Namespace(pairs=2, repeats=3, warmup=0)
     result = bench.measure("mlp,Saliency", args)
     assert result["ratios"]["captum"] == pytest.approx([0.5, 0.5])
@@ -55,7 +55,7 @@ def _fake_workers(monkeypatch, results):
         out = {"seconds": {n: seconds for n in bench.VARIANTS}, "faults": {n: faults for n in bench.VARIANTS}}
         return subprocess.CompletedProcess(command, 0, stdout="log line\n" + json.dumps(out) + "\n", stderr="")
 
-    monkeypatch.setattr(bench.subprocess, "run", worker)
+    monkeypatch.setattr(subprocess, "run", worker)
     return environments
 
 
@@ -91,6 +91,6 @@ def test_a_worker_that_prints_no_result_is_reported_with_its_stderr(monkeypatch)
     def silent(command, **kwargs):
         return subprocess.CompletedProcess(command, 0, stdout="", stderr="Killed\n")
 
-    monkeypatch.setattr(bench.subprocess, "run", silent)
+    monkeypatch.setattr(subprocess, "run", silent)
     with pytest.raises(SystemExit, match=r"printed no result[\s\S]*Killed"):
         bench.measure("cnn,Saliency", bench.argparse.Namespace(pairs=1, repeats=1, warmup=0))
