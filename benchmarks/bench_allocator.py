@@ -44,9 +44,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tunnel import (  # noqa: E402
-    KEEP_FREED_MEMORY, Config, allocator_environment, build_workloads, command_line, cpu_model, make_variants,
-    noisegrad_revision, publish, worker_result,
+    Config, build_workloads, command_line, cpu_model, make_variants, noisegrad_revision, publish, worker_result,
 )
+from glibc_malloc import KEEP_FREED_MEMORY, allocator_environment  # noqa: E402
 VARIANTS = ("captum", "noisegrad", "unseeded", "minimal")
 LABELS = {"captum": "Captum", "noisegrad": "noisegrad (seeded)", "unseeded": "noisegrad (unseeded)",
           "minimal": "minimal loop"}

@@ -59,9 +59,10 @@ from torch import Tensor
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import noisegrad  # noqa: E402
 from bench_tunnel import (  # noqa: E402
-    command_line, freed_memory_kept,
+    command_line,
     ForeignLoad, build_workloads, cpu_model, device_description, noisegrad_revision, publish, time_interleaved,
 )
+from glibc_malloc import freed_memory_kept  # noqa: E402
 from noisegrad import NoiseTunnel  # noqa: E402
 from noisegrad.plan import activation_bytes_per_row  # noqa: E402
 

@@ -52,7 +52,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import captum
 import torch
@@ -64,6 +64,7 @@ from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 
 import noisegrad
+from glibc_malloc import KEEP_FREED_MEMORY, allocator_environment, freed_memory_kept, malloc_settings
 
 VARIANTS = ("captum", "noisegrad", "minimal")
 METHODS = ("Saliency", "InputXGradient", "IntegratedGradients")
@@ -339,46 +340,6 @@ def time_interleaved(variants: Dict[str, Callable[[], Tensor]], repeats: int, wa
         clean.append(foreign <= 0.05 * wall + 2 * load.tick)
         rep += 1
     return Timings(times, clean)
-
-
-#: glibc's thresholds that keep freed memory in the process (``--keep-freed-memory``, benchmarks/ALLOCATOR.md): the
-#: next call reuses pages it has instead of faulting fresh ones in, which removes most of the run-to-run noise.
-KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
-#: Setting any of these (``man mallopt``) also turns off glibc's dynamic mmap threshold: no longer its default.
-_MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
-_MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold", "glibc.malloc.top_pad",
-                    "glibc.malloc.mmap_max")
-
-
-def _malloc_settings(environ: Mapping[str, str]) -> Dict[str, str]:
-    """The variables of ``environ`` that move glibc's allocator off its default thresholds (as set)."""
-    settings = {k: environ[k] for k in _MALLOC_VARIABLES if k in environ}
-    tunables = environ.get("GLIBC_TUNABLES", "")
-    if any(entry.split("=")[0] in _MALLOC_TUNABLES for entry in tunables.split(":")):
-        settings["GLIBC_TUNABLES"] = tunables
-    return settings
-
-
-def allocator_environment(keep_freed_memory: bool, environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-    """``environ`` (the process's own by default) for a child with glibc's default thresholds, or with exactly
-    :data:`KEEP_FREED_MEMORY`: the parent's own allocator settings never reach it."""
-    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in _MALLOC_VARIABLES}
-    tunables = [e for e in env.pop("GLIBC_TUNABLES", "").split(":") if e and e.split("=")[0] not in _MALLOC_TUNABLES]
-    if tunables:
-        env["GLIBC_TUNABLES"] = ":".join(tunables)
-    if keep_freed_memory:
-        env.update(KEEP_FREED_MEMORY)
-    return env
-
-
-def freed_memory_kept(environ: Optional[Mapping[str, str]] = None) -> str:
-    """For a report's header: does glibc keep freed memory in a process started with ``environ``?"""
-    settings = _malloc_settings(os.environ if environ is None else environ)
-    if settings == KEEP_FREED_MEMORY:
-        return "yes"
-    if not settings:
-        return "no (glibc's default)"
-    return "no, and not glibc's default either: " + " ".join(f"{k}={v}" for k, v in sorted(settings.items()))
 
 
 def machine_line() -> str:
@@ -781,7 +742,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, got {args.processes}")
-    settings = _malloc_settings(os.environ)
+    settings = malloc_settings(os.environ)
     if args.worker is None and args.processes > 1 and settings and not args.keep_freed_memory:
         parser.error(f"the worker processes of --processes {args.processes} start with glibc's default allocator, "
                      f"not with this environment's {' '.join(sorted(settings))}: unset them, or pass "
@@ -793,7 +754,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def command_line(argv: Optional[List[str]] = None) -> str:
     """The command that ran this benchmark, as printed beside its results (with glibc's malloc settings, if any)."""
-    allocator = [f"{name}={value}" for name, value in _malloc_settings(os.environ).items()]
+    allocator = [f"{name}={value}" for name, value in malloc_settings(os.environ).items()]
     return " ".join(allocator + ["python", sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
 
 
