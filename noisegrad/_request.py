@@ -39,6 +39,7 @@ from noisegrad._state import modules_of
 from noisegrad.perturb.inputs import Relative, StdevsType, resolve_stdevs
 from noisegrad.perturb.layer import resolve_layer, token_mask
 from noisegrad.perturb.weights import CheckedWeights, check_weight_noise, no_input_noise
+from noisegrad.estimators.path_density import PATH_DENSITIES
 from noisegrad.sampling.samplers import SAMPLERS
 from noisegrad.sampling.seeding import SampleSeeds
 from noisegrad.stats.smoothing import validate_nt_type
@@ -78,6 +79,7 @@ class Request:
     sampler: str
     joint: bool
     stratify: bool
+    path_density: str  # the joint estimator's α: "uniform", or "adaptive" (a pilot fits where to sample)
     return_stderr: bool
     return_delta: bool
     delta_reduction: str
@@ -139,6 +141,7 @@ def check_request(
     objective: Any = None,
     times_input: Any = None,
     channel_reducer: Any = None,
+    path_density: Any = "uniform",
 ) -> Request:
     """Check every argument (raising ``ValueError`` / ``TypeError`` that names it) and build the request.
 
@@ -159,6 +162,11 @@ def check_request(
                 'with joint=True (i.i.d.) or joint="antithetic" / "qmc" / "lhs"'
             )
         sampler = "iid" if joint is True else joint
+    if not isinstance(path_density, str) or path_density not in PATH_DENSITIES:
+        raise ValueError(f"path_density must be one of {PATH_DENSITIES}, got {path_density!r}")
+    if path_density != "uniform" and not is_joint:
+        raise ValueError(f"path_density={path_density!r} applies to joint sampling (joint=True, \"antithetic\", "
+                         "\"qmc\" or \"lhs\"): the nested estimator integrates the path with n_steps fixed points")
     for name, flag in (("draw_baseline_from_distrib", draw_baseline_from_distrib), ("return_stderr", return_stderr)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
@@ -244,7 +252,7 @@ def check_request(
     return Request(
         inputs=inputs_tuple, is_inputs_tuple=isinstance(inputs, tuple), nt_type=nt_type, needs_m2=needs_m2,
         auto=auto, limit=limit, tol=float(tol) if auto else DEFAULT_TOL, batch_size=nt_samples_batch_size, max_batch_rows=max_batch_rows,
-        memory_budget=memory_budget, sampler=sampler, joint=is_joint, stratify=stratify,
+        memory_budget=memory_budget, sampler=sampler, joint=is_joint, stratify=stratify, path_density=path_density,
         return_stderr=bool(return_stderr), return_delta=return_delta, delta_reduction=delta_reduction,
         draw_baseline_from_distrib=bool(draw_baseline_from_distrib), sigmas=sigmas,
         seeds=SampleSeeds.from_arguments(seed, generator), seeded=seeded, kwargs=kwargs, example_ids=ids,

@@ -22,6 +22,7 @@ from noisegrad._captum import (
     layer_gradient_func,
 )
 from noisegrad._gradients import run_forward, summed_gradients
+from noisegrad.estimators.path_density import PathDensity, fit_path_density
 from noisegrad.expand import ChunkKwargs
 from noisegrad.perturb.inputs import InputNoise, StdevsType
 from noisegrad.sampling.samplers import SAMPLERS
@@ -48,6 +49,7 @@ def joint_integrated_gradients(
     example_ids: Union[Sequence[int], Tensor, None] = None,
     stratify: bool = True,
     sampler: str = "iid",
+    path_density: str = "uniform",
     return_convergence_delta: bool = False,
     return_stderr: bool = False,
     **kwargs: Any,
@@ -103,6 +105,19 @@ def joint_integrated_gradients(
         ``j``-th of ``nt_samples / 2`` strata), which cancels every odd order
         of the noise in the pair's mean. Standard errors are available for
         ``"iid"`` and ``"antithetic"``.
+    path_density : {"uniform", "adaptive"}
+        How α is distributed on the path. ``"adaptive"`` first runs a pilot
+        of 28 gradients per example (two in each of 14 bins, log-spaced
+        below α = 1/16) and draws α where the contributions are large,
+        weighting each sample by the inverse of its density, which keeps the
+        estimate unbiased; stratification then applies to the density's
+        quantiles. Worth it where IG's mass sits in a sliver of the path,
+        typically a network that normalises its input (a LayerNorm first)
+        explained from a zero baseline: on bench_tunnel's transformer it
+        needed about 1/500 of the gradients of ``"uniform"`` for the same
+        error, and on its CNN, ResNet and MLP the same number
+        (benchmarks/PATH_DENSITY.md). Its variance is never more than 4
+        times ``"uniform"``'s.
     return_convergence_delta : bool
         Also return, per example, the completeness gap of the smoothed
         estimate: the mean over samples of
@@ -158,6 +173,7 @@ def joint_integrated_gradients(
     request = check_request(
         method, inputs, nt_type, nt_samples, nt_samples_batch_size, stdevs, draw_baseline_from_distrib=False,
         max_batch_rows=None, memory_budget=None, joint=True if sampler == "iid" else sampler, sampler="iid",
+        path_density=path_density,
         return_stderr=return_stderr, tol=None, max_samples=None, seed=seed, generator=generator,
         delta_reduction="mean", kwargs=dict(kwargs, return_convergence_delta=return_convergence_delta),
         stratify=stratify, example_ids=example_ids,
@@ -173,6 +189,9 @@ class JointEstimator:
     intervals, or the pair's for antithetic noise) and contributes
     ``(x + ε_k − b) ⊙ ∇f(b + α_k (x + ε_k − b))``; with ``return_delta``
     also ``Σ contribution − (f(x + ε_k) − f(b))``, the completeness gap.
+    With ``adaptive``, α_k is the fitted density's quantile of that
+    (stratified) uniform number, and the contribution is weighted by
+    ``1 / density(α_k)``; the pilot runs in the first chunk, at its size.
     """
 
     rows_per_copy = 1
@@ -188,9 +207,11 @@ class JointEstimator:
         nt_samples: int,
         seeds: SampleSeeds,
         stratify: bool,
+        adaptive: bool = False,
     ) -> None:
         self.method, self.perturbation, self.is_inputs_tuple = method, perturbation, is_inputs_tuple
-        self.nt_samples, self.seeds, self.stratify = nt_samples, seeds, stratify
+        self.nt_samples, self.seeds, self.stratify, self.adaptive = nt_samples, seeds, stratify, adaptive
+        self.density: Optional[PathDensity] = None
         self.antithetic = perturbation.sampler.kind == "antithetic"
         kwargs = dict(kwargs)
         layer_options = {k: kwargs.pop(k) for k in ("attribute_to_layer_input", "grad_kwargs") if k in kwargs}
@@ -211,13 +232,31 @@ class JointEstimator:
             sample_ids, self.nt_samples, self.perturbation.example_ids, self.seeds, self.stratify, self.antithetic
         )
         with chunk_failure_on_oom():
+            weights = None
+            if self.adaptive:
+                if self.density is None:  # at the first chunk's size, which the plan fits in memory
+                    self.density = self._pilot(n)
+                alphas, weights = self.density.transform(alphas)
             contributions = self.path.contributions(noisy, alphas, chunk_kwargs, n, batch)
+            if weights is not None:
+                contributions = [c * weights.to(c.dtype).reshape((n, batch) + (1,) * (c.dim() - 2))
+                                 for c in contributions]
             deltas = None
             if self.base_output is not None:
                 totals = sum(c.reshape(n, batch, -1).sum(2, dtype=torch.float64) for c in contributions)
                 noisy_output = _outputs(self.method, noisy, chunk_kwargs).reshape(n, batch)
                 deltas = (totals - (noisy_output - self.base_output).double()).to(contributions[0].dtype)
         return Chunk(tuple(contributions), None if deltas is None else deltas.unsqueeze(2), (True,) * len(contributions))
+
+    def _pilot(self, samples_per_chunk: int) -> PathDensity:
+        noise = self.perturbation
+
+        def contributions(noisy: Tuple[Tensor, ...], alphas: Tensor, n: int) -> List[Tensor]:
+            batch = noisy[0].shape[0] // n
+            return self.path.contributions(noisy, alphas, self.chunk_kwargs.for_chunk(range(n)), n, batch)
+
+        return fit_path_density(contributions, noise.inputs, noise.sigmas, noise.example_ids, self.seeds,
+                                samples_per_chunk)
 
     def select(self, keep: Tensor) -> None:
         raise NotImplementedError("joint sampling stops at a fixed nt_samples")

@@ -33,6 +33,8 @@ class Purpose(enum.IntEnum):
     GLOBAL_RNG = 7
     #: Gaussian noise on a model parameter (row key: the parameter's name key; unit: the weight draw or pair).
     WEIGHT_NOISE = 8
+    #: The joint estimator's pilot for ``path_density="adaptive"``: its noise's base seed, and α within a bin.
+    PATH_PILOT = 9
 
 
 def stream(purpose: Purpose, input_index: int = 0) -> int:
