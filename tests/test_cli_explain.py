@@ -402,6 +402,31 @@ def test_joint_gives_the_library_joint_estimator_with_that_noise(workdir, capsys
     assert saved["options"]["joint"] is True
 
 
+def test_joint_with_the_adaptive_path_density_is_the_library_call(workdir, capsys):
+    folder, model, x = workdir
+    out = folder / "joint_adaptive"
+    assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--target", "1",
+                 "--method", "ig", "--joint", "--path-density", "adaptive", "--samples", "8", "--out", str(out),
+                 "--no-figures"]) == 0
+    assert "jointly, adaptive path density (8 samples" in capsys.readouterr().err
+    saved = torch.load(out / "attributions.pt", weights_only=True)
+    direct = [noisegrad.NoiseTunnel(IntegratedGradients(model)).attribute(
+        x[i:i + 1], nt_samples=8, stdevs=noisegrad.relative(0.15), seed=0, target=1, example_ids=[i], joint=True,
+        path_density="adaptive") for i in range(x.shape[0])]
+    torch.testing.assert_close(saved["attributions"], torch.cat(direct))
+    assert saved["options"]["path_density"] == "adaptive"
+
+
+def test_path_density_without_joint_is_refused_before_reading_files(workdir, capsys):
+    folder, _, _ = workdir
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--model", "missing.pt", "--inputs", "missing.pt", "--method", "ig", "--path-density",
+              "adaptive", "--out", str(folder / "o")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--path-density adaptive applies to --joint only" in err and "missing.pt" not in err
+
+
 @pytest.mark.parametrize("change, message", [
     (["--method", "saliency"], "--joint needs --method ig"),
     (["--method", "ig", "--n-steps", "8"], "--n-steps"),
