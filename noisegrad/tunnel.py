@@ -189,8 +189,9 @@ class NoiseTunnel(Attribution):
             spends 28 pilot gradients per example to find where IG's
             contributions are large, then samples there with weights that keep
             the estimate unbiased (:func:`noisegrad.joint_integrated_gradients`):
-            about 500 times fewer gradients on a transformer explained from a
-            zero baseline, the same number elsewhere (benchmarks/PATH_DENSITY.md).
+            a median of 110 times fewer gradients on a transformer explained
+            from a zero baseline; elsewhere as many, or up to twice as many on
+            calls of under 200 gradients (benchmarks/PATH_DENSITY.md).
         sampler : {"iid", "antithetic", "qmc", "lhs"}
             How the noise is drawn (:class:`noisegrad.sampling.samplers.NoiseSampler`):
             independently (Captum's behaviour, the default), in antithetic

@@ -16,8 +16,8 @@ for any ``q``. ``q`` is fitted per example by a pilot of
 mean square of the contribution's norm in the bin (the density that minimises
 the variance of the summed squared error), mixed with the uniform density in
 the share :data:`UNIFORM_SHARE`, so that no weight exceeds
-``1 / UNIFORM_SHARE`` and the variance is at most that many times the
-uniform density's, however wrong the pilot.
+``1 / UNIFORM_SHARE``: a sample's mean square is at most that many times
+what it is under the uniform density, however wrong the pilot.
 """
 
 from typing import Callable, List, Tuple
