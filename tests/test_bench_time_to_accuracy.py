@@ -42,3 +42,21 @@ def test_the_report_gives_the_call_cap_it_used_also_below_a_second():
     timed = dataclasses.replace(row(16), times={name: [1.0] for name in ("captum", "captum-best", "noisegrad")},
                                 scale={name: 1.0 for name in ("captum", "captum-best", "noisegrad")})
     assert "(a call over 0.2 s, or an all-at-once forward over 2.0 GiB" in bench.report([timed], args, budget, 1.0)
+
+
+def test_captum_ig_bias_compares_the_two_quadratures_on_the_same_noise():
+    """On a linear model every quadrature is exact, so two runs differ only if their noise does: they must not.
+    Where the integrand has a spike near α = 0 (a LayerNorm first, a zero baseline), 50 steps miss part of it."""
+    import torch
+    from captum.attr import IntegratedGradients
+    from torch import nn
+
+    torch.manual_seed(0)
+    x, target = torch.randn(3, 5), torch.tensor([0, 1, 2])
+    linear = nn.Linear(5, 3)
+    reference = torch.ones(3, 5)
+    assert bench.captum_ig_bias(linear, x, target, 0.5, reference, nt_samples=4) < 1e-6
+    spiky = nn.Sequential(nn.LayerNorm(5), nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    far = 100 * x  # IG's mass below α ≈ 10⁻⁵, between the 50-step rule's nodes
+    reference = IntegratedGradients(spiky).attribute(far, target=target, n_steps=bench.FINE_IG_STEPS)
+    assert bench.captum_ig_bias(spiky, far, target, 0.5, reference, nt_samples=4) > 0.05
