@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 from bench_time_to_accuracy import BATCHES, NOISE_FRACTION  # noqa: E402
 from bench_tunnel import build_workloads, command_line, machine_line, publish  # noqa: E402
 from noisegrad import NoiseTunnel  # noqa: E402
-from noisegrad.estimators.path_density import EDGES, PILOT_PER_BIN  # noqa: E402
+from noisegrad.estimators.path_density import PILOT_GRADIENTS  # noqa: E402
 
 DESIGNS = ("uniform", "adaptive")
-PILOT = (len(EDGES) - 1) * PILOT_PER_BIN
+PILOT = PILOT_GRADIENTS
 TARGET = 0.10
 
 

@@ -250,9 +250,9 @@ FINE_IG_STEPS = 8 * CAPTUM_IG_STEPS
 
 def captum_ig_bias(model: torch.nn.Module, x: Tensor, target: Tensor, sigma: float, reference: Tensor,
                    nt_samples: int = 16) -> float:
-    """Captum's IG quadrature error: the median over examples of ‖A₅₀ − A₄₀₀‖ / ‖R‖, A_k being NoiseTunnel(IG)
-    with k Gauss–Legendre steps on the same noise (the same global seed), so that the noise cancels in the
-    difference. Captum's error cannot fall much below it; the n^(−1/2) extrapolation (~) assumes it can."""
+    """Captum's IG quadrature error: the median over examples of ‖A₅₀ − A₄₀₀‖ / ‖R‖, A_k being
+    NoiseTunnel(IG) with k Gauss–Legendre steps on the same noise (the same global seed), so that the noise
+    cancels in the difference. Captum's error cannot fall much below it; the n^(−1/2) extrapolation (~) assumes it can."""
     runs = []
     for steps in (CAPTUM_IG_STEPS, FINE_IG_STEPS):
         torch.manual_seed(REFERENCE_SEED + 1)

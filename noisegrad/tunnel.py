@@ -186,7 +186,7 @@ class NoiseTunnel(Attribution):
             default, ``False``, is Captum's nested estimator.
         path_density : {"uniform", "adaptive"}
             With ``joint``: where on the path the gradients go. ``"adaptive"``
-            spends 28 pilot gradients per example to find where IG's
+            spends 28 pilot gradients per example (on top of ``nt_samples``) to find where IG's
             contributions are large, then samples there with weights that keep
             the estimate unbiased (:func:`noisegrad.joint_integrated_gradients`):
             a median of 110 times fewer gradients on a transformer explained

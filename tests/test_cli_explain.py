@@ -408,7 +408,7 @@ def test_joint_with_the_adaptive_path_density_is_the_library_call(workdir, capsy
     assert main(["explain", "--model", "user_models:make_model", "--inputs", "images.pt", "--target", "1",
                  "--method", "ig", "--joint", "--path-density", "adaptive", "--samples", "8", "--out", str(out),
                  "--no-figures"]) == 0
-    assert "jointly, adaptive path density (8 samples" in capsys.readouterr().err
+    assert "jointly, adaptive path density (8 samples + 28 pilot gradients" in capsys.readouterr().err
     saved = torch.load(out / "attributions.pt", weights_only=True)
     direct = [noisegrad.NoiseTunnel(IntegratedGradients(model)).attribute(
         x[i:i + 1], nt_samples=8, stdevs=noisegrad.relative(0.15), seed=0, target=1, example_ids=[i], joint=True,
@@ -417,7 +417,7 @@ def test_joint_with_the_adaptive_path_density_is_the_library_call(workdir, capsy
     assert saved["options"]["path_density"] == "adaptive"
 
 
-def test_path_density_without_joint_is_refused_before_reading_files(workdir, capsys):
+def test_the_adaptive_path_density_without_joint_is_refused_before_reading_files(workdir, capsys):
     folder, _, _ = workdir
     with pytest.raises(SystemExit) as exit_info:
         main(["explain", "--model", "missing.pt", "--inputs", "missing.pt", "--method", "ig", "--path-density",

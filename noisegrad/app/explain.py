@@ -62,6 +62,7 @@ from noisegrad.app.explain_options import (
 from noisegrad.app.explain_results import Explanation, save_outputs
 from noisegrad.app.models import DYNAMIC_BATCH_HINT, is_model_file, load_model
 from noisegrad.app.output import output_folder
+from noisegrad.estimators.path_density import PILOT_GRADIENTS
 from noisegrad.stats.grouped import relative_stderr
 
 __all__ = ["METHODS", "NT_TYPES", "DESCRIPTION", "ExplainError", "Explanation", "add_arguments", "load_model",
@@ -113,8 +114,8 @@ def explain(
         noise = dict(nt_type="smoothgrad", nt_samples=1, stdevs=0.0) if args.nt_type == "none" else dict(
             nt_type=args.nt_type, nt_samples=args.samples, stdevs=noisegrad.relative(args.noise), **until,
             # joint: one gradient per (noise, path point), the noise drawn by the sampler the estimator is named by
-            **({"joint": True if args.sampler == "iid" else args.sampler, "path_density": args.path_density or "uniform"}
-               if args.joint else {"sampler": args.sampler}))
+            **({"joint": True if args.sampler == "iid" else args.sampler,
+                "path_density": args.path_density or "uniform"} if args.joint else {"sampler": args.sampler}))
         # example i alone, with its own id: the noise it gets in a batch, not that of every example's first row
         with warnings.catch_warnings():  # an example that stops at max_samples is counted below, not warned about
             warnings.filterwarnings("ignore", message='nt_samples="auto": ', category=RuntimeWarning)
@@ -202,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _samples_text(args: argparse.Namespace) -> str:
     if args.samples != "auto":
-        return f"{args.samples} samples"
+        pilot = f" + {PILOT_GRADIENTS} pilot gradients" if args.path_density == "adaptive" else ""
+        return f"{args.samples} samples{pilot}"
     tol = args.tol if args.tol is not None else f"{DEFAULT_TOL} (the default)"
     return f"samples until the relative standard error is {tol}"
 
@@ -223,7 +225,8 @@ def _explain_into(out_dir: Path, model: Callable[..., Any], inputs: Tuple[Tensor
     which = "" if args.targets is None else f" for outputs {args.targets}"
     noise = "" if args.nt_type == "none" else (
         f" + {args.nt_type}{' jointly' if args.joint else ''}"
-        f"{', adaptive path density' if args.path_density == 'adaptive' else ''} ({_samples_text(args)}, {args.sampler} noise, "
+        f"{', adaptive path density' if args.path_density == 'adaptive' else ''}"
+        f" ({_samples_text(args)}, {args.sampler} noise, "
         f"σ = {args.noise} of each example's range)")
     say(f"Explaining {inputs[0].shape[0]} example(s) {[tuple(t.shape[1:]) for t in inputs]}{which} with {args.method}"
         f"{noise}{where}")

@@ -98,7 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Gradients, jointly')")
     parser.add_argument("--path-density", choices=PATH_DENSITIES, default=None,
                         help="--joint only: where the path points go; 'adaptive' spends 28 pilot gradients per "
-                             "example to find where IG's contributions are large and samples there, unbiased "
+                             "example (on top of --samples) to find where IG's contributions are large and samples "
+                             "there, unbiased "
                              "(NoiseTunnel's path_density=; worth it for a model that normalises its input, "
                              "explained from a zero baseline). Default: uniform")
     parser.add_argument("--abs", action="store_true",
@@ -188,7 +189,7 @@ def check_options(args: argparse.Namespace) -> None:
                            "attributions are signed)")
     if args.joint:
         _check_joint(args)
-    elif args.path_density is not None:
+    elif args.path_density == "adaptive":
         raise ExplainError(f"--path-density {args.path_density} applies to --joint only (the nested estimator "
                            "integrates the path on --n-steps fixed points)")
     if args.stderr and args.nt_type == "none":

@@ -74,7 +74,8 @@ def joint_integrated_gradients(
         ``multiply_by_inputs`` are used; its gradient function is not).
     inputs : Tensor or tuple of Tensor
     nt_samples : int
-        Joint samples per example = gradient evaluations per example.
+        Joint samples per example = gradient evaluations per example (plus
+        the pilot's with ``path_density="adaptive"``).
         With ``sampler="antithetic"`` it must be even.
     nt_samples_batch_size : int, optional
         Samples per example computed together (the forward batch is
@@ -107,8 +108,9 @@ def joint_integrated_gradients(
         ``"iid"`` and ``"antithetic"``.
     path_density : {"uniform", "adaptive"}
         How α is distributed on the path. ``"adaptive"`` first runs a pilot
-        of 28 gradients per example (two in each of 14 bins, log-spaced
-        below α = 1/16) and draws α where the contributions are large,
+        of 28 gradients per example, on top of ``nt_samples`` (two in each of
+        14 bins, log-spaced below α = 1/16), and draws α where the
+        contributions are large,
         weighting each sample by the inverse of its density, which keeps the
         estimate unbiased; stratification then applies to the density's
         quantiles. Worth it where IG's mass sits in a sliver of the path,

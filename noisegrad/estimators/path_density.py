@@ -30,13 +30,16 @@ from noisegrad.sampling.keyed import row_keys, uniform
 from noisegrad.sampling.seeding import SampleSeeds
 from noisegrad.sampling.streams import Purpose, stream
 
-__all__ = ["PATH_DENSITIES", "EDGES", "PILOT_PER_BIN", "UNIFORM_SHARE", "PathDensity", "fit_path_density"]
+__all__ = ["PATH_DENSITIES", "EDGES", "PILOT_PER_BIN", "PILOT_GRADIENTS", "UNIFORM_SHARE", "PathDensity",
+           "fit_path_density"]
 
 PATH_DENSITIES = ("uniform", "adaptive")
 #: Bin edges of the adaptive density on [0, 1]: log-spaced below 1/16, then steps of 1/8.
 EDGES: Tuple[float, ...] = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1 / 16) + tuple(i / 8 for i in range(1, 9))
 #: Pilot gradients per bin and example (one α uniform within the bin, one noise draw each).
 PILOT_PER_BIN = 2
+#: Gradients the pilot costs per example, on top of ``nt_samples``.
+PILOT_GRADIENTS = (len(EDGES) - 1) * PILOT_PER_BIN
 #: Share of the uniform density in the adaptive one: it bounds every weight by 1 / UNIFORM_SHARE.
 UNIFORM_SHARE = 0.25
 
@@ -99,20 +102,22 @@ def fit_path_density(
     """
     batch, device = inputs[0].shape[0], inputs[0].device
     bins = len(EDGES) - 1
-    pilot = bins * PILOT_PER_BIN
+    pilot = PILOT_GRADIENTS
     pilot_seeds = SampleSeeds(seeds.derived(stream(Purpose.PATH_PILOT)))
     edges = torch.tensor(EDGES, dtype=torch.float64, device=device)
     squares = torch.zeros(batch, bins, dtype=torch.float64, device=device)
     for start in range(0, pilot, samples_per_chunk):
         ids = range(start, min(start + samples_per_chunk, pilot))
         n = len(ids)
-        noisy = tuple(noisy_copies(x, s, ids, pilot_seeds, i, example_ids) for i, (x, s) in enumerate(zip(inputs, sigmas)))
+        noisy = tuple(noisy_copies(x, s, ids, pilot_seeds, i, example_ids)
+                      for i, (x, s) in enumerate(zip(inputs, sigmas)))
         units = torch.arange(ids.start, ids.stop, device=device)
         within = uniform(row_keys(pilot_seeds.base_seed, stream(Purpose.PATH_PILOT), example_ids, units))
         which = units % bins
         alphas = edges[which].unsqueeze(1) + within * (edges[which + 1] - edges[which]).unsqueeze(1)
         with torch.no_grad():
-            norms = sum(c.detach().reshape(n, batch, -1).double().square().sum(2) for c in contributions(noisy, alphas, n))
+            norms = sum(c.detach().reshape(n, batch, -1).double().square().sum(2)
+                        for c in contributions(noisy, alphas, n))
         squares.index_add_(1, which, norms.t())
     rms = (squares / PILOT_PER_BIN).sqrt()
     widths = edges[1:] - edges[:-1]
