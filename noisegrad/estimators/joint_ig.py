@@ -230,6 +230,10 @@ class JointEstimator:
 
     def chunk(self, sample_ids: range) -> Chunk:
         n, chunk_kwargs = len(sample_ids), self.chunk_kwargs.for_chunk(sample_ids)
+        if self.adaptive and self.density is None:
+            # at the first chunk's size, which the plan fits in memory, before that chunk's rows exist
+            with chunk_failure_on_oom():
+                self.density = self._pilot(n)
         noisy = self.perturbation.rows(sample_ids)
         batch = noisy[0].shape[0] // n
         alphas = _path_fractions(
@@ -237,9 +241,7 @@ class JointEstimator:
         )
         with chunk_failure_on_oom():
             weights = None
-            if self.adaptive:
-                if self.density is None:  # at the first chunk's size, which the plan fits in memory
-                    self.density = self._pilot(n)
+            if self.density is not None:
                 alphas, weights = self.density.transform(alphas)
             contributions = self.path.contributions(noisy, alphas, chunk_kwargs, n, batch)
             if weights is not None:
