@@ -72,8 +72,9 @@ GOAL = 3.0  # noisegrad at least this many times faster than Captum's defaults t
 TOLS = (0.10, 0.05)
 NOISE_FRACTION = 0.15  # σ = 15 % of the batch's mean per-example range, one float for every approach
 JOINT = "lhs"  # IG + SmoothGrad: the joint design that needed the fewest gradients on the CNN (benchmarks/JOINT.md)
-#: ... and where its path fractions go: the same gradients as uniform on the CNN, ResNet and MLP, about 1/500 on the
-#: transformer, whose IG mass lies below α ≈ 10⁻³ (benchmarks/PATH_DENSITY.md)
+#: ... and where its path fractions go: a median of 1/110 of uniform's gradients for 10 % on the transformer, whose
+#: IG mass lies below α ≈ 10⁻³; as many on the CNN; 1.3–1.9 times as many on the ResNet and MLP, whose calls need
+#: under 200 gradients, the 28-gradient pilot included (benchmarks/PATH_DENSITY.md)
 PATH_DENSITY = "adaptive"
 CAPTUM_IG_STEPS = 50  # Captum's default n_steps
 REFERENCE_SEED = 10**6
