@@ -10,10 +10,9 @@ from captum.attr import IntegratedGradients, LayerIntegratedGradients
 from torch import nn
 
 from noisegrad import NoiseTunnel
-from noisegrad.estimators.path_density import EDGES, PILOT_PER_BIN
+from noisegrad.estimators.path_density import PILOT_GRADIENTS
 from noisegrad.perturb.inputs import InputNoise
 
-PILOT = (len(EDGES) - 1) * PILOT_PER_BIN
 X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
 
 
@@ -36,7 +35,7 @@ def test_the_pilot_runs_before_the_first_chunk_makes_its_noisy_rows(monkeypatch)
     model = layer_norm_first()
     model.register_forward_pre_hook(lambda module, args: events.append("forward"))
     adaptive(IntegratedGradients(model), nt_samples=4, nt_samples_batch_size=4)
-    assert events == ["forward"] * (PILOT // 4) + ["rows", "forward"]
+    assert events == ["forward"] * (PILOT_GRADIENTS // 4) + ["rows", "forward"]
 
 
 class OutOfMemoryAbove(nn.Module):
