@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
-from hypothesis import example, given, settings
+from hypothesis import example as pinned_example
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -96,8 +97,8 @@ def test_reported_stderr_matches_the_spread_over_seeds():
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.floats(0.01, 100.0), min_size=len(WIDTHS), max_size=len(WIDTHS)))
 # found by hypothesis in a full run: the last bin's weight is 3197, which multiplies the cumulative sum's rounding
-@example([1.0, 1.890361368622191, 1.635805049408789, 1.0, 1.78125, 1.97241634391645, 1.2397478820130061,
-          59.33333333333333, 100.0, 3.00001, 1.0089787305214628, 78.904296875, 3.0, 0.010000000000000002])
+@pinned_example([1.0, 1.890361368622191, 1.635805049408789, 1.0, 1.78125, 1.97241634391645, 1.2397478820130061,
+                 59.33333333333333, 100.0, 3.00001, 1.0089787305214628, 78.904296875, 3.0, 0.010000000000000002])
 def test_alpha_is_a_change_of_variables_whose_derivative_is_the_weight(masses):
     """α(u) runs monotonically from 0 to 1 with dα/du = weight, so E_u[weight · h(α(u))] = ∫₀¹ h(α) dα for
     every h: the estimate is unbiased whatever the (positive) density."""
