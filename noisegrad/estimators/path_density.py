@@ -20,11 +20,13 @@ the share :data:`UNIFORM_SHARE`, so that no weight exceeds
 what it is under the uniform density, however wrong the pilot.
 """
 
+import warnings
 from typing import Callable, List, Tuple
 
 import torch
 from torch import Tensor
 
+from noisegrad._caller import user_stacklevel
 from noisegrad.perturb.inputs import noisy_copies
 from noisegrad.sampling.keyed import row_keys, uniform
 from noisegrad.sampling.seeding import SampleSeeds
@@ -98,7 +100,9 @@ def fit_path_density(
     streams of their own, keyed by the seed and the example's id, so the
     density depends on neither the batch nor the chunking (beyond rounding),
     and is independent of the estimate's own draws. An example whose pilot
-    is all zero or not finite keeps the uniform density.
+    is all zero keeps the uniform density; so does one whose pilot is not
+    finite, with a ``RuntimeWarning`` naming it (its integrand is NaN or
+    infinite somewhere on the path, which the estimate may or may not meet).
     """
     batch, device = inputs[0].shape[0], inputs[0].device
     bins = len(EDGES) - 1
@@ -123,6 +127,12 @@ def fit_path_density(
     widths = edges[1:] - edges[:-1]
     mass = widths * rms
     total = mass.sum(dim=1, keepdim=True)
-    fitted = torch.isfinite(total) & (total > 0)
+    finite = torch.isfinite(total)
+    if not bool(finite.all()):  # the pilot's one host synchronisation
+        broken = example_ids[~finite.squeeze(1).to(example_ids.device)].tolist()
+        warnings.warn(f'path_density="adaptive": the pilot met a NaN or infinite contribution on the path of '
+                      f"example(s) {broken}; they keep the uniform density, and their attributions are NaN wherever "
+                      "the estimate meets the same", RuntimeWarning, stacklevel=user_stacklevel())
+    fitted = finite & (total > 0)
     fitted_q = torch.where(fitted, mass / torch.where(fitted, total, torch.ones_like(total)), widths)
     return PathDensity((1 - UNIFORM_SHARE) * fitted_q + UNIFORM_SHARE * widths)
