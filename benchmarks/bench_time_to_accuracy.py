@@ -454,12 +454,12 @@ CAUSES = {
     ),
     "IG path": (
         "One path point per noise sample is the wrong design here",
-        "the joint estimator (one random path point per noise sample) needed far more gradients than Captum's "
-        "nested Gauss–Legendre quadrature (50 points per noise sample): on this transformer the gradient varies "
-        "along the path much more than across noise, so a random path point costs more variance than it saves. "
-        "Plan: choose between the joint and the nested design per call from a pilot's variance split (along the "
-        "path vs across noise), or stratify the path points of each noise sample on a few Gauss–Legendre nodes; "
-        "the reference's own error is 2.7 % here, so a re-run also needs a longer reference.",
+        "the joint estimator (one random path point per noise sample, drawn from the adaptive path density) needed "
+        "far more gradients than Captum's nested Gauss–Legendre quadrature (50 points per noise sample). Before the "
+        "adaptive density this was the transformer, whose IG mass lies below α ≈ 10⁻³ (benchmarks/PATH_DENSITY.md); "
+        "stratifying k path points per noise draw did not help there (k = 1–32 at a fixed budget, measured once). "
+        "Plan: profile the integrand along the path (where its mass lies, how much it varies across noise) and "
+        "compare the joint estimator's spread with the nested one's at equal gradients.",
     ),
 }
 

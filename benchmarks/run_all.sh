@@ -63,6 +63,8 @@ if [[ -z "$QUICK" ]]; then
   run python benchmarks/bench_samplers.py
   # Other stratified designs for absolute-gradient SmoothGrad (~1 min).
   run python benchmarks/bench_abs_designs.py
+  # The joint estimator's path fraction, uniform or adaptive: gradients counted, not timed (~1 min).
+  run python benchmarks/bench_path_density.py --out $B/PATH_DENSITY.md
 fi
 # Ground-truth localisation by method and noise level (~1-2 min).
 run python benchmarks/bench_localisation.py --out $D/localisation.md --figure $F/localisation.png
