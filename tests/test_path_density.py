@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from conftest import ForwardCounter, make_mlp
+from conftest import ForwardCounter, Recorder, make_mlp
 from noisegrad import NoiseTunnel
 from noisegrad.estimators.joint_ig import joint_integrated_gradients
 from noisegrad.estimators.path_density import EDGES, PILOT_PER_BIN, UNIFORM_SHARE, PathDensity, fit_path_density
@@ -139,20 +139,10 @@ def test_the_pilot_puts_the_mass_where_the_contributions_are_and_bounds_every_we
     assert float(weight.max()) <= 1 / UNIFORM_SHARE + 1e-12
 
 
-class PointRecorder(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.seen = model, []
-
-    def forward(self, x):
-        self.seen.append(x.detach().clone())
-        return self.model(x)
-
-
 def test_the_pilot_draws_noise_of_its_own():
     """A density fitted on the estimate's own noise would correlate with it (a bias): no pilot point may lie on
     the noisy path of one of the estimate's samples (from a zero baseline: no point parallel to its end)."""
-    model, n = PointRecorder(layer_norm_first()), 8
+    model, n = Recorder(layer_norm_first()), 8
     joint_integrated_gradients(IntegratedGradients(model), X, nt_samples=n, stdevs=0.3, target=0, seed=2,
                                path_density="adaptive")
     pilot = torch.cat(model.seen[:-1]).reshape(-1, 2, 5)
