@@ -2,10 +2,11 @@
 
 IG's integrand ``(x + ε − b) ⊙ ∇f(b + α (x + ε − b))`` can hold nearly all its
 mass in a sliver of the path. A network that normalises its input (a
-LayerNorm first, as in a transformer on float embeddings) does not see the
-scale of ``α (x + ε)`` until α is small enough for the normaliser's ε: from a
-zero baseline, ``f`` climbs from ``f(b)`` to almost ``f(x)`` for α below
-about 10⁻³ and stays flat after. A uniform α rarely lands there, and the
+LayerNorm first, as in a transformer on float embeddings) sees almost the
+same input at every α until ``α · std(x)`` falls to about √ε, the
+normaliser's ε: from a zero baseline, ``f`` climbs from ``f(b)`` to almost
+``f(x)`` below that α (about 10⁻³ for unit-scale inputs and ε = 10⁻⁵) and
+stays flat after. A uniform α rarely lands there, and the
 estimate is mostly noise (benchmarks/PATH_DENSITY.md).
 
 The adaptive density draws α with probability ``q_j`` in bin ``j`` of fixed
