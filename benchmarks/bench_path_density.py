@@ -32,7 +32,6 @@ from noisegrad import NoiseTunnel  # noqa: E402
 from noisegrad.estimators.path_density import PILOT_GRADIENTS  # noqa: E402
 
 DESIGNS = ("uniform", "adaptive")
-PILOT = PILOT_GRADIENTS
 TARGET = 0.10
 
 
@@ -79,7 +78,7 @@ def measure(names: List[str], nt_samples: int, seeds: int) -> List[str]:
         needed = {}
         for design in DESIGNS:
             s = relative_sd(estimates[design], reference)
-            gradients = nt_samples * (s / TARGET) ** 2 + (PILOT if design == "adaptive" else 0)
+            gradients = nt_samples * (s / TARGET) ** 2 + (PILOT_GRADIENTS if design == "adaptive" else 0)
             needed[design] = gradients
             lines.append(
                 f"| {workload.name} | {BATCHES[workload.name][1]} | {design} | {float(s.median()):.3f} "
@@ -114,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"{machine_line()} (at the end); {minutes:.1f} min",
         f"- {args.seeds} seeds per design, `joint=\"lhs\"`, nt_samples = {args.nt_samples}; σ and batches as in "
         "bench_time_to_accuracy.py. Samples are counted, not timed.",
-        f"- gradients for {TARGET:.0%}: nt_samples × (relative sd / {TARGET})², plus {PILOT} pilot gradients for "
+        f"- gradients for {TARGET:.0%}: nt_samples × (relative sd / {TARGET})², plus {PILOT_GRADIENTS} pilot gradients for "
         "the adaptive density; the ratio is per example, its median and range over the batch.",
         "",
         *table,

@@ -9,7 +9,7 @@ from noisegrad._explained import TIMES_INPUT
 from noisegrad._request import DEFAULT_MAX_SAMPLES, DEFAULT_TOL
 from noisegrad.app import explain_layer
 from noisegrad.app.errors import ExplainError
-from noisegrad.estimators.path_density import PATH_DENSITIES
+from noisegrad.estimators.path_density import PATH_DENSITIES, PILOT_GRADIENTS
 from noisegrad.reducers import CHANNEL_REDUCERS
 from noisegrad.sampling.samplers import SAMPLERS, independent_units, units_for_stderr
 
@@ -97,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--nt-type smoothgrad and a fixed --samples (README: 'SmoothGrad x Integrated "
                              "Gradients, jointly')")
     parser.add_argument("--path-density", choices=PATH_DENSITIES, default=None,
-                        help="--joint only: where the path points go; 'adaptive' spends 28 pilot gradients per "
+                        help=f"--joint only: where the path points go; 'adaptive' spends {PILOT_GRADIENTS} pilot "
+                             "gradients per "
                              "example (on top of --samples) to find where IG's contributions are large and samples "
                              "there, unbiased "
                              "(NoiseTunnel's path_density=; worth it for a model that normalises its input, "

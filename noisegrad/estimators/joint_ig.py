@@ -240,11 +240,10 @@ class JointEstimator:
             sample_ids, self.nt_samples, self.perturbation.example_ids, self.seeds, self.stratify, self.antithetic
         )
         with chunk_failure_on_oom():
-            weights = None
             if self.density is not None:
                 alphas, weights = self.density.transform(alphas)
             contributions = self.path.contributions(noisy, alphas, chunk_kwargs, n, batch)
-            if weights is not None:
+            if self.density is not None:
                 contributions = [c * weights.to(c.dtype).reshape((n, batch) + (1,) * (c.dim() - 2))
                                  for c in contributions]
             deltas = None

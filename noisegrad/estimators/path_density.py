@@ -66,8 +66,7 @@ class PathDensity:
     """
 
     def __init__(self, probabilities: Tensor) -> None:
-        self.edges = torch.tensor(EDGES, dtype=torch.float64, device=probabilities.device)
-        self.widths = self.edges[1:] - self.edges[:-1]
+        self.edges, self.widths = _edges(probabilities.device)
         self.probabilities = probabilities
         cumulative = probabilities.cumsum(dim=1)
         self.starts = torch.cat([torch.zeros_like(cumulative[:, :1]), cumulative[:, :-1]], dim=1)
@@ -83,6 +82,12 @@ class PathDensity:
         alpha = self.edges[bins] + (u.t() - start) / probability * width
         alpha = torch.minimum(alpha, self.edges[bins + 1])  # rounding at a bin's top edge
         return alpha.t(), (width / probability).t()
+
+
+def _edges(device: torch.device) -> Tuple[Tensor, Tensor]:
+    """:data:`EDGES` and the bins' widths, float64 on ``device``."""
+    edges = torch.tensor(EDGES, dtype=torch.float64, device=device)
+    return edges, edges[1:] - edges[:-1]
 
 
 def fit_path_density(
@@ -107,25 +112,23 @@ def fit_path_density(
     """
     batch, device = inputs[0].shape[0], inputs[0].device
     bins = len(EDGES) - 1
-    pilot = PILOT_GRADIENTS
     pilot_seeds = SampleSeeds(seeds.derived(stream(Purpose.PATH_PILOT)))
-    edges = torch.tensor(EDGES, dtype=torch.float64, device=device)
+    edges, widths = _edges(device)
     squares = torch.zeros(batch, bins, dtype=torch.float64, device=device)
-    for start in range(0, pilot, samples_per_chunk):
-        ids = range(start, min(start + samples_per_chunk, pilot))
+    for start in range(0, PILOT_GRADIENTS, samples_per_chunk):
+        ids = range(start, min(start + samples_per_chunk, PILOT_GRADIENTS))
         n = len(ids)
         noisy = tuple(noisy_copies(x, s, ids, pilot_seeds, i, example_ids)
                       for i, (x, s) in enumerate(zip(inputs, sigmas)))
         units = torch.arange(ids.start, ids.stop, device=device)
         within = uniform(row_keys(pilot_seeds.base_seed, stream(Purpose.PATH_PILOT), example_ids, units))
         which = units % bins
-        alphas = edges[which].unsqueeze(1) + within * (edges[which + 1] - edges[which]).unsqueeze(1)
+        alphas = edges[which].unsqueeze(1) + within * widths[which].unsqueeze(1)
         with torch.no_grad():
             norms = sum(c.detach().reshape(n, batch, -1).double().square().sum(2)
                         for c in contributions(noisy, alphas, n))
         squares.index_add_(1, which, norms.t())
     rms = (squares / PILOT_PER_BIN).sqrt()
-    widths = edges[1:] - edges[:-1]
     mass = widths * rms
     total = mass.sum(dim=1, keepdim=True)
     finite = torch.isfinite(total)
