@@ -44,7 +44,7 @@ from torch import Tensor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tunnel import (  # noqa: E402
-    Config, build_workloads, command_line, machine_line, make_variants, minimal_attribution, publish,
+    Config, build_workloads, command_line, make_variants, minimal_attribution, publish, report_header,
 )
 from noisegrad import tunnel  # noqa: E402
 from noisegrad.estimators import nested  # noqa: E402
@@ -175,10 +175,7 @@ def measure(workload, method: str, cfg: Config, calls: int, clock: Clock) -> Dic
 
 def report(rows: List[dict], args: argparse.Namespace, command: str) -> str:
     lines = [
-        "# Where a stock call's time goes: noisegrad's phases against the minimal loop's",
-        "",
-        f"- command: `{command}`",
-        machine_line(),
+        *report_header("Where a stock call's time goes: noisegrad's phases against the minimal loop's", command),
         f"- the calls of bench_tunnel.py: VarGrad, nt_samples=16, chunks of 8, σ = 0.1, seeded; {args.calls} calls "
         "of each, alternating; every number is a median over the calls, in ms per call; \"excess\" is noisegrad's "
         "phase minus the loop's, in % of the loop's whole call",

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 from bench_time_to_accuracy import BATCHES, NOISE_FRACTION  # noqa: E402
-from bench_tunnel import build_workloads, command_line, machine_line, publish  # noqa: E402
+from bench_tunnel import build_workloads, command_line, publish, report_header  # noqa: E402
 from noisegrad import NoiseTunnel  # noqa: E402
 from noisegrad.estimators.path_density import PILOT_GRADIENTS  # noqa: E402
 
@@ -107,10 +107,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     table = measure(args.workloads.split(","), args.nt_samples, args.seeds)
     minutes = (time.perf_counter() - started) / 60
     text = "\n".join([
-        "# The joint estimator's path fraction: uniform or adaptive",
-        "",
-        f"- command: `{command_line(argv)}`",
-        f"{machine_line()} (at the end); {minutes:.1f} min",
+        *report_header("The joint estimator's path fraction: uniform or adaptive", command_line(argv)),
+        f"- {minutes:.1f} min",
         f"- {args.seeds} seeds per design, `joint=\"lhs\"`, nt_samples = {args.nt_samples}; σ and batches as in "
         "bench_time_to_accuracy.py. Samples are counted, not timed.",
         f"- gradients for {TARGET:.0%}: nt_samples × (relative sd / {TARGET})², plus {PILOT_GRADIENTS} pilot gradients for "

@@ -31,7 +31,7 @@ from torch import Tensor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tunnel import (  # noqa: E402
-    build_workloads, command_line, machine_line, publish,
+    build_workloads, command_line, publish, report_header,
 )
 
 COPIES = 8
@@ -81,10 +81,8 @@ def measure(repeats: int, warmup: int, sigmas: List[float]) -> List[dict]:
 
 def report(results: List[dict], args: argparse.Namespace, command: str) -> str:
     lines = [
-        "# Row order: the model's own time on Captum's example-major rows and on noisegrad's sample-major rows",
-        "",
-        f"- command: `{command}`",
-        machine_line(),
+        *report_header("Row order: the model's own time on Captum's example-major rows and on noisegrad's "
+                       "sample-major rows", command),
         f"- one chunk of bench_tunnel.py's stock batch, {COPIES} copies per example; a forward and an autograd.grad "
         f"of the summed target outputs; {args.warmup} warm-up calls, then {args.repeats} repetitions of both orders, "
         "alternating; the ratio is per repetition, the median [min–max]",

@@ -752,6 +752,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def report_header(title: str, command: str) -> List[str]:
+    """A report's first lines: its title, the command that made it, and :func:`machine_line`."""
+    return [f"# {title}", "", f"- command: `{command}`", machine_line()]
+
+
 def command_line(argv: Optional[List[str]] = None) -> str:
     """The command that ran this benchmark, as printed beside its results (with glibc's malloc settings, if any)."""
     allocator = [f"{name}={value}" for name, value in malloc_settings(os.environ).items()]
