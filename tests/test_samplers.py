@@ -80,6 +80,26 @@ def test_auto_hypercube_blocks_use_every_stratum_once_per_block_example_and_dime
     assert not torch.equal(strata[:size], strata[size : 2 * size])
 
 
+def test_auto_hypercube_blocks_draw_every_affine_permutation_and_uniform_jitter_equally_often():
+    """Each block's order of strata in a dimension is one of the B·B/2 affine permutations (a·i + b) mod B, all
+    equally likely (a odd, b any stratum, from whole bits of its word), and the position within the stratum is
+    uniform: a chi-squared test of both against the counts expected."""
+    size = AUTO_BLOCK
+    values = draw_blocks(64 * size, list(range(8)), shape=(40,), seed=5)  # 64 blocks × 8 examples × 40 elements
+    u = torch.special.ndtr(values) * size
+    strata = u.floor().long().view(64, size, 8, 40)
+    first, step = strata[:, 0], (strata[:, 1] - strata[:, 0]) % size  # b and a of each block's permutation
+    expected = (first.unsqueeze(1) + step.unsqueeze(1) * torch.arange(size).view(1, size, 1, 1)) % size
+    assert torch.equal(strata, expected)  # affine, with an odd multiplier:
+    assert bool((step % 2 == 1).all())
+    counts = torch.bincount((first * size + step).flatten(), minlength=size * size)[1::2].double()  # odd steps only
+    chi2 = float(((counts - counts.mean()) ** 2 / counts.mean()).sum())
+    assert chi2 < 24.3, counts  # 7 degrees of freedom: p = 0.001
+    within = torch.histc((u - u.floor()).flatten().double(), bins=16, min=0, max=1)
+    chi2 = float(((within - within.mean()) ** 2 / within.mean()).sum())
+    assert chi2 < 37.7, within  # 15 degrees of freedom: p = 0.001
+
+
 @settings(max_examples=30, deadline=None)
 @given(nt_samples=st.integers(1, 30), chunk=st.integers(1, 30), seed=st.integers(0, 99),
        subset=st.lists(st.integers(0, 4), min_size=1, max_size=5, unique=True))
@@ -178,19 +198,19 @@ def test_an_unknown_sampler_is_rejected_before_any_forward_pass():
 
 def test_auto_hypercube_blocks_are_randomised_a_slice_at_a_time(monkeypatch):
     """A chunk of many blocks of a large input is filled a slice of blocks at a time, so the per-block
-    permutations and phases (several times the noise's own size when made for every block at once) stay bounded:
-    the same draws, at most _BLOCK_SLICE_ELEMENTS values of randomisation per slice."""
+    randomisation (a word, a permutation and a phase per block, example and element) stays bounded: the same
+    draws, at most _BLOCK_SLICE_ELEMENTS words per slice."""
     import noisegrad.sampling.samplers as samplers
 
     whole = draw_blocks(4 * AUTO_BLOCK + 3, [0, 1], shape=(3, 5), chunk=None)
     sizes = []
-    original = NoiseSampler._lhs_randomisation
+    original = samplers.random_bits
 
-    def recording(self, shape, dtype, replicates, strata, input_index, example_ids):
-        sizes.append(len(replicates) * len(example_ids) * math.prod(shape))
-        return original(self, shape, dtype, replicates, strata, input_index, example_ids)
+    def recording(keys, shape, out):
+        sizes.append(out.numel())
+        return original(keys, shape, out)
 
-    monkeypatch.setattr(NoiseSampler, "_lhs_randomisation", recording)
+    monkeypatch.setattr(samplers, "random_bits", recording)
     monkeypatch.setattr(samplers, "_BLOCK_SLICE_ELEMENTS", 2 * 2 * 15)  # two blocks' randomisation per slice
     for chunk in (None, 3, 7):
         sizes.clear()

@@ -35,6 +35,9 @@ class Purpose(enum.IntEnum):
     WEIGHT_NOISE = 8
     #: The joint estimator's pilot for ``path_density="adaptive"``: its noise's base seed, and α within a bin.
     PATH_PILOT = 9
+    #: A Latin hypercube block's permutation and jitter phase per (example, element) (unit: the block), under
+    #: ``nt_samples="auto"``.
+    LHS_BLOCK = 10
 
 
 def stream(purpose: Purpose, input_index: int = 0) -> int:
