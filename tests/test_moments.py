@@ -454,3 +454,26 @@ def test_load_state_dict_refuses_a_state_whose_parts_disagree(state, message):
     with pytest.raises(ValueError, match=message):
         moments.load_state_dict(state)
     assert moments.count == 0 and moments.mean is None
+
+
+def test_sums_around_different_pivots_give_the_moments_of_all_the_samples():
+    """add_sums with a new pivot settles the sums around the old one first: the result is the float64 moments of
+    every sample, whichever centres the chunks had."""
+    generator = torch.Generator().manual_seed(3)
+    chunks = [(5.0 + torch.randn(n, 4, generator=generator)).float() for n in (1, 3, 6)]
+    moments = Moments()
+    for chunk, pivot in zip(chunks, (chunks[0][0], chunks[1].mean(dim=0), torch.full((4,), 10.0))):
+        centred = chunk - pivot
+        moments.add_sums(chunk.shape[0], centred.sum(dim=0), (centred * centred).sum(dim=0), pivot)
+    every = torch.cat(chunks).double()
+    assert moments.count == every.shape[0]
+    torch.testing.assert_close(moments.mean, every.mean(dim=0), rtol=1e-6, atol=1e-6)  # float32 deviations
+    torch.testing.assert_close(moments.m2, ((every - every.mean(dim=0)) ** 2).sum(dim=0), rtol=1e-4, atol=1e-4)
+
+
+def test_sums_without_squares_are_refused_where_m2_is_tracked():
+    with pytest.raises(ValueError, match="needs the sums of squares around a pivot"):
+        Moments().add_sums(2, torch.ones(3))
+    plain = Moments(track_m2=False)
+    plain.add_sums(2, torch.tensor([2.0, 4.0]))
+    assert plain.mean.tolist() == [1.0, 2.0]

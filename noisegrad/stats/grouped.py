@@ -1,11 +1,11 @@
 """Moments kept per independent group of samples: the smoothed value and its standard error from one run."""
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from noisegrad.stats.moments import Moments
+from noisegrad.stats.moments import Moments, sum_samples, mean_dtype, summable
 from noisegrad.stats.smoothing import smooth
 
 __all__ = ["GroupedMoments", "relative_stderr"]
@@ -28,8 +28,8 @@ class GroupedMoments:
     ``groups − 1`` degrees of freedom. For the mean of i.i.d. samples, when
     ``textbook_mean`` is set, it is ``√(M2 / (n (n − 1)))`` instead, with
     all ``n − 1`` degrees of freedom. Memory per group: a mean and an M2,
-    and between reads the sums of the chunks since (two more) and the pivot
-    they were centred on (:class:`~noisegrad.stats.moments.Moments`).
+    and between reads the sums of the chunks since (two more); the pivot
+    those were centred on is one for all groups (:class:`~noisegrad.stats.moments.Moments`).
 
     With ``collapsed_mean``, for the mean of a stratified design whose unit
     ``u`` has a stratum of its own (the joint estimator's path points), the
@@ -39,10 +39,12 @@ class GroupedMoments:
     slightly conservative), with ``groups / 2`` degrees of freedom; the
     spread of all group means would count the strata's differences too.
 
-    While every chunk starts a round of the groups and holds whole rounds,
-    the groups share one accumulator over a leading group dimension, so a
-    chunk costs the operations of one update whatever the number of groups;
-    another chunk splits it into one accumulator per group.
+    A chunk costs a few operations whatever the number of groups: it is
+    centred once, on a pivot all groups share (the first chunk's mean, later
+    the running mean of every sample, renewed as :class:`Moments` renews its
+    own), and each group's sums are taken over its rows in the chunk: the
+    runs of consecutive rows of one unit at the chunk's ends, and all groups'
+    rows at once over the whole rounds between them.
 
     Examples
     --------
@@ -62,63 +64,85 @@ class GroupedMoments:
         self.groups, self.unit_size, self.textbook_mean, self.collapsed_mean = (
             groups, unit_size, textbook_mean, collapsed_mean
         )
-        self._track_m2 = track_m2
-        #: All groups' moments in one accumulator, state (groups, ...), while every chunk has held whole rounds;
-        #: else None, and ``_split`` holds one accumulator per group.
-        self._stacked: Optional[Moments] = Moments(track_m2=track_m2) if groups > 1 else None
-        self._split: List[Moments] = [] if groups > 1 else [Moments(track_m2=track_m2)]
-
-    @property
-    def track_m2(self) -> bool:
-        return self._track_m2
-
-    @property
-    def parts(self) -> List[Moments]:
-        """One accumulator per group (views of the shared state while there is one)."""
-        if self._stacked is None:
-            return self._split
-        return [self._stacked.select(group) for group in range(self.groups)]
+        self.track_m2 = track_m2
+        #: One accumulator per group.
+        self.parts: List[Moments] = [Moments(track_m2=track_m2) for _ in range(groups)]
+        self._pivot: Optional[Tensor] = None  # the centre of the chunks since it was chosen, shared by the groups
+        self._count = 0  # samples seen
+        self._since_pivot = 0  # of which since the pivot was chosen
 
     def update(self, samples: Tensor, sample_ids: range, overwrite: bool = False) -> None:
         """Merge a chunk (samples along dim 0, in the order of ``sample_ids``).
 
-        A group's rows of the chunk are strided slices (no index tensor, so
-        nothing waits for the device); ``overwrite=True`` lets the groups
-        centre them in place.
+        A group's rows of the chunk are slices (no index tensor, so nothing
+        waits for the device); ``overwrite=True`` lets the chunk be centred in
+        place.
         """
+        if samples.shape[0] != len(sample_ids):
+            raise ValueError(f"a chunk of {samples.shape[0]} samples for {len(sample_ids)} sample ids")
         if self.groups == 1:
-            self._split[0].update(samples, dim=0, overwrite=overwrite)
+            self.parts[0].update(samples, dim=0, overwrite=overwrite)
             return
-        size = self.unit_size
-        period = size * self.groups
-        if self._stacked is not None and sample_ids.start % period == 0 and samples.shape[0] % period == 0:
-            # Whole rounds: row (round, group, offset) of the chunk, every group's rows at once.
-            rounds = samples.unflatten(0, (-1, self.groups, size))
-            for offset in range(size):
-                self._stacked.update(rounds[:, :, offset], dim=0, overwrite=overwrite)
+        if len(sample_ids) == 0:
             return
-        if self._stacked is not None:
-            self._split, self._stacked = self.parts, None
-        for group, part in enumerate(self._split):
-            for offset in range(size):
-                first = (group * size + offset - sample_ids.start) % period
-                part.update(samples[first::period], dim=0, overwrite=overwrite)
+        samples, overwrite = summable(samples, overwrite, mean_dtype(samples.device))
+        if not self.track_m2:  # plain sums: a mean needs no centre
+            for group, count, total in self._group_sums(samples, sample_ids.start):
+                self.parts[group].add_sums(count, total)
+            self._count += len(sample_ids)
+            return
+        if self._pivot is None or self._pivot.dtype != samples.dtype or 2 * self._since_pivot >= self._count:
+            # as Moments.update chooses its pivot: the running mean once the chunks since the last pivot
+            # outnumber the samples before it
+            self._pivot = samples.mean(dim=0) if self._count == 0 else self.total().mean.to(samples.dtype)
+            self._since_pivot = 0
+        centred = samples.sub_(self._pivot) if overwrite else samples - self._pivot
+        totals = self._group_sums(centred, sample_ids.start)
+        squares = self._group_sums(centred.mul_(centred), sample_ids.start)  # ours: squared in place
+        for (group, count, total), (_, _, square) in zip(totals, squares):
+            self.parts[group].add_sums(count, total, square, self._pivot)
+        self._count += len(sample_ids)
+        self._since_pivot += len(sample_ids)
+
+    def _group_sums(self, rows: Tensor, first: int) -> List[Tuple[int, int, Tensor]]:
+        """``(group, samples, sum of its rows)`` for every group with rows in ``rows`` (sample ids from ``first``).
+
+        The sums are in the accumulation dtype, new tensors; the rows of a unit are summed in their own dtype.
+        """
+        size, groups = self.unit_size, self.groups
+        period, n = size * groups, rows.shape[0]
+        head = min(n, -first % period)  # rows before the first whole round
+        rounds = (n - head) // period
+        tail = head + rounds * period
+        dtype = mean_dtype(rows.device)
+        sums: Dict[int, Tuple[int, Tensor]] = {}
+        if rounds:  # whole rounds: row (round, group, offset), every group's rows at once
+            by_group = sum_samples(None, rows[head:tail].unflatten(0, (rounds, groups, size)).sum(dim=2), dtype)
+            sums = {group: (rounds * size, by_group[group]) for group in range(groups)}
+        for start, stop in ((0, head), (tail, n)):
+            while start < stop:  # a run of one unit's rows
+                end = min(stop, start + size - (first + start) % size)
+                group = (first + start) // size % groups
+                run = rows[start:end].sum(dim=0, dtype=dtype) if end - start > 1 else rows[start].to(dtype, copy=True)
+                if group in sums:
+                    count, total = sums[group]
+                    sums[group] = (count + end - start, total.add_(run))
+                else:
+                    sums[group] = (end - start, run)
+                start = end
+        return [(group, count, total) for group, (count, total) in sums.items()]
 
     def select(self, examples: Tensor) -> "GroupedMoments":
         """The groups' moments of some examples only."""
         part = GroupedMoments(self.groups, self.unit_size, self.track_m2, self.textbook_mean, self.collapsed_mean)
-        if self._stacked is not None:
-            part._stacked = self._stacked.select(examples, dim=1)
-        else:
-            part._stacked, part._split = None, [p.select(examples) for p in self._split]
+        part.parts = [p.select(examples) for p in self.parts]
+        part._count = self._count
         return part
 
     def total(self) -> Moments:
         """All groups merged: the moments of every sample."""
         if self.groups == 1:
             return self.parts[0]
-        if self._stacked is not None:
-            return self._stacked.merged_over(0)
         total = Moments(track_m2=self.track_m2)
         for part in self.parts:
             total.merge(part)
@@ -129,18 +153,13 @@ class GroupedMoments:
         total = self.total()
         if nt_type == "smoothgrad" and self.textbook_mean and total.m2 is not None and total.count > 1:
             return (total.m2.clamp(min=0) / (total.count * (total.count - 1))).sqrt(), total.count - 1
-        collapsed = nt_type == "smoothgrad" and self.collapsed_mean
-        if self._stacked is not None and self._stacked.count and not collapsed:
-            # every group alike: the statistics without each one, all at once
-            leave_one_out, g = smooth(total.without(self._stacked), nt_type), self.groups
-        else:
-            filled = [part for part in self.parts if part.count]
-            if len(filled) < 2:
-                raise ValueError("a standard error needs samples in at least two independent groups")
-            if collapsed:
-                return _collapsed(filled, total.count)
-            leave_one_out = torch.stack([smooth(total.without(part), nt_type) for part in filled])
-            g = len(filled)
+        filled = [part for part in self.parts if part.count]
+        if len(filled) < 2:
+            raise ValueError("a standard error needs samples in at least two independent groups")
+        if nt_type == "smoothgrad" and self.collapsed_mean:
+            return _collapsed(filled, total.count)
+        leave_one_out = torch.stack([smooth(total.without(part), nt_type) for part in filled])
+        g = len(filled)
         spread = leave_one_out - leave_one_out.mean(dim=0)
         return ((g - 1) / g * (spread * spread).sum(dim=0)).sqrt(), g - 1
 

@@ -1,12 +1,12 @@
 """Running count, mean and sum of squared deviations: one object for chunks, groups, stopping and processes."""
 
 import numbers
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["Moments", "accumulation_dtype", "mean_dtype"]
+__all__ = ["Moments", "accumulation_dtype", "mean_dtype", "summable", "sum_samples"]
 
 #: Samples whose values and squares are summed in their own dtype before the sums move to the accumulation dtype.
 _SQUARES_BLOCK = 8
@@ -35,7 +35,7 @@ def mean_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def _add_sums(total: Optional[Tensor], samples: Tensor, dtype: torch.dtype) -> Tensor:
+def sum_samples(total: Optional[Tensor], samples: Tensor, dtype: torch.dtype) -> Tensor:
     """``total`` plus the sum over dim 0 of ``samples`` (in place), or that sum in ``dtype`` when ``total`` is None.
 
     Blocks of ``_SQUARES_BLOCK`` samples are summed in their own dtype, the
@@ -47,7 +47,7 @@ def _add_sums(total: Optional[Tensor], samples: Tensor, dtype: torch.dtype) -> T
 
     Examples
     --------
-    >>> _add_sums(None, torch.arange(20.0).view(10, 2), torch.float64)
+    >>> sum_samples(None, torch.arange(20.0).view(10, 2), torch.float64)
     tensor([ 90., 100.], dtype=torch.float64)
     """
     n = samples.shape[0]
@@ -59,6 +59,19 @@ def _add_sums(total: Optional[Tensor], samples: Tensor, dtype: torch.dtype) -> T
     if whole < n:
         part.add_(samples[whole:].sum(dim=0))
     return part if total is None else total.add_(part)
+
+
+def summable(samples: Tensor, overwrite: bool, dtype: torch.dtype) -> Tuple[Tensor, bool]:
+    """``samples`` in a dtype their sums can be taken in, and whether that tensor is ours to overwrite.
+
+    Half precision would round the chunk's own sums: float32. Integers and
+    booleans: ``dtype`` (exact in float64 up to 2**53). Others as they are.
+    """
+    if samples.dtype in (torch.float16, torch.bfloat16):
+        return samples.float(), True
+    if not samples.is_floating_point():
+        return samples.to(dtype), True
+    return samples, overwrite
 
 
 class Moments:
@@ -204,13 +217,9 @@ class Moments:
         if n_new == 0:
             return
         dtype = self.dtype or mean_dtype(samples.device)
-        if samples.dtype in (torch.float16, torch.bfloat16):
-            # Half precision would round the chunk statistics themselves.
-            samples, overwrite = samples.float(), True
-        elif not samples.is_floating_point():  # integers and booleans: exact in float64 up to 2**53
-            samples, overwrite = samples.to(dtype), True
+        samples, overwrite = summable(samples, overwrite, dtype)
         if not self.track_m2:  # plain sums: no centre is needed for a mean
-            self._sum = _add_sums(self._sum, samples, dtype)
+            self._sum = sum_samples(self._sum, samples, dtype)
             self._pending += n_new
             return
         if self._pivot is None or self._pivot.dtype != samples.dtype or self._pending >= self._settled:
@@ -225,9 +234,43 @@ class Moments:
             self._settle()
             self._pivot = samples.mean(dim=0) if self._mean is None else self._mean.to(samples.dtype)
         centred = samples.sub_(self._pivot) if overwrite else samples - self._pivot  # ours: squared in place
-        self._sum = _add_sums(self._sum, centred, dtype)
-        self._sum_sq = _add_sums(self._sum_sq, centred.mul_(centred), dtype)
+        self._sum = sum_samples(self._sum, centred, dtype)
+        self._sum_sq = sum_samples(self._sum_sq, centred.mul_(centred), dtype)
         self._pending += n_new
+
+    def add_sums(self, count: int, total: Tensor, squares: Optional[Tensor] = None,
+                 pivot: Optional[Tensor] = None) -> None:
+        """Add ``count`` samples known only by their sums, as :meth:`update` would have added them.
+
+        ``total`` is the sum of the samples' deviations from ``pivot`` and
+        ``squares`` the sum of their squares (needed with ``track_m2``);
+        without a ``pivot``, of the samples themselves (only without M2). The
+        caller keeps one ``pivot`` tensor for many calls: sums around another
+        one settle the pending ones first. ``total`` and ``squares`` become
+        the accumulator's (it adds to them in place).
+
+        Examples
+        --------
+        >>> chunk = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
+        >>> pivot = chunk.mean(dim=0)
+        >>> m = Moments()
+        >>> m.add_sums(2, (chunk - pivot).sum(dim=0), ((chunk - pivot) ** 2).sum(dim=0), pivot)
+        >>> m.mean, m.m2
+        (tensor([2., 4.], dtype=torch.float64), tensor([2., 8.], dtype=torch.float64))
+        """
+        if count == 0:
+            return
+        self._check_shape(total.shape, "sums")
+        if self.track_m2 and (squares is None or pivot is None):
+            raise ValueError("an accumulator that tracks M2 needs the sums of squares around a pivot")
+        if self._pending and self._pivot is not pivot:
+            self._settle()
+        dtype = self.dtype or mean_dtype(total.device)
+        self._pivot = pivot
+        self._sum = total.to(dtype) if self._sum is None else self._sum.add_(total)
+        if self.track_m2:
+            self._sum_sq = squares.to(dtype) if self._sum_sq is None else self._sum_sq.add_(squares)
+        self._pending += count
 
     def _check_shape(self, shape: torch.Size, what: str) -> None:
         """Refuse a sample shape other than the state's: in-place sums would broadcast it silently."""
