@@ -122,3 +122,34 @@ def test_selecting_examples_keeps_their_moments_and_later_updates_add_to_them(ba
         assert part.count == count
         torch.testing.assert_close(part.mean, mean)
         torch.testing.assert_close(part.m2, m2)
+
+
+def jackknife(samples: torch.Tensor, groups: int, unit_size: int, nt_type: str) -> torch.Tensor:
+    """The delete-one-group jackknife written out: the statistic of all samples but one group's, in float64."""
+    samples = samples.double()
+    stats = []
+    for group in range(groups):
+        rest = samples[[k for k in range(samples.shape[0]) if group_of(k, groups, unit_size) != group]]
+        if rest.shape[0] == samples.shape[0]:
+            continue  # the group has no samples
+        mean = rest.mean(dim=0)
+        stats.append({"smoothgrad": mean, "smoothgrad_sq": (rest * rest).mean(dim=0),
+                      "vargrad": ((rest - mean) ** 2).mean(dim=0)}[nt_type])
+    stats = torch.stack(stats)
+    g = stats.shape[0]
+    return ((g - 1) / g * ((stats - stats.mean(dim=0)) ** 2).sum(dim=0)).sqrt()
+
+
+@settings(max_examples=40, deadline=None)
+@given(groups=st.integers(2, 8), unit_size=st.integers(1, 4), extra=st.integers(0, 40), chunk=st.integers(1, 50),
+       nt_type=st.sampled_from(["smoothgrad", "smoothgrad_sq", "vargrad"]), seed=st.integers(0, 2**31 - 1))
+def test_the_standard_error_is_the_jackknife_over_the_groups_also_when_they_hold_different_counts(
+        groups, unit_size, extra, chunk, nt_type, seed):
+    total = 3 * groups * unit_size + extra  # every group has at least 3 samples: a VarGrad without one is defined
+    samples = (2.0 + torch.randn(total, 3, 2, generator=torch.Generator().manual_seed(seed))).double()
+    grouped = GroupedMoments(groups, unit_size)
+    for start in range(0, total, chunk):
+        grouped.update(samples[start:start + chunk], range(start, min(start + chunk, total)))
+    error, dof = grouped.stderr(nt_type)
+    assert dof == groups - 1
+    torch.testing.assert_close(error, jackknife(samples, groups, unit_size, nt_type), rtol=1e-9, atol=1e-12)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from noisegrad.stats.moments import Moments, sum_samples, mean_dtype, summable
-from noisegrad.stats.smoothing import smooth
+from noisegrad.stats.smoothing import statistic
 
 __all__ = ["GroupedMoments", "relative_stderr"]
 
@@ -143,25 +143,58 @@ class GroupedMoments:
         """All groups merged: the moments of every sample."""
         if self.groups == 1:
             return self.parts[0]
-        total = Moments(track_m2=self.track_m2)
-        for part in self.parts:
-            total.merge(part)
-        return total
+        filled = [part for part in self.parts if part.count]
+        if not filled:
+            return Moments(track_m2=self.track_m2)
+        _, count, mean, m2 = self._merged(filled)
+        return Moments._of(None, self.track_m2, count, mean, m2)
+
+    def _merged(self, filled: List[Moments]) -> Tuple["_Stacked", int, Tensor, Optional[Tensor]]:
+        """The groups stacked, and the count, mean and M2 of them all (Chan et al.'s merge of every group at once)."""
+        stacked = _Stacked(filled)
+        count = sum(part.count for part in filled)
+        mean = (stacked.mean * stacked.counts).sum(dim=0) / count
+        m2 = None
+        if stacked.m2 is not None:
+            deviation = stacked.mean - mean
+            m2 = stacked.m2.sum(dim=0) + (deviation * deviation * stacked.counts).sum(dim=0)
+        return stacked, count, mean, m2
 
     def stderr(self, nt_type: str) -> Tuple[Tensor, int]:
         """The standard error of ``smooth(total, nt_type)`` and its degrees of freedom."""
-        total = self.total()
-        if nt_type == "smoothgrad" and self.textbook_mean and total.m2 is not None and total.count > 1:
-            return (total.m2.clamp(min=0) / (total.count * (total.count - 1))).sqrt(), total.count - 1
+        if nt_type == "smoothgrad" and self.textbook_mean:
+            total = self.total()
+            if total.m2 is not None and total.count > 1:
+                return (total.m2.clamp(min=0) / (total.count * (total.count - 1))).sqrt(), total.count - 1
         filled = [part for part in self.parts if part.count]
         if len(filled) < 2:
             raise ValueError("a standard error needs samples in at least two independent groups")
         if nt_type == "smoothgrad" and self.collapsed_mean:
-            return _collapsed(filled, total.count)
-        leave_one_out = torch.stack([smooth(total.without(part), nt_type) for part in filled])
+            return _collapsed(filled, sum(part.count for part in filled))
+        # every group left out at once: the moments of the others (Chan's merge, inverted)
+        groups, count, mean, m2 = self._merged(filled)
+        rest = count - groups.counts
+        rest_mean = (mean * count - groups.mean * groups.counts) / rest
+        rest_m2 = None
+        if m2 is not None:
+            shift = groups.mean - rest_mean
+            rest_m2 = (m2 - groups.m2 - shift * shift * (rest * groups.counts / count)).clamp(min=0)
+        leave_one_out = statistic(nt_type, rest_mean, rest_m2, rest)
         g = len(filled)
         spread = leave_one_out - leave_one_out.mean(dim=0)
         return ((g - 1) / g * (spread * spread).sum(dim=0)).sqrt(), g - 1
+
+
+class _Stacked:
+    """Groups' means and M2 stacked along a new leading dimension, and their counts shaped to broadcast."""
+
+    def __init__(self, parts: List[Moments]) -> None:
+        self.mean = torch.stack([part.mean for part in parts])
+        self.m2 = None if parts[0].m2 is None else torch.stack([part.m2 for part in parts])
+        counts = torch.tensor([float(part.count) for part in parts], dtype=self.mean.dtype)
+        if self.mean.device.type == "cuda":  # a copy from pinned memory does not stop the host
+            counts = counts.pin_memory()
+        self.counts = counts.to(self.mean.device, non_blocking=True).view((-1,) + (1,) * (self.mean.dim() - 1))
 
 
 def _collapsed(groups: Sequence[Moments], count: int) -> Tuple[Tensor, int]:

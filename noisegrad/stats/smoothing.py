@@ -1,12 +1,12 @@
 """The noise-tunnel types: how the statistics of the noisy attributions become the result."""
 
-from typing import Tuple
+from typing import Optional, Tuple, Union
 
 from torch import Tensor
 
 from noisegrad.stats.moments import Moments
 
-__all__ = ["NT_TYPES", "smooth"]
+__all__ = ["NT_TYPES", "smooth", "statistic"]
 
 #: nt_type → does it need the sum of squared deviations?
 NT_TYPES = {"smoothgrad": False, "smoothgrad_sq": True, "vargrad": True}
@@ -29,12 +29,28 @@ def smooth(moments: Moments, nt_type: str) -> Tensor:
     >>> [smooth(m, nt_type).item() for nt_type in ("smoothgrad", "smoothgrad_sq", "vargrad")]
     [2.0, 5.0, 1.0]
     """
+    if moments.count == 0:
+        raise ValueError("no samples yet: a smoothed attribution needs at least one update")
+    if NT_TYPES.get(nt_type) and moments.m2 is None:
+        raise ValueError(f"{nt_type} needs Moments(track_m2=True)")
+    return statistic(nt_type, moments.mean, moments.m2, moments.count)
+
+
+def statistic(nt_type: str, mean: Tensor, m2: Optional[Tensor], count: Union[int, Tensor]) -> Tensor:
+    """:func:`smooth` of samples given by their ``mean``, ``m2`` and ``count`` (a tensor of counts broadcasts).
+
+    Examples
+    --------
+    >>> import torch
+    >>> statistic("vargrad", torch.tensor([2.0]), torch.tensor([2.0]), 2)
+    tensor([1.])
+    """
     if nt_type == "smoothgrad":
-        return moments.mean
+        return mean
     if nt_type == "smoothgrad_sq":
-        return moments.mean_of_squares()
+        return m2.clamp(min=0) / count + mean * mean  # M2 is a sum of squares: only rounding takes it below 0
     if nt_type == "vargrad":
-        return moments.variance()
+        return m2.clamp(min=0) / count
     raise ValueError(f"nt_type must be one of {tuple(NT_TYPES)}, got {nt_type!r}")
 
 
