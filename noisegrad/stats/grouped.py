@@ -1,6 +1,6 @@
 """Moments kept per independent group of samples: the smoothed value and its standard error from one run."""
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -39,12 +39,14 @@ class GroupedMoments:
     slightly conservative), with ``groups / 2`` degrees of freedom; the
     spread of all group means would count the strata's differences too.
 
-    A chunk costs a few operations whatever the number of groups: it is
+    The groups' state is stacked along a leading dimension (a mean and an
+    M2 per group, and the sums of the chunks since the last read), so a
+    chunk costs a few operations whatever the number of groups: it is
     centred once, on a pivot all groups share (the first chunk's mean, later
     the running mean of every sample, renewed as :class:`Moments` renews its
-    own), and each group's sums are taken over its rows in the chunk: the
-    runs of consecutive rows of one unit at the chunk's ends, and all groups'
-    rows at once over the whole rounds between them.
+    own), and its rows are summed into the groups' sums by whole rounds (every
+    group at once), whole units (a slice of groups) and the partial units at
+    its ends. Counts are kept on the host, per group.
 
     Examples
     --------
@@ -65,11 +67,24 @@ class GroupedMoments:
             groups, unit_size, textbook_mean, collapsed_mean
         )
         self.track_m2 = track_m2
-        #: One accumulator per group.
-        self.parts: List[Moments] = [Moments(track_m2=track_m2) for _ in range(groups)]
-        self._pivot: Optional[Tensor] = None  # the centre of the chunks since it was chosen, shared by the groups
-        self._count = 0  # samples seen
-        self._since_pivot = 0  # of which since the pivot was chosen
+        self._single = Moments(track_m2=track_m2) if groups == 1 else None  # nothing to split: a plain Moments
+        self._counts = [0] * groups  # samples per group in _mean and _m2
+        self._mean: Optional[Tensor] = None  # (groups, ...)
+        self._m2: Optional[Tensor] = None
+        self._pending = [0] * groups  # samples per group in _sum and _sum_sq, not yet in _mean and _m2
+        self._pivot: Optional[Tensor] = None  # what the pending samples were centred on (the chunks' dtype)
+        self._sum: Optional[Tensor] = None
+        self._sum_sq: Optional[Tensor] = None
+
+    @property
+    def parts(self) -> List[Moments]:
+        """One accumulator per group (views of the stacked state: read them, do not update them)."""
+        if self._single is not None:
+            return [self._single]
+        self._settle()
+        return [Moments._of(None, self.track_m2, count, None if self._mean is None else self._mean[group],
+                            None if self._m2 is None else self._m2[group])
+                for group, count in enumerate(self._counts)]
 
     def update(self, samples: Tensor, sample_ids: range, overwrite: bool = False) -> None:
         """Merge a chunk (samples along dim 0, in the order of ``sample_ids``).
@@ -80,85 +95,128 @@ class GroupedMoments:
         """
         if samples.shape[0] != len(sample_ids):
             raise ValueError(f"a chunk of {samples.shape[0]} samples for {len(sample_ids)} sample ids")
-        if self.groups == 1:
-            self.parts[0].update(samples, dim=0, overwrite=overwrite)
+        if self._single is not None:
+            self._single.update(samples, dim=0, overwrite=overwrite)
             return
         if len(sample_ids) == 0:
             return
-        samples, overwrite = summable(samples, overwrite, mean_dtype(samples.device))
-        if not self.track_m2:  # plain sums: a mean needs no centre
-            for group, count, total in self._group_sums(samples, sample_ids.start):
-                self.parts[group].add_sums(count, total)
-            self._count += len(sample_ids)
-            return
-        if self._pivot is None or self._pivot.dtype != samples.dtype or 2 * self._since_pivot >= self._count:
+        state = self._mean if self._mean is not None else self._sum
+        if state is not None and samples.shape[1:] != state.shape[1:]:
+            raise ValueError(f"samples shape per sample {tuple(samples.shape[1:])} differs from this "
+                             f"accumulator's {tuple(state.shape[1:])}")
+        dtype = mean_dtype(samples.device)
+        samples, overwrite = summable(samples, overwrite, dtype)
+        settled, pending = sum(self._counts), sum(self._pending)
+        if self.track_m2 and (self._pivot is None or self._pivot.dtype != samples.dtype or pending >= settled):
             # as Moments.update chooses its pivot: the running mean once the chunks since the last pivot
             # outnumber the samples before it
-            self._pivot = samples.mean(dim=0) if self._count == 0 else self.total().mean.to(samples.dtype)
-            self._since_pivot = 0
-        centred = samples.sub_(self._pivot) if overwrite else samples - self._pivot
-        totals = self._group_sums(centred, sample_ids.start)
-        squares = self._group_sums(centred.mul_(centred), sample_ids.start)  # ours: squared in place
-        for (group, count, total), (_, _, square) in zip(totals, squares):
-            self.parts[group].add_sums(count, total, square, self._pivot)
-        self._count += len(sample_ids)
-        self._since_pivot += len(sample_ids)
+            self._settle()
+            self._pivot = samples.mean(dim=0) if settled == 0 else self._merged()[1].to(samples.dtype)
+        if self._sum is None:
+            self._sum = samples.new_zeros((self.groups,) + tuple(samples.shape[1:]), dtype=dtype)
+            self._sum_sq = torch.zeros_like(self._sum) if self.track_m2 else None
+        if self.track_m2:
+            centred = samples.sub_(self._pivot) if overwrite else samples - self._pivot
+            self._add_rows(self._sum, centred, sample_ids.start)
+            self._add_rows(self._sum_sq, centred.mul_(centred), sample_ids.start)  # ours: squared in place
+        else:  # plain sums: a mean needs no centre
+            self._add_rows(self._sum, samples, sample_ids.start)
+        for group in range(self.groups):
+            self._pending[group] += _in_group(sample_ids, group, self.unit_size, self.groups)
 
-    def _group_sums(self, rows: Tensor, first: int) -> List[Tuple[int, int, Tensor]]:
-        """``(group, samples, sum of its rows)`` for every group with rows in ``rows`` (sample ids from ``first``).
-
-        The sums are in the accumulation dtype, new tensors; the rows of a unit are summed in their own dtype.
-        """
+    def _add_rows(self, sums: Tensor, rows: Tensor, first: int) -> None:
+        """Add every row (sample ids from ``first``) to its group's row of ``sums`` (the groups' sums, stacked)."""
         size, groups = self.unit_size, self.groups
         period, n = size * groups, rows.shape[0]
         head = min(n, -first % period)  # rows before the first whole round
         rounds = (n - head) // period
         tail = head + rounds * period
-        dtype = mean_dtype(rows.device)
-        sums: Dict[int, Tuple[int, Tensor]] = {}
         if rounds:  # whole rounds: row (round, group, offset), every group's rows at once
-            by_group = sum_samples(None, rows[head:tail].unflatten(0, (rounds, groups, size)).sum(dim=2), dtype)
-            sums = {group: (rounds * size, by_group[group]) for group in range(groups)}
-        for start, stop in ((0, head), (tail, n)):
-            while start < stop:  # a run of one unit's rows
-                end = min(stop, start + size - (first + start) % size)
-                group = (first + start) // size % groups
-                run = rows[start:end].sum(dim=0, dtype=dtype) if end - start > 1 else rows[start].to(dtype, copy=True)
-                if group in sums:
-                    count, total = sums[group]
-                    sums[group] = (count + end - start, total.add_(run))
-                else:
-                    sums[group] = (end - start, run)
-                start = end
-        return [(group, count, total) for group, (count, total) in sums.items()]
+            whole = rows[head:tail].unflatten(0, (rounds, groups, size))
+            sum_samples(sums, whole.sum(dim=2) if size > 1 else whole.squeeze(2), sums.dtype)
+        for start, stop in ((0, head), (tail, n)):  # each within one round: its groups ascend, none twice
+            while start < stop:
+                group, offset = divmod(first + start, size)
+                group %= groups
+                units = (stop - start) // size if offset == 0 else 0
+                if units:  # whole units, of consecutive groups: a slice of them
+                    block = rows[start:start + units * size]
+                    sums[group:group + units].add_(block.unflatten(0, (units, size)).sum(dim=1) if size > 1 else block)
+                    start += units * size
+                else:  # the part of a unit at an end
+                    end = min(stop, start + size - offset)
+                    sums[group].add_(rows[start:end].sum(dim=0))
+                    start = end
+
+    def _settle(self) -> None:
+        """Merge the pending sums into the groups' means and M2 (Chan et al.'s update, every group at once).
+
+        In place, and the sums' buffers are zeroed for the next chunks rather than made anew: at the stacked
+        state's size, fresh buffers and temporaries fault their pages in on every read of a call.
+        """
+        if not any(self._pending):
+            return
+        new = self._counts_like(self._pending)
+        mean = self._sum.div_(new.clamp(min=1))  # of the centred samples; a group with none pending: 0
+        m2 = None if self._sum_sq is None else self._sum_sq.addcmul_(mean, mean * new, value=-1)
+        if self._pivot is not None:
+            mean.add_(self._pivot)
+        if self._mean is None:  # the first samples: the sums become the state
+            self._mean, self._m2, self._sum, self._sum_sq = mean, m2, None, None
+        else:
+            old = self._counts_like(self._counts)
+            total = (old + new).clamp(min=1)
+            shift = mean.sub_(self._mean)
+            self._mean.addcmul_(shift, new / total)
+            if m2 is not None:
+                self._m2.add_(m2)
+                self._m2.addcmul_(shift, torch.mul(shift, old * new / total, out=m2))
+                m2.zero_()
+            shift.zero_()
+        self._counts = [old + new for old, new in zip(self._counts, self._pending)]
+        self._pending = [0] * self.groups
+
+    def _counts_like(self, counts: List[int]) -> Tensor:
+        """Per-group counts as a tensor that broadcasts against the stacked state (pinned on CUDA: no host wait)."""
+        state = self._mean if self._mean is not None else self._sum
+        values = torch.tensor([float(c) for c in counts], dtype=state.dtype)
+        if state.device.type == "cuda":
+            values = values.pin_memory()
+        return values.to(state.device, non_blocking=True).view((-1,) + (1,) * (state.dim() - 1))
+
+    def _merged(self) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """Every group's count (a tensor), and the mean and M2 of all samples (Chan's merge of all groups)."""
+        self._settle()
+        counts = self._counts_like(self._counts)
+        count = sum(self._counts)
+        mean = (self._mean * counts).sum(dim=0) / count
+        m2 = None
+        if self._m2 is not None:
+            deviation = self._mean - mean
+            m2 = self._m2.sum(dim=0) + (deviation * deviation * counts).sum(dim=0)
+        return counts, mean, m2
 
     def select(self, examples: Tensor) -> "GroupedMoments":
         """The groups' moments of some examples only."""
         part = GroupedMoments(self.groups, self.unit_size, self.track_m2, self.textbook_mean, self.collapsed_mean)
-        part.parts = [p.select(examples) for p in self.parts]
-        part._count = self._count
+        if self._single is not None:
+            part._single = self._single.select(examples)
+            return part
+        self._settle()
+        part._counts = list(self._counts)
+        if self._mean is not None:
+            part._mean = self._mean[:, examples]
+            part._m2 = None if self._m2 is None else self._m2[:, examples]
         return part
 
     def total(self) -> Moments:
         """All groups merged: the moments of every sample."""
-        if self.groups == 1:
-            return self.parts[0]
-        filled = [part for part in self.parts if part.count]
-        if not filled:
+        if self._single is not None:
+            return self._single
+        if not any(self._counts) and not any(self._pending):
             return Moments(track_m2=self.track_m2)
-        _, count, mean, m2 = self._merged(filled)
-        return Moments._of(None, self.track_m2, count, mean, m2)
-
-    def _merged(self, filled: List[Moments]) -> Tuple["_Stacked", int, Tensor, Optional[Tensor]]:
-        """The groups stacked, and the count, mean and M2 of them all (Chan et al.'s merge of every group at once)."""
-        stacked = _Stacked(filled)
-        count = sum(part.count for part in filled)
-        mean = (stacked.mean * stacked.counts).sum(dim=0) / count
-        m2 = None
-        if stacked.m2 is not None:
-            deviation = stacked.mean - mean
-            m2 = stacked.m2.sum(dim=0) + (deviation * deviation * stacked.counts).sum(dim=0)
-        return stacked, count, mean, m2
+        _, mean, m2 = self._merged()
+        return Moments._of(None, self.track_m2, sum(self._counts), mean, m2)
 
     def stderr(self, nt_type: str) -> Tuple[Tensor, int]:
         """The standard error of ``smooth(total, nt_type)`` and its degrees of freedom."""
@@ -166,35 +224,42 @@ class GroupedMoments:
             total = self.total()
             if total.m2 is not None and total.count > 1:
                 return (total.m2.clamp(min=0) / (total.count * (total.count - 1))).sqrt(), total.count - 1
-        filled = [part for part in self.parts if part.count]
+        filled = [group for group in range(self.groups) if self._counts[group] + self._pending[group]]
         if len(filled) < 2:
             raise ValueError("a standard error needs samples in at least two independent groups")
         if nt_type == "smoothgrad" and self.collapsed_mean:
-            return _collapsed(filled, sum(part.count for part in filled))
-        # every group left out at once: the moments of the others (Chan's merge, inverted)
-        groups, count, mean, m2 = self._merged(filled)
-        rest = count - groups.counts
-        rest_mean = (mean * count - groups.mean * groups.counts) / rest
+            parts = self.parts
+            return _collapsed([parts[group] for group in filled], sum(self._counts))
+        # every group left out at once: the moments of the others (Chan's merge, inverted); samples are dealt
+        # round-robin from sample 0, so the groups with samples come first
+        counts, mean, m2 = self._merged()
+        g, count = len(filled), sum(self._counts)
+        counts, means = counts[:g], self._mean[:g]
+        rest = count - counts
+        rest_mean = (mean * count - means * counts) / rest
         rest_m2 = None
         if m2 is not None:
-            shift = groups.mean - rest_mean
-            rest_m2 = (m2 - groups.m2 - shift * shift * (rest * groups.counts / count)).clamp(min=0)
+            shift = means - rest_mean
+            rest_m2 = (m2 - self._m2[:g] - shift * shift * (rest * counts / count)).clamp(min=0)
         leave_one_out = statistic(nt_type, rest_mean, rest_m2, rest)
-        g = len(filled)
         spread = leave_one_out - leave_one_out.mean(dim=0)
         return ((g - 1) / g * (spread * spread).sum(dim=0)).sqrt(), g - 1
 
 
-class _Stacked:
-    """Groups' means and M2 stacked along a new leading dimension, and their counts shaped to broadcast."""
+def _in_group(samples: range, group: int, unit_size: int, groups: int) -> int:
+    """How many of ``samples`` (consecutive ids) fall in ``group`` (sample ``k``: ``(k // unit_size) mod groups``).
 
-    def __init__(self, parts: List[Moments]) -> None:
-        self.mean = torch.stack([part.mean for part in parts])
-        self.m2 = None if parts[0].m2 is None else torch.stack([part.m2 for part in parts])
-        counts = torch.tensor([float(part.count) for part in parts], dtype=self.mean.dtype)
-        if self.mean.device.type == "cuda":  # a copy from pinned memory does not stop the host
-            counts = counts.pin_memory()
-        self.counts = counts.to(self.mean.device, non_blocking=True).view((-1,) + (1,) * (self.mean.dim() - 1))
+    Examples
+    --------
+    >>> [_in_group(range(3, 14), group, 2, 3) for group in range(3)]
+    [4, 3, 4]
+    """
+    period = unit_size * groups
+
+    def before(k: int) -> int:  # ids 0 .. k − 1 in the group
+        return k // period * unit_size + min(max(k % period - group * unit_size, 0), unit_size)
+
+    return before(samples.stop) - before(samples.start)
 
 
 def _collapsed(groups: Sequence[Moments], count: int) -> Tuple[Tensor, int]:
