@@ -216,3 +216,30 @@ def test_auto_hypercube_blocks_are_randomised_a_slice_at_a_time(monkeypatch):
         sizes.clear()
         assert torch.equal(draw_blocks(4 * AUTO_BLOCK + 3, [0, 1], shape=(3, 5), chunk=chunk), whole), chunk
         assert max(sizes) <= 2 * 2 * 15, (chunk, sizes)
+
+
+@pytest.mark.parametrize("size", [2, 8, 16])
+def test_other_block_sizes_draw_every_affine_permutation_too(monkeypatch, size):
+    """bench_auto_lhs.py measures other block sizes: each takes its permutation from its own bits (an 8-sample block
+    read with a 4-sample block's split would tie its multiplier to its offset)."""
+    import noisegrad.sampling.samplers as samplers
+
+    monkeypatch.setattr(samplers, "AUTO_BLOCK", size)
+    sampler = NoiseSampler("lhs", SampleSeeds(2), 10**6, blocks=True)
+    values = torch.empty(400 * size, 4, 10)
+    sampler.fill(values, range(0, 400 * size), torch.arange(4), input_index=0)
+    strata = (torch.special.ndtr(values) * size).floor().long().view(400, size, 4, 10)
+    first, step = strata[:, 0], (strata[:, 1] - strata[:, 0]) % size
+    assert bool((step % 2 == 1).all())
+    pairs = torch.bincount((first * size + step).flatten(), minlength=size * size)[1::2].double()
+    assert int((pairs > 0).sum()) == size * size // 2  # every (b, a) pair occurs
+    assert float(pairs.max() / pairs.min()) < 1.6, pairs  # 16000 blocks over at most 128 pairs: ±25 % at 4 sd
+
+
+def test_a_block_that_is_not_a_power_of_two_is_refused(monkeypatch):
+    import noisegrad.sampling.samplers as samplers
+
+    monkeypatch.setattr(samplers, "AUTO_BLOCK", 6)
+    sampler = NoiseSampler("lhs", SampleSeeds(2), 10**6, blocks=True)
+    with pytest.raises(ValueError, match="power of 2 up to 16 samples, got 6"):
+        sampler.fill(torch.empty(6, 1, 3), range(0, 6), torch.arange(1), input_index=0)

@@ -42,9 +42,6 @@ _GOLDEN = (math.sqrt(5) - 1) / 2
 #: example and element) are made at once: gathered for every row of a chunk they took 4-5 times the noise's own
 #: memory (a 64-sample chunk of 4 images of 3x96x96: 124 MB beside 27 MB of noise; 24 MB now, as for replicates).
 _BLOCK_SLICE_ELEMENTS = 1 << 18
-#: Bits of a block's word that give its offset ``b``; the multiplier's ``log2(B) − 1`` bits follow.
-_BLOCK_BITS = AUTO_BLOCK.bit_length() - 1
-assert AUTO_BLOCK == 1 << _BLOCK_BITS and 2 * _BLOCK_BITS - 1 <= 8, "a block's permutation takes its word's low 8 bits"
 
 
 def independent_units(kind: str, nt_samples: int, blocks: bool = False) -> int:
@@ -257,13 +254,16 @@ class NoiseSampler:
         (two of them float64) were drawn made the hypercube's noise about 3x the cost of i.i.d. noise.
         """
         size, device = self.block, out.device
+        bits = size.bit_length() - 1  # of the offset; the multiplier's log2(B) − 1 follow, the phase's 24 start at 8
+        if size != 1 << bits or 2 * bits - 1 > 8:
+            raise ValueError(f"a Latin hypercube block must hold a power of 2 up to 16 samples, got {size}")
         blocks = range(sample_ids.start // size, (sample_ids.stop - 1) // size + 1)
         keys = row_keys(self.seeds.base_seed, stream(Purpose.LHS_BLOCK, input_index), example_ids,
                         torch.arange(blocks.start, blocks.stop, device=device))
         words = random_bits(keys, shape, torch.empty((len(blocks), len(example_ids)) + shape, dtype=torch.int32,
                                                      device=device)).view(len(blocks), len(example_ids), -1)
         offset = words.bitwise_and(size - 1)
-        multiplier = torch.bitwise_right_shift(words, _BLOCK_BITS).bitwise_and_(size // 2 - 1).mul_(2).add_(1)
+        multiplier = torch.bitwise_right_shift(words, bits).bitwise_and_(size // 2 - 1).mul_(2).add_(1)
         phase = torch.bitwise_right_shift(words, 8).bitwise_and_(2**24 - 1).to(out.dtype).mul_(2.0**-24).add_(2.0**-25)
         del words
         for point in range(size):  # the rows of the slice that are point ``point`` of their block
