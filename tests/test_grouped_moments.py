@@ -153,3 +153,21 @@ def test_the_standard_error_is_the_jackknife_over_the_groups_also_when_they_hold
     error, dof = grouped.stderr(nt_type)
     assert dof == groups - 1
     torch.testing.assert_close(error, jackknife(samples, groups, unit_size, nt_type), rtol=1e-9, atol=1e-12)
+
+
+def test_groups_left_empty_between_others_are_left_out_of_the_jackknife():
+    """Sample ids that do not start at 0 can leave a group empty before filled ones: it takes no part."""
+    samples = torch.randn(9, 3, generator=torch.Generator().manual_seed(1)).double()
+    grouped = GroupedMoments(groups=4)
+    grouped.update(samples, range(1, 10))  # groups 1, 2, 3, 0, 1, 2, 3, 0, 1: all filled
+    sparse = GroupedMoments(groups=4)
+    ids = [k for k in range(1, 40) if k % 4 != 2][:9]  # group 2 stays empty
+    for row, k in enumerate(ids):
+        sparse.update(samples[row:row + 1], range(k, k + 1))
+    error, dof = sparse.stderr("smoothgrad")
+    assert dof == 2
+    by_group = {g: samples[[row for row, k in enumerate(ids) if k % 4 == g]] for g in (0, 1, 3)}
+    stats = torch.stack([torch.cat([v for h, v in by_group.items() if h != g]).mean(dim=0) for g in by_group])
+    expected = ((2 / 3) * ((stats - stats.mean(dim=0)) ** 2).sum(dim=0)).sqrt()
+    torch.testing.assert_close(error, expected)
+    assert grouped.stderr("smoothgrad")[1] == 3

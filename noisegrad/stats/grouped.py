@@ -230,17 +230,18 @@ class GroupedMoments:
         if nt_type == "smoothgrad" and self.collapsed_mean:
             parts = self.parts
             return _collapsed([parts[group] for group in filled], sum(self._counts))
-        # every group left out at once: the moments of the others (Chan's merge, inverted); samples are dealt
-        # round-robin from sample 0, so the groups with samples come first
+        # every group left out at once: the moments of the others (Chan's merge, inverted)
         counts, mean, m2 = self._merged()
         g, count = len(filled), sum(self._counts)
-        counts, means = counts[:g], self._mean[:g]
+        # samples are dealt round-robin from sample 0, so the groups with samples are the first g
+        rows = slice(0, g) if filled[-1] == g - 1 else torch.tensor(filled, device=mean.device)
+        counts, means = counts[rows], self._mean[rows]
         rest = count - counts
         rest_mean = (mean * count - means * counts) / rest
         rest_m2 = None
         if m2 is not None:
             shift = means - rest_mean
-            rest_m2 = (m2 - self._m2[:g] - shift * shift * (rest * counts / count)).clamp(min=0)
+            rest_m2 = (m2 - self._m2[rows] - shift * shift * (rest * counts / count)).clamp(min=0)
         leave_one_out = statistic(nt_type, rest_mean, rest_m2, rest)
         spread = leave_one_out - leave_one_out.mean(dim=0)
         return ((g - 1) / g * (spread * spread).sum(dim=0)).sqrt(), g - 1
