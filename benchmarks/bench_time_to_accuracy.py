@@ -221,13 +221,18 @@ class Setting:
         return self.x.shape[0] * (CAPTUM_IG_STEPS if self.statistic.ig else 1)
 
 
-def make_setting(workload, statistic: Statistic, budget: Budget, quick: bool) -> Setting:
+def setting_inputs(workload, statistic: Statistic, quick: bool) -> Tuple[Tensor, Tensor, float]:
+    """The examples, their targets and σ of a setting: the workload's first examples, σ a fraction of their range."""
     batch = BATCHES[workload.name][1 if statistic.ig else 0]
     if quick:
         batch = max(1, batch // 2)
     x, target = workload.inputs[:batch], workload.target[:batch]
     flat = x.flatten(1)
-    sigma = NOISE_FRACTION * float((flat.max(1).values - flat.min(1).values).mean())
+    return x, target, NOISE_FRACTION * float((flat.max(1).values - flat.min(1).values).mean())
+
+
+def make_setting(workload, statistic: Statistic, budget: Budget, quick: bool) -> Setting:
+    x, target, sigma = setting_inputs(workload, statistic, quick)
     samples = REFERENCE_SAMPLES[workload.name] // budget.reference_divisor
     nt_method = IntegratedGradients(workload.model) if statistic.ig else Saliency(workload.model)
     common = dict(nt_samples=samples, nt_samples_batch_size="auto", stdevs=sigma, target=target,

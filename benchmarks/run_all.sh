@@ -35,10 +35,12 @@ run python benchmarks/bench_tunnel.py --keep-freed-memory --repeats $REPEATS --p
   --out $B/RESULTS_KEPT_MEMORY.md $QUICK
 # What keeping freed memory saves Captum, noisegrad and the minimal loop (~12 min; no quick mode).
 if [[ -z "$QUICK" ]]; then run python benchmarks/bench_allocator.py --out $B/ALLOCATOR.md; fi
-# These two run in this process: glibc must keep freed memory from the start (~5 min and ~20 s).
+# These three run in this process: glibc must keep freed memory from the start (~5 min, ~6 min and ~20 s).
 KEEP=(env MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296)
 # Where a stock call's time goes beyond the minimal loop's (no quick mode).
 if [[ -z "$QUICK" ]]; then run "${KEEP[@]}" python benchmarks/bench_call_phases.py --out $B/CALL_PHASES.md; fi
+# Where an nt_samples="auto" call's time goes, against Captum's default with as many gradients (~6 min).
+run "${KEEP[@]}" python benchmarks/bench_auto_phases.py --out $B/AUTO_PHASES.md $QUICK
 # Does the row order (Captum's example-major, noisegrad's sample-major) change the model's own time?
 run "${KEEP[@]}" python benchmarks/bench_row_order.py --out $B/ROW_ORDER.md ${QUICK:+--repeats 5}
 # Time to a map within 10 % / 5 % relative error: noisegrad's defaults vs Captum's (~30 min).
