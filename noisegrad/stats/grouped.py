@@ -75,6 +75,7 @@ class GroupedMoments:
         self._pivot: Optional[Tensor] = None  # what the pending samples were centred on (the chunks' dtype)
         self._sum: Optional[Tensor] = None
         self._sum_sq: Optional[Tensor] = None
+        self._read: Optional[Tuple[Tensor, Tensor, Optional[Tensor]]] = None  # _merged() until the next chunk
 
     @property
     def parts(self) -> List[Moments]:
@@ -123,6 +124,7 @@ class GroupedMoments:
             self._add_rows(self._sum, samples, sample_ids.start)
         for group in range(self.groups):
             self._pending[group] += _in_group(sample_ids, group, self.unit_size, self.groups)
+        self._read = None
 
     def _add_rows(self, sums: Tensor, rows: Tensor, first: int) -> None:
         """Add every row (sample ids from ``first``) to its group's row of ``sums`` (the groups' sums, stacked)."""
@@ -185,7 +187,12 @@ class GroupedMoments:
         return values.to(state.device, non_blocking=True).view((-1,) + (1,) * (state.dim() - 1))
 
     def _merged(self) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-        """Every group's count (a tensor), and the mean and M2 of all samples (Chan's merge of all groups)."""
+        """Every group's count (a tensor), and the mean and M2 of all samples (Chan's merge of all groups).
+
+        Kept until the next chunk: a check reads the total for the values and again for the standard errors.
+        """
+        if self._read is not None:
+            return self._read
         self._settle()
         counts = self._counts_like(self._counts)
         count = sum(self._counts)
@@ -194,7 +201,8 @@ class GroupedMoments:
         if self._m2 is not None:
             deviation = self._mean - mean
             m2 = self._m2.sum(dim=0) + (deviation * deviation * counts).sum(dim=0)
-        return counts, mean, m2
+        self._read = (counts, mean, m2)
+        return self._read
 
     def select(self, examples: Tensor) -> "GroupedMoments":
         """The groups' moments of some examples only."""

@@ -86,12 +86,14 @@ class StoppingRule:
         # 0 / 0 (no attribution and no spread) is converged; NaN or infinite attributions never are
         settled = ((relative <= self.tol) | torch.isnan(relative)) & finite
         done = settled | (count >= self.max_samples)
-        done_list = done.tolist()  # the one host synchronisation per chunk of this mode
+        # the closest running example to converging sets the pace; its ratio comes to the host with the mask, in the
+        # one host synchronisation per chunk of this mode
+        closest = torch.where(done, torch.full_like(relative, float("inf")), relative).amin(dim=0, keepdim=True)
+        *done_list, closest = torch.cat([done.to(relative.dtype), closest]).tolist()
         if any(done_list):
             self._record(values, errors, examples, done, settled, dof, count, delta)
-        running = relative[~done]
-        if running.numel():
-            closest = float(running.min()) / self.tol  # the closest one to converging sets the pace
+        if not all(done_list):
+            closest /= self.tol
             # an all-zero attribution with some spread (inf) or a NaN one: go on to max_samples in chunks
             projected = math.ceil(count * closest**2) if math.isfinite(closest) else self.max_samples
             projected = max(projected, math.ceil(count * (1 + LEAST_GROWTH)))
