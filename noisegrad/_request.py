@@ -206,8 +206,8 @@ def check_request(
         if weights is not None:
             raise ValueError(f'{given} {verb} only to weight_noise(draws="auto") (adding weight draws until '
                              f"converged); with draws={weights.spec.draws!r} every example gets exactly that many")
-        raise ValueError(f'{given} {verb} only to nt_samples="auto" (stopping when converged); '
-                         f"with nt_samples={nt_samples!r} every example gets exactly that many samples")
+        raise ValueError(f'{given} {verb} only to nt_samples="auto": pass nt_samples="auto" to stop when converged '
+                         f"(now nt_samples={nt_samples!r}, so every example gets exactly that many samples)")
     if auto:
         tol = DEFAULT_TOL if tol is None else tol
         max_samples = validate_auto(tol, DEFAULT_MAX_SAMPLES if max_samples is None else max_samples,
