@@ -25,17 +25,15 @@ import math
 import os
 import statistics
 import sys
-import time
 import warnings
-from collections import defaultdict
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
 import torch
 from captum.attr import NoiseTunnel as CaptumNoiseTunnel
 from captum.attr import Saliency
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_call_phases import Clock, instrument  # noqa: E402
+from bench_call_phases import Clock, alternate, instrument  # noqa: E402
 from bench_time_to_accuracy import FRONTENDS, STATISTICS, setting_inputs  # noqa: E402
 from bench_tunnel import build_workloads, command_line, publish, report_header  # noqa: E402
 from noisegrad.stats.stopping import StoppingRule  # noqa: E402
@@ -51,24 +49,6 @@ def instrument_auto(clock: Clock) -> None:
     clock.wrap(Tally, "stderrs", "checks")
     clock.wrap(Tally, "values", "checks")
     clock.wrap(StoppingRule, "check", "checks")
-
-
-def measure(calls: Dict[str, Callable[[], object]], repeats: int, clock: Clock) -> Dict[str, Dict[str, List[float]]]:
-    """Per call name, per phase ("whole" and, for noisegrad, the clock's): seconds of each repetition."""
-    out: Dict[str, Dict[str, List[float]]] = {name: defaultdict(list) for name in calls}
-    names = list(calls)
-    for rep in range(repeats):
-        for name in names[rep % 2:] + names[: rep % 2]:
-            clock.seconds.clear()
-            start = time.perf_counter()
-            calls[name]()
-            whole = time.perf_counter() - start
-            out[name]["whole"].append(whole)
-            shown = {phase: clock.seconds.get(phase, 0.0) for phase in SHOWN}
-            for phase, seconds in shown.items():
-                out[name][phase].append(seconds)
-            out[name]["other"].append(whole - sum(shown.values()))
-    return out
 
 
 def measure_row(workload, statistic, tol: float, repeats: int, clock: Clock, quick: bool) -> dict:
@@ -91,7 +71,7 @@ def measure_row(workload, statistic, tol: float, repeats: int, clock: Clock, qui
                                 abs=statistic.absolute)
 
     captum_call()
-    times = measure({"noisegrad": noisegrad_call, "captum": captum_call}, repeats, clock)
+    times = alternate({"noisegrad": noisegrad_call, "captum": captum_call}, repeats, clock, SHOWN, "other")
     return {"workload": workload.name, "statistic": statistic.name, "tol": tol, "batch": x.shape[0],
             "samples": statistics.mean(samples), "captum_samples": n, "times": times}
 

@@ -37,7 +37,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -158,18 +158,25 @@ def measure(workload, method: str, cfg: Config, calls: int, clock: Clock) -> Dic
     }
     for call in variants.values():
         call(), call()
-    out: Dict[str, Dict[str, List[float]]] = {name: defaultdict(list) for name in variants}
-    names = list(variants)
-    for rep in range(calls):
-        for name in names[rep % 2:] + names[: rep % 2]:
+    return alternate(variants, calls, clock, PHASES[:-1], "rest")
+
+
+def alternate(calls: Dict[str, Callable[[], object]], repeats: int, clock: Clock, phases: Sequence[str],
+              rest: str) -> Dict[str, Dict[str, List[float]]]:
+    """Per call name: seconds of each repetition, "whole", per clock phase in ``phases``, and ``rest`` (the whole
+    minus those phases); the calls alternate, each repetition starting with the next one."""
+    out: Dict[str, Dict[str, List[float]]] = {name: defaultdict(list) for name in calls}
+    names = list(calls)
+    for rep in range(repeats):
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
             clock.seconds.clear()
             start = time.perf_counter()
-            variants[name]()
+            calls[name]()
             whole = time.perf_counter() - start
             out[name]["whole"].append(whole)
-            for phase in PHASES[:-1]:
+            for phase in phases:
                 out[name][phase].append(clock.seconds.get(phase, 0.0))
-            out[name]["rest"].append(whole - sum(clock.seconds.values()))
+            out[name][rest].append(whole - sum(clock.seconds.get(phase, 0.0) for phase in phases))
     return out
 
 

@@ -17,7 +17,7 @@ def test_a_calls_phases_and_other_add_up_to_its_whole_time():
         clock.seconds["checks"] += 0.5
         clock.seconds["validation"] += 0.125  # a clock phase the table does not show: part of "other"
 
-    times = bench.measure({"noisegrad": call, "captum": lambda: None}, repeats=3, clock=clock)
+    times = bench.alternate({"noisegrad": call, "captum": lambda: None}, 3, clock, bench.SHOWN, "other")
     ng = times["noisegrad"]
     for rep in range(3):
         shown = sum(ng[phase][rep] for phase in bench.SHOWN)
