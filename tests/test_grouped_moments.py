@@ -171,3 +171,14 @@ def test_groups_left_empty_between_others_are_left_out_of_the_jackknife():
     expected = ((2 / 3) * ((stats - stats.mean(dim=0)) ** 2).sum(dim=0)).sqrt()
     torch.testing.assert_close(error, expected)
     assert grouped.stderr("smoothgrad")[1] == 3
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad_sq", "vargrad"])
+def test_a_standard_error_that_needs_m2_is_refused_by_name_without_it(nt_type):
+    """The vectorised jackknife called ``None.clamp`` (an AttributeError) where the per-group one raised a
+    ValueError that says what is missing."""
+    grouped = GroupedMoments(groups=3, track_m2=False)
+    grouped.update(torch.randn(9, 2, generator=torch.Generator().manual_seed(0)), range(9))
+    with pytest.raises(ValueError, match=rf"{nt_type} needs Moments\(track_m2=True\)"):
+        grouped.stderr(nt_type)
+    assert grouped.stderr("smoothgrad")[1] == 2  # the mean's needs no M2
