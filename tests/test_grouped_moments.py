@@ -171,3 +171,35 @@ def test_groups_left_empty_between_others_are_left_out_of_the_jackknife():
     expected = ((2 / 3) * ((stats - stats.mean(dim=0)) ** 2).sum(dim=0)).sqrt()
     torch.testing.assert_close(error, expected)
     assert grouped.stderr("smoothgrad")[1] == 3
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad_sq", "vargrad"])
+def test_a_standard_error_that_needs_m2_is_refused_by_name_without_it(nt_type):
+    """The vectorised jackknife called ``None.clamp`` (an AttributeError) where the per-group one raised a
+    ValueError that says what is missing."""
+    grouped = GroupedMoments(groups=3, track_m2=False)
+    grouped.update(torch.randn(9, 2, generator=torch.Generator().manual_seed(0)), range(9))
+    with pytest.raises(ValueError, match=rf"{nt_type} needs Moments\(track_m2=True\)"):
+        grouped.stderr(nt_type)
+    assert grouped.stderr("smoothgrad")[1] == 2  # the mean's needs no M2
+
+
+def test_counts_reach_the_state_s_device_asynchronously_only_from_pinned_memory(monkeypatch):
+    """A non-blocking copy of a pageable temporary may read it after it is freed (on MPS, pytorch/pytorch#189690:
+    silently wrong values); the per-group counts went to any device that way, pinned only for CUDA."""
+    pageable = []
+    to = torch.Tensor.to
+
+    def recording(self, *args, **kwargs):
+        if kwargs.get("non_blocking") and self.device.type == "cpu" and not self.is_pinned():
+            pageable.append(tuple(self.shape))
+        return to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", recording)
+    samples = torch.randn(14, 2, generator=torch.Generator().manual_seed(2)).double()
+    grouped = GroupedMoments(groups=3)
+    for start in range(0, 14, 5):
+        grouped.update(samples[start:start + 5], range(start, min(start + 5, 14)))
+    grouped.stderr("vargrad")
+    torch.testing.assert_close(grouped.total().mean, samples.mean(dim=0))
+    assert pageable == []

@@ -477,3 +477,20 @@ def test_sums_without_squares_are_refused_where_m2_is_tracked():
     plain = Moments(track_m2=False)
     plain.add_sums(2, torch.tensor([2.0, 4.0]))
     assert plain.mean.tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("track_m2", [False, True])
+def test_samples_updated_after_sums_around_a_pivot_join_them_exactly(track_m2):
+    """Without M2, update() added raw samples to pending sums of deviations from add_sums' pivot, and the pivot was
+    then added to the mean of both: the mean of [1, 3] (given as sums around 2) and [10, 20] came out 9.5, not 8.5."""
+    given, later = torch.tensor([[1.0, -4.0], [3.0, 0.5]]), torch.tensor([[10.0, 7.0], [20.0, 2.0]])
+    pivot = given.mean(dim=0)
+    moments = Moments(track_m2=track_m2)
+    centred = given - pivot
+    moments.add_sums(2, centred.sum(dim=0), (centred * centred).sum(dim=0) if track_m2 else None, pivot)
+    moments.update(later, dim=0)
+    every = torch.cat([given, later]).double()
+    assert moments.count == 4
+    torch.testing.assert_close(moments.mean, every.mean(dim=0))
+    if track_m2:
+        torch.testing.assert_close(moments.m2, ((every - every.mean(dim=0)) ** 2).sum(dim=0))

@@ -179,12 +179,16 @@ class GroupedMoments:
         self._pending = [0] * self.groups
 
     def _counts_like(self, counts: List[int]) -> Tensor:
-        """Per-group counts as a tensor that broadcasts against the stacked state (pinned on CUDA: no host wait)."""
+        """Per-group counts as a tensor that broadcasts against the stacked state.
+
+        On CUDA from pinned memory, without a host wait; elsewhere a plain copy: a non-blocking one of a pageable
+        temporary may read it after it is freed (MPS: pytorch/pytorch#189690).
+        """
         state = self._mean if self._mean is not None else self._sum
         values = torch.tensor([float(c) for c in counts], dtype=state.dtype)
         if state.device.type == "cuda":
-            values = values.pin_memory()
-        return values.to(state.device, non_blocking=True).view((-1,) + (1,) * (state.dim() - 1))
+            values = values.pin_memory().to(state.device, non_blocking=True)
+        return values.to(state.device).view((-1,) + (1,) * (state.dim() - 1))
 
     def _merged(self) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         """Every group's count (a tensor), and the mean and M2 of all samples (Chan's merge of all groups).

@@ -219,6 +219,8 @@ class Moments:
         dtype = self.dtype or mean_dtype(samples.device)
         samples, overwrite = summable(samples, overwrite, dtype)
         if not self.track_m2:  # plain sums: no centre is needed for a mean
+            if self._pivot is not None:  # add_sums' sums of deviations: not to be mixed with raw samples
+                self._settle()
             self._sum = sum_samples(self._sum, samples, dtype)
             self._pending += n_new
             return

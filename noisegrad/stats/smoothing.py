@@ -31,8 +31,6 @@ def smooth(moments: Moments, nt_type: str) -> Tensor:
     """
     if moments.count == 0:
         raise ValueError("no samples yet: a smoothed attribution needs at least one update")
-    if NT_TYPES.get(nt_type) and moments.m2 is None:
-        raise ValueError(f"{nt_type} needs Moments(track_m2=True)")
     return statistic(nt_type, moments.mean, moments.m2, moments.count)
 
 
@@ -47,6 +45,8 @@ def statistic(nt_type: str, mean: Tensor, m2: Optional[Tensor], count: Union[int
     """
     if nt_type == "smoothgrad":
         return mean
+    if NT_TYPES.get(nt_type) and m2 is None:
+        raise ValueError(f"{nt_type} needs Moments(track_m2=True)")
     if nt_type == "smoothgrad_sq":
         return m2.clamp(min=0) / count + mean * mean  # M2 is a sum of squares: only rounding takes it below 0
     if nt_type == "vargrad":
