@@ -450,12 +450,13 @@ CAUSES = {
         "Per sample, noisegrad is not faster than Captum's default",
         "time per sample, Captum's default / noisegrad's, under 1.5: on the MLP and the transformer Captum's "
         "all-samples-in-one-forward default is already as fast as its best chunk, so the speed-up has to come "
-        "from samples. Under \"auto\" a check comes at least 1/8 after the last (stopping.LEAST_GROWTH) and the "
-        "8 groups' statistics are one batched accumulator, so checks cost little; what remains per sample is "
-        "what every call pays over a hand-written loop, itemised in benchmarks/CALL_PHASES.md (keyed noise, the "
-        "wrapped method's plumbing, float64 statistics, state guards: 0.3–0.6 ms each of a 20 ms transformer "
-        "call, 3–14 % in all). Plan: none that could reach 3× on its own; these rows depend on the sampler plans "
-        "(previous cause), and the per-call items are worked on for bench_tunnel's 5 % target.",
+        "from samples. benchmarks/AUTO_PHASES.md splits these auto calls: the forward and backward cost about "
+        "what Captum's whole call does; the rest is noise, statistics and checks, a few ms on the CNN and "
+        "ResNet, and on the MLP and the transformer a chunk and a check after every hypercube block or pair while "
+        "a batch's examples converge one by one (each check at least 1/8 after the last). Plan: a check schedule "
+        "that weighs a check's fixed cost against the samples an earlier stop saves (deterministic: from the "
+        "rows a chunk holds, not from timers, so that results stay reproducible), measured in bench_auto_lhs.py "
+        "first; the per-sample items themselves (noise, statistics) are near Captum's own now.",
     ),
     "IG path": (
         "One path point per noise sample is the wrong design here",

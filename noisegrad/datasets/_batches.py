@@ -128,9 +128,10 @@ def _kind(batch: Any) -> str:
 
 
 def to_device(value: Any, device: torch.device) -> Any:
-    """``value`` with every tensor in it on ``device`` (without waiting, from pinned memory)."""
+    """``value`` with every tensor in it on ``device`` (without waiting, from pinned memory; pageable memory is copied
+    before returning: a non-blocking copy from it can read freed memory on some devices, MPS)."""
     if isinstance(value, Tensor):
-        return value.to(device, non_blocking=True)
+        return value.to(device, non_blocking=value.is_pinned())
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
         return type(value)(*(to_device(v, device) for v in value))
     if isinstance(value, (tuple, list)):

@@ -293,7 +293,7 @@ def _compute(ranks: Ranks, folder: Path, explain: BatchExplainer, source: DataSo
     with progress_bar(total, label, unit="ex", enabled=enabled) as bar:
         for position, indices, batch in source.batches([shard for _, shard in mine], pin_memory=cuda, seed=seed):
             batch = to_device(batch, device)
-            ids = torch.tensor(indices, dtype=torch.int64).to(device, non_blocking=True)
+            ids = torch.tensor(indices, dtype=torch.int64).to(device, non_blocking=cuda)  # MPS: not from pageable
             target = explain.batch_target(batch, ids, seed)
             result = explain(batch, target, ids, seed)
             fields = as_fields(result, ids, target)

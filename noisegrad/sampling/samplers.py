@@ -199,9 +199,11 @@ class NoiseSampler:
         if self.kind == "qmc":
             shift, = randomisation
             sobol = _sobol_points(points.start, len(points), out.shape[2])
-            if out.device.type == "cuda":  # a copy from pinned memory does not stop the host
+            pinned = out.device.type == "cuda"  # a copy from pinned memory does not stop the host
+            if pinned:
                 sobol = sobol.pin_memory()
-            sobol = sobol.to(out.device, non_blocking=True)
+            # non-blocking only from pinned memory: elsewhere (MPS) the copy could read the freed temporary
+            sobol = sobol.to(out.device, non_blocking=pinned)
             out.copy_(torch.bitwise_xor(sobol.unsqueeze(1), shift))
             # u = (digits + 0.5) / 2^30, so 2u − 1 = digits / 2^29 + 2^-30 − 1
             out.mul_(2.0 ** (1 - _SOBOL_BITS)).add_(2.0**-_SOBOL_BITS - 1)

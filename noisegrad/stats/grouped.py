@@ -43,8 +43,9 @@ class GroupedMoments:
     M2 per group, and the sums of the chunks since the last read), so a
     chunk costs a few operations whatever the number of groups: it is
     centred once, on a pivot all groups share (the first chunk's mean, later
-    the running mean of every sample, renewed as :class:`Moments` renews its
-    own), and its rows are summed into the groups' sums by whole rounds (every
+    the running mean of every sample, renewed when the chunks since it
+    outnumber the samples before it, as :class:`Moments` renews its own; a
+    read does not renew it), and its rows are summed into the groups' sums by whole rounds (every
     group at once), whole units (a slice of groups) and the partial units at
     its ends. Counts are kept on the host, per group.
 

@@ -219,8 +219,6 @@ class Moments:
         dtype = self.dtype or mean_dtype(samples.device)
         samples, overwrite = summable(samples, overwrite, dtype)
         if not self.track_m2:  # plain sums: no centre is needed for a mean
-            if self._pivot is not None:  # add_sums' sums of deviations: not to be mixed with raw samples
-                self._settle()
             self._sum = sum_samples(self._sum, samples, dtype)
             self._pending += n_new
             return
@@ -239,40 +237,6 @@ class Moments:
         self._sum = sum_samples(self._sum, centred, dtype)
         self._sum_sq = sum_samples(self._sum_sq, centred.mul_(centred), dtype)
         self._pending += n_new
-
-    def add_sums(self, count: int, total: Tensor, squares: Optional[Tensor] = None,
-                 pivot: Optional[Tensor] = None) -> None:
-        """Add ``count`` samples known only by their sums, as :meth:`update` would have added them.
-
-        ``total`` is the sum of the samples' deviations from ``pivot`` and
-        ``squares`` the sum of their squares (needed with ``track_m2``);
-        without a ``pivot``, of the samples themselves (only without M2). The
-        caller keeps one ``pivot`` tensor for many calls: sums around another
-        one settle the pending ones first. ``total`` and ``squares`` become
-        the accumulator's (it adds to them in place).
-
-        Examples
-        --------
-        >>> chunk = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
-        >>> pivot = chunk.mean(dim=0)
-        >>> m = Moments()
-        >>> m.add_sums(2, (chunk - pivot).sum(dim=0), ((chunk - pivot) ** 2).sum(dim=0), pivot)
-        >>> m.mean, m.m2
-        (tensor([2., 4.], dtype=torch.float64), tensor([2., 8.], dtype=torch.float64))
-        """
-        if count == 0:
-            return
-        self._check_shape(total.shape, "sums")
-        if self.track_m2 and (squares is None or pivot is None):
-            raise ValueError("an accumulator that tracks M2 needs the sums of squares around a pivot")
-        if self._pending and self._pivot is not pivot:
-            self._settle()
-        dtype = self.dtype or mean_dtype(total.device)
-        self._pivot = pivot
-        self._sum = total.to(dtype) if self._sum is None else self._sum.add_(total)
-        if self.track_m2:
-            self._sum_sq = squares.to(dtype) if self._sum_sq is None else self._sum_sq.add_(squares)
-        self._pending += count
 
     def _check_shape(self, shape: torch.Size, what: str) -> None:
         """Refuse a sample shape other than the state's: in-place sums would broadcast it silently."""
