@@ -45,9 +45,10 @@ class GroupedMoments:
     centred once, on a pivot all groups share (the first chunk's mean, later
     the running mean of every sample, renewed when the chunks since it
     outnumber the samples before it, as :class:`Moments` renews its own; a
-    read does not renew it), and its rows are summed into the groups' sums by whole rounds (every
-    group at once), whole units (a slice of groups) and the partial units at
-    its ends. Counts are kept on the host, per group.
+    read does not renew it), and its rows are summed into the groups' sums
+    by whole rounds (every group at once), whole units (a slice of groups)
+    and the partial units at its ends. Counts are kept on the host, per
+    group.
 
     Examples
     --------
@@ -113,7 +114,7 @@ class GroupedMoments:
             # as Moments.update chooses its pivot: the running mean once the chunks since the last pivot
             # outnumber the samples before it
             self._settle()
-            self._pivot = samples.mean(dim=0) if settled == 0 else self._merged()[1].to(samples.dtype)
+            self._pivot = samples.mean(dim=0) if not any(self._counts) else self._merged()[1].to(samples.dtype)
         if self._sum is None:
             self._sum = samples.new_zeros((self.groups,) + tuple(samples.shape[1:]), dtype=dtype)
             self._sum_sq = torch.zeros_like(self._sum) if self.track_m2 else None
