@@ -233,7 +233,8 @@ def test_other_block_sizes_draw_every_affine_permutation_too(monkeypatch, size):
     assert bool((step % 2 == 1).all())
     pairs = torch.bincount((first * size + step).flatten(), minlength=size * size)[1::2].double()
     assert int((pairs > 0).sum()) == size * size // 2  # every (b, a) pair occurs
-    assert float(pairs.max() / pairs.min()) < 1.6, pairs  # 16000 blocks over at most 128 pairs: ±25 % at 4 sd
+    chi2 = float(((pairs - pairs.mean()) ** 2 / pairs.mean()).sum())  # 16000 words over size²/2 equally likely pairs
+    assert chi2 < {2: 10.83, 8: 61.10, 16: 181.99}[size], pairs  # p = 0.001 at size²/2 − 1 degrees of freedom
 
 
 def test_a_block_that_is_not_a_power_of_two_is_refused(monkeypatch):
