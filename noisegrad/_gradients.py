@@ -5,19 +5,23 @@
 * :func:`output_gradients`, :func:`output_vjps`, :func:`stacked_vjps`,
   :func:`batched_vjps`: K outputs' gradients from one forward
   (``outputs=``);
-* :func:`run_forward`, :func:`own_layer_forward`,
+* :func:`run_forward`, :func:`own_layer_forward`, :func:`own_layers_forward`,
   :func:`layer_values_and_output`: Captum's forward helpers without their
-  per-call signature lookup, and a layer's values seen by this thread only.
+  per-call signature lookup, and a layer's values seen by this thread only;
+* :func:`gradients_at_layers`: Captum's layer-IG gradient function, its
+  layer values replaced in this thread's forward only.
 
 What Captum's methods are and do (rows per copy, path methods, which
 methods batch several outputs) stays in :mod:`noisegrad._captum`;
 ``tests/test_captum_adapter.py`` checks both against the installed Captum.
 """
 
+import contextlib
+import functools
 import inspect
 import threading
 import weakref
-from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from captum._utils.common import _format_additional_forward_args, _format_inputs, _select_targets
@@ -35,6 +39,8 @@ __all__ = [
     "batched_vjps",
     "layer_values_and_output",
     "own_layer_forward",
+    "own_layers_forward",
+    "gradients_at_layers",
 ]
 
 #: Whether a forward function takes parameters, by the function (weakly held: an entry goes with its function).
@@ -92,14 +98,19 @@ def summed_gradients(
     parameter's ``.grad`` is touched.
     """
     with torch.autograd.set_grad_enabled(True):
-        outputs = run_forward(forward_fn, inputs, target_ind, additional_forward_args)
-        if outputs[0].numel() != 1:
-            raise ValueError(
-                f"target is needed: the model returns {outputs[0].numel()} outputs per example (shape "
-                f"{tuple(outputs.shape[1:])} each), and a gradient needs one scalar per example; give target=, "
-                "outputs=[...] for several outputs at once, or objective= for a score of your own"
-            )
+        outputs = _one_per_row(run_forward(forward_fn, inputs, target_ind, additional_forward_args))
         return torch.autograd.grad(outputs.sum(), inputs)
+
+
+def _one_per_row(outputs: Tensor) -> Tensor:
+    """``outputs``, if they hold one scalar per row (what a gradient needs); else a ValueError asking for target=."""
+    if outputs[0].numel() != 1:
+        raise ValueError(
+            f"target is needed: the model returns {outputs[0].numel()} outputs per example (shape "
+            f"{tuple(outputs.shape[1:])} each), and a gradient needs one scalar per example; give target=, "
+            "outputs=[...] for several outputs at once, or objective= for a score of your own"
+        )
+    return outputs
 
 
 def output_gradients(outputs: Tuple[int, ...]) -> Callable[..., Tuple[Tensor, ...]]:
@@ -215,29 +226,78 @@ def own_layer_forward(
     model's layer: another thread's values for this one's, and its tensors
     made to require gradients.
     """
-    owner, saved = threading.get_ident(), []
+    values, output = own_layers_forward(forward_func, inputs, [layer], extra, to_layer_input, in_graph)
+    return values[0], output
 
-    def hook(_module: Any, hook_inputs: Any, hook_outputs: Any = None) -> Any:
+
+def own_layers_forward(
+    forward_func: Callable[..., Any], inputs: Tuple[Tensor, ...], layers: List[torch.nn.Module], extra: Any,
+    to_layer_input: bool, in_graph: bool,
+) -> Tuple[List[Tuple[Tensor, ...]], Any]:
+    """:func:`own_layer_forward` for several layers in one forward: each layer's values, and the model's output."""
+    owner = threading.get_ident()
+    saved: List[List[Tuple[Tensor, ...]]] = [[] for _ in layers]
+
+    def hook(index: int, _module: Any, hook_inputs: Any, hook_outputs: Any = None) -> Any:
         if threading.get_ident() != owner:
             return None
         found = hook_inputs if to_layer_input else hook_outputs
         tensors = tuple(found) if isinstance(found, (tuple, list)) else (found,)
         if not in_graph:
-            saved[:] = [tuple(t.detach().clone() for t in tensors)]
+            saved[index][:] = [tuple(t.detach().clone() for t in tensors)]
             return None
         apply_gradient_requirements(tensors, warn=False)
-        saved[:] = [tensors]
+        saved[index][:] = [tensors]
         clones = [t.clone() for t in tensors]
         return type(found)(clones) if isinstance(found, (tuple, list)) else clones[0]
 
-    handle = layer.register_forward_pre_hook(hook) if to_layer_input else layer.register_forward_hook(hook)
-    try:
+    with _hooked(layers, to_layer_input, hook):
         output = run_forward(forward_func, inputs, None, extra)
+    for layer, values in zip(layers, saved):
+        if not values:
+            raise AssertionError(f"the forward function did not run the layer {type(layer).__name__}")
+    return [values[0] for values in saved], output
+
+
+def gradients_at_layers(
+    forward_func: Callable[..., Any], layers: List[torch.nn.Module], points: Tuple[Tensor, ...], counts: List[int],
+    to_layer_input: bool, target: Any, model_args: Any, grad_kwargs: Optional[Dict[str, Any]] = None,
+) -> Tuple[Tensor, ...]:
+    """The gradients of the selected outputs w.r.t. ``points``, which stand in for the layers' values.
+
+    Captum's layer-IG gradient function on one device, in this thread's
+    forward only: ``points`` (flattened over the layers, ``counts[i]`` tensors
+    for layer ``i``) replace each layer's input or output where this thread
+    runs it, while another thread running the same model gets the layer's
+    own values. One graph root for all rows, as :func:`summed_gradients`.
+    """
+    owner = threading.get_ident()
+    starts = [sum(counts[:i]) for i in range(len(counts))]
+
+    def replace(index: int, _module: Any, hook_inputs: Any, hook_outputs: Any = None) -> Any:
+        if threading.get_ident() != owner:
+            return None
+        own = points[starts[index] : starts[index] + counts[index]]
+        return tuple(own) if isinstance(hook_inputs if to_layer_input else hook_outputs, tuple) else own[0]
+
+    with torch.autograd.set_grad_enabled(True), _hooked(layers, to_layer_input, replace):
+        outputs = _one_per_row(run_forward(forward_func, (), target, model_args))
+        return torch.autograd.grad(outputs.sum(), points, **(grad_kwargs or {}))
+
+
+@contextlib.contextmanager
+def _hooked(layers: List[torch.nn.Module], to_layer_input: bool, hook: Callable[..., Any]) -> Iterator[None]:
+    """``hook(index, module, inputs[, outputs])`` on each layer's inputs (a pre-hook) or outputs, for the body."""
+    handles = []
+    try:
+        for index, layer in enumerate(layers):
+            bound = functools.partial(hook, index)
+            handles.append(layer.register_forward_pre_hook(bound) if to_layer_input
+                           else layer.register_forward_hook(bound))
+        yield
     finally:
-        handle.remove()
-    if not saved:
-        raise AssertionError(f"the forward function did not run the layer {type(layer).__name__}")
-    return saved[0], output
+        for handle in handles:
+            handle.remove()
 
 
 def batched_vjps(selected: Tensor, inputs: Tuple[Tensor, ...]) -> Optional[Tuple[Tensor, ...]]:

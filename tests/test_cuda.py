@@ -97,3 +97,17 @@ def test_a_real_out_of_memory_error_halves_the_chunk_and_leaves_the_result_as_it
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
     torch.testing.assert_close(halved, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_joint_layer_ig_with_device_ids_gives_what_it_gives_on_one_device():
+    """``device_ids`` (DataParallel) takes Captum's gather-and-scatter layer hooks; without them the layers are hooked
+    for the calling thread only (tests/test_joint.py). Both give the same joint estimate."""
+    from captum.attr import LayerIntegratedGradients
+
+    from noisegrad.estimators.joint_ig import joint_integrated_gradients
+
+    model, x = make_cnn().cuda(), torch.rand(3, 3, 16, 16, device="cuda")
+    common = dict(nt_samples=6, nt_samples_batch_size=4, stdevs=0.1, target=2, seed=1, return_convergence_delta=True)
+    alone = joint_integrated_gradients(LayerIntegratedGradients(model, model[1]), x, **common)
+    scattered = joint_integrated_gradients(LayerIntegratedGradients(model, model[1], device_ids=[0]), x, **common)
+    torch.testing.assert_close(scattered, alone, rtol=1e-5, atol=1e-6)

@@ -1,6 +1,7 @@
 """Joint (noise, path point) sampling of SmoothGrad × IG: unbiased, reproducible, chunk-invariant, exact deltas."""
 
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -231,6 +232,41 @@ def test_layer_ig_attributes_in_the_layers_shape_and_a_list_of_layers_as_captum(
         LayerIntegratedGradients(two, [two.a, two.b]), inputs, nt_samples=4, stdevs=0.1, target=0, seed=0
     )
     assert isinstance(both, list) and [t.shape for t in both] == [t.shape for t in captum] == [(2, 6), (2, 6)]
+
+
+class _OtherThreadsLayerCall(nn.Module):
+    """Identity that, on each forward of the attributing thread, runs ``layer`` on ``probe`` in another thread."""
+
+    def __init__(self, layer, probe):
+        super().__init__()
+        self.layer, self.probe, self.seen = layer, probe, []
+
+    def forward(self, h):
+        if threading.current_thread() is threading.main_thread():
+            worker = threading.Thread(target=lambda: self.seen.append(self.layer(self.probe)))
+            worker.start()
+            worker.join()
+        return h
+
+
+@pytest.mark.parametrize("to_layer_input", [False, True])
+def test_layer_ig_sees_and_replaces_only_its_own_threads_layer_calls(to_layer_input):
+    """A shared model's layer run by another thread during a joint layer-IG forward: that thread gets the layer's own
+    output (not the path's points), and its values are not taken for this thread's (the result is unchanged)."""
+    model = make_mlp(seed=2)
+    layer = model[2] if to_layer_input else model[1]
+    probe = torch.full((3, 8), 0.5, dtype=torch.float64)
+    watcher = _OtherThreadsLayerCall(layer, probe)
+    watched = nn.Sequential(model[0], model[1], model[2], watcher) if to_layer_input else \
+        nn.Sequential(model[0], model[1], watcher, model[2])
+    common = dict(nt_samples=6, nt_samples_batch_size=4, stdevs=0.2, target=1, seed=3,
+                  attribute_to_layer_input=to_layer_input, return_convergence_delta=True)
+    ours = joint_integrated_gradients(LayerIntegratedGradients(watched, layer), X, **common)
+    alone = joint_integrated_gradients(LayerIntegratedGradients(model, layer), X, **common)
+    expected = layer(probe)
+    assert watcher.seen and all(torch.equal(seen, expected) for seen in watcher.seen)
+    assert not probe.requires_grad
+    torch.testing.assert_close(ours, alone, rtol=1e-12, atol=1e-14)
 
 
 # --------------------------------------------------------------------------- seeds and chunks

@@ -21,7 +21,7 @@ from noisegrad._captum import (
     forward_layer_eval,
     layer_gradient_func,
 )
-from noisegrad._gradients import run_forward, summed_gradients
+from noisegrad._gradients import gradients_at_layers, own_layers_forward, run_forward, summed_gradients
 from noisegrad.estimators.path_density import PathDensity, fit_path_density
 from noisegrad.expand import ChunkKwargs
 from noisegrad.perturb.inputs import InputNoise, StdevsType
@@ -348,7 +348,14 @@ class _InputPath:
 
 
 class _LayerPath:
-    """Layer IG's path in the layer's space, through the method's own gradient function (layer hooks)."""
+    """Layer IG's path in the layer's space: the layers' values, and gradients with the path's points put in place.
+
+    On one device the layers are hooked for this thread's forwards only
+    (:mod:`noisegrad._gradients`), so another thread running the same model
+    meanwhile keeps its own values. A DataParallel model (``device_ids``)
+    runs its replicas in threads of its own; there Captum's gather and
+    scatter hooks are used, as Captum's layer IG does.
+    """
 
     def __init__(
         self,
@@ -363,24 +370,28 @@ class _LayerPath:
         self.device_ids = method.device_ids if method.device_ids is not None else getattr(
             method.forward_func, "device_ids", None
         )
-        self.baselines = self._layer_eval(baselines, kwargs.get("additional_forward_args"))
         self.is_layer_list = isinstance(method.layer, list)
+        self.layers = list(method.layer) if self.is_layer_list else [method.layer]
+        self.baselines = self._layer_eval(baselines, kwargs.get("additional_forward_args"))
         self.dtypes: List[torch.dtype] = []
 
     def _layer_eval(self, inputs: Tuple[Tensor, ...], additional_forward_args: Any) -> Tuple[Tensor, ...]:
         """The layer's values (flattened over layers and their outputs) and how many each layer has."""
         with torch.no_grad():
-            evaluated = forward_layer_eval(
-                self.method.forward_func,
-                inputs,
-                self.method.layer,
-                additional_forward_args=additional_forward_args,
-                device_ids=self.device_ids,
-                attribute_to_layer_input=self.to_layer_input,
-            )
-        per_layer = evaluated if isinstance(self.method.layer, list) else [evaluated]
-        self.counts = [1 if isinstance(v, Tensor) else len(v) for v in per_layer]
-        return tuple(t.detach() for v in per_layer for t in ((v,) if isinstance(v, Tensor) else v))
+            if self.device_ids:
+                evaluated = forward_layer_eval(
+                    self.method.forward_func, inputs, self.method.layer,
+                    additional_forward_args=additional_forward_args, device_ids=self.device_ids,
+                    attribute_to_layer_input=self.to_layer_input,
+                )
+                per_layer = [(v,) if isinstance(v, Tensor) else tuple(v)
+                             for v in (evaluated if self.is_layer_list else [evaluated])]
+            else:
+                extra = format_additional_forward_args(additional_forward_args)
+                per_layer, _ = own_layers_forward(self.method.forward_func, inputs, self.layers, extra,
+                                                  self.to_layer_input, in_graph=False)
+        self.counts = [len(values) for values in per_layer]
+        return tuple(t.detach() for values in per_layer for t in values)
 
     def contributions(
         self, noisy: Tuple[Tensor, ...], alphas: Tensor, chunk: Dict[str, Any], n: int, batch: int
@@ -389,10 +400,13 @@ class _LayerPath:
         noisy_layer = self._layer_eval(noisy, extra)
         pairs = [_interpolate(b, v, alphas, n, batch) for b, v in zip(self.baselines, noisy_layer)]
         points = tuple(point.requires_grad_() for _, point in pairs)
-        gradient_func = layer_gradient_func(self.method, self.counts, self.to_layer_input, self.grad_kwargs)
-        grads = gradient_func(
-            self.method.forward_func, points, chunk.get("target"), noisy + (extra if extra is not None else ())
-        )
+        model_args = noisy + (extra if extra is not None else ())
+        if self.device_ids:
+            gradient_func = layer_gradient_func(self.method, self.counts, self.to_layer_input, self.grad_kwargs)
+            grads = gradient_func(self.method.forward_func, points, chunk.get("target"), model_args)
+        else:
+            grads = gradients_at_layers(self.method.forward_func, self.layers, points, self.counts,
+                                        self.to_layer_input, chunk.get("target"), model_args, self.grad_kwargs)
         self.dtypes = [g.dtype for g in grads]
         if not self.method.multiplies_by_inputs:
             return [g.reshape((n, batch) + tuple(g.shape[1:])) for g in grads]
