@@ -268,16 +268,19 @@ class NoiseSampler:
         multiplier = torch.bitwise_right_shift(words, bits).bitwise_and_(size // 2 - 1).mul_(2).add_(1)
         phase = torch.bitwise_right_shift(words, 8).bitwise_and_(2**24 - 1).to(out.dtype).mul_(2.0**-24).add_(2.0**-25)
         del words
-        for point in range(size):  # the rows of the slice that are point ``point`` of their block
-            first = (point - sample_ids.start) % size
-            rows = out[first::size]
-            if len(rows) == 0:
-                continue
-            block = (sample_ids.start + first) // size - blocks.start
-            within = slice(block, block + len(rows))
-            rows.copy_(torch.mul(multiplier[within], point).add_(offset[within]).bitwise_and_(size - 1))
-            jitter = phase[within].add(point * _GOLDEN % 1).frac_()
-            rows.add_(jitter).mul_(2 / size).sub_(1)  # 2u − 1 for u = (stratum + jitter) / B
+        # every point of every block at once, (blocks, point, examples, elements): straight into ``out`` when the
+        # slice holds whole blocks, else into a grid of the whole blocks, whose rows of the slice are then copied
+        skip = sample_ids.start - blocks.start * size
+        grid_shape = (len(blocks), size) + tuple(out.shape[1:])
+        whole = skip == 0 and len(sample_ids) == len(blocks) * size
+        grid = out.view(grid_shape) if whole else torch.empty(grid_shape, dtype=out.dtype, device=device)
+        points = torch.arange(size, dtype=multiplier.dtype, device=device).view(1, size, 1, 1)
+        grid.copy_(multiplier.unsqueeze(1).mul(points).add_(offset.unsqueeze(1)).bitwise_and_(size - 1))
+        advance = torch.tensor([point * _GOLDEN % 1 for point in range(size)], dtype=phase.dtype, device=device)
+        grid.add_(phase.unsqueeze(1).add(advance.view(1, size, 1, 1)).frac_())
+        grid.mul_(2 / size).sub_(1)  # 2u − 1 for u = (stratum + jitter) / B
+        if not whole:
+            out.copy_(grid.view((-1,) + tuple(out.shape[1:]))[skip : skip + len(sample_ids)])
 
     def _strata(self, replicate: int) -> int:
         """Samples in replicate ``r`` of the Latin hypercube: those ``k < nt_samples`` with ``k mod R == r``."""
