@@ -35,7 +35,7 @@ run python benchmarks/bench_tunnel.py --keep-freed-memory --repeats $REPEATS --p
   --out $B/RESULTS_KEPT_MEMORY.md $QUICK
 # What keeping freed memory saves Captum, noisegrad and the minimal loop (~12 min; no quick mode).
 if [[ -z "$QUICK" ]]; then run python benchmarks/bench_allocator.py --out $B/ALLOCATOR.md; fi
-# These three run in this process: glibc must keep freed memory from the start (~5 min, ~6 min and ~20 s).
+# These four run in this process: glibc must keep freed memory from the start (~5 min, ~6 min, ~20 s and ~2 min).
 KEEP=(env MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296)
 # Where a stock call's time goes beyond the minimal loop's (no quick mode).
 if [[ -z "$QUICK" ]]; then run "${KEEP[@]}" python benchmarks/bench_call_phases.py --out $B/CALL_PHASES.md; fi
@@ -43,6 +43,8 @@ if [[ -z "$QUICK" ]]; then run "${KEEP[@]}" python benchmarks/bench_call_phases.
 run "${KEEP[@]}" python benchmarks/bench_auto_phases.py --out $B/AUTO_PHASES.md $QUICK
 # Does the row order (Captum's example-major, noisegrad's sample-major) change the model's own time?
 run "${KEEP[@]}" python benchmarks/bench_row_order.py --out $B/ROW_ORDER.md ${QUICK:+--repeats 5}
+# Channels-last noisy copies against contiguous ones: a chunk's forward and backward, and whole calls (~2 min).
+run "${KEEP[@]}" python benchmarks/bench_layout.py --out $B/LAYOUT.md ${QUICK:+--quick --repeats 3}
 # Time to a map within 10 % / 5 % relative error: noisegrad's defaults vs Captum's (~30 min).
 run python benchmarks/bench_time_to_accuracy.py --out $B/TIME_TO_ACCURACY.md $QUICK
 # The same with freed memory kept, where Captum's all-at-once default no longer faults (~20 min).

@@ -19,6 +19,7 @@ import importlib
 from typing import Any
 
 importlib.import_module("noisegrad._deprecated")  # keeps the renamed modules' old names importable
+from noisegrad._layout import keep_contiguous
 from noisegrad.config import SmoothingConfig
 from noisegrad.datasets import DatasetAttributions, attribute_dataset
 from noisegrad.estimators.joint_ig import joint_integrated_gradients
@@ -49,6 +50,7 @@ __all__ = [
     "Moments",
     "SampleSeeds",
     "plan_chunks",
+    "keep_contiguous",
     "NT_TYPES",
     "joint_integrated_gradients",
     "SmoothedAttribution",

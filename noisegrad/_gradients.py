@@ -41,6 +41,7 @@ __all__ = [
     "own_layer_forward",
     "own_layers_forward",
     "gradients_at_layers",
+    "LayerNotSeen",
 ]
 
 #: Whether a forward function takes parameters, by the function (weakly held: an entry goes with its function).
@@ -230,16 +231,24 @@ def own_layer_forward(
     return values[0], output
 
 
+class LayerNotSeen(AssertionError):
+    """A layer did not run in the forward, or not in the calling thread."""
+
+
 def own_layers_forward(
     forward_func: Callable[..., Any], inputs: Tuple[Tensor, ...], layers: List[torch.nn.Module], extra: Any,
-    to_layer_input: bool, in_graph: bool,
+    to_layer_input: bool, in_graph: bool, any_thread: bool = False,
 ) -> Tuple[List[Tuple[Tensor, ...]], Any]:
-    """:func:`own_layer_forward` for several layers in one forward: each layer's values, and the model's output."""
-    owner = threading.get_ident()
+    """:func:`own_layer_forward` for several layers in one forward: each layer's values, and the model's output.
+
+    ``any_thread``: take the layers' calls in every thread, as Captum does (a model that runs a layer in threads of
+    its own); :class:`LayerNotSeen` tells a caller to try that.
+    """
+    owner = None if any_thread else threading.get_ident()
     saved: List[List[Tuple[Tensor, ...]]] = [[] for _ in layers]
 
     def hook(index: int, _module: Any, hook_inputs: Any, hook_outputs: Any = None) -> Any:
-        if threading.get_ident() != owner:
+        if owner is not None and threading.get_ident() != owner:
             return None
         found = hook_inputs if to_layer_input else hook_outputs
         tensors = tuple(found) if isinstance(found, (tuple, list)) else (found,)
@@ -255,13 +264,15 @@ def own_layers_forward(
         output = run_forward(forward_func, inputs, None, extra)
     for layer, values in zip(layers, saved):
         if not values:
-            raise AssertionError(f"the forward function did not run the layer {type(layer).__name__}")
+            where = "" if any_thread else " in the calling thread"
+            raise LayerNotSeen(f"the forward function did not run the layer {type(layer).__name__}{where}")
     return [values[0] for values in saved], output
 
 
 def gradients_at_layers(
     forward_func: Callable[..., Any], layers: List[torch.nn.Module], points: Tuple[Tensor, ...], counts: List[int],
     to_layer_input: bool, target: Any, model_args: Any, grad_kwargs: Optional[Dict[str, Any]] = None,
+    any_thread: bool = False,
 ) -> Tuple[Tensor, ...]:
     """The gradients of the selected outputs w.r.t. ``points``, which stand in for the layers' values.
 
@@ -269,13 +280,14 @@ def gradients_at_layers(
     forward only: ``points`` (flattened over the layers, ``counts[i]`` tensors
     for layer ``i``) replace each layer's input or output where this thread
     runs it, while another thread running the same model gets the layer's
-    own values. One graph root for all rows, as :func:`summed_gradients`.
+    own values (``any_thread``: in every thread, as Captum's). One graph root
+    for all rows, as :func:`summed_gradients`.
     """
-    owner = threading.get_ident()
+    owner = None if any_thread else threading.get_ident()
     starts = [sum(counts[:i]) for i in range(len(counts))]
 
     def replace(index: int, _module: Any, hook_inputs: Any, hook_outputs: Any = None) -> Any:
-        if threading.get_ident() != owner:
+        if owner is not None and threading.get_ident() != owner:
             return None
         own = points[starts[index] : starts[index] + counts[index]]
         return tuple(own) if isinstance(hook_inputs if to_layer_input else hook_outputs, tuple) else own[0]

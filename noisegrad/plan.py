@@ -220,7 +220,8 @@ def activation_bytes_per_row(
 
 
 def _two_rows(x: Tensor) -> Tensor:
-    return x[:1].expand((2,) + tuple(x.shape[1:]))
+    """The first example twice, in memory of its own: a forward may check that its input is contiguous."""
+    return x[:1].repeat((2,) + (1,) * (x.dim() - 1))
 
 
 def _auto_budget(device: torch.device) -> int:

@@ -11,7 +11,7 @@ from captum.attr import Attribution, GradientAttribution
 from torch import Tensor, nn
 
 from noisegrad._caller import user_stacklevel
-from noisegrad import _captum, _gradients
+from noisegrad import _captum, _gradients, _layout
 from noisegrad._loop import run
 from noisegrad._progress import check_show_progress, progress_bar
 from noisegrad._request import Request, check_request
@@ -420,7 +420,8 @@ class NoiseTunnel(Attribution):
         )
 
     def _run(self, request: Request, show_progress: bool = False) -> Any:
-        """plan → run → finish, for a checked request."""
+        """guard → estimator → plan → run → finish, for a checked request: once per output if the method cannot batch
+        them, and again on contiguous copies if the call fails on channels-last ones (:mod:`noisegrad._layout`)."""
         method = self.attribution_method
         if request.outputs is not None and (request.objective is not None or not _captum.batches_outputs(method, request.kwargs)):
             # one run per output, with the same noise; the highest index first, so that one beyond the model
@@ -433,6 +434,20 @@ class NoiseTunnel(Attribution):
                 except ValueError as error:  # name the argument the user gave, not the target of one run
                     raise ValueError(f"outputs={list(request.outputs)}, output {k}: {error}") from error
             return _stack_outputs([runs[k] for k in request.outputs])
+        channels_last = _layout.channels_last(request.inputs, method.forward_func) and request.noise_layer is None
+        try:
+            return self._run_once(request, show_progress, channels_last)
+        except _ChannelsLastFailed:
+            pass
+        # the first chunk failed on channels-last copies (a .view of an activation, a check of its own): contiguous
+        # ones, outside the handler, so that their error, if any, stands alone as the user's; kept if they work
+        result = self._run_once(request, show_progress, channels_last=False)
+        _layout.keep_contiguous(method.forward_func)
+        return result
+
+    def _run_once(self, request: Request, show_progress: bool, channels_last: bool) -> Any:
+        """guard → estimator → plan → run → finish, for one output (or every output of a method that batches them)."""
+        method = self.attribution_method
         global_seed = request.seeds.derived(0) if request.seeded else None
         with contextlib.ExitStack() as stack:
             if request.weights is None:
@@ -440,7 +455,7 @@ class NoiseTunnel(Attribution):
             else:  # only the private copy runs, and only it is guarded: the user's module is never written
                 stack.enter_context(refusing_to_run(request.weights.root))
                 stack.enter_context(seeded_global_rng(global_seed, request.device))
-            estimator = _estimator(method, request)
+            estimator = _estimator(method, request, channels_last)
             forward_func = self.forward_func
             if request.weights is not None:  # the measuring forward too runs on the copy
                 stack.enter_context(preserved_modules([estimator.perturbation.model]))
@@ -450,16 +465,26 @@ class NoiseTunnel(Attribution):
             first = _first_check(estimator.perturbation.sampler)
             rule = StoppingRule(request.batch, request.tol, request.limit, first, per_output=request.outputs is not None,
                                 unit=_stopping_unit(estimator.perturbation.sampler)) if request.auto else None
-            if not show_progress:  # a disabled tqdm bar still costs tens of microseconds per call
-                run(estimator, plan, tally, request.nt_type, rule)
-            else:
-                with progress_bar(request.limit, "NoiseTunnel", unit="sample", enabled=True) as bar:
-                    run(estimator, plan, tally, request.nt_type, rule, progress=bar.update)
+            try:
+                if not show_progress:  # a disabled tqdm bar still costs tens of microseconds per call
+                    run(estimator, plan, tally, request.nt_type, rule)
+                else:
+                    with progress_bar(request.limit, "NoiseTunnel", unit="sample", enabled=True) as bar:
+                        run(estimator, plan, tally, request.nt_type, rule, progress=bar.update)
+            except Exception as error:
+                if channels_last and not tally.attributions:  # not one chunk went through: maybe the layout
+                    raise _ChannelsLastFailed() from error
+                raise
         return _finish(request, estimator, tally, rule)
 
     def attribute_future(self) -> None:
         """Not implemented, as in Captum."""
         raise NotImplementedError("attribute_future is not implemented for NoiseTunnel")
+
+
+class _ChannelsLastFailed(Exception):
+    """The first chunk of channels-last copies failed, before anything was merged: the call may work on contiguous
+    ones (:mod:`noisegrad._layout`)."""
 
 
 #: Samples per chunk in nt_samples="auto" mode unless a chunk size or budget is given.
@@ -511,8 +536,8 @@ def _stopping_unit(sampler: NoiseSampler) -> int:
     return sampler.unit_size if sampler.block is not None else 1
 
 
-def _estimator(method: Attribution, request: Request) -> Any:
-    """The estimator of the request, with its input noise."""
+def _estimator(method: Attribution, request: Request, channels_last: bool = False) -> Any:
+    """The estimator of the request, with its input noise (channels-last copies if ``channels_last``)."""
     replicates = DEFAULT_REPLICATES if request.needs_groups else 1
     # "auto": a Latin hypercube cannot know its sample count, so it comes in blocks of independent hypercubes
     sampler = NoiseSampler(request.sampler, request.seeds, request.limit, replicates, blocks=request.auto)
@@ -527,7 +552,7 @@ def _estimator(method: Attribution, request: Request) -> Any:
         with torch.random.fork_rng(devices=_cuda_devices(request.inputs)):  # a dropout in training mode draws nothing
             noise.measure(lambda inputs: _gradients.run_forward(method.forward_func, inputs, None, extra))
     else:
-        noise = InputNoise(request.inputs, request.sigmas, sampler, request.example_ids)
+        noise = InputNoise(request.inputs, request.sigmas, sampler, request.example_ids, channels_last)
     if request.weights is not None:
         noise = WeightNoise(noise, request.weights, request.seeds)
     if request.joint:

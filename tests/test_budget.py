@@ -93,6 +93,23 @@ def test_activation_bytes_per_row_counts_leaf_module_outputs():
     assert activation_bytes_per_row(torch.jit.script(model), (X,), None) is None
 
 
+def test_the_probe_forward_gives_the_model_inputs_in_memory_of_their_own():
+    class ChecksItsInput(nn.Module):  # as a custom operator may
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(5, 3).double()
+
+        def forward(self, x):
+            if not x.is_contiguous() or 0 in x.stride():
+                raise RuntimeError("expected a contiguous input")
+            return self.linear(x)
+
+    model = ChecksItsInput()
+    assert activation_bytes_per_row(model, (X,), None) == (3 + 5) * 8
+    out = NoiseTunnel(Saliency(model)).attribute(X, nt_samples=4, nt_samples_batch_size="auto", target=0, seed=0)
+    assert out.shape == X.shape
+
+
 def test_auto_works_for_torchscript_models():
     model = torch.jit.script(make_mlp())
     out = NoiseTunnel(Saliency(model)).attribute(X, nt_samples=4, nt_samples_batch_size="auto", target=0, seed=0)

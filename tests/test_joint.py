@@ -1,5 +1,6 @@
 """Joint (noise, path point) sampling of SmoothGrad × IG: unbiased, reproducible, chunk-invariant, exact deltas."""
 
+import concurrent.futures
 import random
 import threading
 
@@ -267,6 +268,35 @@ def test_layer_ig_sees_and_replaces_only_its_own_threads_layer_calls(to_layer_in
     assert watcher.seen and all(torch.equal(seen, expected) for seen in watcher.seen)
     assert not probe.requires_grad
     torch.testing.assert_close(ours, alone, rtol=1e-12, atol=1e-14)
+
+
+class _BranchesInThreads(nn.Module):
+    """Two branches, each run by a worker thread of the model's own (as a thread pool over an ensemble would)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.a, self.b, self.head = nn.Linear(5, 6).double(), nn.Linear(5, 6).double(), nn.Linear(12, 3).double()
+
+    def forward(self, x):
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            a, b = pool.submit(self.a, x), pool.submit(self.b, x)
+            return self.head(torch.tanh(torch.cat([a.result(), b.result()], dim=1)))
+
+
+def test_layer_ig_on_a_layer_the_model_runs_in_threads_of_its_own_is_hooked_in_every_thread():
+    model = _BranchesInThreads()
+    common = dict(nt_samples=4, stdevs=0.2, target=1, seed=3, return_convergence_delta=True)
+    ours, delta = joint_integrated_gradients(LayerIntegratedGradients(model, model.a), X, **common)
+
+    class Inline(_BranchesInThreads):  # the same model and weights, its branches in the calling thread
+        def forward(self, x):
+            return self.head(torch.tanh(torch.cat([self.a(x), self.b(x)], dim=1)))
+
+    inline = Inline()
+    inline.load_state_dict(model.state_dict())
+    expected = joint_integrated_gradients(LayerIntegratedGradients(inline, inline.a), X, **common)
+    torch.testing.assert_close((ours, delta), expected, rtol=1e-12, atol=1e-14)
 
 
 # --------------------------------------------------------------------------- seeds and chunks

@@ -6,15 +6,17 @@ from captum.attr import Attribution, IntegratedGradients, LayerIntegratedGradien
 from torch import nn
 
 from conftest import make_cnn, make_mlp
-from noisegrad import NoiseTunnel, SampleSeeds, plan_chunks, relative
+from noisegrad import NoiseTunnel, SampleSeeds, _layout, plan_chunks, relative
 from noisegrad.perturb.inputs import noisy_copies
 
 
 def reference_samples(method, x, nt_samples, batch_size, sigma, seed, **kwargs):
-    """The wrapped method applied by hand to noisegrad's noisy copies: (nt_samples, batch, ...)."""
+    """The wrapped method applied by hand to noisegrad's noisy copies, in the layout noisegrad gives them (a float32
+    CNN's: channels-last), so that the maps are the same: (nt_samples, batch, ...)."""
     chunks = []
     for ids in plan_chunks(nt_samples, batch_size):
         noisy = noisy_copies(x, sigma, ids, SampleSeeds(seed), 0)
+        noisy = _layout.in_layout(noisy) if _layout.channels_last((x,), method.forward_func) else noisy
         chunks.append(method.attribute(noisy, **kwargs).detach())
     return torch.cat(chunks).reshape((nt_samples,) + tuple(x.shape))
 

@@ -9,19 +9,21 @@ is one expectation over (ε, α):
 so each sample needs one gradient, at one random point of its own noisy path.
 """
 
+import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
 from torch import Tensor
 
+from noisegrad import _layout
 from noisegrad._call import chunk_failure_on_oom
 from noisegrad._captum import (
     format_additional_forward_args,
     forward_layer_eval,
     layer_gradient_func,
 )
-from noisegrad._gradients import gradients_at_layers, own_layers_forward, run_forward, summed_gradients
+from noisegrad._gradients import LayerNotSeen, gradients_at_layers, own_layers_forward, run_forward, summed_gradients
 from noisegrad.estimators.path_density import PathDensity, fit_path_density
 from noisegrad.expand import ChunkKwargs
 from noisegrad.perturb.inputs import InputNoise, StdevsType
@@ -334,7 +336,7 @@ class _InputPath:
         self, noisy: Tuple[Tensor, ...], alphas: Tensor, chunk: Dict[str, Any], n: int, batch: int
     ) -> List[Tensor]:
         pairs = [_interpolate(b, x, alphas, n, batch) for b, x in zip(self.baselines, noisy)]
-        points = tuple(point.requires_grad_() for _, point in pairs)
+        points = tuple(_layout.like(point, x).requires_grad_() for (_, point), x in zip(pairs, noisy))
         grads = summed_gradients(
             self.method.forward_func, points, chunk.get("target"), chunk.get("additional_forward_args")
         )
@@ -352,9 +354,11 @@ class _LayerPath:
 
     On one device the layers are hooked for this thread's forwards only
     (:mod:`noisegrad._gradients`), so another thread running the same model
-    meanwhile keeps its own values. A DataParallel model (``device_ids``)
-    runs its replicas in threads of its own; there Captum's gather and
-    scatter hooks are used, as Captum's layer IG does.
+    meanwhile keeps its own values; a model that runs the layer in threads of
+    its own (a thread pool over branches) is hooked in every thread, as
+    Captum hooks it. A DataParallel model (``device_ids``) runs its replicas
+    in threads of its own; there Captum's gather and scatter hooks are used,
+    as Captum's layer IG does.
     """
 
     def __init__(
@@ -372,6 +376,7 @@ class _LayerPath:
         )
         self.is_layer_list = isinstance(method.layer, list)
         self.layers = list(method.layer) if self.is_layer_list else [method.layer]
+        self.any_thread = False  # True once the layer is seen to run outside the calling thread
         self.baselines = self._layer_eval(baselines, kwargs.get("additional_forward_args"))
         self.dtypes: List[torch.dtype] = []
 
@@ -388,8 +393,16 @@ class _LayerPath:
                              for v in (evaluated if self.is_layer_list else [evaluated])]
             else:
                 extra = format_additional_forward_args(additional_forward_args)
-                per_layer, _ = own_layers_forward(self.method.forward_func, inputs, self.layers, extra,
-                                                  self.to_layer_input, in_graph=False)
+                evaluate = functools.partial(own_layers_forward, self.method.forward_func, inputs, self.layers, extra,
+                                             self.to_layer_input, False)
+                try:
+                    per_layer, _ = evaluate(any_thread=self.any_thread)
+                except LayerNotSeen:
+                    if self.any_thread:
+                        raise
+                    # the model runs the layer in threads of its own: its hooks take every thread, as Captum's do
+                    self.any_thread = True
+                    per_layer, _ = evaluate(any_thread=True)
         self.counts = [len(values) for values in per_layer]
         return tuple(t.detach() for values in per_layer for t in values)
 
@@ -406,7 +419,8 @@ class _LayerPath:
             grads = gradient_func(self.method.forward_func, points, chunk.get("target"), model_args)
         else:
             grads = gradients_at_layers(self.method.forward_func, self.layers, points, self.counts,
-                                        self.to_layer_input, chunk.get("target"), model_args, self.grad_kwargs)
+                                        self.to_layer_input, chunk.get("target"), model_args, self.grad_kwargs,
+                                        self.any_thread)
         self.dtypes = [g.dtype for g in grads]
         if not self.method.multiplies_by_inputs:
             return [g.reshape((n, batch) + tuple(g.shape[1:])) for g in grads]

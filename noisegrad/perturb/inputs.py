@@ -8,6 +8,7 @@ from typing import Any, ContextManager, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from noisegrad._layout import in_layout
 from noisegrad.sampling.samplers import NoiseSampler
 from noisegrad.sampling.seeding import SampleSeeds
 
@@ -267,6 +268,9 @@ class InputNoise:
     example_ids : Tensor, optional
         The examples' ids (int64, on the inputs' device), which key their
         noise; by default their positions.
+    channels_last : bool
+        Give float32 image batches on the CPU as channels-last copies
+        (:mod:`noisegrad._layout`); the values are the same.
 
     Examples
     --------
@@ -282,15 +286,18 @@ class InputNoise:
         sigmas: Tuple[Tensor, ...],
         sampler: NoiseSampler,
         example_ids: Optional[Tensor] = None,
+        channels_last: bool = False,
     ) -> None:
         self.inputs, self.sigmas, self.sampler = inputs, sigmas, sampler
         self.example_ids = torch.arange(inputs[0].shape[0], device=inputs[0].device) if example_ids is None else example_ids
+        self.channels_last = channels_last
 
     def rows(self, sample_ids: range) -> Tuple[Tensor, ...]:
-        return tuple(
+        rows = tuple(
             noisy_copies(x, sigma, sample_ids, self.sampler, index, self.example_ids)
             for index, (x, sigma) in enumerate(zip(self.inputs, self.sigmas))
         )
+        return tuple(in_layout(r) for r in rows) if self.channels_last else rows
 
     def select(self, keep: Tensor) -> None:
         self.sigmas = tuple(s[keep] if is_per_example(s, x) else s for s, x in zip(self.sigmas, self.inputs))
