@@ -9,7 +9,7 @@ one forward and one ``autograd.grad`` of the summed target outputs
 (Saliency's work) on one chunk of noisy copies, in both layouts, alternating
 in one process: bench_tunnel.py's CNN and ResNet-style net (their stock
 batch, 8 copies per example, σ = 1.0), in float32 and in float64, and a wider
-net of 64 and 128 channels on 16 images of 224×224 (float32). Part 2 times
+net of 64 and 128 channels on 16 images of 224×224. Part 2 times
 whole ``noisegrad.smoothgrad`` calls (32 samples, σ = 15 % of the range,
 seeded) with the layout as the library chooses it and with contiguous copies
 forced, alternating. Ratios are per repetition, channels-last over
@@ -94,10 +94,11 @@ def measure_chunks(repeats: int, warmup: int, quick: bool) -> List[dict]:
             seconds = alternate(chunk_calls(model, x, workload.target.repeat_interleave(COPIES)), repeats, warmup)
             results.append(row("chunk", workload.name, str(dtype).replace("torch.", ""), x.shape[0], seconds))
         workload.model.float()
-    model, images = wide_net(), 4 if quick else 16
-    x = torch.rand(images, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    seconds = alternate(chunk_calls(model, x, torch.arange(images) % 10), max(2, repeats // 6), 1)
-    results.append(row("chunk", "wide 224×224", "float32", images, seconds))
+    images = 4 if quick else 16
+    for dtype in (torch.float32, torch.float64):
+        x = torch.rand(images, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(dtype)
+        seconds = alternate(chunk_calls(wide_net().to(dtype), x, torch.arange(images) % 10), max(2, repeats // 6), 1)
+        results.append(row("chunk", "wide 224×224", str(dtype).replace("torch.", ""), images, seconds))
     return results
 
 
