@@ -280,21 +280,28 @@ def gradients_at_layers(
     forward only: ``points`` (flattened over the layers, ``counts[i]`` tensors
     for layer ``i``) replace each layer's input or output where this thread
     runs it, while another thread running the same model gets the layer's
-    own values (``any_thread``: in every thread, as Captum's). One graph root
-    for all rows, as :func:`summed_gradients`.
+    own values (``any_thread``: in every thread, as Captum's; :class:`LayerNotSeen`
+    if a layer did not run where it was hooked). One graph root for all rows,
+    as :func:`summed_gradients`.
     """
     owner = None if any_thread else threading.get_ident()
     starts = [sum(counts[:i]) for i in range(len(counts))]
+    replaced = set()
 
     def replace(index: int, _module: Any, hook_inputs: Any, hook_outputs: Any = None) -> Any:
         if owner is not None and threading.get_ident() != owner:
             return None
+        replaced.add(index)
         own = points[starts[index] : starts[index] + counts[index]]
         return tuple(own) if isinstance(hook_inputs if to_layer_input else hook_outputs, tuple) else own[0]
 
     with torch.autograd.set_grad_enabled(True), _hooked(layers, to_layer_input, replace):
         outputs = _one_per_row(run_forward(forward_func, (), target, model_args))
-        return torch.autograd.grad(outputs.sum(), points, **(grad_kwargs or {}))
+    for index, layer in enumerate(layers):
+        if index not in replaced:
+            where = "" if any_thread else " in the calling thread"
+            raise LayerNotSeen(f"the forward function did not run the layer {type(layer).__name__}{where}")
+    return torch.autograd.grad(outputs.sum(), points, **(grad_kwargs or {}))
 
 
 @contextlib.contextmanager

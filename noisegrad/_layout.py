@@ -56,15 +56,19 @@ def channels_last(inputs: Tuple[Tensor, ...], forward_func: Any) -> bool:
     """
     if not any(_convertible(x) for x in inputs):
         return False
-    models = modules_of(forward_func)
-    with _LOCK:
-        if any(model in _CONTIGUOUS for model in models):
+    modules = [m for model in modules_of(forward_func) for m in model.modules()]
+    with _LOCK:  # a model kept contiguous stays so inside a wrapper, and so does a wrapper of a kept submodule
+        if any(m in _CONTIGUOUS for m in modules):
             return False
-    modules = [m for model in models for m in model.modules()]
     # a module in training mode may draw from the RNG in memory order (dropout): the same seed must give the same map
-    if any(m.training or type(m).__name__ == "OptimizedModule" for m in modules):
+    if any(m.training or _compiled(m) for m in modules):
         return False
     return any(isinstance(m, nn.Conv2d) for m in modules)
+
+
+def _compiled(module: nn.Module) -> bool:
+    """``torch.compile(module)`` (an OptimizedModule) or ``module.compile()`` (in place)."""
+    return type(module).__name__ == "OptimizedModule" or getattr(module, "_compiled_call_impl", None) is not None
 
 
 def in_layout(rows: Tensor) -> Tensor:

@@ -299,6 +299,30 @@ def test_layer_ig_on_a_layer_the_model_runs_in_threads_of_its_own_is_hooked_in_e
     torch.testing.assert_close((ours, delta), expected, rtol=1e-12, atol=1e-14)
 
 
+class _BranchInThreadsWithGrad(_BranchesInThreads):
+    """Branch ``a`` in the calling thread without gradients (the layer's values), in a worker with them."""
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            return self.head(torch.tanh(torch.cat([self.a(x), self.b(x)], dim=1)))
+        return super().forward(x)
+
+
+def test_layer_ig_on_a_layer_run_elsewhere_only_in_the_gradients_forward_is_hooked_in_every_thread():
+    model = _BranchInThreadsWithGrad()
+    common = dict(nt_samples=4, stdevs=0.2, target=1, seed=3)
+    ours = joint_integrated_gradients(LayerIntegratedGradients(model, model.a), X, **common)
+
+    class Inline(_BranchesInThreads):
+        def forward(self, x):
+            return self.head(torch.tanh(torch.cat([self.a(x), self.b(x)], dim=1)))
+
+    inline = Inline()
+    inline.load_state_dict(model.state_dict())
+    expected = joint_integrated_gradients(LayerIntegratedGradients(inline, inline.a), X, **common)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-14)
+
+
 # --------------------------------------------------------------------------- seeds and chunks
 
 

@@ -140,6 +140,14 @@ def test_an_error_that_contiguous_copies_do_not_mend_is_raised_alone_and_changes
 def test_a_compiled_model_and_one_kept_contiguous_get_contiguous_copies():
     compiled = torch.compile(conv_net(), backend="eager")
     assert not _layout.channels_last((X,), compiled) and not _layout.channels_last((X,), lambda t: compiled(t))
+    in_place = conv_net()
+    in_place.compile(backend="eager")
+    assert not _layout.channels_last((X,), in_place)
+    kept, part = conv_net(), conv_net()
+    noisegrad.keep_contiguous(kept)
+    noisegrad.keep_contiguous(part[0])  # a submodule: the model around it is kept too
+    for model in (nn.Sequential(kept, nn.Softmax(dim=1)).eval(), part):
+        assert not _layout.channels_last((X,), model)
     model = Recording(conv_net())
     noisegrad.keep_contiguous(lambda t: model(t))  # the model behind a function
     noisegrad.smoothgrad(model, X, target=1, nt_samples=4, stdevs=0.2, seed=0)

@@ -10,7 +10,7 @@ so each sample needs one gradient, at one random point of its own noisy path.
 """
 
 import functools
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
@@ -356,7 +356,8 @@ class _LayerPath:
     (:mod:`noisegrad._gradients`), so another thread running the same model
     meanwhile keeps its own values; a model that runs the layer in threads of
     its own (a thread pool over branches) is hooked in every thread, as
-    Captum hooks it. A DataParallel model (``device_ids``) runs its replicas
+    Captum hooks it, so two such calls at once on one model can take each
+    other's values, as Captum's would. A DataParallel model (``device_ids``) runs its replicas
     in threads of its own; there Captum's gather and scatter hooks are used,
     as Captum's layer IG does.
     """
@@ -395,16 +396,20 @@ class _LayerPath:
                 extra = format_additional_forward_args(additional_forward_args)
                 evaluate = functools.partial(own_layers_forward, self.method.forward_func, inputs, self.layers, extra,
                                              self.to_layer_input, False)
-                try:
-                    per_layer, _ = evaluate(any_thread=self.any_thread)
-                except LayerNotSeen:
-                    if self.any_thread:
-                        raise
-                    # the model runs the layer in threads of its own: its hooks take every thread, as Captum's do
-                    self.any_thread = True
-                    per_layer, _ = evaluate(any_thread=True)
+                per_layer, _ = self._seen_anywhere(evaluate)
         self.counts = [len(values) for values in per_layer]
         return tuple(t.detach() for values in per_layer for t in values)
+
+    def _seen_anywhere(self, hooked_forward: Callable[..., Any]) -> Any:
+        """``hooked_forward(any_thread=...)``, again with hooks in every thread if the model ran a layer elsewhere
+        (a thread pool over branches), as Captum hooks it; from then on for the rest of the call."""
+        try:
+            return hooked_forward(any_thread=self.any_thread)
+        except LayerNotSeen:
+            if self.any_thread:
+                raise
+        self.any_thread = True
+        return hooked_forward(any_thread=True)
 
     def contributions(
         self, noisy: Tuple[Tensor, ...], alphas: Tensor, chunk: Dict[str, Any], n: int, batch: int
@@ -418,9 +423,10 @@ class _LayerPath:
             gradient_func = layer_gradient_func(self.method, self.counts, self.to_layer_input, self.grad_kwargs)
             grads = gradient_func(self.method.forward_func, points, chunk.get("target"), model_args)
         else:
-            grads = gradients_at_layers(self.method.forward_func, self.layers, points, self.counts,
-                                        self.to_layer_input, chunk.get("target"), model_args, self.grad_kwargs,
-                                        self.any_thread)
+            gradients = functools.partial(gradients_at_layers, self.method.forward_func, self.layers, points,
+                                          self.counts, self.to_layer_input, chunk.get("target"), model_args,
+                                          self.grad_kwargs)
+            grads = self._seen_anywhere(gradients)
         self.dtypes = [g.dtype for g in grads]
         if not self.method.multiplies_by_inputs:
             return [g.reshape((n, batch) + tuple(g.shape[1:])) for g in grads]
