@@ -295,13 +295,14 @@ def gradients_at_layers(
         own = points[starts[index] : starts[index] + counts[index]]
         return tuple(own) if isinstance(hook_inputs if to_layer_input else hook_outputs, tuple) else own[0]
 
-    with torch.autograd.set_grad_enabled(True), _hooked(layers, to_layer_input, replace):
-        outputs = _one_per_row(run_forward(forward_func, (), target, model_args))
-    for index, layer in enumerate(layers):
-        if index not in replaced:
-            where = "" if any_thread else " in the calling thread"
-            raise LayerNotSeen(f"the forward function did not run the layer {type(layer).__name__}{where}")
-    return torch.autograd.grad(outputs.sum(), points, **(grad_kwargs or {}))
+    with torch.autograd.set_grad_enabled(True):  # the caller may be under no_grad (the path density's pilot)
+        with _hooked(layers, to_layer_input, replace):
+            outputs = _one_per_row(run_forward(forward_func, (), target, model_args))
+        for index, layer in enumerate(layers):
+            if index not in replaced:
+                where = "" if any_thread else " in the calling thread"
+                raise LayerNotSeen(f"the forward function did not run the layer {type(layer).__name__}{where}")
+        return torch.autograd.grad(outputs.sum(), points, **(grad_kwargs or {}))
 
 
 @contextlib.contextmanager
