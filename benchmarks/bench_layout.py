@@ -20,13 +20,13 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_call_phases as call_phases  # noqa: E402
 from bench_tunnel import build_workloads, command_line, publish, report_header  # noqa: E402
 
 import noisegrad  # noqa: E402
@@ -50,18 +50,13 @@ def wide_net() -> nn.Module:
 
 
 def alternate(calls: Dict[str, Callable[[], object]], repeats: int, warmup: int) -> Dict[str, List[float]]:
-    """Seconds of each call per repetition; the calls alternate, the order reversed every other repetition."""
+    """Seconds of each call per repetition, after ``warmup`` calls of each; bench_call_phases' alternation (each
+    repetition starts with the next call: for two, the order reversed every other repetition)."""
     for _ in range(warmup):
         for call in calls.values():
             call()
-    seconds: Dict[str, List[float]] = {name: [] for name in calls}
-    names = list(calls)
-    for rep in range(repeats):
-        for name in (names if rep % 2 == 0 else names[::-1]):
-            start = time.perf_counter()
-            calls[name]()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
+    times = call_phases.alternate(calls, repeats, call_phases.Clock(), (), "rest")
+    return {name: times[name]["whole"] for name in calls}
 
 
 def chunk_calls(model: nn.Module, rows: Tensor, targets: Tensor) -> Dict[str, Callable[[], Tensor]]:

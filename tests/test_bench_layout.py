@@ -29,3 +29,11 @@ def test_the_chunk_calls_hand_the_model_each_layout_and_the_same_gradient():
     contiguous, channels_last = calls["contiguous"](), calls["channels-last"]()
     assert seen == [True, False]
     torch.testing.assert_close(contiguous, channels_last, rtol=1e-5, atol=1e-6)
+
+
+def test_alternate_times_every_call_once_per_repetition_after_its_warm_up():
+    counts = {"contiguous": 0, "channels-last": 0}
+    calls = {name: (lambda name=name: counts.__setitem__(name, counts[name] + 1)) for name in counts}
+    seconds = bench.alternate(calls, repeats=3, warmup=2)
+    assert counts == {"contiguous": 5, "channels-last": 5}
+    assert {name: len(times) for name, times in seconds.items()} == {"contiguous": 3, "channels-last": 3}
