@@ -30,7 +30,7 @@ generators). C. Wellons (2018), "Prospecting for hash functions"
 
 import functools
 import math
-from typing import Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -85,20 +85,36 @@ _NUMPY_ELEMENTS = 1 << 16
 _MIX32_NUMPY = tuple((shift, None if multiplier is None else np.uint32(multiplier)) for shift, multiplier in _MIX32)
 
 
-@functools.lru_cache(maxsize=8)
+#: :func:`_mix32_operands` by device.
+_MIX32_OPERANDS: Dict[torch.device, Tuple[Tuple[Tensor, Tensor, Optional[Tensor]], ...]] = {}
+
+
 def _mix32_operands(device: torch.device) -> Tuple[Tuple[Tensor, Tensor, Optional[Tensor]], ...]:
     """:data:`_MIX32`'s shift, logical-shift mask and multiplier of each step as int32 scalars on ``device``.
 
     A Python integer operand is made into a tensor and converted to int32 at every operation: about 10 µs each,
     nearly what the operation itself costs on a transformer chunk's 131,072 elements (0.84-0.88 of the noise's time
-    without it, in-process A/B).
+    without it, in an in-process A/B of ``noisy_copies`` that changed only these operands). Made by fill kernels (no
+    copy from host memory, which a CUDA graph being captured refuses); kept for later calls only if they are plain
+    tensors (see :func:`_plain`).
     """
+    operands = _MIX32_OPERANDS.get(device)
+    if operands is None:
 
-    def scalar(value: int) -> Tensor:
-        return torch.tensor(_signed(value, 32), dtype=torch.int32, device=device)
+        def scalar(value: int) -> Tensor:
+            return torch.full((), _signed(value, 32), dtype=torch.int32, device=device)
 
-    return tuple((scalar(shift), scalar((1 << (32 - shift)) - 1), None if multiplier is None else scalar(multiplier))
-                 for shift, multiplier in _MIX32)
+        operands = tuple((scalar(shift), scalar((1 << (32 - shift)) - 1), None if m is None else scalar(m))
+                         for shift, m in _MIX32)
+        if _plain(t for step in operands for t in step if t is not None):
+            _MIX32_OPERANDS[device] = operands
+    return operands
+
+
+def _plain(tensors: Iterable[Tensor]) -> bool:
+    """Whether every tensor is a plain ``torch.Tensor``: one made under a mode such as ``FakeTensorMode`` (a subclass
+    without data) must not be kept for the calls after it, which would compute with it."""
+    return all(type(t) is Tensor for t in tensors)
 
 
 def _hash32_(x: Tensor, scratch: Tensor) -> None:
@@ -233,20 +249,13 @@ def standard_normal(keys: Tensor, shape: Tuple[int, ...], out: Tensor) -> Tensor
         bits.bitwise_right_shift_(8)
         work = target if target.dtype in (torch.float32, torch.float64) else torch.empty_like(target, dtype=torch.float32)
         work.copy_(bits)  # converted as copied: a mixed-type product would convert into a temporary first
-        torch.add(_half_step(work.dtype, work.device), work, alpha=2.0**-23, out=work)  # one pass, each step exact
+        torch.add(2.0**-24, work, alpha=2.0**-23, out=work)  # one pass; each step exact
         work.erfinv_().mul_(math.sqrt(2))
         if work is not target:
             target.copy_(work)
 
     _each_block(keys, shape, out, to_normal)
     return out
-
-
-@functools.lru_cache(maxsize=8)
-def _half_step(dtype: torch.dtype, device: torch.device) -> Tensor:
-    """2^-24 as a scalar tensor of ``dtype``: ``torch.add(c, x, alpha=a)`` (``c + a·x`` in one pass) takes ``c`` as a
-    tensor only."""
-    return torch.tensor(2.0**-24, dtype=dtype, device=device)
 
 
 def uniform(keys: Tensor, shape: Tuple[int, ...] = (), dtype: torch.dtype = torch.float64) -> Tensor:
@@ -292,6 +301,8 @@ def _each_block(keys: Tensor, shape: Tuple[int, ...], out: Tensor, finish) -> No
                 finish(bits[:, : last - first], flat[row:row + 1, first:last])
         return
     element_low, element_high = _element_keys(tuple(shape), keys.device)
+    if not _plain((element_low, element_high)):  # made under a mode (FakeTensorMode): not for the calls after it
+        _element_keys.cache_clear()
     block = max(1, most // max(elements, 1))
     bits = torch.empty((min(block, rows), elements), dtype=torch.int32, device=keys.device)
     scratch = torch.empty_like(bits)
