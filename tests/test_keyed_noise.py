@@ -204,7 +204,6 @@ def test_a_wrong_output_buffer_is_refused():
         standard_normal(keys, (4,), torch.empty(3, 4, 2).transpose(1, 2))
 
 
-
 def test_a_dry_run_under_fake_tensor_mode_leaves_nothing_behind_for_the_calls_after_it():
     """FakeTensorMode (shapes without data, e.g. a memory estimate) makes fake tensors of whatever the generator
     creates; its caches must not keep them, or every later call would compute with them (it gave NaN)."""
@@ -219,6 +218,7 @@ def test_a_dry_run_under_fake_tensor_mode_leaves_nothing_behind_for_the_calls_af
         standard_normal(keys, shapes[0], torch.empty((3, 2) + shapes[0]))
     for shape, before in zip(shapes, expected):
         assert torch.equal(standard_normal(keys, shape, torch.zeros((3, 2) + shape)), before)
+
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_the_bits_are_the_same_on_cuda_and_the_normals_agree_to_rounding():
