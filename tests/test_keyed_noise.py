@@ -212,7 +212,7 @@ def test_a_dry_run_under_fake_tensor_mode_leaves_nothing_behind_for_the_calls_af
     keys = row_keys(1, 2, torch.arange(2), torch.arange(3))
     shapes = [(70_000,), (50_000, 2)]  # past the numpy block: torch's operations and the cached element keys
     expected = [standard_normal(keys, shape, torch.empty((3, 2) + shape)) for shape in shapes]
-    keyed._MIX32_OPERANDS.clear()  # cold caches, as in a fresh process whose first call is the dry run
+    keyed._mix32_operands.cache_clear()  # cold caches, as in a fresh process whose first call is the dry run
     keyed._element_keys.cache_clear()
     with FakeTensorMode(allow_non_fake_inputs=True):
         standard_normal(keys, shapes[0], torch.empty((3, 2) + shapes[0]))

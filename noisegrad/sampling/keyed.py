@@ -30,7 +30,7 @@ generators). C. Wellons (2018), "Prospecting for hash functions"
 
 import functools
 import math
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -85,36 +85,51 @@ _NUMPY_ELEMENTS = 1 << 16
 _MIX32_NUMPY = tuple((shift, None if multiplier is None else np.uint32(multiplier)) for shift, multiplier in _MIX32)
 
 
-#: :func:`_mix32_operands` by device.
-_MIX32_OPERANDS: Dict[torch.device, Tuple[Tuple[Tensor, Tensor, Optional[Tensor]], ...]] = {}
+def _kept_if_plain(maxsize: int) -> Callable[[Callable[..., Any]], Any]:
+    """``functools.lru_cache(maxsize)`` whose cache is emptied when a call made a tensor that is not a plain
+    ``torch.Tensor``: one made under a mode such as ``FakeTensorMode`` (a subclass without data) must not be handed
+    to the calls after it, which would compute with it (NaN or silently wrong noise)."""
+
+    def decorate(make: Callable[..., Any]) -> Any:
+        cached = functools.lru_cache(maxsize=maxsize)(make)
+
+        @functools.wraps(make)
+        def get(*key: Any) -> Any:
+            value = cached(*key)
+            if not all(type(t) is Tensor for t in _flat(value)):
+                cached.cache_clear()
+            return value
+
+        get.cache_clear, get.cache_info = cached.cache_clear, cached.cache_info
+        return get
+
+    return decorate
 
 
+def _flat(value: Any) -> Iterator[Any]:
+    """The tensors of nested tuples (None skipped)."""
+    for item in value if isinstance(value, tuple) else (value,):
+        if isinstance(item, tuple):
+            yield from _flat(item)
+        elif item is not None:
+            yield item
+
+
+@_kept_if_plain(maxsize=8)
 def _mix32_operands(device: torch.device) -> Tuple[Tuple[Tensor, Tensor, Optional[Tensor]], ...]:
     """:data:`_MIX32`'s shift, logical-shift mask and multiplier of each step as int32 scalars on ``device``.
 
     A Python integer operand is made into a tensor and converted to int32 at every operation: about 10 µs each,
     nearly what the operation itself costs on a transformer chunk's 131,072 elements (0.84-0.88 of the noise's time
     without it, in an in-process A/B of ``noisy_copies`` that changed only these operands). Made by fill kernels (no
-    copy from host memory, which a CUDA graph being captured refuses); kept for later calls only if they are plain
-    tensors (see :func:`_plain`).
+    copy from host memory, which a CUDA graph being captured refuses).
     """
-    operands = _MIX32_OPERANDS.get(device)
-    if operands is None:
 
-        def scalar(value: int) -> Tensor:
-            return torch.full((), _signed(value, 32), dtype=torch.int32, device=device)
+    def scalar(value: int) -> Tensor:
+        return torch.full((), _signed(value, 32), dtype=torch.int32, device=device)
 
-        operands = tuple((scalar(shift), scalar((1 << (32 - shift)) - 1), None if m is None else scalar(m))
-                         for shift, m in _MIX32)
-        if _plain(t for step in operands for t in step if t is not None):
-            _MIX32_OPERANDS[device] = operands
-    return operands
-
-
-def _plain(tensors: Iterable[Tensor]) -> bool:
-    """Whether every tensor is a plain ``torch.Tensor``: one made under a mode such as ``FakeTensorMode`` (a subclass
-    without data) must not be kept for the calls after it, which would compute with it."""
-    return all(type(t) is Tensor for t in tensors)
+    return tuple((scalar(shift), scalar((1 << (32 - shift)) - 1), None if m is None else scalar(m))
+                 for shift, m in _MIX32)
 
 
 def _hash32_(x: Tensor, scratch: Tensor) -> None:
@@ -180,7 +195,7 @@ def _mix64_numpy(x: np.ndarray) -> np.ndarray:
 _CACHED_ELEMENTS = 1 << 18
 
 
-@functools.lru_cache(maxsize=16)
+@_kept_if_plain(maxsize=16)
 def _element_keys(shape: Tuple[int, ...], device: torch.device) -> Tuple[Tensor, Tensor]:
     """Both halves of every element's key, flat: coordinates mixed in one dimension at a time."""
     keys = torch.zeros((), dtype=torch.int64, device=device)
@@ -301,8 +316,6 @@ def _each_block(keys: Tensor, shape: Tuple[int, ...], out: Tensor, finish) -> No
                 finish(bits[:, : last - first], flat[row:row + 1, first:last])
         return
     element_low, element_high = _element_keys(tuple(shape), keys.device)
-    if not _plain((element_low, element_high)):  # made under a mode (FakeTensorMode): not for the calls after it
-        _element_keys.cache_clear()
     block = max(1, most // max(elements, 1))
     bits = torch.empty((min(block, rows), elements), dtype=torch.int32, device=keys.device)
     scratch = torch.empty_like(bits)
