@@ -282,6 +282,29 @@ class SmoothingConfig:
             sigma[index] = value
         return sigma.reshape((features,) + (1,) * (x.dim() - 2))
 
+    @classmethod
+    def decided(cls, arguments: Mapping[str, Any], where: str) -> None:
+        """``TypeError`` if ``arguments`` (for ``NoiseTunnel.attribute``, given ``where``) hold any that a
+        configuration decides: its fields, ``stdevs`` (from its noise) and ``generator`` (its seed).
+
+        A result records its configuration (``result.config``); an argument given beside it would go unrecorded,
+        or collide with the configuration's own.
+
+        Examples
+        --------
+        >>> SmoothingConfig.decided({"n_steps": 16}, "method_kwargs")  # the method's own: fine
+        >>> SmoothingConfig.decided({"generator": None}, "method_kwargs")
+        Traceback (most recent call last):
+        ...
+        TypeError: method_kwargs got ['generator'], which the configuration decides ...
+        """
+        decided = sorted(set(arguments) & (set(cls.__dataclass_fields__) | {"stdevs", "generator"}))
+        if decided:
+            raise TypeError(f"{where} got {decided}, which the configuration decides (recorded in result.config): "
+                            "set them in the configuration (SmoothingConfig fields, or an explainer's set_kwargs)"
+                            + ("; for seeded noise its seed=, since a generator's state cannot be recorded"
+                               if "generator" in decided else ""))
+
     def call_kwargs(self, inputs: Union[Tensor, Tuple[Tensor, ...]]) -> Dict[str, Any]:
         """The keyword arguments of ``NoiseTunnel.attribute`` this configuration stands for (not ``dtype``)."""
         kwargs: Dict[str, Any] = dict(

@@ -89,6 +89,7 @@ class Smoothed:
         self.forward_arg_extractor = forward_arg_extractor
         self.additional_forward_arg_extractor = additional_forward_arg_extractor
         self.method_kwargs = dict(method_kwargs or {})
+        SmoothingConfig.decided(self.method_kwargs, "method_kwargs")
         base = config if config is not None else SmoothingConfig(nt_type=self.nt_type)
         if layer is not None:
             config_fields["noise_layer"] = _layer_name(model, layer)
@@ -103,6 +104,7 @@ class Smoothed:
         the configuration's ``objective`` it is that function's third
         argument; with its ``outputs`` it is left out.
         """
+        SmoothingConfig.decided(kwargs, f"{type(self).__name__}.attribute")
         inputs = self.forward_arg_extractor(batch) if self.forward_arg_extractor is not None else batch
         if self.additional_forward_arg_extractor is not None:
             if "additional_forward_args" in kwargs:

@@ -226,6 +226,35 @@ def test_explainer_arguments_are_checked():
         SmoothingConfig.from_pnpxai(layer=nn.Linear(2, 2))
 
 
+@pytest.mark.parametrize("argument", [{"generator": torch.Generator().manual_seed(0)}, {"seed": 3},
+                                      {"nt_samples": 8}, {"stdevs": 0.5}, {"max_batch_rows": 64}])
+def test_what_the_configuration_decides_is_refused_beside_it_so_that_the_recorded_config_is_the_calls(
+        argument, tmp_path):
+    from noisegrad import attribute_dataset
+
+    name = next(iter(argument))
+    model = make_mlp(seed=1)
+    explainer = SmoothGrad(model, nt_samples=4, noise=0.2, seed=0)
+    rng = torch.get_rng_state()
+    with pytest.raises(TypeError, match=rf"SmoothGrad.attribute got \['{name}'\], which the configuration decides"):
+        explainer.attribute(X, target=0, **argument)
+    assert torch.equal(torch.get_rng_state(), rng)  # refused before any noise was drawn
+    with pytest.raises(TypeError, match=rf"method_kwargs got \['{name}'\]"):
+        Smoothed(model, Saliency, method_kwargs=argument)
+    with pytest.raises(TypeError, match=rf"method_kwargs got \['{name}'\]"):
+        attribute_dataset(Saliency(model), X, tmp_path / "run", config=SmoothingConfig(seed=0), target=0,
+                          method_kwargs=argument)
+    assert not (tmp_path / "run").exists()  # nothing written
+    if name == "generator":
+        with pytest.raises(TypeError, match="for seeded noise its seed="):
+            explainer.attribute(X, target=0, **argument)
+    # the same call through the configuration: recorded as it ran
+    field = "noise" if name == "stdevs" else name
+    if field != "generator":
+        changed = explainer.copy().set_kwargs(**{field: argument[name]})
+        assert changed.attribute(X, target=0).config[field] == argument[name]
+
+
 def test_numpy_scalars_become_python_values_and_layer_noise_must_be_measurable_on_the_layer():
     np = pytest.importorskip("numpy")
     config = SmoothingConfig(nt_samples=np.int64(8), seed=np.int64(1), max_batch_rows=np.int32(64))

@@ -54,6 +54,7 @@ class BatchExplainer:
                                  "give a Smoothed explainer (e.g. Smoothed(model, Saliency, config))")
             self.tunnel = explainer if isinstance(explainer, NoiseTunnel) else NoiseTunnel(explainer)
             self.method_kwargs = dict(method_kwargs or {})
+            SmoothingConfig.decided(self.method_kwargs, "method_kwargs")
             self.method_name = type(self.tunnel.attribution_method).__name__
             self.model = self.tunnel.forward_func
             self.method_state = method_state(self.tunnel.attribution_method, self.model)
