@@ -56,6 +56,13 @@ def _sigma(name: str, value: Any) -> float:
     return float(value)
 
 
+#: The fields :meth:`SmoothingConfig.call_kwargs` passes to ``NoiseTunnel.attribute`` under their own names: always,
+#: and when not None (``stdevs`` comes from the noise fields).
+_ALWAYS_PASSED = ("nt_type", "nt_samples", "sampler", "nt_samples_batch_size", "seed", "return_stderr")
+_PASSED_WHEN_SET = ("tol", "max_samples", "max_batch_rows", "memory_budget", "noise_layer", "outputs", "objective",
+                    "times_input", "channel_reducer")
+
+
 @dataclasses.dataclass(frozen=True)
 class SmoothingConfig:
     """A smoothing call's settings, checked on construction.
@@ -285,10 +292,11 @@ class SmoothingConfig:
     @classmethod
     def decided(cls, arguments: Mapping[str, Any], where: str) -> None:
         """``TypeError`` if ``arguments`` (for ``NoiseTunnel.attribute``, given ``where``) hold any that a
-        configuration decides: its fields, ``stdevs`` (from its noise) and ``generator`` (its seed).
+        configuration decides: the ``NoiseTunnel.attribute`` arguments of :meth:`call_kwargs` (``stdevs`` from its
+        noise fields) and ``generator`` (its ``seed``).
 
-        A result records its configuration (``result.config``); an argument given beside it would go unrecorded,
-        or collide with the configuration's own.
+        A result records its configuration (``result.config``); such an argument given beside it would go
+        unrecorded, or collide with the configuration's own.
 
         Examples
         --------
@@ -298,21 +306,20 @@ class SmoothingConfig:
         ...
         TypeError: method_kwargs got ['generator'], which the configuration decides ...
         """
-        decided = sorted(set(arguments) & (set(cls.__dataclass_fields__) | {"stdevs", "generator"}))
+        decided = sorted(set(arguments) & set(_ALWAYS_PASSED + _PASSED_WHEN_SET + ("stdevs", "generator")))
         if decided:
+            hints = {"stdevs": "its noise=, noise_level= or feature_noise= for stdevs",
+                     "generator": "its seed= for seeded noise, since a generator's state cannot be recorded"}
             raise TypeError(f"{where} got {decided}, which the configuration decides (recorded in result.config): "
-                            "set them in the configuration (SmoothingConfig fields, or an explainer's set_kwargs)"
-                            + ("; for seeded noise its seed=, since a generator's state cannot be recorded"
-                               if "generator" in decided else ""))
+                            "set them in the configuration (SmoothingConfig(...), config.replace(...), or an "
+                            "explainer's set_kwargs(...))"
+                            + "".join(f"; {hints[name]}" for name in decided if name in hints))
 
     def call_kwargs(self, inputs: Union[Tensor, Tuple[Tensor, ...]]) -> Dict[str, Any]:
         """The keyword arguments of ``NoiseTunnel.attribute`` this configuration stands for (not ``dtype``)."""
-        kwargs: Dict[str, Any] = dict(
-            nt_type=self.nt_type, nt_samples=self.nt_samples, stdevs=self.stdevs(inputs), sampler=self.sampler,
-            nt_samples_batch_size=self.nt_samples_batch_size, seed=self.seed, return_stderr=self.return_stderr,
-        )
-        for name in ("tol", "max_samples", "max_batch_rows", "memory_budget", "noise_layer", "outputs", "objective",
-                     "times_input", "channel_reducer"):
+        kwargs: Dict[str, Any] = {name: getattr(self, name) for name in _ALWAYS_PASSED}
+        kwargs["stdevs"] = self.stdevs(inputs)
+        for name in _PASSED_WHEN_SET:
             if getattr(self, name) is not None:
                 kwargs[name] = getattr(self, name)
         if self.nt_samples == "auto":

@@ -104,7 +104,7 @@ class Smoothed:
         the configuration's ``objective`` it is that function's third
         argument; with its ``outputs`` it is left out.
         """
-        SmoothingConfig.decided(kwargs, f"{type(self).__name__}.attribute")
+        SmoothingConfig.decided(dict(self.method_kwargs, **kwargs), f"{type(self).__name__}.attribute")
         inputs = self.forward_arg_extractor(batch) if self.forward_arg_extractor is not None else batch
         if self.additional_forward_arg_extractor is not None:
             if "additional_forward_args" in kwargs:
@@ -167,6 +167,7 @@ class Smoothed:
             raise ValueError(f"set_kwargs got {unknown}: neither SmoothingConfig fields "
                              f"({sorted(SmoothingConfig.__dataclass_fields__)}) nor arguments of "
                              f"{self.method.__name__}.attribute")
+        SmoothingConfig.decided(changes, "set_kwargs")
         if fields:
             self.config = self.config.replace(**fields)
         self.method_kwargs.update(changes)

@@ -234,25 +234,53 @@ def test_what_the_configuration_decides_is_refused_beside_it_so_that_the_recorde
 
     name = next(iter(argument))
     model = make_mlp(seed=1)
-    explainer = SmoothGrad(model, nt_samples=4, noise=0.2, seed=0)
+    explainer = SmoothGrad(model, nt_samples=4, noise=0.2)  # unseeded: a call that ran would move the global RNG
     rng = torch.get_rng_state()
     with pytest.raises(TypeError, match=rf"SmoothGrad.attribute got \['{name}'\], which the configuration decides"):
         explainer.attribute(X, target=0, **argument)
     assert torch.equal(torch.get_rng_state(), rng)  # refused before any noise was drawn
+    changed_later = explainer.copy()
+    changed_later.method_kwargs.update(argument)  # the dict changed after construction: refused at the call
+    with pytest.raises(TypeError, match=rf"SmoothGrad.attribute got \['{name}'\]"):
+        changed_later.attribute(X, target=0)
+    with pytest.raises(TypeError, match=rf"explainer.method_kwargs got \['{name}'\]"):
+        attribute_dataset(changed_later, X, tmp_path / "smoothed", target=0)
     with pytest.raises(TypeError, match=rf"method_kwargs got \['{name}'\]"):
         Smoothed(model, Saliency, method_kwargs=argument)
     with pytest.raises(TypeError, match=rf"method_kwargs got \['{name}'\]"):
-        attribute_dataset(Saliency(model), X, tmp_path / "run", config=SmoothingConfig(seed=0), target=0,
+        attribute_dataset(Saliency(model), X, tmp_path / "captum", config=SmoothingConfig(seed=0), target=0,
                           method_kwargs=argument)
-    assert not (tmp_path / "run").exists()  # nothing written
-    if name == "generator":
-        with pytest.raises(TypeError, match="for seeded noise its seed="):
+    assert not any(tmp_path.iterdir())  # nothing written
+    assert torch.equal(torch.get_rng_state(), rng)
+    hint = {"generator": "its seed= for seeded noise", "stdevs": "its noise=, noise_level= or feature_noise="}
+    if name in hint:
+        with pytest.raises(TypeError, match=hint[name]):
             explainer.attribute(X, target=0, **argument)
-    # the same call through the configuration: recorded as it ran
+    # the same change through the configuration: recorded as it ran
     field = "noise" if name == "stdevs" else name
     if field != "generator":
         changed = explainer.copy().set_kwargs(**{field: argument[name]})
         assert changed.attribute(X, target=0).config[field] == argument[name]
+
+
+def test_the_refused_arguments_are_the_noise_tunnels_that_a_configuration_passes_and_no_others():
+    import inspect
+
+    from captum.attr import GradientShap
+
+    tunnel = set(inspect.signature(NoiseTunnel.attribute).parameters)
+    expected = (set(SmoothingConfig.__dataclass_fields__) & tunnel) | {"stdevs", "generator"}
+    for name in tunnel | set(SmoothingConfig.__dataclass_fields__):
+        refused = name in expected
+        try:
+            SmoothingConfig.decided({name: None}, "kwargs")
+        except TypeError:
+            assert refused, name
+        else:
+            assert not refused, name  # e.g. scope=: a field the call never passes may be a method's own argument
+    assert set(SmoothingConfig(tol=0.1, nt_samples="auto", max_batch_rows=8).call_kwargs(X)) <= expected
+    with pytest.raises(TypeError, match="set_kwargs got \\['stdevs'\\]"):  # GradientShap's own stdevs would collide
+        Smoothed(make_mlp(), GradientShap).set_kwargs(stdevs=0.1)
 
 
 def test_numpy_scalars_become_python_values_and_layer_noise_must_be_measurable_on_the_layer():

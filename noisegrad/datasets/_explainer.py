@@ -41,6 +41,7 @@ class BatchExplainer:
                 raise TypeError("config= and method_kwargs= are for a Captum method; a Smoothed explainer has its own "
                                 "(explainer.config, explainer.method_kwargs): change them with set_kwargs(...)")
             self.config, self.method_kwargs = explainer.config, dict(explainer.method_kwargs)
+            SmoothingConfig.decided(self.method_kwargs, "explainer.method_kwargs")
             self.method_name, self.model = explainer.method.__name__, explainer.model
             self.method_state: Any = {"explainer": type(explainer).__qualname__,
                                       "options": describe(explainer._layer_method_options())}
