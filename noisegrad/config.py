@@ -308,12 +308,12 @@ class SmoothingConfig:
         """
         decided = sorted(set(arguments) & set(_ALWAYS_PASSED + _PASSED_WHEN_SET + ("stdevs", "generator")))
         if decided:
-            hints = {"stdevs": "its noise=, noise_level= or feature_noise= for stdevs",
-                     "generator": "its seed= for seeded noise, since a generator's state cannot be recorded"}
+            fields = {"stdevs": "noise=, noise_level= or feature_noise=", "generator": "seed= (a generator's "
+                      "state cannot be recorded)"}
             raise TypeError(f"{where} got {decided}, which the configuration decides (recorded in result.config): "
-                            "set them in the configuration (SmoothingConfig(...), config.replace(...), or an "
-                            "explainer's set_kwargs(...))"
-                            + "".join(f"; {hints[name]}" for name in decided if name in hints))
+                            "set its fields instead, "
+                            + "".join(f"for {name} {fields[name]}, " for name in decided if name in fields)
+                            + "in SmoothingConfig(...), config.replace(...) or an explainer's set_kwargs(...)")
 
     def call_kwargs(self, inputs: Union[Tensor, Tuple[Tensor, ...]]) -> Dict[str, Any]:
         """The keyword arguments of ``NoiseTunnel.attribute`` this configuration stands for (not ``dtype``)."""

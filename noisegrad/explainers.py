@@ -161,13 +161,13 @@ class Smoothed:
         if "n_iter" in changes:  # pnpxai's name for the sample count
             changes["nt_samples"] = changes.pop("n_iter")
         fields = {name: changes.pop(name) for name in list(changes) if name in SmoothingConfig.__dataclass_fields__}
+        SmoothingConfig.decided(changes, "set_kwargs")  # before the method's names: stdevs= and generator= get hints
         accepted = inspect.signature(self.method.attribute).parameters
         unknown = sorted(name for name in changes if name not in accepted)
         if unknown:
             raise ValueError(f"set_kwargs got {unknown}: neither SmoothingConfig fields "
                              f"({sorted(SmoothingConfig.__dataclass_fields__)}) nor arguments of "
                              f"{self.method.__name__}.attribute")
-        SmoothingConfig.decided(changes, "set_kwargs")
         if fields:
             self.config = self.config.replace(**fields)
         self.method_kwargs.update(changes)

@@ -252,10 +252,12 @@ def test_what_the_configuration_decides_is_refused_beside_it_so_that_the_recorde
                           method_kwargs=argument)
     assert not any(tmp_path.iterdir())  # nothing written
     assert torch.equal(torch.get_rng_state(), rng)
-    hint = {"generator": "its seed= for seeded noise", "stdevs": "its noise=, noise_level= or feature_noise="}
+    hint = {"generator": "for generator seed=", "stdevs": "for stdevs noise=, noise_level= or feature_noise="}
     if name in hint:
         with pytest.raises(TypeError, match=hint[name]):
             explainer.attribute(X, target=0, **argument)
+        with pytest.raises(TypeError, match=hint[name]):  # not set_kwargs' "neither a field nor Saliency's"
+            explainer.copy().set_kwargs(**argument)
     # the same change through the configuration: recorded as it ran
     field = "noise" if name == "stdevs" else name
     if field != "generator":
