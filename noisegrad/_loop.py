@@ -18,8 +18,9 @@ def run(estimator: Any, plan: ChunkPlan, tally: Tally, nt_type: str, rule: Optio
     A chunk that runs out of memory is retried at half the size (nothing of
     it was merged). With a stopping ``rule``, examples that are done are
     recorded by the rule and leave the batch: the estimator and the tally
-    keep only the running ones. ``progress`` is told the samples of each
-    chunk merged.
+    keep only the running ones, and the plan gives them as many more samples
+    per chunk as keeps its noisy copies. ``progress`` is told the samples of
+    each chunk merged.
     """
     device = estimator.perturbation.inputs[0].device
     running = torch.arange(estimator.perturbation.inputs[0].shape[0], device=device)
@@ -47,3 +48,4 @@ def run(estimator: Any, plan: ChunkPlan, tally: Tally, nt_type: str, rule: Optio
             tally.select(keep)
             estimator.select(keep)
             running = running[keep]
+            plan.examples_left(len(keep))

@@ -79,17 +79,34 @@ class ChunkPlan:
         Consecutive samples that belong together (the input draws of one
         weight draw): a chunk holds whole units or, if one is too large, an
         equal part of one, so that no chunk straddles two units.
+    examples : int
+        Examples of the batch. A chunk's memory grows with its noisy copies,
+        samples × examples: when examples leave (``nt_samples="auto"``),
+        :meth:`examples_left` gives the others as many more samples per chunk.
 
     Examples
     --------
-    >>> plan = ChunkPlan(limit=10, chunk=4)
-    >>> plan.next(0), plan.next(8)
-    (range(0, 4), range(8, 10))
+    >>> plan = ChunkPlan(limit=100, chunk=4, examples=6)
+    >>> plan.next(0), plan.next(96)
+    (range(0, 4), range(96, 100))
+    >>> plan.examples_left(2)  # 24 copies per chunk: 12 samples of each of 2 examples
+    >>> plan.next(8)
+    range(8, 20)
     """
 
-    def __init__(self, limit: int, chunk: int, unit: int = 1) -> None:
-        self.limit, self.unit = limit, unit
-        self.chunk = self.aligned(max(1, min(chunk, limit)))
+    def __init__(self, limit: int, chunk: int, unit: int = 1, examples: int = 1) -> None:
+        self.limit, self.unit, self.examples = limit, unit, examples
+        self.resize(chunk)
+
+    def resize(self, chunk: int) -> None:
+        """Chunks of ``chunk`` samples per example from now on (whole units, at most ``limit``)."""
+        self.chunk = self.aligned(max(1, min(chunk, self.limit)))
+        self._copies = self.chunk * self.examples  # per chunk, what its memory grows with
+
+    def examples_left(self, examples: int) -> None:
+        """Only ``examples`` of the batch run on: as many more samples per chunk as keep its noisy copies."""
+        self.examples = examples
+        self.chunk = self.aligned(max(1, min(self._copies // examples, self.limit)))
 
     def aligned(self, chunk: int) -> int:
         """``chunk`` rounded down to whole units, or to a divisor of one unit if it is smaller."""
@@ -110,7 +127,7 @@ class ChunkPlan:
             raise error.__cause__
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        self.chunk = self.aligned(max(1, len(failed) // 2))
+        self.resize(max(1, len(failed) // 2))
         warnings.warn(
             f"out of memory with {len(failed)} noisy copies per example per chunk; retrying with "
             f"nt_samples_batch_size={self.chunk} (the result does not depend on it for a fixed seed)",
@@ -139,9 +156,9 @@ class ChunkPlan:
         called only for ``"auto"`` and ``memory_budget``.
         """
         if isinstance(batch_size, int):
-            return cls(limit, batch_size, unit), None
+            return cls(limit, batch_size, unit, batch), None
         if batch_size is None and max_rows is None and memory_budget is None:
-            return cls(limit, limit, unit), None
+            return cls(limit, limit, unit, batch), None
         if batch_size == "auto" or memory_budget is not None:
             budget = memory_budget if memory_budget is not None else _auto_budget(device)
             rows = max(1, budget // measure())
@@ -149,7 +166,7 @@ class ChunkPlan:
         if internal_batch_size is not None:  # the user's own split caps the method's forwards already
             max_rows = min(max_rows, internal_batch_size)
         chunk, must_split = chunk_for_rows(max_rows, batch, rows_per_copy, limit, splits_itself)
-        return cls(limit, chunk, unit), (max_rows if must_split and internal_batch_size is None else None)
+        return cls(limit, chunk, unit, batch), (max_rows if must_split and internal_batch_size is None else None)
 
 
 def chunk_for_rows(max_rows: int, batch: int, per_copy: int, nt_samples: int, splits_itself: int) -> Tuple[int, bool]:

@@ -637,7 +637,7 @@ def _plan(estimator: Any, request: Request, forward_func: Callable[..., Any]) ->
     if internal_batch_size is not None:
         estimator.set_internal_batch_size(internal_batch_size)
     if request.auto and request.batch_size is None and request.max_batch_rows is None and request.memory_budget is None:
-        plan.chunk = plan.aligned(min(plan.chunk, _AUTO_MODE_CHUNK))
+        plan.resize(min(plan.chunk, _AUTO_MODE_CHUNK))
     return plan
 
 

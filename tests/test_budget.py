@@ -235,3 +235,25 @@ def test_out_of_memory_in_auto_mode_stops_where_a_call_without_it_does():
     assert oom.failures >= 2 and len(set(expected.nt_samples.tolist())) >= 3
     assert torch.equal(result.nt_samples, expected.nt_samples)
     torch.testing.assert_close(result.attributions, expected.attributions, rtol=1e-10, atol=1e-12)
+
+
+def test_in_auto_mode_the_examples_left_get_more_samples_per_chunk_and_never_more_rows():
+    """As examples stop, a chunk keeps its noisy copies and the examples left get more samples in each: fewer forwards
+    (one example left used to run chunks of the batch's samples per example, a quarter of the rows on the ResNet of
+    benchmarks/TIME_TO_ACCURACY.md), none larger than the first, no row computed past an example's stop, and the stops
+    and result of a call in one chunk."""
+    model = make_mlp(seed=3)
+    forwards = []
+    model.register_forward_pre_hook(lambda module, args: forwards.append(args[0].shape[0]))
+    x = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    stdevs = torch.linspace(0.05, 1.0, 6, dtype=torch.float64).unsqueeze(1)  # examples converge one by one
+    common = dict(nt_samples="auto", tol=0.03, max_samples=1000, stdevs=stdevs, target=0, abs=False, seed=0)
+    chunked = NoiseTunnel(Saliency(model)).attribute(x, nt_samples_batch_size=4, **common)
+    whole = NoiseTunnel(Saliency(make_mlp(seed=3))).attribute(x, nt_samples_batch_size=1000, **common)
+    assert torch.equal(chunked.nt_samples, whole.nt_samples)
+    torch.testing.assert_close(chunked.attributions, whole.attributions, rtol=1e-10, atol=1e-12)
+    stops = chunked.nt_samples.tolist()
+    assert len(set(stops)) >= 3, stops  # the examples did leave at different checks
+    assert max(forwards) <= 4 * 6, forwards
+    assert sum(forwards) == sum(stops), (forwards, stops)
+    assert len(forwards) < max(stops) / 4 / 2, forwards  # half of what 4 samples per chunk to the last stop take
