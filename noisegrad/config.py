@@ -313,7 +313,8 @@ class SmoothingConfig:
             raise TypeError(f"{where} got {decided}, which the configuration decides (recorded in result.config): "
                             "set its fields instead, "
                             + "".join(f"for {name} {fields[name]}, " for name in decided if name in fields)
-                            + "in SmoothingConfig(...), config.replace(...) or an explainer's set_kwargs(...)")
+                            + "in SmoothingConfig(...), config.replace(...), an explainer's set_kwargs(...) or a "
+                            "monitor's keyword arguments")
 
     def call_kwargs(self, inputs: Union[Tensor, Tuple[Tensor, ...]]) -> Dict[str, Any]:
         """The keyword arguments of ``NoiseTunnel.attribute`` this configuration stands for (not ``dtype``)."""

@@ -343,7 +343,7 @@ def test_tokens_are_checked_when_the_monitor_is_built_and_padding_may_be_left_ou
 def test_several_outputs_give_one_number_per_example_and_metric():
     model = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
     x = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
-    monitor = AttributionMonitor(Saliency(model), x, every=1, attribute_kwargs={"outputs": [0, 2]})
+    monitor = AttributionMonitor(Saliency(model), x, every=1, outputs=[0, 2])
     snap = monitor.step(0)
     assert tuple(snap.result.relative_stderr.shape) == (3, 2)
     assert all(tuple(v.shape) == (3,) for v in snap.per_example.values())
@@ -377,13 +377,12 @@ def test_a_per_token_mask_of_layer_attributions_is_refused_until_it_has_their_di
     assert snap.row()["mass_in_mask"] == pytest.approx(sum(shares) / 3, rel=1e-12)
 
 
-@pytest.mark.parametrize("given", ["config", "attribute_kwargs"])
-def test_with_several_outputs_a_mask_without_their_dimension_is_refused_when_the_monitor_is_built(given):
+def test_with_several_outputs_a_mask_without_their_dimension_is_refused_when_the_monitor_is_built():
     # outputs= gives the attributions a last dimension: a mask shaped like the probe was accepted and failed at the
     # first snapshot, hours into training; one with that dimension was refused when the monitor was built
     model = Net().eval()
     x, y, masks = data(3)
-    outputs = {"outputs": [0, 2]} if given == "config" else {"attribute_kwargs": {"outputs": [0, 2]}}
+    outputs = {"outputs": [0, 2]}
     forwards = ForwardCounter(model)
     with pytest.raises(ValueError, match=r"masks\[0\] of shape \(3, 1, 6, 6\) must broadcast to the attributions' "
                                          r"shape \(3, 1, 6, 6, 2\).*outputs=\[0, 2\] adds a last dimension of 2\); "
@@ -507,7 +506,8 @@ def test_feature_names_are_refused_for_a_probe_that_is_not_tabular():
     (dict(sinks=object()), TypeError, r"sinks must be a list or tuple of sinks, got object \(for one sink, give "
                                       r"sinks=\[sink\]\)"),
     (dict(config=SmoothingConfig(dtype="double")), ValueError, "dtype='double'"),
-    (dict(attribute_kwargs={"seed": 3}), TypeError, "attribute_kwargs may not set 'seed'"),
+    (dict(attribute_kwargs={"seed": 3}), TypeError, r"attribute_kwargs got \['seed'\], which the configuration decides"),
+    (dict(attribute_kwargs={"target": 1}), TypeError, r"attribute_kwargs may not set 'target': the monitor sets it"),
     (dict(nt_samples=0), ValueError, r"nt_samples must be a positive int or \"auto\", got 0"),
     (dict(nt_samples=2), ValueError, "return_stderr=True with nt_type='smoothgrad' needs at least 2"),
     (dict(attribute_kwargs={"abs": False, "n_steps": 3}), TypeError, "n_steps"),
@@ -533,6 +533,28 @@ def test_bad_arguments_fail_before_any_forward(kwargs, error, words):
     assert forwards.calls == 0
 
 
+@pytest.mark.parametrize("given", [{"nt_samples": 64}, {"stdevs": 2.0}, {"outputs": [0]}, {"max_batch_rows": 10},
+                                   {"sampler": "lhs"}, {"generator": torch.Generator()}])
+def test_what_the_configuration_decides_is_refused_in_attribute_kwargs_so_that_monitor_config_is_what_runs(given):
+    """attribute_kwargs={"nt_samples": 64} used to run 64 samples at every snapshot while monitor.config said 8."""
+    model = Net().eval()
+    x, y, _ = data(3)
+    forwards = ForwardCounter(model)
+    (name, value), = given.items()
+    with pytest.raises(TypeError, match=rf"attribute_kwargs got \['{name}'\], which the configuration decides"):
+        AttributionMonitor(Saliency(model), x, y, attribute_kwargs=given)
+    if name in ("stdevs", "generator"):  # not fields: the monitor names the ones to give
+        with pytest.raises(TypeError, match=r"the monitor got .*for stdevs noise=, noise_level= or feature_noise=|"
+                                            r"the monitor got .*for generator seed="):
+            AttributionMonitor(Saliency(model), x, y, **given)
+    assert forwards.calls == 0
+    monitor = AttributionMonitor(Saliency(model), x, y, nt_samples=6)  # the field instead: recorded and run
+    rows = []
+    model.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]) if args[0].requires_grad else None)
+    monitor.snapshot(0)
+    assert monitor.config.nt_samples == 6 and sum(rows) == 6 * 3, rows
+
+
 def test_import_noisegrad_loads_neither_lightning_nor_tensorboard():
     probe = ("import sys, noisegrad; print(sorted(m for m in sys.modules if m.split('.')[0] in "
              "('lightning', 'pytorch_lightning', 'tensorboard')))")
@@ -551,8 +573,8 @@ def test_the_delta_of_several_outputs_is_each_outputs_gap_in_size_not_their_sign
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3))
     x = torch.rand(3, 4, generator=torch.Generator().manual_seed(0)) * 4
-    monitor = AttributionMonitor(IntegratedGradients(model), x, every=1, attribute_kwargs={
-        "outputs": [0, 2], "n_steps": 2, "method": "riemann_left", "return_convergence_delta": True})
+    monitor = AttributionMonitor(IntegratedGradients(model), x, every=1, outputs=[0, 2], attribute_kwargs={
+        "n_steps": 2, "method": "riemann_left", "return_convergence_delta": True})
     snap = monitor.step(0)
     delta = snap.result.delta.double()
     assert tuple(delta.shape) == (3, 2)

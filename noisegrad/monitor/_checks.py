@@ -23,6 +23,7 @@ def smoothing_fields(fields: Dict[str, Any], method: Attribution, behind: List[n
     dotted name of a module behind ``method``."""
     for name in fields:
         if name not in _CONFIG_FIELDS:
+            SmoothingConfig.decided({name: fields[name]}, "the monitor")  # stdevs=, generator=: which fields instead
             raise TypeError(_unexpected(name, method, monitor_arguments))
     layer = fields.get("noise_layer")
     if isinstance(layer, nn.Module):
@@ -38,7 +39,7 @@ def _unexpected(name: str, method: Attribution, monitor_arguments: Iterable[str]
     """Why ``name=`` is not a keyword argument of the monitor, and the closest one that is."""
     theirs = set(inspect.signature(method.attribute).parameters)
     passed_on = (set(inspect.signature(NoiseTunnel.attribute).parameters) | theirs) - _CONFIG_FIELDS - {
-        "self", "inputs", "target"}
+        "self", "inputs", "target", "stdevs", "generator"}
     if name in passed_on:
         owner = f"{type(method).__name__}.attribute" if name in theirs else "NoiseTunnel.attribute"
         return f"{name}= is an argument of {owner}, not of the monitor: give attribute_kwargs={{{name!r}: ...}}"

@@ -110,8 +110,11 @@ class AttributionMonitor(contextlib.ContextDecorator):
         More arguments for ``NoiseTunnel.attribute`` and the method's
         ``attribute`` (``baselines``, ``abs``, ``n_steps``,
         ``sliding_window_shapes``, ``additional_forward_args``,
-        ``noise_mask``, ...); those the method requires are checked for when
-        the monitor is built.
+        ``noise_mask``, ``joint``, ...); those the method requires are
+        checked for when the monitor is built. What the configuration decides
+        (``nt_samples``, ``stdevs``, ``seed``, ``outputs``, ...) is refused
+        here: give it as a field below, so that ``monitor.config`` is what
+        the snapshots run with.
     **config_fields
         Fields of the configuration to change: ``nt_type``, ``nt_samples``,
         ``noise``, ``noise_level``, ``sampler``, ``seed``, ``noise_layer`` (a
@@ -199,7 +202,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
             raise ValueError(f"tag must be printable, without control characters, got {tag!r}")
         self.tag = tag
 
-        discrete = self.config.noise_layer is not None or "noise_layer" in (attribute_kwargs or {})
+        discrete = self.config.noise_layer is not None
         # the probe, its labels and masks are copied: slices of a data set that the training changes in place
         # (normalised, augmented) would change the probe between snapshots, and the maps with it
         inputs, target = _kept(inputs), _kept(target)
@@ -211,10 +214,12 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self.tokens = checked_tokens(tokens, probe)
         self.feature_names = checked_feature_names(feature_names, probe, self.method)
         self._kwargs = dict(attribute_kwargs or {})
-        for name in ("target", "inputs", "return_stderr", "seed", "generator"):
+        for name in ("target", "inputs"):
             if name in self._kwargs:
-                raise TypeError(f"attribute_kwargs may not set {name!r}: the monitor sets it "
-                                f"({'give it to the monitor' if name == 'target' else 'see config'})")
+                raise TypeError(f"attribute_kwargs may not set {name!r}: the monitor sets it (give it to the monitor)")
+        # what the configuration decides (nt_samples, stdevs, seed, outputs, ...) is set as its field, so that
+        # monitor.config is what every snapshot runs with
+        SmoothingConfig.decided(self._kwargs, "attribute_kwargs")
         if self.method.has_convergence_delta():
             self._kwargs.setdefault("return_convergence_delta", True)
         self._call = dict(self.config.call_kwargs(inputs), **self._kwargs)
