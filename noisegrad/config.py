@@ -290,13 +290,14 @@ class SmoothingConfig:
         return sigma.reshape((features,) + (1,) * (x.dim() - 2))
 
     @classmethod
-    def decided(cls, arguments: Mapping[str, Any], where: str) -> None:
+    def decided(cls, arguments: Mapping[str, Any], where: str, recorded_in: str = "result.config") -> None:
         """``TypeError`` if ``arguments`` (for ``NoiseTunnel.attribute``, given ``where``) hold any that a
         configuration decides: the ``NoiseTunnel.attribute`` arguments of :meth:`call_kwargs` (``stdevs`` from its
         noise fields) and ``generator`` (its ``seed``).
 
-        A result records its configuration (``result.config``); such an argument given beside it would go
-        unrecorded, or collide with the configuration's own.
+        A result records its configuration (``result.config``; a monitor's in ``monitor.config``, named by
+        ``recorded_in``); such an argument given beside it would go unrecorded, or collide with the configuration's
+        own.
 
         Examples
         --------
@@ -308,9 +309,10 @@ class SmoothingConfig:
         """
         decided = sorted(set(arguments) & set(_ALWAYS_PASSED + _PASSED_WHEN_SET + ("stdevs", "generator")))
         if decided:
-            fields = {"stdevs": "noise=, noise_level= or feature_noise=", "generator": "seed= (a generator's "
-                      "state cannot be recorded)"}
-            raise TypeError(f"{where} got {decided}, which the configuration decides (recorded in result.config): "
+            fields = {"stdevs": "noise= (σ itself), noise_level= (a fraction of each example's range, as "
+                                "relative(f)) or feature_noise= (one σ per feature)",
+                      "generator": "seed= (a generator's state cannot be recorded)"}
+            raise TypeError(f"{where} got {decided}, which the configuration decides (recorded in {recorded_in}): "
                             "set its fields instead, "
                             + "".join(f"for {name} {fields[name]}, " for name in decided if name in fields)
                             + "in SmoothingConfig(...), config.replace(...), an explainer's set_kwargs(...) or a "

@@ -158,8 +158,11 @@ class NoiseTunnel(Attribution):
             once (Captum's default). The forward batch of a chunk is
             ``batch × nt_samples_batch_size`` rows times the wrapped method's
             own expansion (IG's ``n_steps``, GradientShap's ``n_samples``).
+            With ``nt_samples="auto"`` that is the chunk of the whole batch: as
+            inputs reach ``tol`` and leave, the others get more copies per
+            chunk, up to as many rows.
             ``"auto"`` picks the chunk from the model's activation bytes per
-            row (measured with one forward of one example): about
+            row (measured with one forward of the first example, twice): about
             :data:`noisegrad.plan.AUTO_CPU_BYTES` of activations per forward
             on a CPU, half the free memory on a GPU. On CUDA, a chunk that
             runs out of memory is halved and retried, with a warning.

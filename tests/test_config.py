@@ -173,6 +173,7 @@ def test_the_result_carries_the_configuration_and_the_delta():
     result = Smoothed(make_mlp(seed=1), IntegratedGradients, config, method_kwargs={"n_steps": 24}).attribute(
         X, target=1)
     assert result.config == config.to_dict()
+    assert SmoothingConfig.from_dict(result.config) == config  # as the README says: the configuration rebuilt
     assert result.delta.shape == (4,) and result.stderr is not None and int(result.dof) == 5
     plain = Smoothed(make_mlp(seed=1), Saliency, config.replace(return_stderr=False)).attribute(X, target=1)
     assert plain.stderr is None and plain.config["return_stderr"] is False
@@ -252,7 +253,7 @@ def test_what_the_configuration_decides_is_refused_beside_it_so_that_the_recorde
                           method_kwargs=argument)
     assert not any(tmp_path.iterdir())  # nothing written
     assert torch.equal(torch.get_rng_state(), rng)
-    hint = {"generator": "for generator seed=", "stdevs": "for stdevs noise=, noise_level= or feature_noise="}
+    hint = {"generator": "for generator seed=", "stdevs": r"for stdevs noise= \(σ itself\), noise_level= .* or feature_noise="}
     if name in hint:
         with pytest.raises(TypeError, match=hint[name]):
             explainer.attribute(X, target=0, **argument)

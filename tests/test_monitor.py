@@ -541,11 +541,12 @@ def test_what_the_configuration_decides_is_refused_in_attribute_kwargs_so_that_m
     x, y, _ = data(3)
     forwards = ForwardCounter(model)
     (name, value), = given.items()
-    with pytest.raises(TypeError, match=rf"attribute_kwargs got \['{name}'\], which the configuration decides"):
+    with pytest.raises(TypeError, match=rf"attribute_kwargs got \['{name}'\], which the configuration decides "
+                                        r"\(recorded in monitor.config\)"):
         AttributionMonitor(Saliency(model), x, y, attribute_kwargs=given)
     if name in ("stdevs", "generator"):  # not fields: the monitor names the ones to give
-        with pytest.raises(TypeError, match=r"the monitor got .*for stdevs noise=, noise_level= or feature_noise=|"
-                                            r"the monitor got .*for generator seed="):
+        with pytest.raises(TypeError, match=r"the monitor got .*\(recorded in monitor.config\).*"
+                                            r"(for stdevs noise= .* or feature_noise=|for generator seed=)"):
             AttributionMonitor(Saliency(model), x, y, **given)
     assert forwards.calls == 0
     monitor = AttributionMonitor(Saliency(model), x, y, nt_samples=6)  # the field instead: recorded and run

@@ -249,7 +249,8 @@ def format_table(rows: List[MethodResult], mask_area: float) -> str:
         "mean |delta|: IG's completeness gap, averaged over the noisy copies, then |.| averaged over the images.",
         "rel. SE: ||standard error||_2 / ||attribution||_2 per image, averaged over the images; the Monte-Carlo",
         "  standard error of the same run (return_stderr=True): that of a mean of N samples for the SmoothGrads,",
-        "  a jackknife over groups of the samples for SmoothGrad² and VarGrad.",
+        "  a jackknife over groups of the samples for SmoothGrad² and VarGrad; Saliency, one gradient without noise,",
+        "  has no Monte-Carlo error (0).",
         f"mass on mask: share of sum |attr| on the true shape pixels; a uniform map scores {mask_area:.3f}.",
     ]
     return "\n".join(lines)

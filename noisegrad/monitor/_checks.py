@@ -23,7 +23,8 @@ def smoothing_fields(fields: Dict[str, Any], method: Attribution, behind: List[n
     dotted name of a module behind ``method``."""
     for name in fields:
         if name not in _CONFIG_FIELDS:
-            SmoothingConfig.decided({name: fields[name]}, "the monitor")  # stdevs=, generator=: which fields instead
+            # stdevs=, generator=: which fields to give instead
+            SmoothingConfig.decided({name: fields[name]}, "the monitor", recorded_in="monitor.config")
             raise TypeError(_unexpected(name, method, monitor_arguments))
     layer = fields.get("noise_layer")
     if isinstance(layer, nn.Module):

@@ -141,9 +141,9 @@ class AttributionMonitor(contextlib.ContextDecorator):
     >>> monitor = AttributionMonitor(Saliency(model), probe, labels, every=2, masks=probe > 0.5)
     >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     >>> for step in range(5):
+    ...     _ = monitor.step(step)  # at the top of the loop: step k shows the model after k updates
     ...     loss = torch.nn.functional.cross_entropy(model(probe), labels)
     ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
-    ...     _ = monitor.step(step)
     >>> [row["step"] for row in monitor.history], sorted(monitor.history[-1])[:4]
     ([0, 2, 4], ['entropy', 'gini', 'mass_in_mask', 'nonfinite_share'])
     """
@@ -219,7 +219,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
                 raise TypeError(f"attribute_kwargs may not set {name!r}: the monitor sets it (give it to the monitor)")
         # what the configuration decides (nt_samples, stdevs, seed, outputs, ...) is set as its field, so that
         # monitor.config is what every snapshot runs with
-        SmoothingConfig.decided(self._kwargs, "attribute_kwargs")
+        SmoothingConfig.decided(self._kwargs, "attribute_kwargs", recorded_in="monitor.config")
         if self.method.has_convergence_delta():
             self._kwargs.setdefault("return_convergence_delta", True)
         self._call = dict(self.config.call_kwargs(inputs), **self._kwargs)
