@@ -79,10 +79,12 @@ class ChunkPlan:
         Consecutive samples that belong together (the input draws of one
         weight draw): a chunk holds whole units or, if one is too large, an
         equal part of one, so that no chunk straddles two units.
-    examples : int
-        Examples of the batch. A chunk's memory grows with its noisy copies,
-        samples × examples: when examples leave (``nt_samples="auto"``),
-        :meth:`examples_left` gives the others as many more samples per chunk.
+    examples : int, optional
+        Examples of the batch, when a chunk's memory grows with its noisy
+        copies (samples × examples): as examples leave (``nt_samples="auto"``),
+        :meth:`examples_left` gives the others as many more samples per chunk
+        as keep its copies. ``None`` when it grows with the samples alone (the
+        stacked parameters of weight draws): chunks keep their samples.
 
     Examples
     --------
@@ -94,17 +96,19 @@ class ChunkPlan:
     range(8, 20)
     """
 
-    def __init__(self, limit: int, chunk: int, unit: int = 1, examples: int = 1) -> None:
-        self.limit, self.unit, self.examples = limit, unit, examples
+    def __init__(self, limit: int, chunk: int, unit: int = 1, examples: Optional[int] = None) -> None:
+        self.limit, self.unit, self.batch, self.examples = limit, unit, examples, examples
         self.resize(chunk)
 
     def resize(self, chunk: int) -> None:
         """Chunks of ``chunk`` samples per example from now on (whole units, at most ``limit``)."""
         self.chunk = self.aligned(max(1, min(chunk, self.limit)))
-        self._copies = self.chunk * self.examples  # per chunk, what its memory grows with
+        self._copies = self.chunk * (self.examples or 1)  # per chunk, what its memory grows with
 
     def examples_left(self, examples: int) -> None:
         """Only ``examples`` of the batch run on: as many more samples per chunk as keep its noisy copies."""
+        if self.examples is None:  # memory per sample: the chunk stays
+            return
         self.examples = examples
         self.chunk = self.aligned(max(1, min(self._copies // examples, self.limit)))
 
@@ -128,9 +132,14 @@ class ChunkPlan:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         self.resize(max(1, len(failed) // 2))
+        if self.examples == self.batch:
+            what, retry = f"{len(failed)} noisy copies per example per chunk", f"{self.chunk}"
+        else:  # inputs have left (nt_samples="auto"): the whole batch's chunk too, in the call's terms
+            what = f"{len(failed)} noisy copies per input still running ({self.examples} of {self.batch})"
+            retry = f"{self.chunk} for those inputs, {max(1, self._copies // self.batch)} for the whole batch"
         warnings.warn(
-            f"out of memory with {len(failed)} noisy copies per example per chunk; retrying with "
-            f"nt_samples_batch_size={self.chunk} (the result does not depend on it for a fixed seed)",
+            f"out of memory with {what}; retrying with nt_samples_batch_size={retry} (the result does not depend on "
+            "it for a fixed seed)",
             RuntimeWarning,
             stacklevel=user_stacklevel(),
         )
@@ -149,16 +158,20 @@ class ChunkPlan:
         measure: Callable[[], int],
         internal_batch_size: Optional[int] = None,
         unit: int = 1,
+        per_copy: bool = True,
     ) -> Tuple["ChunkPlan", Optional[int]]:
         """The plan for the user's chunk arguments, and ``internal_batch_size`` if the method must split itself.
 
         ``measure()`` returns the activation bytes of one input row; it is
-        called only for ``"auto"`` and ``memory_budget``.
+        called only for ``"auto"`` and ``memory_budget``. ``per_copy``: a
+        chunk's memory grows with its noisy copies alone, so examples that
+        leave give the others more samples per chunk (not with weight draws).
         """
+        examples = batch if per_copy else None
         if isinstance(batch_size, int):
-            return cls(limit, batch_size, unit, batch), None
+            return cls(limit, batch_size, unit, examples), None
         if batch_size is None and max_rows is None and memory_budget is None:
-            return cls(limit, limit, unit, batch), None
+            return cls(limit, limit, unit, examples), None
         if batch_size == "auto" or memory_budget is not None:
             budget = memory_budget if memory_budget is not None else _auto_budget(device)
             rows = max(1, budget // measure())
@@ -166,7 +179,7 @@ class ChunkPlan:
         if internal_batch_size is not None:  # the user's own split caps the method's forwards already
             max_rows = min(max_rows, internal_batch_size)
         chunk, must_split = chunk_for_rows(max_rows, batch, rows_per_copy, limit, splits_itself)
-        return cls(limit, chunk, unit, batch), (max_rows if must_split and internal_batch_size is None else None)
+        return cls(limit, chunk, unit, examples), (max_rows if must_split and internal_batch_size is None else None)
 
 
 def chunk_for_rows(max_rows: int, batch: int, per_copy: int, nt_samples: int, splits_itself: int) -> Tuple[int, bool]:

@@ -636,6 +636,7 @@ def _plan(estimator: Any, request: Request, forward_func: Callable[..., Any]) ->
         request.limit, request.batch, request.device, request.batch_size, request.max_batch_rows,
         request.memory_budget, estimator.rows_per_copy, estimator.splits_itself, measure,
         request.kwargs.get("internal_batch_size"), unit=request.weights.draw_size if request.weights else 1,
+        per_copy=request.weights is None,  # weight draws' stacked parameters grow with a chunk's samples
     )
     if internal_batch_size is not None:
         estimator.set_internal_batch_size(internal_batch_size)

@@ -240,8 +240,8 @@ def test_out_of_memory_in_auto_mode_stops_where_a_call_without_it_does():
 def test_in_auto_mode_the_examples_left_get_more_samples_per_chunk_and_never_more_rows():
     """As examples stop, a chunk keeps its noisy copies and the examples left get more samples in each: fewer forwards
     (one example left used to run chunks of the batch's samples per example, a quarter of the rows on the ResNet of
-    benchmarks/TIME_TO_ACCURACY.md), none larger than the first, no row computed past an example's stop, and the stops
-    and result of a call in one chunk."""
+    benchmarks/TIME_TO_ACCURACY.md), none larger than the plan's chunk of the whole batch, no row computed past an
+    example's stop, and the stops and result of a call in one chunk."""
     model = make_mlp(seed=3)
     forwards = []
     model.register_forward_pre_hook(lambda module, args: forwards.append(args[0].shape[0]))

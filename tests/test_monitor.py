@@ -554,6 +554,17 @@ def test_what_the_configuration_decides_is_refused_in_attribute_kwargs_so_that_m
     model.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]) if args[0].requires_grad else None)
     monitor.snapshot(0)
     assert monitor.config.nt_samples == 6 and sum(rows) == 6 * 3, rows
+    with pytest.raises(AttributeError):  # read-only: a configuration set later would not be what runs (helper-65)
+        monitor.config = monitor.config.replace(nt_samples=16)
+
+
+@pytest.mark.parametrize("kwargs", [dict(attribute_kwargs={"return_stderr": False}), dict(return_stderr=False)])
+def test_the_monitor_refuses_to_turn_its_standard_errors_off_rather_than_ignore_it(kwargs):
+    model = Net().eval()
+    x, y, _ = data(3)
+    with pytest.raises(TypeError, match="the monitor always takes standard errors, from the same samples"):
+        AttributionMonitor(Saliency(model), x, y, **kwargs)
+    assert AttributionMonitor(Saliency(model), x, y, return_stderr=True).config.return_stderr is True
 
 
 def test_import_noisegrad_loads_neither_lightning_nor_tensorboard():

@@ -116,6 +116,11 @@ def test_lightning_callback_refuses_what_the_trainer_decides():
         AttributionMonitorCallback(Saliency, x, y, every_n_steps=None)
     with pytest.raises(ValueError, match="every_n_steps must be a positive int"):
         AttributionMonitorCallback(Saliency, x, y, every_n_steps=0)
+    # what the configuration decides, refused when the callback is built, not when fitting starts (helper-65)
+    with pytest.raises(TypeError, match=r"attribute_kwargs got \['nt_samples'\], which the configuration decides"):
+        AttributionMonitorCallback(Saliency, x, y, attribute_kwargs={"nt_samples": 64})
+    with pytest.raises(TypeError, match=r"the monitor got \['stdevs'\]"):
+        AttributionMonitorCallback(Saliency, x, y, stdevs=0.1)
 
 
 def test_lightning_callback_logs_to_every_logger_and_draws_for_each(tmp_path):

@@ -459,6 +459,25 @@ def test_auto_adds_weight_draws_until_the_relative_error_meets_tol():
     assert bool((result.nt_samples % 2 == 0).all()) and bool((result.nt_samples >= 16).all())
 
 
+def test_inputs_that_leave_do_not_give_the_others_more_weight_draws_per_chunk(monkeypatch):
+    """A weight draw's stacked parameters grow with a chunk's samples, not its noisy copies: under "auto" the inputs
+    left keep the samples per chunk the budget gave the batch (helper-65: they got 6 times as many, and one chunk's
+    draws took 9.5 MB against memory_budget=1.5 MB)."""
+    chunks, original = [], ChunkPlan.next
+
+    def recording(plan, start, stop_at=None):
+        chunks.append(plan.chunk)
+        return original(plan, start, stop_at)
+
+    monkeypatch.setattr(ChunkPlan, "next", recording)
+    stdevs = torch.tensor([0.01] * (XM.shape[0] - 1) + [3.0], dtype=XM.dtype).unsqueeze(1)  # the last runs on alone
+    result = NoiseTunnel(Saliency(mlp())).attribute(
+        XM, nt_samples=2, stdevs=stdevs, target=0, abs=False, seed=SEED, tol=0.1, max_samples=2000,
+        weight_noise=weight_noise(0.02, draws="auto"), memory_budget=10_000)
+    assert len(set(result.nt_samples.tolist())) > 1, result.nt_samples  # inputs did leave
+    assert len(chunks) > 2 and set(chunks) == {chunks[0]}, (chunks, result.nt_samples)
+
+
 def test_no_forward_sees_more_rows_than_max_batch_rows(monkeypatch):
     """The rows of all weight draws in one forward count against the budget (3 examples x 2 input draws x 4 steps =
     24 rows per draw: 60 rows hold 2 draws)."""

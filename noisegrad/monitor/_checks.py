@@ -4,7 +4,7 @@ starts, not at the first snapshot, hours in."""
 import dataclasses
 import difflib
 import inspect
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from captum.attr import Attribution, LayerAttribution
 from torch import Tensor, nn
@@ -17,14 +17,29 @@ from noisegrad.tunnel import NoiseTunnel
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(SmoothingConfig))
 
 
+def refuse_decided(attribute_kwargs: Any, fields: Mapping[str, Any]) -> None:
+    """``TypeError`` for what the monitor would run with but not record in ``monitor.config``: what the
+    configuration decides in ``attribute_kwargs`` (``nt_samples``, ``outputs``, ...), ``stdevs=`` or ``generator=``
+    among the monitor's keywords (``fields``), and what the monitor sets itself (``target``, ``inputs``, standard
+    errors)."""
+    given = attribute_kwargs if isinstance(attribute_kwargs, Mapping) else {}
+    for name in ("target", "inputs"):
+        if name in given:
+            raise TypeError(f"attribute_kwargs may not set {name!r}: the monitor sets it (give it to the monitor)")
+    if "return_stderr" in given or fields.get("return_stderr") is False:
+        raise TypeError("the monitor always takes standard errors, from the same samples (they cost nothing): leave "
+                        "return_stderr out")
+    SmoothingConfig.decided(given, "attribute_kwargs", recorded_in="monitor.config")
+    SmoothingConfig.decided({name: fields[name] for name in ("stdevs", "generator") if name in fields}, "the monitor",
+                            recorded_in="monitor.config")
+
+
 def smoothing_fields(fields: Dict[str, Any], method: Attribution, behind: List[nn.Module],
                      monitor_arguments: Iterable[str]) -> Dict[str, Any]:
     """The monitor's ``**config_fields`` checked: each a field of :class:`SmoothingConfig`, ``noise_layer`` as the
     dotted name of a module behind ``method``."""
     for name in fields:
         if name not in _CONFIG_FIELDS:
-            # stdevs=, generator=: which fields to give instead
-            SmoothingConfig.decided({name: fields[name]}, "the monitor", recorded_in="monitor.config")
             raise TypeError(_unexpected(name, method, monitor_arguments))
     layer = fields.get("noise_layer")
     if isinstance(layer, nn.Module):

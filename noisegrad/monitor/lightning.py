@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from noisegrad._validate import as_int
+from noisegrad.monitor._checks import refuse_decided
 from noisegrad.monitor.monitor import AttributionMonitor
 from noisegrad.monitor.sinks import FolderSink, TensorBoardSink
 
@@ -93,6 +94,7 @@ class AttributionMonitorCallback(Callback):
             raise TypeError(f"AttributionMonitorCallback takes no {', '.join(name + '=' for name in taken)}: it takes "
                             "snapshots when the trainer says and records through its logger; use every_n_steps= / "
                             "at_epoch_end=")
+        refuse_decided(monitor_kwargs.get("attribute_kwargs"), monitor_kwargs)  # now, not when fitting starts
         self.at_epoch_end = at_epoch_end
         self._method, self._inputs, self._target, self._kwargs = method, inputs, target, monitor_kwargs
         self.monitor: Optional[AttributionMonitor] = None

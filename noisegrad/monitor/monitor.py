@@ -29,7 +29,8 @@ from noisegrad._state import modules_of
 from noisegrad._validate import as_int, validate_inputs
 from noisegrad.config import SmoothingConfig
 from noisegrad.monitor._checks import (check_probe_dtype, check_probe_finite, check_required_arguments, check_same_model,
-                                       checked_feature_names, checked_masks, checked_tokens, smoothing_fields)
+                                       checked_feature_names, checked_masks, checked_tokens, refuse_decided,
+                                       smoothing_fields)
 from noisegrad.monitor._untouched import local_method, training_untouched
 from noisegrad.monitor.figures import figure_kind, snapshot_figure
 from noisegrad.monitor.sinks import FolderSink, TensorBoardSink
@@ -168,6 +169,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
         attribute_kwargs: Optional[Dict[str, Any]] = None,
         **config_fields: Any,
     ) -> None:
+        refuse_decided(attribute_kwargs, config_fields)  # monitor.config is what every snapshot runs with
         self.method = _method(method, model)
         behind = modules_of(self.method.forward_func)
         if model is not None:
@@ -193,7 +195,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
         if config.dtype is not None:
             raise ValueError(f"the monitor attributes the model being trained, in its own dtype; got a configuration "
                              f"with dtype={config.dtype!r}")
-        self.config = config.replace(return_stderr=True)  # standard errors come from the same samples, for free
+        self._config = config.replace(return_stderr=True)  # standard errors come from the same samples, for free
         self.every = as_int("every", every)
         self.figures_every = as_int("figures_every", figures_every, least=0)
         if not isinstance(tag, str) or not tag:
@@ -202,7 +204,7 @@ class AttributionMonitor(contextlib.ContextDecorator):
             raise ValueError(f"tag must be printable, without control characters, got {tag!r}")
         self.tag = tag
 
-        discrete = self.config.noise_layer is not None
+        discrete = self._config.noise_layer is not None
         # the probe, its labels and masks are copied: slices of a data set that the training changes in place
         # (normalised, augmented) would change the probe between snapshots, and the maps with it
         inputs, target = _kept(inputs), _kept(target)
@@ -214,15 +216,9 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self.tokens = checked_tokens(tokens, probe)
         self.feature_names = checked_feature_names(feature_names, probe, self.method)
         self._kwargs = dict(attribute_kwargs or {})
-        for name in ("target", "inputs"):
-            if name in self._kwargs:
-                raise TypeError(f"attribute_kwargs may not set {name!r}: the monitor sets it (give it to the monitor)")
-        # what the configuration decides (nt_samples, stdevs, seed, outputs, ...) is set as its field, so that
-        # monitor.config is what every snapshot runs with
-        SmoothingConfig.decided(self._kwargs, "attribute_kwargs", recorded_in="monitor.config")
         if self.method.has_convergence_delta():
             self._kwargs.setdefault("return_convergence_delta", True)
-        self._call = dict(self.config.call_kwargs(inputs), **self._kwargs)
+        self._call = dict(self._config.call_kwargs(inputs), **self._kwargs)
         self._tunnel = NoiseTunnel(local_method(self.method))
         self._tunnel.check_arguments(inputs, target=target, **self._call)  # every argument, no forward
         check_required_arguments(self.method, self._call)
@@ -251,6 +247,12 @@ class AttributionMonitor(contextlib.ContextDecorator):
         self.last: Optional[Snapshot] = None
         self.seconds = 0.0
         self._next_step = 0
+
+    @property
+    def config(self) -> SmoothingConfig:
+        """The smoothing every snapshot runs with (read-only: the calls are checked against it when the monitor is
+        built; for another, build another monitor)."""
+        return self._config
 
     # ------------------------------------------------------------------ when
 
