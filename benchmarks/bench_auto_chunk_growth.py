@@ -1,7 +1,7 @@
 """Under nt_samples="auto": chunks that grow as inputs leave the batch, against chunks of a fixed sample count.
 
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 \\
-        python benchmarks/bench_auto_chunk_growth.py --out benchmarks/AUTO_CHUNK_GROWTH.md    # ~15 min on 2 cores
+        python benchmarks/bench_auto_chunk_growth.py --out benchmarks/AUTO_CHUNK_GROWTH.md    # ~3 min on 2 cores
 
 When inputs reach ``tol`` and leave the batch, noisegrad gives the others as many more samples per chunk as keeps a
 chunk's noisy copies (``ChunkPlan.examples_left``). Before, a chunk kept its sample count: an input running on alone

@@ -3,7 +3,7 @@
 # README figures in docs/figures/. Run from anywhere on an otherwise idle machine (the timing benchmarks redo
 # repetitions disturbed by other processes, so a busy machine makes them slow, not wrong):
 #
-#     bash benchmarks/run_all.sh            # everything, about 150 minutes on 2 cores
+#     bash benchmarks/run_all.sh            # everything, about 140 minutes on 2 cores
 #     bash benchmarks/run_all.sh --quick    # smoke run of the same scripts, written to a temporary folder
 #
 # Each step prints the command it runs; the first failure stops the script.
@@ -35,13 +35,13 @@ run python benchmarks/bench_tunnel.py --keep-freed-memory --repeats $REPEATS --p
   --out $B/RESULTS_KEPT_MEMORY.md $QUICK
 # What keeping freed memory saves Captum, noisegrad and the minimal loop (~12 min; no quick mode).
 if [[ -z "$QUICK" ]]; then run python benchmarks/bench_allocator.py --out $B/ALLOCATOR.md; fi
-# These five run in this process: glibc must keep freed memory from the start (~5 min, ~6 min, ~15 min, ~20 s and ~2 min).
+# These five run in this process: glibc must keep freed memory from the start (~5 min, ~6 min, ~3 min, ~20 s and ~2 min).
 KEEP=(env MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296)
 # Where a stock call's time goes beyond the minimal loop's (no quick mode).
 if [[ -z "$QUICK" ]]; then run "${KEEP[@]}" python benchmarks/bench_call_phases.py --out $B/CALL_PHASES.md; fi
 # Where an nt_samples="auto" call's time goes, against Captum's default with as many gradients (~6 min).
 run "${KEEP[@]}" python benchmarks/bench_auto_phases.py --out $B/AUTO_PHASES.md $QUICK
-# Under nt_samples="auto": chunks that grow as inputs leave, against a fixed sample count (~15 min).
+# Under nt_samples="auto": chunks that grow as inputs leave, against a fixed sample count (~3 min).
 run "${KEEP[@]}" python benchmarks/bench_auto_chunk_growth.py --out $B/AUTO_CHUNK_GROWTH.md $QUICK
 # Does the row order (Captum's example-major, noisegrad's sample-major) change the model's own time?
 run "${KEEP[@]}" python benchmarks/bench_row_order.py --out $B/ROW_ORDER.md ${QUICK:+--repeats 5}
