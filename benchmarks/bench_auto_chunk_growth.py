@@ -24,8 +24,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_time_to_accuracy import FRONTENDS, STATISTICS, setting_inputs  # noqa: E402
-from bench_tunnel import build_workloads, command_line, publish, report_header  # noqa: E402
+from bench_time_to_accuracy import FRONTENDS, setting_inputs, smoothgrad_type_rows  # noqa: E402
+from bench_tunnel import command_line, publish, report_header  # noqa: E402
 from noisegrad.plan import ChunkPlan  # noqa: E402
 
 GROWING = ChunkPlan.examples_left
@@ -125,14 +125,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     command = command_line(argv)
     torch.manual_seed(0)
     rows = []
-    wanted = args.workloads.split(",")
-    for workload in [w for w in build_workloads(args.quick) if w.name in wanted]:
-        for statistic in [s for s in STATISTICS if not s.ig]:
-            for tol in statistic.tols[:1] if args.quick else statistic.tols:
-                row = measure_row(workload, statistic, tol, args.pairs, args.quick)
-                print(f"{workload.name:12s} {statistic.name:22s} {tol:.0%}  growing / fixed "
-                      f"{statistics.median(row['ratios']):.3f}", flush=True)
-                rows.append(row)
+    for workload, statistic, tol in smoothgrad_type_rows(args.quick, args.workloads.split(",")):
+        row = measure_row(workload, statistic, tol, args.pairs, args.quick)
+        print(f"{workload.name:12s} {statistic.name:22s} {tol:.0%}  growing / fixed "
+              f"{statistics.median(row['ratios']):.3f}", flush=True)
+        rows.append(row)
     publish(report(rows, args, command), args.out)
 
 

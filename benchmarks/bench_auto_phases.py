@@ -34,8 +34,8 @@ from captum.attr import Saliency
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_call_phases import Clock, alternate, instrument  # noqa: E402
-from bench_time_to_accuracy import FRONTENDS, STATISTICS, setting_inputs  # noqa: E402
-from bench_tunnel import build_workloads, command_line, publish, report_header  # noqa: E402
+from bench_time_to_accuracy import FRONTENDS, setting_inputs, smoothgrad_type_rows  # noqa: E402
+from bench_tunnel import command_line, publish, report_header  # noqa: E402
 from noisegrad.stats.stopping import StoppingRule  # noqa: E402
 from noisegrad.stats.tally import Tally  # noqa: E402
 
@@ -115,15 +115,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     instrument_auto(clock)
     torch.manual_seed(0)
     rows = []
-    wanted = args.workloads.split(",")
-    for workload in [w for w in build_workloads(args.quick) if w.name in wanted]:
-        for statistic in [s for s in STATISTICS if not s.ig]:
-            for tol in statistic.tols[:1] if args.quick else statistic.tols:
-                row = measure_row(workload, statistic, tol, args.repeats, clock, args.quick)
-                ng, cp = (statistics.median(row["times"][k]["whole"]) for k in ("noisegrad", "captum"))
-                print(f"{workload.name:12s} {statistic.name:22s} {tol:.0%}  noisegrad {1e3 * ng:8.1f} ms  "
-                      f"Captum {1e3 * cp:8.1f} ms", flush=True)
-                rows.append(row)
+    for workload, statistic, tol in smoothgrad_type_rows(args.quick, args.workloads.split(",")):
+        row = measure_row(workload, statistic, tol, args.repeats, clock, args.quick)
+        ng, cp = (statistics.median(row["times"][k]["whole"]) for k in ("noisegrad", "captum"))
+        print(f"{workload.name:12s} {statistic.name:22s} {tol:.0%}  noisegrad {1e3 * ng:8.1f} ms  "
+              f"Captum {1e3 * cp:8.1f} ms", flush=True)
+        rows.append(row)
     publish(report(rows, args, command), args.out)
 
 

@@ -49,7 +49,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import captum
 import numpy as np
@@ -229,6 +229,15 @@ def setting_inputs(workload, statistic: Statistic, quick: bool) -> Tuple[Tensor,
     x, target = workload.inputs[:batch], workload.target[:batch]
     flat = x.flatten(1)
     return x, target, NOISE_FRACTION * float((flat.max(1).values - flat.min(1).values).mean())
+
+
+def smoothgrad_type_rows(quick: bool, workloads: Sequence[str]) -> Iterator[Tuple[Any, Statistic, float]]:
+    """(workload, statistic, target) of the SmoothGrad-type rows (no IG), in the table's order: the rows that
+    bench_auto_phases.py and bench_auto_chunk_growth.py measure; ``quick``: half batches, the 10 % target only."""
+    for workload in [w for w in build_workloads(quick) if w.name in workloads]:
+        for statistic in [s for s in STATISTICS if not s.ig]:
+            for tol in statistic.tols[:1] if quick else statistic.tols:
+                yield workload, statistic, tol
 
 
 def make_setting(workload, statistic: Statistic, budget: Budget, quick: bool) -> Setting:

@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+tta = pytest.importorskip("bench_time_to_accuracy")
 bench = pytest.importorskip("bench_auto_chunk_growth")
 
 
 def test_a_quick_row_runs_both_variants_and_leaves_the_library_as_it_was():
-    workload = next(w for w in bench.build_workloads(True) if w.name == "mlp")
-    statistic = next(s for s in bench.STATISTICS if s.key == "sg")
+    workload = next(w for w in tta.build_workloads(True) if w.name == "mlp")
+    statistic = next(s for s in tta.STATISTICS if s.key == "sg")
     row = bench.measure_row(workload, statistic, 0.05, pairs=1, quick=True)  # raises if the stops differ
     assert row["samples"] >= 16 and len(row["ratios"]) == 1
     assert 1 <= row["chunks"]["growing"] <= row["chunks"]["fixed"]

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+tta = pytest.importorskip("bench_time_to_accuracy")
 bench = pytest.importorskip("bench_auto_phases")
 
 
@@ -38,8 +39,8 @@ def test_the_report_gives_captums_time_over_noisegrads_and_the_share_outside_the
 
 
 def test_a_quick_run_times_both_calls_on_a_tiny_workload():
-    workload = next(w for w in bench.build_workloads(True) if w.name == "mlp")
-    statistic = next(s for s in bench.STATISTICS if s.key == "sg-abs")
+    workload = next(w for w in tta.build_workloads(True) if w.name == "mlp")
+    statistic = next(s for s in tta.STATISTICS if s.key == "sg-abs")
     row = bench.measure_row(workload, statistic, 0.1, repeats=1, clock=bench.Clock(), quick=True)
     assert row["captum_samples"] >= row["samples"] >= 16  # at least the first check; Captum as many, rounded up
     assert set(row["times"]) == {"noisegrad", "captum"} and all(t["whole"][0] > 0 for t in row["times"].values())
