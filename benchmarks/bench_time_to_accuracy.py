@@ -466,9 +466,15 @@ CAUSES = {
         "and left: a schedule from activation bytes saved 11–29 % on the MLP and cost 2–14 % on the transformer; a "
         "least growth of 1/4, 1/√n or 2/√n (n the samples so far) instead of 1/8 moved calls by −20 to +10 %, "
         "the CNN and ResNet rows as often slower as faster (an in-process A/B of 9 rows, 9 calls per variant, "
-        "measured once, December 2026): what a check saves is what its extra samples cost. Plan: cut a chunk's own "
-        "fixed cost on small models (noise set-up, the check's statistics, the examples leaving), which every "
-        "schedule pays; the per-sample items themselves (noise, statistics) are near Captum's own now.",
+        "measured once, December 2026): what a check saves is what its extra samples cost. Done since: the "
+        "examples left get as many more samples per chunk as keep its copies (the ResNet's SmoothGrad rows took "
+        "0.84–0.94 of their time, benchmarks/AUTO_CHUNK_GROWTH.md). Simulated and left: one chunk spanning several "
+        "checks, each check read from the chunk's first samples (the same stops), saved at most 11 % on the "
+        "transformer's 5 % rows and moved the MLP's by −17 to +15 % (an offline simulation from logged checks and a "
+        "chunk cost fitted per workload, a fixed part plus one per row; not committed). Plan: cut a chunk's own "
+        "fixed cost on small models (noise set-up, the check's statistics), which every schedule pays; the "
+        "per-sample items themselves (noise, "
+        "statistics) are near Captum's own now.",
     ),
     "IG path": (
         "One path point per noise sample is the wrong design here",
