@@ -136,7 +136,9 @@ class ChunkPlan:
             what, retry = f"{len(failed)} noisy copies per example per chunk", f"{self.chunk}"
         else:  # inputs have left (nt_samples="auto"): the whole batch's chunk too, in the call's terms
             what = f"{len(failed)} noisy copies per input still running ({self.examples} of {self.batch})"
-            retry = f"{self.chunk} for those inputs, {max(1, self._copies // self.batch)} for the whole batch"
+            whole = (f"{self._copies // self.batch} for the whole batch" if self._copies >= self.batch else
+                     f"not even 1 for the whole batch of {self.batch}: attribute it in parts")
+            retry = f"{self.chunk} for those inputs, {whole}"
         warnings.warn(
             f"out of memory with {what}; retrying with nt_samples_batch_size={retry} (the result does not depend on "
             "it for a fixed seed)",

@@ -257,3 +257,24 @@ def test_in_auto_mode_the_examples_left_get_more_samples_per_chunk_and_never_mor
     assert max(forwards) <= 4 * 6, forwards
     assert sum(forwards) == sum(stops), (forwards, stops)
     assert len(forwards) < max(stops) / 4 / 2, forwards  # half of what 4 samples per chunk to the last stop take
+
+
+def test_after_inputs_left_the_out_of_memory_warning_gives_the_chunk_for_them_and_for_the_whole_batch():
+    """After inputs left, a halved chunk is per input still running; the whole batch's equivalent is what a user
+    would pass next time, and where not even 1 sample per input of the whole batch fits, the warning says so rather
+    than suggest 1 (helper-67: 8 copies suggested where 6 failed)."""
+    from noisegrad.plan import ChunkOutOfMemory, ChunkPlan
+
+    error = ChunkOutOfMemory()
+    error.__cause__ = RuntimeError("out of memory")
+    plan = ChunkPlan(limit=100, chunk=4, examples=8)  # 32 copies per chunk
+    plan.examples_left(2)  # 16 samples of each of 2 inputs
+    with pytest.warns(RuntimeWarning, match=r"out of memory with 16 noisy copies per input still running \(2 of 8\); "
+                                            r"retrying with nt_samples_batch_size=8 for those inputs, 2 for the whole "
+                                            r"batch"):
+        plan.halve(range(0, 16), torch.device("cpu"), error)
+    plan = ChunkPlan(limit=100, chunk=1, examples=8)
+    plan.examples_left(3)  # 2 samples of each of 3 inputs: 6 copies
+    with pytest.warns(RuntimeWarning, match=r"retrying with nt_samples_batch_size=1 for those inputs, not even 1 for "
+                                            r"the whole batch of 8: attribute it in parts"):
+        plan.halve(range(0, 2), torch.device("cpu"), error)

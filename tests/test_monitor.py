@@ -508,6 +508,8 @@ def test_feature_names_are_refused_for_a_probe_that_is_not_tabular():
     (dict(config=SmoothingConfig(dtype="double")), ValueError, "dtype='double'"),
     (dict(attribute_kwargs={"seed": 3}), TypeError, r"attribute_kwargs got \['seed'\], which the configuration decides"),
     (dict(attribute_kwargs={"target": 1}), TypeError, r"attribute_kwargs may not set 'target': the monitor sets it"),
+    (dict(attribute_kwargs=[("nt_samples", 3)]), TypeError, r"attribute_kwargs must be a dict of argument names and "
+                                                            r"values, got list"),  # pairs slipped past the checks
     (dict(nt_samples=0), ValueError, r"nt_samples must be a positive int or \"auto\", got 0"),
     (dict(nt_samples=2), ValueError, "return_stderr=True with nt_type='smoothgrad' needs at least 2"),
     (dict(attribute_kwargs={"abs": False, "n_steps": 3}), TypeError, "n_steps"),

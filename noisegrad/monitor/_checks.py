@@ -22,7 +22,10 @@ def refuse_decided(attribute_kwargs: Any, fields: Mapping[str, Any]) -> None:
     configuration decides in ``attribute_kwargs`` (``nt_samples``, ``outputs``, ...), ``stdevs=`` or ``generator=``
     among the monitor's keywords (``fields``), and what the monitor sets itself (``target``, ``inputs``, standard
     errors)."""
-    given = attribute_kwargs if isinstance(attribute_kwargs, Mapping) else {}
+    if attribute_kwargs is not None and not isinstance(attribute_kwargs, Mapping):
+        raise TypeError(f"attribute_kwargs must be a dict of argument names and values, got "
+                        f"{type(attribute_kwargs).__name__}")
+    given = attribute_kwargs or {}
     for name in ("target", "inputs"):
         if name in given:
             raise TypeError(f"attribute_kwargs may not set {name!r}: the monitor sets it (give it to the monitor)")
