@@ -435,7 +435,15 @@ def validate_keywords(method: Attribution, accepted: Optional[FrozenSet[str]], k
     """Reject keyword arguments the wrapped method's ``attribute`` does not take."""
     unknown = sorted(set(kwargs) - accepted) if accepted is not None else []
     if unknown:
+        noise = [name for name in unknown if name in _NOISE_NAMES]
+        hint = (f"; the noise is stdevs= here (σ itself, or relative(f) for f times each example's range), not "
+                f"{noise[0]}=" if noise else "")
         raise TypeError(
             f"{type(method).__name__}.attribute() does not take {', '.join(map(repr, unknown))}; "
-            f"it takes {', '.join(sorted(accepted))}"
+            f"it takes {', '.join(sorted(accepted))}{hint}"
         )
+
+
+#: Names users give the noise level elsewhere (SmoothingConfig, Vertex AI, PAIR saliency, zennit, innsight).
+_NOISE_NAMES = frozenset({"noise", "noise_level", "feature_noise", "sigma", "stdev", "std", "noise_sigma",
+                          "stdev_spread", "noise_std"})

@@ -27,7 +27,7 @@ from noisegrad._explained import (
 from noisegrad._foreign_configs import from_innsight, from_pnpxai, from_vertex, from_xplique
 from noisegrad._validate import as_int, count_or_auto, validate_tol
 from noisegrad.objective import check_objective
-from noisegrad.perturb.inputs import relative
+from noisegrad.perturb.inputs import Relative, relative
 from noisegrad.sampling.samplers import SAMPLERS
 from noisegrad.stats.smoothing import NT_TYPES
 
@@ -49,6 +49,9 @@ def _positive_int(name: str, value: Any, low: int = 1) -> int:
 
 
 def _sigma(name: str, value: Any) -> float:
+    if isinstance(value, Relative):  # NoiseTunnel's stdevs form: the configuration names its parts
+        raise TypeError(f"{name} must be a number, got {value!r}: give noise_level={value.fraction} with "
+                        f"relative_to={value.of!r} for a σ relative to each example's spread")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     if not 0 <= value <= sys.float_info.max:  # compared, not converted: float() of a huge int overflows

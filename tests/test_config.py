@@ -72,6 +72,10 @@ def test_a_zero_feature_sigma_by_index_leaves_that_feature_noise_free():
     (dict(nt_samples="auto", max_samples=1), ValueError, "max_samples must be >= 2"),
     (dict(tol=0.1), ValueError, "apply to nt_samples=\"auto\" only"),
     (dict(noise=-1.0), ValueError, "noise must be finite and >= 0"),
+    (dict(noise=relative(0.1, of="std")), TypeError, r"noise must be a number, .*give noise_level=0.1 with "
+                                                  r"relative_to='std'"),
+    (dict(noise_level=relative(0.2)), TypeError, r"noise_level must be a number, .*give noise_level=0.2 with "
+                                                 r"relative_to='range'"),
     (dict(sampler="sobol"), ValueError, "sampler must be one of"),
     (dict(noise_layer=nn.Linear(2, 2)), TypeError, "dotted name"),
     (dict(relative_to="var"), ValueError, "relative_to must be one of"),
