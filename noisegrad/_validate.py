@@ -436,8 +436,10 @@ def validate_keywords(method: Attribution, accepted: Optional[FrozenSet[str]], k
     unknown = sorted(set(kwargs) - accepted) if accepted is not None else []
     if unknown:
         noise = [name for name in unknown if name in _NOISE_NAMES]
-        hint = (f"; the noise is stdevs= here (σ itself, or relative(f) for f times each example's range), not "
-                f"{noise[0]}=" if noise else "")
+        hint = ("; the noise is not the method's argument: give it as stdevs= to NoiseTunnel and the front-ends (σ "
+                "itself, or relative(f): f times the range of each example's values), or as noise=/noise_level= of a "
+                "SmoothingConfig (an explainer's configuration or set_kwargs, a monitor's keyword arguments)"
+                if noise else "")
         raise TypeError(
             f"{type(method).__name__}.attribute() does not take {', '.join(map(repr, unknown))}; "
             f"it takes {', '.join(sorted(accepted))}{hint}"
@@ -445,5 +447,6 @@ def validate_keywords(method: Attribution, accepted: Optional[FrozenSet[str]], k
 
 
 #: Names users give the noise level elsewhere (SmoothingConfig, Vertex AI, PAIR saliency, zennit, innsight).
-_NOISE_NAMES = frozenset({"noise", "noise_level", "feature_noise", "sigma", "stdev", "std", "noise_sigma",
-                          "stdev_spread", "noise_std"})
+_NOISE_NAMES = frozenset({"noise", "noise_level", "feature_noise", "feature_noise_sigma", "sigma", "stdev", "std",
+                          "stddev", "stddevs", "noise_sigma", "noise_std", "noise_stdev", "noise_scale",
+                          "stdev_spread"})

@@ -50,13 +50,24 @@ def _positive_int(name: str, value: Any, low: int = 1) -> int:
 
 def _sigma(name: str, value: Any) -> float:
     if isinstance(value, Relative):  # NoiseTunnel's stdevs form: the configuration names its parts
-        raise TypeError(f"{name} must be a number, got {value!r}: give noise_level={value.fraction} with "
-                        f"relative_to={value.of!r} for a σ relative to each example's spread")
+        hint = _RELATIVE_HINTS.get(name, _FEATURE_HINT).format(fraction=value.fraction, of=value.of)
+        raise TypeError(f"{name} must be a number, got {value!r}: {hint}")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     if not 0 <= value <= sys.float_info.max:  # compared, not converted: float() of a huge int overflows
         raise ValueError(f"{name} must be finite and >= 0, got {value}")
     return float(value)
+
+
+#: What a ``relative(f)`` given to a noise field should have been, by field (any other: a ``feature_noise`` entry).
+_RELATIVE_HINTS = {
+    "noise": "noise is σ itself; for a σ that is a fraction of the inputs' spread give "
+             "SmoothingConfig(noise_level={fraction}, relative_to={of!r})",
+    "noise_level": "noise_level is the fraction itself: give noise_level={fraction} (with relative_to={of!r} in "
+                   "SmoothingConfig)",
+}
+_FEATURE_HINT = ("feature_noise takes an absolute σ per feature; a σ that is a fraction of the spread applies to every "
+                 "feature: SmoothingConfig(noise_level={fraction}, relative_to={of!r})")
 
 
 #: The fields :meth:`SmoothingConfig.call_kwargs` passes to ``NoiseTunnel.attribute`` under their own names: always,

@@ -72,10 +72,12 @@ def test_a_zero_feature_sigma_by_index_leaves_that_feature_noise_free():
     (dict(nt_samples="auto", max_samples=1), ValueError, "max_samples must be >= 2"),
     (dict(tol=0.1), ValueError, "apply to nt_samples=\"auto\" only"),
     (dict(noise=-1.0), ValueError, "noise must be finite and >= 0"),
-    (dict(noise=relative(0.1, of="std")), TypeError, r"noise must be a number, .*give noise_level=0.1 with "
-                                                  r"relative_to='std'"),
-    (dict(noise_level=relative(0.2)), TypeError, r"noise_level must be a number, .*give noise_level=0.2 with "
-                                                 r"relative_to='range'"),
+    (dict(noise=relative(0.1, of="std")), TypeError, r"noise must be a number, .*noise is σ itself; .*give "
+                                                  r"SmoothingConfig\(noise_level=0.1, relative_to='std'\)"),
+    (dict(noise_level=relative(0.2)), TypeError, r"noise_level is the fraction itself: give noise_level=0.2 "
+                                                 r"\(with relative_to='range'"),
+    (dict(feature_noise={0: relative(0.1)}), TypeError, r"feature_noise takes an absolute σ per feature; .* "
+                                                        r"SmoothingConfig\(noise_level=0.1, relative_to='range'\)"),
     (dict(sampler="sobol"), ValueError, "sampler must be one of"),
     (dict(noise_layer=nn.Linear(2, 2)), TypeError, "dotted name"),
     (dict(relative_to="var"), ValueError, "relative_to must be one of"),
@@ -409,3 +411,13 @@ def test_a_misspelt_auto_is_refused_as_noise_tunnel_refuses_it(field, text):
     with pytest.raises(error) as by_the_configuration:
         SmoothingConfig(**{field: text})
     assert str(by_the_configuration.value) == str(by_the_tunnel.value)
+
+
+def test_noise_given_to_an_explainer_as_the_methods_argument_is_pointed_to_its_configuration():
+    """Helper-69: the hint named only NoiseTunnel's stdevs=, which an explainer refuses (its configuration decides it)."""
+    explainer = SmoothGrad(make_mlp(), nt_samples=4, noise=0.2, seed=0)
+    with pytest.raises(TypeError, match=r"does not take 'noise_level'.*noise=/noise_level= of a SmoothingConfig "
+                                        r"\(an explainer's configuration or set_kwargs"):
+        explainer.attribute(X, target=0, noise_level=0.1)
+    result = explainer.set_kwargs(noise_level=0.1).attribute(X, target=0)  # the hint, followed
+    assert (result.config["noise"], result.config["noise_level"]) == (None, 0.1)
