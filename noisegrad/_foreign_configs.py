@@ -49,8 +49,10 @@ def from_vertex(
         entries = entries["noise_sigma"]
     if isinstance(entries, Mapping):
         pairs = list(entries.items())
-    else:
+    elif isinstance(entries, (list, tuple)) and all(isinstance(e, Mapping) for e in entries):
         pairs = [(entry["name"], entry["sigma"]) for entry in entries]
+    else:  # the configuration says what it takes
+        return cls(nt_samples=count, feature_noise=entries)
     names = tuple(feature_names) if feature_names is not None else tuple(name for name, _ in pairs)
     return cls(nt_samples=count, feature_noise=tuple(pairs), feature_names=names)
 

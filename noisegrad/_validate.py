@@ -435,18 +435,21 @@ def validate_keywords(method: Attribution, accepted: Optional[FrozenSet[str]], k
     """Reject keyword arguments the wrapped method's ``attribute`` does not take."""
     unknown = sorted(set(kwargs) - accepted) if accepted is not None else []
     if unknown:
-        noise = [name for name in unknown if name in _NOISE_NAMES]
-        hint = ("; the noise is not the method's argument: give it as stdevs= to NoiseTunnel and the front-ends (σ "
-                "itself, or relative(f): f times the range of each example's values), or as noise=/noise_level= of a "
-                "SmoothingConfig (an explainer's configuration or set_kwargs, a monitor's keyword arguments)"
-                if noise else "")
+        hint = f"; the noise is not the method's argument: {WHERE_NOISE_GOES}" if set(unknown) & NOISE_NAMES else ""
         raise TypeError(
             f"{type(method).__name__}.attribute() does not take {', '.join(map(repr, unknown))}; "
             f"it takes {', '.join(sorted(accepted))}{hint}"
         )
 
 
+#: Where the noise level is given, for a keyword of :data:`NOISE_NAMES` given where it does not belong.
+WHERE_NOISE_GOES = (
+    "give it as stdevs= to NoiseTunnel and the front-ends (σ itself, or relative(f): f times the range of each "
+    "example's values); where a SmoothingConfig decides the call (an explainer, its set_kwargs, the monitor's keyword "
+    "arguments, a config= of the monitor or attribute_dataset) as its noise= (σ itself) or noise_level= (the f of "
+    "relative(f), with relative_to='std' for relative(f, of='std'))"
+)
 #: Names users give the noise level elsewhere (SmoothingConfig, Vertex AI, PAIR saliency, zennit, innsight).
-_NOISE_NAMES = frozenset({"noise", "noise_level", "feature_noise", "feature_noise_sigma", "sigma", "stdev", "std",
+NOISE_NAMES = frozenset({"noise", "noise_level", "feature_noise", "feature_noise_sigma", "sigma", "stdev", "std",
                           "stddev", "stddevs", "noise_sigma", "noise_std", "noise_stdev", "noise_scale",
                           "stdev_spread"})

@@ -50,8 +50,7 @@ def _positive_int(name: str, value: Any, low: int = 1) -> int:
 
 def _sigma(name: str, value: Any) -> float:
     if isinstance(value, Relative):  # NoiseTunnel's stdevs form: the configuration names its parts
-        hint = _RELATIVE_HINTS.get(name, _FEATURE_HINT).format(fraction=value.fraction, of=value.of)
-        raise TypeError(f"{name} must be a number, got {value!r}: {hint}")
+        raise TypeError(f"{name} must be a number, got {value!r}: {_sigma_hint(name, value)}")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     if not 0 <= value <= sys.float_info.max:  # compared, not converted: float() of a huge int overflows
@@ -59,15 +58,21 @@ def _sigma(name: str, value: Any) -> float:
     return float(value)
 
 
+def _sigma_hint(name: str, value: Relative) -> str:
+    """What ``relative(f)`` given to the noise field ``name`` should have been (any other name: ``feature_noise``)."""
+    return _RELATIVE_HINTS.get(name, _FEATURE_HINT).format(fraction=value.fraction, of=value.of)
+
+
 #: What a ``relative(f)`` given to a noise field should have been, by field (any other: a ``feature_noise`` entry).
 _RELATIVE_HINTS = {
-    "noise": "noise is σ itself; for a σ that is a fraction of the inputs' spread give "
-             "SmoothingConfig(noise_level={fraction}, relative_to={of!r})",
+    "noise": "noise is σ itself; for a σ that is a fraction of the inputs' spread give noise_level={fraction} with "
+             "relative_to={of!r} (in SmoothingConfig(...), or config.replace(...), which keeps the other fields)",
     "noise_level": "noise_level is the fraction itself: give noise_level={fraction} (with relative_to={of!r} in "
-                   "SmoothingConfig)",
+                   "SmoothingConfig(...) or config.replace(...))",
 }
 _FEATURE_HINT = ("feature_noise takes an absolute σ per feature; a σ that is a fraction of the spread applies to every "
-                 "feature: SmoothingConfig(noise_level={fraction}, relative_to={of!r})")
+                 "feature: noise_level={fraction} with relative_to={of!r} (SmoothingConfig(...) or "
+                 "config.replace(...))")
 
 
 #: The fields :meth:`SmoothingConfig.call_kwargs` passes to ``NoiseTunnel.attribute`` under their own names: always,
@@ -238,6 +243,10 @@ class SmoothingConfig:
             raise TypeError(f"return_stderr must be True or False, got {self.return_stderr!r}")
 
     def _checked_feature_noise(self, value: Any) -> Tuple[Tuple[FeatureKey, float], ...]:
+        if not isinstance(value, Mapping) and not (isinstance(value, (list, tuple))
+                                                   and all(isinstance(p, (list, tuple)) for p in value)):
+            hint = f"; {_sigma_hint('feature_noise', value)}" if isinstance(value, Relative) else ""
+            raise TypeError(f"feature_noise takes {{feature: σ}} or (feature, σ) pairs, got {value!r}{hint}")
         pairs = list(value.items()) if isinstance(value, Mapping) else [tuple(p) for p in value]
         checked: List[Tuple[FeatureKey, float]] = []
         for pair in pairs:
@@ -323,8 +332,8 @@ class SmoothingConfig:
         """
         decided = sorted(set(arguments) & set(_ALWAYS_PASSED + _PASSED_WHEN_SET + ("stdevs", "generator")))
         if decided:
-            fields = {"stdevs": "noise= (σ itself), noise_level= (a fraction of each example's range, as "
-                                "relative(f)) or feature_noise= (one σ per feature)",
+            fields = {"stdevs": "noise= (σ itself), noise_level= (the f of relative(f), with relative_to='std' for "
+                                "relative(f, of='std')) or feature_noise= ({feature: σ})",
                       "generator": "seed= (a generator's state cannot be recorded)"}
             raise TypeError(f"{where} got {decided}, which the configuration decides (recorded in {recorded_in}): "
                             "set its fields instead, "

@@ -73,11 +73,15 @@ def test_a_zero_feature_sigma_by_index_leaves_that_feature_noise_free():
     (dict(tol=0.1), ValueError, "apply to nt_samples=\"auto\" only"),
     (dict(noise=-1.0), ValueError, "noise must be finite and >= 0"),
     (dict(noise=relative(0.1, of="std")), TypeError, r"noise must be a number, .*noise is σ itself; .*give "
-                                                  r"SmoothingConfig\(noise_level=0.1, relative_to='std'\)"),
+                                                  r"noise_level=0.1 with relative_to='std' \(in SmoothingConfig"),
     (dict(noise_level=relative(0.2)), TypeError, r"noise_level is the fraction itself: give noise_level=0.2 "
                                                  r"\(with relative_to='range'"),
     (dict(feature_noise={0: relative(0.1)}), TypeError, r"feature_noise takes an absolute σ per feature; .* "
-                                                        r"SmoothingConfig\(noise_level=0.1, relative_to='range'\)"),
+                                                        r"noise_level=0.1 with relative_to='range'"),
+    (dict(feature_noise=relative(0.1)), TypeError, r"feature_noise takes \{feature: σ\} or \(feature, σ\) pairs, got "
+                                                   r"relative\(0.1, of='range'\); .*noise_level=0.1"),
+    (dict(feature_noise=(0.1, 0.2)), TypeError, r"feature_noise takes \{feature: σ\} or \(feature, σ\) pairs, got "
+                                                r"\(0.1, 0.2\)$"),  # was Python's "'float' object is not iterable"
     (dict(sampler="sobol"), ValueError, "sampler must be one of"),
     (dict(noise_layer=nn.Linear(2, 2)), TypeError, "dotted name"),
     (dict(relative_to="var"), ValueError, "relative_to must be one of"),
@@ -416,8 +420,9 @@ def test_a_misspelt_auto_is_refused_as_noise_tunnel_refuses_it(field, text):
 def test_noise_given_to_an_explainer_as_the_methods_argument_is_pointed_to_its_configuration():
     """Helper-69: the hint named only NoiseTunnel's stdevs=, which an explainer refuses (its configuration decides it)."""
     explainer = SmoothGrad(make_mlp(), nt_samples=4, noise=0.2, seed=0)
-    with pytest.raises(TypeError, match=r"does not take 'noise_level'.*noise=/noise_level= of a SmoothingConfig "
-                                        r"\(an explainer's configuration or set_kwargs"):
+    with pytest.raises(TypeError, match=r"does not take 'noise_level'.*where a SmoothingConfig decides the call "
+                                        r"\(an explainer, its set_kwargs, .*\) as its noise= \(σ itself\) or "
+                                        r"noise_level="):
         explainer.attribute(X, target=0, noise_level=0.1)
     result = explainer.set_kwargs(noise_level=0.1).attribute(X, target=0)  # the hint, followed
     assert (result.config["noise"], result.config["noise_level"]) == (None, 0.1)

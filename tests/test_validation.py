@@ -59,8 +59,9 @@ BAD_CALLS = {
     "unknown keyword": (dict(n_steps=5), TypeError, r"Saliency.attribute\(\) does not take 'n_steps'"),
     "the noise by another library's name": (dict(noise_level=0.2, sigma=0.1), TypeError,
                                             r"does not take 'noise_level', 'sigma'; it takes .*; the noise is not the "
-                                            r"method's argument: give it as stdevs= to NoiseTunnel .* or as "
-                                            r"noise=/noise_level= of a SmoothingConfig"),
+                                            r"method's argument: give it as stdevs= to NoiseTunnel .*; where a "
+                                            r"SmoothingConfig decides the call .* as its noise= \(σ itself\) or "
+                                            r"noise_level= \(the f of relative\(f\)"),
     "target list length": (dict(target=[0, 1]), ValueError, "target is a list of 2 entries but the batch has 3"),
     "target tensor length": (dict(target=torch.tensor([0, 1])), ValueError, "target is a tensor of shape"),
     "target float": (dict(target=1.0), TypeError, r"target must be an int.*got 1.0 \(float\)"),
