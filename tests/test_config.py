@@ -426,3 +426,14 @@ def test_noise_given_to_an_explainer_as_the_methods_argument_is_pointed_to_its_c
         explainer.attribute(X, target=0, noise_level=0.1)
     result = explainer.set_kwargs(noise_level=0.1).attribute(X, target=0)  # the hint, followed
     assert (result.config["noise"], result.config["noise_level"]) == (None, 0.1)
+
+
+def test_an_unknown_field_is_named_with_where_the_noise_goes_or_the_closest_field():
+    """Helper-70: SmoothGrad(model, sigma=0.1) said only "__init__() got an unexpected keyword argument 'sigma'"."""
+    with pytest.raises(TypeError, match=r"SmoothingConfig has no field 'sigma'; that is not how the noise is given: "
+                                        r".* as its noise= \(σ itself\) or noise_level="):
+        SmoothGrad(make_mlp(), sigma=0.1)
+    with pytest.raises(TypeError, match=r"SmoothingConfig has no field 'nt_sample'; did you mean nt_samples=\?"):
+        SmoothingConfig().replace(nt_sample=3)
+    with pytest.raises(ValueError, match=r"set_kwargs got \['stdev_spread'\]: .*that is not how the noise is given"):
+        SmoothGrad(make_mlp()).set_kwargs(stdev_spread=0.15)
