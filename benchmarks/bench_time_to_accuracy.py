@@ -473,8 +473,7 @@ CAUSES = {
         "transformer's 5 % rows and moved the MLP's by −17 to +15 % (an offline simulation from logged checks and a "
         "chunk cost fitted per workload, a fixed part plus one per row; not committed). Plan: cut a chunk's own "
         "fixed cost on small models (noise set-up, the check's statistics), which every schedule pays; the "
-        "per-sample items themselves (noise, "
-        "statistics) are near Captum's own now.",
+        "per-sample items themselves (noise, statistics) are near Captum's own now.",
     ),
     "IG path": (
         "One path point per noise sample is the wrong design here",

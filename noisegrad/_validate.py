@@ -3,7 +3,7 @@
 import inspect
 import numbers
 import operator
-from typing import Any, Dict, FrozenSet, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -435,21 +435,33 @@ def validate_keywords(method: Attribution, accepted: Optional[FrozenSet[str]], k
     """Reject keyword arguments the wrapped method's ``attribute`` does not take."""
     unknown = sorted(set(kwargs) - accepted) if accepted is not None else []
     if unknown:
-        hint = f"; the noise is not the method's argument: {WHERE_NOISE_GOES}" if set(unknown) & NOISE_NAMES else ""
         raise TypeError(
             f"{type(method).__name__}.attribute() does not take {', '.join(map(repr, unknown))}; "
-            f"it takes {', '.join(sorted(accepted))}{hint}"
+            f"it takes {', '.join(sorted(accepted))}{noise_hint(unknown)}"
         )
 
 
-#: Where the noise level is given, for a keyword of :data:`NOISE_NAMES` given where it does not belong.
-WHERE_NOISE_GOES = (
+def noise_hint(names: Iterable[str]) -> str:
+    """Where the noise level goes, if any of ``names`` (keywords given where they do not belong) is a name for it.
+
+    Examples
+    --------
+    >>> noise_hint(["n_steps"])
+    ''
+    >>> noise_hint(["sigma"])[:50]
+    '; that is not how the noise is given: give it as s'
+    """
+    return f"; that is not how the noise is given: {_WHERE_NOISE_GOES}" if set(names) & _NOISE_NAMES else ""
+
+
+#: Where the noise level is given, for a keyword of :data:`_NOISE_NAMES` given where it does not belong.
+_WHERE_NOISE_GOES = (
     "give it as stdevs= to NoiseTunnel and the front-ends (σ itself, or relative(f): f times the range of each "
     "example's values); where a SmoothingConfig decides the call (an explainer, its set_kwargs, the monitor's keyword "
     "arguments, a config= of the monitor or attribute_dataset) as its noise= (σ itself) or noise_level= (the f of "
     "relative(f), with relative_to='std' for relative(f, of='std'))"
 )
 #: Names users give the noise level elsewhere (SmoothingConfig, Vertex AI, PAIR saliency, zennit, innsight).
-NOISE_NAMES = frozenset({"noise", "noise_level", "feature_noise", "feature_noise_sigma", "sigma", "stdev", "std",
+_NOISE_NAMES = frozenset({"noise", "noise_level", "feature_noise", "feature_noise_sigma", "sigma", "stdev", "std",
                           "stddev", "stddevs", "noise_sigma", "noise_std", "noise_stdev", "noise_scale",
                           "stdev_spread"})

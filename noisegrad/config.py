@@ -26,7 +26,7 @@ from noisegrad._explained import (
     validate_outputs,
 )
 from noisegrad._foreign_configs import from_innsight, from_pnpxai, from_vertex, from_xplique
-from noisegrad._validate import NOISE_NAMES, WHERE_NOISE_GOES, as_int, count_or_auto, validate_tol
+from noisegrad._validate import as_int, count_or_auto, noise_hint, validate_tol
 from noisegrad.objective import check_objective
 from noisegrad.perturb.inputs import Relative, relative
 from noisegrad.sampling.samplers import SAMPLERS
@@ -400,8 +400,7 @@ class SmoothingConfig:
         unknown = sorted(set(changes) - set(self.__dataclass_fields__))
         if unknown:  # dataclasses.replace would say only "__init__() got an unexpected keyword argument"
             close = [match for name in unknown for match in difflib.get_close_matches(name, self.__dataclass_fields__, 1)]
-            hint = (f"; that is not how the noise is given: {WHERE_NOISE_GOES}" if set(unknown) & NOISE_NAMES
-                    else f"; did you mean {close[0]}=?" if close else "")
+            hint = noise_hint(unknown) or (f"; did you mean {close[0]}=?" if close else "")
             raise TypeError(f"SmoothingConfig has no field {', '.join(map(repr, unknown))}{hint}")
         noise_fields = {"noise", "feature_noise", "noise_level"}
         if noise_fields & set(changes):

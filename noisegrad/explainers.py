@@ -16,7 +16,7 @@ import torch
 from captum.attr import Attribution, LayerAttribution, LayerGradientXActivation, Saliency
 from torch import Tensor, nn
 
-from noisegrad._validate import NOISE_NAMES, WHERE_NOISE_GOES
+from noisegrad._validate import noise_hint
 from noisegrad.config import DTYPES, SmoothingConfig
 from noisegrad.tunnel import NoiseTunnel
 
@@ -166,10 +166,9 @@ class Smoothed:
         accepted = inspect.signature(self.method.attribute).parameters
         unknown = sorted(name for name in changes if name not in accepted)
         if unknown:
-            noise = f"; that is not how the noise is given: {WHERE_NOISE_GOES}" if set(unknown) & NOISE_NAMES else ""
             raise ValueError(f"set_kwargs got {unknown}: neither SmoothingConfig fields "
                              f"({sorted(SmoothingConfig.__dataclass_fields__)}) nor arguments of "
-                             f"{self.method.__name__}.attribute{noise}")
+                             f"{self.method.__name__}.attribute{noise_hint(unknown)}")
         if fields:
             self.config = self.config.replace(**fields)
         self.method_kwargs.update(changes)

@@ -517,7 +517,7 @@ def test_feature_names_are_refused_for_a_probe_that_is_not_tabular():
     (dict(log_dir=3), TypeError, "log_dir must be a str or a pathlib.Path"),
     (dict(nt_sample=8), TypeError, "unexpected keyword argument 'nt_sample': did you mean nt_samples="),
     (dict(abs=False), TypeError, r"abs= is an argument of Saliency.attribute, not of the monitor: give attribute_kwargs=\{'abs': \.\.\.\}"),
-    (dict(noise_sigma=0.1), TypeError, r"unexpected keyword argument 'noise_sigma': that is not how the noise is given; "
+    (dict(noise_sigma=0.1), TypeError, r"unexpected keyword argument 'noise_sigma'; that is not how the noise is given: "
                                        r".* the monitor's keyword arguments.* as its noise= \(σ itself\)"),  # not noise_mask
 ])
 def test_bad_arguments_fail_before_any_forward(kwargs, error, words):

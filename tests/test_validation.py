@@ -58,8 +58,8 @@ BAD_CALLS = {
     "delta unsupported": (dict(return_convergence_delta=True), ValueError, "Saliency has no convergence delta"),
     "unknown keyword": (dict(n_steps=5), TypeError, r"Saliency.attribute\(\) does not take 'n_steps'"),
     "the noise by another library's name": (dict(noise_level=0.2, sigma=0.1), TypeError,
-                                            r"does not take 'noise_level', 'sigma'; it takes .*; the noise is not the "
-                                            r"method's argument: give it as stdevs= to NoiseTunnel .*; where a "
+                                            r"does not take 'noise_level', 'sigma'; it takes .*; that is not how the "
+                                            r"noise is given: give it as stdevs= to NoiseTunnel .*; where a "
                                             r"SmoothingConfig decides the call .* as its noise= \(σ itself\) or "
                                             r"noise_level= \(the f of relative\(f\)"),
     "target list length": (dict(target=[0, 1]), ValueError, "target is a list of 2 entries but the batch has 3"),

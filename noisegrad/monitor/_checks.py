@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from captum.attr import Attribution, LayerAttribution
 from torch import Tensor, nn
 
-from noisegrad._validate import NOISE_NAMES, WHERE_NOISE_GOES
+from noisegrad._validate import noise_hint
 from noisegrad.config import SmoothingConfig
 from noisegrad.monitor.metrics import zero_one
 from noisegrad.reducers import reduce_channels
@@ -57,8 +57,8 @@ def smoothing_fields(fields: Dict[str, Any], method: Attribution, behind: List[n
 
 def _unexpected(name: str, method: Attribution, monitor_arguments: Iterable[str]) -> str:
     """Why ``name=`` is not a keyword argument of the monitor, and the closest one that is."""
-    if name in NOISE_NAMES:  # another library's name for the noise: difflib would suggest noise_mask
-        return f"unexpected keyword argument {name!r}: that is not how the noise is given; {WHERE_NOISE_GOES}"
+    if noise_hint([name]):  # another library's name for the noise: difflib would suggest noise_mask
+        return f"unexpected keyword argument {name!r}{noise_hint([name])}"
     theirs = set(inspect.signature(method.attribute).parameters)
     passed_on = (set(inspect.signature(NoiseTunnel.attribute).parameters) | theirs) - _CONFIG_FIELDS - {
         "self", "inputs", "target", "stdevs", "generator"}
