@@ -461,7 +461,8 @@ _WHERE_NOISE_GOES = (
     "arguments, a config= of the monitor or attribute_dataset) as its noise= (σ itself) or noise_level= (the f of "
     "relative(f), with relative_to='std' for relative(f, of='std'))"
 )
-#: Names users give the noise level elsewhere (SmoothingConfig, Vertex AI, PAIR saliency, zennit, innsight).
-_NOISE_NAMES = frozenset({"noise", "noise_level", "feature_noise", "feature_noise_sigma", "sigma", "stdev", "std",
+#: Names users give the noise level elsewhere (NoiseTunnel's stdevs, where a configuration has fields instead;
+#: SmoothingConfig, Vertex AI, PAIR saliency, zennit, innsight).
+_NOISE_NAMES = frozenset({"stdevs", "noise", "noise_level", "feature_noise", "feature_noise_sigma", "sigma", "stdev", "std",
                           "stddev", "stddevs", "noise_sigma", "noise_std", "noise_stdev", "noise_scale",
                           "stdev_spread"})

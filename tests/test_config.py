@@ -433,6 +433,8 @@ def test_an_unknown_field_is_named_with_where_the_noise_goes_or_the_closest_fiel
     with pytest.raises(TypeError, match=r"SmoothingConfig has no field 'sigma'; that is not how the noise is given: "
                                         r".* as its noise= \(σ itself\) or noise_level="):
         SmoothGrad(make_mlp(), sigma=0.1)
+    with pytest.raises(TypeError, match=r"SmoothingConfig has no field 'stdevs'; that is not how the noise is given"):
+        SmoothGrad(make_mlp(), stdevs=0.1)  # NoiseTunnel's name: the explainer's configuration has fields instead
     with pytest.raises(TypeError, match=r"SmoothingConfig has no field 'nt_sample'; did you mean nt_samples=\?"):
         SmoothingConfig().replace(nt_sample=3)
     with pytest.raises(ValueError, match=r"set_kwargs got \['stdev_spread'\]: .*that is not how the noise is given"):
